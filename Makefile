@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - venv, install, trace fit() vs a tape loop into ./gradtrace.db, print the diagnosis
+#   make test   - venv, install (incl. Debian's chromium), run every test
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench chromium postgres clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[tf,server,http,test,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m gradtrace.demo
+
+# Browser tests drive Debian's chromium (a tool's own browser download does not work offline).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The PostgreSQL tests use the local server at 127.0.0.1:5432; start it if it stopped.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || { \
+	  command -v pg_ctlcluster >/dev/null 2>&1 && \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start || true; }
+
+test: $(STAMP) chromium postgres
+	$(VENV)/bin/ruff check tracer server migrations tests bench
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tracer server migrations tests bench
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info gradtrace.db test-output
