@@ -1,0 +1,548 @@
+"""Reversible patches that see every optimizer step, and the step capture itself.
+
+Installed when the outermost ``trace`` is entered and removed when it is left
+(a nesting count; the removal restores exactly the attribute that was there):
+
+- ``tf.GradientTape.gradient`` (class level) remembers, per thread and graph,
+  the target handed to it (the loss), its static shape and the sources.
+- The optimizer's step: Keras 3 ``BaseOptimizer.apply`` (``apply_gradients``
+  calls it) and, for legacy tf-keras, ``apply_gradients``, patched on every
+  class of the hierarchy that defines it. Only the outermost call of a thread
+  records (a LossScaleOptimizer's ``apply`` calls its inner optimizer's).
+- ``make_train_function`` of both Keras flavours: fit() caches its compiled
+  step, so the first fit() inside a trace rebuilds it (and the run puts the
+  old one back when it ends).
+
+The user's call always runs outside any guard; only our bookkeeping is
+guarded (:func:`guard`). While our own code runs TensorFlow ops a
+thread-local flag keeps the hooks from tracing them (:func:`suppressed`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gradtrace import _scope, _stats, _tensors
+
+if TYPE_CHECKING:
+    from gradtrace._trace import Run
+
+logger = logging.getLogger("gradtrace.hooks")
+
+_local = threading.local()
+_MISSING = object()
+_WRAPPED = "__gradtrace_wrapped__"
+
+
+# --- suppression and guarding --------------------------------------------------------
+
+
+def is_suppressed() -> bool:
+    return getattr(_local, "suppress", 0) > 0
+
+
+@contextlib.contextmanager
+def suppressed() -> Iterator[None]:
+    """Our own TensorFlow work inside this block is invisible to the hooks."""
+    _local.suppress = getattr(_local, "suppress", 0) + 1
+    try:
+        yield
+    finally:
+        _local.suppress -= 1
+
+
+def guard(run: Run, where: str, fn: Callable[[], Any]) -> Any:
+    """Run tracer bookkeeping: an error becomes one warning and a partial run (strict: raises)."""
+    try:
+        with suppressed():
+            return fn()
+    except Exception as exc:
+        run.internal_error(exc, where)
+        return None
+
+
+def _active_run() -> Run | None:
+    if is_suppressed():
+        return None
+    from gradtrace import _trace
+
+    return _trace.current_run()
+
+
+# --- variables -----------------------------------------------------------------------
+
+
+def tf_variable(v: Any) -> Any:
+    """The tf.Variable under a Keras 3 Variable or a tf-keras AutoCastVariable."""
+    import tensorflow as tf
+
+    for _ in range(4):
+        if isinstance(v, tf.Variable) and type(v).__name__ != "AutoCastVariable":
+            return v
+        # keras/src/backend/tensorflow/core.py Variable keeps it in `_value`;
+        # tf_keras/src/mixed_precision/autocast_variable.py in `_variable`.
+        inner = getattr(v, "_value", None)
+        if inner is None or not isinstance(inner, tf.Variable):
+            inner = getattr(v, "_variable", None)
+        if inner is None:
+            return v
+        v = inner
+    return v
+
+
+def var_key(v: Any) -> int:
+    return id(tf_variable(v))
+
+
+# --- patch registry ------------------------------------------------------------------
+
+
+@dataclass
+class _Patch:
+    owner: type
+    name: str
+    original: Any  # the class __dict__ entry, or _MISSING
+    wrapper: Any
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.depth = 0
+        self.patches: list[_Patch] = []
+        self.tf_keras_done = False
+
+    def patch(self, owner: type, name: str, make: Callable[[Any], Any]) -> None:
+        current = owner.__dict__.get(name, _MISSING)
+        if current is not _MISSING and getattr(current, _WRAPPED, False):
+            return
+        target = getattr(owner, name)
+        wrapper = make(target)
+        setattr(wrapper, _WRAPPED, True)
+        setattr(owner, name, wrapper)
+        self.patches.append(_Patch(owner, name, current, wrapper))
+
+    def unpatch_all(self) -> None:
+        while self.patches:
+            p = self.patches.pop()
+            if p.owner.__dict__.get(p.name, _MISSING) is not p.wrapper:
+                # Someone wrapped on top of us: removing ours would remove theirs.
+                # Our wrapper passes everything through when no run is active.
+                logger.debug("gradtrace: %s.%s re-patched by another library; left in place",
+                             p.owner.__name__, p.name)
+                continue
+            if p.original is _MISSING:
+                delattr(p.owner, p.name)
+            else:
+                setattr(p.owner, p.name, p.original)
+
+
+_registry = _Registry()
+
+
+def install() -> None:
+    """Install every patch (outermost call) or count one more nesting level."""
+    with _registry.lock:
+        _registry.depth += 1
+        if _registry.depth > 1:
+            return
+        try:
+            _install_all()
+        except BaseException:
+            _registry.unpatch_all()
+            _registry.depth -= 1
+            raise
+
+
+def uninstall() -> None:
+    """Undo :func:`install`; the outermost call restores every patched attribute."""
+    with _registry.lock:
+        if _registry.depth <= 0:
+            return
+        _registry.depth -= 1
+        if _registry.depth == 0:
+            _registry.unpatch_all()
+            _registry.tf_keras_done = False
+
+
+def installed() -> bool:
+    return _registry.depth > 0
+
+
+def _subclasses(base: type) -> list[type]:
+    out, todo, seen = [], [base], set()
+    while todo:
+        c = todo.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        out.append(c)
+        todo.extend(c.__subclasses__())
+    return out
+
+
+def _install_all() -> None:
+    import tensorflow as tf
+
+    # tensorflow/python/eager/backprop.py GradientTape.gradient
+    _registry.patch(tf.GradientTape, "gradient", _wrap_gradient)
+    try:
+        from keras.src.optimizers.base_optimizer import BaseOptimizer
+    except ImportError:  # a TensorFlow without Keras 3
+        BaseOptimizer = None
+    if BaseOptimizer is not None:
+        # keras/src/optimizers/base_optimizer.py BaseOptimizer.apply (apply_gradients calls it);
+        # keras/src/optimizers/loss_scale_optimizer.py overrides it and calls the inner one.
+        for cls in _subclasses(BaseOptimizer):
+            if "apply" in cls.__dict__:
+                _registry.patch(cls, "apply", _wrap_k3_apply)
+        try:
+            from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+            # keras/src/backend/tensorflow/trainer.py TensorFlowTrainer.make_train_function
+            _registry.patch(TensorFlowTrainer, "make_train_function", _wrap_make_train_function)
+        except ImportError:
+            pass
+    ensure_tf_keras()
+
+
+def ensure_tf_keras() -> None:
+    """Patch legacy tf-keras once it is imported (it may be imported inside the trace)."""
+    if _registry.tf_keras_done or "tf_keras" not in sys.modules:
+        return
+    with _registry.lock:
+        if _registry.tf_keras_done or _registry.depth == 0:
+            return
+        _registry.tf_keras_done = True
+        try:
+            from tf_keras.src.engine.training import Model as TFKModel
+            from tf_keras.src.optimizers.legacy.optimizer_v2 import OptimizerV2
+            from tf_keras.src.optimizers.optimizer import _BaseOptimizer
+        except ImportError:
+            logger.debug("gradtrace: tf_keras present but its optimizers are not importable")
+            return
+        # tf_keras/src/optimizers/optimizer.py _BaseOptimizer/Optimizer.apply_gradients,
+        # tf_keras/src/optimizers/legacy/optimizer_v2.py OptimizerV2.apply_gradients,
+        # tf_keras/src/mixed_precision/loss_scale_optimizer.py (both versions override it).
+        for base in (_BaseOptimizer, OptimizerV2):
+            for cls in _subclasses(base):
+                if "apply_gradients" in cls.__dict__:
+                    _registry.patch(cls, "apply_gradients", _wrap_tfk_apply_gradients)
+        # tf_keras/src/engine/training.py Model.make_train_function
+        _registry.patch(TFKModel, "make_train_function", _wrap_make_train_function)
+
+
+# --- GradientTape.gradient -------------------------------------------------------------
+
+
+@dataclass
+class TapeCall:
+    """One ``tape.gradient`` call: what was differentiated with respect to what."""
+
+    targets: list[Any]
+    shape: list[int | None] | None
+    sources: frozenset[int]
+
+
+def _graph_key() -> object:
+    import tensorflow as tf
+
+    return "eager" if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+
+
+def _tape_calls() -> dict[object, collections.deque[TapeCall]]:
+    calls = getattr(_local, "tape_calls", None)
+    if calls is None:
+        calls = _local.tape_calls = {}
+    return calls
+
+
+def reset_thread() -> None:
+    """Forget the calling thread's remembered tape calls (on leaving a run)."""
+    _local.tape_calls = {}
+
+
+def _remember_gradient(target: Any, sources: Any) -> None:
+    import tensorflow as tf
+
+    ensure_tf_keras()
+    targets = [t for t in tf.nest.flatten(target) if isinstance(t, (tf.Tensor, tf.Variable))]
+    shape = None
+    if targets:
+        s = targets[0].shape
+        shape = s.as_list() if s.rank is not None else None
+    keys = frozenset(var_key(v) for v in tf.nest.flatten(sources) if v is not None)
+    calls = _tape_calls()
+    gk = _graph_key()
+    dq = calls.get(gk)
+    if dq is None:
+        if len(calls) > 64:  # every trace is a new FuncGraph; keep the dict small
+            calls.clear()
+        dq = calls[gk] = collections.deque(maxlen=8)
+    dq.append(TapeCall(targets, shape, keys))
+
+
+def _find_tape_call(var_keys: set[int]) -> TapeCall | None:
+    dq = _tape_calls().get(_graph_key())
+    if not dq:
+        return None
+    for call in reversed(dq):
+        if call.sources & var_keys:
+            return call
+    return None
+
+
+def last_tape_targets() -> list[Any]:
+    """The targets of the calling thread's latest ``tape.gradient`` in the current graph."""
+    dq = _tape_calls().get(_graph_key())
+    return list(dq[-1].targets) if dq else []
+
+
+def _wrap_gradient(original: Any) -> Any:
+    @functools.wraps(original)
+    def gradient(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _active_run()
+        if run is not None:
+            guard(run, "tape.gradient", lambda: _remember_gradient(target, sources))
+        return original(self, target, sources, *args, **kwargs)
+
+    return gradient
+
+
+# --- optimizer step -----------------------------------------------------------------------
+
+
+def _apply_depth() -> int:
+    return getattr(_local, "apply_depth", 0)
+
+
+@contextlib.contextmanager
+def _in_apply() -> Iterator[None]:
+    _local.apply_depth = _apply_depth() + 1
+    try:
+        yield
+    finally:
+        _local.apply_depth -= 1
+
+
+def _wrap_k3_apply(original: Any) -> Any:
+    @functools.wraps(original)
+    def apply(self: Any, grads: Any, trainable_variables: Any = None) -> Any:
+        run = _active_run()
+        if run is None or _apply_depth() > 0:
+            with _in_apply():
+                return original(self, grads, trainable_variables)
+        grads = list(grads)
+        tvars = trainable_variables
+        if tvars is None:
+            tvars = getattr(self, "_trainable_variables", None)
+        else:
+            tvars = list(tvars)
+        ctx = None
+        if tvars is not None and len(grads) > 0:
+            ctx = guard(run, "optimizer.apply", lambda: _before(run, self, grads, list(tvars), "keras3"))
+        with _in_apply():
+            result = original(self, grads, trainable_variables if trainable_variables is None else tvars)
+        if ctx is not None:
+            guard(run, "optimizer.apply", lambda: _after(run, ctx))
+        return result
+
+    return apply
+
+
+def _wrap_tfk_apply_gradients(original: Any) -> Any:
+    @functools.wraps(original)
+    def apply_gradients(self: Any, grads_and_vars: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _active_run()
+        if run is None or _apply_depth() > 0:
+            with _in_apply():
+                return original(self, grads_and_vars, *args, **kwargs)
+        pairs = list(grads_and_vars)
+        ctx = None
+        if pairs:
+            grads = [g for g, _ in pairs]
+            tvars = [v for _, v in pairs]
+            ctx = guard(run, "optimizer.apply_gradients", lambda: _before(run, self, grads, tvars, "tf_keras"))
+        with _in_apply():
+            result = original(self, pairs, *args, **kwargs)
+        if ctx is not None:
+            guard(run, "optimizer.apply_gradients", lambda: _after(run, ctx))
+        return result
+
+    return apply_gradients
+
+
+def _wrap_make_train_function(original: Any) -> Any:
+    @functools.wraps(original)
+    def make_train_function(self: Any, force: bool = False) -> Any:
+        run = _active_run()
+        if run is not None and not force:
+            if guard(run, "make_train_function", lambda: run.claim_train_function(self)):
+                force = True
+        return original(self, force)
+
+    return make_train_function
+
+
+def execution_mode() -> str:
+    """"eager", "tf.function" or "xla" for the code being run/traced now."""
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return "eager"
+    # tensorflow/python/eager/polymorphic_function/polymorphic_function.py enters an
+    # XLAControlFlowContext while tracing a jit_compile=True function.
+    from tensorflow.python.ops import control_flow_util
+
+    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return "xla"
+    return "tf.function"
+
+
+@dataclass
+class _StepCtx:
+    opt: Any
+    flavour: str
+    grads: list[Any]
+    vars: list[Any]  # applied variables first, then the models' other trainable ones
+    has_grad: list[bool]
+    lr: Any
+    tape: TapeCall | None
+    mode: str
+
+
+def _learning_rate(opt: Any, flavour: str) -> Any:
+    import tensorflow as tf
+
+    if flavour == "keras3":
+        # keras/src/optimizers/base_optimizer.py: the property evaluates a schedule at
+        # the current iteration (before the update, i.e. the rate this step uses).
+        lr = opt.learning_rate
+    elif hasattr(opt, "_decayed_lr"):  # tf_keras legacy OptimizerV2
+        lr = opt._decayed_lr(tf.float32)
+    else:
+        lr = opt.learning_rate
+    if callable(lr) and not isinstance(lr, (tf.Tensor, tf.Variable)):
+        lr = lr()
+    return tf.cast(tf.convert_to_tensor(lr), tf.float32)
+
+
+def iterations_variable(opt: Any) -> Any:
+    """The optimizer's raw step counter (Keras 3 counts every apply, also when accumulating)."""
+    inner = getattr(opt, "inner_optimizer", None)
+    if inner is not None:
+        opt = inner
+    it = getattr(opt, "_iterations", None)
+    if it is None:
+        it = opt.iterations
+    return it
+
+
+def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
+    keys = [var_key(v) for v in tvars]
+    others = [v for v in run.trainable_variables() if var_key(v) not in set(keys)]
+    all_vars = list(tvars) + others
+    has_grad = [g is not None for g in grads] + [False] * len(others)
+    # Pre-update copies, on full steps only (see _stats.Cadence.snapshot): holding
+    # `value()` here would make the optimizer's in-place assign copy every buffer.
+    run.cadence.snapshot([tf_variable(v) for v in all_vars])
+    lr = None
+    if flavour == "keras3":
+        try:
+            lr = _learning_rate(opt, flavour)
+        except Exception:  # an exotic learning rate: recorded as missing
+            logger.debug("gradtrace: learning rate of %r not readable", opt, exc_info=True)
+    tape = _find_tape_call(set(keys))
+    run.optimizer_seen(opt, flavour)
+    return _StepCtx(opt, flavour, list(grads) + [None] * len(others), all_vars, has_grad,
+                    lr, tape, execution_mode())
+
+
+def _after(run: Run, ctx: _StepCtx) -> None:
+    import tensorflow as tf
+
+    lr = ctx.lr
+    if lr is None and ctx.flavour == "tf_keras":
+        try:
+            # tf_keras/src/optimizers/optimizer.py: a schedule's value is cached in
+            # `_current_learning_rate` by apply_gradients, so read it afterwards.
+            lr = _learning_rate(ctx.opt, ctx.flavour)
+        except Exception:
+            logger.debug("gradtrace: learning rate of %r not readable", ctx.opt, exc_info=True)
+    has_lr = lr is not None
+    if lr is None:
+        lr = tf.constant(float("nan"), tf.float32)
+    iters = tf.cast(tf.convert_to_tensor(ctx.opt.iterations), tf.float32)
+    state = run.state_variables()
+    values, statics = _scope.current().take()
+    extra_keys: dict[str, tuple[int, ...]] = {}
+    extra: list[Any] = []
+    for key in sorted(values):
+        t = values[key]
+        if not isinstance(t, (tf.Tensor, tf.Variable)):
+            t = tf.constant(t, tf.float32)
+        shape = t.shape
+        if not shape.is_fully_defined():
+            run.warn_once(f"dynamic:{key}", f"step value {key!r} has no static shape {shape}; not recorded")
+            continue
+        extra_keys[key] = tuple(shape.as_list())
+        extra.append(t)
+    indices = [run.var_index(v) for v in ctx.vars]
+    sizes = [_size(v) for v in ctx.vars]
+    targets = ctx.tape.targets if ctx.tape is not None else []
+    target_shape = ctx.tape.shape if ctx.tape is not None else None
+    key = (
+        ctx.mode, id(ctx.opt), tuple(indices), tuple(ctx.has_grad), tuple(sizes),
+        tuple(s.index for s in state), tuple(sorted(extra_keys.items())),
+        bool(targets), None if target_shape is None else tuple(target_shape), has_lr,
+        repr(sorted(statics.items())),
+    )
+    layout, ring = run.layout_for(
+        key,
+        lambda: _new_layout(run, ctx, indices, sizes, state, extra_keys, statics,
+                            bool(targets), target_shape, has_lr),
+    )
+    # IndexedSlices stay sparse here: densified inside the statistics, on full steps only.
+    grads = [g for g, h in zip(ctx.grads, ctx.has_grad, strict=True) if h]
+    writer = ring.writer
+    if writer is None:
+        writer, probe, probe_args = _stats.make_writer(
+            ring, run.seq, run.cadence, [tf_variable(v) for v in ctx.vars],
+            [tf_variable(s.var) for s in state], [s.shadow for s in state], run.stats_jit(ctx.mode),
+        )
+        ring.writer = writer
+        run.cadence.register(ring, probe, probe_args)
+    writer(targets, lr, iters, grads, extra)
+    _tensors.capture(run, ctx)  # full_tensors_every: after the writer claimed this step's number
+
+
+def _size(v: Any) -> int:
+    n = 1
+    for d in v.shape:
+        n *= int(d)
+    return n
+
+
+def _new_layout(run: Run, ctx: _StepCtx, indices: list[int], sizes: list[int], state: list[Any],
+                extra_keys: dict[str, tuple[int, ...]], statics: dict[str, Any], has_loss: bool,
+                target_shape: list[int | None] | None, has_lr: bool) -> _stats.Layout:
+    layout = _stats.Layout(
+        mode=ctx.mode,
+        sketch_dim=run.sketch_dim,
+        target_shape=target_shape,
+        has_loss=has_loss,
+        has_lr=has_lr,
+        statics=dict(statics),
+        optimizer=id(ctx.opt),
+    )
+    _stats.plan(layout, indices, ctx.has_grad, sizes, [s.index for s in state],
+                [s.rng for s in state], extra_keys)
+    return layout

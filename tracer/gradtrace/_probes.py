@@ -1,0 +1,1173 @@
+"""Probes: what an optimizer step carries besides its gradients.
+
+While a trace is active these hooks watch the user's training and put what they
+see into the step scope (:mod:`gradtrace._scope`); the optimizer hook takes it
+with the step, and :func:`decode` turns the read-back numbers into
+:class:`~gradtrace.schema.StepRecord` fields.
+
+What is captured, and where:
+
+- ``Layer.__call__`` (class level, Keras 3 and tf-keras): the outermost call of a
+  model registers it with the run (``run.register_model``), fingerprints its
+  input (``x_fp``, ``batch_size``), records the output shape (``y_pred_shape``)
+  and ``sum(model.losses)`` (``reg_loss``), and opens the *loss window*.
+- The loss window: an op callback (``tensorflow/python/framework/op_callbacks.py``)
+  that lives from the root model's return to ``tape.gradient`` of the first eager
+  step, or while a ``tf.function`` is being traced. It records every elementwise
+  binary op whose output is larger than both inputs (``broadcasts``: a ``(N,)``
+  label against a ``(N, 1)`` output gives ``(N, N)``). It is never on in the
+  steady state.
+- The ``training`` value each training-dependent leaf layer received
+  (``modes``), hooked where Keras resolves it (Keras 3
+  ``Layer._resolve_and_populate_arg``, tf-keras
+  ``Layer._get_propagated_call_context_arguments``), and the layers that ran with
+  ``trainable=False`` (``frozen``: BatchNormalization then runs in inference mode).
+- ``Loss.__call__`` (class level, both flavours): class, reduction, from_logits,
+  the shapes of ``y_true``/``y_pred``, sample weights, per-sample statistics
+  (``loss_info``) and, in tape loops, the label fingerprint ``y_fp``.
+- ``Model.fit`` (class level): fit's arguments (``RunInfo.fit``), and an
+  instance wrapper of ``train_step`` that fingerprints fit's ``data``; after the
+  first train step the compiled loss and the *resolved* metric classes.
+- Loss scale optimizers: the scale the loss carried and whether the step was
+  skipped for non-finite gradients.
+
+Per-step numbers are graph ops (put as tensors); Python facts fixed for a trace
+are statics. Everything is undone by the callable :func:`install` returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gradtrace import _meta, _scope
+
+logger = logging.getLogger("gradtrace.probes")
+
+# Elementwise binary ops (TensorFlow op types) whose inputs broadcast NumPy-style.
+_ELEMENTWISE = frozenset(
+    {
+        "Add", "AddV2", "Sub", "Mul", "RealDiv", "Div", "DivNoNan", "FloorDiv",
+        "FloorMod", "TruncateDiv", "TruncateMod", "SquaredDifference", "Maximum",
+        "Minimum", "Pow", "Xdivy", "Xlogy", "Xlog1py", "MulNoNan", "Atan2",
+        "Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual",
+        "LogicalAnd", "LogicalOr", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+    }
+)  # fmt: skip
+
+MAX_BROADCASTS = 16  # per step; the first ones are the informative ones
+FP_LEN = 4  # fingerprint: sum, sum of squares, fixed-weight projection, count
+
+# Scope keys (shared only between this module's hooks and decode()).
+K_MODE = "probe.mode:"
+K_FROZEN = "probe.frozen:"
+K_LOSS_INFO = "probe.loss_info"
+K_LOSS_PS = "probe.loss_ps"
+K_BROADCASTS = "probe.broadcasts"
+K_Y_PRED_SHAPE = "probe.y_pred_shape"
+K_BATCH = "probe.batch_size"
+K_X_FP = "probe.x_fp"
+K_Y_FP = "probe.y_fp"
+K_REG = "probe.reg_loss"
+K_SCALE = "probe.loss_scale"
+K_SKIPPED = "probe.skipped"
+K_UNSCALED = "probe.unscaled_loss"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _snake_to_camel(name: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in name.split("_") if p)
+
+
+def _shape_of(t: Any) -> list[int | None] | None:
+    shape = getattr(t, "shape", None)
+    if shape is None:
+        return None
+    try:
+        dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)
+    except ValueError:  # unknown rank
+        return None
+    return [None if d is None else int(d) for d in dims]
+
+
+def _first_tensor(x: Any) -> Any:
+    import tensorflow as tf
+
+    for t in tf.nest.flatten(x):
+        if hasattr(t, "shape") and hasattr(t, "dtype"):
+            return t
+    return None
+
+
+def _is_symbolic(x: Any) -> bool:
+    import tensorflow as tf
+
+    try:
+        flat = tf.nest.flatten(x)
+    except Exception:  # noqa: BLE001 - odd user structures are simply not symbolic
+        return False
+    return any(type(t).__name__ == "KerasTensor" for t in flat)
+
+
+def _numeric_flat(x: Any) -> list[Any]:
+    """Every numeric leaf of ``x`` as a flat float32 tensor."""
+    import tensorflow as tf
+
+    out = []
+    for leaf in tf.nest.flatten(x):
+        if leaf is None:
+            continue
+        if isinstance(leaf, (tf.RaggedTensor, tf.SparseTensor)):
+            leaf = leaf.values
+        try:
+            t = tf.convert_to_tensor(leaf)
+        except (TypeError, ValueError):
+            continue
+        if not (t.dtype.is_floating or t.dtype.is_integer or t.dtype == tf.bool):
+            continue
+        out.append(tf.reshape(tf.cast(t, tf.float32), [-1]))
+    return out
+
+
+def fingerprint(x: Any) -> Any:
+    """A float32 vector of :data:`FP_LEN` numbers describing a batch, as graph ops.
+
+    ``[sum, sum of squares, sum(w * x), count]`` over every numeric leaf of ``x``
+    cast to float32 and flattened, with data-independent weights ``w`` in
+    ``[-0.5, 0.5)`` computed from each element's position by integer arithmetic
+    (exact on every device and under XLA). Equal batches give equal
+    fingerprints up to summation order; a different batch changes the
+    projection with high probability even when the sums agree (a permutation).
+    Returns None when ``x`` has no numeric leaf.
+    """
+    import tensorflow as tf
+
+    flat = _numeric_flat(x)
+    if not flat:
+        return None
+    v = flat[0] if len(flat) == 1 else tf.concat(flat, axis=0)
+    n = tf.size(v, out_type=tf.int64)
+    idx = tf.range(n, dtype=tf.int64)
+    w = tf.cast((idx * 7919 + 13) % 10007, tf.float32) / 10007.0 - 0.5
+    return tf.stack(
+        [tf.reduce_sum(v), tf.reduce_sum(v * v), tf.reduce_sum(v * w), tf.cast(n, tf.float32)]
+    )
+
+
+def _leading_dim(x: Any) -> tuple[int | None, Any]:
+    """``(static batch size, None)`` or ``(None, dynamic batch size tensor)``."""
+    import tensorflow as tf
+
+    t = _first_tensor(x)
+    if t is None:
+        try:
+            t = tf.convert_to_tensor(tf.nest.flatten(x)[0])
+        except (TypeError, ValueError, IndexError):
+            return None, None
+    shape = _shape_of(t)
+    if not shape:
+        return None, None
+    if shape[0] is not None:
+        return shape[0], None
+    return None, tf.cast(tf.shape(t)[0], tf.float32)
+
+
+def _outer_broadcast(a: list[int | None], b: list[int | None], out: list[int | None]) -> bool:
+    """True when *both* inputs were expanded along some axis to make ``out``.
+
+    Shapes are right-aligned (NumPy rules); an input is expanded along an axis
+    where it has size 1 (or lacks the axis) and the output does not. Unknown
+    sizes count as "not 1". A scalar combined with a tensor is not an outer
+    broadcast; ``(N,)`` with ``(N, 1)`` into ``(N, N)`` is.
+    """
+    rank = len(out)
+    if len(a) > rank or len(b) > rank:
+        return False
+
+    def expanded(s: list[int | None]) -> bool:
+        padded = [1] * (rank - len(s)) + list(s)
+        return any(d == 1 and o != 1 for d, o in zip(padded, out, strict=True))
+
+    return expanded(a) and expanded(b)
+
+
+def _describe_fn_object(obj: Any) -> tuple[str, str | None]:
+    """Class name of a loss/metric, seeing through function wrappers.
+
+    ``LossFunctionWrapper(mean_squared_error)`` and ``MeanMetricWrapper(
+    sparse_categorical_accuracy)`` (what ``"mse"`` / ``"accuracy"`` strings
+    resolve to) are reported as ``MeanSquaredError`` /
+    ``SparseCategoricalAccuracy`` so both flavours and both spellings compare.
+    """
+    cls = type(obj).__name__
+    fn = getattr(obj, "fn", None) or getattr(obj, "_fn", None)
+    fn_name = getattr(fn, "__name__", None) if callable(fn) else None
+    if cls in ("LossFunctionWrapper", "MeanMetricWrapper") and fn_name:
+        return _snake_to_camel(fn_name), fn_name
+    return cls, fn_name
+
+
+def describe_loss(loss: Any) -> dict[str, Any]:
+    """``{"class", "name", "reduction", "from_logits"}`` of a Keras loss object."""
+    cls, fn_name = _describe_fn_object(loss)
+    fn_kwargs = getattr(loss, "_fn_kwargs", None) or {}
+    from_logits = fn_kwargs.get("from_logits", getattr(loss, "from_logits", None))
+    if from_logits is None:
+        # A string loss ("sparse_categorical_crossentropy") wraps the function with
+        # no kwargs: the function's own default is what runs.
+        fn = getattr(loss, "fn", None) or getattr(loss, "_fn", None)
+        try:
+            param = inspect.signature(fn).parameters.get("from_logits") if callable(fn) else None
+        except (TypeError, ValueError):
+            param = None
+        if param is not None and param.default is not inspect.Parameter.empty:
+            from_logits = param.default
+    out: dict[str, Any] = {
+        "class": cls,
+        "name": getattr(loss, "name", None),
+        "reduction": None if loss is None else str(getattr(loss, "reduction", None)),
+        "from_logits": None if from_logits is None else bool(from_logits),
+    }
+    if fn_name:
+        out["fn"] = fn_name
+    return out
+
+
+def _compiled_losses(model: Any) -> list[Any]:
+    """The loss objects fit() resolved (Keras 3 CompileLoss / tf-keras LossesContainer)."""
+    cl = getattr(model, "_compile_loss", None)  # Keras 3 trainers/compile_utils.py CompileLoss
+    if cl is not None:
+        flat = getattr(cl, "_flat_losses", None) or []
+        return [getattr(x, "loss", x) for x in flat if x is not None]
+    cl = getattr(model, "compiled_loss", None)  # tf-keras engine/compile_utils.py LossesContainer
+    if cl is not None:
+        return [x for x in (getattr(cl, "_losses", None) or []) if x is not None]
+    return []
+
+
+def _compiled_metrics(model: Any) -> list[dict[str, Any]]:
+    """``[{"name", "class"}]`` of the metrics fit() resolved (``"accuracy"`` → a class)."""
+    found: list[Any] = []
+    cm = getattr(model, "_compile_metrics", None)  # Keras 3 CompileMetrics, built on first update
+    if cm is not None and getattr(cm, "built", False):
+        for group in (getattr(cm, "_flat_metrics", None) or []) + (
+            getattr(cm, "_flat_weighted_metrics", None) or []
+        ):
+            if group is None:
+                continue
+            found.extend(getattr(group, "metrics", [group]))
+    cm = getattr(model, "compiled_metrics", None)  # tf-keras MetricsContainer
+    if cm is not None and getattr(cm, "_built", False):
+        import tensorflow as tf
+
+        for group in (getattr(cm, "_metrics", None) or []) + (
+            getattr(cm, "_weighted_metrics", None) or []
+        ):
+            found.extend(m for m in tf.nest.flatten(group) if m is not None)
+    out = []
+    for m in found:
+        cls, fn_name = _describe_fn_object(m)
+        d: dict[str, Any] = {"name": getattr(m, "name", None), "class": cls}
+        if fn_name:
+            d["fn"] = fn_name
+        out.append(d)
+    return out
+
+
+def _strategy_meta(model: Any = None) -> dict[str, Any]:
+    import tensorflow as tf
+
+    # The model remembers the strategy it was built under (Keras 3
+    # keras/src/backend/tensorflow/trainer.py TensorFlowTrainer.distribute_strategy;
+    # tf-keras Model.distribute_strategy); the current one may be the default outside scope.
+    s = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    return {"strategy": type(s).__name__, "replicas": int(s.num_replicas_in_sync)}
+
+
+def _dtype_policy(model: Any) -> str | None:
+    policy = getattr(model, "dtype_policy", None)
+    name = getattr(policy, "name", None)
+    return str(name) if name is not None else None
+
+
+def _mark_autograph_artifact(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # tensorflow/python/autograph/impl/api.py is_autograph_artifact(): AutoGraph calls
+    # such a function as is (it must not convert our bookkeeping), without changing
+    # the conversion status seen by the Keras code we call (do_not_convert would).
+    fn.autograph_info__ = None  # type: ignore[attr-defined]
+    return fn
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0  # Layer.__call__ nesting
+        self.busy = 0  # inside our own bookkeeping: see nothing
+        self.in_train_step = 0  # fit's data is the authoritative x/y
+        self.window: _Window | None = None
+        self.cb_installed = False
+        self.scaled: tuple[Any, Any, Any] | None = None  # (scope, scaled loss, loss)
+
+
+class _Window:
+    __slots__ = ("graph", "found", "model_id")
+
+    def __init__(self, graph: Any, found: list[dict[str, Any]], model_id: int) -> None:
+        self.graph = graph  # None for an eager window
+        self.found = found
+        self.model_id = model_id
+
+
+class _Probe:
+    """One active installation: the patches, the run and the per-run bookkeeping."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.thread = threading.get_ident()
+        self.tls = _ThreadState()
+        self.undo: list[Callable[[], None]] = []
+        self.models: dict[int, Any] = {}  # id -> model (kept alive while tracing)
+        self.scanned: set[int] = set()
+        self.tracked: dict[int, str] = {}  # id(layer) -> unique name in the run
+        self.layer_refs: dict[int, Any] = {}
+        self.used_names: set[str] = set()
+        self.has_losses: dict[int, bool] = {}
+        self.eager_probed: dict[int, list[dict[str, Any]]] = {}
+        self.loss_wrapped: dict[int, Any] = {}
+        self.meta_done: set[int] = set()
+        self.model_classes: tuple[type, ...] = ()
+        self.compile_loss_classes: tuple[type, ...] = ()
+        self.active = True
+
+    # ----------------------------------------------------------------- guards
+
+    def here(self) -> bool:
+        return self.active and threading.get_ident() == self.thread and not self.tls.busy
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Our bookkeeping: invisible to tapes and to our own hooks, never raising."""
+        from tensorflow.python.eager import record  # internal: pauses every tape
+
+        self.tls.busy += 1
+        try:
+            with record.stop_recording():
+                yield
+        except Exception as exc:  # noqa: BLE001 - the tracer never breaks training
+            if getattr(self.run, "strict", False):
+                raise
+            self.run.internal_error(exc)
+        finally:
+            self.tls.busy -= 1
+
+    # ----------------------------------------------------------------- patching
+
+    def patch(self, owner: Any, attr: str, make: Callable[[Any], Callable[..., Any]]) -> None:
+        """Replace ``owner.attr`` by ``make(original)``; undone exactly on exit."""
+        had_own = attr in vars(owner)
+        original = getattr(owner, attr)
+        wrapper = _mark_autograph_artifact(make(original))
+        functools.update_wrapper(wrapper, original)
+        setattr(owner, attr, wrapper)
+
+        def restore() -> None:
+            if getattr(owner, attr, None) is not wrapper:
+                logger.warning("%s.%s was replaced while tracing; leaving it", owner, attr)
+                return
+            if had_own:
+                setattr(owner, attr, original)
+            else:
+                delattr(owner, attr)
+
+        self.undo.append(restore)
+
+    def patch_instance(self, obj: Any, attr: str, wrapper: Callable[..., Any]) -> None:
+        had_own = attr in getattr(obj, "__dict__", {})
+        old = obj.__dict__.get(attr) if had_own else None
+        _mark_autograph_artifact(wrapper)
+        object.__setattr__(obj, attr, wrapper)
+
+        def restore() -> None:
+            if obj.__dict__.get(attr) is not wrapper:
+                return
+            if had_own:
+                object.__setattr__(obj, attr, old)
+            else:
+                object.__delattr__(obj, attr)
+
+        self.undo.append(restore)
+
+    # ----------------------------------------------------------------- models
+
+    def layer_name(self, layer: Any) -> str:
+        name = self.tracked.get(id(layer))
+        if name is not None:
+            return name
+        base = str(getattr(layer, "name", type(layer).__name__))
+        name, k = base, 1
+        while name in self.used_names:
+            k += 1
+            name = f"{base}#{k}"
+        self.used_names.add(name)
+        return name
+
+    def prepare_model(self, model: Any) -> None:
+        """Register a root model once per run and track its training-dependent layers."""
+        key = id(model)
+        if key not in self.models:
+            self.models[key] = model
+            self.run.register_model(model)
+            meta: dict[str, Any] = _strategy_meta(model)
+            policy = _dtype_policy(model)
+            if policy:
+                meta["dtype_policy"] = policy
+            self.run.update_meta(**meta)
+            self.wrap_train_step(model)
+        self.scan_layers(model)
+
+    def scan_layers(self, model: Any) -> None:
+        flatten = getattr(model, "_flatten_layers", None)
+        if flatten is None:
+            return
+        for layer in flatten(include_self=False, recursive=True):
+            if id(layer) in self.tracked:
+                continue
+            if list(layer._flatten_layers(include_self=False, recursive=False)):
+                continue  # a container: its leaves tell what ran
+            if _meta.training_dependent(layer):
+                self.tracked[id(layer)] = self.layer_name(layer)
+                self.layer_refs[id(layer)] = layer
+
+    def wrap_train_step(self, model: Any) -> None:
+        original = getattr(model, "train_step", None)
+        if original is None or not callable(original):
+            return
+        probe = self
+
+        def train_step(data: Any, *args: Any, **kwargs: Any) -> Any:
+            if not probe.here():
+                return original(data, *args, **kwargs)
+            with probe.guard():
+                probe.on_train_step(data)
+            probe.tls.in_train_step += 1
+            try:
+                out = original(data, *args, **kwargs)
+            finally:
+                probe.tls.in_train_step -= 1
+            with probe.guard():
+                probe.after_train_step(model)
+            return out
+
+        self.patch_instance(model, "train_step", train_step)
+
+    # ----------------------------------------------------------------- events
+
+    def on_root_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.close_window()
+        self.prepare_model(model)
+        if self.tls.in_train_step:
+            return
+        x = args[0] if args else kwargs.get("inputs", kwargs.get("x"))
+        if x is None:
+            return
+        self.put_batch(x, K_X_FP)
+
+    def put_batch(self, x: Any, key: str) -> None:
+        scope = _scope.current()
+        fp = fingerprint(x)
+        if fp is not None:
+            scope.put(key, fp)
+        if key == K_X_FP:
+            static, dynamic = _leading_dim(x)
+            if static is not None:
+                scope.put_static(K_BATCH, static)
+                scope.values.pop(K_BATCH, None)
+            elif dynamic is not None:
+                scope.put(K_BATCH, dynamic)
+                scope.statics.pop(K_BATCH, None)
+
+    def on_root_exit(self, model: Any, outputs: Any, under_tape: bool) -> None:
+        import tensorflow as tf
+
+        scope = _scope.current()
+        if id(model) not in self.scanned:
+            # Subclassed models may create sublayers in build(): look again once built.
+            self.scanned.add(id(model))
+            self.scan_layers(model)
+            built = getattr(self.run, "model_built", None)  # optional for a minimal run
+            if built is not None:
+                built(model)
+        shape = _shape_of(_first_tensor(outputs))
+        if shape is not None:
+            scope.put_static(K_Y_PRED_SHAPE, shape)
+        self.put_reg_loss(model, scope)
+
+        eager = tf.executing_eagerly()
+        if eager:
+            if not under_tape:
+                return  # not under a tape: inference, not an optimizer step
+            seen = self.eager_probed.get(id(model))
+            if seen is not None:
+                # Probed on this model's first eager step; the loss code is the same.
+                scope.put_static(K_BROADCASTS, list(seen))
+                return
+            found: list[dict[str, Any]] = []
+            self.eager_probed[id(model)] = found
+            self.open_window(_Window(None, found, id(model)))
+        else:
+            found = []
+            self.open_window(_Window(tf.compat.v1.get_default_graph(), found, id(model)))
+        scope.put_static(K_BROADCASTS, found)
+
+    def put_reg_loss(self, model: Any, scope: _scope.StepScope) -> None:
+        import tensorflow as tf
+
+        if self.has_losses.get(id(model)) is False and tf.executing_eagerly():
+            return
+        losses = list(getattr(model, "losses", None) or [])
+        self.has_losses[id(model)] = bool(losses)
+        if losses:
+            scope.put(K_REG, tf.add_n([tf.cast(tf.reduce_sum(v), tf.float32) for v in losses]))
+        else:
+            scope.values.pop(K_REG, None)
+
+    def record_mode(self, layer: Any, name: str, training: Any) -> None:
+        import tensorflow as tf
+
+        scope = _scope.current()
+        key = K_MODE + name
+        if training is None or isinstance(training, bool):
+            scope.put_static(key, training)
+            scope.values.pop(key, None)
+        elif tf.is_tensor(training):
+            scope.put(key, tf.reshape(tf.cast(training, tf.float32), []))
+            scope.statics.pop(key, None)
+        else:  # numpy bool, 0/1
+            scope.put_static(key, bool(training))
+            scope.values.pop(key, None)
+        fkey = K_FROZEN + name
+        if not getattr(layer, "trainable", True):
+            scope.put_static(fkey, True)
+        else:
+            scope.statics.pop(fkey, None)
+
+    def on_loss(self, loss: Any, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
+        scope = _scope.current()
+        info = describe_loss(loss)
+        scope.put_static(
+            K_LOSS_INFO,
+            {
+                "cls": info["class"],
+                "name": info["name"],
+                "reduction": info["reduction"],
+                "from_logits": info["from_logits"],
+                "y_true_shape": _shape_of(_first_tensor(y_true)) if y_true is not None else None,
+                "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
+                "sample_weight": sample_weight is not None,
+            },
+        )
+        scope.values.pop(K_LOSS_PS, None)
+        if not self.tls.in_train_step and y_true is not None:
+            fp = fingerprint(y_true)
+            if fp is not None:
+                scope.put(K_Y_FP, fp)
+        if id(loss) not in self.loss_wrapped:
+            self.loss_wrapped[id(loss)] = loss
+            self.wrap_loss_call(loss)
+
+    def wrap_loss_call(self, loss: Any) -> None:
+        """Per-sample statistics: see what ``loss.call`` returns before reduction."""
+        original = loss.call
+        probe = self
+        legacy = type(loss).__module__.startswith("tf_keras")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not probe.here():
+                return original(*args, **kwargs)
+            if legacy:
+                import tensorflow as tf
+
+                # tf_keras/src/losses.py Loss.__call__ autograph-converts self.call;
+                # keep that for the user's loss function behind our wrapper.
+                fn = tf.__internal__.autograph.tf_convert(
+                    original, tf.__internal__.autograph.control_status_ctx()
+                )
+                per_sample = fn(*args, **kwargs)
+            else:
+                per_sample = original(*args, **kwargs)
+            with probe.guard():
+                probe.put_per_sample(per_sample)
+            return per_sample
+
+        self.patch_instance(loss, "call", call)
+
+    def put_per_sample(self, per_sample: Any) -> None:
+        import tensorflow as tf
+
+        if not tf.is_tensor(per_sample) or not per_sample.dtype.is_floating:
+            return
+        v = tf.reshape(tf.cast(per_sample, tf.float32), [-1])
+        n = tf.size(v)
+        nonempty = n > 0
+        _scope.current().put(
+            K_LOSS_PS,
+            tf.stack(
+                [
+                    tf.reduce_mean(v),
+                    tf.where(nonempty, tf.reduce_min(v), float("nan")),
+                    tf.where(nonempty, tf.reduce_max(v), float("nan")),
+                    tf.cast(n, tf.float32),
+                ]
+            ),
+        )
+
+    def on_train_step(self, data: Any) -> None:
+        x, y, sw = data, None, None
+        if isinstance(data, (tuple, list)) and 1 <= len(data) <= 3:
+            x = data[0]
+            y = data[1] if len(data) > 1 else None
+            sw = data[2] if len(data) > 2 else None
+        self.put_batch(x, K_X_FP)
+        if y is not None:
+            self.put_batch(y, K_Y_FP)
+        if sw is not None:
+            _scope.current().put_static("probe.fit_sample_weight", True)
+
+    def after_train_step(self, model: Any) -> None:
+        if id(model) in self.meta_done:
+            return
+        losses = _compiled_losses(model)
+        metrics = _compiled_metrics(model)
+        if not losses and not metrics:
+            return  # a custom train_step without compile(): nothing resolved
+        self.meta_done.add(id(model))
+        meta: dict[str, Any] = {}
+        if losses:
+            desc = describe_loss(losses[0])
+            if len(losses) > 1:
+                desc["outputs"] = [describe_loss(x) for x in losses]
+            meta["loss"] = desc
+        if metrics:
+            meta["metrics"] = metrics
+        self.run.update_meta(**meta)
+
+    def on_fit(self, model: Any, bound: inspect.BoundArguments) -> None:
+        a = bound.arguments
+        class_weight = a.get("class_weight")
+        callbacks = a.get("callbacks") or []
+        fit: dict[str, Any] = {
+            "epochs": a.get("epochs", 1),
+            "batch_size": a.get("batch_size"),
+            "class_weight": (
+                {str(k): float(v) for k, v in class_weight.items()}
+                if isinstance(class_weight, dict)
+                else None
+            ),
+            "sample_weight": a.get("sample_weight") is not None,
+            "callbacks": [type(c).__name__ for c in callbacks],
+            "validation": a.get("validation_data") is not None or bool(a.get("validation_split")),
+            "shuffle": a.get("shuffle", True)
+            if isinstance(a.get("shuffle", True), bool)
+            else str(a.get("shuffle")),
+            "steps_per_epoch": a.get("steps_per_epoch"),
+            "run_eagerly": bool(getattr(model, "run_eagerly", False)),
+        }
+        spe = getattr(model, "steps_per_execution", None)
+        if spe is None:
+            spe = getattr(model, "_steps_per_execution", None)
+        try:
+            fit["steps_per_execution"] = None if spe is None else int(spe)
+        except (TypeError, ValueError):
+            import numpy as np
+
+            fit["steps_per_execution"] = int(np.asarray(spe))
+        jit = getattr(model, "jit_compile", None)  # Keras 3: a property resolving "auto"
+        if jit is None:
+            jit = getattr(model, "_jit_compile", None)
+        fit["jit_compile"] = bool(jit) if jit is not None else None
+        if fit["run_eagerly"]:
+            fit["jit_compile"] = False
+        self.prepare_model(model)
+        self.run.update_meta(fit=fit)
+
+    def on_scale_loss(self, opt: Any, loss: Any, scaled: Any) -> None:
+        import tensorflow as tf
+
+        if hasattr(opt, "dynamic_scale"):
+            # keras/src/optimizers/loss_scale_optimizer.py scale_loss: the variable once
+            # built, the Python initial_scale before (baked into a graph traced then).
+            scale = opt.dynamic_scale if getattr(opt, "built", True) else opt.initial_scale
+        else:
+            scale = getattr(opt, "loss_scale", None)  # tf-keras
+        if scale is None:
+            return
+        scope = _scope.current()
+        scope.put(K_SCALE, tf.reshape(tf.cast(tf.convert_to_tensor(scale), tf.float32), []))
+        if tf.is_tensor(loss) and tf.is_tensor(scaled):
+            # Whether the scaled loss is what reached tape.gradient is known at apply time.
+            self.tls.scaled = (_scope.current(), scaled, loss)
+
+    def put_unscaled_loss(self) -> None:
+        """When the step differentiated the scaled loss, record the loss before scaling."""
+        import tensorflow as tf
+
+        from gradtrace import _hooks
+
+        pending = self.tls.scaled
+        self.tls.scaled = None
+        if pending is None:
+            return
+        scope, scaled, loss = pending
+        if scope is not _scope.current():
+            return  # scaled in another graph (or eagerly outside this step)
+        targets = _hooks.last_tape_targets()
+        if targets and any(t is scaled for t in targets):
+            scope.put(K_UNSCALED, tf.reduce_sum(tf.cast(loss, tf.float32)))
+
+    def on_lso_apply(self, grads: Any) -> None:
+        import tensorflow as tf
+
+        self.put_unscaled_loss()
+        checks = []
+        for g in grads:
+            if g is None:
+                continue
+            if isinstance(g, tf.IndexedSlices):
+                g = g.values
+            checks.append(tf.reduce_all(tf.math.is_finite(g)))
+        if not checks:
+            return
+        finite = tf.reduce_all(tf.stack(checks))
+        _scope.current().put(K_SKIPPED, tf.cast(tf.logical_not(finite), tf.float32))
+
+    # ----------------------------------------------------------------- loss window
+
+    def open_window(self, window: _Window) -> None:
+        from tensorflow.python.framework import op_callbacks
+
+        self.tls.window = window
+        if not self.tls.cb_installed:
+            op_callbacks.add_op_callback(self.op_callback)
+            self.tls.cb_installed = True
+
+    def close_window(self) -> None:
+        self.tls.window = None
+        self.remove_callback()
+
+    def remove_callback(self) -> None:
+        if self.tls.cb_installed:
+            from tensorflow.python.framework import op_callbacks
+
+            self.tls.cb_installed = False
+            try:
+                op_callbacks.remove_op_callback(self.op_callback)
+            except KeyError:
+                pass
+
+    def op_callback(
+        self,
+        op_type: str,
+        inputs: Any,
+        attrs: Any,
+        outputs: Any,
+        op_name: str | None = None,
+        graph: Any = None,
+    ) -> None:
+        st = self.tls
+        w = st.window
+        if w is None or st.busy or threading.get_ident() != self.thread:
+            return None
+        try:
+            if graph is None:
+                from tensorflow.python import pywrap_tfe
+
+                # An eager op with no tape recording: tape.gradient has started (it pops
+                # the tape), or the work is outside the tape. Either way the window is over.
+                if w.graph is not None or pywrap_tfe.TFE_Py_TapeSetIsEmpty():
+                    self._end_window_from_callback()
+                    return None
+            else:
+                if op_name and op_name.startswith("gradient_tape"):
+                    # tensorflow/python/eager/backprop.py _gradient_function names the
+                    # backward ops "gradient_tape/...": the loss is complete.
+                    self._end_window_from_callback()
+                    return None
+                if not self._within(graph, w.graph):
+                    self._end_window_from_callback()
+                    return None
+            if op_type in _ELEMENTWISE and len(inputs) == 2 and len(outputs) == 1:
+                a, b, out = (_shape_of(inputs[0]), _shape_of(inputs[1]), _shape_of(outputs[0]))
+                if a is not None and b is not None and out is not None:
+                    if _outer_broadcast(a, b, out) and len(w.found) < MAX_BROADCASTS:
+                        w.found.append(
+                            {"op": op_type, "a_shape": a, "b_shape": b, "out_shape": out}
+                        )
+        except Exception as exc:  # noqa: BLE001 - never break op execution
+            st.window = None
+            if getattr(self.run, "strict", False):
+                raise
+            self.run.internal_error(exc)
+        return None
+
+    @staticmethod
+    def _within(graph: Any, window_graph: Any) -> bool:
+        g = graph
+        while g is not None:
+            if g is window_graph:
+                return True
+            g = getattr(g, "outer_graph", None)
+        return False
+
+    def _end_window_from_callback(self) -> None:
+        from tensorflow.python.eager import context
+
+        self.tls.window = None
+        # Removing ourselves while TensorFlow iterates the callback list would make it
+        # skip the next callback; only do it when we are the only one.
+        if len(context.context().op_callbacks) == 1:
+            self.remove_callback()
+
+
+# --------------------------------------------------------------------------- installation
+
+
+def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable[..., Any]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not probe.here():
+                return original(self, *args, **kwargs)
+            st = probe.tls
+            depth = st.depth
+            root = False
+            if depth == 0:
+                if st.cb_installed and st.window is None:
+                    probe.remove_callback()
+                if isinstance(self, model_classes) and not _is_symbolic(args[:1] or kwargs):
+                    root = True
+                    with probe.guard():
+                        probe.on_root_enter(self, args, kwargs)
+            st.depth = depth + 1
+            try:
+                outputs = original(self, *args, **kwargs)
+            finally:
+                st.depth = depth
+            if root:
+                from tensorflow.python import pywrap_tfe
+
+                # Asked before guard(): a stopped tape set reads as empty.
+                under_tape = not pywrap_tfe.TFE_Py_TapeSetIsEmpty()
+                with probe.guard():
+                    probe.on_root_exit(self, outputs, under_tape)
+            return outputs
+
+        return __call__
+
+    return make
+
+
+def _install_keras3(probe: _Probe) -> None:
+    from keras.src.layers import layer as k_layer
+    from keras.src.losses import loss as k_loss
+    from keras.src.models import model as k_model
+    from keras.src.trainers import compile_utils as k_compile
+
+    Layer, Model = k_layer.Layer, k_model.Model
+    probe.patch(Layer, "__call__", _make_layer_call(probe, (Model,)))
+
+    if hasattr(Layer, "_resolve_and_populate_arg"):
+        # keras/src/layers/layer.py Layer.__call__ step 5 resolves `training`
+        # (explicit > outer call > signature default) and injects it into kwargs here.
+        def make_resolve(original: Callable[..., Any]) -> Callable[..., Any]:
+            def _resolve_and_populate_arg(
+                self: Any, arg_name: str, call_spec: Any, call_context: Any, kwargs: dict[str, Any]
+            ) -> Any:
+                out = original(self, arg_name, call_spec, call_context, kwargs)
+                if arg_name == "training" and probe.here():
+                    name = probe.tracked.get(id(self))
+                    if name is not None:
+                        with probe.guard():
+                            probe.record_mode(self, name, kwargs.get("training"))
+                return out
+
+            return _resolve_and_populate_arg
+
+        probe.patch(Layer, "_resolve_and_populate_arg", make_resolve)
+    else:
+        logger.warning(
+            "this Keras has no Layer._resolve_and_populate_arg: layer modes not recorded"
+        )
+
+    compile_loss_cls = getattr(k_compile, "CompileLoss", ())
+    probe.patch(k_loss.Loss, "__call__", _make_loss_call(probe, compile_loss_cls))
+    probe.patch(Model, "fit", _make_fit(probe))
+
+    from keras.src.optimizers import loss_scale_optimizer as k_lso
+
+    LSO = k_lso.LossScaleOptimizer
+
+    def make_scale(original: Callable[..., Any]) -> Callable[..., Any]:
+        def scale_loss(self: Any, loss: Any) -> Any:
+            scaled = original(self, loss)
+            if probe.here():
+                with probe.guard():
+                    probe.on_scale_loss(self, loss, scaled)
+            return scaled
+
+        return scale_loss
+
+    def make_apply(original: Callable[..., Any]) -> Callable[..., Any]:
+        def apply(self: Any, grads: Any, trainable_variables: Any = None) -> Any:
+            if probe.here():
+                with probe.guard():
+                    probe.on_lso_apply(list(grads))
+            return original(self, grads, trainable_variables)
+
+        return apply
+
+    probe.patch(LSO, "scale_loss", make_scale)
+    probe.patch(LSO, "apply", make_apply)
+
+
+def _install_tf_keras(probe: _Probe) -> None:
+    from tf_keras.src import losses as t_losses
+    from tf_keras.src.engine import base_layer as t_layer
+    from tf_keras.src.engine import training as t_training
+
+    Layer, Model = t_layer.Layer, t_training.Model
+    probe.patch(Layer, "__call__", _make_layer_call(probe, (Model,)))
+
+    # tf_keras/src/engine/base_layer.py Layer.__call__ resolves call-context arguments
+    # (explicit > outer call > learning phase > signature default) in this method and
+    # returns the values it propagates; for a layer whose call takes `training`, that
+    # is the value its call receives (None stays None).
+    def make_prop(original: Callable[..., Any]) -> Callable[..., Any]:
+        def _get_propagated_call_context_arguments(
+            self: Any, args: Any, kwargs: Any, call_context: Any, local: Any
+        ) -> Any:
+            out = original(self, args, kwargs, call_context, local)
+            if probe.here():
+                name = probe.tracked.get(id(self))
+                if name is not None:
+                    with probe.guard():
+                        new_args, new_kwargs, _ = out
+                        value = self._call_spec.get_arg_value("training", new_args, new_kwargs)
+                        probe.record_mode(self, name, value)
+            return out
+
+        return _get_propagated_call_context_arguments
+
+    probe.patch(Layer, "_get_propagated_call_context_arguments", make_prop)
+    probe.patch(t_losses.Loss, "__call__", _make_loss_call(probe, ()))
+    probe.patch(Model, "fit", _make_fit(probe))
+
+    from tf_keras.src.mixed_precision import loss_scale_optimizer as t_lso
+
+    def make_scaled(original: Callable[..., Any]) -> Callable[..., Any]:
+        def get_scaled_loss(self: Any, loss: Any) -> Any:
+            scaled = original(self, loss)
+            if probe.here():
+                with probe.guard():
+                    probe.on_scale_loss(self, loss, scaled)
+            return scaled
+
+        return get_scaled_loss
+
+    def make_apply(original: Callable[..., Any]) -> Callable[..., Any]:
+        def apply_gradients(self: Any, grads_and_vars: Any, *args: Any, **kwargs: Any) -> Any:
+            if probe.here():
+                grads_and_vars = list(grads_and_vars)
+                with probe.guard():
+                    probe.on_lso_apply([g for g, _ in grads_and_vars])
+            return original(self, grads_and_vars, *args, **kwargs)
+
+        return apply_gradients
+
+    for cls_name in ("LossScaleOptimizerV3", "LossScaleOptimizer"):
+        cls = getattr(t_lso, cls_name, None)
+        if cls is not None and "get_scaled_loss" in vars(cls):
+            probe.patch(cls, "get_scaled_loss", make_scaled)
+        if cls is not None and "apply_gradients" in vars(cls):
+            probe.patch(cls, "apply_gradients", make_apply)
+
+
+def _make_loss_call(probe: _Probe, skip: Any) -> Callable[[Any], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def __call__(
+            self: Any, y_true: Any, y_pred: Any, sample_weight: Any = None, *a: Any, **k: Any
+        ) -> Any:
+            if probe.here() and not (skip and isinstance(self, skip)):
+                with probe.guard():
+                    probe.on_loss(self, y_true, y_pred, sample_weight)
+            return original(self, y_true, y_pred, sample_weight, *a, **k)
+
+        return __call__
+
+    return make
+
+
+def _make_fit(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(original)
+
+        def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if probe.here():
+                with probe.guard():
+                    bound = sig.bind(self, *args, **kwargs)
+                    bound.apply_defaults()
+                    probe.on_fit(self, bound)
+            return original(self, *args, **kwargs)
+
+        return fit
+
+    return make
+
+
+def _want_tf_keras() -> bool:
+    import os
+
+    if "tf_keras" in sys.modules:
+        return True
+    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+
+
+def install(run: Any) -> Callable[[], None]:
+    """Install the probes for ``run`` in the calling thread; returns the undo.
+
+    ``run`` provides ``register_model(model)``, ``update_meta(**fields)``,
+    ``strict`` and ``internal_error(exc)``. Only work done by the installing
+    thread is seen. The undo restores every patched attribute exactly, removes
+    the op callback, and is safe to call twice.
+    """
+    probe = _Probe(run)
+    try:
+        _install_keras3(probe)
+    except ImportError as exc:
+        logger.info("Keras 3 not available (%s): its probes are off", exc)
+    if _want_tf_keras():
+        try:
+            _install_tf_keras(probe)
+        except ImportError as exc:
+            logger.info("tf-keras not available (%s): its probes are off", exc)
+
+    done = False
+
+    def undo() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        probe.active = False
+        probe.tls.window = None
+        if threading.get_ident() == probe.thread:
+            probe.remove_callback()
+        for restore in reversed(probe.undo):
+            try:
+                restore()
+            except Exception:  # noqa: BLE001 - restore the rest regardless
+                logger.exception("could not undo a probe")
+        probe.undo.clear()
+        probe.models.clear()
+        probe.layer_refs.clear()
+        probe.loss_wrapped.clear()
+
+    return undo
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _floats(v: Any) -> list[float]:
+    import numpy as np
+
+    return [float(x) for x in np.asarray(v, dtype=np.float64).reshape(-1)]
+
+
+def _scalar(v: Any) -> float | None:
+    f = _floats(v)
+    return f[0] if f else None
+
+
+_MODE_RE = re.compile(re.escape(K_MODE) + r"(.*)$")
+
+
+def decode(values: dict[str, Any], statics: dict[str, Any]) -> dict[str, Any]:
+    """Turn one step's read-back probe values and statics into StepRecord fields.
+
+    ``values``: key -> numpy array (what the probes put as tensors, read back);
+    ``statics``: key -> Python value (fixed for the trace). Keys this module
+    does not own are ignored. Returns only the fields that were observed.
+    """
+    out: dict[str, Any] = {}
+    modes: dict[str, bool | None] = {}
+    frozen: list[str] = []
+    for key, val in statics.items():
+        m = _MODE_RE.match(key)
+        if m:
+            modes[m.group(1)] = None if val is None else bool(val)
+        elif key.startswith(K_FROZEN) and val:
+            frozen.append(key[len(K_FROZEN) :])
+    for key, val in values.items():
+        m = _MODE_RE.match(key)
+        if m:
+            s = _scalar(val)
+            modes[m.group(1)] = None if s is None or s != s else s > 0.5
+    if modes:
+        out["modes"] = modes
+    if frozen:
+        out["frozen"] = sorted(frozen)
+
+    info = statics.get(K_LOSS_INFO)
+    if info is not None:
+        info = dict(info)
+        ps = values.get(K_LOSS_PS)
+        if ps is not None:
+            f = _floats(ps)
+            if len(f) == 4:
+                info.update(
+                    per_sample_mean=f[0],
+                    per_sample_min=f[1],
+                    per_sample_max=f[2],
+                    per_sample_count=int(f[3]),
+                )
+        if statics.get("probe.fit_sample_weight"):
+            info["sample_weight"] = True
+        out["loss_info"] = info
+    if K_BROADCASTS in statics:
+        out["broadcasts"] = [dict(b) for b in statics[K_BROADCASTS]]
+    if K_Y_PRED_SHAPE in statics:
+        out["y_pred_shape"] = list(statics[K_Y_PRED_SHAPE])
+    if K_BATCH in statics:
+        out["batch_size"] = int(statics[K_BATCH])
+    elif K_BATCH in values:
+        s = _scalar(values[K_BATCH])
+        if s is not None and s == s:
+            out["batch_size"] = int(s)
+    for key, field in ((K_X_FP, "x_fp"), (K_Y_FP, "y_fp")):
+        if key in values:
+            out[field] = _floats(values[key])
+    if K_REG in values:
+        out["reg_loss"] = _scalar(values[K_REG])
+    if K_SCALE in values:
+        out["loss_scale"] = _scalar(values[K_SCALE])
+    if K_UNSCALED in values:
+        # The target was the loss times loss_scale: record the loss itself, so runs
+        # with and without mixed precision compare.
+        out["loss"] = _scalar(values[K_UNSCALED])
+    if K_SKIPPED in values:
+        s = _scalar(values[K_SKIPPED])
+        out["skipped"] = None if s is None else s > 0.5
+    return out
+
+
+__all__ = ["FP_LEN", "decode", "describe_loss", "fingerprint", "install"]

@@ -1,0 +1,527 @@
+"""The per-step statistics: one flat float32 vector per optimizer step, computed in the graph.
+
+A Python hook runs once per trace inside ``tf.function``, so everything a step
+records must be graph ops. :func:`step_vector` builds them: for every applied
+variable the gradient's norm/mean/min/max/non-finite count and a fixed-size
+sketch, whether the weight changed, the update's and the weight's norm; for
+every non-trainable variable whether it changed and by how much; the loss, the
+learning rate and the iteration counter; plus the step scope's values. The
+per-variable work runs in one compiled function (XLA where possible) so the
+step pays a single dispatch instead of dozens of small ops.
+
+A :class:`Layout` (Python, one per trace) says what each position of the vector
+means; :func:`decode_row` turns a vector back into a ``StepRecord``.
+
+The sketch is a signed fold (a count-sketch with buckets ``i mod k``): every
+element is multiplied by a fixed pseudo-random sign and added into bucket
+``i mod k``. Signs depend only on the variable's element count, the sketch
+size and a fixed seed, so two runs' sketches of same-shaped gradients are
+comparable: ``E[<S a, S b>] = <a, b>``, hence cosine and norm ratio.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("gradtrace.stats")
+
+SKETCH_SEED = 0x6772  # changing it makes sketches incomparable with older runs
+VAR_GRAD_STATS = ("norm", "mean", "min", "max", "nonfinite")
+VAR_APPLY_STATS = ("applied", "update_norm", "weight_norm")
+HEADER = ("row", "seq_hi", "seq_lo", "loss", "lr", "iterations", "full")
+SEQ_SPLIT = 1 << 22  # integers below 2**24 are exact in float32
+
+
+@dataclass
+class VarSlot:
+    """Where one trainable variable's numbers sit in the step vector."""
+
+    v: int
+    grad: bool
+    offset: int  # first apply stat (applied, update_norm, weight_norm)
+    size: int  # element count
+    grad_offset: int = -1  # first grad stat when the variable has a gradient
+
+
+@dataclass
+class StateSlot:
+    """Where one non-trainable variable's numbers sit in the step vector."""
+
+    v: int
+    rng: bool
+    offset: int
+
+
+@dataclass
+class Layout:
+    """What each position of one trace's step vector means."""
+
+    width: int = 0
+    mode: str = "eager"
+    sketch_dim: int = 16
+    target_shape: list[int | None] | None = None
+    has_loss: bool = False
+    has_lr: bool = False
+    vars: list[VarSlot] = field(default_factory=list)
+    state: list[StateSlot] = field(default_factory=list)
+    values: dict[str, tuple[int, int, tuple[int, ...]]] = field(default_factory=dict)
+    statics: dict[str, Any] = field(default_factory=dict)
+    optimizer: int = 0  # id() of the optimizer that made the step
+
+
+# --- sketch signs -----------------------------------------------------------------
+
+_signs_lock = threading.Lock()
+_signs_np: dict[tuple[int, int], np.ndarray] = {}
+
+
+def sketch_signs(n: int, k: int) -> np.ndarray:
+    """The fixed +-1 signs for an ``n``-element tensor sketched into ``k`` numbers.
+
+    Padded with zeros to a multiple of ``k``. Deterministic across processes.
+    """
+    key = (n, k)
+    with _signs_lock:
+        s = _signs_np.get(key)
+        if s is None:
+            seed = zlib.crc32(f"{SKETCH_SEED}:{n}:{k}".encode())
+            rng = np.random.default_rng(seed)
+            m = -(-n // k) * k
+            s = np.zeros(m, dtype=np.float32)
+            s[:n] = rng.integers(0, 2, size=n).astype(np.float32) * 2.0 - 1.0
+            _signs_np[key] = s
+    return s
+
+
+def sketch_reference(x: np.ndarray, k: int) -> np.ndarray:
+    """The sketch of ``x`` computed on the host (the reference the graph version matches)."""
+    flat = np.asarray(x, dtype=np.float64).reshape(-1)
+    s = sketch_signs(flat.size, k).astype(np.float64)
+    padded = np.zeros(s.size)
+    padded[: flat.size] = flat
+    return (padded * s).reshape(-1, k).sum(axis=0)
+
+
+class _SignVars:
+    """Sign vectors as non-trainable tf.Variables (one per (n, k)), so graphs stay small."""
+
+    def __init__(self) -> None:
+        self._vars: dict[tuple[int, int], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, n: int, k: int) -> Any:
+        from gradtrace._ring import side_variable
+
+        with self._lock:
+            var = self._vars.get((n, k))
+            if var is None:
+                var = side_variable(sketch_signs(n, k), "gradtrace_signs")
+                self._vars[(n, k)] = var
+        return var
+
+
+SIGNS = _SignVars()
+
+
+# --- cadence: which steps get the per-variable statistics ---------------------------
+
+WARMUP_STEPS = 8  # the first steps always get full statistics (step 0 is the strongest witness)
+PROVISIONAL_EVERY = 16  # the auto cadence before the first measurement
+MAX_EVERY = 1000
+_WINDOWS = 32  # poll windows the step time estimate is the median of
+_RETUNE = 1.5  # once chosen, N changes only when the new choice is off by more than this factor
+
+
+class Cadence:
+    """When a step gets the per-variable statistics, and the weight snapshots those need.
+
+    Every step records the loss, learning rate, iterations and the step scope's
+    values. The per-variable statistics (the costly part: several passes over
+    every parameter) run on the first :data:`WARMUP_STEPS` steps and then on every
+    N-th step. ``every=1`` is every step; ``every=N`` fixes N (steps 0, N, 2N, ...,
+    no warm-up); ``every=None`` lets
+    the measured costs choose N so that the statistics stay within ``budget`` (a
+    fraction of the step time): :meth:`observe` (the host poller) estimates the
+    step time from the rows it reads, times each layout's statistics function
+    once, and writes N into a variable the graphs read (no retrace).
+
+    ``||w_after - w_before||`` needs the weights from before the update. Holding
+    ``var.value()`` across the optimizer's in-place assign makes the assign copy
+    the whole buffer on every step, so instead :meth:`snapshot` copies the weights
+    into shadow variables, on full steps only, before the update.
+    """
+
+    def __init__(self, seq: Any, every: int | None, budget: float) -> None:
+        import tensorflow as tf
+
+        from gradtrace._ring import side_variable
+
+        self.seq = seq
+        self.fixed = every
+        self.budget = float(budget)
+        # An explicit N is taken literally (steps 0, N, 2N, ...); the automatic cadence warms up.
+        self.warmup = WARMUP_STEPS if every is None else 0
+        self.every = int(every) if every is not None else PROVISIONAL_EVERY
+        self.var = side_variable(tf.constant(self.every, tf.int64), "gradtrace_stats_every")
+        self._shadows: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._probes: dict[int, tuple[Any, Any]] = {}  # id(ring) -> (probe fn, its arguments)
+        self.costs: dict[int, float] = {}  # id(ring) -> seconds of one statistics pass
+        self._windows: list[tuple[float, int, int]] = []  # (seconds, rows, full rows)
+        self._last: float | None = None
+        self.changes: list[tuple[int, int]] = []  # (first step seen with it, N)
+        self.step_time: float | None = None
+
+    @property
+    def always(self) -> bool:
+        """Every step is full: no condition in the graph."""
+        return self.fixed == 1
+
+    def full(self, s: Any) -> Any:
+        """Boolean tensor: does step ``s`` (the run's step number) get the statistics?"""
+        import tensorflow as tf
+
+        every = self.var.read_value()
+        return tf.logical_or(tf.less(s, self.warmup), tf.equal(tf.math.floormod(s, every), 0))
+
+    def shadows(self, tvars: list[Any]) -> list[Any]:
+        """One shadow per variable (same dtype and shape), created on first use."""
+        import tensorflow as tf
+
+        from gradtrace._ring import side_variable
+
+        out = []
+        with self._lock:
+            for v in tvars:
+                sh = self._shadows.get(id(v))
+                if sh is None:
+                    with tf.init_scope():
+                        sh = side_variable(tf.zeros(v.shape, v.dtype), "gradtrace_before")
+                    self._shadows[id(v)] = (sh, v)  # type: ignore[assignment]
+                else:
+                    sh = sh[0]
+                out.append(sh)
+        return out
+
+    def snapshot(self, tvars: list[Any]) -> list[Any]:
+        """Copy ``tvars`` into their shadows if this step is full (graph ops; before the update).
+
+        Inside ``tf.function`` the copy is ordered before the optimizer's assign by
+        automatic control dependencies (both touch the variable's resource).
+        """
+        import tensorflow as tf
+
+        shadows = self.shadows(tvars)
+
+        def copy() -> Any:
+            for sh, v in zip(shadows, tvars, strict=True):
+                sh.assign(v.read_value())
+            return tf.constant(True)
+
+        if self.always:
+            copy()
+        else:
+            tf.cond(self.full(self.seq.read_value()), copy, lambda: tf.constant(False))
+        return shadows
+
+    # -- the measured choice of N (host side, poller thread) --------------------------
+
+    def register(self, ring: Any, probe: Any, args: Any) -> None:
+        """A layout's statistics function: timed once, in a thread of its own.
+
+        Not in the poller: compiling and timing it must not delay reading the rings.
+        """
+        if self.fixed is not None:
+            return
+        with self._lock:
+            self._probes[id(ring)] = (probe, args)
+        threading.Thread(target=self._time_probe, args=(id(ring), probe, args),
+                         name="gradtrace-cadence", daemon=True).start()
+
+    def _time_probe(self, key: int, probe: Any, args: Any) -> None:
+        from gradtrace._hooks import suppressed
+
+        try:
+            with suppressed():
+                probe(*args)  # trace and compile
+                reps = []
+                for _ in range(7):
+                    t0 = time.perf_counter()
+                    np.asarray(probe(*args))  # .numpy() waits for the result
+                    reps.append(time.perf_counter() - t0)
+            self.costs[key] = float(np.median(reps))
+        except Exception:  # keep the provisional cadence
+            logger.warning("gradtrace: timing the statistics failed; keeping stats_every=%d",
+                           self.every, exc_info=True)
+
+    def observe(self, n_rows: int, n_full: int, now: float) -> int | None:
+        """Rows read by one poll at ``now``; returns a new N when the cadence changes."""
+        if self.fixed is not None:
+            return None
+        last, self._last = self._last, now
+        if last is None or n_rows <= 0:
+            return None
+        self._windows.append((now - last, n_rows, n_full))
+        del self._windows[:-_WINDOWS]
+        if len(self._windows) < 3:
+            return None
+        if not self.costs:
+            return None
+        cost = max(self.costs.values())
+        # The time a step takes without statistics: each window's time minus its full steps' share.
+        light = [max(dt - f * cost, 0.1 * dt) / n for dt, n, f in self._windows]
+        self.step_time = float(np.median(light))
+        want = int(np.clip(np.ceil(cost / (self.budget * self.step_time)), 1, MAX_EVERY))
+        if self.changes and self.every / _RETUNE <= want <= self.every * _RETUNE:
+            return None
+        self.every = want
+        self.var.assign(want)
+        return want
+
+
+# --- the compiled statistics function -------------------------------------------
+
+def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_vars: list[Any],
+                state_shadows: list[Any], jit: bool) -> Any:
+    """The compiled function that computes one step's vector and writes it into ``ring``.
+
+    One per ring (i.e. per layout): the ring, the run's step counter, the
+    variables with their pre-update shadows (:meth:`Cadence.snapshot`), the
+    non-trainable variables' previous-copies and the sketch signs are closed
+    over, never passed as arguments, so a function can only ever write where its
+    layout belongs. The per-element statistics (everything but the loss,
+    learning rate, iterations and the step scope's values) run on full steps
+    only (:class:`Cadence`); the other rows carry NaN there and ``full == 0``,
+    and non-trainable deltas span the steps since the last full one.
+
+    Returns ``(writer, probe, probe_args)``: ``probe`` computes the same
+    statistics without writing anything, for timing.
+    """
+    import tensorflow as tf
+
+    layout: Layout = ring.layout
+    k = layout.sketch_dim
+    buf, count = ring.buf, ring.count
+    grad_slots = [slot for slot in layout.vars if slot.grad]
+    signs = [SIGNS.get(slot.size, k) for slot in grad_slots] if k else []
+    before = cadence.shadows(tvars)
+    mid = layout.width - len(HEADER) - sum(size for _, size, _ in layout.values.values())
+    grad_shapes = [v.shape.as_list() for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad]
+
+    def compute(targets, lr, iters, grads, extra):  # type: ignore[no-untyped-def]
+        # Claim a ring row and a run-wide step number; both are exact in float32 below 2**22.
+        i = count.assign_add(1) - 1
+        s = seq.assign_add(1) - 1
+        loss = tf.constant(float("nan"), tf.float32)
+        if targets:
+            loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets])
+        if cadence.always:
+            full = tf.constant(True)
+            stats = full_stats(grads)
+        else:
+            full = cadence.full(s)
+            stats = tf.cond(full, lambda: full_stats(grads), lambda: tf.fill([mid], float("nan")))
+        header = tf.stack(
+            [
+                tf.cast(tf.math.floormod(i, SEQ_SPLIT), tf.float32),
+                tf.cast(tf.math.floordiv(s, SEQ_SPLIT), tf.float32),
+                tf.cast(tf.math.floormod(s, SEQ_SPLIT), tf.float32),
+                loss,
+                tf.cast(lr, tf.float32),
+                tf.cast(iters, tf.float32),
+                tf.cast(full, tf.float32),
+            ]
+        )
+        extras = [tf.reshape(tf.cast(e, tf.float32), [-1]) for e in extra]
+        vec = tf.concat([header, stats, *extras], axis=0)
+        slot = tf.math.floormod(i, ring.size)
+        buf.scatter_nd_update(tf.reshape(slot, [1, 1]), tf.reshape(vec, [1, -1]))
+        return vec
+
+    def _stats(grads, update_state):  # type: ignore[no-untyped-def]
+        parts = []
+        for j, g in enumerate(grads):
+            g = tf.reshape(tf.cast(dense_grad(g, grad_shapes[j]), tf.float32), [-1])
+            n = g.shape[0]
+            # One pass each: XLA fuses these reductions over the same input into one loop.
+            parts.append(
+                tf.stack(
+                    [
+                        tf.sqrt(tf.reduce_sum(tf.square(g))),
+                        tf.reduce_sum(g) / float(max(n, 1)),
+                        tf.reduce_min(g),
+                        tf.reduce_max(g),
+                        tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), tf.float32)),
+                    ]
+                )
+            )
+            if k:
+                sg = signs[j]
+                pad = sg.shape[0] - n
+                gp = tf.pad(g, [[0, pad]]) if pad else g
+                parts.append(tf.reduce_sum(tf.reshape(gp * sg, [-1, k]), axis=0))
+        for sh, v in zip(before, tvars, strict=True):
+            b = tf.reshape(tf.cast(sh.read_value(), tf.float32), [-1])
+            a = tf.reshape(tf.cast(v.read_value(), tf.float32), [-1])
+            d = a - b
+            parts.append(
+                tf.stack(
+                    [
+                        tf.reduce_sum(tf.cast(tf.not_equal(a, b), tf.float32)),
+                        tf.sqrt(tf.reduce_sum(tf.square(d))),
+                        tf.sqrt(tf.reduce_sum(tf.square(a))),
+                    ]
+                )
+            )
+        st_after = [sv.read_value() for sv in state_vars]
+        for sh, a in zip(state_shadows, st_after, strict=True):
+            b = tf.reshape(tf.cast(sh.read_value(), tf.float32), [-1])
+            af = tf.reshape(tf.cast(a, tf.float32), [-1])
+            parts.append(
+                tf.stack(
+                    [
+                        tf.reduce_sum(tf.cast(tf.not_equal(af, b), tf.float32)),
+                        tf.sqrt(tf.reduce_sum(tf.square(af - b))),
+                    ]
+                )
+            )
+        out = tf.concat(parts, axis=0) if parts else tf.zeros([0], tf.float32)
+        if not update_state:
+            return out
+        with tf.control_dependencies([out]):
+            for sh, a in zip(state_shadows, st_after, strict=True):
+                sh.assign(tf.cast(a, sh.dtype))
+        return tf.identity(out)
+
+    # The per-element statistics are one XLA-compiled function (fused reductions), called
+    # only on full steps. The writer around it stays a plain function inlined into the
+    # step's graph: launching an XLA computation from a non-XLA graph costs more than a
+    # light step's whole bookkeeping (measured on the 784-256-128-10 MLP: ~0.5 ms per
+    # launch against a ~1 ms step), so light steps must not pay it.
+    full_stats = tf.function(lambda gs: _stats(gs, True), jit_compile=jit, autograph=False,
+                             reduce_retracing=False)
+    writer = tf.function(compute, jit_compile=False, autograph=False, reduce_retracing=False)
+    # Inside an XLA step the statistics are compiled with it: time them compiled too.
+    probe = tf.function(lambda gs: _stats(gs, False), jit_compile=jit or layout.mode == "xla",
+                        autograph=False, reduce_retracing=False)
+    with tf.init_scope():
+        probe_args = ([tf.zeros([int(d) for d in shp], tf.float32) for shp in grad_shapes],)
+    return writer, probe, probe_args
+
+
+def dense_grad(g: Any, var_shape: list[int | None]) -> Any:
+    """A dense gradient; ``tf.IndexedSlices`` are summed per index (repeats add up)."""
+    import tensorflow as tf
+
+    if isinstance(g, tf.IndexedSlices):
+        rows = var_shape[0] if var_shape and var_shape[0] is not None else g.dense_shape[0]
+        return tf.math.unsorted_segment_sum(g.values, g.indices, rows)
+    return g
+
+
+def plan(
+    layout: Layout,
+    var_indices: list[int],
+    has_grad: list[bool],
+    sizes: list[int],
+    state_indices: list[int],
+    state_rng: list[bool],
+    extra_values: dict[str, tuple[int, ...]],
+) -> None:
+    """Fill ``layout``'s offsets in the same order :func:`step_vector` emits numbers."""
+    k = layout.sketch_dim
+    pos = len(HEADER)
+    grad_slots: list[VarSlot] = []
+    for v, g, n in zip(var_indices, has_grad, sizes, strict=False):
+        slot = VarSlot(v=v, grad=g, offset=-1, size=n)
+        layout.vars.append(slot)
+        if g:
+            grad_slots.append(slot)
+    # grad stats of all vars with a grad come first (one block each), then apply stats
+    grad_off: dict[int, int] = {}
+    for slot in grad_slots:
+        grad_off[id(slot)] = pos
+        pos += len(VAR_GRAD_STATS) + k
+    apply_off: list[int] = []
+    for _ in layout.vars:
+        apply_off.append(pos)
+        pos += len(VAR_APPLY_STATS)
+    for slot, a in zip(layout.vars, apply_off, strict=False):
+        slot.offset = a
+        if slot.grad:
+            slot.grad_offset = grad_off[id(slot)]
+    for v, r in zip(state_indices, state_rng, strict=False):
+        layout.state.append(StateSlot(v=v, rng=r, offset=pos))
+        pos += 2
+    for key, shape in extra_values.items():
+        size = int(np.prod(shape)) if shape else 1
+        layout.values[key] = (pos, size, tuple(shape))
+        pos += size
+    layout.width = pos
+
+
+def _f(x: float) -> float:
+    return float(x)
+
+
+def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
+    """Turn one vector into StepRecord fields (``vars`` and ``state`` as dicts)."""
+    out: dict[str, Any] = {"mode": layout.mode}
+    if layout.has_loss:
+        out["loss"] = _f(row[3])
+        out["target_shape"] = layout.target_shape
+    if layout.has_lr:
+        out["lr"] = _f(row[4])
+    out["iterations"] = int(row[5]) if np.isfinite(row[5]) else None
+    k = layout.sketch_dim
+    vars_out: list[dict[str, Any]] = []
+    if row[6] == 0:  # a step between two full ones: per-variable numbers not computed
+        out["vars"] = [{"v": slot.v, "grad": slot.grad} for slot in layout.vars]
+        out["state"] = []
+        return out
+    for slot in layout.vars:
+        a = slot.offset
+        d: dict[str, Any] = {
+            "v": slot.v,
+            "grad": slot.grad,
+            "applied": bool(row[a] > 0),
+            "update_norm": _f(row[a + 1]),
+            "weight_norm": _f(row[a + 2]),
+        }
+        if slot.grad:
+            g = slot.grad_offset
+            d.update(
+                norm=_f(row[g]),
+                mean=_f(row[g + 1]),
+                min=_f(row[g + 2]),
+                max=_f(row[g + 3]),
+                nonfinite=int(row[g + 4]),
+                sketch=[float(x) for x in row[g + 5 : g + 5 + k]],
+            )
+        vars_out.append(d)
+    out["vars"] = vars_out
+    out["state"] = [
+        {
+            "v": s.v,
+            "changed": bool(row[s.offset] > 0),
+            "delta_norm": _f(row[s.offset + 1]),
+            "rng": s.rng,
+        }
+        for s in layout.state
+    ]
+    return out
+
+
+def decode_values(row: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """The step scope's values, reshaped as they were put."""
+    vals: dict[str, np.ndarray] = {}
+    for key, (off, size, shape) in layout.values.items():
+        vals[key] = row[off : off + size].reshape(shape) if shape else row[off : off + 1].reshape(())
+    return vals

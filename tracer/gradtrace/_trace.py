@@ -1,0 +1,831 @@
+"""``gradtrace.trace``: the decorator / context manager, and the :class:`Run` it yields.
+
+Example::
+
+    import gradtrace
+
+    @gradtrace.trace(run="tape-loop", project="digits")
+    def train():
+        ...
+
+    with gradtrace.trace(run="fit", project="digits", store="sqlite:///runs.db") as run:
+        model.fit(x, y, epochs=3)
+    print(run.info.status, run.steps_recorded)
+
+Entering installs the hooks (:mod:`gradtrace._hooks`, nesting-counted) and
+makes the new run the calling thread's current run; leaving drains the step
+rings, restores every patch, marks the run finished or failed (with the
+exception type, KeyboardInterrupt included) and flushes the exporter. Nested
+scopes are separate runs: the innermost one of a thread records its steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import numpy as np
+
+from gradtrace import schema
+
+logger = logging.getLogger("gradtrace")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_local = threading.local()
+
+
+_active: list[Run] = []  # every thread's active runs, for replica threads (below)
+_active_lock = threading.Lock()
+
+
+def current_run() -> Run | None:
+    """The calling thread's innermost active run, or None.
+
+    A distribution strategy's replica thread (MirroredStrategy runs each replica's step
+    in a ``_MirroredReplicaThread``: tensorflow/python/distribute/mirrored_run.py) works
+    for the thread that called ``strategy.run``/``fit``; it belongs to the run active in
+    the process when exactly one is. Other threads never see another thread's run.
+    """
+    stack: list[Run] | None = getattr(_local, "runs", None)
+    if stack:
+        return stack[-1]
+    if type(threading.current_thread()).__name__ == "_MirroredReplicaThread":
+        with _active_lock:
+            if len(_active) == 1:
+                return _active[0]
+    return None
+
+
+def _push(run: Run) -> None:
+    stack = getattr(_local, "runs", None)
+    if stack is None:
+        stack = _local.runs = []
+    stack.append(run)
+    with _active_lock:
+        _active.append(run)
+
+
+def _pop(run: Run) -> None:
+    stack = getattr(_local, "runs", None) or []
+    if run in stack:
+        stack.remove(run)
+    with _active_lock:
+        if run in _active:
+            _active.remove(run)
+
+
+@dataclass
+class StateVar:
+    """A non-trainable variable of a registered model and its previous-step copy."""
+
+    var: Any
+    shadow: Any
+    index: int
+    rng: bool
+
+
+def _is_rng_state(v: Any) -> bool:
+    # keras/src/random/seed_generator.py names its state variable "seed_generator_state".
+    name = str(getattr(v, "path", None) or getattr(v, "name", ""))
+    return "seed_generator" in name or "rng" in name.lower().split("/")[-1]
+
+
+class Run:
+    """One traced run: its metadata, its hooks' per-run state, its exporter.
+
+    Hooks elsewhere in the tracer use: :meth:`register_model` (a root model
+    was called), :meth:`update_meta` (RunInfo fields), :attr:`strict` and
+    :meth:`internal_error`. ``info`` is the current :class:`~gradtrace.schema.RunInfo`.
+    """
+
+    def __init__(self, name: str, project: str | None, config: Any, options: dict[str, Any]) -> None:
+        self.config = config
+        self.options = options
+        self.strict: bool = bool(getattr(config, "strict", False))
+        self.sketch_dim: int = int(getattr(config, "sketch_dim", 16))
+        self.ring_size: int = max(4, int(getattr(config, "ring_size", 256)))
+        self._jit: bool | None = options.get("stats_jit")
+        self.stats_every: int | None = _stats_every(options.get("stats_every"))
+        self.cadence: Any = None
+        self.info = schema.RunInfo(
+            run_id=uuid.uuid4().hex,
+            name=name,
+            project=project or getattr(config, "project", "default") or "default",
+            host=socket.gethostname(),
+        )
+        self._lock = threading.RLock()
+        self._warned: set[str] = set()
+        self._lost: Counter[str] = Counter()
+        self._models: list[Any] = []
+        self._var_index: dict[int, int] = {}
+        self._var_refs: list[Any] = []  # keeps indexed variables alive: ids stay unique
+        self._trainable: list[Any] = []
+        self._trainable_keys: set[int] = set()
+        self._state: list[StateVar] = []
+        self._state_keys: set[int] = set()
+        self._layouts: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._optimizers: dict[int, tuple[Any, int | None, str]] = {}
+        self._steps_by_opt: Counter[int] = Counter()
+        self._modes: set[str] = set()
+        self._train_functions: list[tuple[weakref.ref[Any], Any]] = []
+        self._claimed: set[int] = set()
+        self._init_seen: set[int] = set()
+        self._init_fps: list[str] = []
+        self.steps_recorded = 0
+        self.seq: Any = None
+        self._poller: Any = None
+        self._exporter: Any = None
+        self._probes_undo: Callable[[], None] | None = None
+        self._probes_decode: Callable[..., dict[str, Any]] | None = None
+        self.full_tensors: Any = None  # gradtrace._tensors.FullTensors when full_tensors_every > 0
+        self.active = False
+
+    # -- API for hooks ------------------------------------------------------------------
+
+    def internal_error(self, exc: BaseException, where: str = "tracer") -> None:
+        """A tracer bug: warn once, mark the run partial, carry on (strict: re-raise)."""
+        with self._lock:
+            self.info.partial = True
+            first = where not in self._warned
+            self._warned.add(where)
+        if first:
+            logger.warning("gradtrace: internal error in %s (%s: %s); the run is marked partial",
+                           where, type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+        if self.strict:
+            raise exc
+
+    def warn_once(self, key: str, message: str, stderr: bool = False) -> None:
+        """Log a warning once per run and keep it in ``RunInfo.warnings``."""
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+            self.info.warnings.append(message)
+        logger.warning("gradtrace: %s", message)
+        if stderr and logger.hasHandlers() and not _logs_to_stderr(logger):
+            # Without any handler, logging's last resort already prints it on stderr.
+            sys.stderr.write(f"gradtrace: {message}\n")
+
+    def update_meta(self, **fields: Any) -> None:
+        """Set RunInfo fields (validated); unknown names raise ``TypeError``."""
+        unknown = set(fields) - set(schema.RunInfo.model_fields)
+        if unknown:
+            raise TypeError(f"unknown RunInfo field(s): {', '.join(sorted(unknown))}")
+        from gradtrace._meta import _jsonable
+
+        plain = {k: _jsonable(v) for k, v in fields.items()}
+        with self._lock:
+            data = self.info.model_dump()
+            data.update(plain)
+            self.info = schema.RunInfo.model_validate(data)
+
+    def register_model(self, model: Any) -> None:
+        """A root model this run trains: its variables join the inventory (and state tracking)."""
+        with self._lock:
+            if any(m is model for m in self._models):
+                return
+            self._models.append(model)
+            self._index_models()
+            self.model_built(model)
+
+    def model_built(self, model: Any) -> None:
+        """Fingerprint a registered model's initial weights once it has variables.
+
+        Called at registration (fit() start, the first forward pass) and after the
+        first forward pass (which builds an unbuilt model), both before its first
+        optimizer step. ``RunInfo.init_fingerprint`` covers every registered model,
+        in registration order, each as it was when first seen built.
+        """
+        import tensorflow as tf
+
+        from gradtrace import _meta
+
+        with self._lock:
+            if id(model) in self._init_seen or not any(m is model for m in self._models):
+                return
+            variables = list(getattr(model, "variables", None) or [])
+            if not variables:
+                return
+            with tf.init_scope():  # a forward pass inside tf.function: read the eager values
+                fps = _meta.variable_fingerprints(variables)
+            self._init_seen.add(id(model))
+            self._init_fps.extend(fps)
+            self.info.init_fingerprint = _meta.combine_fingerprints(self._init_fps)
+
+    def claim_train_function(self, model: Any) -> bool:
+        """First fit() of ``model`` in this run: remember its cached step; True = rebuild it."""
+        with self._lock:
+            if id(model) in self._claimed:
+                return False
+            self._claimed.add(id(model))
+            self._train_functions.append((weakref.ref(model), getattr(model, "train_function", None)))
+            return True
+
+    def optimizer_seen(self, opt: Any, flavour: str) -> None:
+        with self._lock:
+            known = self._optimizers.get(id(opt))
+            if known is not None and known[2] == flavour:
+                return
+            inner = getattr(opt, "inner_optimizer", None)
+            if inner is not None:
+                # A loss scale optimizer's steps are recorded under its own id while the
+                # counter read is its inner optimizer's: account for them once, here.
+                wrapped = self._optimizers.pop(id(inner), None)
+                if known is None and wrapped is not None:
+                    known = (opt, wrapped[1], "unknown")
+            # found by the start-up scan: keep its starting iteration count
+            self._optimizers[id(opt)] = (opt, None if known is None else known[1], flavour)
+            if self.info.keras_flavour is None:
+                self.info.keras_flavour = flavour  # type: ignore[assignment]
+            if self.info.optimizer is None:
+                self._describe_optimizer(opt)
+
+    def trainable_variables(self) -> list[Any]:
+        return list(self._trainable)
+
+    def state_variables(self) -> list[StateVar]:
+        return list(self._state)
+
+    def var_index(self, v: Any) -> int:
+        """The inventory index of a variable (new variables are appended)."""
+        from gradtrace._hooks import tf_variable
+
+        key = id(tf_variable(v))
+        idx = self._var_index.get(key)
+        if idx is not None:
+            return idx
+        with self._lock:
+            idx = self._var_index.get(key)
+            if idx is None:
+                idx = len(self.info.variables)
+                self._add_variable(v, idx, None, None, None)
+            return idx
+
+    def layout_for(self, key: tuple[Any, ...], make: Callable[[], Any]) -> tuple[Any, Any]:
+        """The (layout, ring) of a step signature; new ones start being polled."""
+        from gradtrace._ring import Ring
+
+        got = self._layouts.get(key)
+        if got is not None:
+            return got
+        with self._lock:
+            got = self._layouts.get(key)
+            if got is None:
+                layout = make()
+                ring = Ring(layout, self.ring_size)
+                got = (layout, ring)
+                self._layouts[key] = got
+                self._modes.add(layout.mode)
+                if self._poller is not None:
+                    self._poller.add(ring)
+        return got
+
+    def stats_jit(self, mode: str) -> bool:
+        """Compile the statistics with XLA? (Inside an XLA step it is inlined anyway.)"""
+        if self._jit is not None:
+            return bool(self._jit)
+        return mode != "xla"
+
+    # -- inventory ------------------------------------------------------------------------
+
+    def _add_variable(self, v: Any, idx: int, info: schema.VariableInfo | None,
+                      layer: str | None, layer_class: str | None) -> None:
+        from gradtrace._hooks import tf_variable
+
+        tv = tf_variable(v)
+        self._var_index[id(tv)] = idx
+        self._var_index[id(v)] = idx
+        self._var_refs.append(v)
+        if info is None:
+            shape = [None if d is None else int(d) for d in v.shape]
+            info = schema.VariableInfo(
+                index=idx,
+                name=str(getattr(v, "path", None) or getattr(v, "name", f"var{idx}")),
+                shape=shape,
+                dtype=str(getattr(v.dtype, "name", v.dtype)),
+                trainable=bool(getattr(v, "trainable", True)),
+                layer=layer,
+                layer_class=layer_class,
+                struct_key=f"?{idx}:{'/'.join(str(getattr(v, 'name', '')).split('/')[-1:])}{shape}",
+            )
+        self.info.variables.append(info)
+
+    def _index_models(self) -> None:
+        """(Re)build the inventory from the registered models; indices only ever grow."""
+        inventory = _variable_inventory(self._models)
+        infos, layers, by_id = inventory if inventory is not None else ([], [], {})
+        seen: set[int] = set()
+        for model in self._models:
+            for v in list(getattr(model, "variables", [])):
+                from gradtrace._hooks import tf_variable
+
+                key = id(tf_variable(v))
+                if key in seen:
+                    continue
+                seen.add(key)
+                if key not in self._var_index and id(v) not in self._var_index:
+                    idx = len(self.info.variables)
+                    info = None
+                    pos = by_id.get(id(v), by_id.get(key))
+                    if pos is not None and pos < len(infos):
+                        info = infos[pos].model_copy(update={"index": idx})
+                    self._add_variable(v, idx, info, None, None)
+                idx = self._var_index[key]
+                if bool(getattr(v, "trainable", True)):
+                    if key not in self._trainable_keys:
+                        self._trainable_keys.add(key)
+                        self._trainable.append(v)
+                elif key not in self._state_keys:
+                    self._state_keys.add(key)
+                    self._state.append(StateVar(v, _shadow(v), idx, _is_rng_state(v)))
+        if layers and not self.info.layers:
+            self.info.layers = list(layers)
+
+    def _describe_optimizer(self, opt: Any) -> None:
+        try:
+            import tensorflow as tf
+
+            from gradtrace import _meta
+
+            # Seen first inside fit()'s traced step: get_config() and the learning rate
+            # read variable values, which only works eagerly.
+            with tf.init_scope():
+                self.info.optimizer = _meta.optimizer_info(opt)
+        except ImportError:
+            self.info.optimizer = {"class": type(opt).__name__}
+        except Exception as exc:
+            self.internal_error(exc, "optimizer_info")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        import tensorflow as tf
+
+        from gradtrace import _hooks
+        from gradtrace._ring import Poller, side_variable
+
+        self.seq = side_variable(tf.constant(0, tf.int64), "gradtrace_seq")
+        self._start_cadence()
+        self._fill_static_meta()
+        self._exporter = _make_exporter(self)
+        from gradtrace import _tensors
+
+        self.full_tensors = _tensors.for_run(self.config)
+        self._poller = Poller(self._on_rows, on_tick=self._on_tick)
+        self._poller.start()
+        _hooks.install()
+        self._scan_optimizers()
+        try:
+            from gradtrace import _probes
+
+            self._probes_undo = _probes.install(self)
+            self._probes_decode = getattr(_probes, "decode", None)
+        except ImportError:
+            logger.debug("gradtrace: no probes module; layer modes and loss details not recorded")
+        self.active = True
+
+    def _start_cadence(self) -> None:
+        from gradtrace._stats import Cadence
+
+        budget = float(getattr(self.config, "overhead_budget", 0.05))
+        self.cadence = Cadence(self.seq, self.stats_every, budget)
+        self.info.extra.update(stats_every=self.cadence.every, stats_warmup=self.cadence.warmup,
+                               stats_cadence="auto" if self.stats_every is None else "fixed",
+                               overhead_budget=budget)
+
+    def _fill_static_meta(self) -> None:
+        try:
+            from gradtrace import _meta
+
+            self.info.versions = dict(_meta.versions())
+        except ImportError:
+            import tensorflow as tf
+
+            import gradtrace
+
+            self.info.versions = {
+                "python": sys.version.split()[0],
+                "tensorflow": tf.__version__,
+                "gradtrace": gradtrace.__version__,
+            }
+        except Exception as exc:
+            self.internal_error(exc, "versions")
+
+    def _scan_optimizers(self) -> None:
+        """Optimizers that exist already: steps they make without a record get reported."""
+        import gc
+
+        bases: list[type] = []
+        try:
+            from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+            bases.append(BaseOptimizer)
+        except ImportError:
+            pass
+        if "tf_keras" in sys.modules:
+            try:
+                from tf_keras.src.optimizers.legacy.optimizer_v2 import OptimizerV2
+                from tf_keras.src.optimizers.optimizer import _BaseOptimizer
+
+                bases += [_BaseOptimizer, OptimizerV2]
+            except ImportError:
+                pass
+        if not bases:
+            return
+        tb = tuple(bases)
+        found = [obj for obj in gc.get_objects() if isinstance(obj, tb)]
+        # A loss scale optimizer stands for its inner optimizer (iterations_variable reads
+        # the inner counter, and the hooks record the outer one's steps).
+        inner = {id(getattr(o, "inner_optimizer", None)) for o in found}
+        for obj in found:
+            if id(obj) not in inner:
+                self._optimizers.setdefault(id(obj), (obj, _iterations_now(obj), "unknown"))
+
+    def _check_uncaptured(self, final: bool = False) -> None:
+        """Steps an optimizer made that no record accounts for (functions traced earlier)."""
+        for key, (opt, start, _flavour) in list(self._optimizers.items()):
+            if start is None:
+                with self._lock:
+                    self._optimizers[key] = (opt, _iterations_now(opt), _flavour)
+                continue
+            now = _iterations_now(opt)
+            if now is None:
+                continue
+            missing = now - start - self._steps_by_opt.get(key, 0)
+            slack = 0 if final else 2 * self.ring_size
+            if missing > slack:
+                self.warn_once(
+                    f"uncaptured:{key}",
+                    f"{missing if final else 'some'} steps of optimizer {type(opt).__name__} ran "
+                    "without being recorded: a tf.function traced before gradtrace.trace was "
+                    "entered keeps running untraced. Enter trace before the first call of the "
+                    "training function (or create the tf.function inside it).",
+                    stderr=True,
+                )
+
+    def _on_tick(self) -> None:
+        self._check_uncaptured()
+        self._drain_tensors()
+
+    def _drain_tensors(self) -> None:
+        """Ship the full tensors written since the last read (``full_tensors_every``)."""
+        if self.full_tensors is None:
+            return
+        from gradtrace import _hooks
+
+        with _hooks.suppressed():
+            records, lost = self.full_tensors.drain()
+        if lost:
+            with self._lock:
+                self._lost["full_tensors_overrun"] += lost
+            self.info.lost = dict(self._lost)
+            self.warn_once("full_tensors_overrun", "full-tensor steps were overwritten before "
+                           "the host read them (counted in lost.full_tensors_overrun)")
+        if records and self._exporter is not None:
+            self._exporter.put_tensors(records)
+
+    def _on_rows(self, rows: list[tuple[Any, np.ndarray]], lost: list[tuple[Any, int]]) -> None:
+        from gradtrace._stats import SEQ_SPLIT, decode_row, decode_values
+
+        if lost:
+            n = sum(k for _, k in lost)
+            with self._lock:
+                self._lost["ring_overrun"] += n
+                for ring, k in lost:
+                    self._steps_by_opt[ring.layout.optimizer] += k
+            self.info.lost = dict(self._lost)
+            self.warn_once("ring_overrun", f"{n} steps were overwritten before the host read "
+                           "them (counted in lost.ring_overrun); raise GRADTRACE_RING_SIZE")
+        steps: list[schema.StepRecord] = []
+        now = time.time()
+        for ring, row in rows:
+            layout = ring.layout
+            try:
+                step = int(row[1]) * SEQ_SPLIT + int(row[2])
+                fields = decode_row(row, layout)
+                fields["step"] = step
+                fields["wall_time"] = now
+                fields["vars"] = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
+                fields["state"] = [schema.StateStep.model_construct(**d) for d in fields["state"]]
+                if self._probes_decode is not None and (layout.values or layout.statics):
+                    fields.update(self._probes_decode(decode_values(row, layout), layout.statics))
+                steps.append(schema.StepRecord.model_validate(fields))
+                self._steps_by_opt[layout.optimizer] += 1
+            except Exception as exc:
+                self.internal_error(exc, "decode")
+        self.steps_recorded += len(steps)
+        if self.cadence is not None and steps:
+            try:
+                n = self.cadence.observe(len(rows), sum(1 for _, r in rows if r[6] == 1), time.monotonic())
+                if n is not None:
+                    with self._lock:
+                        self.cadence.changes.append((steps[-1].step + 1, n))
+                        self.info.extra.update(stats_every=n, stats_every_changes=list(self.cadence.changes),
+                                               stats_cost_s=max(self.cadence.costs.values()),
+                                               step_time_s=self.cadence.step_time)
+            except Exception as exc:
+                self.internal_error(exc, "cadence")
+        if steps and self._exporter is not None:
+            self._exporter.put_steps(steps)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        from gradtrace import _hooks, _scope
+
+        errors: list[BaseException] = []
+
+        def step(fn: Callable[[], Any], where: str) -> None:
+            try:
+                with _hooks.suppressed():
+                    fn()
+            except Exception as e:  # keep closing the run whatever fails
+                errors.append(e)
+                try:
+                    self.internal_error(e, where)
+                except Exception:
+                    pass
+
+        if self._probes_undo is not None:
+            step(self._probes_undo, "probes.undo")
+        step(_hooks.uninstall, "uninstall")
+        step(self._restore_train_functions, "restore train_function")
+        if self._poller is not None:
+            step(self._poller.stop, "poller.stop")
+            step(self._poller.poll, "final read")
+            step(self._drain_tensors, "full tensors")
+            if self._poller.error is not None:
+                step(lambda: self.internal_error(self._poller.error, "poller"), "poller")  # type: ignore[arg-type]
+        step(lambda: self._check_uncaptured(final=True), "uncaptured check")
+        _scope.reset()
+        _hooks.reset_thread()
+        modes = sorted(self._modes)
+        self.info.execution_mode = modes[0] if len(modes) == 1 else ("mixed" if modes else None)
+        self.info.ended_at = datetime.now(timezone.utc)
+        if exc is None:
+            self.info.status = "finished"
+        else:
+            self.info.status = "failed"
+            msg = str(exc)
+            self.info.error = type(exc).__name__ + (f": {msg[:500]}" if msg else "")
+        self.info.lost = dict(self._lost)
+        if self._exporter is not None:
+            timeout = float(getattr(self.config, "shutdown_timeout", 30.0))
+            step(lambda: self._exporter.update_run(self.snapshot()), "exporter.update_run")
+            step(lambda: self._exporter.shutdown(timeout), "exporter.shutdown")
+        self.active = False
+        if errors and self.strict and exc is None:
+            raise errors[0]
+
+    def _restore_train_functions(self) -> None:
+        for ref, fn in self._train_functions:
+            model = ref()
+            if model is not None:
+                model.train_function = fn
+        self._train_functions.clear()
+
+    def snapshot(self) -> schema.RunInfo:
+        """A copy of the current RunInfo (what the exporter ships).
+
+        Copied through pydantic-core's JSON round trip, not ``copy.deepcopy``: that runs
+        in Rust without giving the GIL away, so a field the training thread is setting
+        cannot be seen half-built, and no ``__reduce__`` of a stray object runs on the
+        exporter thread.
+        """
+        with self._lock:
+            raw = self.info.model_dump_json()
+        return schema.RunInfo.model_validate_json(raw)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Read the rings now and ship everything recorded so far."""
+        if self._poller is not None:
+            from gradtrace import _hooks
+
+            with _hooks.suppressed():
+                self._poller.poll()
+            self._drain_tensors()
+        if self._exporter is None:
+            return True
+        self._exporter.update_run(self.snapshot())
+        return bool(self._exporter.flush(timeout))
+
+
+GRADTRACE_STATS_EVERY = "GRADTRACE_STATS_EVERY"
+"""Compute the per-variable statistics every N-th step (default: chosen within ``overhead_budget``)."""
+
+
+def _stats_every(arg: Any) -> int | None:
+    if arg is not None:
+        if isinstance(arg, bool) or not isinstance(arg, int) or arg < 1:
+            raise ValueError(f"gradtrace.trace: stats_every must be an integer >= 1, got {arg!r}")
+        return arg
+    raw = os.environ.get(GRADTRACE_STATS_EVERY)
+    if raw is None or raw.strip().lower() in ("", "auto"):
+        return None
+    try:
+        value = int(raw)
+        if value < 1:
+            raise ValueError(raw)
+        return value
+    except ValueError:
+        logger.warning("ignoring %s=%r: not an integer >= 1; choosing it within the overhead budget",
+                       GRADTRACE_STATS_EVERY, raw)
+        return None
+
+
+def _logs_to_stderr(log: logging.Logger) -> bool:
+    current: logging.Logger | None = log
+    while current is not None:
+        for h in current.handlers:
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr:
+                return True
+        current = current.parent if current.propagate else None
+    return False
+
+
+def _shadow(v: Any) -> Any:
+    import tensorflow as tf
+
+    from gradtrace._hooks import tf_variable
+    from gradtrace._ring import side_variable
+
+    tv = tf_variable(v)
+    with tf.init_scope():
+        return side_variable(tf.identity(tv.read_value()), "gradtrace_shadow")
+
+
+def _iterations_now(opt: Any) -> int | None:
+    from gradtrace._hooks import iterations_variable
+
+    try:
+        it = iterations_variable(opt)
+        if it is None:
+            return None
+        return int(np.asarray(it.numpy() if hasattr(it, "numpy") else it))
+    except Exception:  # an optimizer not built yet has no counter
+        return None
+
+
+def _variable_inventory(models: list[Any]) -> tuple[list[Any], list[Any], dict[int, int]] | None:
+    try:
+        from gradtrace import _meta
+    except ImportError:
+        return None
+    return _meta.variable_inventory(models)  # type: ignore[no-any-return]
+
+
+def _make_exporter(run: Run) -> Any:
+    from gradtrace import _export, _sinks
+
+    cfg = run.config
+    sink = _sinks.make_sink(cfg.url, token=cfg.token)
+    return _export.Exporter(sink, cfg, run.snapshot)
+
+
+# --- trace() -------------------------------------------------------------------------------
+
+
+_CONFIG_OPTIONS = {
+    "url", "token", "project", "disabled", "strict", "spool_dir", "flush_interval",
+    "batch_steps", "queue_steps", "full_tensors_every", "sketch_dim", "ring_size",
+    "shutdown_timeout", "retry_seconds", "http_timeout", "overhead_budget",
+}
+_RUN_OPTIONS = {"stats_jit", "stats_every"}
+
+
+class _Trace(Generic[P, R]):
+    """What ``trace(...)`` returns: a decorator and a reusable context manager."""
+
+    def __init__(self, run: str | None, project: str | None, store: str | None,
+                 options: dict[str, Any]) -> None:
+        unknown = set(options) - _CONFIG_OPTIONS - _RUN_OPTIONS
+        if unknown:
+            raise TypeError(f"gradtrace.trace: unknown option(s): {', '.join(sorted(unknown))}")
+        if run is not None and (not isinstance(run, str) or not run.strip()):
+            raise ValueError("gradtrace.trace: run must be a non-empty string")
+        self.name = run
+        self.project = project
+        self.store = store
+        self.options = options
+        self._local = threading.local()
+
+    def _config(self) -> Any:
+        from gradtrace import _config
+
+        overrides = {k: v for k, v in self.options.items() if k in _CONFIG_OPTIONS}
+        if self.store is not None:
+            overrides["url"] = self.store
+        if self.project is not None:
+            overrides["project"] = self.project
+        return _config.load(**overrides)
+
+    def _open(self, default_name: str) -> Run:
+        config = self._config()
+        run = Run(self.name or default_name, self.project, config,
+                  {k: v for k, v in self.options.items() if k in _RUN_OPTIONS})
+        if getattr(config, "disabled", False):
+            return run
+        try:
+            run._start()
+        except Exception as exc:
+            # Could not start tracing: the training must still run.
+            logger.warning("gradtrace: tracing disabled for run %r (%s: %s)",
+                           run.info.name, type(exc).__name__, exc)
+            run.info.partial = True
+            try:
+                run._finish(None)
+            except Exception:
+                logger.debug("gradtrace: cleanup after a failed start failed", exc_info=True)
+            if run.strict:
+                raise
+            return run
+        _push(run)
+        return run
+
+    def _close(self, run: Run, exc: BaseException | None) -> None:
+        _pop(run)
+        if run.active:
+            run._finish(exc)
+
+    def __enter__(self) -> Run:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        run = self._open("run")
+        stack.append(run)
+        return run
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        run = self._local.stack.pop()
+        self._close(run, ev)
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(func) or inspect.isgeneratorfunction(func):
+            raise TypeError("gradtrace.trace decorates plain functions (not async or generators)")
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            run = self._open(getattr(func, "__name__", "run"))
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                self._close(run, exc)
+                raise
+            self._close(run, None)
+            return result
+
+        return wrapper
+
+
+@overload
+def trace(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def trace(
+    func: None = None, /, *, run: str | None = None, project: str | None = None,
+    store: str | None = None, **options: Any,
+) -> _Trace[Any, Any]: ...
+
+
+def trace(
+    func: Callable[P, R] | None = None, /, *, run: str | None = None, project: str | None = None,
+    store: str | None = None, **options: Any,
+) -> Callable[P, R] | _Trace[Any, Any]:
+    """Record every optimizer step of the training inside, as a decorator or a ``with`` block.
+
+    ``run`` names the run (default: the decorated function's name), ``project``
+    groups runs, ``store`` is where records go (else ``$GRADTRACE_URL``, else
+    ``sqlite:///./gradtrace.db``). Other keyword options are configuration
+    fields (``full_tensors_every``, ``sketch_dim``, ``ring_size``, ``strict``,
+    ``disabled``, ...; see ``gradtrace._config``) or ``stats_jit`` (compile the
+    statistics with XLA; default: yes outside XLA steps) or ``stats_every`` (per-variable
+    statistics on every N-th step after a warm-up of 8; 1: every step; default: N is chosen
+    from measured costs to keep them within ``overhead_budget`` of the step time).
+
+    ``@gradtrace.trace`` (bare) and ``@gradtrace.trace(run=...)`` both work;
+    ``with gradtrace.trace(...) as run`` yields the :class:`Run`.
+    """
+    if func is not None:
+        if not callable(func):
+            raise TypeError("gradtrace.trace: use keyword arguments, e.g. trace(run='name')")
+        return _Trace[Any, Any](None, None, None, {})(func)
+    return _Trace[Any, Any](run, project, store, options)
+
+
+__all__ = ["Run", "current_run", "trace"]
