@@ -1,0 +1,116 @@
+"""``gradtrace spool``: batches waiting on disk because their destination was unreachable.
+
+A traced run whose store or server could not be reached keeps its batches in
+``$GRADTRACE_SPOOL_DIR`` (one folder per destination); the next run to the same
+destination resends them. These commands show and resend them by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+SPOOL_EPILOG = """\
+Examples:
+  gradtrace spool list                        what is waiting, per destination
+  gradtrace spool flush                       resend everything to where it was going
+  gradtrace spool flush --url http://team:8000 --token $TOKEN
+                                              resend one destination (token for a server)
+  gradtrace spool requeue --url http://team:8000
+                                              put refused batches back, then flush
+
+A batch the destination refused for good (e.g. HTTP 401, 422) is kept under the
+destination's rejected/ folder with a .reason file beside it; flush does not
+resend it, requeue puts it back once the cause is fixed.
+"""
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``spool`` command (``list``, ``flush``)."""
+    p = sub.add_parser(
+        "spool",
+        help="list or resend batches waiting on disk",
+        description="Batches a traced run could not deliver wait in the spool directory until resent.",
+        epilog=SPOOL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "action",
+        choices=["list", "flush", "requeue"],
+        help="list: show; flush: resend now; requeue: put refused batches back (e.g. after fixing a token)",
+    )
+    p.add_argument("--dir", metavar="PATH", help="spool directory (default $GRADTRACE_SPOOL_DIR or ~/.cache/gradtrace/spool)")
+    p.add_argument("--url", metavar="URL", help="only this destination (default: every destination found)")
+    p.add_argument("--token", metavar="TOKEN", help="API token for a server (default $GRADTRACE_TOKEN)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (default 60)")
+    p.set_defaults(func=cmd_spool)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _destinations(root: Path, url: str | None) -> list[str]:
+    from gradtrace._config import normalize_url
+
+    if url:
+        return [normalize_url(url)]
+    out = []
+    for marker in sorted(root.glob("*/destination.txt")):
+        dest = marker.read_text(encoding="utf-8").strip()
+        if dest:
+            out.append(dest)
+    return out
+
+
+def cmd_spool(args: argparse.Namespace) -> int:
+    from gradtrace import _config
+    from gradtrace._export import Spool, resend_spool
+    from gradtrace._sinks import SinkError, make_sink
+    from gradtrace.cli import UsageError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = _config.load(spool_dir=args.dir, token=args.token)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    root = cfg.spool_dir
+    destinations = _destinations(root, args.url)
+    if not destinations:
+        _say(f"nothing spooled in {root}")
+        return 0
+    failed = False
+    for dest in destinations:
+        sink = make_sink(dest, token=cfg.token, timeout=cfg.http_timeout)
+        spool = Spool(root, sink.destination, cfg.spool_max_bytes, cfg.spool_max_age)
+        if args.action == "requeue":
+            _say(f"{sink.destination}: {spool.requeue_rejected()} refused batches back in the spool")
+            continue
+        pending = spool.pending()
+        n_steps = sum(e.n_steps for e in pending)
+        runs = sorted({e.run_id for e in pending})
+        rejected = len(spool.rejected())
+        _say(
+            f"{sink.destination}: {len(pending)} batches, {n_steps} steps"
+            f"{' of runs ' + ', '.join(runs) if runs else ''}; {rejected} rejected  [{spool.dir}]"
+        )
+        if args.action != "flush" or not pending:
+            continue
+        if "***" in dest and not args.url:
+            _say("  the spool records this URL without its password: pass --url to resend")
+            failed = True
+            continue
+        try:
+            sent, remaining = resend_spool(sink, spool, timeout=args.timeout)
+        except SinkError as exc:
+            _say(f"  not reachable: {exc}")
+            failed = True
+            continue
+        finally:
+            sink.close()
+        _say(f"  resent {sent} batches; {remaining} still waiting")
+        failed = failed or remaining > 0
+    return 1 if failed else 0
