@@ -1,0 +1,1 @@
+"""gradtrace's Alembic migrations (installed as ``gradtrace_migrations``)."""

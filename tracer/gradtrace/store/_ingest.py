@@ -1,0 +1,415 @@
+"""Batch -> rows, in one transaction, idempotent by ``batch_id``.
+
+Policies (documented in the store's README section):
+
+- A batch id seen before is acknowledged (``stored=False``) and nothing is
+  written; concurrent resends are decided by the ``batches`` primary key.
+- The run's metadata keeps the copy with the highest ``revision`` (equal
+  revisions: the later arrival wins); a late old batch never downgrades it.
+  A run never changes project: a batch claiming another project is refused.
+- A step number already stored for the run by another batch is replaced by the
+  new batch (last write wins), with its variables, state and tensors.
+- Rows go in with Core ``insert()`` + a list of dicts (executemany /
+  insertmanyvalues), never ORM objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gradtrace import schema
+from gradtrace.store import _layers
+from gradtrace.store import models as m
+from gradtrace.store._types import IngestResult, InvalidInput
+
+logger = logging.getLogger("gradtrace.store.ingest")
+
+_DELETE_CHUNK = 500
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as ``"NaN"``/``"Infinity"``/``"-Infinity"``
+    (PostgreSQL's JSON refuses bare NaN; the strings match the wire format)."""
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        if obj != obj:
+            return "NaN"
+        return "Infinity" if obj > 0 else "-Infinity"
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _sketch_bytes(sketch: list[float] | None) -> bytes | None:
+    if sketch is None:
+        return None
+    return np.asarray(sketch, dtype="<f4").tobytes()
+
+
+def _validate(batch: schema.Batch) -> None:
+    """Refuse what the tables cannot hold, naming the field, before writing anything."""
+    seen: set[int] = set()
+    for i, rec in enumerate(batch.steps):
+        if rec.step in seen:
+            raise InvalidInput(f"steps[{i}].step", f"step {rec.step} appears twice in the batch")
+        seen.add(rec.step)
+        vs: set[int] = set()
+        for j, var in enumerate(rec.vars):
+            if var.v in vs:
+                raise InvalidInput(f"steps[{i}].vars[{j}].v", f"variable {var.v} appears twice")
+            vs.add(var.v)
+        ss: set[int] = set()
+        for j, st in enumerate(rec.state):
+            if st.v in ss:
+                raise InvalidInput(f"steps[{i}].state[{j}].v", f"variable {st.v} appears twice")
+            ss.add(st.v)
+    keys: set[tuple[int, int, str]] = set()
+    for i, t in enumerate(batch.tensors):
+        key = (t.step, t.v, t.kind)
+        if key in keys:
+            raise InvalidInput(f"tensors[{i}]", f"tensor {key} appears twice")
+        keys.add(key)
+        if any(d < 0 for d in t.shape):
+            raise InvalidInput(f"tensors[{i}].shape", "dimensions must be >= 0")
+    for i, var in enumerate(batch.run.variables):
+        if var.index != i:
+            raise InvalidInput(f"run.variables[{i}].index", f"expected {i} (inventory order)")
+    for i, layer in enumerate(batch.run.layers):
+        if layer.index != i:
+            raise InvalidInput(f"run.layers[{i}].index", f"expected {i} (inventory order)")
+
+
+def _tensor_bytes(i: int, t: schema.TensorRecord) -> bytes:
+    try:
+        data = base64.b64decode(t.data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"tensors[{i}].data", f"not base64: {exc}") from None
+    expected = 4 * math.prod(t.shape)
+    if len(data) != expected:
+        raise InvalidInput(
+            f"tensors[{i}].data", f"{len(data)} bytes, shape {t.shape} needs {expected}"
+        )
+    return data
+
+
+def _run_meta(info: schema.RunInfo) -> dict[str, Any]:
+    meta: dict[str, Any] = json_safe(info.model_dump(mode="json", exclude={"variables", "layers"}))
+    return meta
+
+
+def _run_columns(info: schema.RunInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "status": info.status,
+        "started_at": info.started_at,
+        "ended_at": info.ended_at,
+        "revision": info.revision,
+        "keras_flavour": info.keras_flavour,
+        "execution_mode": info.execution_mode,
+        "partial": info.partial,
+        "meta": _run_meta(info),
+    }
+
+
+def _insert_ignore(conn: Connection, table: Any, values: dict[str, Any], key: str) -> None:
+    """INSERT ... ON CONFLICT (key) DO NOTHING on SQLite and PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]))
+
+
+def project_id(conn: Connection, name: str, create: bool = True) -> int | None:
+    """The id of project ``name`` (created when missing and ``create``)."""
+    p = m.Project.__table__
+    pid = conn.execute(select(p.c.id).where(p.c.name == name)).scalar()
+    if pid is None and create:
+        _insert_ignore(conn, p, {"name": name, "created_at": datetime.now(timezone.utc)}, "name")
+        pid = conn.execute(select(p.c.id).where(p.c.name == name)).scalar_one()
+    return pid
+
+
+def _upsert_run(conn: Connection, info: schema.RunInfo) -> tuple[int, _layers.Groups]:
+    """Insert or update the run; returns its key and its layer grouping (after this batch's
+    inventory). A grouping changed by the new inventory rebuilds the run's ``layer_steps``."""
+    r = m.Run.__table__
+    row = conn.execute(
+        select(r.c.id, r.c.revision, r.c.project_id).where(r.c.uid == info.run_id)
+    ).first()
+    pid = project_id(conn, info.project)
+    if row is None:
+        _insert_ignore(
+            conn, r, {"uid": info.run_id, "project_id": pid, "num_steps": 0, **_run_columns(info)}, "uid"
+        )
+        row = conn.execute(
+            select(r.c.id, r.c.revision, r.c.project_id).where(r.c.uid == info.run_id)
+        ).one()
+        fresh = True
+    else:
+        fresh = False
+    run_key, revision, run_project = row
+    if run_project != pid:
+        raise InvalidInput("run.project", f"run {info.run_id!r} belongs to another project")
+    if not fresh and info.revision >= revision:
+        conn.execute(update(r).where(r.c.id == run_key).values(**_run_columns(info)))
+    if (fresh or info.revision >= revision) and (info.variables or info.layers):
+        before = None if fresh else _layers.groups(conn, run_key)
+        _replace_inventory(conn, run_key, info)
+        grouping = _layers.groups(conn, run_key)
+        if before is not None and before.of != grouping.of:
+            logger.info("run %d: inventory regroups its variables; rebuilding layer_steps", run_key)
+            _layers.rebuild(conn, run_key, grouping)
+    else:
+        grouping = _layers.groups(conn, run_key)
+    return int(run_key), grouping
+
+
+def _replace_inventory(conn: Connection, run_key: int, info: schema.RunInfo) -> None:
+    vt, lt = m.Variable.__table__, m.Layer.__table__
+    if info.variables:
+        conn.execute(delete(vt).where(vt.c.run_id == run_key))
+        conn.execute(
+            insert(vt),
+            [
+                {
+                    "run_id": run_key,
+                    "idx": v.index,
+                    "name": v.name,
+                    "path": v.path,
+                    "shape": v.shape,
+                    "dtype": v.dtype,
+                    "trainable": v.trainable,
+                    "layer": v.layer,
+                    "layer_class": v.layer_class,
+                    "layer_index": v.layer_index,
+                    "struct_key": v.struct_key,
+                }
+                for v in info.variables
+            ],
+        )
+    if info.layers:
+        conn.execute(delete(lt).where(lt.c.run_id == run_key))
+        conn.execute(
+            insert(lt),
+            [
+                {
+                    "run_id": run_key,
+                    "idx": layer.index,
+                    "name": layer.name,
+                    "class_name": layer.class_name,
+                    "training_dependent": layer.training_dependent,
+                    "struct_key": layer.struct_key,
+                }
+                for layer in info.layers
+            ],
+        )
+
+
+def _chunks(seq: Sequence[int], n: int) -> Iterable[Sequence[int]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _drop_steps(conn: Connection, run_key: int, steps: list[int]) -> int:
+    """Delete already stored rows of these steps (last write wins); returns how many steps."""
+    if not steps:
+        return 0
+    st = m.Step.__table__
+    lo, hi = min(steps), max(steps)
+    existing = set(
+        conn.execute(
+            select(st.c.step).where(st.c.run_id == run_key, st.c.step >= lo, st.c.step <= hi)
+        ).scalars()
+    )
+    overlap = sorted(existing.intersection(steps))
+    if overlap:
+        logger.info("run %d: replacing %d already stored steps", run_key, len(overlap))
+        for chunk in _chunks(overlap, _DELETE_CHUNK):
+            for table in (m.VarStep.__table__, m.StateStep.__table__, m.LayerStep.__table__, m.Tensor.__table__, st):
+                conn.execute(delete(table).where(table.c.run_id == run_key, table.c.step.in_(chunk)))
+    return len(overlap)
+
+
+_VAR_COLS = ("run_id", "step", "v", "grad", "norm", "mean", "min", "max", "nonfinite", "applied",
+             "update_norm", "weight_norm", "sketch")
+_STATE_COLS = ("run_id", "step", "v", "changed", "delta_norm", "rng")
+# Where _layers.layer_rows finds its inputs in those rows.
+_LAYER_VAR_AT = tuple(_VAR_COLS.index(c) for c in _layers.VAR_INPUT)
+_LAYER_STATE_AT = tuple(_STATE_COLS.index(c) for c in _layers.STATE_INPUT)
+
+
+def _nan_text(x: float | None) -> float | str | None:
+    # models.FloatND's SQLite encoding, inlined for the bulk path
+    return "NaN" if x is not None and x != x else x
+
+
+def _same(x: float | None) -> float | str | None:
+    return x
+
+
+def _step_rows(
+    run_key: int, records: list[schema.StepRecord], sqlite: bool
+) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Rows of steps (dicts), var_steps and state_steps (tuples in ``_VAR_COLS`` /
+    ``_STATE_COLS`` order, floats already encoded for the backend)."""
+    enc = _nan_text if sqlite else _same
+    steps: list[dict[str, Any]] = []
+    var_rows: list[tuple[Any, ...]] = []
+    state_rows: list[tuple[Any, ...]] = []
+    for rec in records:
+        s = rec.step
+        sq = 0.0
+        have_norm = False
+        n_grad = n_applied = 0
+        nonfinite = 0
+        for var in rec.vars:
+            var_rows.append(
+                (
+                    run_key, s, var.v, var.grad, enc(var.norm), enc(var.mean), enc(var.min),
+                    enc(var.max), var.nonfinite, var.applied, enc(var.update_norm),
+                    enc(var.weight_norm), _sketch_bytes(var.sketch),
+                )
+            )
+            if var.grad:
+                n_grad += 1
+            if var.applied:
+                n_applied += 1
+            if var.norm is not None:
+                have_norm = True
+                sq += var.norm * var.norm
+            if var.nonfinite:
+                nonfinite += var.nonfinite
+        n_changed = 0
+        for st in rec.state:
+            state_rows.append((run_key, s, st.v, st.changed, enc(st.delta_norm), st.rng))
+            if st.changed and not st.rng:
+                n_changed += 1
+        li = rec.loss_info
+        steps.append(
+            {
+                "run_id": run_key,
+                "step": s,
+                "wall_time": rec.wall_time,
+                "mode": rec.mode,
+                "loss": rec.loss,
+                "target_shape": rec.target_shape,
+                "loss_scale": rec.loss_scale,
+                "skipped": rec.skipped,
+                "reg_loss": rec.reg_loss,
+                "batch_size": rec.batch_size,
+                "lr": rec.lr,
+                "iterations": rec.iterations,
+                "x_fp": rec.x_fp,
+                "y_fp": rec.y_fp,
+                "y_pred_shape": rec.y_pred_shape,
+                "loss_info": li.model_dump(mode="json") if li is not None else None,
+                "broadcasts": [b.model_dump(mode="json") for b in rec.broadcasts] or None,
+                "modes": rec.modes or None,
+                "frozen": list(rec.frozen),
+                "grad_norm": math.sqrt(sq) if have_norm else None,
+                "n_grad": n_grad if rec.vars else None,
+                # steps between two full ones carry no per-variable numbers: not 0 applied, unknown
+                "n_applied": n_applied if any(v.applied is not None for v in rec.vars) else None,
+                "n_changed": n_changed if rec.state else None,
+                "nonfinite": nonfinite if rec.vars else None,
+            }
+        )
+    return steps, var_rows, state_rows
+
+
+def _bulk_tuples(conn: Connection, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """executemany straight on the driver: for the two big tables SQLAlchemy's
+    per-row parameter processing cost more than the database's own insert work
+    (measured with bench/bench_store.py); values arrive already encoded."""
+    if not rows:
+        return
+    names = ", ".join(f'"{c}"' for c in cols)
+    if conn.dialect.name == "postgresql":
+        # COPY: PostgreSQL's bulk path, inside the batch's transaction like any insert.
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        finally:
+            cur.close()
+        return
+    mark = "?"
+    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join([mark] * len(cols))})"
+    conn.exec_driver_sql(sql, rows)
+
+
+def _bulk(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(table), rows)
+
+
+def ingest(conn: Connection, batch: schema.Batch) -> IngestResult:
+    """Write ``batch`` on ``conn``, which must be inside a transaction the caller owns.
+
+    Raises :class:`IntegrityError` from the ``batches`` insert when another
+    writer stored the same batch id first (the caller rolls back and reports
+    ``stored=False``); :class:`InvalidInput` names a field the store refuses.
+    """
+    _validate(batch)
+    tensor_data = [_tensor_bytes(i, t) for i, t in enumerate(batch.tensors)]
+    bt = m.IngestedBatch.__table__
+    if conn.execute(select(bt.c.batch_id).where(bt.c.batch_id == batch.batch_id)).first():
+        return IngestResult(stored=False, run_id=batch.run.run_id, steps=0)
+
+    run_key, grouping = _upsert_run(conn, batch.run)
+    # The ledger row first: a concurrent resend of this batch fails here, before bulk work.
+    conn.execute(
+        insert(bt).values(
+            batch_id=batch.batch_id,
+            run_id=run_key,
+            received_at=datetime.now(timezone.utc),
+            n_steps=len(batch.steps),
+        )
+    )
+    step_numbers = [rec.step for rec in batch.steps]
+    replaced = _drop_steps(conn, run_key, step_numbers)
+    in_batch = set(step_numbers)
+    tensor_keys = [(t.step, t.v, t.kind) for t in batch.tensors if t.step not in in_batch]
+    tt = m.Tensor.__table__
+    for step, v, kind in tensor_keys:  # tensors of steps stored by an earlier batch
+        conn.execute(
+            delete(tt).where(tt.c.run_id == run_key, tt.c.step == step, tt.c.v == v, tt.c.kind == kind)
+        )
+    sqlite = conn.dialect.name == "sqlite"
+    steps, var_rows, state_rows = _step_rows(run_key, batch.steps, sqlite)
+    layer_rows = _layers.layer_rows(run_key, var_rows, state_rows, grouping, _LAYER_VAR_AT, _LAYER_STATE_AT)
+    _bulk(conn, m.Step.__table__, steps)
+    _bulk_tuples(conn, m.VarStep.__tablename__, _VAR_COLS, var_rows)
+    _bulk_tuples(conn, m.StateStep.__tablename__, _STATE_COLS, state_rows)
+    _bulk(conn, m.LayerStep.__table__, layer_rows)
+    _bulk(
+        conn,
+        tt,
+        [
+            {"run_id": run_key, "step": t.step, "v": t.v, "kind": t.kind, "shape": t.shape, "data": d}
+            for t, d in zip(batch.tensors, tensor_data, strict=True)
+        ],
+    )
+    added = len(step_numbers) - replaced
+    if added:
+        r = m.Run.__table__
+        conn.execute(update(r).where(r.c.id == run_key).values(num_steps=r.c.num_steps + added))
+    return IngestResult(stored=True, run_id=batch.run.run_id, steps=len(step_numbers))
+
+
+__all__ = ["IntegrityError", "ingest", "json_safe", "project_id"]
