@@ -1,0 +1,228 @@
+"""Align two runs: variables and layers by structure, steps by number and data.
+
+Never by TensorFlow names: ``dense_3/kernel`` in one run is ``dense_7/kernel``
+in the other. Variables pair by ``struct_key`` when both runs recorded it, the
+rest by their order among variables of the same (trainable, layer class, shape).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gradtrace.compare.data import RunData
+from gradtrace.compare.noise import Noise, measure_noise, rel
+
+
+def _shape(v: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(v.get("shape") or [])
+
+
+def _strip_position(key: str) -> str:
+    # "2:Dense/kernel[128,10]" -> "Dense/kernel[128,10]": two runs may number layers
+    # differently when one wraps the model (e.g. an extra InputLayer).
+    return key.split(":", 1)[1] if ":" in key else key
+
+
+def pair_items(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], group: Any
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pair items of two structural lists: exact ``struct_key`` first, then by order within groups."""
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    for keyfn in (lambda x: x.get("struct_key"), lambda x: _strip_position(x.get("struct_key") or "")):
+        b_by: dict[Any, list[int]] = defaultdict(list)
+        for j, y in enumerate(b):
+            if j not in used_b and keyfn(y):
+                b_by[keyfn(y)].append(j)
+        for i, x in enumerate(a):
+            k = keyfn(x)
+            if i in used_a or not k or not b_by.get(k):
+                continue
+            j = b_by[k].pop(0)
+            used_a.add(i)
+            used_b.add(j)
+            pairs.append((x, b[j]))
+    groups = group if isinstance(group, (list, tuple)) else [group]
+    for g in groups:
+        rest_b: dict[Any, list[int]] = defaultdict(list)
+        for j, y in enumerate(b):
+            if j not in used_b:
+                rest_b[g(y)].append(j)
+        for i, x in enumerate(a):
+            if i in used_a:
+                continue
+            cand = rest_b.get(g(x))
+            if cand:
+                j = cand.pop(0)
+                used_a.add(i)
+                used_b.add(j)
+                pairs.append((x, b[j]))
+    pairs.sort(key=lambda p: int(p[0].get("index", 0)))
+    return pairs
+
+
+def _var_group(v: dict[str, Any]) -> tuple[Any, ...]:
+    return (bool(v.get("trainable", True)), v.get("layer_class"), _shape(v))
+
+
+def _var_shape_group(v: dict[str, Any]) -> tuple[Any, ...]:
+    # Last resort: one run may not know the owning layer's class (e.g. tf-keras vs Keras 3).
+    return (bool(v.get("trainable", True)), _shape(v))
+
+
+def _layer_group(x: dict[str, Any]) -> Any:
+    return x.get("class_name")
+
+
+@dataclass
+class Alignment:
+    """How two runs line up."""
+
+    var_pairs: list[tuple[int, int]]  # (index in a, index in b), trainable and state alike
+    ja: np.ndarray  # columns of a's var matrices for the trainable pairs recorded in both
+    jb: np.ndarray
+    sa: np.ndarray  # columns of a's state matrices for state pairs
+    sb: np.ndarray
+    layer_pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+    unpaired_a: list[int]
+    unpaired_b: list[int]
+    n_common: int  # steps present in both runs
+    ia: np.ndarray  # rows of a's step arrays for the common steps, in step order
+    ib: np.ndarray
+    init_same: bool | None
+    data_same: np.ndarray  # (n_common,) bool; True where both fingerprints agree
+    data_known: bool
+    aligned_steps: int  # leading steps with the same start and the same batches
+    stochastic: str | None  # why step-level numbers are not comparable despite alignment
+    noise: Noise = field(default_factory=Noise)
+
+    @property
+    def aligned(self) -> bool:
+        return self.aligned_steps > 0
+
+
+def fingerprints_equal(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
+    """Row-wise: do two (S, F) fingerprint arrays describe the same batches?
+
+    The tracer's fingerprint is ``[sum, sum of squares, sum(w*x), count]`` of the
+    batch. Two reductions of the same ``n`` float32 values in another order (XLA,
+    other kernels) differ by at most about ``eps * sqrt(n) * sqrt(sum x^2)``
+    (random-walk rounding of ``n`` terms of size ``|x|``), so that is the scale of
+    the tolerance, with a margin of 64; a different batch moves the weighted
+    sum by the order of ``sqrt(sum x^2)`` itself. Rows where either run did not
+    record a fingerprint count as equal (nothing contradicts them).
+    """
+    eps = float(np.finfo(np.float32).eps)
+    missing = np.isnan(fa).all(axis=1) | np.isnan(fb).all(axis=1)
+    if fa.shape[1] >= 4 and not np.isnan(fa[:, 3]).all():
+        count = np.maximum(np.abs(fa[:, 3]), 1.0)
+        sumsq = np.maximum(np.abs(fa[:, 1]), np.abs(fb[:, 1]))
+        scale = np.sqrt(count * sumsq)
+        tol = np.stack([64 * eps * scale, 64 * eps * np.sqrt(count) * sumsq, 64 * eps * scale,
+                        np.full_like(scale, 0.5)], axis=1)
+        diff = np.abs(fa[:, :4] - fb[:, :4])
+        same = np.all((diff <= tol) | (np.isnan(fa[:, :4]) & np.isnan(fb[:, :4])), axis=1)
+    else:
+        both_nan = np.isnan(fa) & np.isnan(fb)
+        same = np.all(both_nan | np.isclose(fa, fb, rtol=1e-4, atol=1e-6), axis=1)
+    return same | missing
+
+
+def _columns(run: RunData, indices: list[int], col_index: np.ndarray) -> np.ndarray:
+    pos = {int(v): j for j, v in enumerate(col_index)}
+    return np.array([pos.get(i, -1) for i in indices], dtype=np.int64)
+
+
+def _rng_layers(run: RunData) -> bool:
+    return bool(run.rng.size and run.rng.any())
+
+
+def _uses_xla(run: RunData) -> bool:
+    modes = {str(m) for m, _, _ in run.exec_modes if m}
+    modes.add(str(run.meta.get("execution_mode") or ""))
+    return "xla" in modes
+
+
+def align(a: RunData, b: RunData) -> Alignment:
+    """Pair variables, layers and steps of two runs."""
+    var_pairs_d = pair_items(a.variables, b.variables, [_var_group, _var_shape_group])
+    var_pairs = [(int(x["index"]), int(y["index"])) for x, y in var_pairs_d]
+    paired_a = {p[0] for p in var_pairs}
+    paired_b = {p[1] for p in var_pairs}
+    ja = _columns(a, [p[0] for p in var_pairs], a.var_index)
+    jb = _columns(b, [p[1] for p in var_pairs], b.var_index)
+    keep = (ja >= 0) & (jb >= 0)
+    sa = _columns(a, [p[0] for p in var_pairs], a.state_index)
+    sb = _columns(b, [p[1] for p in var_pairs], b.state_index)
+    skeep = (sa >= 0) & (sb >= 0)
+    layer_pairs = pair_items(a.layers, b.layers, _layer_group)
+
+    common, ia_rows, ib_rows = np.intersect1d(a.step, b.step, assume_unique=True, return_indices=True)
+    n = int(common.size)
+    fp_ia, fp_ib = a.meta.get("init_fingerprint"), b.meta.get("init_fingerprint")
+    init_same = None if not fp_ia or not fp_ib else fp_ia == fp_ib
+    fa, fb = a.x_fp[ia_rows], b.x_fp[ib_rows]
+    ya, yb = a.y_fp[ia_rows], b.y_fp[ib_rows]
+    has_x = bool(n and (~np.isnan(fa[:, 0])).any() and (~np.isnan(fb[:, 0])).any())
+    has_y = bool(n and (~np.isnan(ya[:, 0])).any() and (~np.isnan(yb[:, 0])).any())
+    if has_y and has_x and ya.shape[1] >= 4 and not np.any(ya[:, 3] == yb[:, 3]):
+        # Labels of another size at every step: the same examples with another label
+        # encoding (sparse vs one-hot); the inputs decide whether the batches match.
+        has_y = False
+    data_known = has_x or has_y
+    data_same = np.ones(n, dtype=bool) if data_known else np.zeros(n, dtype=bool)
+    if has_x:
+        data_same &= fingerprints_equal(fa, fb)
+    if has_y:
+        data_same &= fingerprints_equal(ya, yb)
+    noise = measure_noise(a, b, n)
+    witness = None
+    if init_same is False:
+        aligned_steps = 0
+    elif not data_known:
+        # No batch fingerprints on one side: a step-0 loss equal within float noise is
+        # the witness that both runs started from the same weights on the same batch
+        # (two different batches or weights agreeing to ~1e-5 is not a coincidence).
+        la, lb = (a.loss[ia_rows[0]], b.loss[ib_rows[0]]) if n else (np.nan, np.nan)
+        agree = bool(n and np.isfinite(la) and float(rel(la, lb)) <= noise.tol0)
+        aligned_steps = n if agree else 0
+        witness = ("no batch fingerprints in one run: alignment "
+                   + ("assumed from the equal step-0 loss" if agree else "unknown (step-0 losses differ)"))
+    else:
+        bad = np.flatnonzero(~data_same)
+        aligned_steps = int(bad[0]) if bad.size else n
+    stochastic = None
+    if aligned_steps and (_rng_layers(a) or _rng_layers(b)) and _uses_xla(a) != _uses_xla(b):
+        stochastic = (
+            "random layers (RNG state changes every step) draw different numbers under XLA "
+            "than without it, so the runs are not bit-comparable step by step"
+        )
+    al = Alignment(
+        var_pairs=var_pairs,
+        ja=ja[keep],
+        jb=jb[keep],
+        sa=sa[skeep],
+        sb=sb[skeep],
+        layer_pairs=layer_pairs,
+        unpaired_a=[int(v["index"]) for v in a.variables if int(v["index"]) not in paired_a],
+        unpaired_b=[int(v["index"]) for v in b.variables if int(v["index"]) not in paired_b],
+        n_common=n,
+        ia=ia_rows.astype(np.int64),
+        ib=ib_rows.astype(np.int64),
+        init_same=init_same,
+        data_same=data_same,
+        data_known=data_known,
+        aligned_steps=aligned_steps,
+        stochastic=stochastic,
+    )
+    al.noise = noise
+    if witness:
+        al.noise.observed["data_alignment"] = witness
+    if n and init_same is None:
+        al.noise.observed["init_fingerprint"] = "not recorded: same start assumed from the same first batch"
+    return al

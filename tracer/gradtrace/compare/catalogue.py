@@ -1,0 +1,197 @@
+"""The finding catalogue: every ``kind`` the comparator can report.
+
+The ``kind`` strings are part of the API (CLI ``--json``, REST, the web UI): they
+never change meaning. Each entry says what triggers it, its default severity
+and the fix a user should try; a detector may sharpen the fix with what it saw.
+
+Severities:
+
+- ``error``: explains a divergence between the runs (or a defect of one run);
+- ``warning``: a difference that may matter;
+- ``info``: context (execution mode, what could not be compared).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning", "info"]
+SEVERITY_RANK: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One entry of the catalogue."""
+
+    kind: str
+    severity: Severity
+    needs_alignment: bool
+    trigger: str
+    fix: str
+    # Lower runs first among findings of equal severity: causes before symptoms.
+    rank: int = 50
+
+
+_KINDS = [
+    Kind(
+        "training_mode_mismatch", "error", False,
+        "A layer whose behaviour depends on `training` (BatchNormalization, Dropout, noise layers, "
+        "found generically) ran in another mode during optimizer steps than in the other run, or "
+        "in inference mode while training in a single run.",
+        "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
+        "`training` through to every sub-layer of a subclassed model's `call`.",
+        rank=5,
+    ),
+    Kind(
+        "frozen_state", "error", False,
+        "Non-trainable state (BatchNormalization moving statistics) changes in one run and stays "
+        "fixed in the other.",
+        "Run BatchNormalization in training mode during optimizer steps (`training=True`); in Keras 3 "
+        "a layer with `trainable=False` also freezes its statistics.",
+        rank=8,
+    ),
+    Kind(
+        "missing_gradient", "error", False,
+        "Trainable variables got no gradient (None) in one run (\"Gradients do not exist for "
+        "variables\").",
+        "Differentiate with respect to `model.trainable_variables` and make sure every variable "
+        "takes part in the loss (no `tf.stop_gradient`, no numpy round trip inside the tape).",
+        rank=10,
+    ),
+    Kind(
+        "not_applied", "error", False,
+        "Variables that had a gradient were not updated by the optimizer, or the two runs updated "
+        "different sets of variables.",
+        "Pass the same list to `tape.gradient` and `apply_gradients`: "
+        "`zip(grads, model.trainable_variables)` (not `trainable_weights` of one sub-model).",
+        rank=12,
+    ),
+    Kind(
+        "shape_broadcast", "error", False,
+        "Labels and predictions of different shapes ((N,) vs (N, 1)) were combined elementwise in "
+        "the loss and broadcast to (N, N): the loss differs while the predictions are identical.",
+        "Make the shapes agree before the loss: `y = tf.reshape(y, (-1, 1))` or "
+        "`tf.squeeze(y_pred, -1)`; Keras losses do this for you.",
+        rank=15,
+    ),
+    Kind(
+        "regularization_mismatch", "error", True,
+        "The loss difference equals the model's regularization losses (`model.losses`): one run "
+        "adds them, the other does not.",
+        "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you).",
+        rank=18,
+    ),
+    Kind(
+        "sample_weighting", "error", False,
+        "Class or sample weights were used in one run only.",
+        "Apply the same weights in both runs: `fit(class_weight=...)` multiplies each sample's loss; "
+        "in a tape loop pass `sample_weight=` to the Keras loss.",
+        rank=20,
+    ),
+    Kind(
+        "loss_scale", "error", True,
+        "On the same inputs and weights the losses differ by a constant factor (number of outputs: "
+        "a mean over the last axis as Keras `mse` does; batch size: sum vs mean, or a per-sample "
+        "loss vector handed to `tape.gradient`; the valid fraction of a mask; batch/sum(weights)).",
+        "Reduce the loss the same way in both runs (see the factor it matched).",
+        rank=22,
+    ),
+    Kind(
+        "gradient_scale", "error", True,
+        "Gradients are parallel but their norms differ by a constant factor the loss does not "
+        "explain (replica count, 2^15 from an unapplied mixed-precision loss scale, a learning rate "
+        "folded into the loss); per-variable ratios that differ point at per-variable vs global "
+        "clipping.",
+        "Scale the gradients the same way in both runs (see the factor it matched).",
+        rank=24,
+    ),
+    Kind(
+        "gradient_mismatch", "error", True,
+        "Same inputs and weights, but the gradients point elsewhere: the loss computation differs "
+        "(class weights, from_logits, a tf.function-wrapped loss).",
+        "Compute the loss the same way in both runs (same Keras loss object, same from_logits, "
+        "targets whose rows sum to 1 for categorical cross-entropy).",
+        rank=26,
+    ),
+    Kind(
+        "loss_scaling", "error", False,
+        "Mixed precision: the loss scale was applied in one run only, or steps were skipped for "
+        "overflow.",
+        "Wrap the optimizer in `LossScaleOptimizer` and scale/unscale the loss in both runs "
+        "(fit() does it under a mixed_float16 policy).",
+        rank=28,
+    ),
+    Kind(
+        "optimizer_mismatch", "error", False,
+        "Optimizer class, hyperparameters, schedule or clipping differ; or an optimizer was "
+        "re-created during training (its state and iteration counter reset).",
+        "Create the optimizer once, outside the loop, with the same class and configuration.",
+        rank=30,
+    ),
+    Kind(
+        "metric_mismatch", "warning", False,
+        "A metric of the same name was computed by different classes (e.g. 'accuracy' resolving to "
+        "CategoricalAccuracy vs SparseCategoricalAccuracy).",
+        "Name the metric class explicitly (`keras.metrics.SparseCategoricalAccuracy()`) in both runs.",
+        rank=40,
+    ),
+    Kind(
+        "numerics", "error", False,
+        "NaN/Inf appears in the loss or a gradient of one run.",
+        "Look at the first step and variable named; lower the learning rate, clip gradients, or use "
+        "`from_logits=True` instead of log of a softmax.",
+        rank=3,
+    ),
+    Kind(
+        "non_scalar_loss", "warning", False,
+        "The tape was asked for the gradient of a non-scalar: TensorFlow sums it implicitly.",
+        "Reduce the loss to a scalar before `tape.gradient` (`tf.reduce_mean(per_sample_loss)`).",
+        rank=21,
+    ),
+    Kind(
+        "divergence", "error", True,
+        "Aligned runs depart beyond the measured float noise at a step and no other finding "
+        "explains it.",
+        "Inspect the first step and variable named; compare what differs in the code at that step.",
+        rank=45,
+    ),
+    Kind(
+        "init_mismatch", "warning", False,
+        "The runs did not start from the same weights.",
+        "Build both models from the same seed (`keras.utils.set_random_seed`) or copy the weights "
+        "(`model_b.set_weights(model_a.get_weights())`).",
+        rank=60,
+    ),
+    Kind(
+        "data_mismatch", "warning", False,
+        "The runs did not see the same batch at some step.",
+        "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "
+        "to compare them step by step.",
+        rank=61,
+    ),
+    Kind(
+        "execution_mode", "info", False,
+        "The runs executed their steps differently (eager, tf.function, XLA).",
+        "Nothing to fix unless it explains a numeric difference.",
+        rank=80,
+    ),
+]
+
+CATALOGUE: dict[str, Kind] = {k.kind: k for k in _KINDS}
+
+
+def get(kind: str) -> Kind:
+    """The catalogue entry of ``kind`` (KeyError for an unknown kind)."""
+    return CATALOGUE[kind]
+
+
+def as_markdown() -> str:
+    """The catalogue as a Markdown table (for the README and ``gradtrace compare --catalogue``)."""
+    lines = ["| kind | severity | needs aligned runs | triggered when | fix |", "|---|---|---|---|---|"]
+    for k in _KINDS:
+        lines.append(
+            f"| `{k.kind}` | {k.severity} | {'yes' if k.needs_alignment else 'no'} "
+            f"| {k.trigger} | {k.fix} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,382 @@
+"""Detectors over two runs that need no step alignment: configuration and behaviour sets.
+
+Training modes, frozen state, gradient/applied sets, optimizer/metric/loss
+configuration, mixed precision, execution modes, numerics: all comparable even
+when the runs started from other weights or saw other batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradtrace.compare import detect_run as dr
+from gradtrace.compare.align import Alignment
+from gradtrace.compare.data import RunData
+from gradtrace.compare.findings import Finding
+
+AB = ("a", "b")
+
+
+def _lname(x: dict[str, Any]) -> str:
+    return str(x.get("name"))
+
+
+def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | None:
+    ma, mb = dr.training_modes(a), dr.training_modes(b)
+    if not ma and not mb:
+        return None
+    diffs: list[dict[str, Any]] = []
+    pairs = [(_lname(la), _lname(lb), la.get("class_name")) for la, lb in al.layer_pairs
+             if _lname(la) in ma and _lname(lb) in mb]
+    if not pairs:
+        # No layer inventory to pair on: layers report their mode in call order.
+        oa, ob = _mode_order(a), _mode_order(b)
+        if len(oa) == len(ob):
+            pairs = [(x, y, None) for x, y in zip(oa, ob, strict=False)]
+    for na, nb, cls in pairs:
+        sa, sb = ma[na], mb[nb]
+        if set(sa) != set(sb):
+            first = min(list(sa.values()) + list(sb.values()))
+            diffs.append({"layer_a": na, "layer_b": nb, "class": cls or na,
+                          "training_a": sorted(sa), "training_b": sorted(sb), "first_step": first})
+    if not diffs:
+        return None
+    infer_side = ["a" if False in d["training_a"] and True not in d["training_a"] else "b" for d in diffs]
+    side = max(set(infer_side), key=infer_side.count)
+    run = a if side == "a" else b
+    classes = sorted({str(d["class"]) for d in diffs})
+    return Finding(
+        "training_mode_mismatch",
+        f"{len(diffs)} training-dependent layer(s) ({', '.join(classes)}) ran in inference mode "
+        f"during optimizer steps in run {side} ('{run.name}') but in training mode in the other.",
+        steps=[min(d["first_step"] for d in diffs)],
+        layers=[d["layer_a"] for d in diffs],
+        evidence={"layers": diffs, "inference_run": side},
+        explains=0.9,
+    )
+
+
+def _mode_order(run: RunData) -> list[str]:
+    seen: list[str] = []
+    for modes, _first, _n in sorted(run.modes, key=lambda m: m[1]):
+        for name in modes or {}:
+            if name not in seen:
+                seen.append(name)
+    return seen
+
+
+def frozen_state(a: RunData, b: RunData, al: Alignment) -> list[dict[str, Any]]:
+    """State variables (not RNG) that change in one run and never in the other."""
+    out = []
+    ia = {int(v): j for j, v in enumerate(a.state_index)}
+    ib = {int(v): j for j, v in enumerate(b.state_index)}
+    for va, vb in al.var_pairs:
+        if va not in ia or vb not in ib:
+            continue
+        j, k = ia[va], ib[vb]
+        if a.rng[j] or b.rng[k]:
+            continue
+        ca, cb = int(a.state_changed[j]), int(b.state_changed[k])
+        if (ca > 0) != (cb > 0):
+            out.append({"variable_a": a.var_name(va), "variable_b": b.var_name(vb),
+                        "layer_a": a.var_info(va).get("layer"), "layer_b": b.var_info(vb).get("layer"),
+                        "changed_steps_a": ca, "changed_steps_b": cb,
+                        "changes_in": "a" if ca else "b"})
+    return out
+
+
+def frozen_state_finding(a: RunData, b: RunData, rows: list[dict[str, Any]]) -> Finding:
+    fixed = "b" if rows[0]["changes_in"] == "a" else "a"
+    run = a if fixed == "a" else b
+    return Finding(
+        "frozen_state",
+        f"{len(rows)} non-trainable state variable(s) (e.g. {rows[0]['variable_' + fixed]}) stay fixed "
+        f"in run {fixed} ('{run.name}') but change in the other.",
+        layers=sorted({str(r["layer_" + fixed]) for r in rows}),
+        variables=[r["variable_" + fixed] for r in rows],
+        evidence={"state": rows},
+        explains=0.8,
+    )
+
+
+def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
+    out: list[Finding] = []
+    if not a.n_steps or not b.n_steps:
+        return out  # a run without recorded steps says nothing about its variables
+    sa, sb = dr.var_sets(a), dr.var_sets(b)
+    ng_a, ng_b = set(sa.no_grad), set(sb.no_grad)
+    missing: list[dict[str, Any]] = []
+    notapp: list[dict[str, Any]] = []
+    for va, vb in al.var_pairs:
+        if a.var_info(va).get("trainable") is False:
+            continue
+        ina, inb = va in ng_a, vb in ng_b
+        if ina != inb:
+            side = "a" if ina else "b"
+            missing.append({"variable": (a if ina else b).var_name(va if ina else vb), "run": side})
+        if ina or inb:
+            continue
+        app_a, app_b = va in sa.applied_any, vb in sb.applied_any
+        na, nb = va in sa.not_applied, vb in sb.not_applied
+        if app_a != app_b or na != nb:
+            side = "a" if (not app_a or na) else "b"
+            run, v = (a, va) if side == "a" else (b, vb)
+            notapp.append({"variable": run.var_name(v), "run": side,
+                           "updated_in_a": app_a, "updated_in_b": app_b})
+    if missing:
+        sides = sorted({m["run"] for m in missing})
+        out.append(Finding(
+            "missing_gradient",
+            f"{len(missing)} trainable variable(s) got no gradient in run {'/'.join(sides)} but did in "
+            f"the other: {', '.join(m['variable'] for m in missing[:6])}.",
+            variables=[m["variable"] for m in missing], evidence={"variables": missing}, explains=0.9))
+    if notapp:
+        sides = sorted({m["run"] for m in notapp})
+        out.append(Finding(
+            "not_applied",
+            f"the optimizer updated different sets of variables: {len(notapp)} variable(s) with a gradient "
+            f"were not updated in run {'/'.join(sides)}: {', '.join(m['variable'] for m in notapp[:6])}.",
+            variables=[m["variable"] for m in notapp], evidence={"variables": notapp}, explains=0.9))
+    return out
+
+
+_IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config"}
+
+
+def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's ``config`` merged with the settings recorded beside it (those win)."""
+    out = _flat(o.get("config") or {})
+    out.update({k: v for k, v in _flat({k: v for k, v in o.items()}).items() if v is not None})
+    return out
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in _IGNORED_CONFIG:
+            continue
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+        return bool(np.isclose(float(x), float(y), rtol=1e-6, atol=0.0)) or x == y
+    return bool(x == y)
+
+
+def _off(x: Any) -> bool:
+    return x is None or x is False or (isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0)
+
+
+def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
+    out: list[Finding] = []
+    oa, ob = a.meta.get("optimizer") or {}, b.meta.get("optimizer") or {}
+    diffs: dict[str, Any] = {}
+    if oa and ob:
+        if (oa.get("class") and ob.get("class") and oa.get("class") != ob.get("class")
+                and _LSO not in (oa.get("class"), ob.get("class"))):
+            diffs["class"] = [oa.get("class"), ob.get("class")]
+        fa, fb = _opt_settings(oa), _opt_settings(ob)
+        # A key one run did not record is unknown, not different; a recorded None is the
+        # setting switched off (`clipnorm: None`), the same as 0 or False.
+        for k in sorted(set(fa) & set(fb)):
+            x, y = fa[k], fb[k]
+            if x is None or y is None:
+                if not (_off(x) and _off(y)):
+                    diffs[k] = [x, y]
+            elif not _same_value(x, y):
+                diffs[k] = [x, y]
+    lr_a, lr_b = a.lr[al.ia], b.lr[al.ib]
+    both = np.isfinite(lr_a) & np.isfinite(lr_b)
+    lr_diff = both & ~np.isclose(lr_a, lr_b, rtol=1e-6)
+    if lr_diff.any():
+        k = int(np.flatnonzero(lr_diff)[0])
+        diffs["learning_rate_in_effect"] = {"step": int(a.step[al.ia[k]]), "a": float(lr_a[k]),
+                                            "b": float(lr_b[k])}
+    if diffs:
+        keys = ", ".join(list(diffs)[:5])
+        step = diffs.get("learning_rate_in_effect", {}).get("step") if isinstance(
+            diffs.get("learning_rate_in_effect"), dict) else None
+        settings = "; ".join(f"{k}: {v[0]!r} vs {v[1]!r}" for k, v in list(diffs.items())[:5]
+                             if isinstance(v, list))
+        out.append(Finding(
+            "optimizer_mismatch",
+            f"the optimizers differ: {keys}.",
+            steps=[step] if step is not None else [],
+            evidence={"differences (a, b)": diffs}, explains=0.7,
+            fix=(f"Configure both optimizers the same ({settings})." if settings else None)))
+    for side, run in zip(AB, (a, b), strict=False):
+        resets = dr.iteration_resets(run, dr.var_sets(run).update_steps)
+        if resets:
+            out.append(Finding(
+                "optimizer_mismatch",
+                f"in run {side} ('{run.name}') the optimizer's iteration counter did not advance at "
+                f"{len(resets)} updating step(s) (first at step {resets[0]}): the optimizer is re-created "
+                "during training, so its moments and step count reset.",
+                steps=resets[:10],
+                evidence={"run": side, "reset_steps": len(resets), "iterations_head": run.iterations[:8]},
+                explains=0.8))
+    return out
+
+
+def metric_mismatch(a: RunData, b: RunData) -> Finding | None:
+    ma = {m.get("name"): m.get("class") for m in a.meta.get("metrics") or []}
+    mb = {m.get("name"): m.get("class") for m in b.meta.get("metrics") or []}
+    diffs = {k: [ma[k], mb[k]] for k in ma if k in mb and ma[k] != mb[k]}
+    if not diffs:
+        return None
+    k = next(iter(diffs))
+    return Finding(
+        "metric_mismatch",
+        f"metric '{k}' is computed by {diffs[k][0]} in run a and by {diffs[k][1]} in run b: "
+        "the two runs report different quantities under the same name.",
+        evidence={"metrics (a, b)": diffs}, explains=0.2)
+
+
+def _weighted(run: RunData) -> dict[str, Any]:
+    fit = run.meta.get("fit") or {}
+    out: dict[str, Any] = {}
+    if fit.get("class_weight"):
+        out["class_weight"] = fit.get("class_weight")
+    if fit.get("sample_weight"):
+        out["sample_weight"] = True
+    if any(info.get("sample_weight") for info in run.loss_info.values()):
+        out["loss_sample_weight"] = True
+    return out
+
+
+def sample_weighting(a: RunData, b: RunData) -> Finding | None:
+    wa, wb = _weighted(a), _weighted(b)
+    if bool(wa) == bool(wb):
+        return None
+    side = "a" if wa else "b"
+    run = a if wa else b
+    return Finding(
+        "sample_weighting",
+        f"only run {side} ('{run.name}') weights its samples ({', '.join(wa or wb)}).",
+        evidence={"a": wa, "b": wb}, explains=0.8)
+
+
+_LSO = "LossScaleOptimizer"
+
+
+def loss_scaling(a: RunData, b: RunData) -> Finding | None:
+    def scaled(run: RunData) -> float | None:
+        s = run.loss_scale[np.isfinite(run.loss_scale)]
+        return float(s[0]) if s.size and not np.all(s == 1.0) else None
+
+    sa, sb = scaled(a), scaled(b)
+    ca = (a.meta.get("optimizer") or {}).get("class")
+    cb = (b.meta.get("optimizer") or {}).get("class")
+    if ca and cb and (ca == _LSO) != (cb == _LSO):
+        side = "a" if ca == _LSO else "b"
+        return Finding(
+            "loss_scaling",
+            f"only run {side} wraps its optimizer in LossScaleOptimizer (mixed precision loss scaling); "
+            "the other applies unscaled float16 gradients, which underflow to zero for small values.",
+            evidence={"optimizer_a": ca, "optimizer_b": cb, "policy_a": a.meta.get("dtype_policy"),
+                      "policy_b": b.meta.get("dtype_policy")}, explains=0.9)
+    ka = int((np.nan_to_num(a.skipped, nan=0.0) > 0).sum())
+    kb = int((np.nan_to_num(b.skipped, nan=0.0) > 0).sum())
+    if (sa is None) != (sb is None):
+        side = "a" if sa is not None else "b"
+        return Finding(
+            "loss_scaling",
+            f"only run {side} applies a mixed-precision loss scale ({sa or sb:g}).",
+            evidence={"loss_scale_a": sa, "loss_scale_b": sb, "policy_a": a.meta.get("dtype_policy"),
+                      "policy_b": b.meta.get("dtype_policy")}, explains=0.8)
+    if (sa is not None or sb is not None) and ka != kb:
+        return Finding(
+            "loss_scaling", severity="warning",
+            summary=f"steps skipped for overflow: {ka} in run a, {kb} in run b.",
+            evidence={"skipped_a": ka, "skipped_b": kb}, explains=0.4)
+    return None
+
+
+def execution_mode(a: RunData, b: RunData) -> Finding | None:
+    def modes(run: RunData) -> list[str]:
+        ms = sorted({str(m) for m, _, _ in run.exec_modes if m})
+        return ms or ([str(run.meta["execution_mode"])] if run.meta.get("execution_mode") else [])
+
+    ma, mb = modes(a), modes(b)
+    if ma == mb or not ma or not mb:
+        return None
+    return Finding(
+        "execution_mode",
+        f"run a executed its steps as {'/'.join(ma)}, run b as {'/'.join(mb)}.",
+        evidence={"a": ma, "b": mb}, explains=0.0)
+
+
+def numerics(a: RunData, b: RunData) -> Finding | None:
+    fa, fb = dr.first_nonfinite(a), dr.first_nonfinite(b)
+    if not fa and not fb:
+        return None
+    if fa and fb and fa["step"] == fb["step"]:
+        return Finding(
+            "numerics", severity="warning",
+            summary=f"both runs produce NaN/Inf from step {fa['step']}.", steps=[fa["step"]],
+            evidence={"a": fa, "b": fb}, explains=0.1)
+    first = min((x for x in (fa, fb) if x), key=lambda x: x["step"])
+    side = "a" if first is fa else "b"
+    var = first.get("variable")
+    return Finding(
+        "numerics",
+        f"NaN/Inf appears in run {side} at step {first['step']}"
+        + (f" (first in the gradient of {var})" if var else " (in the loss)")
+        + ("" if (fa and fb) else ", never in the other run") + ".",
+        steps=[first["step"]], variables=[var] if var else [], evidence={"a": fa, "b": fb}, explains=0.9)
+
+
+def shape_facts(a: RunData, b: RunData) -> list[Finding]:
+    """Broadcasts and non-scalar targets present in one run only."""
+    out: list[Finding] = []
+    ba, bb = dr.broadcasts(a), dr.broadcasts(b)
+    if bool(ba) != bool(bb):
+        side, bc = ("a", ba) if ba else ("b", bb)
+        item, first, _ = bc[0]
+        out.append(Finding(
+            "shape_broadcast",
+            f"in run {side} the loss combined shapes {item.get('a_shape')} and {item.get('b_shape')} "
+            f"('{item.get('op')}') into {item.get('out_shape')}: every label is compared with every "
+            "prediction, the loss differs while the predictions are the same.",
+            steps=[first], evidence={"run": side, "broadcast": item,
+                                     "y_pred_shape": (a if side == "a" else b).y_pred_shapes[:1]},
+            explains=1.0))
+    na, nb = dr.non_scalar_targets(a), dr.non_scalar_targets(b)
+    if bool(na) != bool(nb):
+        side, ns = ("a", na) if na else ("b", nb)
+        shape, first, count = ns[0]
+        out.append(Finding(
+            "non_scalar_loss",
+            f"run {side} hands a tensor of shape {shape} to tape.gradient ({count} steps): TensorFlow "
+            "sums it, so its gradients are the sum over the batch instead of the mean.",
+            steps=[first], evidence={"run": side, "target_shape": shape}, explains=0.6))
+    return out
+
+
+def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
+    out: list[Finding] = []
+    still = ("training modes, frozen state, gradient/applied sets, optimizer/loss/metric "
+             "configuration, and the scale of losses and gradients in distribution")
+    if al.init_same is False:
+        out.append(Finding(
+            "init_mismatch",
+            "the runs did not start from the same weights: step-by-step numbers are not comparable; "
+            f"still compared: {still}.",
+            evidence={"init_a": a.meta.get("init_fingerprint"), "init_b": b.meta.get("init_fingerprint")},
+            explains=0.1))
+    if al.data_known and al.n_common and al.init_same is not False:
+        bad = np.flatnonzero(~al.data_same)
+        if bad.size:
+            k = int(a.step[al.ia[bad[0]]])
+            out.append(Finding(
+                "data_mismatch",
+                f"the runs saw different batches from step {k} on ({bad.size} of {al.n_common} common "
+                f"steps differ): steps before {k} are compared exactly; after it only {still}.",
+                steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size)}, explains=0.1))
+    return out

@@ -1,0 +1,242 @@
+"""Detectors over one run: facts that are defects on their own (``gradtrace check``).
+
+Each function takes a :class:`RunData` and returns findings; the pair detectors
+reuse the summaries computed here (training modes per layer, gradient/applied
+sets, first non-finite value).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradtrace.compare.data import RunData
+from gradtrace.compare.findings import Finding
+
+
+def training_modes(run: RunData) -> dict[str, dict[bool, int]]:
+    """Layer name -> {effective training flag: first step it ran with it}.
+
+    ``None`` counts as inference: a Keras layer called with ``training=None``
+    outside fit() runs BatchNormalization/Dropout in inference mode.
+    """
+    out: dict[str, dict[bool, int]] = {}
+    for modes, first, _count in run.modes:
+        for layer, flag in (modes or {}).items():
+            seen = out.setdefault(layer, {})
+            eff = bool(flag)
+            seen[eff] = min(seen.get(eff, first), first)
+    return out
+
+
+def layer_of(run: RunData, name: str) -> dict[str, Any] | None:
+    for x in run.layers:
+        if x.get("name") == name:
+            return x
+    return None
+
+
+def _state_layer(run: RunData, v: int) -> str | None:
+    return run.var_info(v).get("layer")
+
+
+@dataclass
+class VarSets:
+    """Which trainable variables got gradients and updates over a run."""
+
+    no_grad: list[int]  # never got a gradient
+    some_no_grad: dict[int, int]  # var -> first step without a gradient (but had some)
+    not_applied: dict[int, int]  # var -> first step it had a gradient but no update
+    not_applied_nonzero: dict[int, int]  # the same, a gradient that was not exactly zero
+    applied_any: set[int]
+    update_steps: np.ndarray  # bool (S,): some variable changed in the step
+
+
+def update_steps(run: RunData) -> np.ndarray:
+    """(S,) bool: the optimizer changed some variable in the step and did not skip it."""
+    skipped = np.nan_to_num(run.skipped, nan=0.0) > 0
+    return (np.nan_to_num(run.n_applied, nan=0.0) > 0) & ~skipped
+
+
+def var_sets(run: RunData) -> VarSets:
+    """Gradient and update sets over the whole run, from the per-variable summary."""
+    vs = run.vsum
+    no_grad: list[int] = []
+    some: dict[int, int] = {}
+    not_app: dict[int, int] = {}
+    not_app_nz: dict[int, int] = {}
+    applied_any: set[int] = set()
+    for j, v in enumerate(run.var_index.tolist()):
+        if run.var_info(v).get("trainable") is False:
+            continue
+        if vs["n_rows"][j] > 0 and vs["n_grad"][j] == 0:
+            no_grad.append(v)
+        elif vs["n_nograd"][j] > 0:
+            some[v] = int(vs["first_nograd"][j])
+        if vs["n_applied"][j] > 0:
+            applied_any.add(v)
+        if np.isfinite(vs["first_notapplied"][j]):
+            not_app[v] = int(vs["first_notapplied"][j])
+        if np.isfinite(vs["first_notapplied_nonzero"][j]):
+            not_app_nz[v] = int(vs["first_notapplied_nonzero"][j])
+    return VarSets(no_grad, some, not_app, not_app_nz, applied_any, update_steps(run))
+
+
+def first_nonfinite(run: RunData) -> dict[str, Any] | None:
+    """The first step with a non-finite loss or gradient, and the first variable affected."""
+    recorded = bool(np.isfinite(run.loss).any())
+    bad_loss = ~np.isfinite(run.loss) & (~np.isnan(run.loss) | recorded)
+    bad = bad_loss | (np.nan_to_num(run.nonfinite_step, nan=0.0) > 0)
+    rows = np.flatnonzero(bad)
+    if not rows.size:
+        return None
+    i = int(rows[0])
+    step = int(run.step[i])
+    out: dict[str, Any] = {"step": step, "loss": float(run.loss[i])}
+    fn = run.vsum.get("first_nonfinite")
+    if fn is not None and np.isfinite(fn).any() and np.nanmin(fn) <= step:
+        cols = np.flatnonzero(fn == np.nanmin(fn))
+        out["variable"] = run.var_name(int(run.var_index[cols[0]]))
+        out["variables_affected"] = int(cols.size)
+    return out
+
+
+def non_scalar_targets(run: RunData) -> list[tuple[list[Any], int, int]]:
+    """Distinct non-scalar shapes handed to ``tape.gradient``: (shape, first step, count)."""
+    out = []
+    for shape, first, count in run.target_shapes:
+        if shape and math.prod(d if d else 2 for d in shape) > 1:
+            out.append((shape, first, count))
+    return out
+
+
+def broadcasts(run: RunData) -> list[tuple[dict[str, Any], int, int]]:
+    """Elementwise broadcasts in the loss that grew a (N,)/(N,1) pair into (N,N)."""
+    out = []
+    for items, first, count in run.broadcasts:
+        for bc in items or []:
+            a, b, o = bc.get("a_shape") or [], bc.get("b_shape") or [], bc.get("out_shape") or []
+            if len(o) >= 2 and len(o) > min(len(a), len(b)) and o[-1] not in (1, None) and o[-2] not in (1, None):
+                if len(a) != len(b):
+                    out.append((bc, first, count))
+    return out
+
+
+def _stepping_groups(run: RunData) -> int:
+    """How many optimizers take turns in the run, as the first steps show it.
+
+    Steps of different optimizers (a GAN's generator and discriminator) hand
+    disjoint sets of variables to their optimizer; each has its own iteration
+    counter. Returns the size of the largest family of pairwise disjoint gradient
+    sets among the loaded steps (1 when nothing says otherwise).
+    """
+    if not run.grad.size:
+        return 1
+    sets: list[frozenset[int]] = []
+    for row in run.grad == 1:
+        cols = frozenset(np.flatnonzero(row).tolist())
+        if cols and cols not in sets:
+            sets.append(cols)
+    family: list[frozenset[int]] = []
+    for st in sorted(sets, key=len):
+        if all(not (st & f) for f in family):
+            family.append(st)
+    return max(1, len(family))
+
+
+def iteration_resets(run: RunData, update_steps: np.ndarray) -> list[int]:
+    """Steps at which an optimizer's iteration counter went back or stood still while updating.
+
+    With ``k`` optimizers taking turns (see :func:`_stepping_groups`) the recorded
+    counters interleave (1, 1, 2, 2, ...): each step must continue one of at most
+    ``k`` counters; a step that continues none (a counter back at its start) is a reset.
+    """
+    it = run.iterations
+    if it.size < 2 or np.isnan(it).all():
+        return []
+    k = _stepping_groups(run)
+    counters: list[float] = []
+    out: list[int] = []
+    for i, v in enumerate(it.tolist()):
+        if not np.isfinite(v):
+            continue
+        upd = bool(update_steps[i])
+        fits = [j for j, c in enumerate(counters) if (v > c if upd else v >= c)]
+        if fits:
+            j = max(fits, key=lambda j: counters[j])  # the counter it continues most closely
+            counters[j] = v
+        elif len(counters) < k:
+            counters.append(v)
+        else:
+            out.append(int(run.step[i]))
+            # the re-created counter: the one closest above the value it restarted at
+            j = min(range(len(counters)), key=lambda j: (counters[j] < v, counters[j] - v))
+            counters[j] = v
+    return out
+
+
+def single_run_findings(run: RunData) -> list[Finding]:
+    """Findings about one run alone (``gradtrace check``)."""
+    out: list[Finding] = []
+    nf = first_nonfinite(run)
+    if nf:
+        where = f" in the gradient of {nf['variable']}" if "variable" in nf else " in the loss"
+        out.append(Finding("numerics", f"NaN/Inf first appears at step {nf['step']}{where}.",
+                           steps=[nf["step"]], variables=[nf["variable"]] if "variable" in nf else [],
+                           evidence=nf, explains=1.0))
+    for shape, first, count in non_scalar_targets(run):
+        out.append(Finding(
+            "non_scalar_loss",
+            f"tape.gradient was asked for the gradient of a tensor of shape {shape} "
+            f"({count} steps from step {first}); TensorFlow sums it, so the gradient is the sum over "
+            "the batch, not the mean.",
+            steps=[first], evidence={"target_shape": shape, "steps": count}, explains=0.8))
+    for bc, first, count in broadcasts(run):
+        out.append(Finding(
+            "shape_broadcast",
+            f"the loss combined shapes {bc.get('a_shape')} and {bc.get('b_shape')} with "
+            f"'{bc.get('op')}' into {bc.get('out_shape')} ({count} steps from step {first}).",
+            steps=[first], evidence={"broadcast": bc}, explains=1.0))
+    sets = var_sets(run)
+    if sets.no_grad:
+        names = [run.var_name(v) for v in sets.no_grad]
+        out.append(Finding(
+            "missing_gradient",
+            f"{len(names)} trainable variable(s) never got a gradient: {', '.join(names[:6])}.",
+            variables=names, evidence={"variables": names}, explains=0.9))
+    pending = {v: s for v, s in sets.not_applied_nonzero.items() if v not in sets.no_grad}
+    if pending:
+        names = [run.var_name(v) for v in pending]
+        out.append(Finding(
+            "not_applied",
+            f"{len(names)} variable(s) had a gradient but the optimizer did not update them "
+            f"(first at step {min(pending.values())}): {', '.join(names[:6])}.",
+            steps=[min(pending.values())], variables=names, evidence={"first_step": pending}, explains=0.9))
+    modes = training_modes(run)
+    infer = {name: seen[False] for name, seen in modes.items() if False in seen and True not in seen}
+    if infer:
+        out.append(Finding(
+            "training_mode_mismatch", severity="warning",
+            summary=f"{len(infer)} training-dependent layer(s) ran in inference mode during every "
+            f"optimizer step: {', '.join(list(infer)[:6])}.",
+            layers=list(infer), steps=[min(infer.values())],
+            evidence={"layers_inference": list(infer)}, explains=0.6))
+    resets = iteration_resets(run, sets.update_steps)
+    if resets:
+        out.append(Finding(
+            "optimizer_mismatch",
+            f"the optimizer's iteration counter did not advance at {len(resets)} updating step(s) "
+            f"(first at step {resets[0]}): the optimizer is re-created during training, losing its state.",
+            steps=resets[:10], evidence={"reset_steps": len(resets), "iterations_head": run.iterations[:8]},
+            explains=0.7))
+    sk = np.nan_to_num(run.skipped, nan=0.0) > 0
+    if sk.any() and np.isfinite(run.loss_scale).any():
+        steps = run.step[sk].tolist()
+        out.append(Finding(
+            "loss_scaling", severity="warning",
+            summary=f"{len(steps)} step(s) were skipped for overflow under loss scaling (first at step {steps[0]}).",
+            steps=steps[:10], evidence={"skipped_steps": len(steps)}, explains=0.3))
+    return out

@@ -1,0 +1,417 @@
+"""Detectors over aligned steps: step 0 as the witness, then the first departure.
+
+With the same weights and the same batch, two runs' loss, gradients and updates
+either agree within float noise or differ in an exact algebraic way: a constant
+factor that matches something the code did (number of outputs, batch size,
+replicas, a loss scale, a learning rate), a gap equal to the regularization sum,
+gradients that point elsewhere. When runs are not aligned, only the scale of
+losses and gradients *in distribution* is compared.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradtrace.compare.align import Alignment
+from gradtrace.compare.data import RunData
+from gradtrace.compare.findings import Finding
+from gradtrace.compare.noise import JUMP, _n_outputs, rel
+
+# Adaptive optimizers divide by a running RMS of the gradient: a constant factor on
+# the gradient cancels (up to epsilon) in their first update.
+_NORMALISING = ("adam", "rmsprop", "adagrad", "adadelta", "adafactor", "nadam", "lion", "ftrl")
+
+
+@dataclass
+class Step0:
+    """What step 0 shows, in numbers (the evidence of every step-0 finding)."""
+
+    step: int  # the witness: the first step both runs recorded
+    row_a: int
+    row_b: int
+    loss_a: float
+    loss_b: float
+    loss_rel: float
+    ratios: np.ndarray  # per paired variable: norm_a / norm_b (nan where no gradient)
+    norm_rel: np.ndarray
+    cos: np.ndarray | None  # sketch cosines, None when no sketch was recorded
+    update_ratio: np.ndarray
+    update_rel: np.ndarray
+    names: list[str]
+    negligible: np.ndarray  # gradients at the float noise floor of the step (e.g. a bias before BN)
+
+    def evidence(self) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "witness_step": self.step,
+            "step0_loss_a": self.loss_a,
+            "step0_loss_b": self.loss_b,
+            "step0_loss_rel_diff": self.loss_rel,
+        }
+        per = []
+        for i, n in enumerate(self.names[:12]):
+            row = {"variable": n, "grad_norm_ratio": self.ratios[i], "update_norm_ratio": self.update_ratio[i]}
+            if self.cos is not None:
+                row["grad_cosine"] = self.cos[i]
+            per.append(row)
+        ev["step0_variables"] = per
+        return ev
+
+
+def _cos(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        num = np.nansum(x.astype(np.float64) * y, axis=-1)
+        den = np.sqrt(np.nansum(x.astype(np.float64) ** 2, axis=-1) * np.nansum(y.astype(np.float64) ** 2, axis=-1))
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def step0(a: RunData, b: RunData, al: Alignment) -> Step0 | None:
+    ja, jb = al.ja, al.jb
+    s0 = int(a.step[al.ia[0]])
+    ia, ib = int(al.ia[0]), int(al.ib[0])
+    ra, rb = int(a.rows(np.array([s0]))[0]), int(b.rows(np.array([s0]))[0])
+    if ra < 0 or rb < 0:
+        return None
+    na, nb = a.norm[ra, ja], b.norm[rb, jb]
+    ua, ub = a.update_norm[ra, ja], b.update_norm[rb, jb]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = na / nb
+        uratio = ua / ub
+    cos = None
+    ka, kb = np.flatnonzero(a.sketch_steps == s0), np.flatnonzero(b.sketch_steps == s0)
+    if (a.sketch.shape[-1] and a.sketch.shape[-1] == b.sketch.shape[-1] and ka.size and kb.size):
+        cos = _cos(a.sketch[ka[0]][ja], b.sketch[kb[0]][jb])
+    return Step0(
+        step=s0, row_a=ia, row_b=ib, negligible=negligible_grads(na, nb, a.grad_norm[ia], b.grad_norm[ib], al),
+        loss_a=float(a.loss[ia]), loss_b=float(b.loss[ib]), loss_rel=float(rel(a.loss[ia], b.loss[ib])),
+        ratios=ratios, norm_rel=rel(na, nb), cos=cos, update_ratio=uratio, update_rel=rel(ua, ub),
+        names=[a.var_name(int(a.var_index[j])) for j in ja],
+    )
+
+
+def negligible_grads(na: Any, nb: Any, ga: Any, gb: Any, al: Alignment) -> np.ndarray:
+    """Gradients at the float noise floor of their step in both runs.
+
+    A variable whose gradient is mathematically zero (a Dense bias feeding a
+    BatchNormalization) carries only rounding noise, about ``tolerance x`` the
+    step's global gradient norm; its direction and ratio mean nothing.
+    """
+    floor = al.noise.tol0 * np.maximum(np.nan_to_num(ga, nan=0.0), np.nan_to_num(gb, nan=0.0))
+    floor = np.asarray(floor)[..., None] if np.ndim(floor) and np.ndim(na) > np.ndim(floor) else floor
+    return (np.nan_to_num(np.asarray(na), nan=0.0) <= floor) & (np.nan_to_num(np.asarray(nb), nan=0.0) <= floor)
+
+
+def candidate_factors(a: RunData, b: RunData) -> dict[str, float]:
+    """Constants a loss or gradient factor between two runs could equal, and what each means."""
+    out: dict[str, float] = {}
+    nout = max(_n_outputs(a), _n_outputs(b))
+    bs = [x for x in (a.batch_size[:1].tolist() + b.batch_size[:1].tolist()) if math.isfinite(x)]
+    batch = int(max(bs)) if bs else 0
+    if nout > 1:
+        out["the number of outputs: a mean over the last axis (as Keras `mse`/`mae` compute per sample) "
+            "against a sum over it"] = float(nout)
+    if batch > 1:
+        out["the batch size: a sum over the batch against a mean (or a per-sample loss vector handed "
+            "to tape.gradient, which sums it)"] = float(batch)
+    if batch > 1 and nout > 1:
+        out["batch size x outputs: a sum over every element against a mean over every element"] = float(batch * nout)
+    reps = max(int(a.meta.get("replicas") or 1), int(b.meta.get("replicas") or 1))
+    if reps > 1:
+        out["the replica count: a loss averaged per replica and summed across replicas (or not)"] = float(reps)
+    out["2^15, the initial mixed-precision loss scale: a scaled loss whose gradients were not unscaled"] = 2.0**15
+    for run in (a, b):
+        lr = run.lr[np.isfinite(run.lr)]
+        if lr.size and lr[0] > 0 and lr[0] != 1:
+            out["the learning rate: a learning rate folded into the loss"] = float(1.0 / lr[0])
+            break
+    return out
+
+
+def match_factor(c: float, cands: dict[str, float], tol: float) -> tuple[str, float, bool] | None:
+    """The candidate ``c`` matches (either way round): (meaning, value, inverted)."""
+    if not math.isfinite(c) or c <= 0:
+        return None
+    best = None
+    for meaning, v in cands.items():
+        for inv, target in ((False, v), (True, 1.0 / v)):
+            r = float(rel(c, target))
+            if r <= tol and (best is None or r < best[0]):
+                best = (r, meaning, v, inv)
+    return None if best is None else (best[1], best[2], best[3])
+
+
+def _opt_effect(run: RunData, c: float, u: float) -> str:
+    cls = str((run.meta.get("optimizer") or {}).get("class") or "The optimizer")
+    if not math.isfinite(u):
+        return ""
+    if rel(u, c) < 0.05:
+        return f" {cls} passes the factor on: the first updates are x{u:.3g} too (an effective learning rate x{c:.3g})."
+    if abs(math.log(u)) < abs(math.log(c)) / 10:
+        norm = any(k in cls.lower() for k in _NORMALISING)
+        how = "normalises it away" if norm else "absorbs most of it"
+        return (f" {cls} {how}: the first updates differ only x{u:.3g}, so training looks alike "
+                "while the reported losses differ (and epsilon, weight decay and clipping act differently).")
+    return f" The first updates differ x{u:.3g}."
+
+
+def _ratio_spread(r: np.ndarray, c: float) -> float:
+    r = r[np.isfinite(r)]
+    return float(np.max(rel(r, c))) if r.size else 0.0
+
+
+def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding], Step0 | None]:
+    """Findings that step 0 proves, and the numbers behind them."""
+    if al.aligned_steps < 1 or al.stochastic:
+        return [], None
+    s = step0(a, b, al)
+    if s is None:
+        return [], None
+    tol = float(al.noise.tol0)
+    ftol = 16 * tol  # a factor is a ratio of two noisy numbers
+    al.noise.observed["step0_loss_rel_diff"] = s.loss_rel
+    fin = np.isfinite(s.norm_rel) & ~s.negligible
+    al.noise.observed["step0_grad_norm_rel_diff_max"] = float(np.max(s.norm_rel[fin])) if fin.any() else None
+    if s.negligible.any():
+        al.noise.observed["step0_gradients_at_noise_floor"] = [n for n, q in zip(s.names, s.negligible, strict=True) if q]
+    if s.cos is not None and np.isfinite(s.cos).any():
+        al.noise.observed["step0_grad_cosine_min"] = float(np.nanmin(s.cos))
+    ev = s.evidence()
+    ev["tolerance"] = tol
+    out: list[Finding] = []
+    has_g = np.isfinite(s.ratios) & (s.ratios > 0) & ~s.negligible
+    parallel = np.ones_like(s.ratios, dtype=bool) if s.cos is None else (1 - np.nan_to_num(s.cos, nan=1.0)) <= al.noise.cos_tol
+    cands = candidate_factors(a, b)
+    loss_equal = s.loss_rel <= tol
+    grads_equal = bool(np.all(s.norm_rel[has_g] <= tol)) and bool(parallel[has_g].all())
+
+    if not loss_equal and math.isfinite(s.loss_a) and math.isfinite(s.loss_b):
+        gap = abs(s.loss_a - s.loss_b)
+        for side, run in (("a", a), ("b", b)):
+            row = s.row_a if side == "a" else s.row_b
+            reg = float(run.reg_loss[row]) if run.reg_loss.size else float("nan")
+            if math.isfinite(reg) and reg > 0 and abs(gap - reg) <= ftol * max(abs(s.loss_a), abs(s.loss_b)):
+                higher = "a" if s.loss_a > s.loss_b else "b"
+                out.append(Finding(
+                    "regularization_mismatch",
+                    f"at step 0 the losses differ by {gap:.6g}, which equals the model's regularization "
+                    f"losses ({reg:.6g}): run {higher} adds sum(model.losses), the other does not.",
+                    steps=[s.step], evidence={"gap": gap, "reg_loss": reg, "reg_recorded_in": side, **ev},
+                    explains=1.0))
+                return out, s
+        c = s.loss_a / s.loss_b if s.loss_b else float("inf")
+        gr = s.ratios[has_g]
+        if gr.size and _ratio_spread(gr, c) <= ftol and bool(parallel[has_g].all()):
+            m = match_factor(c, cands, ftol)
+            u = float(np.nanmedian(s.update_ratio)) if np.isfinite(s.update_ratio).any() else float("nan")
+            hints = _unmatched_factor_hints(a, b) if not m else []
+            what = (f"; it matches {m[0]}" if m else
+                    ("; it matches no batch or output count: a mask's valid fraction or "
+                     "batch/sum(sample weights) would give such a factor"
+                     + (f" ({'; '.join(hints)})" if hints else "")))
+            run = a  # the optimizer is the same class in both when the loss_scale is the only finding
+            big, small, cf, uf = ("a", "b", c, u) if c >= 1 else ("b", "a", 1 / c, 1 / u if u else u)
+            out.append(Finding(
+                "loss_scale",
+                f"on the same inputs and weights run {big}'s loss is x{cf:.6g} run {small}'s at step "
+                f"{s.step}, and every gradient carries the same factor{what}." + _opt_effect(run, cf, uf),
+                steps=[s.step], variables=[],
+                evidence={"factor": c, "larger_loss": big, "matches": m[0] if m else None,
+                          "hints": hints,
+                          "matched_value": (1 / m[1] if m and m[2] else m[1]) if m else None,
+                          "first_update_ratio": u, "optimizer": (a.meta.get("optimizer") or {}).get("class"),
+                          **ev},
+                fix=("Reduce the loss the same way in both runs: " + (
+                    "use the same Keras loss (`keras.losses.MeanSquaredError()` averages over outputs and batch) "
+                    "or divide the sum by the same count." if m else "divide by the same count.")),
+                explains=1.0))
+            return out, s
+        out.append(Finding(
+            "gradient_mismatch",
+            f"on the same inputs and weights the losses differ at step 0 ({s.loss_a:.6g} vs {s.loss_b:.6g}, "
+            f"relative {s.loss_rel:.2g} > tolerance {tol:.2g}) and not by a constant factor: the loss "
+            "computations differ.",
+            steps=[s.step], variables=_worst(s, parallel, tol), evidence=ev, explains=0.8))
+        return out, s
+
+    if grads_equal or not has_g.any():
+        if has_g.any():
+            urel = np.where(has_g, s.update_rel, np.nan)
+            ur = urel[np.isfinite(urel)]
+            if ur.size and np.max(ur) > tol:
+                j = int(np.nanargmax(np.where(np.isfinite(urel), urel, -1)))
+                out.append(Finding(
+                    "optimizer_mismatch",
+                    f"step 0 has the same loss and gradients in both runs but different updates "
+                    f"({s.names[j]}: update norms x{s.update_ratio[j]:.4g}): the optimizers act differently "
+                    "(class, learning rate, momentum, clipping or weight decay).",
+                    steps=[s.step], variables=[s.names[j]], evidence=ev, explains=0.9))
+        return out, s
+
+    gr = s.ratios[has_g]
+    c = float(np.median(gr))
+    if bool(parallel[has_g].all()) and _ratio_spread(gr, c) <= ftol and rel(c, 1.0) > ftol:
+        m = match_factor(c, cands, ftol)
+        what = f", which matches {m[0]}" if m else ""
+        out.append(Finding(
+            "gradient_scale",
+            f"same loss at step 0, gradients parallel, but run a's gradients are x{c:.6g} run b's{what}.",
+            steps=[s.step], evidence={"factor": c, "matches": m[0] if m else None, **ev},
+            explains=1.0))
+        return out, s
+    if bool(parallel[has_g].all()):
+        out.append(Finding(
+            "gradient_scale",
+            f"same loss at step 0 and parallel gradients, but the norm ratios differ per variable "
+            f"(from x{np.min(gr):.4g} to x{np.max(gr):.4g}): one run clips each gradient on its own "
+            "(clipnorm / tf.clip_by_norm) and the other by the global norm (global_clipnorm / "
+            "tf.clip_by_global_norm), or clips in one run only.",
+            steps=[s.step], evidence=ev,
+            fix="Clip the same way in both runs: `global_clipnorm=` vs `clipnorm=` (per variable) are different.",
+            explains=1.0))
+        return out, s
+    bad = _worst(s, parallel, tol)
+    out.append(Finding(
+        "gradient_mismatch",
+        f"same loss at step 0 (relative difference {s.loss_rel:.2g}) but {len(bad)} variable(s)' gradients "
+        "point elsewhere: the loss is differentiated differently (e.g. a Keras softmax output fused with "
+        "categorical cross-entropy whose targets do not sum to 1 differs from the same loss behind a "
+        "tf.function boundary; class weights; from_logits).",
+        steps=[s.step], variables=bad, evidence=ev,
+        fix="Compute the loss the same way in both runs; with soft or weighted targets use probabilities "
+        "whose rows sum to 1, or compute cross-entropy from logits explicitly (`from_logits=True`).",
+        explains=1.0))
+    return out, s
+
+
+_MASKING = ("Masking", "Embedding")  # layers that can attach a mask Keras losses then honour
+
+
+def _unmatched_factor_hints(a: RunData, b: RunData) -> list[str]:
+    """Facts of the two runs that make a per-batch factor (no fixed count) plausible."""
+    out = []
+    for side, run in (("a", a), ("b", b)):
+        fit = run.meta.get("fit") or {}
+        if fit.get("sample_weight") or fit.get("class_weight") or any(
+                i.get("sample_weight") for i in run.loss_info.values()):
+            out.append(f"run {side} weights its samples: a Keras loss divides the weighted sum by the batch "
+                       "size, a hand-written one often by sum(weights)")
+    masking = sorted({str(x.get("class_name")) for r in (a, b) for x in r.layers
+                      if x.get("class_name") in _MASKING})
+    if masking:
+        out.append(f"the model has {'/'.join(masking)} layers: with a mask (mask_zero=True, Masking), a "
+                   "Keras loss divides by the number of valid entries, `reduce_mean(loss * mask)` by all "
+                   "of them")
+    return out
+
+
+def _worst(s: Step0, parallel: np.ndarray, tol: float) -> list[str]:
+    bad = [(float(s.norm_rel[i]) + (0 if parallel[i] else 1), s.names[i]) for i in range(len(s.names))
+           if not parallel[i] or s.norm_rel[i] > tol]
+    return [n for _, n in sorted(bad, reverse=True)]
+
+
+def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
+    """The first aligned step whose loss, gradient norms or update norms differ beyond noise.
+
+    Loss and global gradient norm are checked over every aligned step; the
+    per-variable numbers over the first steps and the window before the first
+    step-level departure (a variable that departs moves the loss one step later).
+    """
+    n = al.aligned_steps
+    if n < 1 or al.stochastic:
+        return None
+    rows_a, rows_b = al.ia[:n], al.ib[:n]
+    steps_all = a.step[rows_a]
+    tol = al.noise.tol(steps_all - steps_all[0])
+
+    def both_nan_zero(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(x) & np.isnan(y), 0.0, rel(x, y))
+
+    dl = both_nan_zero(a.loss[rows_a], b.loss[rows_b])
+    # Gradient norms count only where both runs recorded per-variable statistics (the
+    # tracer's cadence may differ between the runs); the loss is recorded every step.
+    both_stats = a.stats[rows_a] & b.stats[rows_b]
+    dn = np.where(both_stats, both_nan_zero(a.grad_norm[rows_a], b.grad_norm[rows_b]), 0.0)
+    d = np.maximum(dl, dn)
+    prev = np.concatenate([[0.0], d[:-1]])
+    # Over the tolerance, and either at the first step or abruptly (not a smooth drift).
+    abrupt = (d > JUMP * np.maximum(prev, tol)) | (np.arange(n) == 0)
+    drift = np.flatnonzero(d > tol)
+    over = np.flatnonzero((d > tol) & abrupt)
+    if drift.size and (not over.size or drift[0] < over[0]):
+        al.noise.observed["noise_amplified_past_tolerance_from_step"] = int(steps_all[drift[0]])
+    al.noise.observed["loss_rel_diff_by_step"] = [float(x) for x in dl[: min(n, 8)]]
+    al.noise.observed["max_loss_rel_diff_over_aligned_steps"] = float(np.max(dl))
+    if not over.size:
+        return None
+    # Which variable departed first: per-variable numbers in the steps leading to it.
+    k0 = int(over[0])
+    lo = int(steps_all[max(0, k0 - 8)])
+    hi = int(steps_all[k0]) + 1
+    for run in (a, b):
+        run.ensure_rows(lo, hi)
+    pos = np.flatnonzero((steps_all >= lo) & (steps_all < hi))
+    ra, rb = a.rows(steps_all[pos]), b.rows(steps_all[pos])
+    ok = (ra >= 0) & (rb >= 0)
+    pos, ra, rb = pos[ok], ra[ok], rb[ok]
+    k1, j1, what = None, None, "loss"
+    if pos.size and al.ja.size:
+        ga, gb = a.norm[ra][:, al.ja], b.norm[rb][:, al.jb]
+        ua, ub = a.update_norm[ra][:, al.ja], b.update_norm[rb][:, al.jb]
+        dg, du = both_nan_zero(ga, gb), both_nan_zero(ua, ub)
+        rec = (a.stats[rows_a[pos]] & b.stats[rows_b[pos]])[:, None]
+        dg, du = np.where(rec, dg, 0.0), np.where(rec, du, 0.0)
+        quiet = negligible_grads(ga, gb, a.grad_norm[rows_a[pos]], b.grad_norm[rows_b[pos]], al)
+        dg, du = np.where(quiet, 0.0, dg), np.where(quiet, 0.0, du)
+        t = tol[pos][:, None]
+        bad = (dg > t) | (du > t)
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size:
+            r = int(rows[0])
+            k1 = int(pos[r])
+            score = np.maximum(dg[r], du[r])
+            j1 = int(np.argmax(np.where(np.isfinite(score), score, 1e300)))
+            what = "gradient" if dg[r, j1] > t[r, 0] else "update"
+    cands = [k for k in (k0, k1) if k is not None]
+    if not cands:
+        return None
+    k = min(cands)
+    out: dict[str, Any] = {"step": int(steps_all[k]), "loss_a": float(a.loss[rows_a[k]]),
+                           "loss_b": float(b.loss[rows_b[k]]),
+                           "loss_rel_diff": float(dl[k]), "grad_norm_rel_diff": float(dn[k]),
+                           "tolerance": float(tol[k]), "what": what if k1 == k else "loss"}
+    if k1 == k and j1 is not None:
+        out["variable"] = a.var_name(int(a.var_index[al.ja[j1]]))
+    return out
+
+
+def distribution_scale(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
+    """Unaligned runs: a constant factor between the runs' losses or gradient norms, in distribution."""
+    out: list[Finding] = []
+    m = min(a.n_steps, b.n_steps, 50)
+    if m < 3:
+        return out
+    la, lb = a.loss[:m], b.loss[:m]
+    ok = np.isfinite(la) & np.isfinite(lb) & (la > 0) & (lb > 0)
+    if ok.sum() < 3:
+        return out
+    lr = np.log(la[ok]) - np.log(lb[ok])
+    # The step-to-step spread of the log ratio is the measured noise of unaligned runs.
+    sigma = float(np.std(lr)) + 1e-12
+    c = float(np.exp(np.median(lr)))
+    cands = candidate_factors(a, b)
+    al.noise.observed["distribution_loss_ratio"] = c
+    al.noise.observed["distribution_log_ratio_spread"] = sigma
+    mt = match_factor(c, cands, max(3 * sigma, 0.02))
+    if mt and abs(math.log(c)) > 3 * sigma:
+        out.append(Finding(
+            "loss_scale", severity="warning",
+            summary=f"the runs are not aligned, but over their first {int(ok.sum())} steps run a's losses are "
+            f"x{c:.4g} run b's (spread {sigma:.2g} in log), which matches {mt[0]}.",
+            steps=[], evidence={"median_loss_ratio": c, "log_ratio_spread": sigma, "steps": int(ok.sum()),
+                                "matches": mt[0]},
+            explains=0.7))
+    return out

@@ -1,0 +1,262 @@
+"""The comparator: run every detector, fold symptoms into their causes, rank, decide.
+
+Pure functions of two :class:`RunData`; no database, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gradtrace.compare import detect_pair as dp
+from gradtrace.compare import detect_run as dr
+from gradtrace.compare import detect_steps as ds
+from gradtrace.compare.align import Alignment, align
+from gradtrace.compare.catalogue import CATALOGUE
+from gradtrace.compare.data import RunData
+from gradtrace.compare.findings import Finding, Report
+
+logger = logging.getLogger("gradtrace.compare")
+
+# Kinds whose step-level symptoms (a different loss/gradient at step 0, a departure)
+# they explain by themselves: the numeric finding becomes their evidence.
+_CAUSES = ("training_mode_mismatch", "shape_broadcast", "sample_weighting", "loss_scaling",
+           "missing_gradient", "not_applied", "numerics", "optimizer_mismatch", "regularization_mismatch")
+_SYMPTOMS = ("gradient_mismatch", "divergence")
+
+
+def compare_runs(a: RunData, b: RunData) -> Report:
+    """Compare two runs: verdict, first divergent step, ranked findings, skipped checks, noise."""
+    al = align(a, b)
+    findings: list[Finding] = []
+    skipped: list[dict[str, str]] = []
+    trainable_a = [v for v in a.variables if v.get("trainable", True)]
+    trainable_b = [v for v in b.variables if v.get("trainable", True)]
+    lone_a = [v for v in al.unpaired_a if a.var_info(v).get("trainable", True)]
+    lone_b = [v for v in al.unpaired_b if b.var_info(v).get("trainable", True)]
+    # One run's trainable variables all have a counterpart: compare on those and report
+    # the rest; variables without counterpart on both sides are different models.
+    structure_ok = len(al.ja) > 0 and not (lone_a and lone_b)
+    if structure_ok and (lone_a or lone_b):
+        side, run, lone = ("a", a, lone_a) if lone_a else ("b", b, lone_b)
+        other = "b" if side == "a" else "a"
+        names = [run.var_name(v) for v in lone]
+        findings.append(Finding(
+            "missing_gradient",
+            f"{len(names)} trainable variable(s) of run {side} never reached run {other}'s optimizer "
+            f"(no gradient was handed to it for them): {', '.join(names[:6])}.",
+            variables=names, evidence={"run_with_them": side, "variables": names}, explains=0.9))
+
+    tm = dp.training_mode_mismatch(a, b, al)
+    frozen = dp.frozen_state(a, b, al)
+    if tm:
+        findings.append(tm)
+        layers = set(tm.layers) | {d["layer_b"] for d in tm.evidence["layers"]}
+        caused = [r for r in frozen if r["layer_a"] in layers or r["layer_b"] in layers]
+        frozen = [r for r in frozen if r not in caused]
+        if caused:
+            tm.evidence["frozen_state"] = caused
+            tm.summary += (f" As a consequence {len(caused)} state variable(s) (moving statistics) stay "
+                           "fixed in that run.")
+            tm.explains = 1.0
+    set_findings = dp.gradient_sets(a, b, al)
+    if frozen:
+        fz = dp.frozen_state_finding(a, b, frozen)
+        set_findings = _fold_frozen_layer(a, b, al, fz, set_findings)
+        findings.append(fz)
+    findings += set_findings
+    findings += dp.optimizer_mismatch(a, b, al)
+    for f in (dp.metric_mismatch(a, b), dp.sample_weighting(a, b), dp.loss_scaling(a, b),
+              dp.execution_mode(a, b), dp.numerics(a, b)):
+        if f:
+            findings.append(f)
+    findings += dp.shape_facts(a, b)
+    findings += dp.init_data(a, b, al)
+
+    first: int | None = None
+    if not structure_ok:
+        reason = (f"the models differ in structure ({len(trainable_a)} vs {len(trainable_b)} trainable "
+                  "variables, or unmatched shapes)")
+        for k in _needs_alignment():
+            skipped.append({"check": k, "why": reason})
+    elif al.aligned_steps == 0 or al.stochastic:
+        why = al.stochastic or _why_unaligned(al)
+        for k in _needs_alignment():
+            skipped.append({"check": k, "why": why})
+        findings += ds.distribution_scale(a, b, al)
+    else:
+        step_f, _s0 = ds.analyse_step0(a, b, al)
+        dep = ds.first_departure(a, b, al)
+        if dep is not None:
+            first = int(dep["step"])
+        if not step_f and dep is not None:
+            step_f = [_divergence(a, b, dep, al)]
+        findings += _fold(findings, _fold_optimizer(findings, step_f))
+        if al.aligned_steps < al.n_common:
+            last = int(a.step[al.ia[al.aligned_steps - 1]])
+            skipped.append({"check": f"step-by-step comparison after step {last}",
+                            "why": "the runs saw different batches from then on"})
+
+    if first is None:
+        steps = [s for f in findings if f.severity == "error" for s in f.steps]
+        first = min(steps) if steps else None
+    findings = _dedupe(findings)
+    findings.sort(key=lambda f: f.sort_key())
+    verdict = _verdict(findings, structure_ok, al)
+    if verdict == "equivalent":
+        first = None
+    return Report(
+        verdict=verdict, a=a.describe(), b=b.describe(), first_divergent_step=first,
+        aligned_steps=al.aligned_steps if structure_ok else 0, findings=findings, skipped=skipped,
+        noise=al.noise.to_dict(),
+    )
+
+
+def check_run(run: RunData) -> Report:
+    """Single-run findings (``gradtrace check``): the same engine, without a second run."""
+    findings = dr.single_run_findings(run)
+    findings.sort(key=lambda f: f.sort_key())
+    bad = any(f.severity in ("error", "warning") for f in findings)
+    steps = [s for f in findings if f.severity != "info" for s in f.steps]
+    return Report(
+        verdict="diverged" if bad else "equivalent", a=run.describe(), b=None,
+        first_divergent_step=min(steps) if steps else None, aligned_steps=0, findings=findings,
+        skipped=[{"check": k, "why": "needs a second run"} for k in _needs_alignment()],
+        noise={},
+    )
+
+
+def _needs_alignment() -> list[str]:
+    return [k.kind for k in CATALOGUE.values() if k.needs_alignment]
+
+
+def _why_unaligned(al: Alignment) -> str:
+    if al.n_common == 0:
+        return "one of the runs has no steps"
+    if al.init_same is False:
+        return "the runs started from different weights (init fingerprints differ)"
+    if not al.data_known:
+        return ("no batch fingerprints were recorded in one run and the step-0 losses differ, so the "
+                "batches cannot be matched")
+    return "the runs saw different batches from step 0"
+
+
+def _divergence(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding:
+    var = dep.get("variable")
+    if (dep.get("what") == "update" and dep["loss_rel_diff"] <= dep["tolerance"]
+            and dep["grad_norm_rel_diff"] <= dep["tolerance"]):
+        return Finding(
+            "optimizer_mismatch",
+            f"at step {dep['step']} both runs have the same loss and gradients but apply different updates "
+            f"(first to {var}): the optimizers act differently (momentum, learning-rate schedule, "
+            "clipping, weight decay, or optimizer state).",
+            steps=[dep["step"]], variables=[var] if var else [], evidence=dep, explains=0.9)
+    agree = f"agree up to step {dep['step'] - 1} and " if dep["step"] > int(a.step[al.ia[0]]) else ""
+    what = {"gradient": "the gradient of", "update": "the update of"}.get(dep.get("what", ""), "")
+    where = f", first in {what} {var}" if var else " (in the loss)"
+    return Finding(
+        "divergence",
+        f"the runs {agree}depart at step {dep['step']}{where}: "
+        f"relative differences beyond the measured float noise (tolerance {dep['tolerance']:.2g}).",
+        steps=[dep["step"]], variables=[var] if var else [], evidence=dep, explains=0.5)
+
+
+def _fold_frozen_layer(a: RunData, b: RunData, al: Alignment, fz: Finding,
+                       set_findings: list[Finding]) -> list[Finding]:
+    """A layer frozen with ``trainable = False`` explains both its fixed statistics and its
+    weights that are no longer trained: one finding, the weights as evidence."""
+    fixed = "b" if fz.evidence["state"][0]["changes_in"] == "a" else "a"
+    run, other = (a, b) if fixed == "a" else (b, a)
+    layers = set(fz.layers)
+    flipped = []
+    for va, vb in al.var_pairs:
+        vf, vo = (va, vb) if fixed == "a" else (vb, va)
+        info = run.var_info(vf)
+        if (info.get("layer") in layers and info.get("trainable") is False
+                and other.var_info(vo).get("trainable", True)):
+            flipped.append(run.var_name(vf))
+    if not flipped:
+        return set_findings
+    fz.summary = (f"layer(s) {', '.join(sorted(layers))} are frozen (`trainable = False`) in run {fixed} "
+                  f"('{run.name}') only: their weights ({', '.join(flipped[:4])}) are not trained and, in "
+                  "Keras 3, a frozen BatchNormalization runs in inference mode, so its moving statistics "
+                  "stay fixed.")
+    fz.fix = ("Freeze the same layers in both runs (`layer.trainable = False` before compile/training), or "
+              "unfreeze it in this run.")
+    fz.evidence["not_trainable_in_" + fixed] = flipped
+    fz.explains = 1.0
+    fz.variables = flipped + fz.variables
+    out = []
+    for f in set_findings:
+        if f.kind in ("not_applied", "missing_gradient") and set(f.variables) <= set(flipped):
+            fz.evidence.setdefault("also", []).append(f.summary)
+            continue
+        out.append(f)
+    return out
+
+
+def _fold(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
+    """Attach step-level symptoms to a cause already found; keep the rest."""
+    causes = [f for f in existing if f.kind in _CAUSES and f.severity == "error"]
+    out: list[Finding] = []
+    for f in step_f:
+        if f.kind in _SYMPTOMS and causes:
+            cause = causes[0]
+            cause.evidence.setdefault("step_evidence", []).append({"kind": f.kind, "summary": f.summary,
+                                                                   **f.evidence})
+            cause.steps = sorted(set(cause.steps) | set(f.steps))
+            cause.variables = cause.variables or f.variables
+            cause.explains = max(cause.explains, 1.0)
+            continue
+        if f.kind in ("loss_scale", "gradient_scale"):
+            for g in existing:
+                if g.kind == "non_scalar_loss":
+                    f.evidence["non_scalar_loss"] = g.summary
+                    g.severity = "info"
+        out.append(f)
+    return out
+
+
+def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
+    """Different updates from equal gradients are the symptom of a configuration difference
+    already found (clipnorm vs global_clipnorm, AdamW vs Adam): one finding, the step as evidence."""
+    config = [f for f in existing if f.kind == "optimizer_mismatch" and "differences (a, b)" in f.evidence]
+    if not config:
+        return step_f
+    out = []
+    for f in step_f:
+        if f.kind == "optimizer_mismatch":
+            cause = config[0]
+            cause.evidence.setdefault("step_evidence", []).append({"summary": f.summary, **f.evidence})
+            cause.summary += f" Its effect: {f.summary}"
+            cause.steps = sorted(set(cause.steps) | set(f.steps))
+            cause.variables = cause.variables or f.variables
+            cause.explains = max(cause.explains, f.explains, 1.0)
+            continue
+        out.append(f)
+    return out
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for f in findings:
+        key = (f.kind, f.summary)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
+    serious = [f for f in findings if f.severity in ("error", "warning")
+               and f.kind not in ("init_mismatch", "data_mismatch")]
+    if serious:
+        return "diverged"
+    if not structure_ok or al.aligned_steps == 0:
+        return "not_comparable"
+    if any(f.kind == "data_mismatch" for f in findings):
+        # Equal as far as the same batches go; the rest cannot be judged step by step.
+        for f in findings:
+            if f.kind == "data_mismatch":
+                f.severity = "info"
+    return "equivalent"

@@ -1,0 +1,95 @@
+"""Render a :class:`~gradtrace.compare.findings.Report` for a terminal."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+from gradtrace.compare.findings import Report
+
+_MARK = {"error": "ERROR", "warning": "WARN ", "info": "info "}
+_EXIT = {"equivalent": 0, "diverged": 1, "not_comparable": 1}
+
+
+def exit_code(report: Report | dict[str, Any]) -> int:
+    """0 equivalent, 1 diverged (or not comparable): usable in CI."""
+    verdict = report["verdict"] if isinstance(report, dict) else report.verdict
+    return _EXIT[verdict]
+
+
+def to_json(report: Report | dict[str, Any]) -> str:
+    """The report document as indented JSON (NaN/Inf as strings)."""
+    d = report if isinstance(report, dict) else report.to_dict()
+    return json.dumps(d, indent=2, allow_nan=False)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        items = [_fmt(x) for x in list(v)[:6]]
+        return "[" + ", ".join(items) + (", ..." if len(v) > 6 else "") + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in list(v.items())[:6]) + "}"
+    return str(v)
+
+
+def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> str:
+    """The human summary: verdict, first divergent step, ranked findings with evidence and fix.
+
+    Accepts a :class:`Report` or its JSON document (as returned by the REST API).
+    """
+    d = report if isinstance(report, dict) else report.to_dict()
+    lines = []
+    a, b = d["a"], d["b"]
+    if b:
+        lines.append(f"compare  a = {a['name']} ({a['id']}, {a['steps']} steps)")
+        lines.append(f"         b = {b['name']} ({b['id']}, {b['steps']} steps)")
+    else:
+        lines.append(f"check  {a['name']} ({a['id']}, {a['steps']} steps)")
+    lines.append("")
+    if b:
+        lines.append(f"verdict: {d['verdict'].upper()}")
+    else:
+        ok = d["verdict"] == "equivalent"
+        lines.append("result: " + ("OK (no single-run findings)" if ok else "FINDINGS (exit code 1)"))
+    if d["first_divergent_step"] is not None:
+        lines.append(f"first divergent step: {d['first_divergent_step']}")
+    if b:
+        lines.append(f"aligned steps: {d['aligned_steps']}")
+    noise = d.get("noise") or {}
+    if noise.get("step0_rel_tolerance") is not None:
+        obs = noise.get("step0_loss_rel_diff")
+        lines.append(
+            f"float noise: step-0 tolerance {noise['step0_rel_tolerance']:.2g} (relative, {noise['how']})"
+            + (f"; observed step-0 loss difference {obs:.2g}" if isinstance(obs, float) else ""))
+    lines.append("")
+    if not d["findings"]:
+        lines.append("no findings.")
+    for i, f in enumerate(d["findings"], 1):
+        if f["severity"] == "info" and not verbose and d["verdict"] != "equivalent":
+            continue
+        lines.append(f"{i}. [{_MARK[f['severity']]}] {f['kind']}")
+        lines += textwrap.wrap(f["summary"], 96, initial_indent="   ", subsequent_indent="   ")
+        if f["layers"]:
+            lines.append("   layers: " + ", ".join(f["layers"][:8]))
+        if f["variables"]:
+            lines.append("   variables: " + ", ".join(f["variables"][:8]))
+        shown = 0
+        for k, v in f["evidence"].items():
+            if k in ("step0_variables", "step_evidence") and not verbose:
+                continue
+            lines.append(f"   - {k}: {_fmt(v)}")
+            shown += 1
+            if shown >= (20 if verbose else 6):
+                break
+        lines += textwrap.wrap("fix: " + (f["fix"] or ""), 96, initial_indent="   ", subsequent_indent="        ")
+        lines.append("")
+    if d["skipped"] and b:
+        why: dict[str, list[str]] = {}
+        for s in d["skipped"]:
+            why.setdefault(s["why"], []).append(s["check"])
+        for reason, checks in why.items():
+            lines.append(f"skipped ({reason}): {', '.join(checks)}")
+    return "\n".join(lines).rstrip() + "\n"
