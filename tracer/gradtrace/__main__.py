@@ -1,0 +1,5 @@
+import sys
+
+from gradtrace.cli import main
+
+sys.exit(main())
