@@ -1,0 +1,1 @@
+"""The REST API routers (``/api/v1/...``) and their shared dependencies."""
