@@ -1,0 +1,633 @@
+# ruff: noqa: B905  (zip(grads, variables) exactly as users write it)
+"""Training scripts as users write them, in pairs that should (or should not) be the same.
+
+Each function is one small training run (10-24 optimizer steps on real data);
+the test harness runs it inside ``gradtrace.trace``. Both scripts of a pair
+seed Keras identically, so they start from the same weights and see the same
+batches unless the user's mistake is exactly that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import data
+
+BATCH = 32
+STEPS = 8
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def _mlp(inputs: int, outputs: int, activation: str | None = None, seed: int = 7, hidden: int = 32):
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((inputs,)),
+        keras.layers.Dense(hidden, activation="relu"),
+        keras.layers.Dense(hidden // 2, activation="relu"),
+        keras.layers.Dense(outputs, activation=activation),
+    ])
+
+
+def _bn_dropout_net(inputs: int, outputs: int, seed: int = 11):
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((inputs,)),
+        keras.layers.Dense(32),
+        keras.layers.BatchNormalization(),
+        keras.layers.Activation("relu"),
+        keras.layers.Dropout(0.3),
+        keras.layers.Dense(outputs),
+    ])
+
+
+def _digits_slice(steps: int = STEPS):
+    x, y = data.digits()
+    n = steps * BATCH
+    return x[:n], y[:n]
+
+
+# --- seed 002: fit(mse) vs a hand-written sum/batch -----------------------------------
+
+def fit_mse_sgd():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=["accuracy"])
+    model.fit(x, np.eye(10, dtype="float32")[y], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_sum_over_batch_sgd(optimizer: str = "sgd"):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.05) if optimizer == "sgd" else keras.optimizers.Adam(1e-3)
+    acc = keras.metrics.Accuracy()
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            out = model(xb, training=True)
+            loss = tf.reduce_sum(tf.square(out - tf.one_hot(yb, 10))) / BATCH
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return out
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        out = train_step(xb, yb)
+        acc.update_state(yb, tf.argmax(out, axis=1))
+
+
+def fit_mse_adam():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.fit(x, np.eye(10, dtype="float32")[y], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_sum_over_batch_adam():
+    tape_sum_over_batch_sgd("adam")
+
+
+# --- seeds 000/003: BatchNormalization and Dropout outside training mode ---------------
+
+def fit_bn_dropout():
+    keras = _keras()
+    x, y = data.classification()
+    model = _bn_dropout_net(20, 2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[: STEPS * BATCH], y[: STEPS * BATCH], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_bn_dropout_no_training_flag():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.classification()
+    model = _bn_dropout_net(20, 2)
+    opt = keras.optimizers.Adam(1e-2)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            logits = model(tf.stop_gradient(xb))  # training= forgotten
+            loss = loss_fn(yb, logits)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def tape_bn_dropout_training(run_eagerly: bool = True):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.classification()
+    model = _bn_dropout_net(20, 2)
+    opt = keras.optimizers.Adam(1e-2)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    step = step if run_eagerly else tf.function(step)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def fit_bn_dropout_xla():
+    keras = _keras()
+    x, y = data.classification()
+    model = _bn_dropout_net(20, 2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[: STEPS * BATCH], y[: STEPS * BATCH], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+# --- equivalent pairs ------------------------------------------------------------------
+
+def fit_digits_sgd_sparse():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_digits_sgd_sparse():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)
+
+
+def _iris_tape(use_function: bool):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, hidden=16)
+    opt = keras.optimizers.Adam(0.01)
+
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            logits = model(xb, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    if use_function:
+        train_step = tf.function(train_step)
+    for xb, yb in data.batches(x, y, 16, 16):
+        train_step(xb, yb)
+
+
+def iris_eager():
+    _iris_tape(False)
+
+
+def iris_tf_function():
+    _iris_tape(True)
+
+
+def _fit_classification(jit: bool):
+    keras = _keras()
+    x, y = data.classification()
+    model = _mlp(20, 1, activation="sigmoid", seed=5)
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss="binary_crossentropy", jit_compile=jit)
+    n = STEPS * BATCH
+    model.fit(x[:n], y[:n].reshape(-1, 1).astype("float32"), batch_size=BATCH, epochs=1, shuffle=False,
+              verbose=0)
+
+
+def fit_no_xla():
+    _fit_classification(False)
+
+
+def fit_xla():
+    _fit_classification(True)
+
+
+def custom_train_step_fit():
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class Classifier(keras.Model):
+        def train_step(self, data_):
+            xb, yb = data_
+            with tf.GradientTape() as tape:
+                logits = self(xb, training=True)
+                loss = self.compute_loss(x=xb, y=yb, y_pred=logits)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((64,))
+    h = keras.layers.Dense(32, activation="relu")(inputs)
+    h = keras.layers.Dense(16, activation="relu")(h)
+    model = Classifier(inputs, keras.layers.Dense(10)(h))
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def plain_fit_functional():
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((64,))
+    h = keras.layers.Dense(32, activation="relu")(inputs)
+    h = keras.layers.Dense(16, activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def _initial_weights(shapes):
+    rng = np.random.default_rng(21)
+    return [rng.normal(0, 0.2, s).astype("float32") for s in shapes]
+
+
+def _fit_flavour(lib):
+    x, y = _digits_slice()
+    model = lib.Sequential([lib.layers.Dense(24, activation="tanh", input_shape=(64,)), lib.layers.Dense(10)])
+    model.set_weights(_initial_weights([w.shape for w in model.get_weights()]))
+    model.compile(optimizer=lib.optimizers.SGD(0.05),
+                  loss=lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_keras3():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # input_shape= on a layer: written as tf-keras users do
+        _fit_flavour(_keras())
+
+
+def fit_tf_keras():
+    import tf_keras
+
+    _fit_flavour(tf_keras)
+
+
+# --- seed 001: a tf.function-wrapped loss with targets that do not sum to 1 ---------------
+
+def _seed001(decorated: bool):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.iris()
+    weights = tf.constant([1.0, 1.0, 0.1])[tf.newaxis, :]
+
+    def customloss(y_true, y_pred):
+        y_true_one_hot = tf.one_hot(tf.cast(y_true, tf.uint8), 3)
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(y_true_one_hot * weights, y_pred))
+
+    loss_fn = tf.function(customloss) if decorated else customloss
+    keras.utils.set_random_seed(42)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    opt = keras.optimizers.RMSprop(1e-2)
+    for xb, yb in data.batches(x, y, 25, 12):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def loss_plain():
+    _seed001(False)
+
+
+def loss_decorated():
+    _seed001(True)
+
+
+# --- other mistakes ----------------------------------------------------------------------
+
+def _l2_net():
+    keras = _keras()
+    keras.utils.set_random_seed(3)
+    reg = keras.regularizers.L2(1e-2)
+    return keras.Sequential([
+        keras.Input((10,)),
+        keras.layers.Dense(16, activation="relu", kernel_regularizer=reg),
+        keras.layers.Dense(1, kernel_regularizer=reg),
+    ])
+
+
+def fit_l2():
+    keras = _keras()
+    x, y = data.regression()
+    model = _l2_net()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.fit(x[: STEPS * BATCH], y[: STEPS * BATCH].reshape(-1, 1), batch_size=BATCH, epochs=1,
+              shuffle=False, verbose=0)
+
+
+def tape_l2_forgotten():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.regression()
+    model = _l2_net()
+    opt = keras.optimizers.SGD(0.01)
+    mse = keras.losses.MeanSquaredError()
+    for xb, yb in data.batches(x, y.reshape(-1, 1), BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            loss = mse(yb, model(xb, training=True))  # + sum(model.losses) forgotten
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def fit_regression_mse():
+    keras = _keras()
+    x, y = data.regression()
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.fit(x[: STEPS * BATCH], y[: STEPS * BATCH], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_regression_broadcast():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.regression()
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam(1e-2)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            pred = model(xb, training=True)  # (32, 1) against labels (32,)
+            loss = tf.reduce_mean(tf.square(yb - pred))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def fit_class_weight(weighted: bool = True):
+    keras = _keras()
+    x, y = data.classification(classes=2)
+    model = _mlp(20, 2, seed=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n = STEPS * BATCH
+    model.fit(x[:n], y[:n], batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              class_weight={0: 1.0, 1: 4.0} if weighted else None)
+
+
+def fit_unweighted():
+    fit_class_weight(False)
+
+
+def fit_metric_sparse():
+    _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, activation="softmax", hidden=16)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:144], y[:144], batch_size=16, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_metric_onehot():
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, activation="softmax", hidden=16)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:144], keras.utils.to_categorical(y[:144], 3), batch_size=16, epochs=1, shuffle=False,
+              verbose=0)
+
+
+def tape_optimizer_each_step():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, 5):
+        opt = keras.optimizers.Adam(1e-3)  # a new optimizer every step: state and iterations reset
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def fit_digits_adam():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_digits_momentum():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_per_sample_loss():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            logits = model(xb, training=True)
+            loss = keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True)  # (32,)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def tape_clip_per_variable():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads = [tf.clip_by_norm(g, 0.05) for g in grads]
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def tape_head_only():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    head = model.layers[-1]
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, head.trainable_weights)  # only the last layer's weights
+        opt.apply_gradients(zip(grads, head.trainable_weights))
+
+
+def tape_numpy_roundtrip():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    hidden, head = model.layers[:2], model.layers[2]
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            h = xb
+            for layer in hidden:
+                h = layer(h, training=True)
+            h = tf.constant(np.asarray(h))  # numpy round trip: the tape loses the first layers
+            loss = loss_fn(yb, head(h, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+
+
+def tape_log_of_linear():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.regression()
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam(1e-2)
+    y = np.abs(y).reshape(-1, 1)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            pred = model(xb, training=True)
+            loss = tf.reduce_mean(tf.square(tf.math.log(1.0 + pred) - tf.math.log(1.0 + yb)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def fit_msle():
+    keras = _keras()
+    x, y = data.regression()
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="msle")
+    n = STEPS * BATCH
+    model.fit(x[:n], np.abs(y[:n]).reshape(-1, 1), batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_other_seed():
+    keras = _keras()
+    x, y = data.digits()
+    rng = np.random.default_rng(5)
+    order = rng.permutation(len(x))[: STEPS * BATCH]
+    keras.utils.set_random_seed(99)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[order], y[order], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_zeroed_gradients():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    frozen = {id(v) for v in model.layers[0].trainable_variables}  # "freeze" the first layer
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads = [tf.zeros_like(g) if id(v) in frozen else g for g, v in zip(grads, model.trainable_variables)]
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def _separable():
+    x, y = data.iris()
+    return x * 4.0, (y == 0).astype("float32").reshape(-1, 1)
+
+
+def _logistic():
+    keras = _keras()
+    keras.utils.set_random_seed(1)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+
+
+def fit_bce_saturating():
+    keras = _keras()
+    x, y = _separable()
+    model = _logistic()
+    model.compile(optimizer=keras.optimizers.SGD(5.0), loss="binary_crossentropy")
+    model.fit(x[:120], y[:120], batch_size=10, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_hand_log_loss():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _separable()
+    model = _logistic()
+    opt = keras.optimizers.SGD(5.0)
+    for xb, yb in data.batches(x, y, 10, 12):
+        with tf.GradientTape() as tape:
+            p = model(xb, training=True)
+            loss = -tf.reduce_mean(yb * tf.math.log(p) + (1 - yb) * tf.math.log(1 - p))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def tape_bn_frozen():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.classification()
+    model = _bn_dropout_net(20, 2)
+    model.layers[1].trainable = False  # a fine-tuning habit: freeze BatchNormalization
+    opt = keras.optimizers.Adam(1e-2)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))

@@ -1,0 +1,91 @@
+"""Real pairs of training scripts through the tracer and the comparator: verdict and top finding."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import scripts as s
+
+# (id, run a, run b, verdict, top finding kind or None)
+CASES = [
+    # seed 002: Keras mse (mean over 10 outputs) vs reduce_sum(square)/batch
+    ("seed002_mse_vs_sum_sgd", s.fit_mse_sgd, s.tape_sum_over_batch_sgd, "diverged", "loss_scale"),
+    ("seed002_mse_vs_sum_adam", s.fit_mse_adam, s.tape_sum_over_batch_adam, "diverged", "loss_scale"),
+    # seeds 000/003: BN + Dropout called without training=True in the tape
+    ("seed003_training_flag", s.fit_bn_dropout, s.tape_bn_dropout_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("bn_frozen_in_one_run", s.tape_bn_dropout_training, s.tape_bn_frozen, "diverged", "frozen_state"),
+    # seed 001: equal loss, gradients differ
+    ("seed001_tf_function_loss", s.loss_plain, s.loss_decorated, "diverged", "gradient_mismatch"),
+    ("per_sample_loss_vector", s.fit_digits_sgd_sparse, s.tape_per_sample_loss, "diverged", "loss_scale"),
+    ("l2_forgotten", s.fit_l2, s.tape_l2_forgotten, "diverged", "regularization_mismatch"),
+    ("label_broadcast", s.fit_regression_mse, s.tape_regression_broadcast, "diverged", "shape_broadcast"),
+    ("class_weight_one_run", s.fit_class_weight, s.fit_unweighted, "diverged", "sample_weighting"),
+    ("accuracy_resolves_differently", s.fit_metric_sparse, s.fit_metric_onehot, "diverged", "metric_mismatch"),
+    ("optimizer_recreated", s.fit_digits_adam, s.tape_optimizer_each_step, "diverged", "optimizer_mismatch"),
+    ("momentum_differs", s.fit_digits_sgd_sparse, s.fit_digits_momentum, "diverged", "optimizer_mismatch"),
+    ("clip_per_variable", s.fit_digits_sgd_sparse, s.tape_clip_per_variable, "diverged", "gradient_scale"),
+    ("head_only_differentiated", s.fit_digits_sgd_sparse, s.tape_head_only, "diverged", "missing_gradient"),
+    ("frozen_by_zeroed_gradients", s.fit_digits_sgd_sparse, s.tape_zeroed_gradients, "diverged", "not_applied"),
+    ("numpy_roundtrip", s.fit_digits_sgd_sparse, s.tape_numpy_roundtrip, "diverged", "missing_gradient"),
+    ("msle_by_hand", s.fit_msle, s.tape_log_of_linear, "diverged", "gradient_mismatch"),
+    ("hand_log_loss_saturates", s.fit_bce_saturating, s.tape_hand_log_loss, "diverged", "numerics"),
+    ("other_seed_and_order", s.fit_digits_sgd_sparse, s.fit_other_seed, "not_comparable", None),
+    # equivalent: the same training written two correct ways
+    ("eq_fit_vs_tape", s.fit_digits_sgd_sparse, s.tape_digits_sgd_sparse, "equivalent", None),
+    ("eq_eager_vs_tf_function", s.iris_eager, s.iris_tf_function, "equivalent", None),
+    ("eq_xla_vs_not", s.fit_no_xla, s.fit_xla, "equivalent", None),
+    ("eq_train_step_vs_fit", s.plain_fit_functional, s.custom_train_step_fit, "equivalent", None),
+    ("eq_keras3_vs_tf_keras", s.fit_keras3, s.fit_tf_keras, "equivalent", None),
+    ("eq_bn_dropout_eager_vs_function", s.tape_bn_dropout_training, s.fit_bn_dropout, "equivalent", None),
+    ("eq_dropout_xla_not_bit_comparable", s.fit_bn_dropout_xla, s.tape_bn_dropout_training, "equivalent", None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_case(traced, case):
+    from gradtrace.compare import compare, render_text
+
+    _id, fa, fb, verdict, top = case
+    a, b = traced.run(fa), traced.run(fb)
+    store = traced.store()
+    try:
+        report = compare(store, a, b, project="cases")
+    finally:
+        store.close()
+    text = render_text(report, verbose=True)
+    assert report.verdict == verdict, text
+    if top is not None:
+        assert report.findings and report.findings[0].kind == top, text
+    if verdict == "equivalent":
+        assert all(f.severity == "info" for f in report.findings), text
+
+
+CHECKS = [
+    ("per_sample_vector", s.tape_per_sample_loss, "diverged", "non_scalar_loss"),
+    ("no_training_flag", s.tape_bn_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
+    ("nan_after_saturation", s.tape_hand_log_loss, "diverged", "numerics"),
+    ("clean_fit", s.fit_digits_sgd_sparse, "equivalent", None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CHECKS, ids=[c[0] for c in CHECKS])
+def test_check(traced, case):
+    """`gradtrace check RUN`: single-run findings of the same engine."""
+    from gradtrace.compare import check, render_text
+
+    _id, fn, verdict, top = case
+    name = traced.run(fn)
+    store = traced.store()
+    try:
+        report = check(store, name, project="cases")
+    finally:
+        store.close()
+    text = render_text(report, verbose=True)
+    assert report.verdict == verdict, text
+    if top is None:
+        assert not report.findings, text
+    else:
+        assert report.findings[0].kind == top, text

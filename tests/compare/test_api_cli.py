@@ -1,0 +1,167 @@
+"""GET /api/v1/compare on a real uvicorn (SQLite and PostgreSQL) and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from gradtrace.compare import compare
+from gradtrace.schema import Batch
+from gradtrace.store import open_store
+
+from . import synth
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN = os.environ.get("GRADTRACE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _ingest(store, name, **kw):
+    captured = {}
+    orig = synth.from_records
+
+    def grab(info, recs):
+        captured["info"], captured["recs"] = info, recs
+        return orig(info, recs)
+
+    synth.from_records = grab
+    try:
+        synth.make_run(name, **kw)
+    finally:
+        synth.from_records = orig
+    store.ingest(Batch(batch_id=f"b-{name}-{uuid.uuid4().hex[:6]}", run=captured["info"], steps=captured["recs"]))
+
+
+def _fill(url: str) -> None:
+    store = open_store(url)
+    _ingest(store, "fit")
+    _ingest(store, "loop", loss_factor=10.0, update_factor=10.0)
+    _ingest(store, "same", name_offset=3)
+    store.close()
+
+
+def _pg_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request, tmp_path_factory):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('cmp') / 'c.db'}"
+        _fill(url)
+        yield url
+        return
+    if not _pg_up():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not running")
+    import psycopg
+
+    name = f"gt_compare_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    try:
+        s = open_store(url, check_schema=False)
+        s.upgrade()
+        s.close()
+        _fill(url)
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def server(db):
+    import uvicorn
+    from gradtrace_server.app import create_app
+    from gradtrace_server.config import Settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(Settings(db=db, port=port, access_log=False))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert t.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+
+
+def test_rest_matches_engine(server, db):
+    r = httpx.get(f"{server}/api/v1/compare", params={"a": "fit", "b": "loop", "project": "t"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    store = open_store(db)
+    direct = compare(store, "fit", "loop", project="t").to_dict()
+    store.close()
+    assert doc["verdict"] == direct["verdict"] == "diverged"
+    assert doc["findings"][0]["kind"] == "loss_scale"
+    assert doc["findings"] == direct["findings"]
+    assert doc["findings"][0]["evidence"]["factor"] == pytest.approx(0.1)
+    eq = httpx.get(f"{server}/api/v1/compare", params={"a": "fit", "b": "same"}).json()
+    assert eq["verdict"] == "equivalent" and eq["first_divergent_step"] is None
+
+
+def test_rest_errors_name_the_field(server):
+    r = httpx.get(f"{server}/api/v1/compare", params={"a": "fit", "b": "nope"})
+    assert r.status_code == 404 and "query.b" in r.text
+    r = httpx.get(f"{server}/api/v1/compare", params={"a": "fit"})
+    assert r.status_code == 422 and "b" in r.text
+    r = httpx.get(f"{server}/api/v1/runs/nope/check")
+    assert r.status_code == 404
+
+
+def test_rest_check_and_catalogue(server):
+    r = httpx.get(f"{server}/api/v1/runs/loop/check")
+    assert r.status_code == 200 and r.json()["b"] is None
+    cat = httpx.get(f"{server}/api/v1/compare/catalogue").json()
+    assert {"loss_scale", "training_mode_mismatch", "non_scalar_loss"} <= {k["kind"] for k in cat}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("tracer", "server", "."))}
+    return subprocess.run([sys.executable, "-m", "gradtrace", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_cli_exit_codes_and_json(server, db):
+    p = _cli("compare", "fit", "loop", "--db", db, "--json")
+    assert p.returncode == 1, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["findings"][0]["kind"] == "loss_scale"
+    p = _cli("compare", "fit", "same", "--db", db)
+    assert p.returncode == 0 and "EQUIVALENT" in p.stdout, p.stdout + p.stderr
+    p = _cli("compare", "fit", "missing-run", "--db", db)
+    assert p.returncode == 2 and "missing-run" in p.stderr
+    p = _cli("compare", "fit", "loop", "--server", server, "--json")
+    assert p.returncode == 1 and json.loads(p.stdout)["findings"] == doc["findings"]
+    p = _cli("compare", "fit", "loop", "--server", "http://127.0.0.1:9")
+    assert p.returncode == 2 and "cannot reach" in p.stderr
+    p = _cli("check", "loop", "--db", db)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_cli_text_report_and_no_tensorflow(db):
+    p = _cli("compare", "fit", "loop", "--db", db)
+    assert "verdict: DIVERGED" in p.stdout and "loss_scale" in p.stdout and "fix:" in p.stdout
+    code = ("import sys, gradtrace.compare, gradtrace._cli_compare, gradtrace.compare.reader; "
+            "assert 'tensorflow' not in sys.modules and 'fastapi' not in sys.modules")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("tracer", "server", "."))}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

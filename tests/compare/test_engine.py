@@ -1,0 +1,287 @@
+"""Each detector on synthetic runs (no TensorFlow, no database)."""
+
+from __future__ import annotations
+
+import pytest
+from gradtrace.compare import check_run, compare_runs
+from gradtrace.compare.catalogue import CATALOGUE
+
+from .synth import make_run
+
+
+def kinds(report):
+    return [f.kind for f in report.findings]
+
+
+def top(report):
+    return report.findings[0].kind if report.findings else None
+
+
+def test_identical_runs_equivalent_despite_names():
+    r = compare_runs(make_run("a"), make_run("b", name_offset=7))
+    assert r.verdict == "equivalent", r.to_dict()
+    assert r.aligned_steps == 6
+    assert r.first_divergent_step is None
+    assert all(f.severity == "info" for f in r.findings)
+
+
+def test_float_noise_is_tolerated_but_a_real_gap_is_not():
+    r = compare_runs(make_run("a"), make_run("b", seed=1, noise=1e-7))
+    assert r.verdict == "equivalent", r.to_dict()
+    r = compare_runs(make_run("a"), make_run("b", seed=1, noise=1e-3))
+    assert r.verdict == "diverged"
+
+
+def test_loss_scale_names_the_outputs_and_sgd_effect():
+    r = compare_runs(make_run("a"), make_run("b", loss_factor=3.0, update_factor=3.0))
+    assert r.verdict == "diverged"
+    f = r.findings[0]
+    assert f.kind == "loss_scale"
+    assert f.evidence["factor"] == pytest.approx(1 / 3, rel=1e-6)
+    assert "outputs" in f.evidence["matches"]
+    assert "passes the factor on" in f.summary
+    assert r.first_divergent_step == 0
+
+
+def test_loss_scale_batch_and_adam_normalises():
+    r = compare_runs(make_run("a", loss_factor=32.0, update_factor=1.0001), make_run("b"))
+    f = r.findings[0]
+    assert f.kind == "loss_scale" and "batch size" in f.evidence["matches"]
+    assert "x1" in f.summary and "away" in f.summary or "absorbs" in f.summary
+
+
+def test_gradient_scale_replicas_and_clipping():
+    r = compare_runs(make_run("a"), make_run("b", grad_factors=[2.0] * 4, meta={"replicas": 2}))
+    assert top(r) == "gradient_scale" and "replica" in r.findings[0].evidence["matches"]
+    r = compare_runs(make_run("a"), make_run("b", grad_factors=[1.0, 0.5, 0.8, 1.0]))
+    assert top(r) == "gradient_scale" and "clip" in r.findings[0].summary
+
+
+def test_gradient_mismatch_equal_loss_rotated_gradients():
+    r = compare_runs(make_run("a"), make_run("b", rotate=[0, 2]))
+    assert top(r) == "gradient_mismatch"
+    assert r.findings[0].variables
+
+
+def test_regularization_gap():
+    r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
+    assert top(r) == "regularization_mismatch"
+
+
+def test_training_mode_is_root_cause_of_frozen_state():
+    r = compare_runs(make_run("fit"), make_run("loop", bn_training=None, state_changes=False, seed=2,
+                                               noise=0.01))
+    assert top(r) == "training_mode_mismatch"
+    assert "frozen_state" not in kinds(r)
+    assert r.findings[0].evidence["frozen_state"]
+    assert r.findings[0].evidence["inference_run"] == "b"
+
+
+def test_frozen_state_alone():
+    r = compare_runs(make_run("a"), make_run("b", state_changes=False))
+    assert top(r) == "frozen_state"
+
+
+def test_missing_gradient_before_not_applied():
+    r = compare_runs(make_run("a"), make_run("b", no_grad=[3]))
+    assert top(r) == "missing_gradient"
+    assert "not_applied" not in kinds(r)
+    r = compare_runs(make_run("a"), make_run("b", not_applied=[1]))
+    assert top(r) == "not_applied"
+
+
+def test_unaligned_runs_still_get_structural_findings_and_list_skips():
+    r = compare_runs(make_run("a"), make_run("b", init="init-1", bn_training=False, state_changes=False))
+    assert top(r) == "training_mode_mismatch"
+    assert r.aligned_steps == 0
+    skipped = {s["check"] for s in r.skipped}
+    assert {"loss_scale", "gradient_mismatch"} <= skipped
+
+
+def test_different_seeds_not_comparable():
+    r = compare_runs(make_run("a"), make_run("b", init="init-1", data_seed=3))
+    assert r.verdict == "not_comparable"
+    assert "init_mismatch" in kinds(r)
+
+
+def test_unaligned_loss_scale_in_distribution():
+    r = compare_runs(make_run("a", steps=20, noise=0.02), make_run("b", steps=20, seed=4, noise=0.02,
+                                                                     loss_factor=3.0, data_seed=2))
+    f = [f for f in r.findings if f.kind == "loss_scale"]
+    assert f and f[0].severity == "warning" and "outputs" in f[0].evidence["matches"]
+
+
+def test_data_mismatch_after_some_steps():
+    a = make_run("a")
+    b = make_run("b")
+    b.x_fp[3:] += 1.0
+    r = compare_runs(a, b)
+    assert r.aligned_steps == 3 and r.verdict == "equivalent"
+
+
+def test_optimizer_config_and_reset():
+    r = compare_runs(make_run("a"), make_run("b", update_factor=2.0,
+                                             meta={"optimizer": {"class": "SGD", "config": {"learning_rate": 0.2}}}))
+    assert top(r) == "optimizer_mismatch"
+    b = make_run("b")
+    b.iterations[:] = 1
+    r = compare_runs(make_run("a"), b)
+    assert "optimizer_mismatch" in kinds(r)
+
+
+def test_metric_and_sample_weights_and_modes():
+    m1 = {"metrics": [{"name": "accuracy", "class": "CategoricalAccuracy"}]}
+    m2 = {"metrics": [{"name": "accuracy", "class": "SparseCategoricalAccuracy"}]}
+    r = compare_runs(make_run("a", meta=m1), make_run("b", meta=m2))
+    assert top(r) == "metric_mismatch" and r.verdict == "diverged"
+    r = compare_runs(make_run("a", meta={"fit": {"class_weight": {"0": 1, "1": 5}}}), make_run("b"))
+    assert "sample_weighting" in kinds(r)
+    r = compare_runs(make_run("a"), make_run("b", step_extra={"mode": "xla"}))
+    assert r.verdict == "equivalent" and kinds(r) == ["execution_mode"]
+
+
+def test_numerics_first_step_and_variable():
+    r = compare_runs(make_run("a"), make_run("b", nan_at=3))
+    f = r.findings[0]
+    assert f.kind == "numerics" and f.steps == [3] and f.variables == ["dense_1/kernel"]
+
+
+def test_shape_broadcast_and_non_scalar_in_one_run():
+    bc = {"broadcasts": [{"op": "sub", "a_shape": [32, 1], "b_shape": [32], "out_shape": [32, 32]}]}
+    r = compare_runs(make_run("a"), make_run("b", step_extra=bc, loss_factor=1.7, rotate=[0]))
+    assert top(r) == "shape_broadcast"
+    r = check_run(make_run("b", step_extra={"target_shape": [32]}))
+    assert top(r) == "non_scalar_loss" and r.verdict == "diverged"
+
+
+def test_divergence_later_step_names_step():
+    r = compare_runs(make_run("a"), make_run("b", diverge_at=4))
+    assert r.first_divergent_step == 4 and top(r) == "divergence"
+
+
+def test_check_clean_run():
+    r = check_run(make_run("a"))
+    assert r.verdict == "equivalent" and not r.findings
+
+
+def test_report_json_roundtrip_and_catalogue():
+    import json
+
+    r = compare_runs(make_run("a"), make_run("b", nan_at=2))
+    doc = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert set(doc) >= {"verdict", "first_divergent_step", "aligned_steps", "findings", "skipped", "noise"}
+    for f in doc["findings"]:
+        assert f["kind"] in CATALOGUE
+        assert set(f) == {"kind", "severity", "summary", "steps", "layers", "variables", "evidence", "fix"}
+
+
+def test_missing_fingerprints_aligned_by_equal_step0_loss():
+    a, b = make_run("a"), make_run("b")
+    b.x_fp[:] = float("nan")
+    b.y_fp[:] = float("nan")
+    r = compare_runs(a, b)
+    assert r.verdict == "equivalent" and r.aligned_steps == 6
+    assert "equal step-0 loss" in r.noise["data_alignment"]
+    c = make_run("c", loss_factor=3.0, update_factor=3.0)
+    c.x_fp[:] = float("nan")
+    c.y_fp[:] = float("nan")
+    r = compare_runs(a, c)
+    assert r.aligned_steps == 0 and any(f.kind == "loss_scale" for f in r.findings)
+
+
+def test_negligible_gradient_before_batchnorm_is_not_a_mismatch():
+    a, b = make_run("a"), make_run("b")
+    for run, val in ((a, 1e-9), (b, 3e-9)):
+        run.norm[:, 1] = val  # a bias whose gradient is zero up to rounding
+    r = compare_runs(a, b)
+    assert r.verdict == "equivalent", r.to_dict()
+
+
+def test_loss_scale_optimizer_in_one_run_only():
+    lso = {"optimizer": {"class": "LossScaleOptimizer", "config": {}}, "dtype_policy": "mixed_float16"}
+    r = compare_runs(make_run("a", meta=lso), make_run("b", meta={"dtype_policy": "mixed_float16"}))
+    assert top(r) == "loss_scaling"
+    assert "optimizer_mismatch" not in kinds(r)
+
+
+def test_run_without_steps_claims_nothing_about_variables():
+    r = compare_runs(make_run("a", steps=0), make_run("b"))
+    assert "not_applied" not in kinds(r) and "missing_gradient" not in kinds(r)
+    assert r.verdict == "not_comparable"
+
+
+def test_statistics_cadence_steps_are_not_recorded_not_differences():
+    """The tracer records per-variable statistics on some steps only (its cadence, which can
+    differ between two runs): a step without them is "not recorded" on that side."""
+    full = make_run("a", steps=20)
+    sparse = make_run("b", steps=20, stats_every=4)
+    assert not sparse.stats[5] and sparse.stats[4]
+    r = compare_runs(full, sparse)
+    assert r.verdict == "equivalent", r.to_dict()
+    assert check_run(sparse).verdict == "equivalent"
+    # a real departure on a step where only one run has statistics is still found, by the loss
+    r = compare_runs(full, make_run("b", steps=20, stats_every=4, diverge_at=13))
+    assert r.verdict == "diverged" and r.first_divergent_step == 13, r.to_dict()
+
+
+def _alternating(run, iterations):
+    """Two optimizers in turn (a GAN): disjoint gradient sets, interleaved iteration counters."""
+    import numpy as np
+
+    run.iterations = np.array(iterations, dtype=float)
+    for i in range(run.grad.shape[0]):
+        run.grad[i] = [1, 1, 0, 0] if i % 2 == 0 else [0, 0, 1, 1]
+    return run
+
+
+def test_two_optimizers_in_turn_are_not_a_reset():
+    from gradtrace.compare.detect_run import iteration_resets, update_steps
+
+    gan = _alternating(make_run("gan", steps=6), [1, 1, 2, 2, 3, 3])
+    assert iteration_resets(gan, update_steps(gan)) == []
+    # the second optimizer re-created every step: its counter stays at 1
+    bad = _alternating(make_run("gan", steps=6), [1, 1, 2, 1, 3, 1])
+    assert iteration_resets(bad, update_steps(bad)) == [3, 5]
+    # one optimizer whose counter repeats is still a reset
+    one = make_run("one", steps=6)
+    one.iterations = one.iterations * 0 + 1
+    assert iteration_resets(one, update_steps(one)) == [1, 2, 3, 4, 5]
+
+
+def test_zero_gradient_left_unchanged_is_not_not_applied():
+    """A gradient that is exactly zero (a LayerNorm beta cancelling in a Subtract) moves nothing."""
+    from gradtrace.compare.data import from_records
+    from gradtrace.schema import RunInfo, StepRecord, VariableInfo, VarStep
+
+    info = RunInfo(run_id="z", name="z", variables=[VariableInfo(index=i, name=f"v{i}") for i in range(2)])
+    steps = [StepRecord(step=k, loss=1.0 / (k + 1), iterations=k + 1, vars=[
+        VarStep(v=0, grad=True, norm=0.5, applied=True, update_norm=0.1),
+        VarStep(v=1, grad=True, norm=0.0, applied=False, update_norm=0.0)]) for k in range(4)]
+    assert check_run(from_records(info, steps)).verdict == "equivalent"
+    steps[2].vars[1] = VarStep(v=1, grad=True, norm=0.3, applied=False, update_norm=0.0)
+    r = check_run(from_records(info, steps))
+    assert top(r) == "not_applied" and r.first_divergent_step == 2, r.to_dict()
+
+
+def test_clipnorm_vs_global_clipnorm_is_one_config_finding_with_step_evidence():
+    def opt(clip, gclip, wd):
+        return {"optimizer": {"class": "SGD", "config": {"learning_rate": 0.1, "clipnorm": clip,
+                                                          "global_clipnorm": gclip, "weight_decay": wd}}}
+
+    r = compare_runs(make_run("a", meta=opt(0.05, None, None)),
+                     make_run("b", meta=opt(None, 0.05, 0.0), update_factor=1.7))
+    assert r.verdict == "diverged"
+    assert kinds(r).count("optimizer_mismatch") == 1, r.to_dict()
+    f = r.findings[0]
+    assert f.kind == "optimizer_mismatch" and f.explains == 1.0
+    assert set(f.evidence["differences (a, b)"]) == {"clipnorm", "global_clipnorm"}  # weight_decay None == 0
+    assert "clipnorm: 0.05 vs None" in f.fix and f.evidence["step_evidence"], f.to_dict()
+
+
+def test_unmatched_loss_factor_names_the_weights_it_could_come_from():
+    r = compare_runs(make_run("a"), make_run("b", loss_factor=1.37, meta={"fit": {"sample_weight": True}}))
+    ls = [f for f in r.findings if f.kind == "loss_scale"]
+    assert ls and ls[0].evidence["matches"] is None, r.to_dict()
+    assert any("run b weights its samples" in h for h in ls[0].evidence["hints"]), ls[0].to_dict()
+    plain = compare_runs(make_run("a"), make_run("b", loss_factor=1.37))
+    assert next(f for f in plain.findings if f.kind == "loss_scale").evidence["hints"] == []

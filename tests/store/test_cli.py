@@ -1,0 +1,99 @@
+"""`gradtrace runs`, `show` and `db`, run in-process against real databases."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from gradtrace.cli import main
+from gradtrace.schema import Batch, RunInfo, StateStep, StepRecord, VariableInfo, VarStep
+from gradtrace.store import open_store
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "cli.db")
+    s = open_store(path)
+    info = RunInfo(run_id="0123456789abcdef", name="fit", project="digits", status="finished",
+                   variables=[VariableInfo(index=i, name=f"w{i}") for i in range(3)])
+    s.ingest(Batch(batch_id="b1", run=info, steps=[
+        StepRecord(step=i, loss=float("nan") if i == 2 else 1.0 / (i + 1), lr=0.01,
+                   modes={"batch_normalization": True, "dropout": False},
+                   vars=[VarStep(v=v, norm=3.0, applied=v != 1, nonfinite=4 if i == 2 else 0) for v in range(3)],
+                   state=[StateStep(v=3, changed=True), StateStep(v=4, changed=True, rng=True)])
+        for i in range(6)
+    ]))
+    s.ingest(Batch(batch_id="b2", run=RunInfo(run_id="fedcba9876543210", name="tape-loop", project="digits"),
+                   steps=[StepRecord(step=0, loss=0.5)]))
+    s.close()
+    return path
+
+
+def test_runs_table_and_json(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "fit" in out and "tape-loop" in out and "finished" in out and "NAME" in out
+    assert main(["runs", "--db", db, "--json", "--project", "digits"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert {r["name"]: r["num_steps"] for r in runs} == {"fit": 6, "tape-loop": 1}
+
+
+def test_show_prints_the_per_step_table(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "fit", "--db", db, "--steps", "1:4"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("STEP"))
+    rows = [line.split() for line in lines[header + 2 :]]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    step2 = rows[1]
+    assert step2[1] == "nan"  # the loss, as recorded
+    assert "3/3" in step2 and "12" in step2  # 3 grads of 3 variables, 4 non-finite x 3
+    assert f"{math.sqrt(27):.5g}" in step2  # global norm over the three variables
+    assert "train 1, infer 1" in out
+    # applied 2 (v1 was not applied), state 1 (the RNG state change is not counted)
+    assert step2[5:7] == ["2", "1"]
+
+
+def test_show_json_keeps_nan_as_string(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "0123", "--db", db, "--json", "--vars", "0"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["run"]["name"] == "fit" and len(doc["steps"]) == 6
+    assert doc["steps"][2]["loss"] == "NaN"
+    assert [v["v"] for v in doc["steps"][0]["vars"]] == [0]
+
+
+def test_errors_say_what_to_do(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "fitt", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert "no run 'fitt'" in err and "did you mean: fit" in err and "gradtrace runs" in err
+    assert main(["show", "fit", "--db", db, "--steps", "5:2"]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert main(["runs", "--db", str(tmp_path / "missing.db")]) == 2
+    assert "run a traced script first" in capsys.readouterr().err
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("runs", "show", "db"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "Examples:" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_db_upgrade_current_check(pg_databases, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    url = pg_databases.create()
+    assert main(["db", "check", "--db", url]) == 2
+    assert f"gradtrace db upgrade --db {url}" in capsys.readouterr().err
+    assert main(["runs", "--db", url]) == 2
+    assert "gradtrace db upgrade --db" in capsys.readouterr().err
+    assert main(["db", "upgrade", "--db", url]) == 0
+    assert "upgraded (empty) -> " in capsys.readouterr().out
+    assert main(["db", "current", "--db", url]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(["db", "check", "--db", url]) == 0
+    assert main(["runs", "--db", url]) == 0
+    assert "no runs" in capsys.readouterr().out

@@ -1,0 +1,174 @@
+"""Realistic training scripts through the tracer and the comparator.
+
+For every script: it runs unchanged under ``gradtrace.trace`` with bit-identical
+weights, one step is recorded per optimizer call, no tracer warning or partial
+flag, and ``check`` finds nothing wrong. For pairs written two correct ways,
+``compare`` says ``equivalent``; for pairs with a user's mistake, the top
+finding names it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from . import scripts as s
+
+SCRIPTS = [
+    s.cnn_bn_dropout_fit_callbacks, s.multi_io_fit, s.multi_io_tape, s.lstm_fit, s.lstm_tape, s.gru_eager_loop,
+    s.embedding_fit, s.embedding_tape, s.tagger_fit_masked, s.shared_layer_layernorm_fit, s.regularized_fit,
+    s.regularized_tape, s.adamw_schedule_fit, s.adamw_schedule_tape, s.sgd_nesterov_fit, s.rmsprop_centered_fit,
+    s.clipnorm_fit, s.global_clipnorm_fit, s.clipvalue_fit, s.adam_ema_fit, s.grad_accumulation_fit,
+    s.bce_sigmoid_fit, s.huber_regression_fit, s.custom_loss_subclass_fit, s.handwritten_loss_fn_fit,
+    s.class_weight_fit, s.sample_weight_fit, s.steps_per_execution_fit, s.jit_compile_fit, s.tf_data_fit,
+    s.tf_data_tape_loop, s.custom_train_step_fit, s.gan_two_optimizers, s.wgan_gradient_penalty,
+    s.tf_keras_cnn_fit, s.tf_keras_subclassed_tape, s.tf_keras_functional_weighted_fit,
+    s.train_on_batch_loop, s.tf_keras_minimize, s.persistent_tape_two_heads,
+    s.raw_variables_linear_regression, s.xla_tape_loop, s.frozen_base_fine_tuning, s.lion_fit,
+]
+
+# Warnings a script is expected to raise, with the reason (substring of the warning).
+JUSTIFIED: dict[str, list[str]] = {}
+
+
+def _summary(sweep, name):
+    store = sweep.store()
+    try:
+        return store.resolve(name, project="sweep")
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=[f.__name__ for f in SCRIPTS])
+def test_script_traced(sweep, script):
+    from gradtrace.compare import check, render_text
+
+    t = sweep.traced(script)
+    plain = sweep.plain(script)
+    assert len(plain.weights) == len(t.out.weights)
+    for w0, w1 in zip(plain.weights, t.out.weights, strict=True):
+        assert np.array_equal(w0, w1, equal_nan=True), "tracing changed the training's numbers"
+    summary = _summary(sweep, t.name)
+    assert summary.status == "finished"
+    assert summary.num_steps == t.out.steps, f"{summary.num_steps} steps recorded, {t.out.steps} optimizer calls"
+    allowed = JUSTIFIED.get(t.name, [])
+    unexpected = [w for w in t.warnings if not any(a in w for a in allowed)]
+    assert not unexpected, unexpected
+    assert not t.partial
+    store = sweep.store()
+    try:
+        report = check(store, t.name, project="sweep")
+    finally:
+        store.close()
+    assert report.verdict == "equivalent", render_text(report, verbose=True)
+
+
+# (id, run a, run b, verdict, top finding kind or None)
+PAIRS = [
+    # the same training written two correct ways
+    ("eq_multi_output_fit_vs_tape", s.multi_io_fit, s.multi_io_tape, "equivalent", None),
+    ("eq_lstm_fit_vs_tape", s.lstm_fit, s.lstm_tape, "equivalent", None),
+    ("eq_embedding_fit_vs_tape", s.embedding_fit, s.embedding_tape, "equivalent", None),
+    ("eq_adamw_schedule_fit_vs_tape", s.adamw_schedule_fit, s.adamw_schedule_tape, "equivalent", None),
+    ("eq_regularizers_fit_vs_tape", s.regularized_fit, s.regularized_tape, "equivalent", None),
+    # a user's mistake in one of them
+    ("loss_weights_forgotten", s.multi_io_fit, s.multi_io_tape_weights_forgotten, "diverged", "gradient_mismatch"),
+    ("mask_mean_over_all_tokens", s.tagger_fit_masked, s.tagger_tape_mean_over_all_tokens, "diverged",
+     "loss_scale"),
+    ("clipnorm_vs_global_clipnorm", s.clipnorm_fit, s.global_clipnorm_fit, "diverged", "optimizer_mismatch"),
+    ("sample_weight_forgotten", s.sample_weight_fit, s.unweighted_fit, "diverged", "sample_weighting"),
+    ("lstm_dropout_without_training_flag", s.lstm_fit, s.lstm_tape_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("weight_decay_forgotten", s.adamw_schedule_fit, s.adam_schedule_tape_no_decay, "diverged",
+     "optimizer_mismatch"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", PAIRS, ids=[c[0] for c in PAIRS])
+def test_pair(sweep, case):
+    from gradtrace.compare import compare, render_text
+
+    _id, fa, fb, verdict, top = case
+    a, b = sweep.traced(fa).name, sweep.traced(fb).name
+    store = sweep.store()
+    try:
+        report = compare(store, a, b, project="sweep")
+    finally:
+        store.close()
+    text = render_text(report, verbose=True)
+    _keep(_id, text)
+    assert report.verdict == verdict, text
+    if top is not None:
+        assert report.findings and report.findings[0].kind == top, text
+    if verdict == "equivalent":
+        assert all(f.severity == "info" for f in report.findings), text
+
+
+def _keep(case_id: str, text: str) -> None:
+    """With GRADTRACE_SWEEP_REPORTS=DIR, keep each report for reading (the sweep's matrix)."""
+    import os
+    from pathlib import Path
+
+    out = os.environ.get("GRADTRACE_SWEEP_REPORTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"{case_id}.txt").write_text(text)
+
+
+@pytest.mark.slow
+def test_cli_compare_exit_codes(sweep):
+    """`gradtrace compare` as CI would call it: exit 0 for an equivalent pair, 1 with the finding."""
+    import json
+    import subprocess
+    import sys
+
+    for fn in (s.embedding_fit, s.embedding_tape, s.sample_weight_fit, s.unweighted_fit):
+        sweep.traced(fn)
+    cmd = [sys.executable, "-m", "gradtrace", "compare", "--db", sweep.url, "--project", "sweep", "--json"]
+    ok = subprocess.run(cmd + ["embedding_fit", "embedding_tape"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["verdict"] == "equivalent"
+    bad = subprocess.run(cmd + ["sample_weight_fit", "unweighted_fit"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert json.loads(bad.stdout)["findings"][0]["kind"] == "sample_weighting"
+
+
+@pytest.mark.slow
+def test_decorated_training_function(sweep):
+    """``@gradtrace.trace`` on the user's train() records the same run as the context manager."""
+    import gradtrace
+    from gradtrace.compare import compare, render_text
+
+    @gradtrace.trace(run="decorated_embedding_tape", project="sweep", store=sweep.url)
+    def train():
+        return s.embedding_tape()
+
+    out = train()
+    sweep.traced(s.embedding_tape)
+    assert _summary(sweep, "decorated_embedding_tape").num_steps == out.steps
+    store = sweep.store()
+    try:
+        report = compare(store, "decorated_embedding_tape", "embedding_tape", project="sweep")
+    finally:
+        store.close()
+    assert report.verdict == "equivalent", render_text(report, verbose=True)
+
+
+@pytest.mark.slow
+def test_keyboard_interrupt_mid_training(sweep):
+    """Ctrl-C after 3 steps: the exception reaches the user, the run is failed with its 3 steps flushed."""
+    import gradtrace
+
+    with pytest.raises(KeyboardInterrupt):
+        with gradtrace.trace(run="interrupted", project="sweep", store=sweep.url):
+            s.interrupted_tape_loop()
+    summary = _summary(sweep, "interrupted")
+    assert summary.status == "failed"
+    assert summary.num_steps == 3
+    store = sweep.store()
+    try:
+        assert "KeyboardInterrupt" in (store.run_detail(summary.id).meta.get("error") or "")
+    finally:
+        store.close()

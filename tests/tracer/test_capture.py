@@ -1,0 +1,396 @@
+"""Every training path records the values the test computes itself (read back from SQLite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+import gradtrace  # noqa: E402
+from tracer_helpers import assert_grad_stats, data, grads_of, state_rows, var_rows  # noqa: E402
+
+SKETCH = 16
+
+
+def mlp(kind: str = "sequential", seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    if kind == "sequential":
+        return keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(1)]
+        )
+    if kind == "functional":
+        inp = keras.Input((8,))
+        h = keras.layers.Dense(6, activation="tanh")(inp)
+        return keras.Model(inp, keras.layers.Dense(1)(h))
+
+    class Sub(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = keras.layers.Dense(6, activation="tanh")
+            self.b = keras.layers.Dense(1)
+
+        def call(self, x, training=None):
+            return self.b(self.a(x))
+
+    m = Sub()
+    m(np.zeros((1, 8), "float32"))
+    return m
+
+
+def check_step0(run, detail, steps, model, g0, w0, lr, mode):
+    assert detail.summary.status == "finished"
+    assert not detail.summary.partial
+    s0 = steps[0]
+    assert s0["step"] == 0 and s0["mode"] == mode
+    rows = var_rows(s0)
+    for var, g, _w in zip(model.trainable_variables, g0, w0, strict=False):
+        idx = run.var_index(var)
+        assert detail.variables[idx]["shape"] == list(var.shape)
+        rec = rows[idx]
+        assert_grad_stats(rec, g, SKETCH)
+        assert rec["applied"] is True
+        # plain SGD: the update is lr * g
+        np.testing.assert_allclose(rec["update_norm"], lr * np.linalg.norm(g), rtol=1e-4)
+    np.testing.assert_allclose(s0["lr"], lr, rtol=1e-6)
+    assert [s["step"] for s in steps] == list(range(len(steps)))
+    assert [s["iterations"] for s in steps] == list(range(1, len(steps) + 1))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_eager_tape_loop_records_what_the_test_computes(kind, db_url, read_run):
+    x, y = data()
+    model = mlp(kind)
+    g0 = grads_of(model, x, y)
+    w0 = [v.numpy() for v in model.trainable_variables]
+    opt = keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.MeanSquaredError()
+    losses = []
+    with gradtrace.trace(run="eager", store=db_url, sketch_dim=SKETCH) as run:
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=False))
+            losses.append(float(loss))
+    detail, steps = read_run("eager")
+    assert len(steps) == 3
+    check_step0(run, detail, steps, model, g0, w0, 0.05, "eager")
+    np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-6)
+    assert steps[0]["target_shape"] == []
+    last = var_rows(steps[-1])
+    for var in model.trainable_variables:
+        np.testing.assert_allclose(last[run.var_index(var)]["weight_norm"], np.linalg.norm(var.numpy()), rtol=1e-5)
+
+
+def test_tf_function_tape_loop(db_url, read_run):
+    x, y = data()
+    model = mlp()
+    g0 = grads_of(model, x, y)
+    w0 = [v.numpy() for v in model.trainable_variables]
+    opt = keras.optimizers.SGD(0.05)
+
+    with gradtrace.trace(run="tff", store=db_url, sketch_dim=SKETCH) as run:
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(yb - model(xb, training=True)))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=False))
+            return loss
+
+        losses = [float(step(x, y)) for _ in range(4)]
+    detail, steps = read_run("tff")
+    assert len(steps) == 4
+    check_step0(run, detail, steps, model, g0, w0, 0.05, "tf.function")
+    np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_fit(jit, db_url, read_run):
+    x, y = data(n=32)
+    model = mlp("functional")
+    g0 = grads_of(model, x[:16], y[:16])
+    w0 = [v.numpy() for v in model.trainable_variables]
+    model.compile(keras.optimizers.SGD(0.05), "mse", jit_compile=jit)
+    # a fit() before entering: its cached train_function must be rebuilt inside the trace
+    model.fit(x[:1], y[:1], batch_size=1, epochs=1, verbose=0)
+    for v, w in zip(model.trainable_variables, w0, strict=False):
+        v.assign(w)
+    model.optimizer.iterations.assign(0)
+    before = model.train_function
+    with gradtrace.trace(run=f"fit-{jit}", store=db_url, sketch_dim=SKETCH) as run:
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    assert model.train_function is before  # restored
+    detail, steps = read_run(f"fit-{jit}")
+    assert len(steps) == 4
+    check_step0(run, detail, steps, model, g0, w0, 0.05, "xla" if jit else "tf.function")
+    assert detail.summary.execution_mode == ("xla" if jit else "tf.function")
+
+
+def test_fit_with_overridden_train_step(db_url, read_run):
+    x, y = data(n=16)
+
+    class Custom(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.d = keras.layers.Dense(1)
+
+        def call(self, x, training=None):
+            return self.d(x)
+
+        def train_step(self, batch):
+            xb, yb = batch
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.abs(yb - self(xb, training=True)))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=False))
+            return {"loss": loss}
+
+    keras.utils.set_random_seed(1)
+    model = Custom()
+    model(x[:1])
+    with tf.GradientTape() as tape:
+        ref_loss = tf.reduce_mean(tf.abs(y - model(x, training=True)))
+    g0 = [g.numpy() for g in tape.gradient(ref_loss, model.trainable_variables)]
+    model.compile(keras.optimizers.SGD(0.01))
+    with gradtrace.trace(run="custom", store=db_url, sketch_dim=SKETCH) as run:
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
+    detail, steps = read_run("custom")
+    assert len(steps) == 3
+    np.testing.assert_allclose(steps[0]["loss"], float(ref_loss), rtol=1e-6)
+    rows = var_rows(steps[0])
+    for var, g in zip(model.trainable_variables, g0, strict=False):
+        assert_grad_stats(rows[run.var_index(var)], g, SKETCH)
+
+
+def test_variable_left_out_of_apply_gradients(db_url, read_run):
+    x, y = data()
+    model = mlp()
+    model(x[:1])
+    opt = keras.optimizers.SGD(0.1)
+    first = model.layers[0]
+    frozen = [first.kernel, first.bias]
+    kept = [v for v in model.trainable_variables if all(v is not f for f in frozen)]
+    with gradtrace.trace(run="subset", store=db_url) as run:
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(y - model(x)))
+            grads = tape.gradient(loss, kept)
+            opt.apply_gradients(zip(grads, kept, strict=False))
+    detail, steps = read_run("subset")
+    rows = var_rows(steps[1])
+    for v in frozen:
+        rec = rows[run.var_index(v)]
+        assert rec["grad"] is False and rec["norm"] is None
+        assert rec["applied"] is False and rec["update_norm"] == 0.0
+        np.testing.assert_allclose(rec["weight_norm"], np.linalg.norm(v.numpy()), rtol=1e-5)
+    for v in kept:
+        assert rows[run.var_index(v)]["applied"] is True
+
+
+def test_vector_loss_target_records_its_shape_and_sum(db_url, read_run):
+    x, y = data(n=10)
+    model = mlp()
+    opt = keras.optimizers.SGD(0.01)
+    with gradtrace.trace(run="vector", store=db_url):
+        with tf.GradientTape() as tape:
+            per_sample = tf.reduce_mean(tf.square(y - model(x)), axis=-1)  # (10,) : summed by TF
+        grads = tape.gradient(per_sample, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=False))
+    _, steps = read_run("vector")
+    assert steps[0]["target_shape"] == [10]
+    np.testing.assert_allclose(steps[0]["loss"], float(tf.reduce_sum(per_sample)), rtol=1e-6)
+
+
+def test_gradient_accumulation_reads_as_not_applied(db_url, read_run):
+    x, y = data(n=32)
+    model = mlp()
+    model.compile(keras.optimizers.SGD(0.05, gradient_accumulation_steps=2), "mse")
+    with gradtrace.trace(run="accum", store=db_url):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    _, steps = read_run("accum")
+    assert len(steps) == 4  # apply() ran every batch ...
+    applied = [all(v["applied"] for v in s["vars"]) for s in steps]
+    assert applied == [False, True, False, True]  # ... the weights moved every second one
+    assert [s["iterations"] for s in steps] == [0, 1, 1, 2]
+    for s, a in zip(steps, applied, strict=False):
+        assert all(v["grad"] for v in s["vars"])
+        if not a:
+            assert all(v["update_norm"] == 0.0 for v in s["vars"])
+
+
+def test_loss_scale_optimizer_skipped_step_is_not_applied(db_url, read_run):
+    x, y = data(n=8)
+    model = mlp()
+    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    with gradtrace.trace(run="lso", store=db_url):
+        for bad in (False, True, False):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(y - model(x)))
+                scaled = opt.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            if bad:
+                grads = [g * np.inf for g in grads]
+            opt.apply(grads, model.trainable_variables)
+    _, steps = read_run("lso")
+    applied = [all(v["applied"] for v in s["vars"]) for s in steps]
+    assert applied == [True, False, True]
+    assert steps[1]["vars"][0]["nonfinite"] > 0
+
+
+def test_sparse_embedding_gradient_with_repeated_indices(db_url, read_run):
+    keras.utils.set_random_seed(3)
+    emb = keras.layers.Embedding(10, 4)
+    ids = np.array([[1, 1, 1, 2], [2, 5, 1, 1]], dtype="int32")
+    target = np.ones((2, 4, 4), "float32")
+    emb(ids)
+    opt = keras.optimizers.SGD(0.1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(emb(ids) * target)
+    ref = tape.gradient(loss, emb.embeddings)
+    assert isinstance(ref, tf.IndexedSlices)
+    dense = tf.convert_to_tensor(ref).numpy()
+    with gradtrace.trace(run="sparse", store=db_url, sketch_dim=SKETCH) as run:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(emb(ids) * target)
+        g = tape.gradient(loss, [emb.embeddings])
+        opt.apply_gradients(zip(g, [emb.embeddings], strict=False))
+    _, steps = read_run("sparse")
+    rec = var_rows(steps[0])[run.var_index(emb.embeddings)]
+    assert_grad_stats(rec, dense, SKETCH)
+    # the naive norm of .values is wrong when indices repeat
+    assert abs(rec["norm"] - np.linalg.norm(ref.values.numpy())) > 1.0
+
+
+def test_non_trainable_state_and_rng(db_url, read_run):
+    x, y = data(n=16)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+         keras.layers.Dropout(0.5), keras.layers.Dense(1)]
+    )
+    bn = model.layers[1]
+    opt = keras.optimizers.SGD(0.01)
+    with gradtrace.trace(run="state", store=db_url) as run:
+        for training in (True, False):
+            mean0 = bn.moving_mean.numpy().copy()
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(y - model(x, training=training)))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=False))
+            if training:
+                delta = np.linalg.norm(bn.moving_mean.numpy() - mean0)
+                assert delta > 0
+    _, steps = read_run("state")
+    if not steps[0]["state"]:
+        pytest.skip("no root model registered (probes not installed)")
+    s0, s1 = state_rows(steps[0]), state_rows(steps[1])
+    mm = run.var_index(bn.moving_mean)
+    assert s0[mm]["changed"] is True and not s0[mm]["rng"]
+    np.testing.assert_allclose(s0[mm]["delta_norm"], delta, rtol=1e-5)
+    assert s1[mm]["changed"] is False and s1[mm]["delta_norm"] == 0.0
+    rng = [s for s in steps[0]["state"] if s["rng"]]
+    assert rng and rng[0]["changed"] is True  # Dropout's seed generator state moved
+
+
+def test_stats_every_n_steps(db_url, read_run):
+    x, y = data()
+    model = mlp()
+    opt = keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.MeanSquaredError()
+    with gradtrace.trace(run="every", store=db_url, stats_every=3, sketch_dim=SKETCH) as run:
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=False))
+            return loss
+
+        losses = []
+        for i in range(5):
+            if i == 3:
+                g3 = grads_of(model, x, y)
+            losses.append(float(step(x, y)))
+    _, steps = read_run("every")
+    assert len(steps) == 5
+    np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-6)  # every step
+    full = [s["vars"][0]["norm"] is not None for s in steps]
+    assert full == [True, False, False, True, False]
+    rows = var_rows(steps[3])
+    for v, g in zip(model.trainable_variables, g3, strict=False):
+        assert_grad_stats(rows[run.var_index(v)], g, SKETCH)
+    with pytest.raises(ValueError, match="stats_every"):
+        gradtrace.trace(run="bad", store=db_url, stats_every=0).__enter__()
+
+
+def test_init_fingerprint_equal_for_same_seed_and_different_otherwise(db_url, read_run):
+    from gradtrace import _meta
+
+    x, y = data(n=16)
+    fit_model = mlp(seed=0)
+    expected = _meta.weights_fingerprint(fit_model.variables)
+    fit_model.compile(keras.optimizers.SGD(0.05), "mse")
+    with gradtrace.trace(run="fp-fit", store=db_url):
+        fit_model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+    def tape_run(name, model, compiled):
+        opt = keras.optimizers.SGD(0.05)
+
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(y - model(x, training=True)))
+            opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+
+        fn = tf.function(step) if compiled else step
+        with gradtrace.trace(run=name, store=db_url):
+            for _ in range(2):
+                fn()
+
+    tape_run("fp-tape", mlp(seed=0), compiled=True)
+    # built by its first (traced) forward pass: fingerprinted then, before the first update
+    twin = mlp("subclassed", seed=1)
+    other = _meta.weights_fingerprint(twin.variables)
+    keras.utils.set_random_seed(1)
+    tape_run("fp-other", type(twin)(), compiled=True)
+    fps = {name: read_run(name)[0].meta["init_fingerprint"] for name in ("fp-fit", "fp-tape", "fp-other")}
+    assert fps["fp-fit"] == fps["fp-tape"] == expected
+    assert fps["fp-other"] == other != expected
+
+
+def test_fit_records_learning_rate_constant_and_schedule(db_url, read_run):
+    x, y = data(n=16)
+    sched = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    for name, opt in (("lr-const", keras.optimizers.SGD(0.05)), ("lr-sched", keras.optimizers.SGD(sched))):
+        model = mlp()
+        model.compile(opt, "mse")
+        with gradtrace.trace(run=name, store=db_url):
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    const, _ = read_run("lr-const")
+    np.testing.assert_allclose(const.meta["optimizer"]["learning_rate"], 0.05, rtol=1e-6)
+    scheduled, steps = read_run("lr-sched")
+    opt = scheduled.meta["optimizer"]
+    assert opt["learning_rate_schedule"]["class"] == "ExponentialDecay"
+    assert opt["learning_rate_schedule"]["config"]["decay_rate"] == 0.5
+    np.testing.assert_allclose(opt["learning_rate"], 0.1, rtol=1e-6)  # its value at step 0
+    np.testing.assert_allclose([s["lr"] for s in steps], [0.1, 0.05], rtol=1e-6)
+
+
+def test_tf_keras_fit_records_learning_rate(db_url, read_run):
+    tf_keras = pytest.importorskip("tf_keras")
+    x, y = data(n=16)
+    sched = tf_keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    for name, opt in (("tk-const", tf_keras.optimizers.SGD(0.05)),
+                      ("tk-sched", tf_keras.optimizers.legacy.SGD(sched))):
+        model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(8,))])
+        model.compile(opt, "mse")
+        with gradtrace.trace(run=name, store=db_url):
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_allclose(read_run("tk-const")[0].meta["optimizer"]["learning_rate"], 0.05, rtol=1e-6)
+    opt = read_run("tk-sched")[0].meta["optimizer"]
+    assert opt["learning_rate_schedule"]["class"] == "ExponentialDecay"
+    np.testing.assert_allclose(opt["learning_rate"], 0.1, rtol=1e-6)

@@ -1,0 +1,374 @@
+"""Probes: what a recorded step carries besides gradients, through the real trace().
+
+Every test trains a tiny real model, traces it into a real SQLite file, reads the
+records back from the store and checks them against values computed here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import gradtrace  # noqa: E402
+from gradtrace.store import open_store  # noqa: E402
+
+N, D = 16, 5
+
+
+@pytest.fixture
+def db(tmp_path):
+    return f"sqlite:///{tmp_path / 'probes.db'}"
+
+
+def _run(db: str, name: str) -> tuple[list[dict], dict]:
+    store = open_store(db)
+    runs = [r for r in store.runs().items if r.name == name]
+    assert len(runs) == 1, [r.name for r in store.runs().items]
+    uid = runs[0].id
+    return list(store.steps(uid)), store.run_detail(uid).meta
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(N, D)).astype("float32"), rng.normal(size=(N,)).astype("float32")
+
+
+def _bn_model(seed: int = 1, reg: float | None = None) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    kw = {"kernel_regularizer": keras.regularizers.L2(reg)} if reg else {}
+    return keras.Sequential(
+        [
+            keras.Input((D,)),
+            keras.layers.Dense(4, name="hidden", **kw),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dropout(0.25, name="drop"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+
+
+def _tape_steps(model, x, y, steps=2, training=None, loss_fn=None, opt=None):
+    opt = opt or keras.optimizers.SGD(0.01)
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            pred = model(x) if training is None else model(x, training=training)
+            loss = loss_fn(y, pred) if loss_fn else tf.reduce_mean(tf.square(y - pred))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+
+def test_modes_tape_without_training_vs_fit(db):
+    x, y = _data()
+    with gradtrace.trace(run="tape", store=db):
+        _tape_steps(_bn_model(), x, y)
+    model = _bn_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    with gradtrace.trace(run="fit", store=db):
+        model.fit(x, y[:, None], batch_size=8, epochs=1, shuffle=False, verbose=0)
+
+    tape_steps, _ = _run(db, "tape")
+    fit_steps, _ = _run(db, "fit")
+    assert len(tape_steps) == 2 and len(fit_steps) == 2
+    for s in tape_steps:
+        # No `training` anywhere: BN receives None (inference), Dropout its default False.
+        assert s["modes"]["bn"] is None
+        assert s["modes"]["drop"] is False
+    for s in fit_steps:
+        assert s["modes"]["bn"] is True
+        assert s["modes"]["drop"] is True
+    # Only leaf layers whose call() takes `training` appear; no container.
+    assert "sequential" not in " ".join(fit_steps[0]["modes"])
+
+
+def test_modes_tensor_training_under_tf_function(db):
+    """`training` given as a tensor (tf-keras supports it) is a per-step value."""
+    tfk = pytest.importorskip("tf_keras")
+    x, y = _data()
+    tfk.utils.set_random_seed(1)
+    model = tfk.Sequential(
+        [
+            tfk.Input((D,)),
+            tfk.layers.BatchNormalization(name="bn"),
+            tfk.layers.Dropout(0.3, name="drop"),
+            tfk.layers.Dense(1),
+        ]
+    )
+    opt = tfk.optimizers.SGD(0.01)
+
+    @tf.function
+    def step(flag):
+        with tf.GradientTape() as tape:
+            pred = model(x, training=flag)
+            loss = tf.reduce_mean(tf.square(y[:, None] - pred))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+    with gradtrace.trace(run="flag", store=db):
+        step(tf.constant(True))
+        step(tf.constant(False))
+        step(tf.constant(True))
+    steps, _ = _run(db, "flag")
+    assert [s["modes"]["drop"] for s in steps] == [True, False, True]
+    assert [s["modes"]["bn"] for s in steps] == [True, False, True]
+    assert not steps[0]["broadcasts"]  # (N,1) against (N,1): nothing broadcast
+
+
+def test_keras_loss_records_reduction_shapes_and_per_sample_stats(db):
+    x, y = _data()
+    model = _bn_model()
+    loss_fn = keras.losses.MeanSquaredError(reduction="sum")
+    with gradtrace.trace(run="loss", store=db):
+        _tape_steps(model, x, y[:, None], steps=1, training=True, loss_fn=loss_fn)
+    (step,), _ = _run(db, "loss")
+    info = step["loss_info"]
+    assert info["cls"] == "MeanSquaredError"
+    assert info["reduction"] == "sum"
+    assert info["y_true_shape"] == [N, 1] and info["y_pred_shape"] == [N, 1]
+    assert info["sample_weight"] is False
+    assert info["per_sample_count"] == N
+    # sum reduction: the step's loss is the per-sample mean times the count.
+    assert step["loss"] == pytest.approx(info["per_sample_mean"] * N, rel=1e-5)
+    assert info["per_sample_min"] <= info["per_sample_mean"] <= info["per_sample_max"]
+    assert step["y_pred_shape"] == [N, 1]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+def test_broadcast_in_hand_written_mse(db, compiled):
+    x, y = _data()
+    model = _bn_model()
+    opt = keras.optimizers.SGD(0.01)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            loss = tf.reduce_mean(tf.square(y - pred))  # (N,) - (N,1) -> (N,N)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+    fn = tf.function(step) if compiled else step
+    with gradtrace.trace(run="bc", store=db):
+        for _ in range(3):
+            fn(x, y)
+    steps, _ = _run(db, "bc")
+    assert len(steps) == 3
+    for s in steps:
+        assert s["y_pred_shape"] == [N, 1]
+        assert {"op": "Sub", "a_shape": [N], "b_shape": [N, 1], "out_shape": [N, N]} in s[
+            "broadcasts"
+        ]
+        # The gradient of the loss broadcasts too; none of it may be reported.
+        assert len(s["broadcasts"]) == 1
+
+
+def test_fingerprints_fit_vs_tape_same_batch_and_different_batches(db):
+    x, y = _data()
+    x2, _ = _data(seed=5)
+    model = _bn_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.MeanSquaredError())
+    with gradtrace.trace(run="fit", store=db):
+        model.fit(x, y[:, None], batch_size=N, epochs=2, shuffle=False, verbose=0)
+    loss_fn = keras.losses.MeanSquaredError()
+    with gradtrace.trace(run="tape", store=db):
+        model2 = _bn_model()
+        opt = keras.optimizers.SGD(0.01)
+        for batch in (x, x2):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y[:, None], model2(batch, training=True))
+            grads = tape.gradient(loss, model2.trainable_variables)
+            opt.apply_gradients(zip(grads, model2.trainable_variables, strict=True))
+
+    fit_steps, _ = _run(db, "fit")
+    tape_steps, _ = _run(db, "tape")
+    assert [s["batch_size"] for s in fit_steps + tape_steps] == [N] * 4
+    # Same batch, two training paths: equal fingerprints.
+    np.testing.assert_allclose(fit_steps[0]["x_fp"], tape_steps[0]["x_fp"], rtol=1e-6)
+    np.testing.assert_allclose(fit_steps[1]["x_fp"], fit_steps[0]["x_fp"], rtol=1e-6)
+    np.testing.assert_allclose(fit_steps[0]["y_fp"], tape_steps[0]["y_fp"], rtol=1e-6)
+    assert fit_steps[0]["x_fp"][0] == pytest.approx(float(x.sum()), rel=1e-5)
+    assert fit_steps[0]["x_fp"][3] == N * D
+    # A different batch: a different fingerprint.
+    assert not np.allclose(tape_steps[1]["x_fp"], tape_steps[0]["x_fp"], rtol=1e-3)
+    # Same values in another order (a shuffle): the projection still tells them apart.
+    assert tape_steps[1]["y_fp"] == tape_steps[0]["y_fp"]  # labels were the same
+
+
+def test_fingerprint_sees_a_permutation():
+    from gradtrace._probes import fingerprint
+
+    x, _ = _data()
+    a = fingerprint(x).numpy()
+    b = fingerprint(x[::-1].copy()).numpy()
+    np.testing.assert_allclose(a[:2], b[:2], rtol=1e-5)  # sums cannot tell
+    assert abs(a[2] - b[2]) > 1e-3 * (abs(a[2]) + 1e-6)
+
+
+def test_reg_loss_equals_sum_of_model_losses(db):
+    x, y = _data()
+    model = _bn_model(reg=0.05)
+    expected0 = float(tf.add_n(model.losses))  # weights before step 0 update
+    with gradtrace.trace(run="reg", store=db):
+        _tape_steps(model, x, y[:, None], steps=2, training=True)
+    expected_end = float(tf.add_n(model.losses))
+    steps, _ = _run(db, "reg")
+    assert steps[0]["reg_loss"] == pytest.approx(expected0, rel=1e-6)
+    assert steps[1]["reg_loss"] != pytest.approx(expected0, rel=1e-9)
+    assert expected_end != pytest.approx(steps[1]["reg_loss"], rel=1e-9)  # after the last update
+    plain = _bn_model()
+    with gradtrace.trace(run="noreg", store=db):
+        _tape_steps(plain, x, y[:, None], steps=1, training=True)
+    (s,), _ = _run(db, "noreg")
+    assert s["reg_loss"] is None
+
+
+@pytest.mark.parametrize(
+    "labels,expected",
+    [("sparse", "SparseCategoricalAccuracy"), ("onehot", "CategoricalAccuracy")],
+)
+def test_fit_meta_and_resolved_accuracy(db, labels, expected):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, D)).astype("float32")
+    y = rng.integers(0, 3, size=(N,))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(3, activation="softmax")])
+    if labels == "sparse":
+        loss, yy = "sparse_categorical_crossentropy", y
+    else:
+        loss, yy = "categorical_crossentropy", np.eye(3, dtype="float32")[y]
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    with gradtrace.trace(run="fit", store=db):
+        model.fit(
+            x,
+            yy,
+            batch_size=8,
+            epochs=1,
+            verbose=0,
+            class_weight={0: 1.0, 1: 2.0, 2: 1.0},
+            callbacks=[keras.callbacks.TerminateOnNaN()],
+        )
+    steps, meta = _run(db, "fit")
+    assert len(steps) == 2
+    assert [(m["name"], m["class"]) for m in meta["metrics"]] == [("accuracy", expected)]
+    cls = "SparseCategoricalCrossentropy" if labels == "sparse" else "CategoricalCrossentropy"
+    assert meta["loss"]["class"] == cls and meta["loss"]["from_logits"] is False
+    fit = meta["fit"]
+    assert fit["class_weight"] == {"0": 1.0, "1": 2.0, "2": 1.0}
+    assert fit["callbacks"] == ["TerminateOnNaN"]
+    assert fit["epochs"] == 1 and fit["batch_size"] == 8 and fit["steps_per_execution"] == 1
+    assert fit["jit_compile"] is bool(model.jit_compile)
+    assert fit["run_eagerly"] is False
+    assert meta["strategy"] == type(tf.distribute.get_strategy()).__name__
+    assert meta["replicas"] == 1
+    assert meta["dtype_policy"] == "float32"
+    # class_weight reaches the compiled loss as per-sample weights.
+    assert steps[0]["loss_info"]["sample_weight"] is True
+
+
+def test_probes_are_undone_exactly(db):
+    from keras.src.layers.layer import Layer
+    from keras.src.losses.loss import Loss
+    from keras.src.models.model import Model
+
+    before = (
+        Layer.__dict__["__call__"],
+        Layer.__dict__["_resolve_and_populate_arg"],
+        Loss.__dict__["__call__"],
+        "fit" in Model.__dict__,
+    )
+    x, y = _data()
+    model = _bn_model()
+    model.compile(optimizer="sgd", loss="mse")
+    with gradtrace.trace(run="undo", store=db):
+        assert Layer.__dict__["__call__"] is not before[0]
+        model.fit(x, y, batch_size=N, verbose=0)
+        assert "train_step" in vars(model)
+    after = (
+        Layer.__dict__["__call__"],
+        Layer.__dict__["_resolve_and_populate_arg"],
+        Loss.__dict__["__call__"],
+        "fit" in Model.__dict__,
+    )
+    assert after == before
+    assert "train_step" not in vars(model)
+    from tensorflow.python.eager import context
+
+    assert not context.context().op_callbacks
+
+
+def test_frozen_bn_via_install_and_decode():
+    """install()/decode() on their own: a BN with trainable=False is reported frozen."""
+    from gradtrace import _probes, _scope
+
+    class FakeRun:
+        strict = True
+
+        def __init__(self):
+            self.models, self.meta = [], {}
+
+        def register_model(self, model):
+            self.models.append(model)
+
+        def update_meta(self, **fields):
+            self.meta.update(fields)
+
+        def internal_error(self, exc):
+            raise exc
+
+    x, y = _data()
+    model = _bn_model()
+    model.get_layer("bn").trainable = False
+    run = FakeRun()
+    undo = _probes.install(run)
+    try:
+        _scope.reset()
+        with tf.GradientTape():
+            model(x, training=True)
+        values, statics = _scope.current().take()
+    finally:
+        undo()
+    rec = _probes.decode({k: np.asarray(v) for k, v in values.items()}, statics)
+    assert run.models == [model]
+    assert rec["modes"]["bn"] is True  # as passed ...
+    assert rec["frozen"] == ["bn"]  # ... but the layer ran frozen (inference)
+    assert rec["batch_size"] == N
+
+
+@pytest.mark.skipif(os.environ.get("GRADTRACE_SKIP_TF_KERAS") == "1", reason="tf-keras off")
+def test_tf_keras_modes_and_loss(db):
+    tfk = pytest.importorskip("tf_keras")
+    x, y = _data()
+    tfk.utils.set_random_seed(1)
+    model = tfk.Sequential(
+        [
+            tfk.Input((D,)),
+            tfk.layers.Dense(4),
+            tfk.layers.BatchNormalization(name="bn"),
+            tfk.layers.Dropout(0.25, name="drop"),
+            tfk.layers.Dense(1),
+        ]
+    )
+    opt = tfk.optimizers.SGD(0.01)
+    loss_fn = tfk.losses.MeanSquaredError()
+    with gradtrace.trace(run="tfk", store=db):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        model.compile(optimizer=tfk.optimizers.SGD(0.01), loss="mse", metrics=["accuracy"])
+        model.fit(x, y[:, None], batch_size=N, epochs=1, verbose=0)
+    steps, meta = _run(db, "tfk")
+    assert len(steps) == 2
+    # tf-keras passes None down when nobody says `training` (its layers then infer).
+    assert steps[0]["modes"]["bn"] is None and steps[0]["modes"]["drop"] is None
+    assert steps[1]["modes"]["bn"] is True and steps[1]["modes"]["drop"] is True
+    assert steps[0]["loss_info"]["y_true_shape"] == [N]
+    assert steps[0]["loss_info"]["reduction"] == "auto"
+    assert steps[1]["loss_info"]["cls"] == "MeanSquaredError"
+    # A (N, 1) output: tf-keras resolves "accuracy" to binary accuracy.
+    assert meta["metrics"] == [
+        {"name": "accuracy", "class": "BinaryAccuracy", "fn": "binary_accuracy"}
+    ]
