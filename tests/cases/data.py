@@ -53,3 +53,24 @@ def batches(x, y, batch: int, steps: int):
         out.append((x[lo:lo + batch], y[lo:lo + batch]))
         i += 1
     return out
+
+
+def tagged_sequences(n: int = 256, length: int = 12, vocab: int = 20, tags: int = 3, seed: int = 5):
+    """Padded token sequences (0 = padding, lengths 3..length) and a tag per token.
+
+    A tag depends on the token and its predecessor, so a recurrent tagger has something to learn.
+    """
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, length), dtype="int32")
+    y = np.zeros((n, length), dtype="int32")
+    for i in range(n):
+        k = int(rng.integers(3, length + 1))
+        tok = rng.integers(1, vocab, size=k)
+        x[i, :k] = tok
+        y[i, :k] = (tok + np.concatenate([[0], tok[:-1]])) % tags
+    return x, y
+
+
+def sample_weights(n: int = 384, seed: int = 6):
+    """Per-sample weights as a user derives them (e.g. from label confidence): 0.2..2.0."""
+    return np.random.default_rng(seed).uniform(0.2, 2.0, size=n).astype("float32")

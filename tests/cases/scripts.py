@@ -631,3 +631,78 @@ def tape_bn_frozen():
             loss = loss_fn(yb, model(xb, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+# --- loss denominators: sum(weights) and a mask's valid entries -------------------------
+
+def fit_sample_weighted():
+    keras = _keras()
+    x, y = data.classification(classes=2)
+    w = data.sample_weights(len(x))
+    model = _mlp(20, 2, seed=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n = STEPS * BATCH
+    model.fit(x[:n], y[:n], sample_weight=w[:n], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_weighted_mean_by_hand():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.classification(classes=2)
+    w = data.sample_weights(len(x))
+    model = _mlp(20, 2, seed=4)
+    opt = keras.optimizers.SGD(0.05)
+    for i in range(STEPS):
+        sl = slice(i * BATCH, (i + 1) * BATCH)
+        xb, yb, wb = x[sl], y[sl], w[sl]
+        with tf.GradientTape() as tape:
+            per_sample = keras.losses.sparse_categorical_crossentropy(yb, model(xb, training=True),
+                                                                     from_logits=True)
+            loss = tf.reduce_sum(per_sample * wb) / tf.reduce_sum(wb)  # a weighted mean
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def _tagger():
+    keras = _keras()
+    keras.utils.set_random_seed(13)
+    return keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(20, 8, mask_zero=True),
+        keras.layers.LSTM(16, return_sequences=True),
+        keras.layers.Dense(3),
+    ])
+
+
+def fit_masked_tagger():
+    keras = _keras()
+    x, y = data.tagged_sequences()
+    model = _tagger()
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n = STEPS * BATCH
+    model.fit(x[:n], y[:n], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_masked_mean_over_all():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.tagged_sequences()
+    model = _tagger()
+    opt = keras.optimizers.Adam(0.01)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            logits = model(xb, training=True)
+            per_token = keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True)
+            mask = tf.cast(tf.not_equal(xb, 0), per_token.dtype)
+            loss = tf.reduce_mean(per_token * mask)  # padding excluded, but divided by every entry
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)

@@ -30,6 +30,8 @@ CASES = [
     ("numpy_roundtrip", s.fit_digits_sgd_sparse, s.tape_numpy_roundtrip, "diverged", "missing_gradient"),
     ("msle_by_hand", s.fit_msle, s.tape_log_of_linear, "diverged", "gradient_mismatch"),
     ("hand_log_loss_saturates", s.fit_bce_saturating, s.tape_hand_log_loss, "diverged", "numerics"),
+    ("weighted_mean_by_hand", s.fit_sample_weighted, s.tape_weighted_mean_by_hand, "diverged", "loss_scale"),
+    ("mask_mean_over_all", s.fit_masked_tagger, s.tape_masked_mean_over_all, "diverged", "loss_scale"),
     ("other_seed_and_order", s.fit_digits_sgd_sparse, s.fit_other_seed, "not_comparable", None),
     # equivalent: the same training written two correct ways
     ("eq_fit_vs_tape", s.fit_digits_sgd_sparse, s.tape_digits_sgd_sparse, "equivalent", None),
@@ -40,6 +42,15 @@ CASES = [
     ("eq_bn_dropout_eager_vs_function", s.tape_bn_dropout_training, s.fit_bn_dropout, "equivalent", None),
     ("eq_dropout_xla_not_bit_comparable", s.fit_bn_dropout_xla, s.tape_bn_dropout_training, "equivalent", None),
 ]
+
+# What a loss_scale finding must name as the factor's meaning (its evidence's ``matches``).
+MATCHES = {
+    "seed002_mse_vs_sum_sgd": "the number of outputs",
+    "seed002_mse_vs_sum_adam": "the number of outputs",
+    "per_sample_loss_vector": "the batch size",
+    "weighted_mean_by_hand": "batch/sum(sample weights)",
+    "mask_mean_over_all": "the mask's valid fraction",
+}
 
 
 @pytest.mark.slow
@@ -60,6 +71,8 @@ def test_case(traced, case):
         assert report.findings and report.findings[0].kind == top, text
     if verdict == "equivalent":
         assert all(f.severity == "info" for f in report.findings), text
+    if _id in MATCHES:
+        assert str(report.findings[0].evidence.get("matches") or "").startswith(MATCHES[_id]), text
 
 
 CHECKS = [

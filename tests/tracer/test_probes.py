@@ -372,3 +372,50 @@ def test_tf_keras_modes_and_loss(db):
     assert meta["metrics"] == [
         {"name": "accuracy", "class": "BinaryAccuracy", "fn": "binary_accuracy"}
     ]
+
+
+def test_loss_denominators_sample_weight_and_mask(db):
+    """The sum of the sample weights and the mask's valid entries a Keras loss divided by."""
+    rng = np.random.default_rng(3)
+    x, y = _data()
+    w = rng.uniform(0.1, 3.0, size=(N,)).astype("float32")
+    w[2] = 0.0
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    with gradtrace.trace(run="weighted", store=db):
+        model.fit(x, y, sample_weight=w, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    steps, _ = _run(db, "weighted")
+    assert len(steps) == 2
+    for k, st in enumerate(steps):
+        info = st["loss_info"]
+        wb = w[8 * k: 8 * (k + 1)]
+        assert info["weight_sum"] == pytest.approx(float(wb.sum()), rel=1e-6)
+        assert info["weight_count"] == 8 and info["weight_nonzero"] == int(np.count_nonzero(wb))
+        assert info.get("mask_valid") is None
+
+    tokens = np.zeros((N, 6), dtype="int32")
+    lengths = rng.integers(1, 7, size=N)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = rng.integers(1, 9, size=n)
+    tags = (tokens % 2).astype("int32")
+    keras.utils.set_random_seed(0)
+    tagger = keras.Sequential([
+        keras.Input((6,), dtype="int32"),
+        keras.layers.Embedding(9, 4, mask_zero=True),
+        keras.layers.Dense(2),
+    ])
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.1)
+    with gradtrace.trace(run="masked", store=db):
+        for k in range(2):
+            xb, yb = tokens[8 * k: 8 * (k + 1)], tags[8 * k: 8 * (k + 1)]
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, tagger(xb, training=True))
+            grads = tape.gradient(loss, tagger.trainable_variables)
+            opt.apply_gradients(zip(grads, tagger.trainable_variables, strict=True))
+    steps, _ = _run(db, "masked")
+    assert [st["loss_info"]["mask_valid"] for st in steps] == [
+        int(np.count_nonzero(tokens[8 * k: 8 * (k + 1)])) for k in range(2)]
+    assert all(st["loss_info"]["mask_count"] == 48 for st in steps)
+    assert all(st["loss_info"].get("weight_sum") is None for st in steps)

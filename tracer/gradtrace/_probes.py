@@ -70,6 +70,7 @@ K_MODE = "probe.mode:"
 K_FROZEN = "probe.frozen:"
 K_LOSS_INFO = "probe.loss_info"
 K_LOSS_PS = "probe.loss_ps"
+K_LOSS_W = "probe.loss_weights"
 K_BROADCASTS = "probe.broadcasts"
 K_Y_PRED_SHAPE = "probe.y_pred_shape"
 K_BATCH = "probe.batch_size"
@@ -578,6 +579,7 @@ class _Probe:
             },
         )
         scope.values.pop(K_LOSS_PS, None)
+        self.put_weights(sample_weight, y_pred)
         if not self.tls.in_train_step and y_true is not None:
             fp = fingerprint(y_true)
             if fp is not None:
@@ -631,6 +633,33 @@ class _Probe:
                 ]
             ),
         )
+
+    def put_weights(self, sample_weight: Any, y_pred: Any) -> None:
+        """Sum, non-zero count and size of the sample weights, valid and total of the mask.
+
+        The denominators a Keras loss uses: ``sum_over_batch_size`` divides the
+        weighted sum by the number of elements, and a mask (Keras 3 and tf-keras keep
+        it as ``y_pred._keras_mask``; keras/src/losses/loss.py ``Loss.__call__`` and
+        ``apply_mask``) by its valid entries. A hand-written loss that divides by
+        ``sum(weights)`` or by every masked entry differs by their ratio.
+        """
+        import tensorflow as tf
+
+        scope = _scope.current()
+        scope.values.pop(K_LOSS_W, None)
+        mask = getattr(_first_tensor(y_pred), "_keras_mask", None) if y_pred is not None else None
+        if sample_weight is None and mask is None:
+            return
+        nan = tf.constant(float("nan"), tf.float32)
+        parts = [nan, nan, nan, nan, nan]
+        if sample_weight is not None:
+            w = tf.reshape(tf.cast(tf.convert_to_tensor(sample_weight), tf.float32), [-1])
+            parts[:3] = [tf.reduce_sum(w), tf.cast(tf.math.count_nonzero(w), tf.float32),
+                         tf.cast(tf.size(w), tf.float32)]
+        if mask is not None and tf.is_tensor(mask):
+            m = tf.reshape(tf.cast(mask, tf.float32), [-1])
+            parts[3:] = [tf.reduce_sum(m), tf.cast(tf.size(m), tf.float32)]
+        scope.put(K_LOSS_W, tf.stack(parts))
 
     def on_train_step(self, data: Any) -> None:
         x, y, sw = data, None, None
@@ -1140,6 +1169,15 @@ def decode(values: dict[str, Any], statics: dict[str, Any]) -> dict[str, Any]:
                     per_sample_max=f[2],
                     per_sample_count=int(f[3]),
                 )
+        w = values.get(K_LOSS_W)
+        if w is not None:
+            f = _floats(w)
+            if len(f) == 5:
+                for name, x, whole in (("weight_sum", f[0], False), ("weight_nonzero", f[1], True),
+                                       ("weight_count", f[2], True), ("mask_valid", f[3], True),
+                                       ("mask_count", f[4], True)):
+                    if x == x:
+                        info[name] = int(x) if whole else x
         if statics.get("probe.fit_sample_weight"):
             info["sample_weight"] = True
         out["loss_info"] = info

@@ -156,6 +156,13 @@ class LossInfo(_Model):
     per_sample_min: float | None = None
     per_sample_max: float | None = None
     per_sample_count: int | None = None
+    # The loss's denominators: sum, non-zero count and size of the sample weights; the
+    # mask's valid entries and size (a Keras loss divides by those, hand-written ones vary).
+    weight_sum: float | None = None
+    weight_nonzero: int | None = None
+    weight_count: int | None = None
+    mask_valid: int | None = None
+    mask_count: int | None = None
 
 
 class Broadcast(_Model):

@@ -104,9 +104,15 @@ def negligible_grads(na: Any, nb: Any, ga: Any, gb: Any, al: Alignment) -> np.nd
     return (np.nan_to_num(np.asarray(na), nan=0.0) <= floor) & (np.nan_to_num(np.asarray(nb), nan=0.0) <= floor)
 
 
-def candidate_factors(a: RunData, b: RunData) -> dict[str, float]:
-    """Constants a loss or gradient factor between two runs could equal, and what each means."""
+def candidate_factors(a: RunData, b: RunData, steps: tuple[int, int] | None = None) -> dict[str, float]:
+    """Constants a loss or gradient factor between two runs could equal, and what each means.
+
+    ``steps`` (the witness step of run a and of run b) adds the per-batch denominators the
+    runs' Keras losses recorded there: batch/sum(sample weights) and a mask's valid fraction.
+    """
     out: dict[str, float] = {}
+    if steps is not None:
+        out.update(_denominator_factors(a, b, steps))
     nout = max(_n_outputs(a), _n_outputs(b))
     bs = [x for x in (a.batch_size[:1].tolist() + b.batch_size[:1].tolist()) if math.isfinite(x)]
     batch = int(max(bs)) if bs else 0
@@ -128,6 +134,45 @@ def candidate_factors(a: RunData, b: RunData) -> dict[str, float]:
             out["the learning rate: a learning rate folded into the loss"] = float(1.0 / lr[0])
             break
     return out
+
+
+def _denominator_factors(a: RunData, b: RunData, steps: tuple[int, int]) -> dict[str, float]:
+    """Factors from what a Keras loss divided by at the witness step (recorded per step)."""
+    out: dict[str, float] = {}
+    for side, run, step in (("a", a, steps[0]), ("b", b, steps[1])):
+        info = run.loss_info.get(step) or {}
+        n = info.get("per_sample_count") or info.get("weight_count")
+        wsum = info.get("weight_sum")
+        if n and wsum and math.isfinite(wsum) and wsum > 0 and rel(n, wsum) > 1e-6:
+            out[f"batch/sum(sample weights) of this batch ({n}/{wsum:.6g}, recorded in run {side}): a Keras "
+                "loss divides the weighted sum by the number of samples, a hand-written one often by "
+                "sum(weights)"] = float(n) / float(wsum)
+        valid, total = info.get("mask_valid"), info.get("mask_count")
+        if valid and total and valid != total:
+            out[f"the mask's valid fraction in this batch ({valid} of {total} entries, recorded in run "
+                f"{side}): a Keras loss divides by the valid entries, `reduce_mean(loss * mask)` by all "
+                "of them"] = float(total) / float(valid)
+    return out
+
+
+def _loss_scale_fix(meaning: str | None) -> str:
+    """The concrete change for a matched loss factor."""
+    head = "Reduce the loss the same way in both runs: "
+    if meaning is None:
+        return head + "divide by the same count."
+    if meaning.startswith("batch/sum(sample weights)"):
+        return head + ("divide the weighted sum by the number of samples as a Keras loss does "
+                       "(`tf.reduce_sum(loss * w) / tf.cast(tf.size(loss), loss.dtype)`), or call the same "
+                       "Keras loss object with `sample_weight=w` in both.")
+    if meaning.startswith("the mask's valid fraction"):
+        return head + ("divide by the number of valid entries as a Keras loss does with a mask "
+                       "(`tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`), or call the same Keras loss "
+                       "object on the masked predictions in both.")
+    if meaning.startswith("the batch size"):
+        return head + ("reduce the per-sample losses to their mean (`tf.reduce_mean(loss)`, or a Keras loss "
+                       "object) before `tape.gradient`; a vector target is summed.")
+    return head + ("use the same Keras loss (`keras.losses.MeanSquaredError()` averages over outputs and "
+                   "batch) or divide the sum by the same count.")
 
 
 def match_factor(c: float, cands: dict[str, float], tol: float) -> tuple[str, float, bool] | None:
@@ -183,7 +228,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
     out: list[Finding] = []
     has_g = np.isfinite(s.ratios) & (s.ratios > 0) & ~s.negligible
     parallel = np.ones_like(s.ratios, dtype=bool) if s.cos is None else (1 - np.nan_to_num(s.cos, nan=1.0)) <= al.noise.cos_tol
-    cands = candidate_factors(a, b)
+    cands = candidate_factors(a, b, (s.step, int(b.step[s.row_b])))
     loss_equal = s.loss_rel <= tol
     grads_equal = bool(np.all(s.norm_rel[has_g] <= tol)) and bool(parallel[has_g].all())
 
@@ -223,9 +268,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                           "matched_value": (1 / m[1] if m and m[2] else m[1]) if m else None,
                           "first_update_ratio": u, "optimizer": (a.meta.get("optimizer") or {}).get("class"),
                           **ev},
-                fix=("Reduce the loss the same way in both runs: " + (
-                    "use the same Keras loss (`keras.losses.MeanSquaredError()` averages over outputs and batch) "
-                    "or divide the sum by the same count." if m else "divide by the same count.")),
+                fix=_loss_scale_fix(m[0] if m else None),
                 explains=1.0))
             return out, s
         out.append(Finding(
