@@ -85,3 +85,15 @@ def test_module_table_documents_every_variable() -> None:
     assert len(names) >= 13
     for name in names:
         assert f"``{name}``" in doc, name
+
+
+def test_stats_every_and_ring_size() -> None:
+    assert _config.load(env={}).stats_every is None  # auto
+    assert _config.load(env={"GRADTRACE_STATS_EVERY": "auto"}).stats_every is None
+    assert _config.load(env={"GRADTRACE_STATS_EVERY": "25"}).stats_every == 25
+    assert _config.load(env={"GRADTRACE_STATS_EVERY": "25"}, stats_every=1).stats_every == 1
+    assert _config.load(env={"GRADTRACE_STATS_EVERY": "0"}).stats_every is None  # logged, default kept
+    with pytest.raises(ValueError, match="stats_every"):
+        _config.load(env={}, stats_every=0)
+    assert _config.load(env={}).ring_size is None  # sized from the step vector
+    assert _config.load(env={"GRADTRACE_RING_SIZE": "64"}).ring_size == 64

@@ -38,11 +38,15 @@ Variable                        Default                             Meaning
                                                                     steps (0: never).
 ``GRADTRACE_SKETCH_DIM``        ``32``                              Numbers in each gradient's sketch (0: none,
                                                                     at most 256).
-``GRADTRACE_RING_SIZE``         ``256``                             Steps the in-graph ring buffer holds between
-                                                                    two reads by the host.
+``GRADTRACE_RING_SIZE``         auto (64 to 1024)                   Steps the in-graph ring buffer holds between
+                                                                    two reads by the host; by default as many as
+                                                                    fit in 8 MiB, at least 64, at most 1024.
 ``GRADTRACE_OVERHEAD_BUDGET``   ``0.05``                            Fraction of the step time the per-variable
                                                                     statistics may cost when their cadence is
                                                                     chosen automatically (``stats_every`` unset).
+``GRADTRACE_STATS_EVERY``       ``auto``                            Per-variable statistics on every N-th step
+                                                                    (``1``: every step; ``auto``: N chosen within
+                                                                    ``GRADTRACE_OVERHEAD_BUDGET``).
 =============================== =================================== ===========================================
 
 Booleans accept ``1/true/yes/on`` and ``0/false/no/off`` (any case).
@@ -102,9 +106,11 @@ GRADTRACE_FULL_TENSORS_EVERY = "GRADTRACE_FULL_TENSORS_EVERY"
 GRADTRACE_SKETCH_DIM = "GRADTRACE_SKETCH_DIM"
 """Size of each gradient sketch."""
 GRADTRACE_RING_SIZE = "GRADTRACE_RING_SIZE"
-"""Steps held by the in-graph ring buffer."""
+"""Steps held by the in-graph ring buffer (default: as many as fit in 8 MiB, 64 to 1024)."""
 GRADTRACE_OVERHEAD_BUDGET = "GRADTRACE_OVERHEAD_BUDGET"
 """Share of the step time the automatic statistics cadence aims at."""
+GRADTRACE_STATS_EVERY = "GRADTRACE_STATS_EVERY"
+"""Per-variable statistics every N-th step (``auto``, the default: N chosen within the budget)."""
 
 DEFAULT_URL = "sqlite:///./gradtrace.db"
 
@@ -138,8 +144,9 @@ class Config:
     shutdown_timeout: float = 30.0
     full_tensors_every: int = 0
     sketch_dim: int = 32
-    ring_size: int = 256
+    ring_size: int | None = None  # None: sized from the step vector's width
     overhead_budget: float = 0.05
+    stats_every: int | None = None  # None: chosen from measured costs within overhead_budget
 
     def __repr__(self) -> str:  # never print a token into a log
         fields = ", ".join(
@@ -212,6 +219,12 @@ def _bool_arg(raw: Any) -> bool:
     raise ValueError(f"expected a bool, got {raw!r}")
 
 
+def _every(raw: Any) -> int | None:
+    if isinstance(raw, str) and raw.strip().lower() in ("", "auto"):
+        return None
+    return int(_bounded(int, 1)(raw))
+
+
 # field -> (env var, parser); the parser turns an env string (or an argument) into the value
 _FIELDS: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
     "url": (GRADTRACE_URL, normalize_url),
@@ -232,6 +245,7 @@ _FIELDS: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
     "sketch_dim": (GRADTRACE_SKETCH_DIM, _bounded(int, 0, MAX_SKETCH)),
     "ring_size": (GRADTRACE_RING_SIZE, _bounded(int, 1, 1_000_000)),
     "overhead_budget": (GRADTRACE_OVERHEAD_BUDGET, _bounded(float, 1e-6, 100.0)),
+    "stats_every": (GRADTRACE_STATS_EVERY, _every),
 }
 # Env vars in human units; arguments are in the field's own unit.
 _ENV_SCALE = {"spool_max_bytes": float(2**20), "spool_max_age": 86400.0}

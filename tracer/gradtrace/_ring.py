@@ -64,21 +64,28 @@ class Ring:
         self.lock = threading.Lock()
 
     def drain(self) -> tuple[list[np.ndarray], int]:
-        """Rows written since the last drain, and how many were overwritten unread."""
+        """Rows written since the last drain, and how many were overwritten unread.
+
+        Reads only those rows (a gather), not the whole ring: for a large model a
+        row is tens of kilobytes and most polls find a few new rows.
+        """
         with self.lock:
             n1 = int(self.count.numpy())
             if n1 <= self.read:
                 return [], 0
-            data = self.buf.numpy()
+            first = max(self.read, n1 - self.size)
+            idx = np.arange(first, n1, dtype=np.int64) % self.size
+            data = self.buf.sparse_read(idx).numpy()
             n2 = int(self.count.numpy())
-            start = max(self.read, n2 - self.size)
+            # Rows below n2 - size may have been overwritten while they were read.
+            start = max(first, n2 - self.size)
             lost = start - self.read
             rows: list[np.ndarray] = []
             for i in range(start, n1):
-                row = data[i % self.size]
+                row = data[i - first]
                 if row[0] != float(i % SEQ_SPLIT):
                     break  # claimed but not written yet: the next drain takes it
-                rows.append(row.copy())
+                rows.append(row)
             self.read = start + len(rows)
             return rows, lost
 
@@ -89,13 +96,13 @@ class Poller:
     The interval adapts to the step rate so a ring is read before it fills:
     about a third of the time the writer needs to go once round it. While idle it
     grows to ``max_interval`` only, short enough that a burst of fast steps after a
-    pause (0.1 ms per step fills the default ring in 26 ms) is read in time.
+    pause (0.1 ms per step fills a 1024-row ring in 102 ms) is read in time.
     """
 
     def __init__(
         self,
         on_rows: Callable[[list[tuple[Ring, np.ndarray]], list[tuple[Ring, int]]], None],
-        max_interval: float = 0.02,
+        max_interval: float = 0.05,
         min_interval: float = 0.005,
         on_tick: Callable[[], None] | None = None,
     ) -> None:

@@ -471,8 +471,12 @@ def _f(x: float) -> float:
     return float(x)
 
 
-def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
-    """Turn one vector into StepRecord fields (``vars`` and ``state`` as dicts)."""
+def decode_row(row: np.ndarray, layout: Layout, light_vars: list[Any] | None = None) -> dict[str, Any]:
+    """Turn one vector into StepRecord fields (``vars`` and ``state`` as dicts).
+
+    ``light_vars``: what a row between two full ones carries as ``vars`` (the caller's
+    cached copy); by default one ``{"v", "grad"}`` dict per variable.
+    """
     out: dict[str, Any] = {"mode": layout.mode}
     if layout.has_loss:
         out["loss"] = _f(row[3])
@@ -483,7 +487,8 @@ def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
     k = layout.sketch_dim
     vars_out: list[dict[str, Any]] = []
     if row[6] == 0:  # a step between two full ones: per-variable numbers not computed
-        out["vars"] = [{"v": slot.v, "grad": slot.grad} for slot in layout.vars]
+        out["vars"] = light_vars if light_vars is not None else [
+            {"v": slot.v, "grad": slot.grad} for slot in layout.vars]
         out["state"] = []
         return out
     for slot in layout.vars:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import socket
 import sys
 import threading
@@ -119,9 +118,10 @@ class Run:
         self.options = options
         self.strict: bool = bool(getattr(config, "strict", False))
         self.sketch_dim: int = int(getattr(config, "sketch_dim", 16))
-        self.ring_size: int = max(4, int(getattr(config, "ring_size", 256)))
+        fixed = getattr(config, "ring_size", None)
+        self.ring_size: int | None = None if fixed is None else max(4, int(fixed))
         self._jit: bool | None = options.get("stats_jit")
-        self.stats_every: int | None = _stats_every(options.get("stats_every"))
+        self.stats_every: int | None = getattr(config, "stats_every", None)
         self.cadence: Any = None
         self.info = schema.RunInfo(
             run_id=uuid.uuid4().hex,
@@ -154,6 +154,8 @@ class Run:
         self._probes_undo: Callable[[], None] | None = None
         self._probes_decode: Callable[..., dict[str, Any]] | None = None
         self.full_tensors: Any = None  # gradtrace._tensors.FullTensors when full_tensors_every > 0
+        self._next_uncaptured_check = 0.0
+        self._light_vars: dict[int, list[schema.VarStep]] = {}  # id(layout) -> a light row's vars
         self.active = False
 
     # -- API for hooks ------------------------------------------------------------------
@@ -288,13 +290,21 @@ class Run:
             got = self._layouts.get(key)
             if got is None:
                 layout = make()
-                ring = Ring(layout, self.ring_size)
+                ring = Ring(layout, self.ring_rows(layout.width))
                 got = (layout, ring)
                 self._layouts[key] = got
                 self._modes.add(layout.mode)
                 if self._poller is not None:
                     self._poller.add(ring)
         return got
+
+    def ring_rows(self, width: int) -> int:
+        """Rows of a ring of ``width``-float rows: ``ring_size`` if set, else what fits in
+        :data:`RING_BYTES` (64 to 1024: at 1 ms per step the host reads a ring about
+        three times per turn either way)."""
+        if self.ring_size is not None:
+            return self.ring_size
+        return int(min(RING_MAX_ROWS, max(RING_MIN_ROWS, RING_BYTES // (4 * max(1, width)))))
 
     def stats_jit(self, mode: str) -> bool:
         """Compile the statistics with XLA? (Inside an XLA step it is inlined anyway.)"""
@@ -468,7 +478,7 @@ class Run:
             if now is None:
                 continue
             missing = now - start - self._steps_by_opt.get(key, 0)
-            slack = 0 if final else 2 * self.ring_size
+            slack = 0 if final else 2 * (self.ring_size or RING_MAX_ROWS)
             if missing > slack:
                 self.warn_once(
                     f"uncaptured:{key}",
@@ -480,7 +490,10 @@ class Run:
                 )
 
     def _on_tick(self) -> None:
-        self._check_uncaptured()
+        now = time.monotonic()
+        if now >= self._next_uncaptured_check:  # reads every optimizer's counter: not every poll
+            self._next_uncaptured_check = now + UNCAPTURED_CHECK_SECONDS
+            self._check_uncaptured()
         self._drain_tensors()
 
     def _drain_tensors(self) -> None:
@@ -518,10 +531,17 @@ class Run:
             layout = ring.layout
             try:
                 step = int(row[1]) * SEQ_SPLIT + int(row[2])
-                fields = decode_row(row, layout)
+                # Between two full steps a row's variables say only "gradient or not", the
+                # same for every row of the layout: one shared (never mutated) list.
+                light = self._light_vars.get(id(layout))
+                fields = decode_row(row, layout, light)
                 fields["step"] = step
                 fields["wall_time"] = now
-                fields["vars"] = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
+                if row[6] == 0 and light is None:
+                    light = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
+                    self._light_vars[id(layout)] = fields["vars"] = light
+                elif row[6] != 0:
+                    fields["vars"] = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
                 fields["state"] = [schema.StateStep.model_construct(**d) for d in fields["state"]]
                 if self._probes_decode is not None and (layout.values or layout.statics):
                     fields.update(self._probes_decode(decode_values(row, layout), layout.statics))
@@ -624,28 +644,9 @@ class Run:
         return bool(self._exporter.flush(timeout))
 
 
-GRADTRACE_STATS_EVERY = "GRADTRACE_STATS_EVERY"
-"""Compute the per-variable statistics every N-th step (default: chosen within ``overhead_budget``)."""
-
-
-def _stats_every(arg: Any) -> int | None:
-    if arg is not None:
-        if isinstance(arg, bool) or not isinstance(arg, int) or arg < 1:
-            raise ValueError(f"gradtrace.trace: stats_every must be an integer >= 1, got {arg!r}")
-        return arg
-    raw = os.environ.get(GRADTRACE_STATS_EVERY)
-    if raw is None or raw.strip().lower() in ("", "auto"):
-        return None
-    try:
-        value = int(raw)
-        if value < 1:
-            raise ValueError(raw)
-        return value
-    except ValueError:
-        logger.warning("ignoring %s=%r: not an integer >= 1; choosing it within the overhead budget",
-                       GRADTRACE_STATS_EVERY, raw)
-        return None
-
+UNCAPTURED_CHECK_SECONDS = 1.0
+RING_BYTES = 8 * 2**20
+RING_MIN_ROWS, RING_MAX_ROWS = 64, 1024
 
 def _logs_to_stderr(log: logging.Logger) -> bool:
     current: logging.Logger | None = log
@@ -702,9 +703,9 @@ def _make_exporter(run: Run) -> Any:
 _CONFIG_OPTIONS = {
     "url", "token", "project", "disabled", "strict", "spool_dir", "flush_interval",
     "batch_steps", "queue_steps", "full_tensors_every", "sketch_dim", "ring_size",
-    "shutdown_timeout", "retry_seconds", "http_timeout", "overhead_budget",
+    "shutdown_timeout", "retry_seconds", "http_timeout", "overhead_budget", "stats_every",
 }
-_RUN_OPTIONS = {"stats_jit", "stats_every"}
+_RUN_OPTIONS = {"stats_jit"}
 
 
 class _Trace(Generic[P, R]):

@@ -20,7 +20,6 @@ the Alembic head already (``gradtrace db upgrade --db URL``), else
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -81,7 +80,7 @@ def normalize_url(url: str | None) -> str:
 
 
 def _json_dumps(obj: Any) -> str:
-    return json.dumps(_ingest.json_safe(obj), separators=(",", ":"), allow_nan=False)
+    return _ingest.json_text(obj) or "null"
 
 
 def make_engine(url: str | None = None) -> Engine:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -51,6 +52,23 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def json_text(obj: Any) -> str | None:
+    """``obj`` as the JSON text a JSON column stores (``None`` stays SQL NULL).
+
+    The C encoder first; only data that holds NaN/Inf takes the :func:`json_safe` walk.
+    """
+    if obj is None:
+        return None
+    try:
+        return _JSON.encode(obj)
+    except ValueError:
+        return _JSON.encode(json_safe(obj))
+
+
+# One encoder: json.dumps with non-default arguments builds a new one per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def _sketch_bytes(sketch: list[float] | None) -> bytes | None:
@@ -247,6 +265,9 @@ def _drop_steps(conn: Connection, run_key: int, steps: list[int]) -> int:
 _VAR_COLS = ("run_id", "step", "v", "grad", "norm", "mean", "min", "max", "nonfinite", "applied",
              "update_norm", "weight_norm", "sketch")
 _STATE_COLS = ("run_id", "step", "v", "changed", "delta_norm", "rng")
+_STEP_COLS = ("run_id", "step", "wall_time", "mode", "loss", "target_shape", "loss_scale", "skipped",
+              "reg_loss", "batch_size", "lr", "iterations", "x_fp", "y_fp", "y_pred_shape", "loss_info",
+              "broadcasts", "modes", "frozen", "grad_norm", "n_grad", "n_applied", "n_changed", "nonfinite")
 # Where _layers.layer_rows finds its inputs in those rows.
 _LAYER_VAR_AT = tuple(_VAR_COLS.index(c) for c in _layers.VAR_INPUT)
 _LAYER_STATE_AT = tuple(_STATE_COLS.index(c) for c in _layers.STATE_INPUT)
@@ -263,11 +284,13 @@ def _same(x: float | None) -> float | str | None:
 
 def _step_rows(
     run_key: int, records: list[schema.StepRecord], sqlite: bool
-) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Rows of steps (dicts), var_steps and state_steps (tuples in ``_VAR_COLS`` /
-    ``_STATE_COLS`` order, floats already encoded for the backend)."""
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Rows of steps, var_steps and state_steps: tuples in ``_STEP_COLS``, ``_VAR_COLS``
+    and ``_STATE_COLS`` order, floats and JSON already encoded for the backend (the
+    bulk path skips SQLAlchemy's per-row processing: measured 2x cheaper per step)."""
     enc = _nan_text if sqlite else _same
-    steps: list[dict[str, Any]] = []
+    steps: list[tuple[Any, ...]] = []
+    js = json_text
     var_rows: list[tuple[Any, ...]] = []
     state_rows: list[tuple[Any, ...]] = []
     for rec in records:
@@ -299,35 +322,21 @@ def _step_rows(
             if st.changed and not st.rng:
                 n_changed += 1
         li = rec.loss_info
-        steps.append(
-            {
-                "run_id": run_key,
-                "step": s,
-                "wall_time": rec.wall_time,
-                "mode": rec.mode,
-                "loss": rec.loss,
-                "target_shape": rec.target_shape,
-                "loss_scale": rec.loss_scale,
-                "skipped": rec.skipped,
-                "reg_loss": rec.reg_loss,
-                "batch_size": rec.batch_size,
-                "lr": rec.lr,
-                "iterations": rec.iterations,
-                "x_fp": rec.x_fp,
-                "y_fp": rec.y_fp,
-                "y_pred_shape": rec.y_pred_shape,
-                "loss_info": li.model_dump(mode="json") if li is not None else None,
-                "broadcasts": [b.model_dump(mode="json") for b in rec.broadcasts] or None,
-                "modes": rec.modes or None,
-                "frozen": list(rec.frozen),
-                "grad_norm": math.sqrt(sq) if have_norm else None,
-                "n_grad": n_grad if rec.vars else None,
-                # steps between two full ones carry no per-variable numbers: not 0 applied, unknown
-                "n_applied": n_applied if any(v.applied is not None for v in rec.vars) else None,
-                "n_changed": n_changed if rec.state else None,
-                "nonfinite": nonfinite if rec.vars else None,
-            }
-        )
+        steps.append((
+            run_key, s, enc(rec.wall_time), rec.mode, enc(rec.loss), js(rec.target_shape),
+            enc(rec.loss_scale), rec.skipped, enc(rec.reg_loss), rec.batch_size, enc(rec.lr),
+            rec.iterations, js(rec.x_fp), js(rec.y_fp), js(rec.y_pred_shape),
+            js(li.model_dump(mode="json")) if li is not None else None,
+            js([b.model_dump(mode="json") for b in rec.broadcasts] or None),
+            js(rec.modes or None),
+            js(list(rec.frozen)),
+            enc(math.sqrt(sq)) if have_norm else None,
+            n_grad if rec.vars else None,
+            # steps between two full ones carry no per-variable numbers: not 0 applied, unknown
+            n_applied if any(v.applied is not None for v in rec.vars) else None,
+            n_changed if rec.state else None,
+            nonfinite if rec.vars else None,
+        ))
     return steps, var_rows, state_rows
 
 
@@ -393,7 +402,7 @@ def ingest(conn: Connection, batch: schema.Batch) -> IngestResult:
     sqlite = conn.dialect.name == "sqlite"
     steps, var_rows, state_rows = _step_rows(run_key, batch.steps, sqlite)
     layer_rows = _layers.layer_rows(run_key, var_rows, state_rows, grouping, _LAYER_VAR_AT, _LAYER_STATE_AT)
-    _bulk(conn, m.Step.__table__, steps)
+    _bulk_tuples(conn, m.Step.__tablename__, _STEP_COLS, steps)
     _bulk_tuples(conn, m.VarStep.__tablename__, _VAR_COLS, var_rows)
     _bulk_tuples(conn, m.StateStep.__tablename__, _STATE_COLS, state_rows)
     _bulk(conn, m.LayerStep.__table__, layer_rows)
