@@ -706,3 +706,56 @@ def tape_masked_mean_over_all():
 
     for xb, yb in data.batches(x, y, BATCH, STEPS):
         train_step(xb, yb)
+
+
+# --- per-output loss weights: compile(loss_weights=...) vs an unweighted sum --------------
+
+def _two_heads():
+    keras = _keras()
+    keras.utils.set_random_seed(21)
+    inp = keras.Input((20,))
+    h = keras.layers.Dense(24, activation="relu")(inp)
+    cls = keras.layers.Dense(2, name="label")(h)
+    reg = keras.layers.Dense(1, name="score")(h)
+    return keras.Model(inp, [cls, reg])
+
+
+def _two_head_data():
+    x, y = data.classification(classes=2)
+    score = (x[:, :3].sum(axis=1, keepdims=True) / 3.0).astype("float32")
+    return x, y, score
+
+
+def fit_loss_weights():
+    keras = _keras()
+    x, y, score = _two_head_data()
+    model = _two_heads()
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        keras.losses.MeanSquaredError()],
+                  loss_weights=[1.0, 0.2])
+    n = STEPS * BATCH
+    model.fit(x[:n], [y[:n], score[:n]], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_loss_weights_forgotten():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y, score = _two_head_data()
+    model = _two_heads()
+    opt = keras.optimizers.SGD(0.05)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    mse = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def train_step(xb, yb, sb):
+        with tf.GradientTape() as tape:
+            logits, pred = model(xb, training=True)
+            loss = ce(yb, logits) + mse(sb, pred)  # the 0.2 on the score head is gone
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for i in range(STEPS):
+        sl = slice(i * BATCH, (i + 1) * BATCH)
+        train_step(x[sl], y[sl], score[sl])

@@ -32,6 +32,8 @@ CASES = [
     ("hand_log_loss_saturates", s.fit_bce_saturating, s.tape_hand_log_loss, "diverged", "numerics"),
     ("weighted_mean_by_hand", s.fit_sample_weighted, s.tape_weighted_mean_by_hand, "diverged", "loss_scale"),
     ("mask_mean_over_all", s.fit_masked_tagger, s.tape_masked_mean_over_all, "diverged", "loss_scale"),
+    ("loss_weights_forgotten", s.fit_loss_weights, s.tape_loss_weights_forgotten, "diverged",
+     "gradient_mismatch"),
     ("other_seed_and_order", s.fit_digits_sgd_sparse, s.fit_other_seed, "not_comparable", None),
     # equivalent: the same training written two correct ways
     ("eq_fit_vs_tape", s.fit_digits_sgd_sparse, s.tape_digits_sgd_sparse, "equivalent", None),
@@ -71,6 +73,8 @@ def test_case(traced, case):
         assert report.findings and report.findings[0].kind == top, text
     if verdict == "equivalent":
         assert all(f.severity == "info" for f in report.findings), text
+    if _id == "loss_weights_forgotten":  # the finding names the weights it found
+        assert report.findings[0].evidence.get("loss_weights_a") == [1.0, 0.2], text
     if _id in MATCHES:
         assert str(report.findings[0].evidence.get("matches") or "").startswith(MATCHES[_id]), text
 

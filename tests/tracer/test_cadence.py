@@ -43,8 +43,12 @@ def tape_step(model: keras.Model, opt: keras.optimizers.Optimizer, skip_last: bo
 
 
 def is_full(step: dict) -> bool:
+    """A full step lists every variable with its statistics; a light one lists only the
+    variables without a gradient (none here) and counts the others in ``n_grad``."""
     rows = step["vars"]
-    full = rows[0]["norm"] is not None
+    full = bool(rows) and rows[0]["norm"] is not None
+    if not full:
+        assert rows == [] and step["n_grad"] > 0, step
     for r in rows:
         if r["grad"]:
             assert (r["norm"] is not None) == full, r

@@ -319,8 +319,12 @@ def test_stats_every_n_steps(db_url, read_run):
     _, steps = read_run("every")
     assert len(steps) == 5
     np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-6)  # every step
-    full = [s["vars"][0]["norm"] is not None for s in steps]
+    full = [bool(s["vars"]) and s["vars"][0]["norm"] is not None for s in steps]
     assert full == [True, False, False, True, False]
+    # light steps: no per-variable entries (every variable had a gradient), counted in n_grad
+    nvars = len(model.trainable_variables)
+    assert [s["n_grad"] for s in steps] == [nvars] * 5
+    assert [len(s["vars"]) for s in steps] == [nvars, 0, 0, nvars, 0]
     rows = var_rows(steps[3])
     for v, g in zip(model.trainable_variables, g3, strict=False):
         assert_grad_stats(rows[run.var_index(v)], g, SKETCH)
@@ -394,3 +398,33 @@ def test_tf_keras_fit_records_learning_rate(db_url, read_run):
     opt = read_run("tk-sched")[0].meta["optimizer"]
     assert opt["learning_rate_schedule"]["class"] == "ExponentialDecay"
     np.testing.assert_allclose(opt["learning_rate"], 0.1, rtol=1e-6)
+
+
+def test_light_steps_list_the_variables_without_a_gradient(db_url, read_run):
+    """Between two full steps a record lists only the variables that got no gradient."""
+    x, y = data()
+    model = mlp()
+    opt = keras.optimizers.SGD(0.05)
+    head = model.layers[-1].trainable_variables
+    with gradtrace.trace(run="head", store=db_url, stats_every=2) as run:
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(xb) - yb))
+            grads = tape.gradient(loss, head)  # only the head is differentiated
+            grads += [None] * (len(model.trainable_variables) - len(head))
+            variables = head + [v for v in model.trainable_variables if all(v is not h for h in head)]
+            opt.apply_gradients(zip(grads, variables, strict=True))
+
+        for _ in range(4):
+            step(x, y)
+    _, steps = read_run("head")
+    frozen = {run.var_index(v) for v in model.trainable_variables if all(v is not h for h in head)}
+    assert frozen
+    for s in steps:
+        assert s["n_grad"] == len(head)
+        if s["step"] % 2:  # light
+            assert {r["v"] for r in s["vars"]} == frozen and not any(r["grad"] for r in s["vars"])
+        else:
+            assert len(s["vars"]) == len(model.trainable_variables)

@@ -255,6 +255,26 @@ def _compiled_losses(model: Any) -> list[Any]:
     return []
 
 
+def _compiled_loss_weights(model: Any) -> list[float | None]:
+    """The per-output ``loss_weights`` given to ``compile`` (one per resolved loss), or []."""
+    # Keras 3: keras/src/trainers/compile_utils.py CompileLoss.build keeps one
+    # Loss(path, loss, loss_weights, name) namedtuple per output in _flat_losses.
+    cl = getattr(model, "_compile_loss", None)
+    if cl is not None:
+        raw = [getattr(x, "loss_weights", getattr(x, "weight", None))
+               for x in (getattr(cl, "_flat_losses", None) or []) if x is not None]
+    else:
+        cl = getattr(model, "compiled_loss", None)  # tf-keras: flattened after build
+        raw = list(getattr(cl, "_loss_weights", None) or []) if cl is not None else []
+    out: list[float | None] = []
+    for w in raw:
+        try:
+            out.append(None if w is None else float(w))
+        except (TypeError, ValueError):
+            out.append(None)
+    return out if any(w is not None and w != 1.0 for w in out) else []
+
+
 def _compiled_metrics(model: Any) -> list[dict[str, Any]]:
     """``[{"name", "class"}]`` of the metrics fit() resolved (``"accuracy"`` → a class)."""
     found: list[Any] = []
@@ -686,6 +706,9 @@ class _Probe:
             desc = describe_loss(losses[0])
             if len(losses) > 1:
                 desc["outputs"] = [describe_loss(x) for x in losses]
+            weights = _compiled_loss_weights(model)
+            if weights:
+                desc["loss_weights"] = weights
             meta["loss"] = desc
         if metrics:
             meta["metrics"] = metrics

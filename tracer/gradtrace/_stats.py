@@ -471,11 +471,11 @@ def _f(x: float) -> float:
     return float(x)
 
 
-def decode_row(row: np.ndarray, layout: Layout, light_vars: list[Any] | None = None) -> dict[str, Any]:
+def decode_row(row: np.ndarray, layout: Layout, light_vars: Any = None) -> dict[str, Any]:
     """Turn one vector into StepRecord fields (``vars`` and ``state`` as dicts).
 
-    ``light_vars``: what a row between two full ones carries as ``vars`` (the caller's
-    cached copy); by default one ``{"v", "grad"}`` dict per variable.
+    ``light_vars``: what a row between two full ones carries as ``vars`` (the caller
+    fills it in); by default one ``{"v", "grad"}`` dict per variable.
     """
     out: dict[str, Any] = {"mode": layout.mode}
     if layout.has_loss:

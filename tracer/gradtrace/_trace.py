@@ -531,16 +531,20 @@ class Run:
             layout = ring.layout
             try:
                 step = int(row[1]) * SEQ_SPLIT + int(row[2])
-                # Between two full steps a row's variables say only "gradient or not", the
-                # same for every row of the layout: one shared (never mutated) list.
-                light = self._light_vars.get(id(layout))
-                fields = decode_row(row, layout, light)
+                fields = decode_row(row, layout, ())
                 fields["step"] = step
                 fields["wall_time"] = now
-                if row[6] == 0 and light is None:
-                    light = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
-                    self._light_vars[id(layout)] = fields["vars"] = light
-                elif row[6] != 0:
+                if row[6] == 0:
+                    # Between two full steps nothing per variable was measured: the record
+                    # lists only the variables without a gradient and counts the others.
+                    light = self._light_vars.get(id(layout))
+                    if light is None:
+                        light = [schema.VarStep.model_construct(v=slot.v, grad=False)
+                                 for slot in layout.vars if not slot.grad]
+                        self._light_vars[id(layout)] = light
+                    fields["vars"] = light
+                    fields["n_grad"] = len(layout.vars) - len(light)
+                else:
                     fields["vars"] = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
                 fields["state"] = [schema.StateStep.model_construct(**d) for d in fields["state"]]
                 if self._probes_decode is not None and (layout.values or layout.statics):

@@ -199,6 +199,9 @@ class StepRecord(_Model):
     frozen: list[str] = Field(default_factory=list)
     vars: list[VarStep] = Field(default_factory=list, max_length=MAX_VARS)
     state: list[StateStep] = Field(default_factory=list, max_length=MAX_VARS)
+    # Set on steps between two full ones: how many variables had a gradient. ``vars``
+    # then lists only the exceptions (variables without one); nothing was measured.
+    n_grad: int | None = Field(default=None, ge=0)
 
 
 class TensorRecord(_Model):

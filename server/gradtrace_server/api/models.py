@@ -6,9 +6,9 @@ they travel as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from gradtrace.store import ProjectSummary, RunSummary
 from pydantic import BaseModel, ConfigDict, Field
 
 Num = float | str | None
@@ -33,30 +33,16 @@ class IngestOut(_Out):
     steps: int
 
 
-class ProjectOut(_Out):
-    name: str
-    runs: int
-    last_run_at: datetime | None = None
+class ProjectOut(ProjectSummary, _Out):
+    """A project and how many runs it holds (the store's ``ProjectSummary``)."""
 
 
 class ProjectsOut(_Out):
     items: list[ProjectOut]
 
 
-class RunOut(_Out):
-    """One run as listed; ``id`` is the run's uid (the tracer's ``run_id``)."""
-
-    id: str
-    name: str
-    project: str
-    status: str
-    started_at: datetime
-    ended_at: datetime | None = None
-    duration_s: float | None = None
-    num_steps: int
-    keras_flavour: str | None = None
-    execution_mode: str | None = None
-    partial: bool = False
+class RunOut(RunSummary, _Out):
+    """One run as listed; ``id`` is the run's uid (the tracer's ``run_id``); the store's ``RunSummary``."""
 
 
 class RunsPage(_Out):

@@ -109,7 +109,8 @@ _KINDS = [
     Kind(
         "gradient_mismatch", "error", True,
         "Same inputs and weights, but the gradients point elsewhere: the loss computation differs "
-        "(class weights, from_logits, a tf.function-wrapped loss).",
+        "(class weights, from_logits, a tf.function-wrapped loss, per-output loss weights that one run "
+        "applies and the other does not: named when compile(loss_weights=...) recorded them).",
         "Compute the loss the same way in both runs (same Keras loss object, same from_logits, "
         "targets whose rows sum to 1 for categorical cross-entropy).",
         rank=26,

@@ -271,12 +271,18 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                 fix=_loss_scale_fix(m[0] if m else None),
                 explains=1.0))
             return out, s
+        weighting = _loss_weights_differ(a, b)
         out.append(Finding(
             "gradient_mismatch",
             f"on the same inputs and weights the losses differ at step 0 ({s.loss_a:.6g} vs {s.loss_b:.6g}, "
             f"relative {s.loss_rel:.2g} > tolerance {tol:.2g}) and not by a constant factor: the loss "
-            "computations differ.",
-            steps=[s.step], variables=_worst(s, parallel, tol), evidence=ev, explains=0.8))
+            "computations differ" + (f"; {weighting[0]}" if weighting else "") + ".",
+            steps=[s.step], variables=_worst(s, parallel, tol),
+            evidence={**ev, **(weighting[1] if weighting else {})},
+            fix=(("Weight every output's loss as compile(loss_weights=...) does "
+                  "(`loss = sum(w * l for w, l in zip(loss_weights, output_losses))`), or give both runs the "
+                  "same loss_weights.") if weighting else None),
+            explains=0.8))
         return out, s
 
     if grads_equal or not has_g.any():
@@ -327,6 +333,21 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
         "whose rows sum to 1, or compute cross-entropy from logits explicitly (`from_logits=True`).",
         explains=1.0))
     return out, s
+
+
+def _loss_weights_differ(a: RunData, b: RunData) -> tuple[str, dict[str, Any]] | None:
+    """Per-output loss weights (compile(loss_weights=...)) that differ between the runs."""
+    wa = (a.meta.get("loss") or {}).get("loss_weights")
+    wb = (b.meta.get("loss") or {}).get("loss_weights")
+    if not wa and not wb or wa == wb:
+        return None
+
+    def say(side: str, w: Any) -> str:
+        return f"run {side} weights its outputs' losses by {w}" if w else f"run {side} adds them unweighted"
+
+    text = (f"{say('a', wa)} (compile(loss_weights=...)), {say('b', wb)}"
+            if wa else f"{say('b', wb)} (compile(loss_weights=...)), {say('a', wa)}")
+    return text, {"loss_weights_a": wa, "loss_weights_b": wb}
 
 
 _MASKING = ("Masking", "Embedding")  # layers that can attach a mask Keras losses then honour

@@ -331,11 +331,11 @@ def _step_rows(
             js(rec.modes or None),
             js(list(rec.frozen)),
             enc(math.sqrt(sq)) if have_norm else None,
-            n_grad if rec.vars else None,
+            rec.n_grad if rec.n_grad is not None else (n_grad if rec.vars else None),
             # steps between two full ones carry no per-variable numbers: not 0 applied, unknown
             n_applied if any(v.applied is not None for v in rec.vars) else None,
             n_changed if rec.state else None,
-            nonfinite if rec.vars else None,
+            nonfinite if any(v.nonfinite is not None for v in rec.vars) else None,
         ))
     return steps, var_rows, state_rows
 

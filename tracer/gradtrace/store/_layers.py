@@ -151,6 +151,8 @@ def layer_rows(
     present = {k: ~np.isnan(a).all(axis=1) for k, a in out.items()}
     rows = []
     for i, step in enumerate(steps.tolist()):
+        if not any(present[k][i] for k in SUMS):
+            continue  # nothing measured at this step (only a variable without a gradient)
         row: dict[str, Any] = {"run_id": run_key, "step": step}
         for k in SUMS:
             row[k] = out[k][i].astype("<f8").tobytes() if present[k][i] else None
