@@ -17,7 +17,8 @@ repeats of the mean step time over ``--steps`` steps after a warm-up:
 - ``gt/1-nojit``: ``stats_every=1, stats_jit=False`` (the statistics without XLA; mlp-tape);
 - ``tb-hist``: per-step ``tf.summary.histogram`` of every gradient (tape workloads);
 - ``tb-norms``: per-step ``tf.summary.scalar`` of every gradient's norm (tape workloads).
-Every variant warms up for ``--warmup`` seconds first (the automatic cadence is chosen during
+``--breakdown`` times the MLP tape loop with parts of the default capture switched off
+(``ab/step0``, ``ab/noprobes``, ``ab/nohost``: see ``_ablation``). Every variant warms up for ``--warmup`` seconds first (the automatic cadence is chosen during
 it). Prints a table of step times and ratios to ``plain``, and the N the default capture chose.
 """
 
@@ -28,8 +29,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -104,7 +105,33 @@ def _scope(variant: str, name: str, db: str) -> Any:
         return gradtrace.trace(run=name, store=db, stats_every=1)
     if variant == "gt/1-nojit":
         return gradtrace.trace(run=name, store=db, stats_every=1, stats_jit=False)
+    if variant.startswith("ab/"):
+        return _ablation(variant, name, db)
     return nullcontext()
+
+
+@contextmanager
+def _ablation(variant: str, name: str, db: str) -> Iterator[Any]:
+    """``--breakdown``: the default capture with parts switched off, to see where its cost goes.
+
+    ``ab/step0``: per-variable statistics on step 0 only (no full steps while timed);
+    ``ab/noprobes``: that, without the probes (layer modes, loss details, fingerprints);
+    ``ab/nohost``: that, with the host never reading the ring (nothing decoded or stored;
+    the ring overruns and says so). Patches internals for the measurement only.
+    """
+    import gradtrace
+    from gradtrace import _probes, _ring
+
+    saved = (_ring.Poller._loop, _probes.install)
+    if variant in ("ab/noprobes", "ab/nohost"):
+        _probes.install = lambda run: (lambda: None)
+    if variant == "ab/nohost":
+        _ring.Poller._loop = lambda self: self._stop.wait()
+    try:
+        with gradtrace.trace(run=name, store=db, stats_every=10**9) as run:
+            yield run
+    finally:
+        _ring.Poller._loop, _probes.install = saved
 
 
 def _note(kind: str, scope: Any) -> None:
@@ -167,6 +194,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per variant")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only mlp-tape: default capture vs the same with parts switched off (see _ablation)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="gradtrace-bench-")
     db = f"sqlite:///{tmp}/bench.db"
@@ -178,6 +207,9 @@ def main() -> None:
         ("cnn-tape", ["plain", "gradtrace", "gradtrace/1", "tb-hist", "tb-norms"],
          lambda v: time_tape("cnn", v, args.steps, db, f"{tmp}/tb", args.warmup)),
     ]
+    if args.breakdown:
+        workloads = [("mlp-tape", ["plain", "gradtrace", "ab/step0", "ab/noprobes", "ab/nohost"],
+                      lambda v: time_tape("mlp", v, args.steps, db, f"{tmp}/tb", args.warmup))]
     try:
         import tensorboard  # noqa: F401
     except ImportError:

@@ -516,7 +516,7 @@ def _after(run: Run, ctx: _StepCtx) -> None:
     if writer is None:
         writer, probe, probe_args = _stats.make_writer(
             ring, run.seq, run.cadence, [tf_variable(v) for v in ctx.vars],
-            [tf_variable(s.var) for s in state], [s.shadow for s in state], run.stats_jit(ctx.mode),
+            [tf_variable(s.var) for s in state], run.state_shadow(state), run.stats_jit(ctx.mode),
         )
         ring.writer = writer
         run.cadence.register(ring, probe, probe_args)

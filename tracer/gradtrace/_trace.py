@@ -91,10 +91,11 @@ def _pop(run: Run) -> None:
 
 @dataclass
 class StateVar:
-    """A non-trainable variable of a registered model and its previous-step copy."""
+    """A non-trainable variable of a registered model and its value when it was registered
+    (flat float32, host side: where the first change is measured from)."""
 
     var: Any
-    shadow: Any
+    initial: np.ndarray
     index: int
     rng: bool
 
@@ -138,6 +139,7 @@ class Run:
         self._trainable: list[Any] = []
         self._trainable_keys: set[int] = set()
         self._state: list[StateVar] = []
+        self._state_shadows: dict[tuple[int, ...], Any] = {}
         self._state_keys: set[int] = set()
         self._layouts: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._optimizers: dict[int, tuple[Any, int | None, str]] = {}
@@ -261,6 +263,23 @@ class Run:
     def trainable_variables(self) -> list[Any]:
         return list(self._trainable)
 
+    def state_shadow(self, state: list[StateVar]) -> Any:
+        """One flat float32 variable holding ``state``'s values at the last full step (one
+        captured input per step function, not one per variable; see ``_stats._SignVars``)."""
+        key = tuple(s.index for s in state)
+        with self._lock:
+            got = self._state_shadows.get(key)
+            if got is None:
+                import tensorflow as tf
+
+                from gradtrace._ring import side_variable
+
+                start = np.concatenate([s.initial for s in state]) if state else np.zeros([0], np.float32)
+                with tf.init_scope():
+                    got = side_variable(tf.constant(start, tf.float32), "gradtrace_state_before")
+                self._state_shadows[key] = got
+        return got
+
     def state_variables(self) -> list[StateVar]:
         return list(self._state)
 
@@ -363,7 +382,7 @@ class Run:
                         self._trainable.append(v)
                 elif key not in self._state_keys:
                     self._state_keys.add(key)
-                    self._state.append(StateVar(v, _shadow(v), idx, _is_rng_state(v)))
+                    self._state.append(StateVar(v, _initial(v), idx, _is_rng_state(v)))
         if layers and not self.info.layers:
             self.info.layers = list(layers)
 
@@ -662,15 +681,13 @@ def _logs_to_stderr(log: logging.Logger) -> bool:
     return False
 
 
-def _shadow(v: Any) -> Any:
+def _initial(v: Any) -> np.ndarray:
     import tensorflow as tf
 
     from gradtrace._hooks import tf_variable
-    from gradtrace._ring import side_variable
 
-    tv = tf_variable(v)
-    with tf.init_scope():
-        return side_variable(tf.identity(tv.read_value()), "gradtrace_shadow")
+    with tf.init_scope():  # models are often registered while a step function is traced
+        return np.asarray(tf_variable(v).numpy(), dtype=np.float32).reshape(-1)
 
 
 def _iterations_now(opt: Any) -> int | None:
