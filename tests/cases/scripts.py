@@ -759,3 +759,46 @@ def tape_loss_weights_forgotten():
     for i in range(STEPS):
         sl = slice(i * BATCH, (i + 1) * BATCH)
         train_step(x[sl], y[sl], score[sl])
+
+
+# --- mixed precision: the loss scale in one run only ------------------------------------
+
+def _mixed(run):
+    keras = _keras()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        run(keras)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def fit_mixed_precision():
+    def run(keras):
+        x, y = _digits_slice()
+        model = _mlp(64, 10)
+        model.compile(optimizer=keras.optimizers.SGD(0.1),  # compile() wraps it in a LossScaleOptimizer
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+    _mixed(run)
+
+
+def tape_mixed_precision_unscaled():
+    import tensorflow as tf
+
+    def run(keras):
+        model = _mlp(64, 10)
+        opt = keras.optimizers.SGD(0.1)  # no LossScaleOptimizer: small float16 gradients underflow
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function
+        def train_step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+        for xb, yb in data.batches(*_digits_slice(), BATCH, STEPS):
+            train_step(xb, yb)
+
+    _mixed(run)

@@ -34,6 +34,8 @@ CASES = [
     ("mask_mean_over_all", s.fit_masked_tagger, s.tape_masked_mean_over_all, "diverged", "loss_scale"),
     ("loss_weights_forgotten", s.fit_loss_weights, s.tape_loss_weights_forgotten, "diverged",
      "gradient_mismatch"),
+    ("mixed_precision_one_run", s.fit_mixed_precision, s.tape_mixed_precision_unscaled, "diverged",
+     "loss_scaling"),
     ("other_seed_and_order", s.fit_digits_sgd_sparse, s.fit_other_seed, "not_comparable", None),
     # equivalent: the same training written two correct ways
     ("eq_fit_vs_tape", s.fit_digits_sgd_sparse, s.tape_digits_sgd_sparse, "equivalent", None),

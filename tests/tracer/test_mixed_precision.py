@@ -34,7 +34,10 @@ def mp_model(seed: int = 0):
 def test_fit_under_mixed_float16_records_scale_and_unscaled_loss(mixed_policy, db_url, read_run):
     x, y = data(n=16)
     ref = mp_model()
-    ref_loss = float(keras.losses.MeanSquaredError()(y[:8], ref(x[:8], training=True)))
+    with tf.GradientTape() as tape:
+        ref_loss_t = keras.losses.MeanSquaredError()(y[:8], ref(x[:8], training=True))
+    ref_loss = float(ref_loss_t)
+    ref_norms = [float(tf.norm(tf.cast(g, tf.float32))) for g in tape.gradient(ref_loss_t, ref.trainable_variables)]
     model = mp_model()
     model.compile(keras.optimizers.SGD(0.05), "mse")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -56,6 +59,13 @@ def test_fit_under_mixed_float16_records_scale_and_unscaled_loss(mixed_policy, d
     assert not all(skipped)
     # the loss before scaling (what a float32 run of the same model would show)
     np.testing.assert_allclose(steps[0]["loss"], ref_loss, rtol=1e-3)
+    # and the gradients' statistics without the 2**15 the optimizer divides out itself
+    k = skipped.index(False)  # the first step whose scaled gradients were finite
+    if k == 0:
+        got = [v["norm"] for v in sorted(steps[0]["vars"], key=lambda v: v["v"])]
+        np.testing.assert_allclose(got, ref_norms, rtol=2e-2)
+    else:  # an overflow first: the finite step's norms are of another scale than 2**15 x them
+        assert all(v["norm"] < 1e3 for v in steps[k]["vars"])
 
 
 def test_tape_loop_with_loss_scale_optimizer_overflow_is_skipped(mixed_policy, db_url, read_run):

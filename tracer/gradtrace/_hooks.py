@@ -417,6 +417,7 @@ class _StepCtx:
     lr: Any
     tape: TapeCall | None
     mode: str
+    grad_scale: Any = None  # the loss scale the gradients carry (Keras 3 LossScaleOptimizer)
 
 
 def _learning_rate(opt: Any, flavour: str) -> Any:
@@ -463,7 +464,26 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     tape = _find_tape_call(set(keys))
     run.optimizer_seen(opt, flavour)
     return _StepCtx(opt, flavour, list(grads) + [None] * len(others), all_vars, has_grad,
-                    lr, tape, execution_mode())
+                    lr, tape, execution_mode(), _grad_scale(opt, flavour))
+
+
+def _grad_scale(opt: Any, flavour: str) -> Any:
+    """The scale still in the gradients handed to ``opt``, read before the update.
+
+    Keras 3's LossScaleOptimizer.apply takes the gradients of the *scaled* loss and
+    divides them by ``dynamic_scale`` itself (keras/src/optimizers/loss_scale_optimizer.py
+    ``_stateful_handle_finite_grads``), which it may change in the same call: the
+    statistics divide by the value read here, so runs with and without loss scaling
+    compare. tf-keras' ``apply_gradients`` receives already unscaled gradients.
+    """
+    if flavour != "keras3" or getattr(opt, "inner_optimizer", None) is None:
+        return None
+    scale = getattr(opt, "dynamic_scale", None)
+    if scale is None:
+        return None
+    import tensorflow as tf
+
+    return tf.identity(tf.cast(tf.convert_to_tensor(scale), tf.float32))
 
 
 def _after(run: Run, ctx: _StepCtx) -> None:
@@ -520,7 +540,8 @@ def _after(run: Run, ctx: _StepCtx) -> None:
         )
         ring.writer = writer
         run.cadence.register(ring, probe, probe_args)
-    writer(targets, lr, iters, grads, extra)
+    inv_scale = tf.constant(1.0) if ctx.grad_scale is None else 1.0 / ctx.grad_scale
+    writer(targets, lr, iters, grads, extra, inv_scale)
     _tensors.capture(run, ctx)  # full_tensors_every: after the writer claimed this step's number
 
 

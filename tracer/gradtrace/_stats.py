@@ -330,7 +330,7 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     mid = layout.width - len(HEADER) - sum(size for _, size, _ in layout.values.values())
     grad_shapes = [v.shape.as_list() for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad]
 
-    def compute(targets, lr, iters, grads, extra):  # type: ignore[no-untyped-def]
+    def compute(targets, lr, iters, grads, extra, inv_scale):  # type: ignore[no-untyped-def]
         # Claim a ring row and a run-wide step number; both are exact in float32 below 2**22.
         i = count.assign_add(1) - 1
         s = seq.assign_add(1) - 1
@@ -339,10 +339,10 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
             loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets])
         if cadence.always:
             full = tf.constant(True)
-            stats = full_stats(grads)
+            stats = full_stats(grads, inv_scale)
         else:
             full = cadence.full(s)
-            stats = tf.cond(full, lambda: full_stats(grads), lambda: tf.fill([mid], float("nan")))
+            stats = tf.cond(full, lambda: full_stats(grads, inv_scale), lambda: tf.fill([mid], float("nan")))
         header = tf.stack(
             [
                 tf.cast(tf.math.floormod(i, SEQ_SPLIT), tf.float32),
@@ -360,11 +360,12 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
         buf.scatter_nd_update(tf.reshape(slot, [1, 1]), tf.reshape(vec, [1, -1]))
         return vec
 
-    def _stats(grads, update_state):  # type: ignore[no-untyped-def]
+    def _stats(grads, inv_scale, update_state):  # type: ignore[no-untyped-def]
+        # inv_scale: 1 / the loss scale the gradients still carry (1 without one)
         parts = []
         all_signs = signs.read_value() if k and grad_slots else None
         for j, g in enumerate(grads):
-            g = tf.reshape(tf.cast(dense_grad(g, grad_shapes[j]), tf.float32), [-1])
+            g = tf.reshape(tf.cast(dense_grad(g, grad_shapes[j]), tf.float32), [-1]) * inv_scale
             n = g.shape[0]
             # One pass each: XLA fuses these reductions over the same input into one loop.
             parts.append(
@@ -426,11 +427,11 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     # step's graph: launching an XLA computation from a non-XLA graph costs more than a
     # light step's whole bookkeeping (measured on the 784-256-128-10 MLP: ~0.5 ms per
     # launch against a ~1 ms step), so light steps must not pay it.
-    full_stats = tf.function(lambda gs: _stats(gs, True), jit_compile=jit, autograph=False,
+    full_stats = tf.function(lambda gs, inv: _stats(gs, inv, True), jit_compile=jit, autograph=False,
                              reduce_retracing=False)
     writer = tf.function(compute, jit_compile=False, autograph=False, reduce_retracing=False)
     # Inside an XLA step the statistics are compiled with it: time them compiled too.
-    probe = tf.function(lambda gs: _stats(gs, False), jit_compile=jit or layout.mode == "xla",
+    probe = tf.function(lambda gs: _stats(gs, tf.constant(1.0), False), jit_compile=jit or layout.mode == "xla",
                         autograph=False, reduce_retracing=False)
     with tf.init_scope():
         probe_args = ([tf.zeros([int(d) for d in shp], tf.float32) for shp in grad_shapes],)
