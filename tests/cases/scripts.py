@@ -802,3 +802,14 @@ def tape_mixed_precision_unscaled():
             train_step(xb, yb)
 
     _mixed(run)
+
+
+# --- fit() shuffles by default; a hand-written loop walks the data in order --------------
+
+def fit_digits_shuffled():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # shuffle=True is fit()'s default

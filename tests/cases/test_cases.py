@@ -36,6 +36,8 @@ CASES = [
      "gradient_mismatch"),
     ("mixed_precision_one_run", s.fit_mixed_precision, s.tape_mixed_precision_unscaled, "diverged",
      "loss_scaling"),
+    ("fit_shuffles_by_default", s.tape_digits_sgd_sparse, s.fit_digits_shuffled, "not_comparable",
+     "data_mismatch"),
     ("other_seed_and_order", s.fit_digits_sgd_sparse, s.fit_other_seed, "not_comparable", None),
     # equivalent: the same training written two correct ways
     ("eq_fit_vs_tape", s.fit_digits_sgd_sparse, s.tape_digits_sgd_sparse, "equivalent", None),
@@ -75,6 +77,8 @@ def test_case(traced, case):
         assert report.findings and report.findings[0].kind == top, text
     if verdict == "equivalent":
         assert all(f.severity == "info" for f in report.findings), text
+    if _id == "fit_shuffles_by_default":  # names fit()'s default as the cause
+        assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found
         assert report.findings[0].evidence.get("loss_weights_a") == [1.0, 0.2], text
     if _id in MATCHES:

@@ -374,9 +374,17 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         bad = np.flatnonzero(~al.data_same)
         if bad.size:
             k = int(a.step[al.ia[bad[0]]])
+            shuffled = [side for side, run in (("a", a), ("b", b))
+                        if (run.meta.get("fit") or {}).get("shuffle") is True]
+            why = (f" Run {' and '.join(shuffled)} is fit() with shuffle=True (fit()'s default), which "
+                   "reorders the examples every epoch." if shuffled else "")
             out.append(Finding(
                 "data_mismatch",
                 f"the runs saw different batches from step {k} on ({bad.size} of {al.n_common} common "
-                f"steps differ): steps before {k} are compared exactly; after it only {still}.",
-                steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size)}, explains=0.1))
+                f"steps differ): steps before {k} are compared exactly; after it only {still}.{why}",
+                steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size),
+                                     "fit_shuffle": shuffled or None},
+                fix=("Pass shuffle=False to fit() (or shuffle the loop's data with the same seed) to compare "
+                     "the runs step by step." if shuffled else None),
+                explains=0.1))
     return out
