@@ -301,7 +301,10 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
 
     gr = s.ratios[has_g]
     c = float(np.median(gr))
-    if bool(parallel[has_g].all()) and _ratio_spread(gr, c) <= ftol and rel(c, 1.0) > ftol:
+    # A factor away from 1 beyond the tolerance, tested in log space: a relative difference
+    # never exceeds 1, which a float16 run's tolerance (~0.3, x16) would otherwise swallow.
+    if (bool(parallel[has_g].all()) and _ratio_spread(gr, c) <= ftol and c > 0
+            and abs(math.log(c)) > math.log1p(ftol)):
         m = match_factor(c, cands, ftol)
         what = f", which matches {m[0]}" if m else ""
         out.append(Finding(
