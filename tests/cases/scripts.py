@@ -156,13 +156,13 @@ def fit_bn_dropout_xla():
 
 # --- equivalent pairs ------------------------------------------------------------------
 
-def fit_digits_sgd_sparse():
+def fit_digits_sgd_sparse(shuffle: bool = False):
     keras = _keras()
     x, y = _digits_slice()
     model = _mlp(64, 10)
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=shuffle, verbose=0)
 
 
 def tape_digits_sgd_sparse():
@@ -763,53 +763,24 @@ def tape_loss_weights_forgotten():
 
 # --- mixed precision: the loss scale in one run only ------------------------------------
 
-def _mixed(run):
+def _mixed(script):
     keras = _keras()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        run(keras)
+        script()
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
 def fit_mixed_precision():
-    def run(keras):
-        x, y = _digits_slice()
-        model = _mlp(64, 10)
-        model.compile(optimizer=keras.optimizers.SGD(0.1),  # compile() wraps it in a LossScaleOptimizer
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-
-    _mixed(run)
+    _mixed(fit_digits_sgd_sparse)  # compile() wraps the optimizer in a LossScaleOptimizer
 
 
 def tape_mixed_precision_unscaled():
-    import tensorflow as tf
-
-    def run(keras):
-        model = _mlp(64, 10)
-        opt = keras.optimizers.SGD(0.1)  # no LossScaleOptimizer: small float16 gradients underflow
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        @tf.function
-        def train_step(xb, yb):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb, model(xb, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
-
-        for xb, yb in data.batches(*_digits_slice(), BATCH, STEPS):
-            train_step(xb, yb)
-
-    _mixed(run)
+    _mixed(tape_digits_sgd_sparse)  # a plain optimizer: small float16 gradients underflow
 
 
 # --- fit() shuffles by default; a hand-written loop walks the data in order --------------
 
 def fit_digits_shuffled():
-    keras = _keras()
-    x, y = _digits_slice()
-    model = _mlp(64, 10)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # shuffle=True is fit()'s default
+    fit_digits_sgd_sparse(shuffle=True)  # what fit() does when shuffle is not given
