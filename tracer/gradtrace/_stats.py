@@ -509,11 +509,11 @@ def _f(x: float) -> float:
     return float(x)
 
 
-def decode_row(row: np.ndarray, layout: Layout, light_vars: Any = None) -> dict[str, Any]:
+def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
     """Turn one vector into StepRecord fields (``vars`` and ``state`` as dicts).
 
-    ``light_vars``: what a row between two full ones carries as ``vars`` (the caller
-    fills it in); by default one ``{"v", "grad"}`` dict per variable.
+    A row between two full ones measured nothing per variable: its ``vars`` come back
+    empty for the caller to fill in (the variables without a gradient, see ``Run``).
     """
     out: dict[str, Any] = {"mode": layout.mode}
     if layout.has_loss:
@@ -525,8 +525,7 @@ def decode_row(row: np.ndarray, layout: Layout, light_vars: Any = None) -> dict[
     k = layout.sketch_dim
     vars_out: list[dict[str, Any]] = []
     if row[6] == 0:  # a step between two full ones: per-variable numbers not computed
-        out["vars"] = light_vars if light_vars is not None else [
-            {"v": slot.v, "grad": slot.grad} for slot in layout.vars]
+        out["vars"] = []
         out["state"] = []
         return out
     for slot in layout.vars:

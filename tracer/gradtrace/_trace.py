@@ -550,7 +550,7 @@ class Run:
             layout = ring.layout
             try:
                 step = int(row[1]) * SEQ_SPLIT + int(row[2])
-                fields = decode_row(row, layout, ())
+                fields = decode_row(row, layout)
                 fields["step"] = step
                 fields["wall_time"] = now
                 if row[6] == 0:
