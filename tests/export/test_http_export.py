@@ -199,7 +199,7 @@ def test_gzip_for_large_bodies_and_fallback_when_refused(peer: Peer, cfg_factory
         run=run_info("gz"),
         steps=[
             schema.StepRecord(step=i, vars=[schema.VarStep(v=v, sketch=[0.5] * 32) for v in range(20)])
-            for i in range(20)
+            for i in range(30)
         ],
     )
     assert len(schema.dumps(big)) > 64 * 1024

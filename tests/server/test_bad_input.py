@@ -17,9 +17,10 @@ from ._batches import make_batches
 from .conftest import ServerThread, uid
 
 
-def _body(run: str, mutate: Callable[[dict[str, Any]], None]) -> bytes:
+def _body(run: str, mutate: Callable[[dict[str, Any]], None], version: int = 1) -> bytes:
+    # BODY_CASES edit the list form of version 1 (still read); COLUMN_CASES version 2.
     (batch,) = make_batches(run, n_steps=5, per_batch=5)
-    doc = json.loads(schema.dumps(batch))
+    doc = json.loads(schema.dumps(batch, version=version))
     mutate(doc)
     return json.dumps(doc).encode()
 
@@ -70,6 +71,32 @@ BODY_CASES = [
 ]
 
 
+def _dup_column_var(doc: dict[str, Any]) -> None:
+    doc["steps"][2]["vars"]["v"][3] = doc["steps"][2]["vars"]["v"][0]
+
+
+def _short_column(doc: dict[str, Any]) -> None:
+    doc["steps"][1]["vars"]["norm"].pop()
+
+
+def _columns_in_v1(doc: dict[str, Any]) -> None:
+    doc["schema_version"] = 1
+
+
+# Version 2 (columns), the form dumps() writes: (case, mutation, status, text in the message)
+COLUMN_CASES = [
+    ("negative var index", _set("steps.1.vars.v.0", -1), 422, "body.steps[1].vars.v[0]"),
+    ("wrong type norm", _set("steps.3.vars.norm.2", "big"), 422, "body.steps[3].vars.norm[2]"),
+    ("column too short", _short_column, 422, "norm: 3 values for 4 variables"),
+    ("unknown column", _set("steps.0.vars.gradient", [1, 2, 3, 4]), 422, "body.steps[0].vars.gradient"),
+    ("missing v", lambda d: d["steps"][0]["vars"].pop("v"), 422, "body.steps[0].vars.v"),
+    ("sketch too long", _set("steps.0.vars.sketch.1", [0.0] * 300), 422, "body.steps[0].vars.sketch[1]"),
+    ("duplicate variable in step", _dup_column_var, 422, "body.steps[2].vars.v[3]"),
+    ("columns under version 1", _columns_in_v1, 422, "columns need schema_version 2"),
+    ("unknown version", _set("schema_version", 3), 422, "body.schema_version"),
+]
+
+
 @pytest.fixture(scope="module")
 def srv(module_db_url: str, start_module_server: Callable[..., ServerThread]) -> Iterator[tuple[ServerThread, Any]]:
     store = open_store(module_db_url)
@@ -110,6 +137,49 @@ def test_bad_ingest_body(srv: tuple[ServerThread, Any], case: str, mutate: Any, 
     assert store.runs().total == before
     with pytest.raises(LookupError):
         store.resolve(run)
+
+
+@pytest.mark.parametrize(("case", "mutate", "status", "names"), COLUMN_CASES, ids=[c[0] for c in COLUMN_CASES])
+def test_bad_column_body(srv: tuple[ServerThread, Any], case: str, mutate: Any, status: int, names: str) -> None:
+    server, store = srv
+    run = uid()
+    before = store.runs().total
+    r = httpx.post(server.url + "/api/v1/ingest", content=_body(run, mutate, version=2),
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert names in r.json()["message"], r.json()
+    assert store.runs().total == before
+    with pytest.raises(LookupError):
+        store.resolve(run)
+
+
+def test_both_versions_store_the_same(srv: tuple[ServerThread, Any]) -> None:
+    # The list form (version 1, e.g. a spool written before version 2) and the column
+    # form store identical rows, derived step columns and layer sums included.
+    server, store = srv
+    runs = []
+    for version in (1, 2):
+        run = uid()
+        for b in make_batches(run, n_steps=12, per_batch=6):
+            body = schema.dumps(b, version=version).encode()
+            assert (b'"vars":{"v":' in body) is (version == 2)
+            r = httpx.post(server.url + "/api/v1/ingest", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 200, r.text
+        runs.append(run)
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) and isinstance(b, float) and a != a:
+            return b != b
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        return bool(a == b)
+
+    one, two = (list(store.steps(r)) for r in runs)
+    assert len(one) == 12 and same(one, two)
+    s1, s2 = (store.run_detail(r).summary for r in runs)
+    assert s1.num_steps == s2.num_steps == 12
 
 
 def test_bare_non_finite_tokens_are_read_as_numbers(srv: tuple[ServerThread, Any]) -> None:

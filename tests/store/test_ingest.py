@@ -15,8 +15,10 @@ from gradtrace.schema import (
     StateStep,
     StepRecord,
     TensorRecord,
+    VarColumns,
     VariableInfo,
     VarStep,
+    dumps,
 )
 from gradtrace.store import InvalidInput, Store, open_store
 from gradtrace.store import models as m
@@ -270,3 +272,56 @@ def test_delete_run(store: Store, uid) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LookupError):
         store.resolve(rid)
     assert store.resolve(keep).num_steps == 3
+
+
+def test_list_and_column_forms_store_identical_rows(store: Store, uid) -> None:  # type: ignore[no-untyped-def]
+    """Schema version 1 (records) and 2 (columns) write the same rows, derived columns
+    and layer sums included, with NaN/Inf/None in every float column."""
+    vals = [0.5, NAN, INF, -INF, None, 1e-300]
+
+    def rec(s: int) -> StepRecord:
+        if s % 4 == 3:  # a light step: only the variables without a gradient, counted
+            return StepRecord(step=s, n_grad=3, vars=[VarStep(v=3, grad=False)])
+        return StepRecord(
+            step=s,
+            loss=vals[s % 6],
+            vars=[
+                VarStep(v=v, grad=v != 3, norm=vals[(s + v) % 6], mean=vals[(s + 2 * v) % 6],
+                        min=vals[(s + v + 1) % 6], max=vals[(s + v + 2) % 6],
+                        nonfinite=None if s % 4 == 2 else v, applied=None if s % 4 == 2 else v % 2 == 0,
+                        update_norm=vals[(s + v + 3) % 6], weight_norm=vals[(s + v + 4) % 6],
+                        sketch=[0.25, -1.0, float(s)] if v == 1 else None)
+                for v in range(4)
+            ],
+            state=[StateStep(v=4, changed=s % 2 == 0, delta_norm=vals[s % 6]),
+                   StateStep(v=5, changed=True, delta_norm=1.0, rng=True)] if s % 4 else [],
+        )
+
+    runs = []
+    for version in (1, 2):
+        run_id = uid(f"v{version}")
+        info = RunInfo(run_id=run_id, name="forms",
+                       variables=[VariableInfo(index=i, name=f"d{i // 2}/w{i}", layer=f"d{i // 2}") for i in range(6)])
+        batch = Batch(batch_id=uid(f"b{version}"), run=info, steps=[rec(s) for s in range(12)])
+        wire = Batch.model_validate_json(dumps(batch, version=version))
+        assert isinstance(wire.steps[0].vars, VarColumns) is (version == 2)
+        assert store.ingest(wire).stored
+        runs.append(run_id)
+
+    def rows(table: type, run_uid: str) -> list[tuple[object, ...]]:
+        t = table.__table__
+        with store.engine.connect() as c:
+            key = c.execute(select(m.Run.id).where(m.Run.uid == run_uid)).scalar_one()
+            cols = [col for col in t.c if col.name != "run_id"]
+            return [tuple(r) for r in c.execute(select(*cols).where(t.c.run_id == key).order_by(*t.primary_key))]
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            return _same(a, b)
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        return a == b
+
+    for table in (m.Step, m.VarStep, m.StateStep, m.LayerStep):
+        one, two = rows(table, runs[0]), rows(table, runs[1])
+        assert one and same(one, two), table.__tablename__

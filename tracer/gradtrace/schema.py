@@ -12,6 +12,15 @@ stores nothing twice.
 Non-finite floats are data. In JSON they are encoded as the strings ``"NaN"``,
 ``"Infinity"`` and ``"-Infinity"`` (both directions; see :func:`dumps`).
 
+Schema versions. Version 1 sends a step's variables as a list of objects
+(``"vars": [{"v": 0, "norm": 1.5, ...}, ...]``). Version 2, what :func:`dumps`
+writes, sends them as one list per field (``"vars": {"v": [0, 1], "norm": [1.5,
+0.2]}``, see :class:`VarColumns`; likewise ``state``, see :class:`StateColumns`):
+a third of the bytes, and validating a step's few lists instead of one object per
+variable is ten times cheaper. Both versions are read (a spool written before
+version 2 stays readable); a batch declaring version 1 must use the list form.
+``dumps(obj, version=1)`` writes version 1 for a server that reads only that.
+
 Example::
 
     >>> from gradtrace.schema import Batch, RunInfo, StepRecord, VarStep
@@ -25,12 +34,25 @@ Example::
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    PlainValidator,
+    TypeAdapter,
+    field_serializer,
+    model_validator,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The versions this module reads (and :func:`dumps` can write).
+SCHEMA_VERSIONS = (1, 2)
 
 # Hard limits, enforced at validation so a bad client gets a 4xx naming the field.
 MAX_NAME = 200
@@ -142,6 +164,156 @@ class StateStep(_Model):
     rng: bool = False  # RNG state (e.g. a SeedGenerator): changes are expected
 
 
+class _Columns(_Model):
+    """Records of one kind as one list per field (the wire form of schema version 2).
+
+    ``v`` lists the variables; every other field either is absent (each record has
+    the field's default) or has one entry per variable. Reading it as a sequence
+    gives the records (built on access; the store reads the lists directly).
+    """
+
+    row_model: ClassVar[type[_Model]]
+    _fields: ClassVar[tuple[str, ...]]
+    _defaults: ClassVar[dict[str, Any]]
+    v: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_VARS)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        row = cls.__dict__.get("row_model")
+        if row is not None:
+            cls._fields = tuple(row.model_fields)
+            cls._defaults = {
+                n: f.default for n, f in row.model_fields.items() if not f.is_required()
+            }
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> _Columns:
+        n = len(self.v)
+        for name in self._fields:
+            col = self.__dict__[name]
+            if col is not None and len(col) != n:
+                raise ValueError(f"{name}: {len(col)} values for {n} variables (v)")
+        return self
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[_Model]) -> dict[str, list[Any]]:
+        """The column form of ``rows``, as a plain dict; a column whose every entry
+        is the field's default is left out."""
+        get = operator.attrgetter(*cls._fields)
+        out: dict[str, list[Any]] = {}
+        defaults = cls._defaults
+        for name, col in zip(cls._fields, zip(*map(get, rows), strict=True), strict=True):
+            if name in defaults:
+                d = defaults[name]
+                if col.count(d) == len(col):  # d is None, True or False
+                    continue
+            out[name] = list(col)
+        return out
+
+    def column(self, name: str) -> list[Any] | None:
+        """The values of field ``name``, or None when every record has its default."""
+        col: list[Any] | None = self.__dict__[name]
+        return col
+
+    def rows(self) -> list[Any]:
+        """The records, built without validating again."""
+        n = len(self.v)
+        names = [f for f in self._fields if self.__dict__[f] is not None]
+        construct = self.row_model.model_construct
+        return [construct(**dict(zip(names, vals, strict=True))) for vals in
+                zip(*(self.__dict__[f] for f in names), strict=True)] if n else []
+
+    def __len__(self) -> int:
+        return len(self.v)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return iter(self.rows())
+
+    def __getitem__(self, i: int) -> Any:
+        return self.rows()[i]
+
+
+class VarColumns(_Columns):
+    """The variables of one step as one list per :class:`VarStep` field (version 2)."""
+
+    row_model: ClassVar[type[_Model]] = VarStep
+    grad: list[bool] | None = None
+    norm: list[float | None] | None = None
+    mean: list[float | None] | None = None
+    min: list[float | None] | None = None
+    max: list[float | None] | None = None
+    nonfinite: list[int | None] | None = None
+    sketch: list[Annotated[list[float], Field(max_length=MAX_SKETCH)] | None] | None = None
+    applied: list[bool | None] | None = None
+    update_norm: list[float | None] | None = None
+    weight_norm: list[float | None] | None = None
+
+    def __iter__(self) -> Iterator[VarStep]:  # type: ignore[override]
+        return iter(self.rows())
+
+    @overload
+    def __getitem__(self, i: int) -> VarStep: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[VarStep]: ...
+    def __getitem__(self, i: int | slice) -> VarStep | list[VarStep]:
+        return self.rows()[i]  # type: ignore[no-any-return]
+
+
+class StateColumns(_Columns):
+    """The non-trainable variables of one step as one list per :class:`StateStep` field."""
+
+    row_model: ClassVar[type[_Model]] = StateStep
+    changed: list[bool]
+    delta_norm: list[float | None] | None = None
+    rng: list[bool] | None = None
+
+    def __iter__(self) -> Iterator[StateStep]:  # type: ignore[override]
+        return iter(self.rows())
+
+    @overload
+    def __getitem__(self, i: int) -> StateStep: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[StateStep]: ...
+    def __getitem__(self, i: int | slice) -> StateStep | list[StateStep]:
+        return self.rows()[i]  # type: ignore[no-any-return]
+
+
+def _rows_or_columns(rows: TypeAdapter[Any], columns: type[_Columns]) -> Any:
+    """Validator of a field holding records as a list (version 1) or as columns (2).
+
+    Dispatching on the input's shape keeps error locations those of the form sent
+    (``steps.1.vars.0.v`` or ``steps.1.vars.v.0``) rather than one per union member.
+    """
+
+    def validate(value: Any) -> Any:
+        if isinstance(value, (dict, columns)):
+            return columns.model_validate(value)
+        return rows.validate_python(value)
+
+    return validate
+
+
+_VAR_ROWS: TypeAdapter[list[VarStep]] = TypeAdapter(
+    Annotated[list[VarStep], Field(max_length=MAX_VARS)]
+)
+_STATE_ROWS: TypeAdapter[list[StateStep]] = TypeAdapter(
+    Annotated[list[StateStep], Field(max_length=MAX_VARS)]
+)
+VarSteps = Annotated[
+    list[VarStep] | VarColumns,
+    PlainValidator(_rows_or_columns(_VAR_ROWS, VarColumns), json_schema_input_type=list[VarStep] | VarColumns),
+]
+StateSteps = Annotated[
+    list[StateStep] | StateColumns,
+    PlainValidator(_rows_or_columns(_STATE_ROWS, StateColumns), json_schema_input_type=list[StateStep] | StateColumns),
+]
+
+
+def _version(info: FieldSerializationInfo) -> int:
+    ctx = info.context
+    return int(ctx.get("schema_version", SCHEMA_VERSION)) if isinstance(ctx, dict) else SCHEMA_VERSION
+
+
 class LossInfo(_Model):
     """What the step's loss looked like where a Keras loss object computed it."""
 
@@ -197,11 +369,23 @@ class StepRecord(_Model):
     # training-dependent layers that ran with trainable=False (BatchNormalization then
     # runs in inference mode whatever `training` says)
     frozen: list[str] = Field(default_factory=list)
-    vars: list[VarStep] = Field(default_factory=list, max_length=MAX_VARS)
-    state: list[StateStep] = Field(default_factory=list, max_length=MAX_VARS)
+    # A list of records (schema version 1) or columns (2); see the module docstring.
+    vars: VarSteps = Field(default_factory=list)
+    state: StateSteps = Field(default_factory=list)
     # Set on steps between two full ones: how many variables had a gradient. ``vars``
     # then lists only the exceptions (variables without one); nothing was measured.
     n_grad: int | None = Field(default=None, ge=0)
+
+    @field_serializer("vars", "state", when_used="json")
+    def _wire_form(self, value: Any, info: FieldSerializationInfo) -> Any:
+        # Version 2 sends columns, version 1 records; an empty list is the same in both.
+        if isinstance(value, _Columns):
+            if _version(info) < 2:
+                return value.rows()
+            return {k: v for k, v in value.__dict__.items() if v is not None}
+        if value and _version(info) >= 2:
+            return (VarColumns if info.field_name == "vars" else StateColumns).from_rows(value)
+        return value
 
 
 class TensorRecord(_Model):
@@ -218,16 +402,33 @@ class TensorRecord(_Model):
 class Batch(_Model):
     """The unit of shipping and of storing: all of it or nothing."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     batch_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     run: RunInfo
     steps: list[StepRecord] = Field(default_factory=list, max_length=MAX_STEPS_PER_BATCH)
     tensors: list[TensorRecord] = Field(default_factory=list, max_length=10_000)
 
+    @model_validator(mode="after")
+    def _version_form(self) -> Batch:
+        if self.schema_version < 2:
+            for i, rec in enumerate(self.steps):
+                for name in ("vars", "state"):
+                    if isinstance(getattr(rec, name), _Columns):
+                        raise ValueError(
+                            f"steps[{i}].{name}: columns need schema_version 2 (version 1 sends a list)"
+                        )
+        return self
 
-def dumps(model: BaseModel) -> str:
-    """Serialise a schema object to JSON, non-finite floats as strings."""
-    return model.model_dump_json()
+    @field_serializer("schema_version", when_used="json")
+    def _written_version(self, value: int, info: FieldSerializationInfo) -> int:
+        return _version(info)  # dumps writes the version it is asked for
+
+
+def dumps(model: BaseModel, version: int = SCHEMA_VERSION) -> str:
+    """Serialise a schema object to JSON in schema ``version``, non-finite floats as strings."""
+    if version not in SCHEMA_VERSIONS:
+        raise ValueError(f"schema version {version}: this module writes {SCHEMA_VERSIONS}")
+    return model.model_dump_json(context={"schema_version": version})
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -239,15 +440,20 @@ def finite_or_none(x: float | None) -> float | None:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "Batch",
     "Broadcast",
     "LayerInfo",
     "LossInfo",
     "RunInfo",
+    "StateColumns",
     "StateStep",
+    "StateSteps",
     "StepRecord",
     "TensorRecord",
+    "VarColumns",
     "VarStep",
+    "VarSteps",
     "VariableInfo",
     "dumps",
 ]

@@ -17,15 +17,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from itertools import repeat
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Double,
+    Integer,
+    LargeBinary,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from gradtrace import schema
@@ -84,16 +97,8 @@ def _validate(batch: schema.Batch) -> None:
         if rec.step in seen:
             raise InvalidInput(f"steps[{i}].step", f"step {rec.step} appears twice in the batch")
         seen.add(rec.step)
-        vs: set[int] = set()
-        for j, var in enumerate(rec.vars):
-            if var.v in vs:
-                raise InvalidInput(f"steps[{i}].vars[{j}].v", f"variable {var.v} appears twice")
-            vs.add(var.v)
-        ss: set[int] = set()
-        for j, st in enumerate(rec.state):
-            if st.v in ss:
-                raise InvalidInput(f"steps[{i}].state[{j}].v", f"variable {st.v} appears twice")
-            ss.add(st.v)
+        _unique_vars(f"steps[{i}].vars", rec.vars)
+        _unique_vars(f"steps[{i}].state", rec.state)
     keys: set[tuple[int, int, str]] = set()
     for i, t in enumerate(batch.tensors):
         key = (t.step, t.v, t.kind)
@@ -108,6 +113,25 @@ def _validate(batch: schema.Batch) -> None:
     for i, layer in enumerate(batch.run.layers):
         if layer.index != i:
             raise InvalidInput(f"run.layers[{i}].index", f"expected {i} (inventory order)")
+
+
+def _unique_vars(field: str, records: Any) -> None:
+    """Refuse a variable listed twice in one step's records (list or column form)."""
+    if isinstance(records, (schema.VarColumns, schema.StateColumns)):
+        vs: list[int] = records.v
+        if len(set(vs)) == len(vs):
+            return
+        at = f"{field}.v[{{}}]"
+    else:
+        vs = [r.v for r in records]
+        if len(set(vs)) == len(vs):
+            return
+        at = f"{field}[{{}}].v"
+    seen: set[int] = set()
+    for j, v in enumerate(vs):
+        if v in seen:
+            raise InvalidInput(at.format(j), f"variable {v} appears twice")
+        seen.add(v)
 
 
 def _tensor_bytes(i: int, t: schema.TensorRecord) -> bytes:
@@ -295,11 +319,50 @@ def _step_rows(
     state_rows: list[tuple[Any, ...]] = []
     for rec in records:
         s = rec.step
-        sq = 0.0
-        have_norm = False
-        n_grad = n_applied = 0
-        nonfinite = 0
-        for var in rec.vars:
+        if isinstance(rec.vars, schema.VarColumns):
+            derived = _var_column_rows(run_key, s, rec.vars, var_rows, sqlite)
+        else:
+            derived = _var_record_rows(run_key, s, rec.vars, var_rows, enc)
+        if isinstance(rec.state, schema.StateColumns):
+            n_changed = _state_column_rows(run_key, s, rec.state, state_rows, sqlite)
+        else:
+            n_changed = 0
+            for st in rec.state:
+                state_rows.append((run_key, s, st.v, st.changed, enc(st.delta_norm), st.rng))
+                if st.changed and not st.rng:
+                    n_changed += 1
+        grad_norm, n_grad, n_applied, nonfinite = derived
+        li = rec.loss_info
+        steps.append((
+            run_key, s, enc(rec.wall_time), rec.mode, enc(rec.loss), js(rec.target_shape),
+            enc(rec.loss_scale), rec.skipped, enc(rec.reg_loss), rec.batch_size, enc(rec.lr),
+            rec.iterations, js(rec.x_fp), js(rec.y_fp), js(rec.y_pred_shape),
+            js(li.model_dump(mode="json")) if li is not None else None,
+            js([b.model_dump(mode="json") for b in rec.broadcasts] or None),
+            js(rec.modes or None),
+            js(list(rec.frozen)),
+            enc(grad_norm),
+            rec.n_grad if rec.n_grad is not None else n_grad,
+            n_applied,
+            n_changed if rec.state else None,
+            nonfinite,
+        ))
+    return steps, var_rows, state_rows
+
+
+_Derived = tuple[float | None, int | None, int | None, int | None]
+
+
+def _var_record_rows(
+    run_key: int, s: int, records: list[schema.VarStep], var_rows: list[tuple[Any, ...]], enc: Any
+) -> _Derived:
+    """Append the var_steps rows of one step's records; returns the step's derived
+    (grad_norm, n_grad, n_applied, nonfinite)."""
+    sq = 0.0
+    have_norm = False
+    n_grad = n_applied = 0
+    nonfinite = 0
+    for var in records:
             var_rows.append(
                 (
                     run_key, s, var.v, var.grad, enc(var.norm), enc(var.mean), enc(var.min),
@@ -316,28 +379,95 @@ def _step_rows(
                 sq += var.norm * var.norm
             if var.nonfinite:
                 nonfinite += var.nonfinite
-        n_changed = 0
-        for st in rec.state:
-            state_rows.append((run_key, s, st.v, st.changed, enc(st.delta_norm), st.rng))
-            if st.changed and not st.rng:
-                n_changed += 1
-        li = rec.loss_info
-        steps.append((
-            run_key, s, enc(rec.wall_time), rec.mode, enc(rec.loss), js(rec.target_shape),
-            enc(rec.loss_scale), rec.skipped, enc(rec.reg_loss), rec.batch_size, enc(rec.lr),
-            rec.iterations, js(rec.x_fp), js(rec.y_fp), js(rec.y_pred_shape),
-            js(li.model_dump(mode="json")) if li is not None else None,
-            js([b.model_dump(mode="json") for b in rec.broadcasts] or None),
-            js(rec.modes or None),
-            js(list(rec.frozen)),
-            enc(math.sqrt(sq)) if have_norm else None,
-            rec.n_grad if rec.n_grad is not None else (n_grad if rec.vars else None),
-            # steps between two full ones carry no per-variable numbers: not 0 applied, unknown
-            n_applied if any(v.applied is not None for v in rec.vars) else None,
-            n_changed if rec.state else None,
-            nonfinite if any(v.nonfinite is not None for v in rec.vars) else None,
-        ))
-    return steps, var_rows, state_rows
+    return (
+        math.sqrt(sq) if have_norm else None,
+        n_grad if records else None,
+        # steps between two full ones carry no per-variable numbers: not 0 applied, unknown
+        n_applied if any(v.applied is not None for v in records) else None,
+        nonfinite if any(v.nonfinite is not None for v in records) else None,
+    )
+
+
+def _float_column(col: list[float | None] | None, n: int, sqlite: bool) -> Any:
+    """A float column as stored: all NULL when absent; on SQLite NaN as 'NaN'."""
+    if col is None:
+        return repeat(None, n)
+    if sqlite:
+        # numpy reads None as NaN too: a real NaN shows as more NaNs than Nones
+        if int(np.count_nonzero(np.isnan(np.array(col, dtype=np.float64)))) > col.count(None):
+            return [_nan_text(x) for x in col]
+    return col
+
+
+def _var_column_rows(
+    run_key: int, s: int, cols: schema.VarColumns, var_rows: list[tuple[Any, ...]], sqlite: bool
+) -> _Derived:
+    """:func:`_var_record_rows` for the column form: the rows are zipped from the lists."""
+    n = len(cols.v)
+    if n == 0:
+        return None, None, None, None
+    grad, norm, applied, nonfinite = cols.grad, cols.norm, cols.applied, cols.nonfinite
+    sketch = cols.sketch
+    var_rows.extend(zip(
+        repeat(run_key, n), repeat(s, n), cols.v,
+        repeat(True, n) if grad is None else grad,
+        _float_column(norm, n, sqlite), _float_column(cols.mean, n, sqlite),
+        _float_column(cols.min, n, sqlite), _float_column(cols.max, n, sqlite),
+        repeat(None, n) if nonfinite is None else nonfinite,
+        repeat(None, n) if applied is None else applied,
+        _float_column(cols.update_norm, n, sqlite), _float_column(cols.weight_norm, n, sqlite),
+        repeat(None, n) if sketch is None else map(_sketch_bytes, sketch),
+        strict=False,  # the repeats are endless, the lists all have n entries (validated)
+    ))
+    grad_norm = None
+    if norm is not None and norm.count(None) < n:
+        sq = 0.0
+        for x in norm:  # the same sum, in the same order, as the record form
+            if x is not None:
+                sq += x * x
+        grad_norm = math.sqrt(sq)
+    return (
+        grad_norm,
+        n if grad is None else grad.count(True),
+        applied.count(True) if applied is not None and applied.count(None) < n else None,
+        sum(x for x in nonfinite if x) if nonfinite is not None and nonfinite.count(None) < n else None,
+    )
+
+
+def _state_column_rows(
+    run_key: int, s: int, cols: schema.StateColumns, state_rows: list[tuple[Any, ...]], sqlite: bool
+) -> int:
+    """The state_steps rows of one step's columns; returns its count of non-RNG changes."""
+    n = len(cols.v)
+    rng = cols.rng
+    state_rows.extend(zip(
+        repeat(run_key, n), repeat(s, n), cols.v, cols.changed,
+        _float_column(cols.delta_norm, n, sqlite), repeat(False, n) if rng is None else rng,
+        strict=False,
+    ))
+    if rng is None:
+        return cols.changed.count(True)
+    return sum(1 for c, r in zip(cols.changed, rng, strict=True) if c and not r)
+
+
+# PostgreSQL type of each SQLAlchemy column type of the tables copied in binary form
+# (binary COPY needs the exact type: an int4 column refuses int8 data).
+_PG_BINARY = {Integer: "int4", BigInteger: "int8", Boolean: "bool", Double: "float8", LargeBinary: "bytea"}
+_BINARY_TABLES = (m.VarStep.__tablename__, m.StateStep.__tablename__)
+
+
+@functools.cache
+def _binary_types(table: str, cols: tuple[str, ...]) -> list[str] | None:
+    """The binary COPY types of ``cols`` of ``table``, or None to copy it as text."""
+    if table not in _BINARY_TABLES:
+        return None
+    columns = m.Base.metadata.tables[table].c
+    out = []
+    for c in cols:
+        t = columns[c].type
+        impl = getattr(t, "impl", t)  # FloatND -> Double
+        out.append(_PG_BINARY[type(impl) if not isinstance(impl, type) else impl])
+    return out
 
 
 def _bulk_tuples(conn: Connection, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -349,11 +479,20 @@ def _bulk_tuples(conn: Connection, table: str, cols: tuple[str, ...], rows: list
     names = ", ".join(f'"{c}"' for c in cols)
     if conn.dialect.name == "postgresql":
         # COPY: PostgreSQL's bulk path, inside the batch's transaction like any insert.
+        # The all-scalar tables go in binary: no float formatting here, no float parsing
+        # in the server (measured 2x cheaper for var_steps); NaN/Inf travel as IEEE bits.
+        types = _binary_types(table, cols)
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            if types is None:
+                with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        copy.write_row(row)
         finally:
             cur.close()
         return
