@@ -201,6 +201,11 @@ class Step(Base):
 
 
 class VarStep(Base):
+    """One variable at one step. ``run_id`` is not a foreign key (migration 0005), nor is
+    it in ``state_steps``: PostgreSQL checked it with a trigger per row, a third of the
+    bulk insert, and the store's ingest (the only writer, inside the transaction that
+    holds the run row) and ``delete_run`` already keep it pointing at a run."""
+
     __tablename__ = "var_steps"
     # SQLite stores a WITHOUT ROWID table in primary-key order. Clustering by
     # variable makes "one variable's series" a contiguous read (measured 12x faster
@@ -212,7 +217,7 @@ class VarStep(Base):
         {"sqlite_with_rowid": False},
     )
 
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # runs.id, unchecked
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     v: Mapped[int] = mapped_column(Integer, primary_key=True)
     grad: Mapped[bool] = mapped_column(Boolean)
@@ -253,7 +258,7 @@ class StateStep(Base):
     __tablename__ = "state_steps"
     __table_args__ = {"sqlite_with_rowid": False}
 
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # runs.id, unchecked
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     v: Mapped[int] = mapped_column(Integer, primary_key=True)
     changed: Mapped[bool] = mapped_column(Boolean)
