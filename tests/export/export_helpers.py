@@ -35,6 +35,7 @@ class Peer:
         self.port = port or free_port()
         self.script: list[Reply] = []
         self.default = Reply()
+        self.max_version: int | None = None  # set: refuses newer schema versions, as an older server
         self.requests: list[dict] = []  # {"time", "headers", "batch_id", "status"}
         self.batches: dict[str, schema.Batch] = {}  # stored, by batch id
         self.lock = threading.Lock()
@@ -64,6 +65,22 @@ class Peer:
                     peer.release.wait(reply.delay)
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                version = json.loads(body).get("schema_version")
+                record["schema_version"] = version
+                if peer.max_version is not None and version > peer.max_version:
+                    reply = Reply(422)
+                    payload = json.dumps({
+                        "detail": [{"loc": ["body", "schema_version"], "field": "body.schema_version",
+                                    "msg": f"Input should be {peer.max_version}"}],
+                        "message": f"body.schema_version: Input should be {peer.max_version}",
+                    }).encode()
+                    record["status"] = 422
+                    self.send_response(422)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 batch = schema.Batch.model_validate_json(body)
                 record["batch_id"] = batch.batch_id
                 record["status"] = reply.status

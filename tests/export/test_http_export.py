@@ -212,6 +212,29 @@ def test_gzip_for_large_bodies_and_fallback_when_refused(peer: Peer, cfg_factory
     assert set(peer.batches) == {"big1", "big2"}
 
 
+def test_a_server_reading_only_version_1_gets_version_1(peer: Peer) -> None:
+    # An older server refuses schema version 2 with a 422 naming schema_version: the
+    # sink resends that batch, and sends the later ones, in version 1.
+    peer.max_version = 1
+    sink = HttpSink(peer.url)
+    batches = [
+        schema.Batch(batch_id=f"old{n}", run=run_info("old"),
+                     steps=[schema.StepRecord(step=n, vars=[schema.VarStep(v=v, norm=float("nan")) for v in range(3)])])
+        for n in range(2)
+    ]
+    sink.write(batches[0])
+    sink.write(batches[1])
+    assert [(r["schema_version"], r["status"]) for r in peer.requests] == [(2, 422), (1, 200), (1, 200)]
+    assert sink.schema_version == 1 and set(peer.batches) == {"old0", "old1"}
+    got = peer.batches["old1"].steps[0].vars
+    assert isinstance(got, list) and [v.v for v in got] == [0, 1, 2] and got[0].norm != got[0].norm
+    # Any other 422 is final, as before.
+    peer.script = [Reply(422)]
+    with pytest.raises(SinkError) as info:
+        sink.write(batches[0].model_copy(update={"batch_id": "old2"}))
+    assert info.value.status == 422 and not info.value.retryable
+
+
 def test_token_is_sent_as_bearer(peer: Peer) -> None:
     HttpSink(peer.url, token="tok-123").write(schema.Batch(batch_id="t1", run=run_info("tok")))
     assert peer.requests[-1]["headers"]["Authorization"] == "Bearer tok-123"

@@ -203,7 +203,9 @@ class HttpSink:
 
     Bodies larger than ``GZIP_MIN_BYTES`` are gzip-compressed; if the server
     refuses the encoding (415, or 400 to a compressed body) the sink resends
-    uncompressed and stops compressing. 2xx: written (a resent batch answers
+    uncompressed and stops compressing. Batches go in the current schema version;
+    a server that refuses it (422 naming ``schema_version``: one older than
+    version 2) gets the batch again in version 1, and so do later batches. 2xx: written (a resent batch answers
     ``stored: false``, also fine). 408/409/425/429/5xx and network errors are
     retryable, honouring ``Retry-After``; any other 4xx is final.
     """
@@ -217,11 +219,27 @@ class HttpSink:
         self._token = token
         self.timeout = timeout
         self._gzip = True
+        self.schema_version = schema.SCHEMA_VERSION
 
     def write(self, batch: schema.Batch, timeout: float | None = None) -> None:
         """POST ``batch``; raise :class:`SinkError` unless the server answered 2xx."""
-        body = schema.dumps(batch).encode("utf-8")
         limit = self.timeout if timeout is None else max(0.01, min(self.timeout, timeout))
+        try:
+            self._write(batch, limit)
+        except SinkError as exc:
+            if exc.status == 422 and "schema_version" in str(exc) and self.schema_version > 1:
+                logger.info(
+                    "%s does not read schema version %d; sending version 1 from now on",
+                    self.destination,
+                    self.schema_version,
+                )
+                self.schema_version = 1
+                self._write(batch, limit)
+            else:
+                raise
+
+    def _write(self, batch: schema.Batch, limit: float) -> None:
+        body = schema.dumps(batch, version=self.schema_version).encode("utf-8")
         compress = self._gzip and len(body) >= GZIP_MIN_BYTES
         try:
             self._post(body, compress, limit)
