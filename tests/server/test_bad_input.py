@@ -50,6 +50,8 @@ BODY_CASES = [
     ("wrong type step", _set("steps.0.step", [1]), 422, "body.steps[0].step"),
     ("negative step", _set("steps.1.step", -3), 422, "body.steps[1].step"),
     ("negative var index", _set("steps.1.vars.0.v", -1), 422, "body.steps[1].vars[0].v"),
+    ("step beyond INTEGER", _set("steps.1.step", 2**31), 422, "body.steps[1].step"),
+    ("var index beyond the limit", _set("steps.1.vars.2.v", 100_000), 422, "body.steps[1].vars[2].v"),
     ("long run name", _set("run.name", "n" * 201), 422, "body.run.name"),
     ("long project name", _set("run.project", "p" * 5000), 422, "body.run.project"),
     ("long batch id", _set("batch_id", "b" * 65), 422, "body.batch_id"),
@@ -86,6 +88,8 @@ def _columns_in_v1(doc: dict[str, Any]) -> None:
 # Version 2 (columns), the form dumps() writes: (case, mutation, status, text in the message)
 COLUMN_CASES = [
     ("negative var index", _set("steps.1.vars.v.0", -1), 422, "body.steps[1].vars.v[0]"),
+    ("var index beyond the limit", _set("steps.1.vars.v.2", 2**31), 422, "body.steps[1].vars.v[2]"),
+    ("count beyond BIGINT", _set("steps.1.vars.nonfinite.0", 2**63), 422, "body.steps[1].vars.nonfinite[0]"),
     ("wrong type norm", _set("steps.3.vars.norm.2", "big"), 422, "body.steps[3].vars.norm[2]"),
     ("column too short", _short_column, 422, "norm: 3 values for 4 variables"),
     ("unknown column", _set("steps.0.vars.gradient", [1, 2, 3, 4]), 422, "body.steps[0].vars.gradient"),

@@ -59,6 +59,8 @@ MAX_NAME = 200
 MAX_STEPS_PER_BATCH = 10_000
 MAX_VARS = 100_000
 MAX_SKETCH = 256
+MAX_STEP = 2**31 - 1  # the stores' INTEGER step column
+MAX_COUNT = 2**63 - 1  # the stores' BIGINT count columns
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 Dim = int | None
@@ -142,13 +144,13 @@ class RunInfo(_Model):
 class VarStep(_Model):
     """One trainable variable at one optimizer step."""
 
-    v: int = Field(ge=0)  # VariableInfo.index
+    v: int = Field(ge=0, lt=MAX_VARS)  # VariableInfo.index
     grad: bool = True  # a gradient (not None) reached the optimizer
     norm: float | None = None  # L2 norm of the gradient (sparse-aware)
     mean: float | None = None
     min: float | None = None
     max: float | None = None
-    nonfinite: int | None = None  # count of NaN/Inf entries in the gradient
+    nonfinite: int | None = Field(default=None, ge=0, le=MAX_COUNT)  # count of NaN/Inf entries in the gradient
     sketch: list[float] | None = Field(default=None, max_length=MAX_SKETCH)
     applied: bool | None = None  # the weight changed in this step
     update_norm: float | None = None  # ||w_after - w_before||
@@ -158,7 +160,7 @@ class VarStep(_Model):
 class StateStep(_Model):
     """One non-trainable variable at one optimizer step."""
 
-    v: int = Field(ge=0)
+    v: int = Field(ge=0, lt=MAX_VARS)
     changed: bool
     delta_norm: float | None = None
     rng: bool = False  # RNG state (e.g. a SeedGenerator): changes are expected
@@ -175,7 +177,7 @@ class _Columns(_Model):
     row_model: ClassVar[type[_Model]]
     _fields: ClassVar[tuple[str, ...]]
     _defaults: ClassVar[dict[str, Any]]
-    v: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_VARS)
+    v: list[Annotated[int, Field(ge=0, lt=MAX_VARS)]] = Field(max_length=MAX_VARS)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,7 +244,7 @@ class VarColumns(_Columns):
     mean: list[float | None] | None = None
     min: list[float | None] | None = None
     max: list[float | None] | None = None
-    nonfinite: list[int | None] | None = None
+    nonfinite: list[Annotated[int, Field(ge=0, le=MAX_COUNT)] | None] | None = None
     sketch: list[Annotated[list[float], Field(max_length=MAX_SKETCH)] | None] | None = None
     applied: list[bool | None] | None = None
     update_norm: list[float | None] | None = None
@@ -349,7 +351,7 @@ class Broadcast(_Model):
 class StepRecord(_Model):
     """One optimizer step (one ``apply``/``apply_gradients`` call), numbered from 0."""
 
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=MAX_STEP)
     wall_time: float | None = None
     mode: str | None = None  # "eager" | "tf.function" | "xla"
     loss: float | None = None  # the value handed to tape.gradient (summed if non-scalar)
@@ -391,8 +393,8 @@ class StepRecord(_Model):
 class TensorRecord(_Model):
     """A full tensor at one step (``full_tensors_every=N``)."""
 
-    step: int = Field(ge=0)
-    v: int = Field(ge=0)
+    step: int = Field(ge=0, le=MAX_STEP)
+    v: int = Field(ge=0, lt=MAX_VARS)
     kind: Literal["grad", "weight"]
     shape: list[int]
     dtype: Literal["float32"] = "float32"

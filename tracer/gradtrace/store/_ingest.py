@@ -94,6 +94,10 @@ def _validate(batch: schema.Batch) -> None:
     """Refuse what the tables cannot hold, naming the field, before writing anything."""
     seen: set[int] = set()
     for i, rec in enumerate(batch.steps):
+        # The schema bounds these; records built without validation (model_construct)
+        # are checked here, as PostgreSQL's binary COPY would wrap an int4 around.
+        if not 0 <= rec.step <= schema.MAX_STEP:
+            raise InvalidInput(f"steps[{i}].step", f"must be in 0..{schema.MAX_STEP}")
         if rec.step in seen:
             raise InvalidInput(f"steps[{i}].step", f"step {rec.step} appears twice in the batch")
         seen.add(rec.step)
@@ -119,16 +123,16 @@ def _unique_vars(field: str, records: Any) -> None:
     """Refuse a variable listed twice in one step's records (list or column form)."""
     if isinstance(records, (schema.VarColumns, schema.StateColumns)):
         vs: list[int] = records.v
-        if len(set(vs)) == len(vs):
-            return
         at = f"{field}.v[{{}}]"
     else:
         vs = [r.v for r in records]
-        if len(set(vs)) == len(vs):
-            return
         at = f"{field}[{{}}].v"
+    if not vs or (len(set(vs)) == len(vs) and min(vs) >= 0 and max(vs) < schema.MAX_VARS):
+        return
     seen: set[int] = set()
     for j, v in enumerate(vs):
+        if not 0 <= v < schema.MAX_VARS:
+            raise InvalidInput(at.format(j), f"must be in 0..{schema.MAX_VARS - 1}")
         if v in seen:
             raise InvalidInput(at.format(j), f"variable {v} appears twice")
         seen.add(v)
