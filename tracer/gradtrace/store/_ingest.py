@@ -293,6 +293,7 @@ def _drop_steps(conn: Connection, run_key: int, steps: list[int]) -> int:
 _VAR_COLS = ("run_id", "step", "v", "grad", "norm", "mean", "min", "max", "nonfinite", "applied",
              "update_norm", "weight_norm", "sketch")
 _STATE_COLS = ("run_id", "step", "v", "changed", "delta_norm", "rng")
+_LAYER_COLS = ("run_id", "step", *_layers.SUMS)
 _STEP_COLS = ("run_id", "step", "wall_time", "mode", "loss", "target_shape", "loss_scale", "skipped",
               "reg_loss", "batch_size", "lr", "iterations", "x_fp", "y_fp", "y_pred_shape", "loss_info",
               "broadcasts", "modes", "frozen", "grad_norm", "n_grad", "n_applied", "n_changed", "nonfinite")
@@ -457,7 +458,7 @@ def _state_column_rows(
 # PostgreSQL type of each SQLAlchemy column type of the tables copied in binary form
 # (binary COPY needs the exact type: an int4 column refuses int8 data).
 _PG_BINARY = {Integer: "int4", BigInteger: "int8", Boolean: "bool", Double: "float8", LargeBinary: "bytea"}
-_BINARY_TABLES = (m.VarStep.__tablename__, m.StateStep.__tablename__)
+_BINARY_TABLES = (m.VarStep.__tablename__, m.StateStep.__tablename__, m.LayerStep.__tablename__)
 
 
 @functools.cache
@@ -548,7 +549,7 @@ def ingest(conn: Connection, batch: schema.Batch) -> IngestResult:
     _bulk_tuples(conn, m.Step.__tablename__, _STEP_COLS, steps)
     _bulk_tuples(conn, m.VarStep.__tablename__, _VAR_COLS, var_rows)
     _bulk_tuples(conn, m.StateStep.__tablename__, _STATE_COLS, state_rows)
-    _bulk(conn, m.LayerStep.__table__, layer_rows)
+    _bulk_tuples(conn, m.LayerStep.__tablename__, _LAYER_COLS, [tuple(r[c] for c in _LAYER_COLS) for r in layer_rows])
     _bulk(
         conn,
         tt,
