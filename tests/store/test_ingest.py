@@ -274,10 +274,17 @@ def test_delete_run(store: Store, uid) -> None:  # type: ignore[no-untyped-def]
     assert store.resolve(keep).num_steps == 3
 
 
-def test_list_and_column_forms_store_identical_rows(store: Store, uid) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("only", [None, ("norm", "mean", "min", "max")], ids=["all fields", "four statistics"])
+def test_list_and_column_forms_store_identical_rows(store: Store, uid, only) -> None:  # type: ignore[no-untyped-def]
     """Schema version 1 (records) and 2 (columns) write the same rows, derived columns
-    and layer sums included, with NaN/Inf/None in every float column."""
+    and layer sums included, with NaN/Inf/None in every float column; also when the
+    batch leaves columns out altogether (the store then does not bind them)."""
     vals = [0.5, NAN, INF, -INF, None, 1e-300]
+
+    def keep(var: VarStep) -> VarStep:
+        if only is None:
+            return var
+        return VarStep(v=var.v, grad=var.grad, **{k: getattr(var, k) for k in only})
 
     def rec(s: int) -> StepRecord:
         if s % 4 == 3:  # a light step: only the variables without a gradient, counted
@@ -285,14 +292,14 @@ def test_list_and_column_forms_store_identical_rows(store: Store, uid) -> None: 
         return StepRecord(
             step=s,
             loss=vals[s % 6],
-            vars=[
+            vars=[keep(var) for var in [
                 VarStep(v=v, grad=v != 3, norm=vals[(s + v) % 6], mean=vals[(s + 2 * v) % 6],
                         min=vals[(s + v + 1) % 6], max=vals[(s + v + 2) % 6],
                         nonfinite=None if s % 4 == 2 else v, applied=None if s % 4 == 2 else v % 2 == 0,
                         update_norm=vals[(s + v + 3) % 6], weight_norm=vals[(s + v + 4) % 6],
                         sketch=[0.25, -1.0, float(s)] if v == 1 else None)
                 for v in range(4)
-            ],
+            ]],
             state=[StateStep(v=4, changed=s % 2 == 0, delta_norm=vals[s % 6]),
                    StateStep(v=5, changed=True, delta_norm=1.0, rng=True)] if s % 4 else [],
         )

@@ -297,9 +297,30 @@ _LAYER_COLS = ("run_id", "step", *_layers.SUMS)
 _STEP_COLS = ("run_id", "step", "wall_time", "mode", "loss", "target_shape", "loss_scale", "skipped",
               "reg_loss", "batch_size", "lr", "iterations", "x_fp", "y_fp", "y_pred_shape", "loss_info",
               "broadcasts", "modes", "frozen", "grad_norm", "n_grad", "n_applied", "n_changed", "nonfinite")
-# Where _layers.layer_rows finds its inputs in those rows.
-_LAYER_VAR_AT = tuple(_VAR_COLS.index(c) for c in _layers.VAR_INPUT)
+# Always written: the key and the NOT NULL column; the others only when some step has them.
+_VAR_ALWAYS = ("run_id", "step", "v", "grad")
+_FLOAT_VAR_COLS = frozenset(("norm", "mean", "min", "max", "update_norm", "weight_norm"))
 _LAYER_STATE_AT = tuple(_STATE_COLS.index(c) for c in _layers.STATE_INPUT)
+
+
+def _var_cols_of(records: list[schema.StepRecord]) -> tuple[str, ...]:
+    """The var_steps columns a batch writes: every column when a step sends its variables
+    as records (list form); else the columns that some step sent. The others are NULL
+    either way (no default), and not binding them makes SQLite's insert ~35% cheaper."""
+    present: set[str] = set()
+    for rec in records:
+        vs = rec.vars
+        if isinstance(vs, schema.VarColumns):
+            if vs.v:
+                present.update(k for k, col in vs.__dict__.items() if col is not None)
+        elif vs:
+            return _VAR_COLS
+    return tuple(c for c in _VAR_COLS if c in _VAR_ALWAYS or c in present)
+
+
+def _layer_var_at(cols: tuple[str, ...]) -> tuple[int | None, ...]:
+    """Where _layers.layer_rows finds its inputs in rows of ``cols`` (None: all NULL)."""
+    return tuple(cols.index(c) if c in cols else None for c in _layers.VAR_INPUT)
 
 
 def _nan_text(x: float | None) -> float | str | None:
@@ -312,11 +333,12 @@ def _same(x: float | None) -> float | str | None:
 
 
 def _step_rows(
-    run_key: int, records: list[schema.StepRecord], sqlite: bool
+    run_key: int, records: list[schema.StepRecord], sqlite: bool, var_cols: tuple[str, ...] = _VAR_COLS
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Rows of steps, var_steps and state_steps: tuples in ``_STEP_COLS``, ``_VAR_COLS``
-    and ``_STATE_COLS`` order, floats and JSON already encoded for the backend (the
-    bulk path skips SQLAlchemy's per-row processing: measured 2x cheaper per step)."""
+    """Rows of steps, var_steps and state_steps: tuples in ``_STEP_COLS``, ``var_cols``
+    (:func:`_var_cols_of`) and ``_STATE_COLS`` order, floats and JSON already encoded
+    for the backend (the bulk path skips SQLAlchemy's per-row processing: measured 2x
+    cheaper per step)."""
     enc = _nan_text if sqlite else _same
     steps: list[tuple[Any, ...]] = []
     js = json_text
@@ -325,7 +347,7 @@ def _step_rows(
     for rec in records:
         s = rec.step
         if isinstance(rec.vars, schema.VarColumns):
-            derived = _var_column_rows(run_key, s, rec.vars, var_rows, sqlite)
+            derived = _var_column_rows(run_key, s, rec.vars, var_cols, var_rows, sqlite)
         else:
             derived = _var_record_rows(run_key, s, rec.vars, var_rows, enc)
         if isinstance(rec.state, schema.StateColumns):
@@ -405,25 +427,28 @@ def _float_column(col: list[float | None] | None, n: int, sqlite: bool) -> Any:
 
 
 def _var_column_rows(
-    run_key: int, s: int, cols: schema.VarColumns, var_rows: list[tuple[Any, ...]], sqlite: bool
+    run_key: int, s: int, cols: schema.VarColumns, names: tuple[str, ...],
+    var_rows: list[tuple[Any, ...]], sqlite: bool,
 ) -> _Derived:
-    """:func:`_var_record_rows` for the column form: the rows are zipped from the lists."""
+    """:func:`_var_record_rows` for the column form: rows of the columns ``names``,
+    zipped from the lists."""
     n = len(cols.v)
     if n == 0:
         return None, None, None, None
     grad, norm, applied, nonfinite = cols.grad, cols.norm, cols.applied, cols.nonfinite
-    sketch = cols.sketch
-    var_rows.extend(zip(
-        repeat(run_key, n), repeat(s, n), cols.v,
-        repeat(True, n) if grad is None else grad,
-        _float_column(norm, n, sqlite), _float_column(cols.mean, n, sqlite),
-        _float_column(cols.min, n, sqlite), _float_column(cols.max, n, sqlite),
-        repeat(None, n) if nonfinite is None else nonfinite,
-        repeat(None, n) if applied is None else applied,
-        _float_column(cols.update_norm, n, sqlite), _float_column(cols.weight_norm, n, sqlite),
-        repeat(None, n) if sketch is None else map(_sketch_bytes, sketch),
-        strict=False,  # the repeats are endless, the lists all have n entries (validated)
-    ))
+    parts: list[Any] = [repeat(run_key, n), repeat(s, n), cols.v, repeat(True, n) if grad is None else grad]
+    for name in names[4:]:
+        col = cols.__dict__[name]
+        if name in _FLOAT_VAR_COLS:
+            parts.append(_float_column(col, n, sqlite))
+        elif col is None:
+            parts.append(repeat(None, n))
+        elif name == "sketch":
+            parts.append(map(_sketch_bytes, col))
+        else:
+            parts.append(col)
+    # the repeats are endless, the lists all have n entries (validated)
+    var_rows.extend(zip(*parts, strict=False))
     grad_norm = None
     if norm is not None and norm.count(None) < n:
         sq = 0.0
@@ -544,10 +569,11 @@ def ingest(conn: Connection, batch: schema.Batch) -> IngestResult:
             delete(tt).where(tt.c.run_id == run_key, tt.c.step == step, tt.c.v == v, tt.c.kind == kind)
         )
     sqlite = conn.dialect.name == "sqlite"
-    steps, var_rows, state_rows = _step_rows(run_key, batch.steps, sqlite)
-    layer_rows = _layers.layer_rows(run_key, var_rows, state_rows, grouping, _LAYER_VAR_AT, _LAYER_STATE_AT)
+    var_cols = _var_cols_of(batch.steps)
+    steps, var_rows, state_rows = _step_rows(run_key, batch.steps, sqlite, var_cols)
+    layer_rows = _layers.layer_rows(run_key, var_rows, state_rows, grouping, _layer_var_at(var_cols), _LAYER_STATE_AT)
     _bulk_tuples(conn, m.Step.__tablename__, _STEP_COLS, steps)
-    _bulk_tuples(conn, m.VarStep.__tablename__, _VAR_COLS, var_rows)
+    _bulk_tuples(conn, m.VarStep.__tablename__, var_cols, var_rows)
     _bulk_tuples(conn, m.StateStep.__tablename__, _STATE_COLS, state_rows)
     _bulk_tuples(conn, m.LayerStep.__tablename__, _LAYER_COLS, [tuple(r[c] for c in _LAYER_COLS) for r in layer_rows])
     _bulk(

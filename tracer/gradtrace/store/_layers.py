@@ -81,8 +81,11 @@ def groups(conn: Connection, run_key: int) -> Groups:
     return variable_groups([tuple(r) for r in rows], names)  # type: ignore[misc]
 
 
-def _floats(rows: Sequence[Sequence[Any]], j: int) -> np.ndarray:
-    # None -> NaN and SQLite's 'NaN' text -> NaN in one C-level conversion
+def _floats(rows: Sequence[Sequence[Any]], j: int | None) -> np.ndarray:
+    # None -> NaN and SQLite's 'NaN' text -> NaN in one C-level conversion;
+    # j None: the rows do not hold the column (all NULL)
+    if j is None:
+        return np.full(len(rows), np.nan)
     return np.array([r[j] for r in rows], dtype=np.float64)
 
 
@@ -113,13 +116,13 @@ def layer_rows(
     var_rows: Sequence[Sequence[Any]],
     state_rows: Sequence[Sequence[Any]],
     grouping: Groups,
-    var_at: Sequence[int] = (0, 1, 2, 3, 4, 5),
+    var_at: Sequence[int | None] = (0, 1, 2, 3, 4, 5),
     state_at: Sequence[int] = (0, 1, 2, 3),
 ) -> list[dict[str, Any]]:
     """``layer_steps`` rows of the steps these rows belong to.
 
     ``var_rows`` hold ``(step, v, grad, norm, update_norm, weight_norm)`` at the
-    positions ``var_at``, ``state_rows`` ``(step, v, delta_norm, rng)`` at
+    positions ``var_at`` (None for a float column the rows leave out: all NULL), ``state_rows`` ``(step, v, delta_norm, rng)`` at
     ``state_at`` (floats as stored: None, a number, or SQLite's 'NaN' text). Per step and layer: ``sum |g_v|^2`` over
     the variables whose gradient reached the optimizer with a finite norm,
     ``sum |dw_v|^2`` and ``sum |w_v|^2`` over those with both finite, and
