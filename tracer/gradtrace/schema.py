@@ -378,9 +378,12 @@ class StepRecord(_Model):
     # then lists only the exceptions (variables without one); nothing was measured.
     n_grad: int | None = Field(default=None, ge=0)
 
-    @field_serializer("vars", "state", when_used="json")
+    @field_serializer("vars", "state")
     def _wire_form(self, value: Any, info: FieldSerializationInfo) -> Any:
-        # Version 2 sends columns, version 1 records; an empty list is the same in both.
+        # JSON: version 2 sends columns, version 1 records; an empty list is the same in
+        # both. model_dump() in Python mode gives records (dicts), whatever the form.
+        if not info.mode_is_json():
+            return value.rows() if isinstance(value, _Columns) else value
         if isinstance(value, _Columns):
             if _version(info) < 2:
                 return value.rows()
