@@ -1139,27 +1139,13 @@ def install(run: Any) -> Callable[[], None]:
 # --------------------------------------------------------------------------- decoding
 
 
-def _floats(v: Any) -> list[float]:
-    import numpy as np
-
-    return [float(x) for x in np.asarray(v, dtype=np.float64).reshape(-1)]
-
-
-def _scalar(v: Any) -> float | None:
-    f = _floats(v)
-    return f[0] if f else None
-
-
 _MODE_RE = re.compile(re.escape(K_MODE) + r"(.*)$")
+_WEIGHT_FIELDS = (("weight_sum", False), ("weight_nonzero", True), ("weight_count", True),
+                  ("mask_valid", True), ("mask_count", True))
 
 
-def decode(values: dict[str, Any], statics: dict[str, Any]) -> dict[str, Any]:
-    """Turn one step's read-back probe values and statics into StepRecord fields.
-
-    ``values``: key -> numpy array (what the probes put as tensors, read back);
-    ``statics``: key -> Python value (fixed for the trace). Keys this module
-    does not own are ignored. Returns only the fields that were observed.
-    """
+def _static_fields(statics: dict[str, Any]) -> dict[str, Any]:
+    """The StepRecord fields that depend only on a trace's statics (the same every step)."""
     out: dict[str, Any] = {}
     modes: dict[str, bool | None] = {}
     frozen: list[str] = []
@@ -1169,38 +1155,12 @@ def decode(values: dict[str, Any], statics: dict[str, Any]) -> dict[str, Any]:
             modes[m.group(1)] = None if val is None else bool(val)
         elif key.startswith(K_FROZEN) and val:
             frozen.append(key[len(K_FROZEN) :])
-    for key, val in values.items():
-        m = _MODE_RE.match(key)
-        if m:
-            s = _scalar(val)
-            modes[m.group(1)] = None if s is None or s != s else s > 0.5
-    if modes:
-        out["modes"] = modes
+    out["modes"] = modes
     if frozen:
         out["frozen"] = sorted(frozen)
-
     info = statics.get(K_LOSS_INFO)
     if info is not None:
         info = dict(info)
-        ps = values.get(K_LOSS_PS)
-        if ps is not None:
-            f = _floats(ps)
-            if len(f) == 4:
-                info.update(
-                    per_sample_mean=f[0],
-                    per_sample_min=f[1],
-                    per_sample_max=f[2],
-                    per_sample_count=int(f[3]),
-                )
-        w = values.get(K_LOSS_W)
-        if w is not None:
-            f = _floats(w)
-            if len(f) == 5:
-                for name, x, whole in (("weight_sum", f[0], False), ("weight_nonzero", f[1], True),
-                                       ("weight_count", f[2], True), ("mask_valid", f[3], True),
-                                       ("mask_count", f[4], True)):
-                    if x == x:
-                        info[name] = int(x) if whole else x
         if statics.get("probe.fit_sample_weight"):
             info["sample_weight"] = True
         out["loss_info"] = info
@@ -1210,25 +1170,84 @@ def decode(values: dict[str, Any], statics: dict[str, Any]) -> dict[str, Any]:
         out["y_pred_shape"] = list(statics[K_Y_PRED_SHAPE])
     if K_BATCH in statics:
         out["batch_size"] = int(statics[K_BATCH])
-    elif K_BATCH in values:
-        s = _scalar(values[K_BATCH])
-        if s is not None and s == s:
-            out["batch_size"] = int(s)
-    for key, field in ((K_X_FP, "x_fp"), (K_Y_FP, "y_fp")):
-        if key in values:
-            out[field] = _floats(values[key])
-    if K_REG in values:
-        out["reg_loss"] = _scalar(values[K_REG])
-    if K_SCALE in values:
-        out["loss_scale"] = _scalar(values[K_SCALE])
-    if K_UNSCALED in values:
-        # The target was the loss times loss_scale: record the loss itself, so runs
-        # with and without mixed precision compare.
-        out["loss"] = _scalar(values[K_UNSCALED])
-    if K_SKIPPED in values:
-        s = _scalar(values[K_SKIPPED])
-        out["skipped"] = None if s is None else s > 0.5
     return out
 
 
-__all__ = ["FP_LEN", "decode", "describe_loss", "fingerprint", "install"]
+def _columns(block: Any) -> list[list[float]]:
+    """Rows of a ``(n, size)`` block as Python floats (one conversion for the whole block)."""
+    import numpy as np
+
+    return np.asarray(block, dtype=np.float64).tolist()  # type: ignore[no-any-return]
+
+
+def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Turn ``n`` steps' read-back probe values and one trace's statics into StepRecord fields.
+
+    ``values``: key -> array of shape ``(n, size)`` (what the probes put as tensors,
+    one row per step); ``statics``: key -> Python value (fixed for the trace). Keys
+    this module does not own are ignored. Returns, per step, only the fields that
+    were observed. Objects that come from the statics alone (``modes`` without
+    per-step flags, ``frozen``, ``broadcasts``, ``y_pred_shape``, a ``loss_info``
+    without per-step numbers) are shared by the returned dicts: treat them as
+    read-only.
+    """
+    base = _static_fields(statics)
+    static_modes: dict[str, bool | None] = base.pop("modes")
+    value_modes = [(m.group(1), key) for key in values if (m := _MODE_RE.match(key))]
+    if not value_modes and static_modes:
+        base["modes"] = static_modes
+    cols = {key: _columns(v) for key, v in values.items()}
+    info = base.get("loss_info")
+    ps = cols.get(K_LOSS_PS) if info is not None else None
+    lw = cols.get(K_LOSS_W) if info is not None else None
+    out: list[dict[str, Any]] = []
+    for j in range(n):
+        rec = dict(base)
+        if value_modes:
+            modes = dict(static_modes)
+            for name, key in value_modes:
+                f = cols[key][j]
+                s = f[0] if f else None
+                modes[name] = None if s is None or s != s else s > 0.5
+            rec["modes"] = modes
+        if ps is not None or lw is not None:
+            row_info = dict(info)  # type: ignore[arg-type]
+            if ps is not None and len(ps[j]) == 4:
+                f = ps[j]
+                row_info.update(per_sample_mean=f[0], per_sample_min=f[1], per_sample_max=f[2],
+                                per_sample_count=int(f[3]))
+            if lw is not None and len(lw[j]) == 5:
+                for (name, whole), x in zip(_WEIGHT_FIELDS, lw[j], strict=True):
+                    if x == x:
+                        row_info[name] = int(x) if whole else x
+            rec["loss_info"] = row_info
+        if "batch_size" not in base and K_BATCH in cols:
+            f = cols[K_BATCH][j]
+            if f and f[0] == f[0]:
+                rec["batch_size"] = int(f[0])
+        for key, name in ((K_X_FP, "x_fp"), (K_Y_FP, "y_fp")):
+            if key in cols:
+                rec[name] = cols[key][j]
+        for key, name in ((K_REG, "reg_loss"), (K_SCALE, "loss_scale"),
+                          # The target was the loss times loss_scale: record the loss itself,
+                          # so runs with and without mixed precision compare.
+                          (K_UNSCALED, "loss")):
+            if key in cols:
+                f = cols[key][j]
+                rec[name] = f[0] if f else None
+        if K_SKIPPED in cols:
+            f = cols[K_SKIPPED][j]
+            rec["skipped"] = None if not f else f[0] > 0.5
+        out.append(rec)
+    return out
+
+
+def decode(values: dict[str, Any], statics: dict[str, Any]) -> dict[str, Any]:
+    """One step's fields: :func:`decode_block` for a single row (``values``: key -> array)."""
+    import numpy as np
+
+    block = {k: np.asarray(v, dtype=np.float64).reshape(1, -1) for k, v in values.items()}
+    return decode_block(block, statics, 1)[0]
+
+
+__all__ = ["FP_LEN", "decode", "decode_block", "describe_loss", "fingerprint", "install"]

@@ -18,7 +18,7 @@ Contract (both sides rely on it):
 - ``put_static(key, value)``: a JSON-able Python value.
 - ``take()`` returns ``(values, statics)`` and clears the scope.
 - The host turns the read-back ``values`` (``dict[str, numpy.ndarray]``) and the
-  ``statics`` into ``StepRecord`` fields with ``gradtrace._probes.decode``.
+  ``statics`` into ``StepRecord`` fields with ``gradtrace._probes.decode_block``.
 """
 
 from __future__ import annotations

@@ -561,9 +561,6 @@ def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
     return out
 
 
-def decode_values(row: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
-    """The step scope's values, reshaped as they were put."""
-    vals: dict[str, np.ndarray] = {}
-    for key, (off, size, shape) in layout.values.items():
-        vals[key] = row[off : off + size].reshape(shape) if shape else row[off : off + 1].reshape(())
-    return vals
+def decode_values(block: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """The step scope's values of a ``(n, width)`` block of rows: key -> ``(n, size)``."""
+    return {key: block[:, off : off + size] for key, (off, size, _) in layout.values.items()}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import socket
 import sys
 import threading
@@ -154,10 +155,10 @@ class Run:
         self._poller: Any = None
         self._exporter: Any = None
         self._probes_undo: Callable[[], None] | None = None
-        self._probes_decode: Callable[..., dict[str, Any]] | None = None
+        self._probes_decode: Callable[..., list[dict[str, Any]]] | None = None
         self.full_tensors: Any = None  # gradtrace._tensors.FullTensors when full_tensors_every > 0
         self._next_uncaptured_check = 0.0
-        self._light_vars: dict[int, list[schema.VarStep]] = {}  # id(layout) -> a light row's vars
+        self._light_records: dict[int, schema.StepRecord] = {}  # id(layout) -> its light-step template
         self.active = False
 
     # -- API for hooks ------------------------------------------------------------------
@@ -424,7 +425,7 @@ class Run:
             from gradtrace import _probes
 
             self._probes_undo = _probes.install(self)
-            self._probes_decode = getattr(_probes, "decode", None)
+            self._probes_decode = getattr(_probes, "decode_block", None)
         except ImportError:
             logger.debug("gradtrace: no probes module; layer modes and loss details not recorded")
         self.active = True
@@ -432,7 +433,7 @@ class Run:
     def _start_cadence(self) -> None:
         from gradtrace._stats import Cadence
 
-        budget = float(getattr(self.config, "overhead_budget", 0.05))
+        budget = float(getattr(self.config, "overhead_budget", 0.02))
         self.cadence = Cadence(self.seq, self.stats_every, budget)
         self.info.extra.update(stats_every=self.cadence.every, stats_warmup=self.cadence.warmup,
                                stats_cadence="auto" if self.stats_every is None else "fixed",
@@ -533,8 +534,6 @@ class Run:
             self._exporter.put_tensors(records)
 
     def _on_rows(self, rows: list[tuple[Any, np.ndarray]], lost: list[tuple[Any, int]]) -> None:
-        from gradtrace._stats import SEQ_SPLIT, decode_row, decode_values
-
         if lost:
             n = sum(k for _, k in lost)
             with self._lock:
@@ -546,32 +545,12 @@ class Run:
                            "them (counted in lost.ring_overrun); raise GRADTRACE_RING_SIZE")
         steps: list[schema.StepRecord] = []
         now = time.time()
-        for ring, row in rows:
-            layout = ring.layout
+        for ring, block in _by_ring(rows):
             try:
-                step = int(row[1]) * SEQ_SPLIT + int(row[2])
-                fields = decode_row(row, layout)
-                fields["step"] = step
-                fields["wall_time"] = now
-                if row[6] == 0:
-                    # Between two full steps nothing per variable was measured: the record
-                    # lists only the variables without a gradient and counts the others.
-                    light = self._light_vars.get(id(layout))
-                    if light is None:
-                        light = [schema.VarStep.model_construct(v=slot.v, grad=False)
-                                 for slot in layout.vars if not slot.grad]
-                        self._light_vars[id(layout)] = light
-                    fields["vars"] = light
-                    fields["n_grad"] = len(layout.vars) - len(light)
-                else:
-                    fields["vars"] = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
-                fields["state"] = [schema.StateStep.model_construct(**d) for d in fields["state"]]
-                if self._probes_decode is not None and (layout.values or layout.statics):
-                    fields.update(self._probes_decode(decode_values(row, layout), layout.statics))
-                steps.append(schema.StepRecord.model_validate(fields))
-                self._steps_by_opt[layout.optimizer] += 1
+                steps.extend(self._decode_block(ring.layout, block, now))
             except Exception as exc:
                 self.internal_error(exc, "decode")
+        steps.sort(key=lambda r: r.step)  # rings were decoded one after the other
         self.steps_recorded += len(steps)
         if self.cadence is not None and steps:
             try:
@@ -586,6 +565,63 @@ class Run:
                 self.internal_error(exc, "cadence")
         if steps and self._exporter is not None:
             self._exporter.put_steps(steps)
+
+    def _decode_block(self, layout: Any, block: np.ndarray, now: float) -> list[schema.StepRecord]:
+        """The rows one ring produced since the last poll, as StepRecords.
+
+        The columns are converted once for the block. A step between two full ones
+        (most of them) is a copy of the layout's template record with its own numbers
+        filled in: no validation per step, its values are ours and already typed.
+        """
+        from gradtrace._stats import SEQ_SPLIT, decode_row, decode_values
+
+        n = len(block)
+        seqs = (block[:, 1].astype(np.int64) * SEQ_SPLIT + block[:, 2].astype(np.int64)).tolist()
+        fulls = (block[:, 6] != 0).tolist()
+        head = block[:, 3:6].astype(np.float64).tolist()  # loss, lr, iterations
+        probed: list[dict[str, Any]] = [{} for _ in range(n)]
+        if self._probes_decode is not None and (layout.values or layout.statics):
+            probed = self._probes_decode(decode_values(block, layout), layout.statics, n)
+        template = self._light_template(layout)
+        shared: dict[int, Any] = {}  # id(static probe object) -> its schema object, for this block
+        out: list[schema.StepRecord] = []
+        for j in range(n):
+            try:
+                if fulls[j]:
+                    fields = decode_row(block[j], layout)
+                    fields["vars"] = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
+                    fields["state"] = [schema.StateStep.model_construct(**d) for d in fields["state"]]
+                    fields.update(step=seqs[j], wall_time=now, **probed[j])
+                    out.append(schema.StepRecord.model_validate(fields))
+                else:
+                    loss, lr, it = head[j]
+                    upd: dict[str, Any] = {"step": seqs[j], "wall_time": now,
+                                           "iterations": int(it) if math.isfinite(it) else None}
+                    if layout.has_loss:
+                        upd["loss"] = loss
+                    if layout.has_lr:
+                        upd["lr"] = lr
+                    for key, val in probed[j].items():
+                        upd[key] = _as_schema(key, val, shared)
+                    out.append(template.model_copy(update=upd))
+                self._steps_by_opt[layout.optimizer] += 1
+            except Exception as exc:
+                self.internal_error(exc, "decode")
+        return out
+
+    def _light_template(self, layout: Any) -> schema.StepRecord:
+        """The record every light step of ``layout`` starts from (built once per layout).
+
+        Between two full steps nothing per variable was measured: the record lists only
+        the variables without a gradient and counts the others.
+        """
+        rec = self._light_records.get(id(layout))
+        if rec is None:
+            light = [schema.VarStep(v=slot.v, grad=False) for slot in layout.vars if not slot.grad]
+            rec = schema.StepRecord(step=0, mode=layout.mode, vars=light, n_grad=len(layout.vars) - len(light),
+                                    target_shape=layout.target_shape if layout.has_loss else None)
+            self._light_records[id(layout)] = rec
+        return rec
 
     def _finish(self, exc: BaseException | None) -> None:
         from gradtrace import _hooks, _scope
@@ -670,6 +706,30 @@ class Run:
 UNCAPTURED_CHECK_SECONDS = 1.0
 RING_BYTES = 8 * 2**20
 RING_MIN_ROWS, RING_MAX_ROWS = 64, 1024
+
+def _by_ring(rows: list[tuple[Any, np.ndarray]]) -> list[tuple[Any, np.ndarray]]:
+    """``(ring, row)`` pairs grouped into one ``(ring, 2-D block)`` per ring, in order."""
+    groups: dict[int, tuple[Any, list[np.ndarray]]] = {}
+    for ring, row in rows:
+        groups.setdefault(id(ring), (ring, []))[1].append(row)
+    return [(ring, np.stack(rs)) for ring, rs in groups.values()]
+
+
+def _as_schema(key: str, val: Any, shared: dict[int, Any]) -> Any:
+    """A probe field as the schema type StepRecord holds (dicts -> models), each shared
+    object converted once."""
+    if key == "loss_info":
+        got = shared.get(id(val))
+        if got is None:
+            got = shared[id(val)] = schema.LossInfo.model_validate(val)
+        return got
+    if key == "broadcasts":
+        got = shared.get(id(val))
+        if got is None:
+            got = shared[id(val)] = [schema.Broadcast.model_validate(b) for b in val]
+        return got
+    return val
+
 
 def _logs_to_stderr(log: logging.Logger) -> bool:
     current: logging.Logger | None = log
