@@ -12,7 +12,7 @@ repeats of the mean step time over ``--steps`` steps after a warm-up:
 - ``plain``: no instrumentation;
 - ``gradtrace``: inside ``gradtrace.trace`` at default capture (records to a temp SQLite file):
   loss, learning rate, iterations and probes every step, per-variable statistics on a warm-up
-  of 8 steps and then every N-th, N chosen from measured costs within ``overhead_budget`` 0.05;
+  of 8 steps and then every N-th, N chosen from measured costs within ``overhead_budget`` 0.02;
 - ``gradtrace/1``: the same with ``stats_every=1`` (per-variable statistics every step);
 - ``gt/1-nojit``: ``stats_every=1, stats_jit=False`` (the statistics without XLA; mlp-tape);
 - ``tb-hist``: per-step ``tf.summary.histogram`` of every gradient (tape workloads);

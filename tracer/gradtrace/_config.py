@@ -41,7 +41,7 @@ Variable                        Default                             Meaning
 ``GRADTRACE_RING_SIZE``         auto (64 to 1024)                   Steps the in-graph ring buffer holds between
                                                                     two reads by the host; by default as many as
                                                                     fit in 8 MiB, at least 64, at most 1024.
-``GRADTRACE_OVERHEAD_BUDGET``   ``0.05``                            Fraction of the step time the per-variable
+``GRADTRACE_OVERHEAD_BUDGET``   ``0.02``                            Fraction of the step time the per-variable
                                                                     statistics may cost when their cadence is
                                                                     chosen automatically (``stats_every`` unset).
 ``GRADTRACE_STATS_EVERY``       ``auto``                            Per-variable statistics on every N-th step
@@ -145,7 +145,7 @@ class Config:
     full_tensors_every: int = 0
     sketch_dim: int = 32
     ring_size: int | None = None  # None: sized from the step vector's width
-    overhead_budget: float = 0.05
+    overhead_budget: float = 0.02
     stats_every: int | None = None  # None: chosen from measured costs within overhead_budget
 
     def __repr__(self) -> str:  # never print a token into a log
