@@ -213,10 +213,15 @@ def _upsert_run(conn: Connection, info: schema.RunInfo) -> tuple[int, _layers.Gr
     if not fresh and info.revision >= revision:
         conn.execute(update(r).where(r.c.id == run_key).values(**_run_columns(info)))
     if (fresh or info.revision >= revision) and (info.variables or info.layers):
-        before = None if fresh else _layers.groups(conn, run_key)
-        _replace_inventory(conn, run_key, info)
-        grouping = _layers.groups(conn, run_key)
-        if before is not None and before.of != grouping.of:
+        # The inventory is re-sent with every batch and mostly unchanged: compare it with
+        # the stored one and rewrite only what differs (each table is replaced whole).
+        old_vars, old_layers = ([], []) if fresh else _stored_inventory(conn, run_key)
+        new_vars = [_variable_row(v) for v in info.variables] if info.variables else old_vars
+        new_layers = [_layer_row(layer) for layer in info.layers] if info.layers else old_layers
+        _replace_inventory(conn, run_key, new_vars if new_vars != old_vars else None,
+                           new_layers if new_layers != old_layers else None)
+        grouping = _grouping(new_vars, new_layers)
+        if not fresh and _grouping(old_vars, old_layers).of != grouping.of:
             logger.info("run %d: inventory regroups its variables; rebuilding layer_steps", run_key)
             _layers.rebuild(conn, run_key, grouping)
     else:
@@ -224,45 +229,50 @@ def _upsert_run(conn: Connection, info: schema.RunInfo) -> tuple[int, _layers.Gr
     return int(run_key), grouping
 
 
-def _replace_inventory(conn: Connection, run_key: int, info: schema.RunInfo) -> None:
+# Inventory rows as stored, in column order (the comparison with a re-sent inventory).
+_VARIABLE_COLS = ("idx", "name", "path", "shape", "dtype", "trainable", "layer", "layer_class",
+                  "layer_index", "struct_key")
+_LAYER_INV_COLS = ("idx", "name", "class_name", "training_dependent", "struct_key")
+
+
+def _variable_row(v: schema.VariableInfo) -> tuple[Any, ...]:
+    return (v.index, v.name, v.path, list(v.shape), v.dtype, v.trainable, v.layer, v.layer_class,
+            v.layer_index, v.struct_key)
+
+
+def _layer_row(layer: schema.LayerInfo) -> tuple[Any, ...]:
+    return (layer.index, layer.name, layer.class_name, layer.training_dependent, layer.struct_key)
+
+
+def _stored_inventory(conn: Connection, run_key: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     vt, lt = m.Variable.__table__, m.Layer.__table__
-    if info.variables:
-        conn.execute(delete(vt).where(vt.c.run_id == run_key))
-        conn.execute(
-            insert(vt),
-            [
-                {
-                    "run_id": run_key,
-                    "idx": v.index,
-                    "name": v.name,
-                    "path": v.path,
-                    "shape": v.shape,
-                    "dtype": v.dtype,
-                    "trainable": v.trainable,
-                    "layer": v.layer,
-                    "layer_class": v.layer_class,
-                    "layer_index": v.layer_index,
-                    "struct_key": v.struct_key,
-                }
-                for v in info.variables
-            ],
-        )
-    if info.layers:
-        conn.execute(delete(lt).where(lt.c.run_id == run_key))
-        conn.execute(
-            insert(lt),
-            [
-                {
-                    "run_id": run_key,
-                    "idx": layer.index,
-                    "name": layer.name,
-                    "class_name": layer.class_name,
-                    "training_dependent": layer.training_dependent,
-                    "struct_key": layer.struct_key,
-                }
-                for layer in info.layers
-            ],
-        )
+    variables = conn.execute(
+        select(*(vt.c[c] for c in _VARIABLE_COLS)).where(vt.c.run_id == run_key).order_by(vt.c.idx)
+    ).all()
+    layers = conn.execute(
+        select(*(lt.c[c] for c in _LAYER_INV_COLS)).where(lt.c.run_id == run_key).order_by(lt.c.idx)
+    ).all()
+    return [tuple(r) for r in variables], [tuple(r) for r in layers]
+
+
+def _grouping(variables: list[tuple[Any, ...]], layers: list[tuple[Any, ...]]) -> _layers.Groups:
+    """:func:`_layers.groups` of an inventory held as rows (the same function of it)."""
+    names = {int(r[0]): r[1] for r in layers}
+    return _layers.variable_groups([(r[0], r[1], r[6], r[8]) for r in variables], names)
+
+
+def _replace_inventory(
+    conn: Connection, run_key: int,
+    variables: list[tuple[Any, ...]] | None, layers: list[tuple[Any, ...]] | None,
+) -> None:
+    """Replace the run's variables and/or layers (None: keep that table's rows)."""
+    for table, cols, rows in ((m.Variable.__table__, _VARIABLE_COLS, variables),
+                              (m.Layer.__table__, _LAYER_INV_COLS, layers)):
+        if rows is None:
+            continue
+        conn.execute(delete(table).where(table.c.run_id == run_key))
+        if rows:
+            conn.execute(insert(table), [{"run_id": run_key, **dict(zip(cols, r, strict=True))} for r in rows])
 
 
 def _chunks(seq: Sequence[int], n: int) -> Iterable[Sequence[int]]:
