@@ -280,6 +280,11 @@ class StateColumns(_Columns):
         return self.rows()[i]  # type: ignore[no-any-return]
 
 
+for _cols in (VarColumns, StateColumns):  # one list per record field, no more, no less
+    if set(_cols.model_fields) != set(_cols.row_model.model_fields):
+        raise TypeError(f"{_cols.__name__} does not mirror {_cols.row_model.__name__}'s fields")
+
+
 def _rows_or_columns(rows: TypeAdapter[Any], columns: type[_Columns]) -> Any:
     """Validator of a field holding records as a list (version 1) or as columns (2).
 
