@@ -9,8 +9,11 @@ Policies (documented in the store's README section):
   A run never changes project: a batch claiming another project is refused.
 - A step number already stored for the run by another batch is replaced by the
   new batch (last write wins), with its variables, state and tensors.
-- Rows go in with Core ``insert()`` + a list of dicts (executemany /
-  insertmanyvalues), never ORM objects.
+- Rows never go through ORM objects: the per-step tables as encoded tuples straight
+  on the driver (SQLite ``executemany``; PostgreSQL ``COPY``, binary for the tables of
+  numbers), the others with Core ``insert()`` + a list of dicts.
+- A batch's steps arrive as records (schema version 1, or the tracer's own objects) or
+  as columns (version 2); both give the same rows.
 """
 
 from __future__ import annotations
