@@ -119,6 +119,30 @@ def test_data_mismatch_after_some_steps():
     assert r.aligned_steps == 3 and r.verdict == "equivalent"
 
 
+def test_labels_inferred_from_a_hand_written_loss():
+    """y_fp taken from a hand-written loss may be a transform of the labels (log(1 + y)):
+    unequal from step 0 with equal inputs it is ignored; equal at first and unequal
+    later, the labels changed and the steps stop aligning there."""
+    meta = {"extra": {"labels_inferred": True}}
+
+    def run(name, **kw):
+        r = make_run(name, **kw)
+        r.y_fp[:, 2:4] = [0.5, 32.0]  # a complete fingerprint: sums, projection, count
+        return r
+
+    a = run("a")
+    b = run("b", meta=meta)
+    b.y_fp[:, :2] = b.y_fp[:, :2] * 2.0 + 1.0  # another encoding, every step
+    r = compare_runs(a, b)
+    assert r.aligned_steps == 6 and r.verdict == "equivalent", r.to_dict()
+    c = run("c", meta=meta)
+    c.y_fp[4:, :2] = c.y_fp[4:, :2] * 2.0 + 1.0
+    assert compare_runs(a, c).aligned_steps == 4
+    d = run("d")  # measured labels (a Keras loss, fit's data): any difference counts
+    d.y_fp[:, :2] = d.y_fp[:, :2] * 2.0 + 1.0
+    assert compare_runs(a, d).aligned_steps == 0
+
+
 def test_optimizer_config_and_reset():
     r = compare_runs(make_run("a"), make_run("b", update_factor=2.0,
                                              meta={"optimizer": {"class": "SGD", "config": {"learning_rate": 0.2}}}))

@@ -197,6 +197,52 @@ def test_fingerprints_fit_vs_tape_same_batch_and_different_batches(db):
     assert tape_steps[1]["y_fp"] == tape_steps[0]["y_fp"]  # labels were the same
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("loss_kind", ["mse", "sparse_ce"])
+def test_label_fingerprint_of_a_hand_written_loss(db, compiled, loss_kind):
+    """No Keras loss object sees the labels: the loss window finds them as the operand
+    combined with the model's output, and y_fp is their fingerprint (under tf.function
+    on every step; eagerly on the first step, the one the window watches)."""
+    x, _ = _data()
+    rng = np.random.default_rng(3)
+    if loss_kind == "mse":
+        y = rng.normal(size=(N, 1)).astype("float32")
+        model = _bn_model()
+    else:
+        y = rng.integers(0, 3, size=(N,)).astype("int32")
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(3)])
+    opt = keras.optimizers.SGD(0.01)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            if loss_kind == "mse":
+                loss = tf.reduce_mean(tf.square(y - pred))
+            else:
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=pred))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+    fn = tf.function(step) if compiled else step
+    with gradtrace.trace(run="labels", store=db):
+        for _ in range(3):
+            fn(x, y)
+    steps, meta = _run(db, "labels")
+    assert len(steps) == 3
+    assert meta["extra"]["labels_inferred"] is True  # the comparator weighs such labels apart
+    y64 = y.astype(np.float64).reshape(-1)
+    want = [y64.sum(), (y64 * y64).sum(), float(y64.size)]
+    with_fp = [s for s in steps if s["y_fp"] is not None]
+    assert len(with_fp) == (3 if compiled else 1)
+    assert with_fp[0]["step"] == 0
+    for s in with_fp:
+        got = s["y_fp"]
+        np.testing.assert_allclose([got[0], got[1], got[3]], want, rtol=1e-5)
+        # and not the inputs' fingerprint
+        assert got[3] != s["x_fp"][3]
+
+
 def test_fingerprint_sees_a_permutation():
     from gradtrace._probes import fingerprint
 

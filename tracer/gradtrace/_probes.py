@@ -139,16 +139,47 @@ def _numeric_flat(x: Any) -> list[Any]:
     return out
 
 
+FP_POSITIONS = 1 << 16  # positions the projection weighs: its cost is bounded for big batches
+_FP_LOCK = threading.Lock()
+_FP_NP: dict[int, Any] = {}  # n -> the first n weights (numpy)
+_FP_EAGER: dict[int, Any] = {}  # n -> the same as an eager tensor
+_FP_CACHED = 32  # distinct sizes kept (each at most FP_POSITIONS floats)
+
+
+def _fp_weights(n: int) -> Any:
+    """The projection's weights for ``n`` positions as a tensor: a constant of the graph
+    being built (no captured input), or one cached eager tensor."""
+    import numpy as np
+    import tensorflow as tf
+
+    eager = tf.executing_eagerly()
+    with _FP_LOCK:
+        if eager and n in _FP_EAGER:
+            return _FP_EAGER[n]
+        w = _FP_NP.get(n)
+        if w is None:
+            if len(_FP_NP) >= _FP_CACHED:
+                _FP_NP.clear()
+                _FP_EAGER.clear()
+            idx = np.arange(n, dtype=np.int64)
+            w = _FP_NP[n] = ((idx * 7919 + 13) % 10007).astype(np.float32) / np.float32(10007.0) - np.float32(0.5)
+        if not eager:
+            return tf.constant(w)
+        t = _FP_EAGER[n] = tf.constant(w)
+        return t
+
+
 def fingerprint(x: Any) -> Any:
     """A float32 vector of :data:`FP_LEN` numbers describing a batch, as graph ops.
 
     ``[sum, sum of squares, sum(w * x), count]`` over every numeric leaf of ``x``
-    cast to float32 and flattened, with data-independent weights ``w`` in
-    ``[-0.5, 0.5)`` computed from each element's position by integer arithmetic
-    (exact on every device and under XLA). Equal batches give equal
-    fingerprints up to summation order; a different batch changes the
-    projection with high probability even when the sums agree (a permutation).
-    Returns None when ``x`` has no numeric leaf.
+    cast to float32 and flattened, with data-independent weights
+    ``w_i = ((7919 i + 13) mod 10007) / 10007 - 0.5`` for the first
+    :data:`FP_POSITIONS` positions (the same on every device and under XLA). Equal
+    batches give equal fingerprints up to summation order; a different batch changes
+    the projection with high probability even when the sums agree (a permutation).
+    The weights are a constant, so a step pays three reductions and no index
+    arithmetic. Returns None when ``x`` has no numeric leaf.
     """
     import tensorflow as tf
 
@@ -156,12 +187,18 @@ def fingerprint(x: Any) -> Any:
     if not flat:
         return None
     v = flat[0] if len(flat) == 1 else tf.concat(flat, axis=0)
-    n = tf.size(v, out_type=tf.int64)
-    idx = tf.range(n, dtype=tf.int64)
-    w = tf.cast((idx * 7919 + 13) % 10007, tf.float32) / 10007.0 - 0.5
-    return tf.stack(
-        [tf.reduce_sum(v), tf.reduce_sum(v * v), tf.reduce_sum(v * w), tf.cast(n, tf.float32)]
-    )
+    n_static = v.shape[0]
+    if n_static is not None:
+        m = min(int(n_static), FP_POSITIONS)
+        head = v if m == n_static else v[:m]
+        proj = tf.reduce_sum(head * _fp_weights(m)) if m else tf.constant(0.0)
+        count = tf.constant(float(n_static))
+    else:
+        n = tf.size(v)
+        m_t = tf.minimum(n, FP_POSITIONS)
+        proj = tf.reduce_sum(v[:m_t] * _fp_weights(FP_POSITIONS)[:m_t])
+        count = tf.cast(n, tf.float32)
+    return tf.stack([tf.reduce_sum(v), tf.reduce_sum(v * v), proj, count])
 
 
 def _leading_dim(x: Any) -> tuple[int | None, Any]:
@@ -342,12 +379,83 @@ class _ThreadState(threading.local):
 
 
 class _Window:
-    __slots__ = ("graph", "found", "model_id")
+    """From a root model's return to ``tape.gradient``: where the loss is computed.
+
+    Besides broadcasts it looks for the labels of a hand-written loss (no Keras loss
+    object saw them): tensors *derived* from the model's output are followed op by
+    op, and the first other operand of such an op that comes from batch-shaped data
+    (not a constant, not a variable) gives the labels. An operand computed in the
+    window from the labels (``log(1 + y)``, ``one_hot(y)``, a cast) leads back to the
+    labels themselves, so both ways of writing a loss fingerprint the same tensor.
+    """
+
+    __slots__ = ("graph", "found", "model_id", "derived", "origin", "keep", "batch", "label")
 
     def __init__(self, graph: Any, found: list[dict[str, Any]], model_id: int) -> None:
         self.graph = graph  # None for an eager window
         self.found = found
         self.model_id = model_id
+        self.derived: set[int] = set()  # ids of tensors computed from the model's output
+        self.origin: dict[int, Any] = {}  # id of a tensor computed from the labels -> the labels
+        self.keep: list[Any] = []  # tensors whose ids are held above, kept alive with them
+        self.batch: int | None = None  # the output's leading dimension, if static
+        self.label: Any = None
+
+    def follow(self, outputs: Any) -> None:
+        """The model's outputs: where the derived tensors start."""
+        for t in _tensors_of(outputs):
+            self.derived.add(id(t))
+            self.keep.append(t)
+        first = _first_tensor(outputs)
+        shape = _shape_of(first) if first is not None else None
+        self.batch = shape[0] if shape else None
+
+    def _root(self, t: Any) -> Any:
+        return self.origin.get(id(t), t)
+
+    def see(self, inputs: Any, outputs: Any) -> None:
+        """One op in the window: propagate "derived" and the labels' origin; pick the
+        labels once."""
+        if self.label is not None or not self.derived:
+            return
+        ins = list(inputs)
+        self.keep.extend(outputs)
+        if any(id(t) in self.derived for t in ins):
+            self.derived.update(id(t) for t in outputs)
+            for t in ins:
+                if id(t) not in self.derived:
+                    root = self._root(t)
+                    if _label_like(root, self.batch):
+                        self.label = root
+                        return
+            return
+        for t in ins:
+            root = self._root(t)
+            if _label_like(root, self.batch):
+                for out in outputs:
+                    self.origin[id(out)] = root
+                return
+
+
+def _tensors_of(x: Any) -> list[Any]:
+    import tensorflow as tf
+
+    return [t for t in tf.nest.flatten(x) if hasattr(t, "shape") and hasattr(t, "dtype")]
+
+
+def _label_like(t: Any, batch: int | None) -> bool:
+    """Batch-shaped numeric data that is neither a constant nor a variable's value."""
+    dtype = getattr(t, "dtype", None)
+    if dtype is None or not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+        return False
+    op = getattr(t, "op", None)  # graph tensors only
+    if op is not None and getattr(op, "type", None) in ("Const", "ReadVariableOp", "VarHandleOp", "Fill",
+                                                          "OnesLike", "ZerosLike"):
+        return False
+    shape = _shape_of(t)
+    if not shape:
+        return False  # a scalar: a constant or a reduction, not labels
+    return batch is None or shape[0] is None or shape[0] == batch
 
 
 class _Probe:
@@ -545,10 +653,12 @@ class _Probe:
                 return
             found: list[dict[str, Any]] = []
             self.eager_probed[id(model)] = found
-            self.open_window(_Window(None, found, id(model)))
+            window = _Window(None, found, id(model))
         else:
             found = []
-            self.open_window(_Window(tf.compat.v1.get_default_graph(), found, id(model)))
+            window = _Window(tf.compat.v1.get_default_graph(), found, id(model))
+        window.follow(outputs)
+        self.open_window(window)
         scope.put_static(K_BROADCASTS, found)
 
     def put_reg_loss(self, model: Any, scope: _scope.StepScope) -> None:
@@ -814,8 +924,27 @@ class _Probe:
             self.tls.cb_installed = True
 
     def close_window(self) -> None:
-        self.tls.window = None
+        self._finish_window()
         self.remove_callback()
+
+    def _finish_window(self) -> None:
+        """The window is over: labels found in it are fingerprinted unless a Keras loss
+        or fit()'s data already put ``y_fp`` for this step."""
+        w, self.tls.window = self.tls.window, None
+        if w is None or w.label is None:
+            return
+        label = w.label
+        run = self.run
+
+        def labels_fp() -> Any:
+            # Marked in the run: the comparator weighs labels found this way differently
+            # (a loss may transform them: log(1 + y) is not y).
+            set_extra = getattr(run, "set_extra", None)  # optional for a minimal run
+            if set_extra is not None:
+                set_extra(labels_inferred=True)
+            return fingerprint(label)
+
+        _scope.current().put_default(K_Y_FP, labels_fp)
 
     def remove_callback(self) -> None:
         if self.tls.cb_installed:
@@ -865,6 +994,7 @@ class _Probe:
                         w.found.append(
                             {"op": op_type, "a_shape": a, "b_shape": b, "out_shape": out}
                         )
+            w.see(inputs, outputs)
         except Exception as exc:  # noqa: BLE001 - never break op execution
             st.window = None
             if getattr(self.run, "strict", False):
@@ -884,7 +1014,7 @@ class _Probe:
     def _end_window_from_callback(self) -> None:
         from tensorflow.python.eager import context
 
-        self.tls.window = None
+        self._finish_window()
         # Removing ourselves while TensorFlow iterates the callback list would make it
         # skip the next callback; only do it when we are the only one.
         if len(context.context().op_callbacks) == 1:

@@ -16,6 +16,8 @@ Contract (both sides rely on it):
 - ``put(key, value)``: a float tensor (any shape, flattened) or a Python number.
   Putting the same key again in the same step replaces it.
 - ``put_static(key, value)``: a JSON-able Python value.
+- ``put_default(key, make)``: ``make()`` builds the value at ``take()`` if nothing was
+  put under ``key`` by then (a fallback that costs nothing when it is not needed).
 - ``take()`` returns ``(values, statics)`` and clears the scope.
 - The host turns the read-back ``values`` (``dict[str, numpy.ndarray]``) and the
   ``statics`` into ``StepRecord`` fields with ``gradtrace._probes.decode_block``.
@@ -24,6 +26,7 @@ Contract (both sides rely on it):
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 _local = threading.local()
@@ -40,11 +43,12 @@ def _graph_key() -> object:
 class StepScope:
     """Values and facts collected for the next optimizer step of one graph."""
 
-    __slots__ = ("values", "statics")
+    __slots__ = ("values", "statics", "defaults")
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self.statics: dict[str, Any] = {}
+        self.defaults: dict[str, Callable[[], Any]] = {}
 
     def put(self, key: str, value: Any) -> None:
         self.values[key] = value
@@ -52,9 +56,17 @@ class StepScope:
     def put_static(self, key: str, value: Any) -> None:
         self.statics[key] = value
 
+    def put_default(self, key: str, make: Callable[[], Any]) -> None:
+        self.defaults[key] = make
+
     def take(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        values, statics = self.values, self.statics
-        self.values, self.statics = {}, {}
+        values, statics, defaults = self.values, self.statics, self.defaults
+        self.values, self.statics, self.defaults = {}, {}, {}
+        for key, make in defaults.items():
+            if key not in values:
+                value = make()
+                if value is not None:
+                    values[key] = value
         return values, statics
 
 

@@ -111,7 +111,7 @@ class Run:
     """One traced run: its metadata, its hooks' per-run state, its exporter.
 
     Hooks elsewhere in the tracer use: :meth:`register_model` (a root model
-    was called), :meth:`update_meta` (RunInfo fields), :attr:`strict` and
+    was called), :meth:`update_meta` (RunInfo fields), :meth:`set_extra`, :attr:`strict` and
     :meth:`internal_error`. ``info`` is the current :class:`~gradtrace.schema.RunInfo`.
     """
 
@@ -199,6 +199,11 @@ class Run:
             data = self.info.model_dump()
             data.update(plain)
             self.info = schema.RunInfo.model_validate(data)
+
+    def set_extra(self, **items: Any) -> None:
+        """Set keys of ``RunInfo.extra`` (JSON values), under the lock the exporter reads it with."""
+        with self._lock:
+            self.info.extra.update(items)
 
     def register_model(self, model: Any) -> None:
         """A root model this run trains: its variables join the inventory (and state tracking)."""

@@ -148,6 +148,11 @@ def _uses_xla(run: RunData) -> bool:
     return "xla" in modes
 
 
+def _labels_inferred(a: RunData, b: RunData) -> bool:
+    """Did either run take its label fingerprints from a hand-written loss?"""
+    return any(bool((r.meta.get("extra") or {}).get("labels_inferred")) for r in (a, b))
+
+
 def align(a: RunData, b: RunData) -> Alignment:
     """Pair variables, layers and steps of two runs."""
     var_pairs_d = pair_items(a.variables, b.variables, [_var_group, _var_shape_group])
@@ -173,6 +178,12 @@ def align(a: RunData, b: RunData) -> Alignment:
     if has_y and has_x and ya.shape[1] >= 4 and not np.any(ya[:, 3] == yb[:, 3]):
         # Labels of another size at every step: the same examples with another label
         # encoding (sparse vs one-hot); the inputs decide whether the batches match.
+        has_y = False
+    if has_y and has_x and _labels_inferred(a, b) and not fingerprints_equal(ya[:1], yb[:1])[0]:
+        # Labels taken from a hand-written loss are what the loss combined with the
+        # output (log(1 + y), y * 0.9 + 0.05): unequal from the first step on, that is
+        # another encoding of the labels; the inputs decide. Equal at first and unequal
+        # later, the labels themselves changed.
         has_y = False
     data_known = has_x or has_y
     data_same = np.ones(n, dtype=bool) if data_known else np.zeros(n, dtype=bool)
