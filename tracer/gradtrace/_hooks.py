@@ -418,6 +418,7 @@ class _StepCtx:
     tape: TapeCall | None
     mode: str
     grad_scale: Any = None  # the loss scale the gradients carry (Keras 3 LossScaleOptimizer)
+    full: Any = None  # boolean tensor: this step gets the per-variable statistics
 
 
 def _learning_rate(opt: Any, flavour: str) -> Any:
@@ -454,7 +455,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     has_grad = [g is not None for g in grads] + [False] * len(others)
     # Pre-update copies, on full steps only (see _stats.Cadence.snapshot): holding
     # `value()` here would make the optimizer's in-place assign copy every buffer.
-    run.cadence.snapshot([tf_variable(v) for v in all_vars])
+    full = run.cadence.snapshot([tf_variable(v) for v in all_vars])
     lr = None
     if flavour == "keras3":
         try:
@@ -464,7 +465,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     tape = _find_tape_call(set(keys))
     run.optimizer_seen(opt, flavour)
     return _StepCtx(opt, flavour, list(grads) + [None] * len(others), all_vars, has_grad,
-                    lr, tape, execution_mode(), _grad_scale(opt, flavour))
+                    lr, tape, execution_mode(), _grad_scale(opt, flavour), full)
 
 
 def _grad_scale(opt: Any, flavour: str) -> Any:
@@ -541,7 +542,7 @@ def _after(run: Run, ctx: _StepCtx) -> None:
         ring.writer = writer
         run.cadence.register(ring, probe, probe_args)
     inv_scale = tf.constant(1.0) if ctx.grad_scale is None else 1.0 / ctx.grad_scale
-    writer(targets, lr, iters, grads, extra, inv_scale)
+    writer(targets, lr, iters, grads, extra, inv_scale, ctx.full)
     _tensors.capture(run, ctx)  # full_tensors_every: after the writer claimed this step's number
 
 

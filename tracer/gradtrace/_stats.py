@@ -227,7 +227,9 @@ class Cadence:
         """Copy ``tvars`` into their shadow if this step is full (graph ops; before the update).
 
         Inside ``tf.function`` the copy is ordered before the optimizer's assign by
-        automatic control dependencies (both touch the variables' resources).
+        automatic control dependencies (both touch the variables' resources). Returns
+        whether this step is full (a boolean tensor), for the step's writer: the step
+        number is read here, before the writer claims it, so both agree.
         """
         import tensorflow as tf
 
@@ -239,9 +241,10 @@ class Cadence:
 
         if self.always:
             copy()
-        else:
-            tf.cond(self.full(self.seq.read_value()), copy, lambda: tf.constant(False))
-        return shadow
+            return tf.constant(True)
+        full = self.full(self.seq.read_value())
+        tf.cond(full, copy, lambda: tf.constant(False))
+        return full
 
     # -- the measured choice of N (host side, poller thread) --------------------------
 
@@ -330,7 +333,8 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     mid = layout.width - len(HEADER) - sum(size for _, size, _ in layout.values.values())
     grad_shapes = [v.shape.as_list() for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad]
 
-    def compute(targets, lr, iters, grads, extra, inv_scale):  # type: ignore[no-untyped-def]
+    def compute(targets, lr, iters, grads, extra, inv_scale, full):  # type: ignore[no-untyped-def]
+        # full: this step gets the statistics (Cadence.snapshot decided it before the update)
         # Claim a ring row and a run-wide step number; both are exact in float32 below 2**22.
         i = count.assign_add(1) - 1
         s = seq.assign_add(1) - 1
@@ -338,10 +342,8 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
         if targets:
             loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets])
         if cadence.always:
-            full = tf.constant(True)
             stats = full_stats(grads, inv_scale)
         else:
-            full = cadence.full(s)
             stats = tf.cond(full, lambda: full_stats(grads, inv_scale), lambda: tf.fill([mid], float("nan")))
         header = tf.stack(
             [
