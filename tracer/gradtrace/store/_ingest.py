@@ -345,6 +345,18 @@ def _same(x: float | None) -> float | str | None:
     return x
 
 
+def _loss_info_text(li: schema.LossInfo) -> str:
+    return li.model_dump_json()  # non-finite floats as the wire's strings, like json_safe
+
+
+def _broadcasts_text(bs: list[schema.Broadcast]) -> str | None:
+    return json_text([b.model_dump(mode="json") for b in bs] or None)
+
+
+def _modes_text(modes: dict[str, bool | None]) -> str | None:
+    return json_text(modes or None)
+
+
 def _step_rows(
     run_key: int, records: list[schema.StepRecord], sqlite: bool, var_cols: tuple[str, ...] = _VAR_COLS
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -355,6 +367,18 @@ def _step_rows(
     enc = _nan_text if sqlite else _same
     steps: list[tuple[Any, ...]] = []
     js = json_text
+    # The tracer's records of one layout share their fixed fields (modes, shapes, the
+    # loss description): each distinct object is encoded once per batch. Keyed by id:
+    # the records hold those objects for as long as this function runs.
+    memo: dict[tuple[Any, int], str | None] = {}
+
+    def shared(obj: Any, encode: Any) -> str | None:
+        key = (encode, id(obj))
+        if key in memo:
+            return memo[key]
+        text = memo[key] = encode(obj)
+        return text
+
     var_rows: list[tuple[Any, ...]] = []
     state_rows: list[tuple[Any, ...]] = []
     for rec in records:
@@ -374,13 +398,13 @@ def _step_rows(
         grad_norm, n_grad, n_applied, nonfinite = derived
         li = rec.loss_info
         steps.append((
-            run_key, s, enc(rec.wall_time), rec.mode, enc(rec.loss), js(rec.target_shape),
+            run_key, s, enc(rec.wall_time), rec.mode, enc(rec.loss), shared(rec.target_shape, js),
             enc(rec.loss_scale), rec.skipped, enc(rec.reg_loss), rec.batch_size, enc(rec.lr),
-            rec.iterations, js(rec.x_fp), js(rec.y_fp), js(rec.y_pred_shape),
-            js(li.model_dump(mode="json")) if li is not None else None,
-            js([b.model_dump(mode="json") for b in rec.broadcasts] or None),
-            js(rec.modes or None),
-            js(list(rec.frozen)),
+            rec.iterations, js(rec.x_fp), js(rec.y_fp), shared(rec.y_pred_shape, js),
+            shared(li, _loss_info_text) if li is not None else None,
+            shared(rec.broadcasts, _broadcasts_text),
+            shared(rec.modes, _modes_text),
+            shared(rec.frozen, js),
             enc(grad_norm),
             rec.n_grad if rec.n_grad is not None else n_grad,
             n_applied,
