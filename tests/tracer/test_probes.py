@@ -137,23 +137,27 @@ def test_keras_loss_records_reduction_shapes_and_per_sample_stats(db):
     assert step["y_pred_shape"] == [N, 1]
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
-def test_broadcast_in_hand_written_mse(db, compiled):
-    x, y = _data()
-    model = _bn_model()
+def _train_hand_written(db, name, model, loss_fn, x, y, compiled, steps=3):
+    """``steps`` tape steps (eager, or one ``tf.function``) with a loss written by hand."""
     opt = keras.optimizers.SGD(0.01)
 
     def step(x, y):
         with tf.GradientTape() as tape:
-            pred = model(x, training=True)
-            loss = tf.reduce_mean(tf.square(y - pred))  # (N,) - (N,1) -> (N,N)
+            loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
 
     fn = tf.function(step) if compiled else step
-    with gradtrace.trace(run="bc", store=db):
-        for _ in range(3):
+    with gradtrace.trace(run=name, store=db):
+        for _ in range(steps):
             fn(x, y)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+def test_broadcast_in_hand_written_mse(db, compiled):
+    x, y = _data()
+    # (N,) - (N,1) -> (N,N)
+    _train_hand_written(db, "bc", _bn_model(), lambda y, pred: tf.reduce_mean(tf.square(y - pred)), x, y, compiled)
     steps, _ = _run(db, "bc")
     assert len(steps) == 3
     for s in steps:
@@ -212,22 +216,13 @@ def test_label_fingerprint_of_a_hand_written_loss(db, compiled, loss_kind):
         y = rng.integers(0, 3, size=(N,)).astype("int32")
         keras.utils.set_random_seed(1)
         model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(3)])
-    opt = keras.optimizers.SGD(0.01)
 
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            pred = model(x, training=True)
-            if loss_kind == "mse":
-                loss = tf.reduce_mean(tf.square(y - pred))
-            else:
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=pred))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    def loss(y, pred):
+        if loss_kind == "mse":
+            return tf.reduce_mean(tf.square(y - pred))
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=pred))
 
-    fn = tf.function(step) if compiled else step
-    with gradtrace.trace(run="labels", store=db):
-        for _ in range(3):
-            fn(x, y)
+    _train_hand_written(db, "labels", model, loss, x, y, compiled)
     steps, meta = _run(db, "labels")
     assert len(steps) == 3
     assert meta["extra"]["labels_inferred"] is True  # the comparator weighs such labels apart
