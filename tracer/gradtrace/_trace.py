@@ -712,6 +712,7 @@ UNCAPTURED_CHECK_SECONDS = 1.0
 RING_BYTES = 8 * 2**20
 RING_MIN_ROWS, RING_MAX_ROWS = 64, 1024
 
+
 def _by_ring(rows: list[tuple[Any, np.ndarray]]) -> list[tuple[Any, np.ndarray]]:
     """``(ring, row)`` pairs grouped into one ``(ring, 2-D block)`` per ring, in order."""
     groups: dict[int, tuple[Any, list[np.ndarray]]] = {}
