@@ -10,7 +10,7 @@ per-variable work runs in one compiled function (XLA where possible) so the
 step pays a single dispatch instead of dozens of small ops.
 
 A :class:`Layout` (Python, one per trace) says what each position of the vector
-means; :func:`decode_row` turns a vector back into a ``StepRecord``.
+means; :func:`decode_row` turns a full step's vector back into ``StepRecord`` fields.
 
 The sketch is a signed fold (a count-sketch with buckets ``i mod k``): every
 element is multiplied by a fixed pseudo-random sign and added into bucket
@@ -71,7 +71,7 @@ class Layout:
     has_lr: bool = False
     vars: list[VarSlot] = field(default_factory=list)
     state: list[StateSlot] = field(default_factory=list)
-    values: dict[str, tuple[int, int, tuple[int, ...]]] = field(default_factory=dict)
+    values: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (offset, size)
     statics: dict[str, Any] = field(default_factory=dict)
     optimizer: int = 0  # id() of the optimizer that made the step
 
@@ -330,7 +330,7 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     before = cadence.shadow(tvars)
     sizes = [_numel(v) for v in tvars]
     state_sizes = [_numel(v) for v in state_vars]
-    mid = layout.width - len(HEADER) - sum(size for _, size, _ in layout.values.values())
+    mid = layout.width - len(HEADER) - sum(size for _, size in layout.values.values())
     grad_shapes = [v.shape.as_list() for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad]
 
     def compute(targets, lr, iters, grads, extra, inv_scale, full):  # type: ignore[no-untyped-def]
@@ -502,7 +502,7 @@ def plan(
         pos += 2
     for key, shape in extra_values.items():
         size = int(np.prod(shape)) if shape else 1
-        layout.values[key] = (pos, size, tuple(shape))
+        layout.values[key] = (pos, size)
         pos += size
     layout.width = pos
 
@@ -512,10 +512,10 @@ def _f(x: float) -> float:
 
 
 def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
-    """Turn one vector into StepRecord fields (``vars`` and ``state`` as dicts).
+    """Turn one full step's vector into StepRecord fields (``vars`` and ``state`` as dicts).
 
-    A row between two full ones measured nothing per variable: its ``vars`` come back
-    empty for the caller to fill in (the variables without a gradient, see ``Run``).
+    Rows between two full ones (``row[6] == 0``) measured nothing per variable: the
+    caller turns them into copies of a template record (``Run._decode_block``).
     """
     out: dict[str, Any] = {"mode": layout.mode}
     if layout.has_loss:
@@ -526,10 +526,6 @@ def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
     out["iterations"] = int(row[5]) if np.isfinite(row[5]) else None
     k = layout.sketch_dim
     vars_out: list[dict[str, Any]] = []
-    if row[6] == 0:  # a step between two full ones: per-variable numbers not computed
-        out["vars"] = []
-        out["state"] = []
-        return out
     for slot in layout.vars:
         a = slot.offset
         d: dict[str, Any] = {
@@ -565,4 +561,4 @@ def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
 
 def decode_values(block: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
     """The step scope's values of a ``(n, width)`` block of rows: key -> ``(n, size)``."""
-    return {key: block[:, off : off + size] for key, (off, size, _) in layout.values.items()}
+    return {key: block[:, off : off + size] for key, (off, size) in layout.values.items()}
