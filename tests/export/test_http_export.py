@@ -160,7 +160,9 @@ def test_full_queue_drops_and_counts_without_blocking(peer: Peer, cfg_factory) -
     t0 = time.perf_counter()
     exp.put_steps(steps(0, 3))
     exp.put_steps(steps(3, 9))
-    assert time.perf_counter() - t0 < 0.05
+    # Blocking would mean waiting on the hung 30 s write; the margin only absorbs a
+    # garbage-collection pause of a long test session (0.54 s was seen in a full run).
+    assert time.perf_counter() - t0 < 5.0
     assert exp.lost == {"queue_full": 4}
     peer.release.set()
     peer.default = Reply(200)
