@@ -7,8 +7,11 @@ Workloads (all on random data, CPU):
 - ``mlp-fit``:  the same model under ``model.fit()`` (jit_compile default);
 - ``cnn-tape``: a small CNN with BatchNormalization and Dropout, ``tf.function`` tape step.
 
-Variants, alternating in the same process (so drift hits all of them alike), median of
-repeats of the mean step time over ``--steps`` steps after a warm-up:
+Variants alternate in the same process, in reversed order on every other repeat, each timed
+as the mean step time over ``--steps`` steps after a warm-up. A ratio is taken within each
+repeat (a variant against ``plain`` of the same repeat, measured seconds apart) and the median
+of those per-repeat ratios is reported with their quartiles: this machine's speed drifts by
+±20 % over seconds, which the pairing cancels and a ratio of medians would not. Variants:
 - ``plain``: no instrumentation;
 - ``gradtrace``: inside ``gradtrace.trace`` at default capture (records to a temp SQLite file):
   loss, learning rate, iterations and probes every step, per-variable statistics on a warm-up
@@ -18,7 +21,8 @@ repeats of the mean step time over ``--steps`` steps after a warm-up:
 - ``tb-hist``: per-step ``tf.summary.histogram`` of every gradient (tape workloads);
 - ``tb-norms``: per-step ``tf.summary.scalar`` of every gradient's norm (tape workloads).
 ``--breakdown`` times the MLP tape loop with parts of the default capture switched off
-(``ab/step0``, ``ab/noprobes``, ``ab/nohost``: see ``_ablation``). Every variant warms up for ``--warmup`` seconds first (the automatic cadence is chosen during
+(``ab/step0``, ``ab/nostore``, ``ab/nodecode``, ``ab/noprobes``, ``ab/nohost``: see
+``_ablation``). Every variant warms up for ``--warmup`` seconds first (the automatic cadence is chosen during
 it). Prints a table of step times and ratios to ``plain``, and the N the default capture chose.
 """
 
@@ -115,23 +119,29 @@ def _ablation(variant: str, name: str, db: str) -> Iterator[Any]:
     """``--breakdown``: the default capture with parts switched off, to see where its cost goes.
 
     ``ab/step0``: per-variable statistics on step 0 only (no full steps while timed);
-    ``ab/noprobes``: that, without the probes (layer modes, loss details, fingerprints);
+    ``ab/nostore``: that, with the decoded records dropped instead of stored;
+    ``ab/nodecode``: that, with the rows read from the ring but not decoded;
+    ``ab/noprobes``: ``ab/step0`` without the probes (layer modes, loss details, fingerprints);
     ``ab/nohost``: that, with the host never reading the ring (nothing decoded or stored;
     the ring overruns and says so). Patches internals for the measurement only.
     """
     import gradtrace
-    from gradtrace import _probes, _ring
+    from gradtrace import _export, _probes, _ring, _trace
 
-    saved = (_ring.Poller._loop, _probes.install)
+    saved = (_ring.Poller._loop, _probes.install, _export.Exporter.put_steps, _trace.Run._on_rows)
     if variant in ("ab/noprobes", "ab/nohost"):
         _probes.install = lambda run: (lambda: None)
     if variant == "ab/nohost":
         _ring.Poller._loop = lambda self: self._stop.wait()
+    if variant == "ab/nostore":
+        _export.Exporter.put_steps = lambda self, steps: None
+    if variant == "ab/nodecode":
+        _trace.Run._on_rows = lambda self, rows, lost: None
     try:
         with gradtrace.trace(run=name, store=db, stats_every=10**9) as run:
             yield run
     finally:
-        _ring.Poller._loop, _probes.install = saved
+        _ring.Poller._loop, _probes.install, _export.Exporter.put_steps, _trace.Run._on_rows = saved
 
 
 def _note(kind: str, scope: Any) -> None:
@@ -208,7 +218,8 @@ def main() -> None:
          lambda v: time_tape("cnn", v, args.steps, db, f"{tmp}/tb", args.warmup)),
     ]
     if args.breakdown:
-        workloads = [("mlp-tape", ["plain", "gradtrace", "ab/step0", "ab/noprobes", "ab/nohost"],
+        workloads = [("mlp-tape", ["plain", "gradtrace", "ab/step0", "ab/nostore", "ab/nodecode",
+                                    "ab/noprobes", "ab/nohost"],
                       lambda v: time_tape("mlp", v, args.steps, db, f"{tmp}/tb", args.warmup))]
     try:
         import tensorboard  # noqa: F401
@@ -218,16 +229,20 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"steps per repeat: {args.steps}, repeats: {args.repeats}, warm-up {args.warmup}s, "
           f"load average {load:.2f} on {os.cpu_count()} cores, records: {db}")
-    print(f"{'workload':<10} {'variant':<10} {'median ms/step':>15} {'ratio':>7}")
+    print(f"{'workload':<10} {'variant':<12} {'median ms/step':>15} {'ratio':>7}  {'quartiles of the ratio':>22}")
     for name, variants, fn in workloads:
         times: dict[str, list[float]] = {v: [] for v in variants}
-        for _ in range(args.repeats):
-            for v in variants:  # alternate: drift affects every variant alike
+        for rep in range(args.repeats):
+            # Alternate, reversing the order every other repeat: a drift within a repeat
+            # then favours no variant.
+            for v in variants if rep % 2 == 0 else variants[::-1]:
                 times[v].append(fn(v))
-        base = statistics.median(times["plain"])
         for v in variants:
+            ratios = [t / b for t, b in zip(times[v], times["plain"], strict=True)]
+            q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
             med = statistics.median(times[v])
-            print(f"{name:<10} {v:<10} {med * 1e3:>15.3f} {med / base:>6.3f}x", flush=True)
+            print(f"{name:<10} {v:<12} {med * 1e3:>15.3f} {statistics.median(ratios):>6.3f}x  "
+                  f"{q1:>10.3f}-{q3:.3f}", flush=True)
     for kind, ns in CHOSEN.items():
         print(f"default capture chose stats_every: {kind} {ns}")
 

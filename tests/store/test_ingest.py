@@ -352,3 +352,17 @@ def test_unvalidated_out_of_range_numbers_are_refused(store: Store, uid, field, 
     assert info.value.field == field
     with pytest.raises(LookupError):
         store.resolve(run_id)
+
+
+def test_json_text_writes_what_the_json_encoder_writes() -> None:
+    import json
+
+    from gradtrace.store._ingest import json_text
+
+    enc = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+    for value in ([0.1, -2.5, 1e-300, 25088.0, 1.7976931348623157e308], [], [1.0, 2], [np.float64(0.1), 2.0],
+                  {"a": [1.0]}, [[1.0], 2.0], [5e-324, -0.0], [True, 1.0]):
+        assert json_text(value) == enc.encode(value), value
+    # Non-finite values take the string form, in lists of floats as anywhere else.
+    assert json.loads(json_text([1.0, NAN, INF, -INF])) == [1.0, "NaN", "Infinity", "-Infinity"]
+    assert json_text(None) is None

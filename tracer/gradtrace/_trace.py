@@ -589,6 +589,12 @@ class Run:
             probed = self._probes_decode(decode_values(block, layout), layout.statics, n)
         template = self._light_template(layout)
         shared: dict[int, Any] = {}  # id(static probe object) -> its schema object, for this block
+        # Probe fields holding the very same object in every row (those from the trace's
+        # statics) go into this block's template once; a light row then sets only its own.
+        first = probed[0] if probed else {}
+        common = {key: val for key, val in first.items() if all(p.get(key, self) is val for p in probed)}
+        if common and not all(fulls):
+            template = template.model_copy(update={k: _as_schema(k, v, shared) for k, v in common.items()})
         out: list[schema.StepRecord] = []
         for j in range(n):
             try:
@@ -607,7 +613,8 @@ class Run:
                     if layout.has_lr:
                         upd["lr"] = lr
                     for key, val in probed[j].items():
-                        upd[key] = _as_schema(key, val, shared)
+                        if key not in common:
+                            upd[key] = _as_schema(key, val, shared)
                     out.append(template.model_copy(update=upd))
                 self._steps_by_opt[layout.optimizer] += 1
             except Exception as exc:

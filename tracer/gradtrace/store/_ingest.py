@@ -73,14 +73,21 @@ def json_safe(obj: Any) -> Any:
 def json_text(obj: Any) -> str | None:
     """``obj`` as the JSON text a JSON column stores (``None`` stays SQL NULL).
 
-    The C encoder first; only data that holds NaN/Inf takes the :func:`json_safe` walk.
+    A list of finite floats (a step's data fingerprints, two per step) is joined
+    directly, as the encoder would write it; else the C encoder; only data that
+    holds NaN/Inf takes the :func:`json_safe` walk.
     """
     if obj is None:
         return None
+    if type(obj) is list and all(type(x) is float and _isfinite(x) for x in obj):
+        return "[" + ",".join(map(float.__repr__, obj)) + "]"
     try:
         return _JSON.encode(obj)
     except ValueError:
         return _JSON.encode(json_safe(obj))
+
+
+_isfinite = math.isfinite
 
 
 # One encoder: json.dumps with non-default arguments builds a new one per call.
@@ -104,8 +111,10 @@ def _validate(batch: schema.Batch) -> None:
         if rec.step in seen:
             raise InvalidInput(f"steps[{i}].step", f"step {rec.step} appears twice in the batch")
         seen.add(rec.step)
-        _unique_vars(f"steps[{i}].vars", rec.vars)
-        _unique_vars(f"steps[{i}].state", rec.state)
+        if rec.vars:  # a light step lists few or no variables
+            _unique_vars(f"steps[{i}].vars", rec.vars)
+        if rec.state:
+            _unique_vars(f"steps[{i}].state", rec.state)
     keys: set[tuple[int, int, str]] = set()
     for i, t in enumerate(batch.tensors):
         key = (t.step, t.v, t.kind)
@@ -381,8 +390,16 @@ def _step_rows(
 
     var_rows: list[tuple[Any, ...]] = []
     state_rows: list[tuple[Any, ...]] = []
+    # Consecutive records mostly hold the very same objects: their texts are reused as a whole.
+    seen: tuple[Any, ...] = (object(),) * 5
+    texts: tuple[str | None, ...] = ()
     for rec in records:
         s = rec.step
+        ts, yp, bc, md, fr = rec.target_shape, rec.y_pred_shape, rec.broadcasts, rec.modes, rec.frozen
+        if ts is not seen[0] or yp is not seen[1] or bc is not seen[2] or md is not seen[3] or fr is not seen[4]:
+            seen = (ts, yp, bc, md, fr)
+            texts = (shared(ts, js), shared(yp, js), shared(bc, _broadcasts_text), shared(md, _modes_text),
+                     shared(fr, js))
         if isinstance(rec.vars, schema.VarColumns):
             derived = _var_column_rows(run_key, s, rec.vars, var_cols, var_rows, sqlite)
         else:
@@ -398,13 +415,11 @@ def _step_rows(
         grad_norm, n_grad, n_applied, nonfinite = derived
         li = rec.loss_info
         steps.append((
-            run_key, s, enc(rec.wall_time), rec.mode, enc(rec.loss), shared(rec.target_shape, js),
+            run_key, s, enc(rec.wall_time), rec.mode, enc(rec.loss), texts[0],
             enc(rec.loss_scale), rec.skipped, enc(rec.reg_loss), rec.batch_size, enc(rec.lr),
-            rec.iterations, js(rec.x_fp), js(rec.y_fp), shared(rec.y_pred_shape, js),
+            rec.iterations, js(rec.x_fp), js(rec.y_fp), texts[1],
             shared(li, _loss_info_text) if li is not None else None,
-            shared(rec.broadcasts, _broadcasts_text),
-            shared(rec.modes, _modes_text),
-            shared(rec.frozen, js),
+            texts[2], texts[3], texts[4],
             enc(grad_norm),
             rec.n_grad if rec.n_grad is not None else n_grad,
             n_applied,
