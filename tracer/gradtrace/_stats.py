@@ -507,55 +507,79 @@ def plan(
     layout.width = pos
 
 
-def _f(x: float) -> float:
-    return float(x)
+def decode_full(rows: np.ndarray, layout: Layout) -> list[dict[str, Any]]:
+    """Turn full steps' vectors (a ``(m, width)`` block, ``row[6] == 1``) into StepRecord
+    fields, ``vars`` and ``state`` in column form (:class:`~gradtrace.schema.VarColumns`).
 
-
-def decode_row(row: np.ndarray, layout: Layout) -> dict[str, Any]:
-    """Turn one full step's vector into StepRecord fields (``vars`` and ``state`` as dicts).
-
-    Rows between two full ones (``row[6] == 0``) measured nothing per variable: the
-    caller turns them into copies of a template record (``Run._decode_block``).
+    Each statistic is gathered for every variable and row at once (one numpy index per
+    field, one conversion to Python floats): the cost is a few numpy calls per block,
+    not a few objects per variable. The values are ours and already typed, so the
+    columns are built without validating them again. Rows between two full ones
+    (``row[6] == 0``) measured nothing per variable: the caller turns them into copies
+    of a template record (``Run._decode_block``).
     """
-    out: dict[str, Any] = {"mode": layout.mode}
-    if layout.has_loss:
-        out["loss"] = _f(row[3])
-        out["target_shape"] = layout.target_shape
-    if layout.has_lr:
-        out["lr"] = _f(row[4])
-    out["iterations"] = int(row[5]) if np.isfinite(row[5]) else None
+    from gradtrace import schema
+
+    m = len(rows)
+    if not m:
+        return []
+    rows = np.asarray(rows, dtype=np.float64)
     k = layout.sketch_dim
-    vars_out: list[dict[str, Any]] = []
-    for slot in layout.vars:
-        a = slot.offset
-        d: dict[str, Any] = {
-            "v": slot.v,
-            "grad": slot.grad,
-            "applied": bool(row[a] > 0),
-            "update_norm": _f(row[a + 1]),
-            "weight_norm": _f(row[a + 2]),
-        }
-        if slot.grad:
-            g = slot.grad_offset
-            d.update(
-                norm=_f(row[g]),
-                mean=_f(row[g + 1]),
-                min=_f(row[g + 2]),
-                max=_f(row[g + 3]),
-                nonfinite=int(row[g + 4]),
-                sketch=[float(x) for x in row[g + 5 : g + 5 + k]],
+    slots = layout.vars
+    vs = [slot.v for slot in slots]
+    grads = [slot.grad for slot in slots]
+    at = np.array([slot.offset for slot in slots], dtype=np.int64)
+    applied = (rows[:, at] > 0).tolist()
+    update_norm = rows[:, at + 1].tolist()
+    weight_norm = rows[:, at + 2].tolist()
+    gpos = [j for j, slot in enumerate(slots) if slot.grad]
+    g = np.array([slots[j].grad_offset for j in gpos], dtype=np.int64)
+    gstats = [rows[:, g + i].tolist() for i in range(4)]  # norm, mean, min, max
+    nf = rows[:, g + 4]
+    nonfinite = np.where(np.isfinite(nf), nf, -1).astype(np.int64).tolist()
+    sketch = rows[:, (g[:, None] + 5 + np.arange(k)[None, :])].tolist() if k and len(g) else None
+    every = len(gpos) == len(slots)
+
+    def spread(col: list[Any]) -> list[Any]:
+        """Per-gradient values as a column over all variables (None where no gradient)."""
+        if every:
+            return col
+        out: list[Any] = [None] * len(slots)
+        for j, x in zip(gpos, col, strict=True):
+            out[j] = x
+        return out
+
+    st = layout.state
+    s_at = np.array([x.offset for x in st], dtype=np.int64)
+    changed = (rows[:, s_at] > 0).tolist() if st else [[] for _ in range(m)]
+    delta = rows[:, s_at + 1].tolist() if st else None
+    s_v = [x.v for x in st]
+    rng = [x.rng for x in st] if any(x.rng for x in st) else None
+    make_vars = schema.VarColumns.model_construct
+    make_state = schema.StateColumns.model_construct
+    out: list[dict[str, Any]] = []
+    for r in range(m):
+        row = rows[r]
+        d: dict[str, Any] = {"mode": layout.mode}
+        if layout.has_loss:
+            d["loss"] = float(row[3])
+            d["target_shape"] = layout.target_shape
+        if layout.has_lr:
+            d["lr"] = float(row[4])
+        d["iterations"] = int(row[5]) if np.isfinite(row[5]) else None
+        if slots:
+            d["vars"] = make_vars(
+                v=list(vs), grad=list(grads), applied=applied[r], update_norm=update_norm[r],
+                weight_norm=weight_norm[r], norm=spread(gstats[0][r]), mean=spread(gstats[1][r]),
+                min=spread(gstats[2][r]), max=spread(gstats[3][r]),
+                nonfinite=spread([x if x >= 0 else None for x in nonfinite[r]]),
+                sketch=spread(sketch[r]) if sketch is not None else None,
             )
-        vars_out.append(d)
-    out["vars"] = vars_out
-    out["state"] = [
-        {
-            "v": s.v,
-            "changed": bool(row[s.offset] > 0),
-            "delta_norm": _f(row[s.offset + 1]),
-            "rng": s.rng,
-        }
-        for s in layout.state
-    ]
+        else:
+            d["vars"] = []
+        d["state"] = (make_state(v=list(s_v), changed=changed[r], delta_norm=delta[r] if delta else None,
+                                 rng=list(rng) if rng else None) if st else [])
+        out.append(d)
     return out
 
 

@@ -578,7 +578,7 @@ class Run:
         (most of them) is a copy of the layout's template record with its own numbers
         filled in: no validation per step, its values are ours and already typed.
         """
-        from gradtrace._stats import SEQ_SPLIT, decode_row, decode_values
+        from gradtrace._stats import SEQ_SPLIT, decode_full, decode_values
 
         n = len(block)
         seqs = (block[:, 1].astype(np.int64) * SEQ_SPLIT + block[:, 2].astype(np.int64)).tolist()
@@ -595,13 +595,20 @@ class Run:
         common = {key: val for key, val in first.items() if all(p.get(key, self) is val for p in probed)}
         if common and not all(fulls):
             template = template.model_copy(update={k: _as_schema(k, v, shared) for k, v in common.items()})
+        full_at = [j for j in range(n) if fulls[j]]
+        full_fields: dict[int, dict[str, Any]] = {}
+        if full_at:
+            try:
+                full_fields = dict(zip(full_at, decode_full(block[full_at], layout), strict=True))
+            except Exception as exc:  # those rows are reported lost; the light ones still decode
+                self.internal_error(exc, "decode")
         out: list[schema.StepRecord] = []
         for j in range(n):
             try:
                 if fulls[j]:
-                    fields = decode_row(block[j], layout)
-                    fields["vars"] = [schema.VarStep.model_construct(**d) for d in fields["vars"]]
-                    fields["state"] = [schema.StateStep.model_construct(**d) for d in fields["state"]]
+                    fields = full_fields.get(j)
+                    if fields is None:
+                        continue
                     fields.update(step=seqs[j], wall_time=now, **probed[j])
                     out.append(schema.StepRecord.model_validate(fields))
                 else:
