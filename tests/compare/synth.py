@@ -37,9 +37,14 @@ def make_run(
     name_offset: int = 0,
     diverge_at: int | None = None,
     nan_at: int | None = None,
+    overflow_at: list[int] | None = None,
     stats_every: int | None = None,
 ) -> RunData:
-    """A plausible run: losses decay, gradients shrink; knobs inject one difference each."""
+    """A plausible run: losses decay, gradients shrink; knobs inject one difference each.
+
+    ``overflow_at``: steps that dynamic loss scaling skipped (mixed precision): every
+    gradient non-finite, nothing applied, ``skipped=True`` and the loss scale halved.
+    """
     rng = np.random.default_rng(seed)
     ctx = np.random.default_rng(1234)  # shared between runs: the "true" trajectory
     base_sk = ctx.normal(size=(steps, len(SHAPES), 16))
@@ -88,6 +93,8 @@ def make_run(
             nf = 0
             if nan_at is not None and k >= nan_at and i == 2:
                 nrm, nf = float("nan"), 3
+            if overflow_at and k in overflow_at:
+                nrm, nf, app = float("inf"), 5, False
             vs.append(VarStep(v=i, grad=g, norm=nrm if g else None, sketch=(sk * gf[i]).tolist() if g else None,
                               applied=app, nonfinite=nf if g else None,
                               update_norm=(0.1 * nrm / gf[i] * update_factor) if app else 0.0,
@@ -103,6 +110,9 @@ def make_run(
                    y_fp=fps[k, :2].tolist(), lr=0.1, iterations=k + 1, mode="tf.function",
                    modes={f"bn_{name_offset}": bn_training, f"drop_{name_offset}": bn_training},
                    reg_loss=reg, vars=vs, state=state, target_shape=[])
+        if overflow_at is not None:
+            rec.update(skipped=k in overflow_at,
+                       loss_scale=2.0 ** (15 - sum(1 for s in overflow_at if s <= k)))
         rec.update(step_extra or {})
         recs.append(StepRecord(**rec))
     return from_records(info, recs)

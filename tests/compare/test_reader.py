@@ -61,3 +61,66 @@ def test_reader_arrays(store):
     assert got.rng.tolist() == mem.rng.tolist()
     assert got.sketch.shape[-1] == 16
     np.testing.assert_allclose(got.sketch[0], mem.sketch[0], rtol=1e-6)
+
+
+def test_overflow_steps_skipped_by_loss_scaling_are_not_numerics(store):
+    """Mixed precision: NaN/Inf gradients on steps the LossScaleOptimizer skipped are normal."""
+    from gradtrace.compare import check
+
+    _ingest(store, "a", overflow_at=[0, 1, 2])
+    _ingest(store, "b", overflow_at=[0, 1, 2])
+    r = compare(store, "a", "b", project="t")
+    assert r.verdict == "equivalent" and "numerics" not in [f.kind for f in r.findings], r.to_dict()
+    c = check(store, "a", project="t")
+    assert [f.kind for f in c.findings] == ["loss_scaling"], c.to_dict()
+    assert c.findings[0].evidence["skipped_steps"] == 3
+
+
+def test_nonfinite_on_a_step_not_skipped_is_still_numerics(store):
+    """After skipped overflow steps, a NaN on an applied step is reported, at its own step and variable."""
+    from gradtrace.compare import check
+
+    _ingest(store, "a", overflow_at=[0, 1])
+    _ingest(store, "b", overflow_at=[0, 1], nan_at=4)
+    r = compare(store, "a", "b", project="t")
+    f = next(f for f in r.findings if f.kind == "numerics")
+    assert f.steps == [4] and f.variables == ["dense_1/kernel"] and "run b" in f.summary, f.to_dict()
+    c = check(store, "b", project="t")
+    f = next(f for f in c.findings if f.kind == "numerics")
+    assert f.severity == "error" and f.steps == [4] and f.variables == ["dense_1/kernel"], f.to_dict()
+    assert f.evidence["variables_affected"] == 1
+
+
+def _two_weighted_outputs(weights):
+    loss = {"class": "MeanSquaredError", "name": "mse", "outputs": [{"class": "MeanSquaredError"}] * 2}
+    if weights is not None:
+        loss["loss_weights"] = weights
+    return {"loss": loss}
+
+
+def test_loss_weights_of_a_hand_written_loss_are_unknown_not_unweighted(store):
+    """A run without compile() loss metadata (a tape loop) may weight its outputs: no claim it does not."""
+    _ingest(store, "fit", meta=_two_weighted_outputs([2.0, 0.25]))
+    _ingest(store, "tape", loss_factor=1.3, grad_factors=[1.3, 1.0, 1.1, 0.9])  # no loss metadata
+    r = compare(store, "fit", "tape", project="t")
+    f = r.findings[0]
+    assert f.kind == "gradient_mismatch", r.to_dict()
+    assert "unweighted" not in f.summary and "run b's weighting is not recorded (hand-written loss)" in f.summary
+    assert "give both runs the same loss_weights" not in (f.fix or "")
+    assert f.evidence["loss_weights_a"] == [2.0, 0.25]
+    # the same the other way round
+    f = compare(store, "tape", "fit", project="t").findings[0]
+    assert "unweighted" not in f.summary and "run a's weighting is not recorded" in f.summary, f.to_dict()
+
+
+def test_loss_weights_recorded_in_both_runs_that_differ_are_named(store):
+    _ingest(store, "w", meta=_two_weighted_outputs([2.0, 0.25]))
+    _ingest(store, "unw", meta=_two_weighted_outputs(None), loss_factor=1.3, grad_factors=[1.3, 1.0, 1.1, 0.9])
+    _ingest(store, "ones", meta=_two_weighted_outputs([1.0, None]))
+    f = compare(store, "w", "unw", project="t").findings[0]
+    assert f.kind == "gradient_mismatch"
+    assert "run a weights its outputs' losses by [2.0, 0.25]" in f.summary and "run b adds them unweighted" in f.summary
+    assert "same loss_weights" in f.fix and f.evidence["loss_weights_a"] == [2.0, 0.25]
+    # weights of 1 (or None) are the unweighted sum: no weighting difference to name
+    f = compare(store, "unw", "ones", project="t").findings[0]
+    assert f.kind == "gradient_mismatch" and "loss_weights" not in f.summary and "loss_weights_a" not in f.evidence

@@ -86,22 +86,49 @@ def var_sets(run: RunData) -> VarSets:
 
 
 def first_nonfinite(run: RunData) -> dict[str, Any] | None:
-    """The first step with a non-finite loss or gradient, and the first variable affected."""
+    """The first step with a non-finite loss or gradient, and the first variable affected.
+
+    Non-finite gradients of a step the optimizer skipped (``skipped``: dynamic loss
+    scaling under mixed precision found an overflow, applied nothing and lowered the
+    scale) are the loss scale at work, not a numerics problem: they are left out. A
+    non-finite loss counts on any step.
+    """
     recorded = bool(np.isfinite(run.loss).any())
     bad_loss = ~np.isfinite(run.loss) & (~np.isnan(run.loss) | recorded)
-    bad = bad_loss | (np.nan_to_num(run.nonfinite_step, nan=0.0) > 0)
+    skipped = np.nan_to_num(run.skipped, nan=0.0) > 0
+    bad = bad_loss | ((np.nan_to_num(run.nonfinite_step, nan=0.0) > 0) & ~skipped)
     rows = np.flatnonzero(bad)
     if not rows.size:
         return None
     i = int(rows[0])
     step = int(run.step[i])
     out: dict[str, Any] = {"step": step, "loss": float(run.loss[i])}
-    fn = run.vsum.get("first_nonfinite")
-    if fn is not None and np.isfinite(fn).any() and np.nanmin(fn) <= step:
-        cols = np.flatnonzero(fn == np.nanmin(fn))
+    cols = _nonfinite_columns(run, step, run.step[skipped])
+    if cols.size:
         out["variable"] = run.var_name(int(run.var_index[cols[0]]))
         out["variables_affected"] = int(cols.size)
     return out
+
+
+def _nonfinite_columns(run: RunData, step: int, skipped_steps: np.ndarray) -> np.ndarray:
+    """Columns of the variables with non-finite gradient entries at ``step``.
+
+    From the step's own row when it is recorded; otherwise from the per-variable
+    first non-finite step, unless that is a skipped (overflow) step.
+    """
+    run.ensure_rows(step, step + 1)
+    r = int(run.rows(np.array([step]))[0]) if run.nonfinite.size else -1
+    if r >= 0:
+        cols = np.flatnonzero(np.nan_to_num(run.nonfinite[r], nan=0.0) > 0)
+        if cols.size:
+            return cols
+    fn = run.vsum.get("first_nonfinite")
+    if fn is None or not np.isfinite(fn).any():
+        return np.array([], dtype=np.int64)
+    first = np.nanmin(fn)
+    if first > step or first in skipped_steps:
+        return np.array([], dtype=np.int64)
+    return np.flatnonzero(fn == first)
 
 
 def non_scalar_targets(run: RunData) -> list[tuple[list[Any], int, int]]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gradtrace.compare.align import Alignment
+from gradtrace.compare.catalogue import get
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding
 from gradtrace.compare.noise import JUMP, _n_outputs, rel
@@ -279,9 +280,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
             "computations differ" + (f"; {weighting[0]}" if weighting else "") + ".",
             steps=[s.step], variables=_worst(s, parallel, tol),
             evidence={**ev, **(weighting[1] if weighting else {})},
-            fix=(("Weight every output's loss as compile(loss_weights=...) does "
-                  "(`loss = sum(w * l for w, l in zip(loss_weights, output_losses))`), or give both runs the "
-                  "same loss_weights.") if weighting else None),
+            fix=_loss_weights_fix(weighting),
             explains=0.8))
         return out, s
 
@@ -338,19 +337,59 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
     return out, s
 
 
-def _loss_weights_differ(a: RunData, b: RunData) -> tuple[str, dict[str, Any]] | None:
-    """Per-output loss weights (compile(loss_weights=...)) that differ between the runs."""
-    wa = (a.meta.get("loss") or {}).get("loss_weights")
-    wb = (b.meta.get("loss") or {}).get("loss_weights")
-    if not wa and not wb or wa == wb:
+def _loss_weights(run: RunData) -> list[float] | None:
+    """The run's per-output loss weights, ``[]`` for unweighted, ``None`` when not known.
+
+    Only a compiled loss records them: compile() without loss_weights adds the outputs'
+    losses unweighted (a weight of None is 1). A run without loss metadata (a
+    hand-written loss in a tape loop or train_step) may weight them any way.
+    """
+    loss = run.meta.get("loss")
+    if not isinstance(loss, dict):
         return None
+    w = [1.0 if x is None else float(x) for x in loss.get("loss_weights") or []]
+    return [] if all(x == 1.0 for x in w) else w
 
-    def say(side: str, w: Any) -> str:
-        return f"run {side} weights its outputs' losses by {w}" if w else f"run {side} adds them unweighted"
 
-    text = (f"{say('a', wa)} (compile(loss_weights=...)), {say('b', wb)}"
-            if wa else f"{say('b', wb)} (compile(loss_weights=...)), {say('a', wa)}")
-    return text, {"loss_weights_a": wa, "loss_weights_b": wb}
+def _loss_weights_differ(a: RunData, b: RunData) -> tuple[str, dict[str, Any], bool] | None:
+    """Per-output loss weights (compile(loss_weights=...)) that may explain a loss difference.
+
+    Returns (clause, evidence, asserted): asserted when both runs recorded their
+    weights and they differ; when only one run recorded weights (the other's loss is
+    hand-written), the clause says the other's weighting is unknown and claims nothing.
+    """
+    wa, wb = _loss_weights(a), _loss_weights(b)
+    if wa is not None and wb is not None:
+        if wa == wb:
+            return None
+
+        def say(side: str, w: list[float]) -> str:
+            return f"run {side} weights its outputs' losses by {w}" if w else f"run {side} adds them unweighted"
+
+        text = (f"{say('a', wa)} (compile(loss_weights=...)), {say('b', wb)}"
+                if wa else f"{say('b', wb)} (compile(loss_weights=...)), {say('a', wa)}")
+        return text, {"loss_weights_a": wa or None, "loss_weights_b": wb or None}, True
+    known = [(side, w) for side, w in (("a", wa), ("b", wb)) if w]
+    if not known:  # neither weights its outputs, or nothing recorded
+        return None
+    side, w = known[0]
+    other = "b" if side == "a" else "a"
+    text = (f"run {side} weights its outputs' losses by {w} (compile(loss_weights=...)); run {other}'s "
+            "weighting is not recorded (hand-written loss), so whether it applies the same weights is unknown")
+    return text, {f"loss_weights_{side}": w, f"loss_weights_{other}": "not recorded (hand-written loss)"}, False
+
+
+def _loss_weights_fix(weighting: tuple[str, dict[str, Any], bool] | None) -> str | None:
+    """The fix for a step-0 loss difference; None leaves the catalogue's."""
+    if not weighting:
+        return None
+    if weighting[2]:
+        return ("Weight every output's loss as compile(loss_weights=...) does "
+                "(`loss = sum(w * l for w, l in zip(loss_weights, output_losses))`), or give both runs the "
+                "same loss_weights.")
+    return (f"{get('gradient_mismatch').fix} If the hand-written loss sums the outputs' losses, weight "
+            "them as compile(loss_weights=...) does "
+            "(`loss = sum(w * l for w, l in zip(loss_weights, output_losses))`).")
 
 
 _MASKING = ("Masking", "Embedding")  # layers that can attach a mask Keras losses then honour
