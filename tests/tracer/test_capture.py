@@ -428,3 +428,38 @@ def test_light_steps_list_the_variables_without_a_gradient(db_url, read_run):
             assert {r["v"] for r in s["vars"]} == frozen and not any(r["grad"] for r in s["vars"])
         else:
             assert len(s["vars"]) == len(model.trainable_variables)
+
+
+def _bn_net(with_input: bool, seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.layers.Dense(6), keras.layers.BatchNormalization(), keras.layers.Dropout(0.2), keras.layers.Dense(1)]
+    return keras.Sequential(([keras.Input((8,))] if with_input else []) + layers)
+
+
+def test_model_built_lazily_by_fit_is_inventoried_tracked_and_fingerprinted(db_url, read_run):
+    """A Sequential without Input is built by fit()'s first (traced) step: its variables
+    still get their layers, BatchNormalization's moving statistics are tracked from step 0,
+    and the initial-weight fingerprint is the one of the same model built up front."""
+    from gradtrace import _meta
+
+    x, y = data(n=32)
+    built = _bn_net(with_input=True)
+    expected = _meta.weights_fingerprint(built.variables)
+    model = _bn_net(with_input=False)
+    assert not model.built
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    with gradtrace.trace(run="lazy-fit", store=db_url):
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    detail, steps = read_run("lazy-fit")
+    assert len(steps) == 4
+    inventory = {v["name"]: v for v in detail.variables}
+    assert len(inventory) == len(model.variables)
+    for v in model.variables:
+        info = inventory[v.path]
+        assert info["layer"] is not None and not info["struct_key"].startswith("?"), info
+    moving = {info["index"] for name, info in inventory.items() if "moving_" in name}
+    assert len(moving) == 2
+    step0 = state_rows(steps[0])
+    assert moving <= set(step0) and all(step0[i]["changed"] for i in moving)  # training=True in fit()
+    assert detail.meta["init_fingerprint"] == expected
+    assert not detail.meta["partial"]

@@ -153,6 +153,10 @@ _WINDOWS = 32  # poll windows the step time estimate is the median of
 _RETUNE = 1.5  # once chosen, N changes only when the new choice is off by more than this factor
 
 
+_PROBE_ATTEMPTS = 4  # timing the statistics: tries, 0.5 s, 1 s, 1.5 s apart
+_PROBE_RETRY_SECONDS = 0.5
+
+
 class Cadence:
     """When a step gets the per-variable statistics, and the weight snapshots those need.
 
@@ -261,20 +265,28 @@ class Cadence:
                          name="gradtrace-cadence", daemon=True).start()
 
     def _time_probe(self, key: int, probe: Any, args: Any) -> None:
+        last: BaseException | None = None
         from gradtrace._hooks import suppressed
 
-        try:
-            with suppressed():
-                probe(*args)  # trace and compile
-                reps = []
-                for _ in range(7):
-                    t0 = time.perf_counter()
-                    np.asarray(probe(*args))  # .numpy() waits for the result
-                    reps.append(time.perf_counter() - t0)
-            self.costs[key] = float(np.median(reps))
-        except Exception:  # keep the provisional cadence
-            logger.warning("gradtrace: timing the statistics failed; keeping stats_every=%d",
-                           self.every, exc_info=True)
+        for attempt in range(_PROBE_ATTEMPTS):
+            try:
+                with suppressed():
+                    probe(*args)  # trace and compile
+                    reps = []
+                    for _ in range(7):
+                        t0 = time.perf_counter()
+                        np.asarray(probe(*args))  # .numpy() waits for the result
+                        reps.append(time.perf_counter() - t0)
+                self.costs[key] = float(np.median(reps))
+                return
+            except Exception as exc:
+                # The first step may still be creating and initialising the variables the
+                # statistics read (fit() of a model built lazily): try again a little later.
+                last = exc
+                time.sleep(_PROBE_RETRY_SECONDS * (attempt + 1))
+        logger.warning("gradtrace: timing the statistics failed (%s: %s); keeping stats_every=%d",
+                       type(last).__name__, str(last).splitlines()[0][:200] if str(last) else "", self.every)
+        logger.debug("gradtrace: timing the statistics failed", exc_info=last)
 
     def observe(self, n_rows: int, n_full: int, now: float) -> int | None:
         """Rows read by one poll at ``now``; returns a new N when the cadence changes."""

@@ -149,6 +149,7 @@ class Run:
         self._train_functions: list[tuple[weakref.ref[Any], Any]] = []
         self._claimed: set[int] = set()
         self._init_seen: set[int] = set()
+        self._index_pending = False  # a model's variables were not initialised when indexed
         self._init_fps: list[str] = []
         self.steps_recorded = 0
         self.seq: Any = None
@@ -212,25 +213,36 @@ class Run:
                 return
             self._models.append(model)
             self._index_models()
-            self.model_built(model)
+            self.model_built(model, called=False)
 
-    def model_built(self, model: Any) -> None:
-        """Fingerprint a registered model's initial weights once it has variables.
+    def model_built(self, model: Any, called: bool = True) -> None:
+        """Index a registered model's variables and fingerprint its initial weights.
 
-        Called at registration (fit() start, the first forward pass) and after the
-        first forward pass (which builds an unbuilt model), both before its first
-        optimizer step. ``RunInfo.init_fingerprint`` covers every registered model,
-        in registration order, each as it was when first seen built.
+        Called at registration (fit() start, the first forward pass; ``called=False``)
+        and after the first forward pass, both before its first optimizer step. A model
+        built lazily (``Sequential`` without ``Input``, a subclassed model) creates its
+        variables in that first pass: they join the inventory (with their layers) and
+        the state tracking here, and the fingerprint waits for them: at registration
+        only a built model is fingerprinted (an unbuilt one may hold just an RNG seed).
+        ``RunInfo.init_fingerprint`` covers every registered model, in registration
+        order, each as it was when first seen built.
         """
         import tensorflow as tf
 
         from gradtrace import _meta
 
         with self._lock:
-            if id(model) in self._init_seen or not any(m is model for m in self._models):
+            if not any(m is model for m in self._models):
+                return
+            if called:
+                self._index_models()
+            if id(model) in self._init_seen or (not called and getattr(model, "built", True) is False):
                 return
             variables = list(getattr(model, "variables", None) or [])
             if not variables:
+                return
+            if any(_uninitialized(v) for v in variables):
+                self._index_pending = True  # fingerprinted by _catch_up, at the first step
                 return
             with tf.init_scope():  # a forward pass inside tf.function: read the eager values
                 fps = _meta.variable_fingerprints(variables)
@@ -266,7 +278,28 @@ class Run:
             if self.info.optimizer is None:
                 self._describe_optimizer(opt)
 
+    def _catch_up(self, fingerprint: bool = True) -> None:
+        """Index and fingerprint what a model's first call left uninitialised.
+
+        Keras 3 fit() builds an unbuilt model symbolically first
+        (keras/src/trainers/trainer.py ``Trainer._symbolic_build`` under a
+        ``StatelessScope``): its variables exist but hold no value until the scope
+        ends (keras/src/backend/common/variables.py ``Variable._deferred_initialize``),
+        so they are skipped then and taken here, from the optimizer hook of the first
+        step, before that step's update.
+        """
+        if not self._index_pending:
+            return
+        with self._lock:
+            if not self._index_pending:
+                return
+            self._index_models()
+            for model in list(self._models) if fingerprint else []:
+                if id(model) not in self._init_seen:
+                    self.model_built(model)
+
     def trainable_variables(self) -> list[Any]:
+        self._catch_up()
         return list(self._trainable)
 
     def state_shadow(self, state: list[StateVar]) -> Any:
@@ -287,6 +320,7 @@ class Run:
         return got
 
     def state_variables(self) -> list[StateVar]:
+        self._catch_up()
         return list(self._state)
 
     def var_index(self, v: Any) -> int:
@@ -297,6 +331,7 @@ class Run:
         idx = self._var_index.get(key)
         if idx is not None:
             return idx
+        self._catch_up()
         with self._lock:
             idx = self._var_index.get(key)
             if idx is None:
@@ -366,22 +401,29 @@ class Run:
         inventory = _variable_inventory(self._models)
         infos, layers, by_id = inventory if inventory is not None else ([], [], {})
         seen: set[int] = set()
+        self._index_pending = False
         for model in self._models:
             for v in list(getattr(model, "variables", [])):
                 from gradtrace._hooks import tf_variable
 
+                if _uninitialized(v):  # no tf.Variable under it yet: taken by _catch_up
+                    self._index_pending = True
+                    continue
                 key = id(tf_variable(v))
                 if key in seen:
                     continue
                 seen.add(key)
+                pos = by_id.get(id(v), by_id.get(key))
+                found = infos[pos] if pos is not None and pos < len(infos) else None
                 if key not in self._var_index and id(v) not in self._var_index:
                     idx = len(self.info.variables)
-                    info = None
-                    pos = by_id.get(id(v), by_id.get(key))
-                    if pos is not None and pos < len(infos):
-                        info = infos[pos].model_copy(update={"index": idx})
-                    self._add_variable(v, idx, info, None, None)
-                idx = self._var_index[key]
+                    self._add_variable(v, idx, None if found is None else found.model_copy(update={"index": idx}),
+                                       None, None)
+                idx = self._var_index.get(key, self._var_index.get(id(v), -1))
+                if found is not None and 0 <= idx < len(self.info.variables) and \
+                        (self.info.variables[idx].struct_key or "?").startswith("?"):
+                    # first met by a step, before its model was indexed: now its place is known
+                    self.info.variables[idx] = found.model_copy(update={"index": idx})
                 if bool(getattr(v, "trainable", True)):
                     if key not in self._trainable_keys:
                         self._trainable_keys.add(key)
@@ -389,8 +431,8 @@ class Run:
                 elif key not in self._state_keys:
                     self._state_keys.add(key)
                     self._state.append(StateVar(v, _initial(v), idx, _is_rng_state(v)))
-        if layers and not self.info.layers:
-            self.info.layers = list(layers)
+        if layers and (not self.info.layers or _extends(layers, self.info.layers)):
+            self.info.layers = list(layers)  # a lazy build may add sublayers after the known ones
 
     def _describe_optimizer(self, opt: Any) -> None:
         try:
@@ -669,6 +711,9 @@ class Run:
             if self._poller.error is not None:
                 step(lambda: self.internal_error(self._poller.error, "poller"), "poller")  # type: ignore[arg-type]
         step(lambda: self._check_uncaptured(final=True), "uncaptured check")
+        # Variables a step function created and initialised itself join the inventory now
+        # (not the initial-weight fingerprint: they have been trained since).
+        step(lambda: self._catch_up(fingerprint=False), "inventory")
         _scope.reset()
         _hooks.reset_thread()
         modes = sorted(self._modes)
@@ -759,6 +804,34 @@ def _logs_to_stderr(log: logging.Logger) -> bool:
                 return True
         current = current.parent if current.propagate else None
     return False
+
+
+def _uninitialized(v: Any) -> bool:
+    """A variable whose value cannot be read yet: a Keras 3 variable created in a
+    ``StatelessScope`` (an initializer but no value: keras/src/backend/common/variables.py
+    ``Variable``), or one created while a ``tf.function`` is first traced, which that
+    function initialises on its first run (tensorflow/python/eager/polymorphic_function/
+    polymorphic_function.py ``UnliftedInitializerVariable``)."""
+    if getattr(v, "_initializer", None) is not None and getattr(v, "_value", 0) is None:
+        return True
+    from gradtrace._hooks import tf_variable
+
+    tv = tf_variable(v)
+    if type(tv).__name__ != "UnliftedInitializerVariable":
+        return False
+    import tensorflow as tf
+
+    try:
+        with tf.init_scope():
+            return not bool(tv.is_initialized())
+    except Exception:
+        return True
+
+
+def _extends(new: list[schema.LayerInfo], old: list[schema.LayerInfo]) -> bool:
+    """``new`` lists ``old``'s layers first (same names and classes) and more after them."""
+    return len(new) > len(old) and all(
+        (a.name, a.class_name) == (b.name, b.class_name) for a, b in zip(new, old, strict=False))
 
 
 def _initial(v: Any) -> np.ndarray:
