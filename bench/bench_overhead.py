@@ -206,6 +206,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per variant")
     parser.add_argument("--breakdown", action="store_true",
                         help="only mlp-tape: default capture vs the same with parts switched off (see _ablation)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated workload/variant names to keep, e.g. mlp-tape,gradtrace "
+                             "(plain is always kept: it is what the ratios divide by)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="gradtrace-bench-")
     db = f"sqlite:///{tmp}/bench.db"
@@ -226,6 +229,12 @@ def main() -> None:
     except ImportError:
         print("tensorboard is not installed: the tb-* variants are skipped (pip install tensorboard)")
         workloads = [(n, [v for v in vs if not v.startswith("tb")], f) for n, vs, f in workloads]
+    if args.only:
+        keep = set(args.only.split(","))
+        names = {n for n, _, _ in workloads}
+        variants = {v for _, vs, _ in workloads for v in vs}
+        workloads = [(n, [v for v in vs if v == "plain" or v in keep or not keep & variants], f)
+                     for n, vs, f in workloads if n in keep or not keep & names]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"steps per repeat: {args.steps}, repeats: {args.repeats}, warm-up {args.warmup}s, "
           f"load average {load:.2f} on {os.cpu_count()} cores, records: {db}")
