@@ -265,8 +265,9 @@ class Cadence:
                          name="gradtrace-cadence", daemon=True).start()
 
     def _time_probe(self, key: int, probe: Any, args: Any) -> None:
-        last: BaseException | None = None
         from gradtrace._hooks import suppressed
+
+        last: BaseException | None = None
 
         for attempt in range(_PROBE_ATTEMPTS):
             try:
@@ -283,7 +284,8 @@ class Cadence:
                 # The first step may still be creating and initialising the variables the
                 # statistics read (fit() of a model built lazily): try again a little later.
                 last = exc
-                time.sleep(_PROBE_RETRY_SECONDS * (attempt + 1))
+                if attempt + 1 < _PROBE_ATTEMPTS:
+                    time.sleep(_PROBE_RETRY_SECONDS * (attempt + 1))
         logger.warning("gradtrace: timing the statistics failed (%s: %s); keeping stats_every=%d",
                        type(last).__name__, str(last).splitlines()[0][:200] if str(last) else "", self.every)
         logger.debug("gradtrace: timing the statistics failed", exc_info=last)
@@ -563,8 +565,8 @@ def decode_full(rows: np.ndarray, layout: Layout) -> list[dict[str, Any]]:
 
     st = layout.state
     s_at = np.array([x.offset for x in st], dtype=np.int64)
-    changed = (rows[:, s_at] > 0).tolist() if st else [[] for _ in range(m)]
-    delta = rows[:, s_at + 1].tolist() if st else None
+    changed = (rows[:, s_at] > 0).tolist()
+    delta = rows[:, s_at + 1].tolist()
     s_v = [x.v for x in st]
     rng = [x.rng for x in st] if any(x.rng for x in st) else None
     make_vars = schema.VarColumns.model_construct
@@ -589,7 +591,7 @@ def decode_full(rows: np.ndarray, layout: Layout) -> list[dict[str, Any]]:
             )
         else:
             d["vars"] = []
-        d["state"] = (make_state(v=list(s_v), changed=changed[r], delta_norm=delta[r] if delta else None,
+        d["state"] = (make_state(v=list(s_v), changed=changed[r], delta_norm=delta[r],
                                  rng=list(rng) if rng else None) if st else [])
         out.append(d)
     return out

@@ -227,16 +227,23 @@ class Run:
         ``RunInfo.init_fingerprint`` covers every registered model, in registration
         order, each as it was when first seen built.
         """
-        import tensorflow as tf
-
-        from gradtrace import _meta
-
         with self._lock:
             if not any(m is model for m in self._models):
                 return
             if called:
                 self._index_models()
-            if id(model) in self._init_seen or (not called and getattr(model, "built", True) is False):
+            if not called and getattr(model, "built", True) is False:
+                return
+            self._fingerprint(model)
+
+    def _fingerprint(self, model: Any) -> None:
+        """Add ``model``'s initial-weight fingerprint once all its variables hold values."""
+        import tensorflow as tf
+
+        from gradtrace import _meta
+
+        with self._lock:
+            if id(model) in self._init_seen:
                 return
             variables = list(getattr(model, "variables", None) or [])
             if not variables:
@@ -281,12 +288,11 @@ class Run:
     def _catch_up(self, fingerprint: bool = True) -> None:
         """Index and fingerprint what a model's first call left uninitialised.
 
-        Keras 3 fit() builds an unbuilt model symbolically first
-        (keras/src/trainers/trainer.py ``Trainer._symbolic_build`` under a
-        ``StatelessScope``): its variables exist but hold no value until the scope
-        ends (keras/src/backend/common/variables.py ``Variable._deferred_initialize``),
-        so they are skipped then and taken here, from the optimizer hook of the first
-        step, before that step's update.
+        A model built by its first call inside a ``tf.function`` (fit()'s train step)
+        creates variables the function initialises only when it first runs, and one
+        built under a Keras ``StatelessScope`` holds no value until the scope ends (see
+        :func:`_uninitialized`): they are skipped when first met and taken here, from
+        the optimizer hook of the first step, before that step's update.
         """
         if not self._index_pending:
             return
@@ -295,8 +301,7 @@ class Run:
                 return
             self._index_models()
             for model in list(self._models) if fingerprint else []:
-                if id(model) not in self._init_seen:
-                    self.model_built(model)
+                self._fingerprint(model)
 
     def trainable_variables(self) -> list[Any]:
         self._catch_up()
@@ -406,10 +411,10 @@ class Run:
             for v in list(getattr(model, "variables", [])):
                 from gradtrace._hooks import tf_variable
 
-                if _uninitialized(v):  # no tf.Variable under it yet: taken by _catch_up
+                key = id(tf_variable(v))
+                if key not in self._var_index and _uninitialized(v):  # no value yet: see _catch_up
                     self._index_pending = True
                     continue
-                key = id(tf_variable(v))
                 if key in seen:
                     continue
                 seen.add(key)

@@ -384,12 +384,13 @@ def _loss_weights_fix(weighting: tuple[str, dict[str, Any], bool] | None) -> str
     if not weighting:
         return None
     if weighting[2]:
-        return ("Weight every output's loss as compile(loss_weights=...) does "
-                "(`loss = sum(w * l for w, l in zip(loss_weights, output_losses))`), or give both runs the "
-                "same loss_weights.")
+        return f"Weight every output's loss as compile(loss_weights=...) does ({_WEIGHTED_SUM}), or give both " \
+               "runs the same loss_weights."
     return (f"{get('gradient_mismatch').fix} If the hand-written loss sums the outputs' losses, weight "
-            "them as compile(loss_weights=...) does "
-            "(`loss = sum(w * l for w, l in zip(loss_weights, output_losses))`).")
+            f"them as compile(loss_weights=...) does ({_WEIGHTED_SUM}).")
+
+
+_WEIGHTED_SUM = "`loss = sum(w * l for w, l in zip(loss_weights, output_losses))`"
 
 
 _MASKING = ("Masking", "Embedding")  # layers that can attach a mask Keras losses then honour
