@@ -153,6 +153,28 @@ def test_optimizer_config_and_reset():
     assert "optimizer_mismatch" in kinds(r)
 
 
+def _two_optimizers(first_lr: float, second_lr: float, reverse: bool = False) -> dict:
+    # A GAN-like run: one optimizer steps variables 0-1, another 2-3 (in order of first step).
+    g = {"class": "Adam", "config": {"learning_rate": first_lr, "beta_1": 0.5}, "variables": [0, 1]}
+    d = {"class": "Adam", "config": {"learning_rate": second_lr, "beta_1": 0.5}, "variables": [2, 3]}
+    listed = [d, g] if reverse else [g, d]
+    return {"optimizer": listed[0], "optimizers": listed}
+
+
+def test_several_optimizers_pair_by_the_variables_they_step():
+    a = make_run("a", meta=_two_optimizers(1e-3, 4e-4))
+    # The same two optimizers, first used in the other order: nothing differs.
+    same = compare_runs(a, make_run("b", name_offset=3, meta=_two_optimizers(1e-3, 4e-4, reverse=True)))
+    assert "optimizer_mismatch" not in kinds(same), same.to_dict()
+    # The optimizer of variables 2-3 has another learning rate: named, with its pairing.
+    other = compare_runs(a, make_run("c", meta=_two_optimizers(1e-3, 1e-4, reverse=True)))
+    found = [f for f in other.findings if f.kind == "optimizer_mismatch"]
+    assert len(found) == 1, other.to_dict()
+    diffs = found[0].evidence["differences (a, b)"]
+    assert list(diffs) == ["optimizer 2 (Adam, 2 variables): learning_rate"], diffs
+    assert diffs["optimizer 2 (Adam, 2 variables): learning_rate"] == [4e-4, 1e-4]
+
+
 def test_metric_and_sample_weights_and_modes():
     m1 = {"metrics": [{"name": "accuracy", "class": "CategoricalAccuracy"}]}
     m2 = {"metrics": [{"name": "accuracy", "class": "SparseCategoricalAccuracy"}]}

@@ -191,6 +191,36 @@ def test_variable_left_out_of_apply_gradients(db_url, read_run):
         assert rows[run.var_index(v)]["applied"] is True
 
 
+def test_every_optimizer_is_described_with_the_variables_it_steps(db_url, read_run):
+    """A GAN-like loop: two models, two optimizers, alternating steps in one tf.function."""
+    x, y = data()
+    gen, disc = mlp(), mlp()
+    gen(x[:1])
+    disc(x[:1])
+    opt_g, opt_d = keras.optimizers.Adam(2e-4, beta_1=0.5), keras.optimizers.SGD(0.01, momentum=0.9)
+
+    with gradtrace.trace(run="two-opts", store=db_url) as run:
+        @tf.function
+        def step():
+            for model, opt in ((disc, opt_d), (gen, opt_g)):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(tf.square(y - model(x)))
+                grads = tape.gradient(loss, model.trainable_variables)
+                opt.apply_gradients(zip(grads, model.trainable_variables, strict=False))
+
+        for _ in range(2):
+            step()
+    detail, steps = read_run("two-opts")
+    assert len(steps) == 4
+    listed = detail.meta["optimizers"]
+    assert [o["class"] for o in listed] == ["SGD", "Adam"]  # in order of first step
+    assert listed[0]["variables"] == sorted(run.var_index(v) for v in disc.trainable_variables)
+    assert listed[1]["variables"] == sorted(run.var_index(v) for v in gen.trainable_variables)
+    assert listed[0]["momentum"] == pytest.approx(0.9) and listed[1]["beta_1"] == pytest.approx(0.5)
+    assert detail.meta["optimizer"]["class"] == "SGD"  # the first one, as before
+    np.testing.assert_allclose([s["lr"] for s in steps], [0.01, 2e-4, 0.01, 2e-4], rtol=1e-6)
+
+
 def test_vector_loss_target_records_its_shape_and_sum(db_url, read_run):
     x, y = data(n=10)
     model = mlp()

@@ -144,6 +144,7 @@ class Run:
         self._state_keys: set[int] = set()
         self._layouts: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._optimizers: dict[int, tuple[Any, int | None, str]] = {}
+        self._described: set[int] = set()  # id() of the optimizers in info.optimizers
         self._steps_by_opt: Counter[int] = Counter()
         self._modes: set[str] = set()
         self._train_functions: list[tuple[weakref.ref[Any], Any]] = []
@@ -266,7 +267,12 @@ class Run:
             self._train_functions.append((weakref.ref(model), getattr(model, "train_function", None)))
             return True
 
-    def optimizer_seen(self, opt: Any, flavour: str) -> None:
+    def optimizer_seen(self, opt: Any, flavour: str, var_indices: list[int] | None = None) -> None:
+        """An optimizer makes a step (trace time): account for it, describe it once.
+
+        ``var_indices``: the inventory indices of the variables it steps, recorded with
+        its description so a comparison can pair two runs' optimizers by structure.
+        """
         with self._lock:
             known = self._optimizers.get(id(opt))
             if known is not None and known[2] == flavour:
@@ -282,8 +288,8 @@ class Run:
             self._optimizers[id(opt)] = (opt, None if known is None else known[1], flavour)
             if self.info.keras_flavour is None:
                 self.info.keras_flavour = flavour  # type: ignore[assignment]
-            if self.info.optimizer is None:
-                self._describe_optimizer(opt)
+            if id(opt) not in self._described:
+                self._describe_optimizer(opt, var_indices)
 
     def _catch_up(self, fingerprint: bool = True) -> None:
         """Index and fingerprint what a model's first call left uninitialised.
@@ -439,7 +445,9 @@ class Run:
         if layers and (not self.info.layers or _extends(layers, self.info.layers)):
             self.info.layers = list(layers)  # a lazy build may add sublayers after the known ones
 
-    def _describe_optimizer(self, opt: Any) -> None:
+    def _describe_optimizer(self, opt: Any, var_indices: list[int] | None) -> None:
+        """Describe ``opt`` into ``info.optimizers`` (and ``info.optimizer``, the first)."""
+        self._described.add(id(opt))
         try:
             import tensorflow as tf
 
@@ -448,11 +456,17 @@ class Run:
             # Seen first inside fit()'s traced step: get_config() and the learning rate
             # read variable values, which only works eagerly.
             with tf.init_scope():
-                self.info.optimizer = _meta.optimizer_info(opt)
+                desc = _meta.optimizer_info(opt)
         except ImportError:
-            self.info.optimizer = {"class": type(opt).__name__}
+            desc = {"class": type(opt).__name__}
         except Exception as exc:
             self.internal_error(exc, "optimizer_info")
+            return
+        if len(self.info.optimizers) >= 64:
+            return
+        self.info.optimizers.append({**desc, "variables": sorted(set(var_indices or []))})
+        if self.info.optimizer is None:
+            self.info.optimizer = desc
 
     # -- lifecycle ------------------------------------------------------------------------
 

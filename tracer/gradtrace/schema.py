@@ -129,7 +129,10 @@ class RunInfo(_Model):
     replicas: int | None = None
     variables: list[VariableInfo] = Field(default_factory=list, max_length=MAX_VARS)
     layers: list[LayerInfo] = Field(default_factory=list, max_length=MAX_VARS)
-    optimizer: dict[str, Any] | None = None  # {"class": ..., "config": {...}}
+    optimizer: dict[str, Any] | None = None  # {"class": ..., "config": {...}}: the first one to step
+    # Every optimizer that stepped (GANs, per-submodel optimizers), in order of first step:
+    # the same description plus "variables", the inventory indices it stepped.
+    optimizers: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
     loss: dict[str, Any] | None = None  # {"class", "name", "reduction", "from_logits"}
     metrics: list[dict[str, Any]] = Field(default_factory=list)  # [{"name", "class"}]
     fit: dict[str, Any] | None = None  # class_weight, callbacks, epochs, jit_compile, ...

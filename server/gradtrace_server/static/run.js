@@ -63,6 +63,7 @@
     kv(document.getElementById("config"), [
       ["optimizer", opt.class || opt.name || null],
       ["optimizer config", describeConfig(opt.config)],
+      ["other optimizers", (m.optimizers || []).slice(1).map((o) => `${o.class} (${(o.variables || []).length} variables): ${describeConfig(o.config) || ""}`).join("; ") || null],
       ["loss", loss.class || loss.name || null],
       ["reduction", loss.reduction],
       ["from_logits", loss.from_logits === undefined || loss.from_logits === null ? null : String(loss.from_logits)],

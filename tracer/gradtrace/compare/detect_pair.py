@@ -142,7 +142,7 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     return out
 
 
-_IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config"}
+_IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config", "variables"}
 
 
 def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
@@ -173,24 +173,76 @@ def _off(x: Any) -> bool:
     return x is None or x is False or (isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0)
 
 
+def _optimizers(run: RunData) -> list[dict[str, Any]]:
+    listed = run.meta.get("optimizers") or []
+    if listed:
+        return [o for o in listed if isinstance(o, dict)]
+    first = run.meta.get("optimizer")
+    return [first] if first else []
+
+
+def optimizer_pairs(a: RunData, b: RunData, al: Alignment) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each optimizer of run a with its counterpart in run b.
+
+    One each: those two. Several (a GAN's generator and discriminator optimizers): by
+    the variables they step, mapped through the structural variable alignment, so the
+    pairing holds whatever the order of first use or the variables' names; optimizers
+    whose variables do not overlap pair up by order of first step.
+    """
+    la, lb = _optimizers(a), _optimizers(b)
+    if not la or not lb:
+        return []
+    if len(la) == 1 and len(lb) == 1:
+        return [(la[0], lb[0])]
+    to_b = dict(al.var_pairs)
+    free = list(range(len(lb)))
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    unmatched: list[dict[str, Any]] = []
+    for oa in la:
+        mapped = {to_b[v] for v in oa.get("variables") or [] if v in to_b}
+        best, overlap = None, 0
+        for j in free:
+            n = len(mapped & set(lb[j].get("variables") or []))
+            if n > overlap:
+                best, overlap = j, n
+        if best is None:
+            unmatched.append(oa)
+        else:
+            free.remove(best)
+            pairs.append((oa, lb[best]))
+    pairs.extend(zip(unmatched, [lb[j] for j in free], strict=False))
+    return pairs
+
+
+def _config_diffs(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, Any]:
+    diffs: dict[str, Any] = {}
+    if (oa.get("class") and ob.get("class") and oa.get("class") != ob.get("class")
+            and _LSO not in (oa.get("class"), ob.get("class"))):
+        diffs["class"] = [oa.get("class"), ob.get("class")]
+    fa, fb = _opt_settings(oa), _opt_settings(ob)
+    # A key one run did not record is unknown, not different; a recorded None is the
+    # setting switched off (`clipnorm: None`), the same as 0 or False.
+    for k in sorted(set(fa) & set(fb)):
+        x, y = fa[k], fb[k]
+        if x is None or y is None:
+            if not (_off(x) and _off(y)):
+                diffs[k] = [x, y]
+        elif not _same_value(x, y):
+            diffs[k] = [x, y]
+    return diffs
+
+
 def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
-    oa, ob = a.meta.get("optimizer") or {}, b.meta.get("optimizer") or {}
+    pairs = optimizer_pairs(a, b, al)
     diffs: dict[str, Any] = {}
-    if oa and ob:
-        if (oa.get("class") and ob.get("class") and oa.get("class") != ob.get("class")
-                and _LSO not in (oa.get("class"), ob.get("class"))):
-            diffs["class"] = [oa.get("class"), ob.get("class")]
-        fa, fb = _opt_settings(oa), _opt_settings(ob)
-        # A key one run did not record is unknown, not different; a recorded None is the
-        # setting switched off (`clipnorm: None`), the same as 0 or False.
-        for k in sorted(set(fa) & set(fb)):
-            x, y = fa[k], fb[k]
-            if x is None or y is None:
-                if not (_off(x) and _off(y)):
-                    diffs[k] = [x, y]
-            elif not _same_value(x, y):
-                diffs[k] = [x, y]
+    for n, (oa, ob) in enumerate(pairs):
+        d = _config_diffs(oa, ob)
+        if len(pairs) > 1 and d:
+            # Several optimizers: say whose settings differ (class, variables stepped).
+            label = f"optimizer {n + 1} ({oa.get('class')}, {len(oa.get('variables') or [])} variables)"
+            d = {f"{label}: {k}": v for k, v in d.items()}
+        diffs.update(d)
     lr_a, lr_b = a.lr[al.ia], b.lr[al.ib]
     both = np.isfinite(lr_a) & np.isfinite(lr_b)
     lr_diff = both & ~np.isclose(lr_a, lr_b, rtol=1e-6)
