@@ -463,7 +463,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
         except Exception:  # an exotic learning rate: recorded as missing
             logger.debug("gradtrace: learning rate of %r not readable", opt, exc_info=True)
     tape = _find_tape_call(set(keys))
-    run.optimizer_seen(opt, flavour, [run.var_index(v) for v in tvars])
+    run.optimizer_seen(opt, flavour, tvars)
     return _StepCtx(opt, flavour, list(grads) + [None] * len(others), all_vars, has_grad,
                     lr, tape, execution_mode(), _grad_scale(opt, flavour), full)
 

@@ -267,11 +267,12 @@ class Run:
             self._train_functions.append((weakref.ref(model), getattr(model, "train_function", None)))
             return True
 
-    def optimizer_seen(self, opt: Any, flavour: str, var_indices: list[int] | None = None) -> None:
-        """An optimizer makes a step (trace time): account for it, describe it once.
+    def optimizer_seen(self, opt: Any, flavour: str, tvars: list[Any] | None = None) -> None:
+        """An optimizer makes a step (trace time; every step when eager): account for it,
+        describe it once.
 
-        ``var_indices``: the inventory indices of the variables it steps, recorded with
-        its description so a comparison can pair two runs' optimizers by structure.
+        ``tvars``: the variables it steps; their inventory indices are recorded with its
+        description (once) so a comparison can pair two runs' optimizers by structure.
         """
         with self._lock:
             known = self._optimizers.get(id(opt))
@@ -289,7 +290,7 @@ class Run:
             if self.info.keras_flavour is None:
                 self.info.keras_flavour = flavour  # type: ignore[assignment]
             if id(opt) not in self._described:
-                self._describe_optimizer(opt, var_indices)
+                self._describe_optimizer(opt, tvars or [])
 
     def _catch_up(self, fingerprint: bool = True) -> None:
         """Index and fingerprint what a model's first call left uninitialised.
@@ -445,7 +446,7 @@ class Run:
         if layers and (not self.info.layers or _extends(layers, self.info.layers)):
             self.info.layers = list(layers)  # a lazy build may add sublayers after the known ones
 
-    def _describe_optimizer(self, opt: Any, var_indices: list[int] | None) -> None:
+    def _describe_optimizer(self, opt: Any, tvars: list[Any]) -> None:
         """Describe ``opt`` into ``info.optimizers`` (and ``info.optimizer``, the first)."""
         self._described.add(id(opt))
         try:
@@ -464,7 +465,8 @@ class Run:
             return
         if len(self.info.optimizers) >= 64:
             return
-        self.info.optimizers.append({**desc, "variables": sorted(set(var_indices or []))})
+        indices = sorted({self.var_index(v) for v in tvars})
+        self.info.optimizers.append({**desc, "variables": indices})
         if self.info.optimizer is None:
             self.info.optimizer = desc
 

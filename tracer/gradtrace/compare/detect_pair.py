@@ -184,16 +184,12 @@ def _optimizers(run: RunData) -> list[dict[str, Any]]:
 def optimizer_pairs(a: RunData, b: RunData, al: Alignment) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Each optimizer of run a with its counterpart in run b.
 
-    One each: those two. Several (a GAN's generator and discriminator optimizers): by
-    the variables they step, mapped through the structural variable alignment, so the
-    pairing holds whatever the order of first use or the variables' names; optimizers
-    whose variables do not overlap pair up by order of first step.
+    By the variables they step, mapped through the structural variable alignment, so
+    several (a GAN's generator and discriminator optimizers) pair up whatever the order
+    of first use or the variables' names; optimizers whose variables do not overlap (or
+    were recorded without them) pair up by order of first step.
     """
     la, lb = _optimizers(a), _optimizers(b)
-    if not la or not lb:
-        return []
-    if len(la) == 1 and len(lb) == 1:
-        return [(la[0], lb[0])]
     to_b = dict(al.var_pairs)
     free = list(range(len(lb)))
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
