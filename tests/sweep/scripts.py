@@ -343,6 +343,48 @@ def regularized_tape():
     return _out(model, 6)
 
 
+def _regularized_digits():
+    keras = _k()
+    keras.utils.set_random_seed(14)
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(16, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-2)),
+        keras.layers.Dense(10, kernel_regularizer=keras.regularizers.L2(1e-3)),
+    ])
+
+
+def regularized_mse_fit():
+    keras = _k()
+    x, y = data.digits(192)
+    model = _regularized_digits()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    model.fit(x, np.eye(10, dtype="float32")[y], batch_size=B, epochs=1, shuffle=False, verbose=0)
+    return _out(model, _iters(model.optimizer))
+
+
+def regularized_sum_of_squares_tape():
+    """The same model and regularizers, the squared error summed over the 10 outputs (Keras's
+    mse averages over them) and the regularization losses added: the data loss is x10."""
+    import tensorflow as tf
+
+    keras = _k()
+    x, y = data.digits(192)
+    model = _regularized_digits()
+    opt = keras.optimizers.SGD(0.05)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            out = model(xb, training=True)
+            loss = tf.reduce_sum(tf.square(out - tf.one_hot(yb, 10))) / B + tf.add_n(model.losses)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, B, 6):
+        step(xb, yb)
+    return _out(model, 6)
+
+
 # --- optimizers -----------------------------------------------------------------------------
 
 def _mlp(seed: int = 10, inputs: int = 64, outputs: int = 10):
@@ -695,6 +737,23 @@ def tf_keras_cnn_fit():
     return _out(model, _iters(model.optimizer))
 
 
+def tf_keras_frozen_layer_fit():
+    """tf-keras freezes a layer by leaving it out of ``trainable_weights``; its tf.Variables keep
+    ``trainable=True``. fit() trains the rest: nothing is missing a gradient."""
+    import tf_keras
+
+    x, y = data.digits_images(128)
+    tf_keras.utils.set_random_seed(19)
+    frozen = tf_keras.layers.Dense(16, activation="relu", name="frozen")
+    model = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(), frozen,
+                                 tf_keras.layers.Dense(10)])
+    frozen.trainable = False
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2),
+                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+    return _out(model, _iters(model.optimizer))
+
+
 def tf_keras_subclassed_tape():
     import tensorflow as tf
     import tf_keras
@@ -887,3 +946,66 @@ def frozen_base_fine_tuning():
 def lion_fit():
     model = _fit_digits(_k().optimizers.Lion(1e-3, weight_decay=0.01))
     return _out(model, _iters(model.optimizer))
+
+
+# --- which variables a step updates ---------------------------------------------------------
+
+def _digits_tape(apply):
+    """An eager tape loop over digits; ``apply(grads, variables)`` hands them to the optimizer(s)."""
+    import tensorflow as tf
+
+    keras = _k()
+    x, y = data.digits(192)
+    model = _mlp(seed=12)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for i in range(0, len(x), B):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y[i:i + B], model(x[i:i + B], training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        apply(grads, model.trainable_variables)
+    return model
+
+
+def two_optimizers_one_tape():
+    """Discriminative learning rates: one gradient, the body and the head stepped by two
+    optimizers. Every variable is updated, each by its own optimizer."""
+    keras = _k()
+    body, head = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-2)
+
+    def apply(grads, tvars):
+        body.apply_gradients(zip(grads[:2], tvars[:2]))
+        head.apply_gradients(zip(grads[2:], tvars[2:]))
+
+    model = _digits_tape(apply)
+    return _out(model, _iters(body) + _iters(head))
+
+
+def head_left_out_of_apply():
+    """The user's slip: the gradient covers every variable, apply_gradients gets the body only."""
+    opt = _k().optimizers.SGD(0.1)
+
+    def apply(grads, tvars):
+        opt.apply_gradients(zip(grads[:2], tvars[:2]))
+
+    model = _digits_tape(apply)
+    return _out(model, _iters(opt))
+
+
+def _fit_frozen_first(freeze: bool):
+    keras = _k()
+    x, y = data.digits(192)
+    model = _mlp(seed=13)
+    model.layers[0].trainable = not freeze
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+    return _out(model, _iters(model.optimizer))
+
+
+def fit_all_trained():
+    return _fit_frozen_first(False)
+
+
+def fit_first_layer_frozen():
+    """The same fit() with the first Dense frozen (trainable=False) before compile()."""
+    return _fit_frozen_first(True)

@@ -22,9 +22,10 @@ SCRIPTS = [
     s.bce_sigmoid_fit, s.huber_regression_fit, s.custom_loss_subclass_fit, s.handwritten_loss_fn_fit,
     s.class_weight_fit, s.sample_weight_fit, s.steps_per_execution_fit, s.jit_compile_fit, s.tf_data_fit,
     s.tf_data_tape_loop, s.custom_train_step_fit, s.gan_two_optimizers, s.wgan_gradient_penalty,
-    s.tf_keras_cnn_fit, s.tf_keras_subclassed_tape, s.tf_keras_functional_weighted_fit,
+    s.tf_keras_cnn_fit, s.tf_keras_frozen_layer_fit, s.tf_keras_subclassed_tape, s.tf_keras_functional_weighted_fit,
     s.train_on_batch_loop, s.tf_keras_minimize, s.persistent_tape_two_heads,
     s.raw_variables_linear_regression, s.xla_tape_loop, s.frozen_base_fine_tuning, s.lion_fit,
+    s.two_optimizers_one_tape, s.fit_first_layer_frozen,
 ]
 
 # Warnings a script is expected to raise, with the reason (substring of the warning).
@@ -82,6 +83,10 @@ PAIRS = [
      "training_mode_mismatch"),
     ("weight_decay_forgotten", s.adamw_schedule_fit, s.adam_schedule_tape_no_decay, "diverged",
      "optimizer_mismatch"),
+    ("mse_vs_sum_of_squares_with_regularizers", s.regularized_mse_fit, s.regularized_sum_of_squares_tape,
+     "diverged", "loss_scale"),
+    ("layer_frozen_in_b_only", s.fit_all_trained, s.fit_first_layer_frozen, "diverged", "trainable_mismatch"),
+    ("layer_frozen_in_a_only", s.fit_first_layer_frozen, s.fit_all_trained, "diverged", "trainable_mismatch"),
 ]
 
 
@@ -115,6 +120,24 @@ def _keep(case_id: str, text: str) -> None:
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / f"{case_id}.txt").write_text(text)
+
+
+@pytest.mark.slow
+def test_gradient_left_out_of_apply_is_not_applied(sweep):
+    """The tape computed the head's gradient, apply_gradients never got it: not applied (the fix
+    is the list handed to the optimizer), not a missing gradient (the fix would be the tape)."""
+    from gradtrace.compare import check, render_text
+
+    t = sweep.traced(s.head_left_out_of_apply)
+    store = sweep.store()
+    try:
+        report = check(store, t.name, project="sweep")
+    finally:
+        store.close()
+    text = render_text(report, verbose=True)
+    kinds = [f.kind for f in report.findings]
+    assert kinds and kinds[0] == "not_applied" and "missing_gradient" not in kinds, text
+    assert len(report.findings[0].variables) == 2, text  # the head's kernel and bias
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gradtrace import _scope, _stats, _tensors
@@ -250,6 +250,9 @@ class TapeCall:
     targets: list[Any]
     shape: list[int | None] | None
     sources: frozenset[int]
+    # var_key -> the gradient it returned (not None); kept on the latest call of a graph
+    # only, so that an eager loop holds no older gradients.
+    grads: dict[int, Any] = field(default_factory=dict)
 
 
 def _graph_key() -> object:
@@ -270,7 +273,7 @@ def reset_thread() -> None:
     _local.tape_calls = {}
 
 
-def _remember_gradient(target: Any, sources: Any) -> None:
+def _remember_gradient(target: Any, sources: Any) -> TapeCall:
     import tensorflow as tf
 
     ensure_tf_keras()
@@ -287,7 +290,22 @@ def _remember_gradient(target: Any, sources: Any) -> None:
         if len(calls) > 64:  # every trace is a new FuncGraph; keep the dict small
             calls.clear()
         dq = calls[gk] = collections.deque(maxlen=8)
-    dq.append(TapeCall(targets, shape, keys))
+    for older in dq:
+        older.grads = {}
+    call = TapeCall(targets, shape, keys)
+    dq.append(call)
+    return call
+
+
+def _remember_result(call: TapeCall, sources: Any, result: Any) -> None:
+    """Which sources the call returned a gradient for: a variable differentiated but left out
+    of ``apply_gradients`` is then told apart from one that got no gradient."""
+    import tensorflow as tf
+
+    flat_s, flat_g = tf.nest.flatten(sources), tf.nest.flatten(result)
+    if len(flat_s) == len(flat_g):
+        call.grads = {var_key(v): g for v, g in zip(flat_s, flat_g, strict=True)
+                      if v is not None and g is not None}
 
 
 def _find_tape_call(var_keys: set[int]) -> TapeCall | None:
@@ -310,9 +328,13 @@ def _wrap_gradient(original: Any) -> Any:
     @functools.wraps(original)
     def gradient(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
         run = _active_run()
+        call = None
         if run is not None:
-            guard(run, "tape.gradient", lambda: _remember_gradient(target, sources))
-        return original(self, target, sources, *args, **kwargs)
+            call = guard(run, "tape.gradient", lambda: _remember_gradient(target, sources))
+        result = original(self, target, sources, *args, **kwargs)
+        if call is not None:
+            guard(run, "tape.gradient", lambda: _remember_result(call, sources, result))
+        return result
 
     return gradient
 
@@ -452,7 +474,11 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     keys = [var_key(v) for v in tvars]
     others = [v for v in run.trainable_variables() if var_key(v) not in set(keys)]
     all_vars = list(tvars) + others
-    has_grad = [g is not None for g in grads] + [False] * len(others)
+    tape = _find_tape_call(set(keys))
+    # The models' other trainable variables: a gradient the tape computed for one of them
+    # was left out of this call (recorded, and not applied); otherwise it has none.
+    other_grads = [tape.grads.get(var_key(v)) if tape is not None else None for v in others]
+    has_grad = [g is not None for g in grads] + [g is not None for g in other_grads]
     # Pre-update copies, on full steps only (see _stats.Cadence.snapshot): holding
     # `value()` here would make the optimizer's in-place assign copy every buffer.
     full = run.cadence.snapshot([tf_variable(v) for v in all_vars])
@@ -462,9 +488,8 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
             lr = _learning_rate(opt, flavour)
         except Exception:  # an exotic learning rate: recorded as missing
             logger.debug("gradtrace: learning rate of %r not readable", opt, exc_info=True)
-    tape = _find_tape_call(set(keys))
     run.optimizer_seen(opt, flavour, tvars)
-    return _StepCtx(opt, flavour, list(grads) + [None] * len(others), all_vars, has_grad,
+    return _StepCtx(opt, flavour, list(grads) + other_grads, all_vars, has_grad,
                     lr, tape, execution_mode(), _grad_scale(opt, flavour), full)
 
 

@@ -156,6 +156,35 @@ def _variables(layer: Any) -> list[Any]:
         return []
 
 
+def trainable_ids(models: Any) -> set[int] | None:
+    """id()s (see :func:`_inner_ids`) of the variables ``models`` train, or None if unknown.
+
+    Trainability is membership in the model's ``trainable_variables``, not the
+    variable's own flag: tf-keras freezes a layer (``layer.trainable = False``) by
+    leaving it out of ``trainable_weights`` while its ``tf.Variable`` keeps
+    ``trainable=True`` (tf_keras/src/engine/base_layer.py ``Layer.trainable_weights``);
+    Keras 3 sets both (keras/src/layers/layer.py ``Layer.trainable`` setter).
+    """
+    if not isinstance(models, list | tuple):
+        models = [models]
+    ids: set[int] = set()
+    for model in models:
+        try:
+            tvars = list(model.trainable_variables)
+        except Exception:  # not a Keras model (or not built): the variables' own flags decide
+            return None
+        for v in tvars:
+            ids.update(_inner_ids(v))
+    return ids
+
+
+def is_trainable(v: Any, trained: set[int] | None) -> bool:
+    """Whether ``v`` is trained, by membership in ``trained`` (:func:`trainable_ids`) when known."""
+    if trained is None:
+        return bool(getattr(v, "trainable", True))
+    return any(i in trained for i in _inner_ids(v))
+
+
 def _inner_ids(v: Any) -> list[int]:
     """id() of ``v`` and of the tf.Variable(s) it wraps (Keras 3 Variable, AutoCastVariable)."""
     ids = [id(v)]
@@ -236,6 +265,7 @@ def variable_inventory(
     layers: list[schema.LayerInfo] = []
     by_id: dict[int, int] = {}
     seen_layers: set[int] = set()
+    trained = trainable_ids(models)
 
     def add_var(v: Any, layer: Any, layer_index: int, layer_class: str) -> None:
         ids = _inner_ids(v)
@@ -253,7 +283,7 @@ def variable_inventory(
                 path=str(path) if path else None,
                 shape=shape,
                 dtype=_dtype(v),
-                trainable=bool(getattr(v, "trainable", True)),
+                trainable=is_trainable(v, trained),
                 layer=str(getattr(layer, "name", "")) or None,
                 layer_class=layer_class,
                 layer_index=layer_index,

@@ -436,7 +436,8 @@ class Run:
                         (self.info.variables[idx].struct_key or "?").startswith("?"):
                     # first met by a step, before its model was indexed: now its place is known
                     self.info.variables[idx] = found.model_copy(update={"index": idx})
-                if bool(getattr(v, "trainable", True)):
+                trainable = found.trainable if found is not None else bool(getattr(v, "trainable", True))
+                if trainable:
                     if key not in self._trainable_keys:
                         self._trainable_keys.add(key)
                         self._trainable.append(v)

@@ -148,7 +148,9 @@ class VarStep(_Model):
     """One trainable variable at one optimizer step."""
 
     v: int = Field(ge=0, lt=MAX_VARS)  # VariableInfo.index
-    grad: bool = True  # a gradient (not None) reached the optimizer
+    # A gradient (not None) reached the optimizer, or the step's tape computed one for a
+    # trainable variable left out of the optimizer call (its weight then does not change).
+    grad: bool = True
     norm: float | None = None  # L2 norm of the gradient (sparse-aware)
     mean: float | None = None
     min: float | None = None

@@ -60,6 +60,15 @@ _KINDS = [
         rank=10,
     ),
     Kind(
+        "trainable_mismatch", "error", False,
+        "Variables trained in one run are frozen (not in the model's trainable variables) in the "
+        "other: a layer or sub-model set `trainable=False` in one script only.",
+        "Freeze the same layers in both runs, and set `layer.trainable` before `compile()` (fit() "
+        "reads it when it builds its train function; a tape loop reads `model.trainable_variables` "
+        "when it is called).",
+        rank=11,
+    ),
+    Kind(
         "not_applied", "error", False,
         "Variables that had a gradient were not updated by the optimizer, or the two runs updated "
         "different sets of variables.",

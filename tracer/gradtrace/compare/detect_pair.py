@@ -109,8 +109,15 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     ng_a, ng_b = set(sa.no_grad), set(sb.no_grad)
     missing: list[dict[str, Any]] = []
     notapp: list[dict[str, Any]] = []
+    frozen: list[dict[str, Any]] = []
     for va, vb in al.var_pairs:
-        if a.var_info(va).get("trainable") is False:
+        ta, tb = a.var_info(va).get("trainable") is not False, b.var_info(vb).get("trainable") is not False
+        if ta != tb:  # frozen in one run only: its own finding, not a missing gradient
+            run, v = (b, vb) if ta else (a, va)
+            frozen.append({"variable": run.var_name(v), "layer": run.var_info(v).get("layer"),
+                           "frozen_in": "b" if ta else "a"})
+            continue
+        if not ta:
             continue
         ina, inb = va in ng_a, vb in ng_b
         if ina != inb:
@@ -125,6 +132,17 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             run, v = (a, va) if side == "a" else (b, vb)
             notapp.append({"variable": run.var_name(v), "run": side,
                            "updated_in_a": app_a, "updated_in_b": app_b})
+    if frozen:
+        sides = sorted({f["frozen_in"] for f in frozen})
+        names = [(a if f["frozen_in"] == "a" else b).name for f in frozen[:1]]
+        layers = sorted({str(f["layer"]) for f in frozen if f["layer"]})
+        out.append(Finding(
+            "trainable_mismatch",
+            f"{len(frozen)} variable(s) are frozen (not trainable) in run {'/'.join(sides)} ('{names[0]}') "
+            f"and trained in the other"
+            + (f": layer(s) {', '.join(layers[:6])}." if layers else f": {frozen[0]['variable']}."),
+            layers=layers, variables=[f["variable"] for f in frozen], evidence={"variables": frozen},
+            explains=0.9))
     if missing:
         sides = sorted({m["run"] for m in missing})
         out.append(Finding(

@@ -49,7 +49,7 @@ class VarSets:
 
     no_grad: list[int]  # never got a gradient
     some_no_grad: dict[int, int]  # var -> first step without a gradient (but had some)
-    not_applied: dict[int, int]  # var -> first step it had a gradient but no update
+    not_applied: dict[int, int]  # never updated: var -> first step it had a gradient but no update
     not_applied_nonzero: dict[int, int]  # the same, a gradient that was not exactly zero
     applied_any: set[int]
     update_steps: np.ndarray  # bool (S,): some variable changed in the step
@@ -77,7 +77,11 @@ def var_sets(run: RunData) -> VarSets:
         elif vs["n_nograd"][j] > 0:
             some[v] = int(vs["first_nograd"][j])
         if vs["n_applied"][j] > 0:
+            # Updated at some step: a step that leaves it unchanged is another optimizer's
+            # step (one tape, two optimizers) or an update below float resolution, not a
+            # variable left out of the update.
             applied_any.add(v)
+            continue
         if np.isfinite(vs["first_notapplied"][j]):
             not_app[v] = int(vs["first_notapplied"][j])
         if np.isfinite(vs["first_notapplied_nonzero"][j]):
@@ -155,18 +159,23 @@ def broadcasts(run: RunData) -> list[tuple[dict[str, Any], int, int]]:
 def _stepping_groups(run: RunData) -> int:
     """How many optimizers take turns in the run, as the first steps show it.
 
-    Steps of different optimizers (a GAN's generator and discriminator) hand
-    disjoint sets of variables to their optimizer; each has its own iteration
-    counter. Returns the size of the largest family of pairwise disjoint gradient
-    sets among the loaded steps (1 when nothing says otherwise).
+    Optimizers that take turns (a GAN's generator and discriminator, a body and a
+    head with their own learning rates) step disjoint sets of variables, each with
+    its own iteration counter; an optimizer re-created every step steps the same set
+    again. Returns the size of the largest family of pairwise disjoint variable sets
+    of the run's optimizers (``optimizers[].variables``), or, for a run recorded
+    without them, of the gradient sets of the loaded steps (1 when nothing says otherwise).
     """
-    if not run.grad.size:
-        return 1
     sets: list[frozenset[int]] = []
-    for row in run.grad == 1:
-        cols = frozenset(np.flatnonzero(row).tolist())
-        if cols and cols not in sets:
-            sets.append(cols)
+    for opt in run.meta.get("optimizers") or []:
+        vs = frozenset(int(v) for v in opt.get("variables") or [] if v is not None and int(v) >= 0)
+        if vs and vs not in sets:
+            sets.append(vs)
+    if not sets and run.grad.size:
+        for row in run.grad == 1:
+            cols = frozenset(np.flatnonzero(row).tolist())
+            if cols and cols not in sets:
+                sets.append(cols)
     family: list[frozenset[int]] = []
     for st in sorted(sets, key=len):
         if all(not (st & f) for f in family):

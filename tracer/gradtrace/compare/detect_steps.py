@@ -203,6 +203,42 @@ def _opt_effect(run: RunData, c: float, u: float) -> str:
     return f" The first updates differ x{u:.3g}."
 
 
+def _data_loss_scale(a: RunData, b: RunData, s: Step0, cands: dict[str, float], ftol: float,
+                     ev: dict[str, Any]) -> Finding | None:
+    """A loss factor hidden under equal regularization losses.
+
+    Both runs add the same ``sum(model.losses)`` r (same weights at step 0) to a data loss
+    reduced differently: the totals are ``c*d + r`` and ``d + r``, so neither the losses
+    nor the regularized variables' gradients show the factor ``c``; the data losses
+    ``loss - r`` do. Reported only when that factor is one the runs explain (a batch or
+    output count, a denominator the Keras losses recorded).
+    """
+    regs = [float(run.reg_loss[row]) if run.reg_loss.size else float("nan")
+            for run, row in ((a, s.row_a), (b, s.row_b))]
+    if not all(math.isfinite(r) and r > 0 for r in regs) or rel(regs[0], regs[1]) > ftol:
+        return None
+    da, db = s.loss_a - regs[0], s.loss_b - regs[1]
+    if not (da > 0 and db > 0):
+        return None
+    c = da / db
+    m = match_factor(c, cands, ftol)
+    if m is None or abs(math.log(c)) <= math.log1p(ftol):
+        return None
+    big, small, cf = ("a", "b", c) if c >= 1 else ("b", "a", 1 / c)
+    return Finding(
+        "loss_scale",
+        f"on the same inputs and weights run {big}'s loss without its regularization losses is x{cf:.6g} "
+        f"run {small}'s at step {s.step} (both add the same sum(model.losses) = {regs[0]:.6g}); it matches "
+        f"{m[0]}. The regularized variables' gradients mix the factor with the regularizers' own.",
+        steps=[s.step], variables=[],
+        evidence={"factor": c, "larger_loss": big, "matches": m[0], "hints": [],
+                  "matched_value": 1 / m[1] if m[2] else m[1], "reg_loss": regs[0],
+                  "data_loss_a": da, "data_loss_b": db,
+                  "optimizer": (a.meta.get("optimizer") or {}).get("class"), **ev},
+        fix=_loss_scale_fix(m[0]),
+        explains=1.0)
+
+
 def _ratio_spread(r: np.ndarray, c: float) -> float:
     r = r[np.isfinite(r)]
     return float(np.max(rel(r, c))) if r.size else 0.0
@@ -272,6 +308,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                 fix=_loss_scale_fix(m[0] if m else None),
                 explains=1.0))
             return out, s
+        scaled = _data_loss_scale(a, b, s, cands, ftol, ev)
+        if scaled is not None:
+            return [scaled], s
         weighting = _loss_weights_differ(a, b)
         out.append(Finding(
             "gradient_mismatch",
@@ -489,7 +528,8 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
     out: dict[str, Any] = {"step": int(steps_all[k]), "loss_a": float(a.loss[rows_a[k]]),
                            "loss_b": float(b.loss[rows_b[k]]),
                            "loss_rel_diff": float(dl[k]), "grad_norm_rel_diff": float(dn[k]),
-                           "tolerance": float(tol[k]), "what": what if k1 == k else "loss"}
+                           "tolerance": float(tol[k]),
+                           "what": what if k1 == k else ("loss" if dl[k] > tol[k] else "gradient_norm")}
     if k1 == k and j1 is not None:
         out["variable"] = a.var_name(int(a.var_index[al.ja[j1]]))
     return out

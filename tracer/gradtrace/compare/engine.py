@@ -20,7 +20,8 @@ logger = logging.getLogger("gradtrace.compare")
 # Kinds whose step-level symptoms (a different loss/gradient at step 0, a departure)
 # they explain by themselves: the numeric finding becomes their evidence.
 _CAUSES = ("training_mode_mismatch", "shape_broadcast", "sample_weighting", "loss_scaling",
-           "missing_gradient", "not_applied", "numerics", "optimizer_mismatch", "regularization_mismatch")
+           "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
+           "regularization_mismatch")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
 
@@ -152,7 +153,12 @@ def _divergence(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding:
             steps=[dep["step"]], variables=[var] if var else [], evidence=dep, explains=0.9)
     agree = f"agree up to step {dep['step'] - 1} and " if dep["step"] > int(a.step[al.ia[0]]) else ""
     what = {"gradient": "the gradient of", "update": "the update of"}.get(dep.get("what", ""), "")
-    where = f", first in {what} {var}" if var else " (in the loss)"
+    if var:
+        where = f", first in {what} {var}"
+    elif dep.get("what") == "gradient_norm":
+        where = " in the global gradient norm (the losses agree)"
+    else:
+        where = " (in the loss)"
     return Finding(
         "divergence",
         f"the runs {agree}depart at step {dep['step']}{where}: "
@@ -187,7 +193,7 @@ def _fold_frozen_layer(a: RunData, b: RunData, al: Alignment, fz: Finding,
     fz.variables = flipped + fz.variables
     out = []
     for f in set_findings:
-        if f.kind in ("not_applied", "missing_gradient") and set(f.variables) <= set(flipped):
+        if f.kind in ("not_applied", "missing_gradient", "trainable_mismatch") and set(f.variables) <= set(flipped):
             fz.evidence.setdefault("also", []).append(f.summary)
             continue
         out.append(f)
