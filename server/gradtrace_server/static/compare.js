@@ -10,7 +10,7 @@
   // Which plot shows the evidence of a finding kind (kinds are the comparator's API strings).
   const LOSS_KINDS = new Set(["loss_scale", "shape_broadcast", "regularization_mismatch", "non_scalar_loss",
     "sample_weighting", "data_mismatch", "init_mismatch", "loss_scaling"]);
-  const GRAD_KINDS = new Set(["gradient_scale", "gradient_mismatch", "missing_gradient", "not_applied", "optimizer_mismatch"]);
+  const GRAD_KINDS = new Set(["gradient_scale", "gradient_mismatch", "missing_gradient", "not_applied", "trainable_mismatch", "optimizer_mismatch"]);
   const RUN_PLOT = { training_mode_mismatch: "plot-modes", frozen_state: "plot-state", numerics: "plot-nonfinite",
     metric_mismatch: "config", execution_mode: "meta", optimizer_mismatch: "config" };
 
