@@ -331,3 +331,57 @@ def test_unmatched_loss_factor_names_the_weights_it_could_come_from():
     assert any("run b weights its samples" in h for h in ls[0].evidence["hints"]), ls[0].to_dict()
     plain = compare_runs(make_run("a"), make_run("b", loss_factor=1.37))
     assert next(f for f in plain.findings if f.kind == "loss_scale").evidence["hints"] == []
+
+
+def _loss_info(cls: str, from_logits: bool | None) -> dict:
+    return {"loss_info": {"cls": cls, "name": cls.lower(), "reduction": "sum_over_batch_size",
+                          "from_logits": from_logits}}
+
+
+def test_loss_objects_that_differ_explain_the_step0_gap():
+    """from_logits recorded by both steps' loss calls, different: one loss_mismatch that names
+    it, the step-0 gap as its evidence; equal settings say nothing."""
+    a = make_run("a", step_extra=_loss_info("SparseCategoricalCrossentropy", True))
+    b = make_run("b", step_extra=_loss_info("SparseCategoricalCrossentropy", False), loss_factor=1.7, rotate=[0])
+    r = compare_runs(a, b)
+    f = r.findings[0]
+    assert f.kind == "loss_mismatch" and "from_logits=True" in f.summary and "from_logits=False" in f.summary
+    assert f.evidence["differences (a, b)"] == {"from_logits": (True, False)}
+    assert f.evidence.get("step_evidence") and "gradient_mismatch" not in kinds(r)
+    assert "logits" in f.fix
+    r = compare_runs(make_run("a", step_extra=_loss_info("Huber", None)),
+                     make_run("b", step_extra=_loss_info("MeanSquaredError", None), loss_factor=1.7, rotate=[0]))
+    assert top(r) == "loss_mismatch" and "Huber" in r.findings[0].summary
+    same = compare_runs(a, make_run("b", step_extra=_loss_info("SparseCategoricalCrossentropy", True)))
+    assert same.verdict == "equivalent" and "loss_mismatch" not in kinds(same)
+
+
+def test_a_later_cause_does_not_absorb_an_earlier_symptom():
+    """NaN from step 4 in run b does not explain a gradient difference at step 0."""
+    r = compare_runs(make_run("a"), make_run("b", rotate=[0, 2], nan_at=4))
+    ks = kinds(r)
+    assert "numerics" in ks and "gradient_mismatch" in ks, r.to_dict()
+    nf = next(f for f in r.findings if f.kind == "numerics")
+    assert not nf.evidence.get("step_evidence"), nf.evidence
+
+
+def test_optimizers_taking_turns_are_counted_from_the_variables_they_step():
+    """One gradient, two optimizers (body and head): counters 1, 1, 2, 2, ... are no reset;
+    one optimizer re-created with the same variables is."""
+    from gradtrace.compare.detect_run import iteration_resets, update_steps
+
+    turns = make_run("turns", steps=6, meta={"optimizers": [
+        {"class": "Adam", "variables": [0, 1]}, {"class": "Adam", "variables": [2, 3]}]})
+    turns.iterations = turns.iterations * 0 + [1, 1, 2, 2, 3, 3]
+    assert iteration_resets(turns, update_steps(turns)) == []
+    again = make_run("again", steps=6, meta={"optimizers": [
+        {"class": "Adam", "variables": [0, 1, 2, 3]}, {"class": "Adam", "variables": [0, 1, 2, 3]}]})
+    again.iterations = again.iterations * 0 + [1, 1, 2, 2, 3, 3]
+    assert iteration_resets(again, update_steps(again)) == [1, 3, 5]
+
+
+def test_loss_classes_that_agree_step_by_step_are_context():
+    r = compare_runs(make_run("a", step_extra=_loss_info("MyMeanSquaredError", None)),
+                     make_run("b", step_extra=_loss_info("MeanSquaredError", None)))
+    assert r.verdict == "equivalent" and kinds(r) == ["loss_mismatch"], r.to_dict()
+    assert r.findings[0].severity == "info" and "agree step by step" in r.findings[0].summary

@@ -1009,3 +1009,77 @@ def fit_all_trained():
 def fit_first_layer_frozen():
     """The same fit() with the first Dense frozen (trainable=False) before compile()."""
     return _fit_frozen_first(True)
+
+
+# --- a model built by its first call --------------------------------------------------------
+
+def _lazy_bn_dropout():
+    """A Sequential without Input: its variables are created by the first forward pass."""
+    keras = _k()
+    keras.utils.set_random_seed(15)
+    return keras.Sequential([keras.layers.Dense(32), keras.layers.BatchNormalization(),
+                             keras.layers.Activation("relu"), keras.layers.Dropout(0.3), keras.layers.Dense(10)])
+
+
+def _lazy_fit(**compile_kw):
+    keras = _k()
+    x, y = data.digits(192)
+    model = _lazy_bn_dropout()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kw)
+    model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+    return _out(model, _iters(model.optimizer))
+
+
+def lazy_model_fit():
+    return _lazy_fit(jit_compile=False)
+
+
+def lazy_model_fit_run_eagerly():
+    return _lazy_fit(run_eagerly=True)
+
+
+def lazy_model_eager_tape():
+    import tensorflow as tf
+
+    keras = _k()
+    x, y = data.digits(192)
+    model = _lazy_bn_dropout()
+    opt = keras.optimizers.Adam(1e-2)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, B, 6):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+    return _out(model, _iters(opt))
+
+
+# --- the loss object --------------------------------------------------------------------------
+
+def digits_fit_from_logits():
+    model = _fit_digits(_k().optimizers.Adam(1e-3))
+    return _out(model, _iters(model.optimizer))
+
+
+def digits_tape_from_logits_forgotten():
+    """The same training by hand, the loss object built with its default from_logits=False on a
+    model that outputs logits."""
+    import tensorflow as tf
+
+    keras = _k()
+    x, y = data.digits(192)
+    model = _mlp()
+    opt = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, B, 6):
+        step(xb, yb)
+    return _out(model, _iters(opt))

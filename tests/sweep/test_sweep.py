@@ -25,7 +25,7 @@ SCRIPTS = [
     s.tf_keras_cnn_fit, s.tf_keras_frozen_layer_fit, s.tf_keras_subclassed_tape, s.tf_keras_functional_weighted_fit,
     s.train_on_batch_loop, s.tf_keras_minimize, s.persistent_tape_two_heads,
     s.raw_variables_linear_regression, s.xla_tape_loop, s.frozen_base_fine_tuning, s.lion_fit,
-    s.two_optimizers_one_tape, s.fit_first_layer_frozen,
+    s.two_optimizers_one_tape, s.fit_first_layer_frozen, s.lazy_model_fit_run_eagerly, s.lazy_model_eager_tape,
 ]
 
 # Warnings a script is expected to raise, with the reason (substring of the warning).
@@ -73,6 +73,9 @@ PAIRS = [
     ("eq_embedding_fit_vs_tape", s.embedding_fit, s.embedding_tape, "equivalent", None),
     ("eq_adamw_schedule_fit_vs_tape", s.adamw_schedule_fit, s.adamw_schedule_tape, "equivalent", None),
     ("eq_regularizers_fit_vs_tape", s.regularized_fit, s.regularized_tape, "equivalent", None),
+    # a model built by its first call: eagerly that call is a training step, its initial values count
+    ("eq_lazy_model_fit_vs_run_eagerly", s.lazy_model_fit, s.lazy_model_fit_run_eagerly, "equivalent", None),
+    ("eq_lazy_model_fit_vs_eager_tape", s.lazy_model_fit, s.lazy_model_eager_tape, "equivalent", None),
     # a user's mistake in one of them
     ("loss_weights_forgotten", s.multi_io_fit, s.multi_io_tape_weights_forgotten, "diverged", "gradient_mismatch"),
     ("mask_mean_over_all_tokens", s.tagger_fit_masked, s.tagger_tape_mean_over_all_tokens, "diverged",
@@ -85,6 +88,8 @@ PAIRS = [
      "optimizer_mismatch"),
     ("mse_vs_sum_of_squares_with_regularizers", s.regularized_mse_fit, s.regularized_sum_of_squares_tape,
      "diverged", "loss_scale"),
+    ("from_logits_forgotten", s.digits_fit_from_logits, s.digits_tape_from_logits_forgotten, "diverged",
+     "loss_mismatch"),
     ("layer_frozen_in_b_only", s.fit_all_trained, s.fit_first_layer_frozen, "diverged", "trainable_mismatch"),
     ("layer_frozen_in_a_only", s.fit_first_layer_frozen, s.fit_all_trained, "diverged", "trainable_mismatch"),
 ]
@@ -120,6 +125,23 @@ def _keep(case_id: str, text: str) -> None:
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / f"{case_id}.txt").write_text(text)
+
+
+@pytest.mark.slow
+def test_model_built_by_an_eager_training_call_keeps_its_initial_state(sweep):
+    """The eager call that builds the model is step 0's forward pass: the moving statistics
+    it updates change in step 0 (measured from their initial values), every step after."""
+    from gradtrace.compare.reader import read_run
+
+    t = sweep.traced(s.lazy_model_eager_tape)
+    store = sweep.store()
+    try:
+        run = read_run(store, t.name, project="sweep")
+    finally:
+        store.close()
+    moving = [j for j, v in enumerate(run.state_index.tolist()) if "moving" in run.var_name(int(v))]
+    assert len(moving) == 2, [run.var_name(int(v)) for v in run.state_index]
+    assert all(int(run.state_changed[j]) == t.out.steps for j in moving), run.state_changed
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from gradtrace import schema
@@ -606,11 +606,18 @@ def _array(v: Any) -> Any:
     return np.ascontiguousarray(np.asarray(value))
 
 
-def variable_fingerprints(variables: Iterable[Any]) -> list[str]:
-    """A 16-hex fingerprint of each variable's value (dtype, shape and bytes)."""
+def variable_fingerprints(variables: Iterable[Any], values: Mapping[int, Any] | None = None) -> list[str]:
+    """A 16-hex fingerprint of each variable's value (dtype, shape and bytes).
+
+    ``values``: id() of a variable (or of the tf.Variable it wraps) -> the value to use
+    instead of its current one.
+    """
+    import numpy as np
+
     out = []
     for v in variables:
-        arr = _array(v)
+        kept = next((values[i] for i in _inner_ids(v) if i in values), None) if values else None
+        arr = _array(v) if kept is None else np.ascontiguousarray(np.asarray(kept))
         h = hashlib.blake2b(digest_size=8)
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(arr.tobytes())

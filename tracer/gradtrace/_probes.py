@@ -37,6 +37,7 @@ are statics. Everything is undone by the callable :func:`install` returns.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -626,6 +627,15 @@ class _Probe:
                 scope.put(K_BATCH, dynamic)
                 scope.statics.pop(K_BATCH, None)
 
+    def before_build(self, model: Any) -> Any:
+        """The context for an eager call that builds ``model`` (see ``Run.before_build``)."""
+        import tensorflow as tf
+
+        hook = getattr(self.run, "before_build", None)  # optional for a minimal run
+        if hook is None or not tf.executing_eagerly():
+            return contextlib.nullcontext()
+        return hook(model)
+
     def on_root_exit(self, model: Any, outputs: Any, under_tape: bool) -> None:
         import tensorflow as tf
 
@@ -1040,8 +1050,13 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
                     with probe.guard():
                         probe.on_root_enter(self, args, kwargs)
             st.depth = depth + 1
+            building = contextlib.nullcontext()
+            if root and getattr(self, "built", True) is False:
+                with probe.guard():
+                    building = probe.before_build(self)
             try:
-                outputs = original(self, *args, **kwargs)
+                with building:
+                    outputs = original(self, *args, **kwargs)
             finally:
                 st.depth = depth
             if root:

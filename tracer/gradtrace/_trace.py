@@ -140,6 +140,9 @@ class Run:
         self._trainable: list[Any] = []
         self._trainable_keys: set[int] = set()
         self._state: list[StateVar] = []
+        # id(tf.Variable) -> its value before the eager call that built its model (see
+        # before_build): the initial values, not what that first forward pass left.
+        self._pre_build: dict[int, np.ndarray] = {}
         self._state_shadows: dict[tuple[int, ...], Any] = {}
         self._state_keys: set[int] = set()
         self._layouts: dict[tuple[Any, ...], tuple[Any, Any]] = {}
@@ -237,6 +240,49 @@ class Run:
                 return
             self._fingerprint(model)
 
+    def before_build(self, model: Any) -> Any:
+        """An eager call is about to build the registered ``model`` (a ``Sequential`` without
+        ``Input``, a subclassed model): returns a context for that call that keeps each
+        variable's value from before it (RNG seed states made by the layers' constructors)
+        or from its creation (weights, moving statistics), for the fingerprint and the
+        state tracking. The call itself moves them (a training-mode BatchNormalization
+        updates its statistics, Dropout draws); fit() builds before its first step, and
+        the two must agree on the initial values.
+        """
+        import contextlib
+
+        import tensorflow as tf
+
+        from gradtrace._hooks import tf_variable
+
+        with self._lock:
+            if id(model) in self._init_seen or not any(m is model for m in self._models):
+                return contextlib.nullcontext()
+            for v in list(getattr(model, "variables", None) or []):
+                tv = tf_variable(v)
+                if id(tv) not in self._pre_build and not _uninitialized(v):
+                    self._pre_build[id(tv)] = _value_copy(tv)
+        pre = self._pre_build
+
+        def creator(next_creator: Any, **kwargs: Any) -> Any:
+            v = next_creator(**kwargs)
+            try:
+                if tf.executing_eagerly() and id(v) not in pre:
+                    pre[id(v)] = _value_copy(v)
+            except Exception:  # a variable without a value yet: read later, as before
+                logger.debug("gradtrace: no value at creation for %r", v, exc_info=True)
+            return v
+
+        return tf.variable_creator_scope(creator)
+
+    def _initial(self, v: Any) -> np.ndarray:
+        from gradtrace._hooks import tf_variable
+
+        kept = self._pre_build.get(id(tf_variable(v)))
+        if kept is not None:
+            return np.asarray(kept, dtype=np.float32).reshape(-1)
+        return _initial(v)
+
     def _fingerprint(self, model: Any) -> None:
         """Add ``model``'s initial-weight fingerprint once all its variables hold values."""
         import tensorflow as tf
@@ -253,8 +299,9 @@ class Run:
                 self._index_pending = True  # fingerprinted by _catch_up, at the first step
                 return
             with tf.init_scope():  # a forward pass inside tf.function: read the eager values
-                fps = _meta.variable_fingerprints(variables)
+                fps = _meta.variable_fingerprints(variables, self._pre_build)
             self._init_seen.add(id(model))
+            self._pre_build.clear()
             self._init_fps.extend(fps)
             self.info.init_fingerprint = _meta.combine_fingerprints(self._init_fps)
 
@@ -443,7 +490,7 @@ class Run:
                         self._trainable.append(v)
                 elif key not in self._state_keys:
                     self._state_keys.add(key)
-                    self._state.append(StateVar(v, _initial(v), idx, _is_rng_state(v)))
+                    self._state.append(StateVar(v, self._initial(v), idx, _is_rng_state(v)))
         if layers and (not self.info.layers or _extends(layers, self.info.layers)):
             self.info.layers = list(layers)  # a lazy build may add sublayers after the known ones
 
@@ -854,6 +901,10 @@ def _extends(new: list[schema.LayerInfo], old: list[schema.LayerInfo]) -> bool:
     """``new`` lists ``old``'s layers first (same names and classes) and more after them."""
     return len(new) > len(old) and all(
         (a.name, a.class_name) == (b.name, b.class_name) for a, b in zip(new, old, strict=False))
+
+
+def _value_copy(tv: Any) -> np.ndarray:
+    return np.array(tv.numpy(), copy=True)
 
 
 def _initial(v: Any) -> np.ndarray:

@@ -44,6 +44,14 @@ _KINDS = [
         rank=5,
     ),
     Kind(
+        "loss_mismatch", "error", False,
+        "The Keras loss objects the two runs' steps called differ in class or `from_logits` "
+        "(read from the steps, so a tape loop's loss object counts as much as compile()'s).",
+        "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
+        "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
+        rank=6,
+    ),
+    Kind(
         "frozen_state", "error", False,
         "Non-trainable state (BatchNormalization moving statistics) changes in one run and stays "
         "fixed in the other.",

@@ -290,6 +290,46 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     return out
 
 
+_LOSS_KEYS = {"cls": "class", "from_logits": "from_logits"}
+
+
+def _first_loss_info(run: RunData) -> dict[str, Any] | None:
+    return run.loss_info[min(run.loss_info)] if run.loss_info else None
+
+
+def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
+    """The Keras loss objects the two runs' steps called differ in class or ``from_logits``.
+
+    Read from what the steps ran (``loss_info`` of the first recorded step), not from
+    compile(): a tape loop's loss object counts too. A hand-written loss records
+    nothing and is not compared. The reduction is left to the step-0 factor
+    (``loss_scale``), which also says by how much.
+    """
+    ia, ib = _first_loss_info(a), _first_loss_info(b)
+    if not ia or not ib:
+        return None
+    diffs = {label: (ia.get(k), ib.get(k)) for k, label in _LOSS_KEYS.items()
+             if ia.get(k) is not None and ib.get(k) is not None and ia.get(k) != ib.get(k)}
+    if not diffs:
+        return None
+
+    def desc(info: dict[str, Any]) -> str:
+        fl = info.get("from_logits")
+        return f"{info.get('cls') or 'a loss'}" + (f"(from_logits={fl})" if isinstance(fl, bool) else "")
+
+    if "from_logits" in diffs:
+        fix = ("Give both runs the same `from_logits`: `True` when the model's last layer has no "
+               "softmax/sigmoid (it outputs logits), `False` when it has one; with `False` on logits "
+               "the loss clips them as probabilities and the gradients are wrong.")
+    else:
+        fix = "Use the same loss class (and arguments) in both runs."
+    return Finding(
+        "loss_mismatch",
+        f"the runs' steps compute different losses: run a calls {desc(ia)}, run b {desc(ib)}.",
+        evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls")},
+        fix=fix, explains=1.0)
+
+
 def metric_mismatch(a: RunData, b: RunData) -> Finding | None:
     ma = {m.get("name"): m.get("class") for m in a.meta.get("metrics") or []}
     mb = {m.get("name"): m.get("class") for m in b.meta.get("metrics") or []}

@@ -19,7 +19,7 @@ logger = logging.getLogger("gradtrace.compare")
 
 # Kinds whose step-level symptoms (a different loss/gradient at step 0, a departure)
 # they explain by themselves: the numeric finding becomes their evidence.
-_CAUSES = ("training_mode_mismatch", "shape_broadcast", "sample_weighting", "loss_scaling",
+_CAUSES = ("training_mode_mismatch", "loss_mismatch", "shape_broadcast", "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
            "regularization_mismatch")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
@@ -66,7 +66,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         findings.append(fz)
     findings += set_findings
     findings += dp.optimizer_mismatch(a, b, al)
-    for f in (dp.metric_mismatch(a, b), dp.sample_weighting(a, b), dp.loss_scaling(a, b),
+    for f in (dp.loss_mismatch(a, b), dp.metric_mismatch(a, b), dp.sample_weighting(a, b), dp.loss_scaling(a, b),
               dp.execution_mode(a, b), dp.numerics(a, b)):
         if f:
             findings.append(f)
@@ -91,6 +91,13 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             first = int(dep["step"])
         if not step_f and dep is not None:
             step_f = [_divergence(a, b, dep, al)]
+        if not step_f:
+            # Two loss classes that agree step by step (a user's subclass of the other) compute
+            # the same thing: context, not a cause.
+            for f in findings:
+                if f.kind == "loss_mismatch":
+                    f.severity = "info"
+                    f.summary += " The losses agree step by step: the two compute the same values."
         findings += _fold(findings, _fold_optimizer(findings, step_f))
         if al.aligned_steps < al.n_common:
             last = int(a.step[al.ia[al.aligned_steps - 1]])
@@ -205,8 +212,9 @@ def _fold(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
     causes = [f for f in existing if f.kind in _CAUSES and f.severity == "error"]
     out: list[Finding] = []
     for f in step_f:
-        if f.kind in _SYMPTOMS and causes:
-            cause = causes[0]
+        # A cause seen first at step k (NaN from step 8) does not explain a symptom before it.
+        cause = next((c for c in causes if not c.steps or not f.steps or min(f.steps) >= min(c.steps)), None)
+        if f.kind in _SYMPTOMS and cause is not None:
             cause.evidence.setdefault("step_evidence", []).append({"kind": f.kind, "summary": f.summary,
                                                                    **f.evidence})
             cause.steps = sorted(set(cause.steps) | set(f.steps))
