@@ -385,3 +385,19 @@ def test_loss_classes_that_agree_step_by_step_are_context():
                      make_run("b", step_extra=_loss_info("MeanSquaredError", None)))
     assert r.verdict == "equivalent" and kinds(r) == ["loss_mismatch"], r.to_dict()
     assert r.findings[0].severity == "info" and "agree step by step" in r.findings[0].summary
+
+
+def test_unaligned_factor_must_be_measured_well_enough_to_name_a_count():
+    """A median ratio of x4.1 with a wide spread does not 'match' the 3 outputs; a tight x3 does."""
+    from gradtrace.compare.detect_steps import distribution_scale
+
+    def pair(factor, noise):
+        a = make_run("a", steps=20, noise=noise)
+        b = make_run("b", steps=20, seed=4, noise=noise, loss_factor=factor, data_seed=2)
+        from gradtrace.compare.align import align
+
+        return distribution_scale(a, b, align(a, b))
+
+    assert not pair(1 / 4.1, 0.3), "a noisy x4.1 is not the number of outputs (3)"
+    got = pair(1 / 3.0, 0.02)
+    assert got and "outputs" in got[0].evidence["matches"]

@@ -546,13 +546,18 @@ def distribution_scale(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     if ok.sum() < 3:
         return out
     lr = np.log(la[ok]) - np.log(lb[ok])
-    # The step-to-step spread of the log ratio is the measured noise of unaligned runs.
+    # The step-to-step spread of the log ratio is the measured noise of unaligned runs;
+    # the median of n of them is known to ~1.25 sigma / sqrt(n) (in log). A match is
+    # claimed within 3 of those, converted to the relative difference match_factor
+    # compares, and never looser than 10 %: a factor known no better than that names nothing.
     sigma = float(np.std(lr)) + 1e-12
+    se = 1.2533 * sigma / math.sqrt(int(ok.sum()))
     c = float(np.exp(np.median(lr)))
     cands = candidate_factors(a, b)
     al.noise.observed["distribution_loss_ratio"] = c
     al.noise.observed["distribution_log_ratio_spread"] = sigma
-    mt = match_factor(c, cands, max(3 * sigma, 0.02))
+    tol = -math.expm1(-3 * se)
+    mt = match_factor(c, cands, max(tol, 0.02)) if tol <= 0.1 else None
     if mt and abs(math.log(c)) > 3 * sigma:
         out.append(Finding(
             "loss_scale", severity="warning",
