@@ -290,3 +290,16 @@ def test_docstring_example() -> None:
 
     result = doctest.testmod(_meta)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_fit_shuffle_is_recorded_as_it_acts() -> None:
+    """fit() shuffles arrays (by default) but ignores `shuffle` for a tf.data.Dataset."""
+    import numpy as np
+    import tensorflow as tf
+    from gradtrace._probes import _fit_shuffle
+
+    x = np.zeros((8, 2), "float32")
+    assert _fit_shuffle({"x": x}) is True and _fit_shuffle({"x": x, "shuffle": False}) is False
+    assert _fit_shuffle({"x": [x, x], "shuffle": "batch"}) == "batch"
+    ds = tf.data.Dataset.from_tensor_slices((x, x)).batch(4)
+    assert _fit_shuffle({"x": ds}) is None and _fit_shuffle({"x": ds, "shuffle": True}) is None

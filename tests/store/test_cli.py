@@ -97,3 +97,24 @@ def test_db_upgrade_current_check(pg_databases, capsys: pytest.CaptureFixture[st
     assert main(["db", "check", "--db", url]) == 0
     assert main(["runs", "--db", url]) == 0
     assert "no runs" in capsys.readouterr().out
+
+
+def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    """`gradtrace runs | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "many.db")
+    s = open_store(path)
+    for i in range(1100):  # more lines than a pipe buffers (64 KiB)
+        s.ingest(Batch(batch_id=f"b{i}", run=RunInfo(run_id=f"{i:016x}", name=f"run-{i}", project="p" * 40),
+                       steps=[StepRecord(step=0, loss=0.5)]))
+    s.close()
+    proc = subprocess.Popen([sys.executable, "-m", "gradtrace", "runs", "--db", path, "--limit", "1000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -654,12 +654,12 @@ def _gan_models():
     return gen, disc
 
 
-def gan_two_optimizers():
+def gan_two_optimizers(g_lr: float = 1e-3):
     import tensorflow as tf
 
     keras = _k()
     gen, disc = _gan_models()
-    g_opt, d_opt = keras.optimizers.Adam(1e-3, beta_1=0.5), keras.optimizers.Adam(1e-3, beta_1=0.5)
+    g_opt, d_opt = keras.optimizers.Adam(g_lr, beta_1=0.5), keras.optimizers.Adam(1e-3, beta_1=0.5)
     bce = keras.losses.BinaryCrossentropy(from_logits=True)
     rng = np.random.default_rng(15)
     real_all = rng.normal(loc=[2.0, -1.0], scale=0.3, size=(5 * B, 2)).astype("float32")
@@ -677,6 +677,11 @@ def gan_two_optimizers():
     for i in range(5):
         step(real_all[i * B:(i + 1) * B], rng.normal(size=(B, 4)).astype("float32"))
     return _out([gen, disc], 10)
+
+
+def gan_generator_lr_higher():
+    """The same GAN with the generator's learning rate x5: the generated batches part at once."""
+    return gan_two_optimizers(g_lr=5e-3)
 
 
 def wgan_gradient_penalty():

@@ -145,6 +145,25 @@ def test_model_built_by_an_eager_training_call_keeps_its_initial_state(sweep):
 
 
 @pytest.mark.slow
+def test_gan_batches_are_the_data_not_the_generated_samples(sweep):
+    """A GAN whose generator learns faster: the discriminator's steps still see the same data
+    (the generated batch is a model output, not the step's input), so every step stays aligned
+    and the optimizer setting is the finding, without a data mismatch."""
+    from gradtrace.compare import compare, render_text
+
+    a, b = sweep.traced(s.gan_two_optimizers).name, sweep.traced(s.gan_generator_lr_higher).name
+    store = sweep.store()
+    try:
+        report = compare(store, a, b, project="sweep")
+    finally:
+        store.close()
+    text = render_text(report, verbose=True)
+    assert report.findings[0].kind == "optimizer_mismatch" and "learning_rate" in report.findings[0].summary, text
+    assert "data_mismatch" not in [f.kind for f in report.findings], text
+    assert report.aligned_steps == 10, text
+
+
+@pytest.mark.slow
 def test_gradient_left_out_of_apply_is_not_applied(sweep):
     """The tape computed the head's gradient, apply_gradients never got it: not applied (the fix
     is the list handed to the optimizer), not a missing gradient (the fix would be the tape)."""

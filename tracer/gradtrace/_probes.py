@@ -603,7 +603,8 @@ class _Probe:
 
     # ----------------------------------------------------------------- events
 
-    def on_root_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def on_root_enter(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      under_tape: bool = True) -> None:
         self.close_window()
         self.prepare_model(model)
         if self.tls.in_train_step:
@@ -611,6 +612,15 @@ class _Probe:
         x = args[0] if args else kwargs.get("inputs", kwargs.get("x"))
         if x is None:
             return
+        # The step's data: the first model call under a tape since the last step. Later
+        # calls take other models' outputs (a GAN's discriminator on the generated batch,
+        # which changes as soon as the generator does); a call outside any tape (inference,
+        # validation) counts only until a taped one comes.
+        scope = _scope.current()
+        if K_X_FP in scope.marks:
+            return
+        if under_tape:
+            scope.marks.add(K_X_FP)
         self.put_batch(x, K_X_FP)
 
     def put_batch(self, x: Any, key: str) -> None:
@@ -849,9 +859,7 @@ class _Probe:
             "sample_weight": a.get("sample_weight") is not None,
             "callbacks": [type(c).__name__ for c in callbacks],
             "validation": a.get("validation_data") is not None or bool(a.get("validation_split")),
-            "shuffle": a.get("shuffle", True)
-            if isinstance(a.get("shuffle", True), bool)
-            else str(a.get("shuffle")),
+            "shuffle": _fit_shuffle(a),
             "steps_per_epoch": a.get("steps_per_epoch"),
             "run_eagerly": bool(getattr(model, "run_eagerly", False)),
         }
@@ -1034,6 +1042,17 @@ class _Probe:
 # --------------------------------------------------------------------------- installation
 
 
+def _fit_shuffle(args: dict[str, Any]) -> bool | str | None:
+    """fit()'s ``shuffle`` as it acts: None when ``x`` is a dataset or generator, which fit()
+    ignores it for (keras/src/trainers/data_adapters: only array inputs are shuffled)."""
+    x = args.get("x")
+    arrays = x is None or hasattr(x, "shape") or isinstance(x, list | tuple | dict)
+    if not arrays:
+        return None
+    shuffle = args.get("shuffle", True)
+    return shuffle if isinstance(shuffle, bool) else str(shuffle)
+
+
 def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable[..., Any]:
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -1047,8 +1066,11 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
                     probe.remove_callback()
                 if isinstance(self, model_classes) and not _is_symbolic(args[:1] or kwargs):
                     root = True
+                    from tensorflow.python import pywrap_tfe
+
+                    taped = not pywrap_tfe.TFE_Py_TapeSetIsEmpty()  # asked before guard(), as below
                     with probe.guard():
-                        probe.on_root_enter(self, args, kwargs)
+                        probe.on_root_enter(self, args, kwargs, taped)
             st.depth = depth + 1
             building = contextlib.nullcontext()
             if root and getattr(self, "built", True) is False:

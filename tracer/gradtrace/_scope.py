@@ -18,7 +18,8 @@ Contract (both sides rely on it):
 - ``put_static(key, value)``: a JSON-able Python value.
 - ``put_default(key, make)``: ``make()`` builds the value at ``take()`` if nothing was
   put under ``key`` by then (a fallback that costs nothing when it is not needed).
-- ``take()`` returns ``(values, statics)`` and clears the scope.
+- ``marks``: a set the putters may use to remember what they put in this step.
+- ``take()`` returns ``(values, statics)`` and clears the scope (marks too).
 - The host turns the read-back ``values`` (``dict[str, numpy.ndarray]``) and the
   ``statics`` into ``StepRecord`` fields with ``gradtrace._probes.decode_block``.
 """
@@ -43,12 +44,13 @@ def _graph_key() -> object:
 class StepScope:
     """Values and facts collected for the next optimizer step of one graph."""
 
-    __slots__ = ("values", "statics", "defaults")
+    __slots__ = ("values", "statics", "defaults", "marks")
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self.statics: dict[str, Any] = {}
         self.defaults: dict[str, Callable[[], Any]] = {}
+        self.marks: set[str] = set()  # the putters' own notes for this step (not recorded)
 
     def put(self, key: str, value: Any) -> None:
         self.values[key] = value
@@ -61,7 +63,7 @@ class StepScope:
 
     def take(self) -> tuple[dict[str, Any], dict[str, Any]]:
         values, statics, defaults = self.values, self.statics, self.defaults
-        self.values, self.statics, self.defaults = {}, {}, {}
+        self.values, self.statics, self.defaults, self.marks = {}, {}, {}, set()
         for key, make in defaults.items():
             if key not in values:
                 value = make()

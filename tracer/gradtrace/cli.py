@@ -62,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `gradtrace runs | head`: the reader left. Point stdout at devnull so the
+        # interpreter's final flush does not fail again (docs.python.org, signal: SIGPIPE).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except UsageError as exc:
         print(f"gradtrace {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -487,7 +487,9 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             out.append(Finding(
                 "data_mismatch",
                 f"the runs saw different batches from step {k} on ({bad.size} of {al.n_common} common "
-                f"steps differ): steps before {k} are compared exactly; after it only {still}.{why}",
+                f"steps differ): "
+                + (f"steps before {k} are compared exactly; after it only {still}." if k > int(a.step[al.ia[0]])
+                   else f"no step is compared exactly; only {still}.") + why,
                 steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size),
                                      "fit_shuffle": shuffled or None},
                 fix=("Pass shuffle=False to fit() (or shuffle the loop's data with the same seed) to compare "
