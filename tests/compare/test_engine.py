@@ -184,6 +184,8 @@ def test_metric_and_sample_weights_and_modes():
     assert "sample_weighting" in kinds(r)
     r = compare_runs(make_run("a"), make_run("b", step_extra={"mode": "xla"}))
     assert r.verdict == "equivalent" and kinds(r) == ["execution_mode"]
+    # random layers under XLA on one side only: no step was compared, and the finding says so
+    assert "not compared" in r.findings[0].summary and r.findings[0].evidence["stochastic"]
 
 
 def test_numerics_first_step_and_variable():

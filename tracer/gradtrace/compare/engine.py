@@ -87,12 +87,16 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if al.stochastic:
             # Same weights and batches, yet no step-level number can be compared: a verdict
             # resting on the configuration checks alone must say so where it is read.
-            findings.append(Finding(
-                "execution_mode",
-                f"step-by-step numbers were not compared: {al.stochastic}. Losses, gradients and updates "
-                "are unchecked; the verdict rests on the configuration, mode, state and gradient-set checks. "
-                "To compare step by step, run both with the same jit_compile (or without random layers).",
-                evidence={"stochastic": al.stochastic}, explains=0.0))
+            note = (f"Step-by-step numbers were not compared: {al.stochastic}. Losses, gradients and "
+                    "updates are unchecked; the verdict rests on the configuration, mode, state and "
+                    "gradient-set checks. To compare step by step, run both with the same jit_compile.")
+            mode = next((f for f in findings if f.kind == "execution_mode"), None)
+            if mode is None:
+                findings.append(Finding("execution_mode", note, evidence={"stochastic": al.stochastic},
+                                        explains=0.0))
+            else:
+                mode.summary += " " + note
+                mode.evidence["stochastic"] = al.stochastic
     else:
         step_f, _s0 = ds.analyse_step0(a, b, al)
         dep = ds.first_departure(a, b, al)
