@@ -493,3 +493,66 @@ def test_model_built_lazily_by_fit_is_inventoried_tracked_and_fingerprinted(db_u
     assert moving <= set(step0) and all(step0[i]["changed"] for i in moving)  # training=True in fit()
     assert detail.meta["init_fingerprint"] == expected
     assert not detail.meta["partial"]
+
+
+@pytest.mark.parametrize("extra", ["aux_gradient", "jacobian"])
+def test_the_step_loss_is_the_gradient_call_whose_gradients_are_applied(db_url, read_run, extra):
+    """After its loss the step differentiates something else (an auxiliary term, a Jacobian)
+    and then applies the first call's gradients: the recorded loss is that first target."""
+    x, y = data()
+    model = mlp(seed=4)
+    opt = keras.optimizers.SGD(0.01)
+    loss_fn = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape(persistent=True) as tape:
+            out = model(xb, training=True)
+            loss = loss_fn(yb, out)
+            aux = tf.add_n([tf.reduce_sum(tf.abs(v)) for v in model.trainable_variables])
+        grads = tape.gradient(loss, model.trainable_variables)
+        if extra == "aux_gradient":
+            tape.gradient(aux, model.trainable_variables)
+        else:
+            tape.jacobian(out, model.trainable_variables[-1])
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    losses = []
+    with gradtrace.trace(run=extra, store=db_url):
+        for i in range(3):
+            losses.append(float(step(tf.constant(x[i * 8:(i + 1) * 8]), tf.constant(y[i * 8:(i + 1) * 8]))))
+    detail, steps = read_run(extra)
+    assert not detail.summary.partial
+    np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-6)
+    assert all(s["target_shape"] == [] for s in steps)
+
+
+def test_step_traced_with_unknown_feature_dimensions_is_recorded(db_url, read_run):
+    """input_signature=[None, None]: the gradients have no static shape, the variables do."""
+    x, y = data()
+    model = mlp(seed=5)
+    opt = keras.optimizers.SGD(0.01)
+    spec = tf.TensorSpec([None, None], tf.float32)
+
+    @tf.function(input_signature=[spec, spec])
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(xb, training=True) - yb))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables, strict=True))
+        return loss
+
+    with gradtrace.trace(run="unknown-dims", store=db_url, stats_every=1, sketch_dim=SKETCH) as run:
+        g0 = None
+        for i in range(3):
+            xb, yb = x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]
+            if i == 0:
+                with tf.GradientTape() as t:
+                    l0 = tf.reduce_mean(tf.square(model(xb, training=True) - yb))
+                g0 = [g.numpy() for g in t.gradient(l0, model.trainable_variables)]
+            step(tf.constant(xb), tf.constant(yb))
+    detail, steps = read_run("unknown-dims")
+    assert not detail.summary.partial and len(steps) == 3
+    rows = var_rows(steps[0])
+    for v, g in zip(model.trainable_variables, g0, strict=True):
+        assert_grad_stats(rows[run.var_index(v)], g, SKETCH)

@@ -26,6 +26,7 @@ import functools
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -250,9 +251,17 @@ class TapeCall:
     targets: list[Any]
     shape: list[int | None] | None
     sources: frozenset[int]
-    # var_key -> the gradient it returned (not None); kept on the latest call of a graph
-    # only, so that an eager loop holds no older gradients.
+    # var_key -> a weak reference to the gradient it returned (not None): the tracer holds
+    # no gradient the user has let go of.
     grads: dict[int, Any] = field(default_factory=dict)
+
+    def gradient(self, key: int) -> Any:
+        ref = self.grads.get(key)
+        return None if ref is None else ref()
+
+    def returned(self, ids: set[int]) -> bool:
+        """Whether this call returned one of the tensors whose id() is in ``ids``."""
+        return any((g := ref()) is not None and id(g) in ids for ref in self.grads.values())
 
 
 def _graph_key() -> object:
@@ -290,8 +299,6 @@ def _remember_gradient(target: Any, sources: Any) -> TapeCall:
         if len(calls) > 64:  # every trace is a new FuncGraph; keep the dict small
             calls.clear()
         dq = calls[gk] = collections.deque(maxlen=8)
-    for older in dq:
-        older.grads = {}
     call = TapeCall(targets, shape, keys)
     dq.append(call)
     return call
@@ -302,16 +309,34 @@ def _remember_result(call: TapeCall, sources: Any, result: Any) -> None:
     of ``apply_gradients`` is then told apart from one that got no gradient."""
     import tensorflow as tf
 
-    flat_s, flat_g = tf.nest.flatten(sources), tf.nest.flatten(result)
+    flat_s = tf.nest.flatten(sources)
+    flat_g = tf.nest.flatten(result, expand_composites=False)
     if len(flat_s) == len(flat_g):
-        call.grads = {var_key(v): g for v, g in zip(flat_s, flat_g, strict=True)
-                      if v is not None and g is not None}
+        refs = {}
+        for v, g in zip(flat_s, flat_g, strict=True):
+            if v is not None and g is not None:
+                try:
+                    refs[var_key(v)] = weakref.ref(g)
+                except TypeError:  # not a tensor: nothing to tell apart by
+                    pass
+        call.grads = refs
 
 
-def _find_tape_call(var_keys: set[int]) -> TapeCall | None:
+def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeCall | None:
+    """The ``tape.gradient`` call this optimizer step applies: the latest one that returned
+    one of ``grads`` itself, else the latest whose sources overlap the stepped variables.
+
+    Identity first: a step may differentiate more after its loss (an auxiliary term, a
+    Jacobian, an input gradient for a penalty) before it applies the first call's gradients.
+    """
     dq = _tape_calls().get(_graph_key())
     if not dq:
         return None
+    if grads:
+        ids = {id(g) for g in grads if g is not None}
+        for call in reversed(dq):
+            if call.sources & var_keys and call.returned(ids):
+                return call
     for call in reversed(dq):
         if call.sources & var_keys:
             return call
@@ -474,10 +499,10 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     keys = [var_key(v) for v in tvars]
     others = [v for v in run.trainable_variables() if var_key(v) not in set(keys)]
     all_vars = list(tvars) + others
-    tape = _find_tape_call(set(keys))
+    tape = _find_tape_call(set(keys), list(grads))
     # The models' other trainable variables: a gradient the tape computed for one of them
     # was left out of this call (recorded, and not applied); otherwise it has none.
-    other_grads = [tape.grads.get(var_key(v)) if tape is not None else None for v in others]
+    other_grads = [tape.gradient(var_key(v)) if tape is not None else None for v in others]
     has_grad = [g is not None for g in grads] + [g is not None for g in other_grads]
     # Pre-update copies, on full steps only (see _stats.Cadence.snapshot): holding
     # `value()` here would make the optimizer's in-place assign copy every buffer.

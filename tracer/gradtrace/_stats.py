@@ -346,6 +346,7 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     state_sizes = [_numel(v) for v in state_vars]
     mid = layout.width - len(HEADER) - sum(size for _, size in layout.values.values())
     grad_shapes = [v.shape.as_list() for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad]
+    grad_sizes = [int(np.prod(shp)) if all(d is not None for d in shp) else None for shp in grad_shapes]
 
     def compute(targets, lr, iters, grads, extra, inv_scale, full):  # type: ignore[no-untyped-def]
         # full: this step gets the statistics (Cadence.snapshot decided it before the update)
@@ -381,8 +382,12 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
         parts = []
         all_signs = signs.read_value() if k and grad_slots else None
         for j, g in enumerate(grads):
-            g = tf.reshape(tf.cast(dense_grad(g, grad_shapes[j]), tf.float32), [-1]) * inv_scale
-            n = g.shape[0]
+            # The variable's static size: a gradient of a step traced with unknown input
+            # dimensions (input_signature=[None, None], reduce_retracing) has no static shape.
+            n = grad_sizes[j]
+            g = tf.reshape(tf.cast(dense_grad(g, grad_shapes[j]), tf.float32), [-1 if n is None else n]) * inv_scale
+            if n is None:
+                n = g.shape[0]
             # One pass each: XLA fuses these reductions over the same input into one loop.
             parts.append(
                 tf.stack(
