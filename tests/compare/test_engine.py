@@ -403,3 +403,11 @@ def test_unaligned_factor_must_be_measured_well_enough_to_name_a_count():
     assert not pair(1 / 4.1, 0.3), "a noisy x4.1 is not the number of outputs (3)"
     got = pair(1 / 3.0, 0.02)
     assert got and "outputs" in got[0].evidence["matches"]
+
+
+def test_check_of_a_run_without_steps_is_not_a_clean_bill():
+    from gradtrace.compare import render_text
+
+    r = check_run(make_run("empty", steps=0))
+    assert r.verdict == "not_comparable" and "no optimizer step" in r.skipped[0]["why"]
+    assert "NOTHING TO CHECK" in render_text(r)

@@ -1088,3 +1088,37 @@ def digits_tape_from_logits_forgotten():
     for xb, yb in data.batches(x, y, B, 6):
         step(xb, yb)
     return _out(model, _iters(opt))
+
+
+# --- clipping by hand or by the optimizer -----------------------------------------------------
+
+def _clipped_digits(opt, by_hand: bool):
+    import tensorflow as tf
+
+    keras = _k()
+    x, y = data.digits(192)
+    model = _mlp(seed=16)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        if by_hand:
+            grads, _ = tf.clip_by_global_norm(grads, 0.1)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, B, 6):
+        step(xb, yb)
+    return _out(model, _iters(opt))
+
+
+def clip_by_global_norm_by_hand():
+    """tf.clip_by_global_norm before apply_gradients: the recorded gradients are the clipped ones."""
+    return _clipped_digits(_k().optimizers.SGD(0.1), True)
+
+
+def clip_by_the_optimizer():
+    """The same clipping done by the optimizer (global_clipnorm): the recorded gradients are raw."""
+    return _clipped_digits(_k().optimizers.SGD(0.1, global_clipnorm=0.1), False)

@@ -76,6 +76,8 @@ PAIRS = [
     # a model built by its first call: eagerly that call is a training step, its initial values count
     ("eq_lazy_model_fit_vs_run_eagerly", s.lazy_model_fit, s.lazy_model_fit_run_eagerly, "equivalent", None),
     ("eq_lazy_model_fit_vs_eager_tape", s.lazy_model_fit, s.lazy_model_eager_tape, "equivalent", None),
+    ("eq_clip_by_hand_vs_global_clipnorm", s.clip_by_global_norm_by_hand, s.clip_by_the_optimizer, "equivalent",
+     None),
     # a user's mistake in one of them
     ("loss_weights_forgotten", s.multi_io_fit, s.multi_io_tape_weights_forgotten, "diverged", "gradient_mismatch"),
     ("mask_mean_over_all_tokens", s.tagger_fit_masked, s.tagger_tape_mean_over_all_tokens, "diverged",

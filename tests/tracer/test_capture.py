@@ -221,6 +221,25 @@ def test_every_optimizer_is_described_with_the_variables_it_steps(db_url, read_r
     np.testing.assert_allclose([s["lr"] for s in steps], [0.01, 2e-4, 0.01, 2e-4], rtol=1e-6)
 
 
+def test_one_optimizer_stepping_halves_in_turn_lists_them_all(db_url, read_run):
+    """One optimizer, the first layer's variables at even steps, the second's at odd ones
+    (eager): its description lists every variable it stepped, not the first step's."""
+    x, y = data()
+    model = mlp(seed=6)
+    opt = keras.optimizers.SGD(0.01)
+    halves = [model.trainable_variables[:2], model.trainable_variables[2:]]
+    opt.build(model.trainable_variables)  # Keras 3 steps subsets of the variables it was built with
+    with gradtrace.trace(run="halves", store=db_url) as run:
+        for i in range(4):
+            part = halves[i % 2]
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(y - model(x, training=True)))
+            opt.apply_gradients(zip(tape.gradient(loss, part), part, strict=True))
+    detail, steps = read_run("halves")
+    assert len(steps) == 4
+    assert detail.meta["optimizers"][0]["variables"] == sorted(run.var_index(v) for v in model.trainable_variables)
+
+
 def test_vector_loss_target_records_its_shape_and_sum(db_url, read_run):
     x, y = data(n=10)
     model = mlp()
@@ -556,3 +575,19 @@ def test_step_traced_with_unknown_feature_dimensions_is_recorded(db_url, read_ru
     rows = var_rows(steps[0])
     for v, g in zip(model.trainable_variables, g0, strict=True):
         assert_grad_stats(rows[run.var_index(v)], g, SKETCH)
+
+
+def test_a_run_whose_updates_no_hook_sees_says_so(db_url, read_run):
+    """A hand-written update (v.assign_sub(lr * g)) is not an optimizer step: the run says
+    that nothing was recorded and why, instead of finishing silently empty."""
+    x, y = data()
+    model = mlp(seed=7)
+    with gradtrace.trace(run="by-hand", store=db_url) as run:
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(y - model(x, training=True)))
+            for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables), strict=True):
+                v.assign_sub(0.01 * g)
+    assert any("no optimizer step was recorded" in w for w in run.info.warnings), run.info.warnings
+    detail, steps = read_run("by-hand")
+    assert not steps and any("no optimizer step" in w for w in detail.meta["warnings"])

@@ -143,6 +143,8 @@ class Run:
         # id(tf.Variable) -> its value before the eager call that built its model (see
         # before_build): the initial values, not what that first forward pass left.
         self._pre_build: dict[int, np.ndarray] = {}
+        # id(optimizer) -> (id()s of the variables it stepped, its place in info.optimizers)
+        self._opt_vars: dict[int, tuple[set[int], int]] = {}
         self._state_shadows: dict[tuple[int, ...], Any] = {}
         self._state_keys: set[int] = set()
         self._layouts: dict[tuple[Any, ...], tuple[Any, Any]] = {}
@@ -322,6 +324,12 @@ class Run:
         description (once) so a comparison can pair two runs' optimizers by structure.
         """
         with self._lock:
+            stepped = self._opt_vars.get(id(opt))
+            if stepped is not None and tvars and any(id(v) not in stepped[0] for v in tvars):
+                # Another subset of variables (one optimizer for the halves of a model in turn).
+                stepped[0].update(id(v) for v in tvars)
+                entry = self.info.optimizers[stepped[1]]
+                entry["variables"] = sorted(set(entry["variables"]) | {self.var_index(v) for v in tvars})
             known = self._optimizers.get(id(opt))
             if known is not None and known[2] == flavour:
                 return
@@ -514,6 +522,7 @@ class Run:
         if len(self.info.optimizers) >= 64:
             return
         indices = sorted({self.var_index(v) for v in tvars})
+        self._opt_vars[id(opt)] = ({id(v) for v in tvars}, len(self.info.optimizers))
         self.info.optimizers.append({**desc, "variables": indices})
         if self.info.optimizer is None:
             self.info.optimizer = desc
@@ -780,6 +789,14 @@ class Run:
             if self._poller.error is not None:
                 step(lambda: self.internal_error(self._poller.error, "poller"), "poller")  # type: ignore[arg-type]
         step(lambda: self._check_uncaptured(final=True), "uncaptured check")
+        if exc is None and self.steps_recorded == 0 and not any(k.startswith("uncaptured") for k in self._warned):
+            self.warn_once(
+                "no_steps",
+                "no optimizer step was recorded. gradtrace records the apply()/apply_gradients() "
+                "calls of Keras 3 and tf-keras optimizers made inside trace: an optimizer of "
+                "another kind (tf.compat.v1.train) or a hand-written update (v.assign_sub(lr * g)) "
+                "is not seen, nor is a tf.function traced before trace was entered.",
+                stderr=True)
         # Variables a step function created and initialised itself join the inventory now
         # (not the initial-weight fingerprint: they have been trained since).
         step(lambda: self._catch_up(fingerprint=False), "inventory")

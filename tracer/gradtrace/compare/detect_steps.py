@@ -459,6 +459,40 @@ def _worst(s: Step0, parallel: np.ndarray, tol: float) -> list[str]:
     return [n for _, n in sorted(bad, reverse=True)]
 
 
+def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
+    """The runs train identically although their recorded gradients differ.
+
+    Every aligned step has the same loss, and every step whose per-variable numbers both
+    runs recorded has the same update norms for every aligned variable (within the
+    measured noise), while some gradient norm differs: the gradients are recorded at
+    another point of the same computation (clipped or scaled by hand before
+    ``apply_gradients`` in one run, inside the optimizer in the other). Returns the
+    evidence, or None.
+    """
+    n = al.aligned_steps
+    if n < 1 or al.stochastic or not al.ja.size:
+        return None
+    rows_a, rows_b = al.ia[:n], al.ib[:n]
+    steps = a.step[rows_a]
+    tol = al.noise.tol(steps - steps[0])
+    if not np.all(np.where(np.isnan(a.loss[rows_a]) & np.isnan(b.loss[rows_b]), 0.0,
+                           rel(a.loss[rows_a], b.loss[rows_b])) <= tol):
+        return None
+    ra, rb = a.rows(steps), b.rows(steps)
+    ok = (ra >= 0) & (rb >= 0) & a.stats[rows_a] & b.stats[rows_b]
+    if not ok.any():
+        return None
+    ra, rb, t = ra[ok], rb[ok], tol[ok][:, None]
+    ua, ub = a.update_norm[ra][:, al.ja], b.update_norm[rb][:, al.jb]
+    ga, gb = a.norm[ra][:, al.ja], b.norm[rb][:, al.jb]
+    du = np.where(np.isnan(ua) & np.isnan(ub), 0.0, rel(ua, ub))
+    dg = np.where(np.isnan(ga) & np.isnan(gb), 0.0, rel(ga, gb))
+    if not np.all(du <= t) or not np.any(dg > t):
+        return None
+    return {"steps_compared": int(ok.sum()), "max_update_rel_diff": float(np.max(du)),
+            "max_grad_norm_rel_diff": float(np.max(dg))}
+
+
 def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
     """The first aligned step whose loss, gradient norms or update norms differ beyond noise.
 

@@ -112,6 +112,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     f.severity = "info"
                     f.summary += " The losses agree step by step: the two compute the same values."
         findings += _fold(findings, _fold_optimizer(findings, step_f))
+        same = ds.same_updates(a, b, al)
+        if same is not None:
+            _same_training(findings, same)
         if al.aligned_steps < al.n_common:
             last = int(a.step[al.ia[al.aligned_steps - 1]])
             skipped.append({"check": f"step-by-step comparison after step {last}",
@@ -138,10 +141,16 @@ def check_run(run: RunData) -> Report:
     findings.sort(key=lambda f: f.sort_key())
     bad = any(f.severity in ("error", "warning") for f in findings)
     steps = [s for f in findings if f.severity != "info" for s in f.steps]
+    verdict = "diverged" if bad else "equivalent"
+    skipped = [{"check": k, "why": "needs a second run"} for k in _needs_alignment()]
+    if not run.n_steps:  # nothing to judge: not a clean bill of health
+        verdict = "not_comparable"
+        skipped.insert(0, {"check": "every single-run check",
+                           "why": "the run recorded no optimizer step (see its warnings)"})
     return Report(
-        verdict="diverged" if bad else "equivalent", a=run.describe(), b=None,
+        verdict=verdict, a=run.describe(), b=None,
         first_divergent_step=min(steps) if steps else None, aligned_steps=0, findings=findings,
-        skipped=[{"check": k, "why": "needs a second run"} for k in _needs_alignment()],
+        skipped=skipped,
         noise={},
     )
 
@@ -241,6 +250,21 @@ def _fold(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
                     g.severity = "info"
         out.append(f)
     return out
+
+
+def _same_training(findings: list[Finding], same: dict) -> None:
+    """Equal losses and updates at every compared step with unequal gradients: the gradient
+    and optimizer-setting differences compensate each other. Context, not causes."""
+    note = (f" The losses and the updates agree at every compared step ({same['steps_compared']} "
+            f"with per-variable numbers; updates within {same['max_update_rel_diff']:.2g}): the runs "
+            "train identically, their gradients are recorded at different points (e.g. clipped or "
+            "scaled by hand before apply_gradients in one run, by the optimizer in the other).")
+    for f in findings:
+        if f.kind in ("gradient_scale", "gradient_mismatch", "divergence", "optimizer_mismatch") \
+                and f.severity != "info":
+            f.severity = "info"
+            f.summary += note
+            f.evidence["same_updates"] = same
 
 
 def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:

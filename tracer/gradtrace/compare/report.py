@@ -52,8 +52,9 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
     if b:
         lines.append(f"verdict: {d['verdict'].upper()}")
     else:
-        ok = d["verdict"] == "equivalent"
-        lines.append("result: " + ("OK (no single-run findings)" if ok else "FINDINGS (exit code 1)"))
+        result = {"equivalent": "OK (no single-run findings)",
+                  "not_comparable": "NOTHING TO CHECK: no optimizer step recorded (exit code 1)"}
+        lines.append("result: " + result.get(d["verdict"], "FINDINGS (exit code 1)"))
     if d["first_divergent_step"] is not None:
         lines.append(f"first divergent step: {d['first_divergent_step']}")
     if b:
