@@ -411,3 +411,25 @@ def test_check_of_a_run_without_steps_is_not_a_clean_bill():
     r = check_run(make_run("empty", steps=0))
     assert r.verdict == "not_comparable" and "no optimizer step" in r.skipped[0]["why"]
     assert "NOTHING TO CHECK" in render_text(r)
+
+
+def test_accuracy_classes_that_fit_each_runs_labels_are_the_same_metric():
+    """'accuracy' resolves to CategoricalAccuracy for one-hot labels and to
+    SparseCategoricalAccuracy for class indices: both right, the training equal."""
+    def run(name, cls, y_true):
+        info = {"loss_info": {"cls": "X", "y_true_shape": y_true, "y_pred_shape": [32, 3]}}
+        return make_run(name, meta={"metrics": [{"name": "accuracy", "class": cls}]}, step_extra=info)
+
+    r = compare_runs(run("a", "CategoricalAccuracy", [32, 3]), run("b", "SparseCategoricalAccuracy", [32]))
+    assert r.verdict == "equivalent", r.to_dict()
+    f = next(f for f in r.findings if f.kind == "metric_mismatch")
+    assert f.severity == "info" and "one-hot vs sparse" in f.summary
+    # one-hot labels measured by SparseCategoricalAccuracy: a wrong metric
+    r = compare_runs(run("a", "CategoricalAccuracy", [32, 3]), run("b", "SparseCategoricalAccuracy", [32, 3]))
+    assert top(r) == "metric_mismatch" and r.verdict == "diverged" and "run b" in r.findings[0].summary
+
+
+def test_updates_missing_because_not_applied_are_not_an_optimizer_difference():
+    r = compare_runs(make_run("a"), make_run("b", not_applied=[0, 1]))
+    assert kinds(r)[0] == "not_applied" and "optimizer_mismatch" not in kinds(r), r.to_dict()
+    assert r.findings[0].evidence.get("step_evidence"), r.findings[0].evidence

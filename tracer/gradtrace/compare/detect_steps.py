@@ -329,12 +329,14 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
             ur = urel[np.isfinite(urel)]
             if ur.size and np.max(ur) > tol:
                 j = int(np.nanargmax(np.where(np.isfinite(urel), urel, -1)))
+                order = np.argsort(-np.where(np.isfinite(urel), urel, -1))
+                differing = [s.names[int(i)] for i in order if np.isfinite(urel[i]) and urel[i] > tol]
                 out.append(Finding(
                     "optimizer_mismatch",
                     f"step 0 has the same loss and gradients in both runs but different updates "
                     f"({s.names[j]}: update norms x{s.update_ratio[j]:.4g}): the optimizers act differently "
                     "(class, learning rate, momentum, clipping or weight decay).",
-                    steps=[s.step], variables=[s.names[j]], evidence=ev, explains=0.9))
+                    steps=[s.step], variables=differing, evidence=ev, explains=0.9))
         return out, s
 
     gr = s.ratios[has_g]

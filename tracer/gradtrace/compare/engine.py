@@ -271,11 +271,19 @@ def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Find
     """Different updates from equal gradients are the symptom of a configuration difference
     already found (clipnorm vs global_clipnorm, AdamW vs Adam): one finding, the step as evidence."""
     config = [f for f in existing if f.kind == "optimizer_mismatch" and "differences (a, b)" in f.evidence]
-    if not config:
-        return step_f
+    # Variables one run does not update at all (not_applied, frozen, no gradient) have
+    # different updates as a consequence, not because the optimizers differ.
+    sets = [f for f in existing if f.kind in ("not_applied", "missing_gradient", "trainable_mismatch")
+            and f.severity == "error"]
     out = []
     for f in step_f:
-        if f.kind == "optimizer_mismatch":
+        cover = next((c for c in sets if f.kind == "optimizer_mismatch" and f.variables
+                      and set(f.variables) <= set(c.variables)), None)
+        if cover is not None:
+            cover.evidence.setdefault("step_evidence", []).append({"summary": f.summary, **f.evidence})
+            cover.steps = sorted(set(cover.steps) | set(f.steps))
+            continue
+        if f.kind == "optimizer_mismatch" and config:
             cause = config[0]
             cause.evidence.setdefault("step_evidence", []).append({"summary": f.summary, **f.evidence})
             cause.summary += f" Its effect: {f.summary}"
