@@ -433,3 +433,21 @@ def test_updates_missing_because_not_applied_are_not_an_optimizer_difference():
     r = compare_runs(make_run("a"), make_run("b", not_applied=[0, 1]))
     assert kinds(r)[0] == "not_applied" and "optimizer_mismatch" not in kinds(r), r.to_dict()
     assert r.findings[0].evidence.get("step_evidence"), r.findings[0].evidence
+
+
+def test_different_batches_of_different_sizes_say_so():
+    b = make_run("b", data_seed=3, steps=3, step_extra={"batch_size": 64})
+    r = compare_runs(make_run("a"), b)
+    f = next(f for f in r.findings if f.kind == "data_mismatch")
+    assert f.evidence["batch_sizes"] == [32, 64] and "32 in run a, 64 in run b" in f.summary
+    assert "batch_size" in f.fix
+
+
+def test_models_of_different_structure_name_the_variables_that_part():
+    b = make_run("b", init="init-1")
+    b.variables[2] = {**b.variables[2], "shape": [5, 3], "struct_key": "1:Dense/kernel[5, 3]"}
+    r = compare_runs(make_run("a"), b)
+    assert r.verdict == "not_comparable", r.to_dict()
+    f = r.findings[0]
+    assert f.kind == "structure_mismatch" and "[4, 3]" in f.summary and "[5, 3]" in f.summary, f.summary
+    assert all(g.severity == "info" for g in r.findings if g.kind == "init_mismatch")

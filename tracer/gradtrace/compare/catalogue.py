@@ -176,6 +176,14 @@ _KINDS = [
         rank=45,
     ),
     Kind(
+        "structure_mismatch", "warning", False,
+        "The two models differ in structure: trainable variables of one have no counterpart (same "
+        "layer position, class and shape) in the other, so they are different models.",
+        "Compare runs of the same architecture; the listed variables show where the models part "
+        "(a layer's units, padding, a layer added or removed).",
+        rank=55,
+    ),
+    Kind(
         "init_mismatch", "warning", False,
         "The runs did not start from the same weights.",
         "Build both models from the same seed (`keras.utils.set_random_seed`) or copy the weights "

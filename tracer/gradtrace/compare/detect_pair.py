@@ -521,6 +521,16 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                         if (run.meta.get("fit") or {}).get("shuffle") is True]
             why = (f" Run {' and '.join(shuffled)} is fit() with shuffle=True (fit()'s default), which "
                    "reorders the examples every epoch." if shuffled else "")
+            fix = ("Pass shuffle=False to fit() (or shuffle the loop's data with the same seed) to compare "
+                   "the runs step by step." if shuffled else None)
+            ba, bb = (float(r.batch_size[i]) if r.batch_size.size > i else float("nan")
+                      for r, i in ((a, int(al.ia[bad[0]])), (b, int(al.ib[bad[0]]))))
+            sizes = None
+            if np.isfinite(ba) and np.isfinite(bb) and ba != bb:
+                sizes = [int(ba), int(bb)]
+                why = (f" The batch sizes differ: {sizes[0]} in run a, {sizes[1]} in run b "
+                       f"({a.n_steps} vs {b.n_steps} steps).") + why
+                fix = "Use the same batch_size in both runs (fit(batch_size=...), the loop's batching)."
             out.append(Finding(
                 "data_mismatch",
                 f"the runs saw different batches from step {k} on ({bad.size} of {al.n_common} common "
@@ -528,8 +538,6 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 + (f"steps before {k} are compared exactly; after it only {still}." if k > int(a.step[al.ia[0]])
                    else f"no step is compared exactly; only {still}.") + why,
                 steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size),
-                                     "fit_shuffle": shuffled or None},
-                fix=("Pass shuffle=False to fit() (or shuffle the loop's data with the same seed) to compare "
-                     "the runs step by step." if shuffled else None),
-                explains=0.1))
+                                     "fit_shuffle": shuffled or None, "batch_sizes": sizes},
+                fix=fix, explains=0.1))
     return out

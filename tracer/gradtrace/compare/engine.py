@@ -79,6 +79,10 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                   "variables, or unmatched shapes)")
         for k in _needs_alignment():
             skipped.append({"check": k, "why": reason})
+        findings.append(_structure_finding(a, b, lone_a, lone_b, len(trainable_a), len(trainable_b)))
+        for f in findings:
+            if f.kind == "init_mismatch":  # different models start from different weights
+                f.severity = "info"
     elif al.aligned_steps == 0 or al.stochastic:
         why = al.stochastic or _why_unaligned(al)
         for k in _needs_alignment():
@@ -153,6 +157,22 @@ def check_run(run: RunData) -> Report:
         skipped=skipped,
         noise={},
     )
+
+
+def _structure_finding(a: RunData, b: RunData, lone_a: list[int], lone_b: list[int],
+                       na: int, nb: int) -> Finding:
+    def desc(run: RunData, vs: list[int]) -> list[str]:
+        return [f"{run.var_name(v)} {run.var_info(v).get('shape')}" for v in vs[:4]]
+
+    da, db = desc(a, lone_a), desc(b, lone_b)
+    where = "; ".join(x for x in (f"only in run a: {', '.join(da)}" if da else "",
+                                 f"only in run b: {', '.join(db)}" if db else "") if x)
+    return Finding(
+        "structure_mismatch",
+        f"the models differ in structure ({na} vs {nb} trainable variables)"
+        + (f": {where}." if where else ": no variable of one model has a counterpart in the other."),
+        variables=[a.var_name(v) for v in lone_a] + [b.var_name(v) for v in lone_b],
+        evidence={"only_in_a": da, "only_in_b": db, "trainable_a": na, "trainable_b": nb}, explains=0.5)
 
 
 def _needs_alignment() -> list[str]:
@@ -308,7 +328,7 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
     serious = [f for f in findings if f.severity in ("error", "warning")
-               and f.kind not in ("init_mismatch", "data_mismatch")]
+               and f.kind not in ("init_mismatch", "data_mismatch", "structure_mismatch")]
     if serious:
         return "diverged"
     if not structure_ok or al.aligned_steps == 0:
