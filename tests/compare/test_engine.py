@@ -451,3 +451,27 @@ def test_models_of_different_structure_name_the_variables_that_part():
     f = r.findings[0]
     assert f.kind == "structure_mismatch" and "[4, 3]" in f.summary and "[5, 3]" in f.summary, f.summary
     assert all(g.severity == "info" for g in r.findings if g.kind == "init_mismatch")
+
+
+def test_loss_factor_from_two_recorded_reductions_names_them_in_the_fix():
+    def li(red):
+        return {"loss_info": {"cls": "MeanSquaredError", "reduction": red, "from_logits": None}}
+
+    r = compare_runs(make_run("a", step_extra=li("sum_over_batch_size")),
+                     make_run("b", loss_factor=32.0, step_extra=li("sum")))
+    assert top(r) == "loss_scale" and "reduction='sum'" in r.findings[0].fix, r.findings[0].fix
+
+
+def test_a_schedule_in_one_run_only_is_named_when_the_rates_differ():
+    import numpy as np
+
+    sched = {"optimizer": {"class": "SGD", "learning_rate": 0.1,
+                           "learning_rate_schedule": {"class": "CosineDecay", "config": {}}}}
+    a, b = make_run("a", meta=sched), make_run("b", meta={"optimizer": {"class": "SGD", "learning_rate": 0.1}})
+    r = compare_runs(a, b)
+    assert r.verdict == "equivalent"  # the rates in effect agree: nothing to explain
+    a.lr = np.array([0.1, 0.09, 0.08, 0.07, 0.06, 0.05])
+    r = compare_runs(a, b)
+    f = next(f for f in r.findings if f.kind == "optimizer_mismatch")
+    assert f.evidence["differences (a, b)"]["learning_rate_schedule"] == ["CosineDecay", "constant 0.1"]
+    assert "CosineDecay" in f.fix

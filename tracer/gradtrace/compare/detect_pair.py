@@ -246,6 +246,14 @@ def _config_diffs(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, Any]:
     return diffs
 
 
+def _schedule_name(o: dict[str, Any]) -> str:
+    sch = o.get("learning_rate_schedule")
+    if isinstance(sch, dict) and sch.get("class"):
+        return str(sch["class"])
+    lr = o.get("learning_rate")
+    return f"constant {lr:.6g}" if isinstance(lr, (int, float)) else "constant"
+
+
 def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     pairs = optimizer_pairs(a, b, al)
@@ -260,10 +268,19 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     lr_a, lr_b = a.lr[al.ia], b.lr[al.ib]
     both = np.isfinite(lr_a) & np.isfinite(lr_b)
     lr_diff = both & ~np.isclose(lr_a, lr_b, rtol=1e-6)
+    lr_fix = None
     if lr_diff.any():
         k = int(np.flatnonzero(lr_diff)[0])
         diffs["learning_rate_in_effect"] = {"step": int(a.step[al.ia[k]]), "a": float(lr_a[k]),
                                             "b": float(lr_b[k])}
+        # What makes the rates differ: a schedule in one run only (a callback setting the same
+        # rates per epoch would not differ here).
+        sched = [_schedule_name(o) for o in (pairs[0] if pairs else ({}, {}))]
+        if sched[0] != sched[1]:
+            diffs["learning_rate_schedule"] = sched
+            lr_fix = (f"Give both runs the same learning-rate schedule: run a's rate is {sched[0]}, run b's "
+                      f"{sched[1]} (a LearningRateScheduler callback or a schedule object, producing the same "
+                      "rate at every step).")
     if diffs:
         keys = ", ".join(list(diffs)[:5])
         step = diffs.get("learning_rate_in_effect", {}).get("step") if isinstance(
@@ -275,7 +292,8 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             f"the optimizers differ: {keys}.",
             steps=[step] if step is not None else [],
             evidence={"differences (a, b)": diffs}, explains=0.7,
-            fix=(f"Configure both optimizers the same ({settings})." if settings else None)))
+            fix=lr_fix or (f"Configure both optimizers the same ({settings})." if settings else
+                           "Give both runs the same learning rate at every step (value, schedule, callbacks).")))
     for side, run in zip(AB, (a, b), strict=False):
         resets = dr.iteration_resets(run, dr.var_sets(run).update_steps)
         if resets:

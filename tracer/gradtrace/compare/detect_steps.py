@@ -203,6 +203,19 @@ def _opt_effect(run: RunData, c: float, u: float) -> str:
     return f" The first updates differ x{u:.3g}."
 
 
+def _reduction_fix(a: RunData, b: RunData) -> str | None:
+    """The fix when both runs' Keras losses recorded their reductions and they differ."""
+    red = []
+    for run in (a, b):
+        info = run.loss_info[min(run.loss_info)] if run.loss_info else {}
+        red.append(info.get("reduction"))
+    if None in red or red[0] == red[1]:
+        return None
+    return (f"Reduce the loss the same way in both runs: run a's Keras loss has reduction='{red[0]}', "
+            f"run b's reduction='{red[1]}' (Keras's default, 'sum_over_batch_size', divides the sum by "
+            "the number of samples).")
+
+
 def _data_loss_scale(a: RunData, b: RunData, s: Step0, cands: dict[str, float], ftol: float,
                      ev: dict[str, Any]) -> Finding | None:
     """A loss factor hidden under equal regularization losses.
@@ -305,7 +318,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                           "matched_value": (1 / m[1] if m and m[2] else m[1]) if m else None,
                           "first_update_ratio": u, "optimizer": (a.meta.get("optimizer") or {}).get("class"),
                           **ev},
-                fix=_loss_scale_fix(m[0] if m else None),
+                fix=_reduction_fix(a, b) or _loss_scale_fix(m[0] if m else None),
                 explains=1.0))
             return out, s
         scaled = _data_loss_scale(a, b, s, cands, ftol, ev)
