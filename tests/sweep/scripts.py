@@ -1122,3 +1122,35 @@ def clip_by_global_norm_by_hand():
 def clip_by_the_optimizer():
     """The same clipping done by the optimizer (global_clipnorm): the recorded gradients are raw."""
     return _clipped_digits(_k().optimizers.SGD(0.1, global_clipnorm=0.1), False)
+
+
+def digits_fit_label_smoothing():
+    keras = _k()
+    x, y = data.digits(192)
+    model = _mlp()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1))
+    model.fit(x, np.eye(10, dtype="float32")[y], batch_size=B, epochs=1, shuffle=False, verbose=0)
+    return _out(model, _iters(model.optimizer))
+
+
+def digits_tape_label_smoothing_forgotten():
+    """The same training by hand with the loss's default label_smoothing=0."""
+    import tensorflow as tf
+
+    keras = _k()
+    x, y = data.digits(192)
+    model = _mlp()
+    opt = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(tf.one_hot(yb, 10), model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, B, 6):
+        step(xb, yb)
+    return _out(model, _iters(opt))

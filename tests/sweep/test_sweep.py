@@ -92,6 +92,8 @@ PAIRS = [
      "diverged", "loss_scale"),
     ("from_logits_forgotten", s.digits_fit_from_logits, s.digits_tape_from_logits_forgotten, "diverged",
      "loss_mismatch"),
+    ("label_smoothing_forgotten", s.digits_fit_label_smoothing, s.digits_tape_label_smoothing_forgotten,
+     "diverged", "loss_mismatch"),
     ("layer_frozen_in_b_only", s.fit_all_trained, s.fit_first_layer_frozen, "diverged", "trainable_mismatch"),
     ("layer_frozen_in_a_only", s.fit_first_layer_frozen, s.fit_all_trained, "diverged", "trainable_mismatch"),
 ]

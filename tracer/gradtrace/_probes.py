@@ -278,7 +278,32 @@ def describe_loss(loss: Any) -> dict[str, Any]:
     }
     if fn_name:
         out["fn"] = fn_name
+    args = _loss_args(loss)
+    if args:
+        out["args"] = args
     return out
+
+
+_NOT_ARGS = {"from_logits", "reduction", "name", "dtype", "y_true", "y_pred", "sample_weight", "mask"}
+
+
+def _loss_args(loss: Any) -> dict[str, Any] | None:
+    """The scalar arguments the loss function runs with (label_smoothing, delta, axis, ...):
+    its signature's defaults overridden by what the loss object passes
+    (keras/src/losses/losses.py and tf_keras/src/losses.py ``LossFunctionWrapper._fn_kwargs``)."""
+    fn = getattr(loss, "fn", None) or getattr(loss, "_fn", None)
+    if not callable(fn):
+        return None
+    out: dict[str, Any] = {}
+    try:
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[name] = p.default
+    except (TypeError, ValueError):
+        pass
+    out.update(getattr(loss, "_fn_kwargs", None) or {})
+    return {k: v for k, v in sorted(out.items())[:16]
+            if k not in _NOT_ARGS and (v is None or isinstance(v, (bool, int, float, str)))} or None
 
 
 def _compiled_losses(model: Any) -> list[Any]:
@@ -723,6 +748,7 @@ class _Probe:
                 "name": info["name"],
                 "reduction": info["reduction"],
                 "from_logits": info["from_logits"],
+                "args": info.get("args"),
                 "y_true_shape": _shape_of(_first_tensor(y_true)) if y_true is not None else None,
                 "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
                 "sample_weight": sample_weight is not None,

@@ -333,6 +333,8 @@ class LossInfo(_Model):
     name: str | None = None
     reduction: str | None = None
     from_logits: bool | None = None
+    # the loss function's scalar arguments (label_smoothing, delta, axis, ...), defaults included
+    args: dict[str, bool | int | float | str | None] | None = Field(default=None, max_length=16)
     y_true_shape: Shape | None = None
     y_pred_shape: Shape | None = None
     sample_weight: bool = False

@@ -328,19 +328,29 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
         return None
     diffs = {label: (ia.get(k), ib.get(k)) for k, label in _LOSS_KEYS.items()
              if ia.get(k) is not None and ib.get(k) is not None and ia.get(k) != ib.get(k)}
+    if "class" not in diffs:  # the same function: its arguments (label_smoothing, delta, ...)
+        aa, ab = ia.get("args") or {}, ib.get("args") or {}
+        diffs.update({k: (aa[k], ab[k]) for k in sorted(set(aa) & set(ab)) if aa[k] != ab[k]})
     if not diffs:
         return None
 
     def desc(info: dict[str, Any]) -> str:
+        shown = {k: v for k, v in (info.get("args") or {}).items() if k in diffs}
         fl = info.get("from_logits")
-        return f"{info.get('cls') or 'a loss'}" + (f"(from_logits={fl})" if isinstance(fl, bool) else "")
+        if isinstance(fl, bool):
+            shown = {"from_logits": fl, **shown}
+        return f"{info.get('cls') or 'a loss'}" + (
+            "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
 
     if "from_logits" in diffs:
         fix = ("Give both runs the same `from_logits`: `True` when the model's last layer has no "
                "softmax/sigmoid (it outputs logits), `False` when it has one; with `False` on logits "
                "the loss clips them as probabilities and the gradients are wrong.")
-    else:
+    elif "class" in diffs:
         fix = "Use the same loss class (and arguments) in both runs."
+    else:
+        fix = ("Give the loss the same arguments in both runs ("
+               + "; ".join(f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items()) + ").")
     return Finding(
         "loss_mismatch",
         f"the runs' steps compute different losses: run a calls {desc(ia)}, run b {desc(ib)}.",
