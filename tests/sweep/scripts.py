@@ -1154,3 +1154,26 @@ def digits_tape_label_smoothing_forgotten():
     for xb, yb in data.batches(x, y, B, 6):
         step(xb, yb)
     return _out(model, _iters(opt))
+
+
+def numpy_round_trip_layers_called_directly():
+    """The user's slip: a numpy round trip inside the tape cuts the first layer off the
+    gradient; the layers are called one by one (never the model) and the None gradients
+    are dropped before apply_gradients, so Keras does not even warn."""
+    import tensorflow as tf
+
+    keras = _k()
+    x, y = data.digits(96)
+    keras.utils.set_random_seed(17)
+    l1, l2 = keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)
+    inp = keras.Input((64,))
+    model = keras.Model(inp, l2(l1(inp)))
+    opt = keras.optimizers.Adam(1e-2)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, B, 3):
+        with tf.GradientTape() as tape:
+            h = tf.constant(np.clip(l1(xb).numpy(), 0, 6))
+            loss = loss_fn(yb, l2(h))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+    return _out(model, _iters(opt))

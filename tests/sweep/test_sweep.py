@@ -186,6 +186,23 @@ def test_gradient_left_out_of_apply_is_not_applied(sweep):
 
 
 @pytest.mark.slow
+def test_gradient_cut_by_numpy_is_missing_even_when_none_gradients_are_dropped(sweep):
+    """The variables the tape was asked about belong to the step, also those whose None
+    gradient the script filtered out before apply_gradients."""
+    from gradtrace.compare import check, render_text
+
+    t = sweep.traced(s.numpy_round_trip_layers_called_directly)
+    store = sweep.store()
+    try:
+        report = check(store, t.name, project="sweep")
+    finally:
+        store.close()
+    text = render_text(report, verbose=True)
+    assert report.findings and report.findings[0].kind == "missing_gradient", text
+    assert len(report.findings[0].variables) == 2, text  # the first layer's kernel and bias
+
+
+@pytest.mark.slow
 def test_cli_compare_exit_codes(sweep):
     """`gradtrace compare` as CI would call it: exit 0 for an equivalent pair, 1 with the finding."""
     import json

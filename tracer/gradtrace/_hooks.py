@@ -251,6 +251,7 @@ class TapeCall:
     targets: list[Any]
     shape: list[int | None] | None
     sources: frozenset[int]
+    variables: list[Any] = field(default_factory=list)  # the sources that are variables
     # var_key -> a weak reference to the gradient it returned (not None): the tracer holds
     # no gradient the user has let go of.
     grads: dict[int, Any] = field(default_factory=dict)
@@ -299,7 +300,8 @@ def _remember_gradient(target: Any, sources: Any) -> TapeCall:
         if len(calls) > 64:  # every trace is a new FuncGraph; keep the dict small
             calls.clear()
         dq = calls[gk] = collections.deque(maxlen=8)
-    call = TapeCall(targets, shape, keys)
+    variables = [v for v in tf.nest.flatten(sources) if v is not None and hasattr(v, "assign")]
+    call = TapeCall(targets, shape, keys, variables)
     dq.append(call)
     return call
 
@@ -498,8 +500,13 @@ def iterations_variable(opt: Any) -> Any:
 def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
     keys = [var_key(v) for v in tvars]
     others = [v for v in run.trainable_variables() if var_key(v) not in set(keys)]
-    all_vars = list(tvars) + others
     tape = _find_tape_call(set(keys), list(grads))
+    if tape is not None:
+        # Variables the tape was asked about but the step left out (a None gradient dropped
+        # before apply_gradients, layers called without their model): they belong to the step.
+        known = set(keys) | {var_key(v) for v in others}
+        others += [v for v in tape.variables if var_key(v) not in known and bool(getattr(v, "trainable", True))]
+    all_vars = list(tvars) + others
     # The models' other trainable variables: a gradient the tape computed for one of them
     # was left out of this call (recorded, and not applied); otherwise it has none.
     other_grads = [tape.gradient(var_key(v)) if tape is not None else None for v in others]
