@@ -343,6 +343,27 @@ def regularized_tape():
     return _out(model, 6)
 
 
+def _digits_step_loop(model, opt, loss_of, clip=None, steps: int = 6):
+    """A tf.function tape loop over the first digits batches: ``loss_of(model, xb, yb)`` is the
+    step's loss; ``clip`` (if given) transforms the gradients before apply_gradients."""
+    import tensorflow as tf
+
+    x, y = data.digits(192)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_of(model, xb, yb)
+        grads = tape.gradient(loss, model.trainable_variables)
+        if clip is not None:
+            grads = clip(grads)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, B, steps):
+        step(xb, yb)
+    return _out(model, _iters(opt))
+
+
 def _regularized_digits():
     keras = _k()
     keras.utils.set_random_seed(14)
@@ -367,22 +388,11 @@ def regularized_sum_of_squares_tape():
     mse averages over them) and the regularization losses added: the data loss is x10."""
     import tensorflow as tf
 
-    keras = _k()
-    x, y = data.digits(192)
-    model = _regularized_digits()
-    opt = keras.optimizers.SGD(0.05)
+    def loss_of(model, xb, yb):
+        out = model(xb, training=True)
+        return tf.reduce_sum(tf.square(out - tf.one_hot(yb, 10))) / B + tf.add_n(model.losses)
 
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            out = model(xb, training=True)
-            loss = tf.reduce_sum(tf.square(out - tf.one_hot(yb, 10))) / B + tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for xb, yb in data.batches(x, y, B, 6):
-        step(xb, yb)
-    return _out(model, 6)
+    return _digits_step_loop(_regularized_digits(), _k().optimizers.SGD(0.05), loss_of)
 
 
 # --- optimizers -----------------------------------------------------------------------------
@@ -1070,24 +1080,10 @@ def digits_fit_from_logits():
 def digits_tape_from_logits_forgotten():
     """The same training by hand, the loss object built with its default from_logits=False on a
     model that outputs logits."""
-    import tensorflow as tf
-
     keras = _k()
-    x, y = data.digits(192)
-    model = _mlp()
-    opt = keras.optimizers.Adam(1e-3)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for xb, yb in data.batches(x, y, B, 6):
-        step(xb, yb)
-    return _out(model, _iters(opt))
+    return _digits_step_loop(_mlp(), keras.optimizers.Adam(1e-3),
+                             lambda model, xb, yb: loss_fn(yb, model(xb, training=True)))
 
 
 # --- clipping by hand or by the optimizer -----------------------------------------------------
@@ -1095,23 +1091,10 @@ def digits_tape_from_logits_forgotten():
 def _clipped_digits(opt, by_hand: bool):
     import tensorflow as tf
 
-    keras = _k()
-    x, y = data.digits(192)
-    model = _mlp(seed=16)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        if by_hand:
-            grads, _ = tf.clip_by_global_norm(grads, 0.1)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for xb, yb in data.batches(x, y, B, 6):
-        step(xb, yb)
-    return _out(model, _iters(opt))
+    loss_fn = _k().losses.SparseCategoricalCrossentropy(from_logits=True)
+    clip = (lambda grads: tf.clip_by_global_norm(grads, 0.1)[0]) if by_hand else None
+    return _digits_step_loop(_mlp(seed=16), opt, lambda model, xb, yb: loss_fn(yb, model(xb, training=True)),
+                             clip=clip)
 
 
 def clip_by_global_norm_by_hand():
@@ -1139,21 +1122,9 @@ def digits_tape_label_smoothing_forgotten():
     import tensorflow as tf
 
     keras = _k()
-    x, y = data.digits(192)
-    model = _mlp()
-    opt = keras.optimizers.Adam(1e-3)
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True)
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(tf.one_hot(yb, 10), model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for xb, yb in data.batches(x, y, B, 6):
-        step(xb, yb)
-    return _out(model, _iters(opt))
+    return _digits_step_loop(_mlp(), keras.optimizers.Adam(1e-3),
+                             lambda model, xb, yb: loss_fn(tf.one_hot(yb, 10), model(xb, training=True)))
 
 
 def numpy_round_trip_layers_called_directly():

@@ -167,19 +167,24 @@ def test_gan_batches_are_the_data_not_the_generated_samples(sweep):
     assert report.aligned_steps == 10, text
 
 
-@pytest.mark.slow
-def test_gradient_left_out_of_apply_is_not_applied(sweep):
-    """The tape computed the head's gradient, apply_gradients never got it: not applied (the fix
-    is the list handed to the optimizer), not a missing gradient (the fix would be the tape)."""
+def _check(sweep, script):
+    """``gradtrace check`` of a traced script: (report, its verbose text)."""
     from gradtrace.compare import check, render_text
 
-    t = sweep.traced(s.head_left_out_of_apply)
+    t = sweep.traced(script)
     store = sweep.store()
     try:
         report = check(store, t.name, project="sweep")
     finally:
         store.close()
-    text = render_text(report, verbose=True)
+    return report, render_text(report, verbose=True)
+
+
+@pytest.mark.slow
+def test_gradient_left_out_of_apply_is_not_applied(sweep):
+    """The tape computed the head's gradient, apply_gradients never got it: not applied (the fix
+    is the list handed to the optimizer), not a missing gradient (the fix would be the tape)."""
+    report, text = _check(sweep, s.head_left_out_of_apply)
     kinds = [f.kind for f in report.findings]
     assert kinds and kinds[0] == "not_applied" and "missing_gradient" not in kinds, text
     assert len(report.findings[0].variables) == 2, text  # the head's kernel and bias
@@ -189,15 +194,7 @@ def test_gradient_left_out_of_apply_is_not_applied(sweep):
 def test_gradient_cut_by_numpy_is_missing_even_when_none_gradients_are_dropped(sweep):
     """The variables the tape was asked about belong to the step, also those whose None
     gradient the script filtered out before apply_gradients."""
-    from gradtrace.compare import check, render_text
-
-    t = sweep.traced(s.numpy_round_trip_layers_called_directly)
-    store = sweep.store()
-    try:
-        report = check(store, t.name, project="sweep")
-    finally:
-        store.close()
-    text = render_text(report, verbose=True)
+    report, text = _check(sweep, s.numpy_round_trip_layers_called_directly)
     assert report.findings and report.findings[0].kind == "missing_gradient", text
     assert len(report.findings[0].variables) == 2, text  # the first layer's kernel and bias
 
