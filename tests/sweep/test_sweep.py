@@ -102,16 +102,8 @@ PAIRS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("case", PAIRS, ids=[c[0] for c in PAIRS])
 def test_pair(sweep, case):
-    from gradtrace.compare import compare, render_text
-
     _id, fa, fb, verdict, top = case
-    a, b = sweep.traced(fa).name, sweep.traced(fb).name
-    store = sweep.store()
-    try:
-        report = compare(store, a, b, project="sweep")
-    finally:
-        store.close()
-    text = render_text(report, verbose=True)
+    report, text = _compare(sweep, fa, fb)
     _keep(_id, text)
     assert report.verdict == verdict, text
     if top is not None:
@@ -153,18 +145,23 @@ def test_gan_batches_are_the_data_not_the_generated_samples(sweep):
     """A GAN whose generator learns faster: the discriminator's steps still see the same data
     (the generated batch is a model output, not the step's input), so every step stays aligned
     and the optimizer setting is the finding, without a data mismatch."""
+    report, text = _compare(sweep, s.gan_two_optimizers, s.gan_generator_lr_higher)
+    assert report.findings[0].kind == "optimizer_mismatch" and "learning_rate" in report.findings[0].summary, text
+    assert "data_mismatch" not in [f.kind for f in report.findings], text
+    assert report.aligned_steps == 10, text
+
+
+def _compare(sweep, script_a, script_b):
+    """``gradtrace compare`` of two traced scripts: (report, its verbose text)."""
     from gradtrace.compare import compare, render_text
 
-    a, b = sweep.traced(s.gan_two_optimizers).name, sweep.traced(s.gan_generator_lr_higher).name
+    a, b = sweep.traced(script_a).name, sweep.traced(script_b).name
     store = sweep.store()
     try:
         report = compare(store, a, b, project="sweep")
     finally:
         store.close()
-    text = render_text(report, verbose=True)
-    assert report.findings[0].kind == "optimizer_mismatch" and "learning_rate" in report.findings[0].summary, text
-    assert "data_mismatch" not in [f.kind for f in report.findings], text
-    assert report.aligned_steps == 10, text
+    return report, render_text(report, verbose=True)
 
 
 def _check(sweep, script):
