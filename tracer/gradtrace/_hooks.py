@@ -26,7 +26,6 @@ import functools
 import logging
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -252,17 +251,17 @@ class TapeCall:
     shape: list[int | None] | None
     sources: frozenset[int]
     variables: list[Any] = field(default_factory=list)  # the sources that are variables
-    # var_key -> a weak reference to the gradient it returned (not None): the tracer holds
-    # no gradient the user has let go of.
+    # var_key -> the gradient it returned (not None). Eagerly they are dropped at the first
+    # gradient call after an optimizer step took them (``consumed``): one step's worth at most.
     grads: dict[int, Any] = field(default_factory=dict)
+    consumed: bool = False
 
     def gradient(self, key: int) -> Any:
-        ref = self.grads.get(key)
-        return None if ref is None else ref()
+        return self.grads.get(key)
 
     def returned(self, ids: set[int]) -> bool:
         """Whether this call returned one of the tensors whose id() is in ``ids``."""
-        return any((g := ref()) is not None and id(g) in ids for ref in self.grads.values())
+        return any(id(g) in ids for g in self.grads.values())
 
 
 def _graph_key() -> object:
@@ -314,14 +313,12 @@ def _remember_result(call: TapeCall, sources: Any, result: Any) -> None:
     flat_s = tf.nest.flatten(sources)
     flat_g = tf.nest.flatten(result, expand_composites=False)
     if len(flat_s) == len(flat_g):
-        refs = {}
-        for v, g in zip(flat_s, flat_g, strict=True):
-            if v is not None and g is not None:
-                try:
-                    refs[var_key(v)] = weakref.ref(g)
-                except TypeError:  # not a tensor: nothing to tell apart by
-                    pass
-        call.grads = refs
+        if tf.executing_eagerly():
+            for older in _tape_calls().get("eager") or ():
+                if older.consumed:
+                    older.grads = {}
+        call.grads = {var_key(v): g for v, g in zip(flat_s, flat_g, strict=True)
+                      if v is not None and g is not None}
 
 
 def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeCall | None:
@@ -507,6 +504,8 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
         known = set(keys) | {var_key(v) for v in others}
         others += [v for v in tape.variables if var_key(v) not in known and bool(getattr(v, "trainable", True))]
     all_vars = list(tvars) + others
+    if tape is not None:
+        tape.consumed = True
     # The models' other trainable variables: a gradient the tape computed for one of them
     # was left out of this call (recorded, and not applied); otherwise it has none.
     other_grads = [tape.gradient(var_key(v)) if tape is not None else None for v in others]
