@@ -496,12 +496,13 @@ def iterations_variable(opt: Any) -> Any:
 
 def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
     keys = [var_key(v) for v in tvars]
-    others = [v for v in run.trainable_variables() if var_key(v) not in set(keys)]
-    tape = _find_tape_call(set(keys), list(grads))
+    key_set = set(keys)
+    others = [v for v in run.trainable_variables() if var_key(v) not in key_set]
+    tape = _find_tape_call(key_set, list(grads))
     if tape is not None:
         # Variables the tape was asked about but the step left out (a None gradient dropped
         # before apply_gradients, layers called without their model): they belong to the step.
-        known = set(keys) | {var_key(v) for v in others}
+        known = key_set | {var_key(v) for v in others}
         others += [v for v in tape.variables if var_key(v) not in known and bool(getattr(v, "trainable", True))]
     all_vars = list(tvars) + others
     if tape is not None:

@@ -287,6 +287,17 @@ def describe_loss(loss: Any) -> dict[str, Any]:
 _NOT_ARGS = {"from_logits", "reduction", "name", "dtype", "y_true", "y_pred", "sample_weight", "mask"}
 
 
+@functools.lru_cache(maxsize=256)
+def _defaults(fn: Any) -> tuple[tuple[str, Any], ...]:
+    """A function's keyword defaults (once per function: an eager loop describes its loss
+    every step)."""
+    try:
+        return tuple((name, p.default) for name, p in inspect.signature(fn).parameters.items()
+                     if p.default is not inspect.Parameter.empty)
+    except (TypeError, ValueError):
+        return ()
+
+
 def _loss_args(loss: Any) -> dict[str, Any] | None:
     """The scalar arguments the loss function runs with (label_smoothing, delta, axis, ...):
     its signature's defaults overridden by what the loss object passes
@@ -294,13 +305,10 @@ def _loss_args(loss: Any) -> dict[str, Any] | None:
     fn = getattr(loss, "fn", None) or getattr(loss, "_fn", None)
     if not callable(fn):
         return None
-    out: dict[str, Any] = {}
     try:
-        for name, p in inspect.signature(fn).parameters.items():
-            if p.default is not inspect.Parameter.empty:
-                out[name] = p.default
-    except (TypeError, ValueError):
-        pass
+        out = dict(_defaults(fn))
+    except TypeError:  # an unhashable callable: no cache
+        out = dict(_defaults.__wrapped__(fn))
     out.update(getattr(loss, "_fn_kwargs", None) or {})
     return {k: v for k, v in sorted(out.items())[:16]
             if k not in _NOT_ARGS and (v is None or isinstance(v, (bool, int, float, str)))} or None
