@@ -257,6 +257,60 @@ def test_legacy_keras_env_subprocess(tmp_path):
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts Linux memory mappings")
+def test_many_traced_runs_compile_the_statistics_once(tmp_path):
+    """XLA never frees a compiled function and its code stays mapped: a statistics function
+    per run made a process abort after a few hundred traced runs (vm.max_map_count). Runs
+    of the same shapes share one function: traced once, compiled once, no mappings added."""
+    db = tmp_path / "many.db"
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf, keras, gradtrace
+        from gradtrace import _stats
+        from gradtrace.store import open_store
+
+        def maps():
+            with open("/proc/self/maps") as f:
+                return sum(1 for _ in f)
+
+        x = np.random.rand(16, 8).astype("float32"); y = np.random.rand(16, 1).astype("float32")
+        counts = []
+        for r in range(4):
+            m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(5, activation="relu"),
+                                  keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+            opt = keras.optimizers.Adam(0.01)
+
+            @tf.function
+            def step(xb, yb):
+                with tf.GradientTape() as t:
+                    loss = tf.reduce_mean((m(xb, training=True) - yb) ** 2)
+                opt.apply_gradients(zip(t.gradient(loss, m.trainable_variables), m.trainable_variables))
+
+            with gradtrace.trace(run=f"r{{r}}", store="sqlite:///{db}", stats_every=1):
+                for _ in range(3):
+                    step(x, y)
+            counts.append(maps())
+        s = open_store("sqlite:///{db}")
+        for r in range(4):
+            steps = list(s.steps(s.resolve(f"r{{r}}").id))
+            assert len(steps) == 3 and all(v["norm"] > 0 for st in steps for v in st["vars"]), r
+        fns = [f for key, f in _stats._SHARED.items() if key[-1]]
+        print("TRACES", [f.experimental_get_tracing_count() for f in fns])
+        print("MAPS", counts)
+        """
+    )
+    env = dict(os.environ, GRADTRACE_STRICT="1",
+               PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("tracer", "server", ".")))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line[:5] in ("TRACE", "MAPS "))
+    assert eval(lines["TRACES"]) == [1], out.stdout  # one shape signature, traced once
+    counts = eval(lines["MAPS"])
+    # One compile of these statistics maps ~100 regions; later runs must add none of them.
+    assert counts[-1] - counts[0] < 30, counts
+
+
 def test_clear_session_between_traced_runs(db_url, read_run):
     """keras.backend.clear_session() (and the garbage collection it runs) between two runs."""
     x, y = data(n=16)

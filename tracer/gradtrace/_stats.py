@@ -21,6 +21,7 @@ comparable: ``E[<S a, S b>] = <a, b>``, hence cosine and norm ratio.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -319,22 +320,26 @@ class Cadence:
 
 def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_vars: list[Any],
                 state_shadow: Any, jit: bool) -> Any:
-    """The compiled function that computes one step's vector and writes it into ``ring``.
+    """The function that computes one step's vector and writes it into ``ring``.
 
-    One per ring (i.e. per layout): the ring, the run's step counter, the
-    variables with their pre-update shadows (:meth:`Cadence.snapshot`), the
-    non-trainable variables' previous-copies and the sketch signs are closed
-    over, never passed as arguments, so a function can only ever write where its
-    layout belongs. Signs and shadows are packed, one variable each (see
-    :class:`_SignVars`): ``state_shadow`` is the flat float32 copy of ``state_vars``. The per-element statistics (everything but the loss,
-    learning rate, iterations and the step scope's values) run on full steps
-    only (:class:`Cadence`); the other rows carry NaN there and ``full == 0``,
-    and non-trainable deltas span the steps since the last full one.
+    One per ring (i.e. per layout): the ring and the run's step counter are closed
+    over, never passed as arguments, so a writer can only ever write where its
+    layout belongs. The per-element statistics (everything but the loss, learning
+    rate, iterations and the step scope's values) run on full steps only
+    (:class:`Cadence`) in a compiled function shared by every run of the process
+    (:func:`stats_function`), which gets the variables, their pre-update shadow
+    (:meth:`Cadence.snapshot`), the non-trainable variables' previous copy
+    ``state_shadow`` (flat float32) and the packed sketch signs (:class:`_SignVars`)
+    as arguments. The other rows carry NaN there and ``full == 0``, and
+    non-trainable deltas span the steps since the last full one.
 
-    Returns ``(writer, probe, probe_args)``: ``probe`` computes the same
-    statistics without writing anything, for timing.
+    Returns ``(writer, probe, probe_args)``: ``probe(*probe_args)`` runs the same
+    compiled statistics on zero gradients, writing only a scratch copy of
+    ``state_shadow``, for timing.
     """
     import tensorflow as tf
+
+    from gradtrace._ring import side_variable
 
     layout: Layout = ring.layout
     k = layout.sketch_dim
@@ -342,11 +347,11 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     grad_slots = [slot for slot in layout.vars if slot.grad]
     signs, sign_at = SIGNS.packed([slot.size for slot in grad_slots], k) if k else (None, [])
     before = cadence.shadow(tvars)
-    sizes = [_numel(v) for v in tvars]
-    state_sizes = [_numel(v) for v in state_vars]
     mid = layout.width - len(HEADER) - sum(size for _, size in layout.values.values())
-    grad_shapes = [v.shape.as_list() for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad]
-    grad_sizes = [int(np.prod(shp)) if all(d is not None for d in shp) else None for shp in grad_shapes]
+    grad_shapes = tuple(tuple(v.shape.as_list()) for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad)
+    full_stats = stats_function(grad_shapes, k, tuple(sign_at), jit)
+    # Inside an XLA step the statistics are compiled with it: time them compiled too.
+    probe = stats_function(grad_shapes, k, tuple(sign_at), jit or layout.mode == "xla")
 
     def compute(targets, lr, iters, grads, extra, inv_scale, full):  # type: ignore[no-untyped-def]
         # full: this step gets the statistics (Cadence.snapshot decided it before the update)
@@ -356,10 +361,14 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
         loss = tf.constant(float("nan"), tf.float32)
         if targets:
             loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets])
+
+        def stats() -> Any:
+            return full_stats(grads, inv_scale, tvars, before, state_vars, shadow, signs)
+
         if cadence.always:
-            stats = full_stats(grads, inv_scale)
+            vals = stats()
         else:
-            stats = tf.cond(full, lambda: full_stats(grads, inv_scale), lambda: tf.fill([mid], float("nan")))
+            vals = tf.cond(full, stats, lambda: tf.fill([mid], float("nan")))
         header = tf.stack(
             [
                 tf.cast(tf.math.floormod(i, SEQ_SPLIT), tf.float32),
@@ -372,91 +381,128 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
             ]
         )
         extras = [tf.reshape(tf.cast(e, tf.float32), [-1]) for e in extra]
-        vec = tf.concat([header, stats, *extras], axis=0)
+        vec = tf.concat([header, vals, *extras], axis=0)
         slot = tf.math.floormod(i, ring.size)
         buf.scatter_nd_update(tf.reshape(slot, [1, 1]), tf.reshape(vec, [1, -1]))
         return vec
 
-    def _stats(grads, inv_scale, update_state):  # type: ignore[no-untyped-def]
-        # inv_scale: 1 / the loss scale the gradients still carry (1 without one)
-        parts = []
-        all_signs = signs.read_value() if k and grad_slots else None
-        for j, g in enumerate(grads):
-            # The variable's static size: a gradient of a step traced with unknown input
-            # dimensions (input_signature=[None, None], reduce_retracing) has no static shape.
-            n = grad_sizes[j]
-            g = tf.reshape(tf.cast(dense_grad(g, grad_shapes[j]), tf.float32), [-1 if n is None else n]) * inv_scale
-            if n is None:
-                n = g.shape[0]
-            # One pass each: XLA fuses these reductions over the same input into one loop.
-            parts.append(
-                tf.stack(
-                    [
-                        tf.sqrt(tf.reduce_sum(tf.square(g))),
-                        tf.reduce_sum(g) / float(max(n, 1)),
-                        tf.reduce_min(g),
-                        tf.reduce_max(g),
-                        tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), tf.float32)),
-                    ]
-                )
-            )
-            if k:
-                m = -(-n // k) * k  # padded to a multiple of k
-                sg = all_signs[sign_at[j] : sign_at[j] + m]
-                gp = tf.pad(g, [[0, m - n]]) if m > n else g
-                parts.append(tf.reduce_sum(tf.reshape(gp * sg, [-1, k]), axis=0))
-        b_all = before.read_value()
-        off = 0
-        for v, n in zip(tvars, sizes, strict=True):
-            b = b_all[off : off + n]
-            off += n
-            a = tf.reshape(tf.cast(v.read_value(), tf.float32), [-1])
-            d = a - b
-            parts.append(
-                tf.stack(
-                    [
-                        tf.reduce_sum(tf.cast(tf.not_equal(a, b), tf.float32)),
-                        tf.sqrt(tf.reduce_sum(tf.square(d))),
-                        tf.sqrt(tf.reduce_sum(tf.square(a))),
-                    ]
-                )
-            )
-        st_after = [tf.reshape(tf.cast(sv.read_value(), tf.float32), [-1]) for sv in state_vars]
-        st_before = state_shadow.read_value() if state_vars else None
-        off = 0
-        for af, n in zip(st_after, state_sizes, strict=True):
-            b = st_before[off : off + n]
-            off += n
-            parts.append(
-                tf.stack(
-                    [
-                        tf.reduce_sum(tf.cast(tf.not_equal(af, b), tf.float32)),
-                        tf.sqrt(tf.reduce_sum(tf.square(af - b))),
-                    ]
-                )
-            )
-        out = tf.concat(parts, axis=0) if parts else tf.zeros([0], tf.float32)
-        if not update_state:
-            return out
-        if state_vars:
-            with tf.control_dependencies([out]):
-                state_shadow.assign(tf.concat(st_after, axis=0))
-        return tf.identity(out)
-
-    # The per-element statistics are one XLA-compiled function (fused reductions), called
-    # only on full steps. The writer around it stays a plain function inlined into the
-    # step's graph: launching an XLA computation from a non-XLA graph costs more than a
-    # light step's whole bookkeeping (measured on the 784-256-128-10 MLP: ~0.5 ms per
-    # launch against a ~1 ms step), so light steps must not pay it.
-    full_stats = tf.function(lambda gs, inv: _stats(gs, inv, True), jit_compile=jit, autograph=False,
-                             reduce_retracing=False)
+    shadow = state_shadow if state_vars else None
     writer = tf.function(compute, jit_compile=False, autograph=False, reduce_retracing=False)
-    # Inside an XLA step the statistics are compiled with it: time them compiled too.
-    probe = tf.function(lambda gs: _stats(gs, tf.constant(1.0), False), jit_compile=jit or layout.mode == "xla",
-                        autograph=False, reduce_retracing=False)
     with tf.init_scope():
-        probe_args = ([tf.zeros([int(d) for d in shp], tf.float32) for shp in grad_shapes],)
+        scratch = side_variable(tf.zeros_like(state_shadow), "gradtrace_probe_state") if state_vars else None
+        probe_args = ([tf.zeros(shp, tf.float32) for shp in grad_shapes], tf.constant(1.0), tvars, before,
+                      state_vars, scratch, signs)
     return writer, probe, probe_args
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[tuple[Any, ...], Any] = {}
+
+
+def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign_at: tuple[int, ...],
+                   jit: bool) -> Any:
+    """The compiled per-variable statistics for one shape signature, shared process-wide.
+
+    ``f(grads, inv_scale, tvars, before, state_vars, state_shadow, signs)`` returns the
+    full-step block of the step vector (:func:`plan`'s order) and copies the
+    non-trainable values into ``state_shadow``. Everything it reads or writes is an
+    argument, so every run whose step has these shapes calls the same function: it is
+    traced and XLA-compiled once per process. XLA never frees a compiled function
+    (tensorflow/compiler/jit/device_compilation_cache.h ``DeviceCompilationCache``:
+    "no cache eviction policy", keyed by function name and argument shapes) and its
+    machine code stays mapped: a function per run cost ~300 memory mappings for a
+    6-variable MLP, and Linux aborts a process at 65,530 (``vm.max_map_count``), i.e.
+    after a few hundred traced runs (a sweep, a notebook, a test suite).
+
+    XLA fuses each pass's reductions over the same input into one loop, so a full
+    step pays a single dispatch instead of dozens of small ops. The writer around it
+    stays a plain function inlined into the step's graph: launching an XLA computation
+    from a non-XLA graph costs more than a light step's whole bookkeeping (measured on
+    the 784-256-128-10 MLP: ~0.5 ms per launch against a ~1 ms step), so light steps
+    must not pay it.
+    """
+    import tensorflow as tf
+
+    key = (grad_shapes, k, sign_at, bool(jit))
+    with _SHARED_LOCK:
+        fn = _SHARED.get(key)
+        if fn is None:
+            fn = _SHARED[key] = tf.function(
+                functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
+                jit_compile=bool(jit), autograph=False, reduce_retracing=False)
+        return fn
+
+
+def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *,  # type: ignore[no-untyped-def]
+           grad_shapes, k, sign_at):
+    """The full-step statistics (see :func:`stats_function`); ``inv_scale`` is 1 / the loss
+    scale the gradients still carry (1 without one)."""
+    import tensorflow as tf
+
+    parts = []
+    all_signs = signs.read_value() if k and grads else None
+    for j, g in enumerate(grads):
+        # The variable's static size: a gradient of a step traced with unknown input
+        # dimensions (input_signature=[None, None], reduce_retracing) has no static shape.
+        shp = list(grad_shapes[j])
+        n = int(np.prod(shp)) if all(d is not None for d in shp) else None
+        g = tf.reshape(tf.cast(dense_grad(g, shp), tf.float32), [-1 if n is None else n]) * inv_scale
+        if n is None:
+            n = g.shape[0]
+        # One pass each: XLA fuses these reductions over the same input into one loop.
+        parts.append(
+            tf.stack(
+                [
+                    tf.sqrt(tf.reduce_sum(tf.square(g))),
+                    tf.reduce_sum(g) / float(max(n, 1)),
+                    tf.reduce_min(g),
+                    tf.reduce_max(g),
+                    tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), tf.float32)),
+                ]
+            )
+        )
+        if k:
+            m = -(-n // k) * k  # padded to a multiple of k
+            sg = all_signs[sign_at[j] : sign_at[j] + m]
+            gp = tf.pad(g, [[0, m - n]]) if m > n else g
+            parts.append(tf.reduce_sum(tf.reshape(gp * sg, [-1, k]), axis=0))
+    b_all = before.read_value()
+    off = 0
+    for v in tvars:
+        n = _numel(v)
+        b = b_all[off : off + n]
+        off += n
+        a = tf.reshape(tf.cast(v.read_value(), tf.float32), [-1])
+        d = a - b
+        parts.append(
+            tf.stack(
+                [
+                    tf.reduce_sum(tf.cast(tf.not_equal(a, b), tf.float32)),
+                    tf.sqrt(tf.reduce_sum(tf.square(d))),
+                    tf.sqrt(tf.reduce_sum(tf.square(a))),
+                ]
+            )
+        )
+    st_after = [tf.reshape(tf.cast(sv.read_value(), tf.float32), [-1]) for sv in state_vars]
+    st_before = state_shadow.read_value() if state_vars else None
+    off = 0
+    for af in st_after:
+        n = af.shape[0]
+        b = st_before[off : off + n]
+        off += n
+        parts.append(
+            tf.stack(
+                [
+                    tf.reduce_sum(tf.cast(tf.not_equal(af, b), tf.float32)),
+                    tf.sqrt(tf.reduce_sum(tf.square(af - b))),
+                ]
+            )
+        )
+    out = tf.concat(parts, axis=0) if parts else tf.zeros([0], tf.float32)
+    if state_vars:
+        with tf.control_dependencies([out]):
+            state_shadow.assign(tf.concat(st_after, axis=0))
+    return tf.identity(out)
 
 
 def _numel(v: Any) -> int:
