@@ -258,10 +258,12 @@ def test_legacy_keras_env_subprocess(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts Linux memory mappings")
-def test_many_traced_runs_compile_the_statistics_once(tmp_path):
+@pytest.mark.parametrize("every", [1, None], ids=["every-step", "auto-cadence"])
+def test_many_traced_runs_compile_the_statistics_once(tmp_path, every):
     """XLA never frees a compiled function and its code stays mapped: a statistics function
     per run made a process abort after a few hundred traced runs (vm.max_map_count). Runs
-    of the same shapes share one function: traced once, compiled once, no mappings added."""
+    of the same shapes share one function: traced once, compiled once, no mappings added
+    (with the automatic cadence, its timing calls the same compiled function)."""
     db = tmp_path / "many.db"
     script = textwrap.dedent(
         f"""
@@ -286,7 +288,7 @@ def test_many_traced_runs_compile_the_statistics_once(tmp_path):
                     loss = tf.reduce_mean((m(xb, training=True) - yb) ** 2)
                 opt.apply_gradients(zip(t.gradient(loss, m.trainable_variables), m.trainable_variables))
 
-            with gradtrace.trace(run=f"r{{r}}", store="sqlite:///{db}", stats_every=1):
+            with gradtrace.trace(run=f"r{{r}}", store="sqlite:///{db}", stats_every={every}):
                 for _ in range(3):
                     step(x, y)
             counts.append(maps())
@@ -294,7 +296,7 @@ def test_many_traced_runs_compile_the_statistics_once(tmp_path):
         for r in range(4):
             steps = list(s.steps(s.resolve(f"r{{r}}").id))
             assert len(steps) == 3 and all(v["norm"] > 0 for st in steps for v in st["vars"]), r
-        fns = [f for key, f in _stats._SHARED.items() if key[-1]]
+        fns = [f for key, (f, _) in _stats._SHARED.items() if key[-1]]
         print("TRACES", [f.experimental_get_tracing_count() for f in fns])
         print("MAPS", counts)
         """

@@ -349,9 +349,9 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     before = cadence.shadow(tvars)
     mid = layout.width - len(HEADER) - sum(size for _, size in layout.values.values())
     grad_shapes = tuple(tuple(v.shape.as_list()) for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad)
-    full_stats = stats_function(grad_shapes, k, tuple(sign_at), jit)
+    full_stats, _ = stats_function(grad_shapes, k, tuple(sign_at), jit)
     # Inside an XLA step the statistics are compiled with it: time them compiled too.
-    probe = stats_function(grad_shapes, k, tuple(sign_at), jit or layout.mode == "xla")
+    _, probe = stats_function(grad_shapes, k, tuple(sign_at), jit or layout.mode == "xla")
 
     def compute(targets, lr, iters, grads, extra, inv_scale, full):  # type: ignore[no-untyped-def]
         # full: this step gets the statistics (Cadence.snapshot decided it before the update)
@@ -396,11 +396,11 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
 
 
 _SHARED_LOCK = threading.Lock()
-_SHARED: dict[tuple[Any, ...], Any] = {}
+_SHARED: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
 
 def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign_at: tuple[int, ...],
-                   jit: bool) -> Any:
+                   jit: bool) -> tuple[Any, Any]:
     """The compiled per-variable statistics for one shape signature, shared process-wide.
 
     ``f(grads, inv_scale, tvars, before, state_vars, state_shadow, signs)`` returns the
@@ -420,17 +420,23 @@ def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign
     from a non-XLA graph costs more than a light step's whole bookkeeping (measured on
     the 784-256-128-10 MLP: ~0.5 ms per launch against a ~1 ms step), so light steps
     must not pay it.
+
+    Returns ``(f, probe)``: ``probe`` calls ``f`` from a graph, as a step's writer
+    does, for timing. Called eagerly, an XLA function is compiled apart from the same
+    function called in a graph (a second compile, measured: ~170 more mappings).
     """
     import tensorflow as tf
 
     key = (grad_shapes, k, sign_at, bool(jit))
     with _SHARED_LOCK:
-        fn = _SHARED.get(key)
-        if fn is None:
-            fn = _SHARED[key] = tf.function(
-                functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
-                jit_compile=bool(jit), autograph=False, reduce_retracing=False)
-        return fn
+        got = _SHARED.get(key)
+        if got is None:
+            fn = tf.function(functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
+                             jit_compile=bool(jit), autograph=False, reduce_retracing=False)
+            probe = tf.function(lambda *args: fn(*args), jit_compile=False, autograph=False,
+                                reduce_retracing=False)
+            got = _SHARED[key] = (fn, probe)
+        return got
 
 
 def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *,  # type: ignore[no-untyped-def]
