@@ -358,6 +358,24 @@ def test_loss_objects_that_differ_explain_the_step0_gap():
     assert same.verdict == "equivalent" and "loss_mismatch" not in kinds(same)
 
 
+def test_loss_calls_of_a_multi_output_step_are_compared_one_by_one():
+    """A two-output step lists both Keras loss calls; the first output's differs while the
+    last ones agree: loss_mismatch names that call, not a generic gradient_mismatch."""
+    def two(first_logits: bool) -> dict:
+        calls = [dict(_loss_info("SparseCategoricalCrossentropy", first_logits)["loss_info"], y_pred_shape=[32, 3]),
+                 dict(_loss_info("MeanSquaredError", None)["loss_info"], y_pred_shape=[32, 1])]
+        return {"loss_info": {**calls[-1], "calls": calls}}
+
+    r = compare_runs(make_run("a", step_extra=two(True)),
+                     make_run("b", step_extra=two(False), loss_factor=1.7, rotate=[0]))
+    f = r.findings[0]
+    assert f.kind == "loss_mismatch", r.to_dict()
+    assert "loss 1 of 2" in f.summary and "[32, 3]" in f.summary and "from_logits=False" in f.summary
+    assert f.evidence["differences (a, b)"] == {"from_logits": (True, False)}
+    same = compare_runs(make_run("a", step_extra=two(True)), make_run("b", step_extra=two(True)))
+    assert same.verdict == "equivalent" and "loss_mismatch" not in kinds(same)
+
+
 def test_a_later_cause_does_not_absorb_an_earlier_symptom():
     """NaN from step 4 in run b does not explain a gradient difference at step 0."""
     r = compare_runs(make_run("a"), make_run("b", rotate=[0, 2], nan_at=4))

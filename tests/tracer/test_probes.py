@@ -137,6 +137,52 @@ def test_keras_loss_records_reduction_shapes_and_per_sample_stats(db):
     assert step["y_pred_shape"] == [N, 1]
 
 
+def _two_heads() -> keras.Model:
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((D,))
+    h = keras.layers.Dense(4, activation="relu")(inp)
+    return keras.Model(inp, [keras.layers.Dense(3, name="cls")(h), keras.layers.Dense(1, name="reg")(h)])
+
+
+def test_every_keras_loss_call_of_a_multi_output_step_is_listed(db):
+    """fit() of a two-output model calls one Keras loss per output: loss_info.calls lists both
+    in order (the record's own fields are the last); a loss computed outside the tape before
+    an eager step (a validation print) is not one of the step's calls."""
+    x, _ = _data()
+    rng = np.random.default_rng(4)
+    y1 = rng.integers(0, 3, size=(N,)).astype("int32")
+    y2 = rng.normal(size=(N, 1)).astype("float32")
+    model = _two_heads()
+    model.compile(keras.optimizers.SGD(0.01),
+                  loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.losses.MeanSquaredError()])
+    with gradtrace.trace(run="fit2", store=db):
+        model.fit(x, [y1, y2], batch_size=N, epochs=2, verbose=0)
+    steps, _ = _run(db, "fit2")
+    assert len(steps) == 2
+    for s in steps:
+        info = s["loss_info"]
+        assert [c["cls"] for c in info["calls"]] == ["SparseCategoricalCrossentropy", "MeanSquaredError"]
+        assert [c["from_logits"] for c in info["calls"]] == [True, None]
+        assert [c["y_pred_shape"] for c in info["calls"]] == [[N, 3], [N, 1]]
+        assert info["cls"] == "MeanSquaredError" and info["per_sample_count"] == N
+
+    model = _two_heads()
+    opt = keras.optimizers.SGD(0.01)
+    l1 = keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+    l2 = keras.losses.MeanAbsoluteError()
+    with gradtrace.trace(run="eager2", store=db):
+        for _ in range(2):
+            float(keras.losses.Huber()(y2, model(x)[1]))  # outside the tape: not the step's
+            with tf.GradientTape() as tape:
+                o1, o2 = model(x, training=True)
+                loss = l1(y1, o1) + l2(y2, o2)
+            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
+                                    strict=True))
+    steps, _ = _run(db, "eager2")
+    assert [[(c["cls"], c["from_logits"]) for c in s["loss_info"]["calls"]] for s in steps] == [
+        [("SparseCategoricalCrossentropy", False), ("MeanAbsoluteError", None)]] * 2
+
+
 def _train_hand_written(db, name, model, loss_fn, x, y, compiled, steps=3):
     """``steps`` tape steps (eager, or one ``tf.function``) with a loss written by hand."""
     opt = keras.optimizers.SGD(0.01)

@@ -70,6 +70,7 @@ FP_LEN = 4  # fingerprint: sum, sum of squares, fixed-weight projection, count
 K_MODE = "probe.mode:"
 K_FROZEN = "probe.frozen:"
 K_LOSS_INFO = "probe.loss_info"
+MAX_LOSS_CALLS = 32  # Keras loss calls of one step kept in loss_info.calls
 K_LOSS_PS = "probe.loss_ps"
 K_LOSS_W = "probe.loss_weights"
 K_BROADCASTS = "probe.broadcasts"
@@ -746,22 +747,30 @@ class _Probe:
         else:
             scope.statics.pop(fkey, None)
 
-    def on_loss(self, loss: Any, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
+    def on_loss(self, loss: Any, y_true: Any, y_pred: Any, sample_weight: Any,
+                under_tape: bool = True) -> None:
         scope = _scope.current()
         info = describe_loss(loss)
-        scope.put_static(
-            K_LOSS_INFO,
-            {
-                "cls": info["class"],
-                "name": info["name"],
-                "reduction": info["reduction"],
-                "from_logits": info["from_logits"],
-                "args": info.get("args"),
-                "y_true_shape": _shape_of(_first_tensor(y_true)) if y_true is not None else None,
-                "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
-                "sample_weight": sample_weight is not None,
-            },
-        )
+        call = {
+            "cls": info["class"],
+            "name": info["name"],
+            "reduction": info["reduction"],
+            "from_logits": info["from_logits"],
+            "args": info.get("args"),
+            "y_true_shape": _shape_of(_first_tensor(y_true)) if y_true is not None else None,
+            "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
+            "sample_weight": sample_weight is not None,
+        }
+        # Every Keras loss the step calls under its tape (a multi-output model calls one per
+        # output), in order; the record's own fields describe the last. A call outside any
+        # tape (validation, a loss printed before the step) is replaced by the step's own.
+        prev = scope.statics.get(K_LOSS_INFO)
+        if under_tape and K_LOSS_INFO in scope.marks and prev is not None:
+            calls = [*(prev.get("calls") or [{k: v for k, v in prev.items() if k != "calls"}]), call]
+            call = {**call, "calls": calls[-MAX_LOSS_CALLS:]}
+        elif under_tape:
+            scope.marks.add(K_LOSS_INFO)
+        scope.put_static(K_LOSS_INFO, call)
         scope.values.pop(K_LOSS_PS, None)
         self.put_weights(sample_weight, y_pred)
         if not self.tls.in_train_step and y_true is not None:
@@ -1260,8 +1269,11 @@ def _make_loss_call(probe: _Probe, skip: Any) -> Callable[[Any], Callable[..., A
             self: Any, y_true: Any, y_pred: Any, sample_weight: Any = None, *a: Any, **k: Any
         ) -> Any:
             if probe.here() and not (skip and isinstance(self, skip)):
+                from tensorflow.python import pywrap_tfe
+
+                under_tape = not pywrap_tfe.TFE_Py_TapeSetIsEmpty()  # before guard(), as in __call__
                 with probe.guard():
-                    probe.on_loss(self, y_true, y_pred, sample_weight)
+                    probe.on_loss(self, y_true, y_pred, sample_weight, under_tape)
             return original(self, y_true, y_pred, sample_weight, *a, **k)
 
         return __call__

@@ -326,8 +326,8 @@ def _version(info: FieldSerializationInfo) -> int:
     return int(ctx.get("schema_version", SCHEMA_VERSION)) if isinstance(ctx, dict) else SCHEMA_VERSION
 
 
-class LossInfo(_Model):
-    """What the step's loss looked like where a Keras loss object computed it."""
+class LossCall(_Model):
+    """One Keras loss object called in a step: what it is and what it was given."""
 
     cls: str | None = None
     name: str | None = None
@@ -338,6 +338,13 @@ class LossInfo(_Model):
     y_true_shape: Shape | None = None
     y_pred_shape: Shape | None = None
     sample_weight: bool = False
+
+
+class LossInfo(LossCall):
+    """What the step's loss looked like where a Keras loss object computed it (the last one
+    the step called; ``calls`` lists them all, in order, when it called several)."""
+
+    calls: list[LossCall] | None = Field(default=None, max_length=32)
     per_sample_mean: float | None = None
     per_sample_min: float | None = None
     per_sample_max: float | None = None
@@ -461,6 +468,7 @@ __all__ = [
     "Batch",
     "Broadcast",
     "LayerInfo",
+    "LossCall",
     "LossInfo",
     "RunInfo",
     "StateColumns",

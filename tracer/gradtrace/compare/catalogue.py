@@ -47,7 +47,8 @@ _KINDS = [
         "loss_mismatch", "error", False,
         "The Keras loss objects the two runs' steps called differ in class, `from_logits` or an "
         "argument (`label_smoothing`, Huber's `delta`, ...; read from the steps, so a tape loop's "
-        "loss object counts as much as compile()'s).",
+        "loss object counts as much as compile()'s; a multi-output step's losses are compared "
+        "output by output).",
         "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
         "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
         rank=6,

@@ -326,12 +326,19 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
     ia, ib = _first_loss_info(a), _first_loss_info(b)
     if not ia or not ib:
         return None
-    diffs = {label: (ia.get(k), ib.get(k)) for k, label in _LOSS_KEYS.items()
-             if ia.get(k) is not None and ib.get(k) is not None and ia.get(k) != ib.get(k)}
-    if "class" not in diffs:  # the same function: its arguments (label_smoothing, delta, ...)
-        aa, ab = ia.get("args") or {}, ib.get("args") or {}
-        diffs.update({k: (aa[k], ab[k]) for k in sorted(set(aa) & set(ab)) if aa[k] != ab[k]})
-    if not diffs:
+    # A step that called several Keras losses (one per output) lists them in order: pair
+    # them call by call when both runs called as many; otherwise compare the last ones.
+    ca, cb = ia.get("calls") or [ia], ib.get("calls") or [ib]
+    pairs = list(zip(ca, cb, strict=True)) if len(ca) == len(cb) else [(ia, ib)]
+    where = ""
+    for i, (pa, pb) in enumerate(pairs):
+        diffs = _loss_differences(pa, pb)
+        if diffs:
+            ia, ib = pa, pb
+            if len(pairs) > 1:
+                where = f" (loss {i + 1} of {len(pairs)}, on predictions of shape {pa.get('y_pred_shape')})"
+            break
+    else:
         return None
 
     def desc(info: dict[str, Any]) -> str:
@@ -353,9 +360,19 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
                + "; ".join(f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items()) + ").")
     return Finding(
         "loss_mismatch",
-        f"the runs' steps compute different losses: run a calls {desc(ia)}, run b {desc(ib)}.",
+        f"the runs' steps compute different losses{where}: run a calls {desc(ia)}, run b {desc(ib)}.",
         evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls")},
         fix=fix, explains=1.0)
+
+
+def _loss_differences(ia: dict[str, Any], ib: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Class, from_logits and (for the same class) arguments that differ between two loss calls."""
+    diffs = {label: (ia.get(k), ib.get(k)) for k, label in _LOSS_KEYS.items()
+             if ia.get(k) is not None and ib.get(k) is not None and ia.get(k) != ib.get(k)}
+    if "class" not in diffs:  # the same function: its arguments (label_smoothing, delta, ...)
+        aa, ab = ia.get("args") or {}, ib.get("args") or {}
+        diffs.update({k: (aa[k], ab[k]) for k in sorted(set(aa) & set(ab)) if aa[k] != ab[k]})
+    return diffs
 
 
 def metric_mismatch(a: RunData, b: RunData) -> Finding | None:
