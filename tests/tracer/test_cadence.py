@@ -153,3 +153,33 @@ def test_every_step_when_asked(db_url, read_run):
 def test_bad_budget_is_refused(db_url):
     with pytest.raises(ValueError, match="overhead_budget"):
         gradtrace.trace(run="bad", store=db_url, overhead_budget=0).__enter__()
+
+
+def test_statistics_unfused_when_the_process_runs_short_of_memory_mappings(db_url, read_run, monkeypatch):
+    """XLA never unmaps compiled code: a process short of mappings (here: the reserve raised
+    above what is free) gets unfused statistics for new shapes, with the same values, said
+    once on stderr and in the run's metadata."""
+    from gradtrace import _stats
+
+    if _stats.mappings_free() is None:
+        pytest.skip("no /proc/self/maps")
+    monkeypatch.setattr(_stats, "MAPPINGS_RESERVE", 1.0)
+    x, y = data(d=11)  # shapes no other test compiles
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((11,)), keras.layers.Dense(7, activation="relu"), keras.layers.Dense(1)])
+    with gradtrace.trace(run="unfused", store=db_url, stats_every=1, sketch_dim=0) as run:
+        step = tape_step(model, keras.optimizers.SGD(0.01))
+        gs = []
+        for _ in range(3):
+            gs.append(grads_of(model, x, y))
+            step(tf.constant(x), tf.constant(y))
+    assert run.info.extra["stats_jit"] is False
+    assert any("memory mappings" in w for w in run.info.warnings)
+    keys = [key for key in _stats._SHARED if key[0] == ((11, 7), (7,), (7, 1), (1,))]
+    assert keys and all(key[-1] is False for key in keys), keys
+    _, steps = read_run("unfused")
+    assert len(steps) == 3 and all(is_full(s) for s in steps)
+    for rec, g in zip(steps, gs, strict=True):
+        rows = var_rows(rec)
+        for v, gv in zip(model.trainable_variables, g, strict=True):
+            assert_grad_stats(rows[run.var_index(v)], gv, 0)

@@ -296,7 +296,7 @@ def test_many_traced_runs_compile_the_statistics_once(tmp_path, every):
         for r in range(4):
             steps = list(s.steps(s.resolve(f"r{{r}}").id))
             assert len(steps) == 3 and all(v["norm"] > 0 for st in steps for v in st["vars"]), r
-        fns = [f for key, (f, _) in _stats._SHARED.items() if key[-1]]
+        fns = [f for key, (f, _, _) in _stats._SHARED.items() if key[-1]]
         print("TRACES", [f.experimental_get_tracing_count() for f in fns])
         print("MAPS", counts)
         """

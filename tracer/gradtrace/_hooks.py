@@ -592,10 +592,16 @@ def _after(run: Run, ctx: _StepCtx) -> None:
     grads = [g for g, h in zip(ctx.grads, ctx.has_grad, strict=True) if h]
     writer = ring.writer
     if writer is None:
-        writer, probe, probe_args = _stats.make_writer(
+        want_jit = run.stats_jit(ctx.mode)
+        writer, probe, probe_args, jit = _stats.make_writer(
             ring, run.seq, run.cadence, [tf_variable(v) for v in ctx.vars],
-            [tf_variable(s.var) for s in state], run.state_shadow(state), run.stats_jit(ctx.mode),
+            [tf_variable(s.var) for s in state], run.state_shadow(state), want_jit,
         )
+        if want_jit and not jit:
+            run.set_extra(stats_jit=False)
+            run.warn_once("stats_jit", "this process has few memory mappings left (vm.max_map_count) "
+                          "and XLA never unmaps compiled code: the statistics of this model's shapes "
+                          "are not XLA-compiled (same values, slower full steps)", stderr=True)
         ring.writer = writer
         run.cadence.register(ring, probe, probe_args)
     inv_scale = tf.constant(1.0) if ctx.grad_scale is None else 1.0 / ctx.grad_scale

@@ -333,9 +333,10 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     as arguments. The other rows carry NaN there and ``full == 0``, and
     non-trainable deltas span the steps since the last full one.
 
-    Returns ``(writer, probe, probe_args)``: ``probe(*probe_args)`` runs the same
+    Returns ``(writer, probe, probe_args, jit)``: ``probe(*probe_args)`` runs the same
     compiled statistics on zero gradients, writing only a scratch copy of
-    ``state_shadow``, for timing.
+    ``state_shadow``, for timing; ``jit`` says whether the statistics are XLA-compiled
+    (False where asked, or where :func:`stats_function` declined to compile more).
     """
     import tensorflow as tf
 
@@ -349,9 +350,9 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     before = cadence.shadow(tvars)
     mid = layout.width - len(HEADER) - sum(size for _, size in layout.values.values())
     grad_shapes = tuple(tuple(v.shape.as_list()) for v, slot in zip(tvars, layout.vars, strict=True) if slot.grad)
-    full_stats, _ = stats_function(grad_shapes, k, tuple(sign_at), jit)
+    full_stats, _, jit = stats_function(grad_shapes, k, tuple(sign_at), jit)
     # Inside an XLA step the statistics are compiled with it: time them compiled too.
-    _, probe = stats_function(grad_shapes, k, tuple(sign_at), jit or layout.mode == "xla")
+    _, probe, _ = stats_function(grad_shapes, k, tuple(sign_at), jit or layout.mode == "xla")
 
     def compute(targets, lr, iters, grads, extra, inv_scale, full):  # type: ignore[no-untyped-def]
         # full: this step gets the statistics (Cadence.snapshot decided it before the update)
@@ -392,7 +393,25 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
         scratch = side_variable(tf.zeros_like(state_shadow), "gradtrace_probe_state") if state_vars else None
         probe_args = ([tf.zeros(shp, tf.float32) for shp in grad_shapes], tf.constant(1.0), tvars, before,
                       state_vars, scratch, signs)
-    return writer, probe, probe_args
+    return writer, probe, probe_args, jit
+
+
+# XLA's compiled code stays mapped until the process ends (see stats_function): once less
+# than this share of the process's memory-mapping limit is free, statistics functions of
+# new shapes are not XLA-compiled (same values, unfused, slower full steps).
+MAPPINGS_RESERVE = 0.25
+
+
+def mappings_free() -> float | None:
+    """The share of ``vm.max_map_count`` this process has not mapped yet (None off Linux)."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            used = sum(1 for _ in f)
+    except (OSError, ValueError):
+        return None
+    return 1.0 - used / max(limit, 1)
 
 
 _SHARED_LOCK = threading.Lock()
@@ -400,7 +419,7 @@ _SHARED: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
 
 def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign_at: tuple[int, ...],
-                   jit: bool) -> tuple[Any, Any]:
+                   jit: bool) -> tuple[Any, Any, bool]:
     """The compiled per-variable statistics for one shape signature, shared process-wide.
 
     ``f(grads, inv_scale, tvars, before, state_vars, state_shadow, signs)`` returns the
@@ -421,21 +440,29 @@ def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign
     the 784-256-128-10 MLP: ~0.5 ms per launch against a ~1 ms step), so light steps
     must not pay it.
 
-    Returns ``(f, probe)``: ``probe`` calls ``f`` from a graph, as a step's writer
-    does, for timing. Called eagerly, an XLA function is compiled apart from the same
-    function called in a graph (a second compile, measured: ~170 more mappings).
+    A process that has used up all but :data:`MAPPINGS_RESERVE` of its mapping limit
+    (its own XLA functions count too) gets the unfused function for new shapes.
+
+    Returns ``(f, probe, jit)``: ``probe`` calls ``f`` from a graph, as a step's writer
+    does, for timing (called eagerly, an XLA function is compiled apart from the same
+    function called in a graph: a second compile, ~170 more mappings); ``jit`` whether
+    ``f`` is XLA-compiled.
     """
     import tensorflow as tf
 
     key = (grad_shapes, k, sign_at, bool(jit))
     with _SHARED_LOCK:
         got = _SHARED.get(key)
+        if got is None and jit and (free := mappings_free()) is not None and free < MAPPINGS_RESERVE:
+            key = (grad_shapes, k, sign_at, False)
+            got = _SHARED.get(key)
         if got is None:
+            jit = key[-1]
             fn = tf.function(functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
-                             jit_compile=bool(jit), autograph=False, reduce_retracing=False)
+                             jit_compile=jit, autograph=False, reduce_retracing=False)
             probe = tf.function(lambda *args: fn(*args), jit_compile=False, autograph=False,
                                 reduce_retracing=False)
-            got = _SHARED[key] = (fn, probe)
+            got = _SHARED[key] = (fn, probe, jit)
         return got
 
 
