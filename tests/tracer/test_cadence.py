@@ -133,15 +133,22 @@ def test_full_steps_are_exact(db_url, read_run):
         assert moving and all(s["changed"] for s in moving)
 
 
+def train_every_step(db_url: str, name: str, model: keras.Model, x, y, steps: int):
+    """``steps`` tape steps with statistics on every step; returns the run and each step's
+    gradients computed here before the step."""
+    with gradtrace.trace(run=name, store=db_url, stats_every=1, sketch_dim=0) as run:
+        step = tape_step(model, keras.optimizers.SGD(0.01))
+        gs = []
+        for _ in range(steps):
+            gs.append(grads_of(model, x, y))
+            step(tf.constant(x), tf.constant(y))
+    return run, gs
+
+
 def test_every_step_when_asked(db_url, read_run):
     x, y = data()
     model = small_model(2)
-    with gradtrace.trace(run="every", store=db_url, stats_every=1, sketch_dim=0) as run:
-        step = tape_step(model, keras.optimizers.SGD(0.01))
-        gs = []
-        for _ in range(12):
-            gs.append(grads_of(model, x, y))
-            step(tf.constant(x), tf.constant(y))
+    run, gs = train_every_step(db_url, "every", model, x, y, 12)
     assert run.info.extra["stats_every"] == 1 and run.info.extra["stats_cadence"] == "fixed"
     _, steps = read_run("every")
     assert len(steps) == 12 and all(is_full(s) for s in steps)
@@ -167,12 +174,7 @@ def test_statistics_unfused_when_the_process_runs_short_of_memory_mappings(db_ur
     x, y = data(d=11)  # shapes no other test compiles
     keras.utils.set_random_seed(4)
     model = keras.Sequential([keras.Input((11,)), keras.layers.Dense(7, activation="relu"), keras.layers.Dense(1)])
-    with gradtrace.trace(run="unfused", store=db_url, stats_every=1, sketch_dim=0) as run:
-        step = tape_step(model, keras.optimizers.SGD(0.01))
-        gs = []
-        for _ in range(3):
-            gs.append(grads_of(model, x, y))
-            step(tf.constant(x), tf.constant(y))
+    run, gs = train_every_step(db_url, "unfused", model, x, y, 3)
     assert run.info.extra["stats_jit"] is False
     assert any("memory mappings" in w for w in run.info.warnings)
     keys = [key for key in _stats._SHARED if key[0] == ((11, 7), (7,), (7, 1), (1,))]
