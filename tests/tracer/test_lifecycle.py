@@ -313,6 +313,38 @@ def test_many_traced_runs_compile_the_statistics_once(tmp_path, every):
     assert counts[-1] - counts[0] < 30, counts
 
 
+def test_a_tf_function_traced_in_one_run_is_recorded_in_the_next_and_plain_after(db_url, read_run):
+    """A notebook: one tf.function, two trace cells. Its graph instrumented by the first run
+    is dropped when that run ends, so a call outside trace writes nothing into the finished
+    run's ring, and the second run records its steps although the function was called
+    (plain) in between (it used to record none)."""
+    x, y = data(n=16)
+    model, opt = model_and_opt(3)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(yb - model(xb, training=True)))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
+                                strict=True))
+
+    with gradtrace.trace(run="cell1", store=db_url) as first:
+        for _ in range(3):
+            step(x, y)
+    rings = first._poller.rings
+    written = [int(r.count.numpy()) for r in rings]
+    assert written == [3]
+    step(x, y)  # outside any trace: the plain graph again
+    assert [int(r.count.numpy()) for r in rings] == written
+    with gradtrace.trace(run="cell2", store=db_url) as second:
+        for _ in range(4):
+            step(x, y)
+    assert not any("without being recorded" in w for w in second.info.warnings), second.info.warnings
+    _, steps = read_run("cell2")
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    assert all(s["loss"] is not None and s["n_grad"] == 4 for s in steps)
+
+
 def test_clear_session_between_traced_runs(db_url, read_run):
     """keras.backend.clear_session() (and the garbage collection it runs) between two runs."""
     x, y = data(n=16)

@@ -494,6 +494,26 @@ def iterations_variable(opt: Any) -> Any:
     return it
 
 
+def _tracing_caches() -> list[Any]:
+    """The function caches of the ``tf.function``s being traced around the caller.
+
+    tensorflow/python/eager/polymorphic_function/tracing_compilation.py
+    ``_maybe_define_function(args, kwargs, tracing_options)`` traces a function that is
+    missing from ``tracing_options.function_cache`` and adds the result to it: each such
+    frame on the stack is a function whose graph gets this step's recording ops.
+    """
+    out = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_maybe_define_function" and code.co_filename.endswith("tracing_compilation.py"):
+            cache = getattr(frame.f_locals.get("tracing_options"), "function_cache", None)
+            if cache is not None and callable(getattr(cache, "clear", None)):
+                out.append(cache)
+        frame = frame.f_back
+    return out
+
+
 def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
     keys = [var_key(v) for v in tvars]
     key_set = set(keys)
@@ -521,8 +541,11 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
         except Exception:  # an exotic learning rate: recorded as missing
             logger.debug("gradtrace: learning rate of %r not readable", opt, exc_info=True)
     run.optimizer_seen(opt, flavour, tvars)
+    mode = execution_mode()
+    if mode != "eager":
+        run.traced_in(_tracing_caches())
     return _StepCtx(opt, flavour, list(grads) + other_grads, all_vars, has_grad,
-                    lr, tape, execution_mode(), _grad_scale(opt, flavour), full)
+                    lr, tape, mode, _grad_scale(opt, flavour), full)
 
 
 def _grad_scale(opt: Any, flavour: str) -> Any:

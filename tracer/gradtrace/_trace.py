@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -153,6 +153,8 @@ class Run:
         self._steps_by_opt: Counter[int] = Counter()
         self._modes: set[str] = set()
         self._train_functions: list[tuple[weakref.ref[Any], Any]] = []
+        # id -> function cache of a tf.function whose graph this run instrumented (see forget_traces)
+        self._traced_caches: dict[int, Any] = {}
         self._claimed: set[int] = set()
         self._init_seen: set[int] = set()
         self._index_pending = False  # a model's variables were not initialised when indexed
@@ -544,6 +546,7 @@ class Run:
         self.full_tensors = _tensors.for_run(self.config)
         self._poller = Poller(self._on_rows, on_tick=self._on_tick)
         self._poller.start()
+        _retrace_instrumented()
         _hooks.install()
         self._scan_optimizers()
         try:
@@ -782,6 +785,7 @@ class Run:
             step(self._probes_undo, "probes.undo")
         step(_hooks.uninstall, "uninstall")
         step(self._restore_train_functions, "restore train_function")
+        step(self.forget_traces, "forget instrumented traces")
         if self._poller is not None:
             step(self._poller.stop, "poller.stop")
             step(self._poller.poll, "final read")
@@ -820,6 +824,34 @@ class Run:
         if errors and self.strict and exc is None:
             raise errors[0]
 
+    def traced_in(self, caches: list[Any]) -> None:
+        """The caches of the ``tf.function``s whose graphs are being instrumented by this run."""
+        with self._lock:
+            for cache in caches:
+                self._traced_caches.setdefault(id(cache), cache)
+
+    def forget_traces(self) -> None:
+        """Drop this run's instrumented graphs from the user's ``tf.function``s.
+
+        A graph traced inside ``trace`` keeps its recording ops: called after the run (the
+        next notebook cell, another ``trace``) it would go on writing into this run's ring,
+        costing time and recording nothing. With its cache cleared the function is traced
+        again on its next call: plain outside ``trace``, recorded inside the next one. The
+        caches are remembered so that the next run clears them once more when it starts
+        (:func:`_retrace_instrumented`): a function called outside in between is traced
+        again under that run too.
+        """
+        with self._lock:
+            caches, self._traced_caches = list(self._traced_caches.values()), {}
+        for cache in caches:
+            cache.clear()
+        with _INSTRUMENTED_LOCK:
+            for cache in caches:
+                _INSTRUMENTED.pop(id(cache), None)
+                _INSTRUMENTED[id(cache)] = cache
+            while len(_INSTRUMENTED) > MAX_INSTRUMENTED:
+                _INSTRUMENTED.popitem(last=False)
+
     def _restore_train_functions(self) -> None:
         for ref, fn in self._train_functions:
             model = ref()
@@ -856,6 +888,22 @@ class Run:
 UNCAPTURED_CHECK_SECONDS = 1.0
 RING_BYTES = 8 * 2**20
 RING_MIN_ROWS, RING_MAX_ROWS = 64, 1024
+
+
+# Function caches (tensorflow/core/function/polymorphism/function_cache.py ``FunctionCache``)
+# of tf.functions an earlier run instrumented, newest last; emptied when that run ended.
+MAX_INSTRUMENTED = 256
+_INSTRUMENTED: OrderedDict[int, Any] = OrderedDict()
+_INSTRUMENTED_LOCK = threading.Lock()
+
+
+def _retrace_instrumented() -> None:
+    """Clear the caches of the tf.functions earlier runs instrumented: a function called
+    outside ``trace`` since then holds a plain graph, and is traced again under this run."""
+    with _INSTRUMENTED_LOCK:
+        caches = list(_INSTRUMENTED.values())
+    for cache in caches:
+        cache.clear()
 
 
 def _by_ring(rows: list[tuple[Any, np.ndarray]]) -> list[tuple[Any, np.ndarray]]:
