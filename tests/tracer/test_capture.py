@@ -434,15 +434,33 @@ def test_fit_records_learning_rate_constant_and_schedule(db_url, read_run):
 
 
 def test_tf_keras_fit_records_learning_rate(db_url, read_run):
+    """The rate each step used: tf-keras' new optimizer caches it during the update, the
+    legacy OptimizerV2 derives it from ``iterations`` (schedule or ``decay=``), which the
+    update increments. Checked against the rate the update itself implies (SGD: Δw = -lr·g)."""
     tf_keras = pytest.importorskip("tf_keras")
-    x, y = data(n=16)
+    x, y = data(n=24)
     sched = tf_keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    inverse = tf_keras.optimizers.schedules.InverseTimeDecay(0.1, decay_steps=1, decay_rate=0.5)
+    expected = {
+        "tk-const": [0.05] * 3,
+        "tk-sched": [0.1, 0.05, 0.025],
+        "tk-new-sched": [0.1, 0.1 / 1.5, 0.05],
+        "tk-legacy-decay": [0.1, 0.1 / 1.5, 0.05],
+    }
     for name, opt in (("tk-const", tf_keras.optimizers.SGD(0.05)),
-                      ("tk-sched", tf_keras.optimizers.legacy.SGD(sched))):
+                      ("tk-sched", tf_keras.optimizers.legacy.SGD(sched)),
+                      ("tk-new-sched", tf_keras.optimizers.SGD(inverse)),
+                      ("tk-legacy-decay", tf_keras.optimizers.legacy.SGD(0.1, decay=0.5))):
         model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(8,))])
         model.compile(opt, "mse")
-        with gradtrace.trace(run=name, store=db_url):
+        with gradtrace.trace(run=name, store=db_url, stats_every=1):
             model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        _, steps = read_run(name)
+        np.testing.assert_allclose([s["lr"] for s in steps], expected[name], rtol=1e-5, err_msg=name)
+        # The update applied: |Δw| / |g| of plain SGD is the rate itself.
+        for s in steps:
+            v = s["vars"][0]
+            np.testing.assert_allclose(v["update_norm"] / v["norm"], s["lr"], rtol=1e-4, err_msg=name)
     np.testing.assert_allclose(read_run("tk-const")[0].meta["optimizer"]["learning_rate"], 0.05, rtol=1e-6)
     opt = read_run("tk-sched")[0].meta["optimizer"]
     assert opt["learning_rate_schedule"]["class"] == "ExponentialDecay"

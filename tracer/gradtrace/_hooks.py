@@ -467,6 +467,17 @@ class _StepCtx:
     full: Any = None  # boolean tensor: this step gets the per-variable statistics
 
 
+def _lr_before_update(opt: Any, flavour: str) -> bool:
+    """Whether the rate a step uses must be read before its update (else after it).
+
+    Keras 3 (keras/src/optimizers/base_optimizer.py ``learning_rate``) and tf-keras'
+    legacy OptimizerV2 (tf_keras/src/optimizers/legacy/optimizer_v2.py ``_decayed_lr``)
+    evaluate a schedule or ``decay`` at ``iterations``, which the update increments;
+    tf-keras' new optimizer caches the rate it used in ``_current_learning_rate``.
+    """
+    return flavour == "keras3" or hasattr(opt, "_decayed_lr")
+
+
 def _learning_rate(opt: Any, flavour: str) -> Any:
     import tensorflow as tf
 
@@ -535,7 +546,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     # `value()` here would make the optimizer's in-place assign copy every buffer.
     full = run.cadence.snapshot([tf_variable(v) for v in all_vars])
     lr = None
-    if flavour == "keras3":
+    if _lr_before_update(opt, flavour):
         try:
             lr = _learning_rate(opt, flavour)
         except Exception:  # an exotic learning rate: recorded as missing
@@ -571,7 +582,7 @@ def _after(run: Run, ctx: _StepCtx) -> None:
     import tensorflow as tf
 
     lr = ctx.lr
-    if lr is None and ctx.flavour == "tf_keras":
+    if lr is None and not _lr_before_update(ctx.opt, ctx.flavour):
         try:
             # tf_keras/src/optimizers/optimizer.py: a schedule's value is cached in
             # `_current_learning_rate` by apply_gradients, so read it afterwards.
