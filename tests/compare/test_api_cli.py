@@ -165,3 +165,28 @@ def test_cli_text_report_and_no_tensorflow(db):
             "assert 'tensorflow' not in sys.modules and 'fastapi' not in sys.modules")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("tracer", "server", "."))}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "fit", "tape-loop", "--server", "notaurl"],
+    ["compare", "fit", "tape-loop", "--server", "http://[::1"],
+    ["check", "fit", "--server", "notaurl"],
+    ["check", "fit", "--server", "http://host:port"],
+])
+def test_cli_malformed_server_url_is_one_line_exit_2(argv, capsys):
+    """A typo in --server is a usage error (exit 2), not a traceback with exit 1 ("diverged")."""
+    from gradtrace.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--server" in err and "http://" in err and argv[-1] in err, err
+
+
+@pytest.mark.parametrize("url", ["postgresql://x@[::1", "postgresql://u@host:abc/db", "foo://bar", "http://[::1"])
+def test_cli_malformed_db_url_is_one_line_exit_2(url, capsys):
+    from gradtrace.cli import main
+
+    for argv in (["compare", "a", "b", "--db", url], ["check", "a", "--db", url]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--db" in err and url in err, err

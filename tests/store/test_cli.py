@@ -118,3 +118,28 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("url", ["postgresql://x@[::1", "postgresql://u@host:abc/db", "foo://bar", "http://[::1"])
+def test_malformed_db_urls_name_the_flag(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command taking --db (or spool's --url) answers a malformed URL in one line, exit 2."""
+    commands = [
+        ["runs"], ["show", "fit"], ["db", "current"], ["db", "upgrade"],
+        ["token", "list"], ["token", "create", "--project", "p", "--scope", "read"], ["token", "revoke", "1"],
+        ["serve"],
+    ]
+    for argv in commands:
+        assert main([*argv, "--db", url]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--db" in err and url in err, (argv, err)
+    assert main(["spool", "flush", "--url", url, "--dir", "/nonexistent-spool"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--url" in err and url in err, err
+
+
+def test_malformed_gradtrace_url_names_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GRADTRACE_URL", "postgresql://u@host:abc/db")
+    assert main(["runs"]) == 2
+    err = capsys.readouterr().err
+    assert "$GRADTRACE_URL" in err and "postgresql://u@host:abc/db" in err

@@ -80,6 +80,12 @@ def _usage(msg: str) -> Exception:
     return UsageError(msg)
 
 
+def _server(raw: str) -> str:
+    from gradtrace._cli_source import server_url
+
+    return server_url(raw, "--server")
+
+
 def _http_get(base: str, path: str, params: dict[str, str], token: str | None) -> dict[str, Any]:
     url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
@@ -101,13 +107,10 @@ def _http_get(base: str, path: str, params: dict[str, str], token: str | None) -
 
 
 def _local(fn: Any, *refs: str, db: str | None, project: str | None) -> dict[str, Any]:
+    from gradtrace._cli_source import open_db
     from gradtrace.compare.reader import read_run
-    from gradtrace.store import open_store
 
-    try:
-        store = open_store(db)
-    except Exception as exc:  # noqa: BLE001 - any failure to open is the user's URL/db to fix
-        raise _usage(f"cannot open the store {db or os.environ.get('GRADTRACE_URL') or './gradtrace.db'}: {exc}") from None
+    store = open_db(db, "--db", must_exist=False)
     try:
         runs = []
         for ref in refs:
@@ -142,10 +145,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not args.a or not args.b:
         raise _usage("give two runs: gradtrace compare A B (see --help)")
     if args.server:
+        server = _server(args.server)
         params = {"a": args.a, "b": args.b}
         if args.project:
             params["project"] = args.project
-        doc = _http_get(args.server, "/api/v1/compare", params, args.token or os.environ.get("GRADTRACE_TOKEN"))
+        doc = _http_get(server, "/api/v1/compare", params, args.token or os.environ.get("GRADTRACE_TOKEN"))
     else:
         from gradtrace.compare import compare_runs
 
@@ -156,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     if args.server:
         path = "/api/v1/runs/" + urllib.parse.quote(args.run, safe="") + "/check"
-        doc = _http_get(args.server, path, {}, args.token or os.environ.get("GRADTRACE_TOKEN"))
+        doc = _http_get(_server(args.server), path, {}, args.token or os.environ.get("GRADTRACE_TOKEN"))
     else:
         from gradtrace.compare import check_run
 

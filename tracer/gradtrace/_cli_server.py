@@ -88,33 +88,28 @@ def _say(text: str, err: bool = False) -> None:
     (sys.stderr if err else sys.stdout).write(text + "\n")
 
 
-def _db_url(arg: str | None) -> str | None:
+def _db_source(arg: str | None) -> tuple[str | None, str]:
+    """The database URL the server and token commands use, and where it came from."""
     if arg:
-        return arg
+        return arg, "--db"
     if os.environ.get("GRADTRACE_SERVER_DB"):
-        return os.environ["GRADTRACE_SERVER_DB"]
+        return os.environ["GRADTRACE_SERVER_DB"], "$GRADTRACE_SERVER_DB"
     url = os.environ.get("GRADTRACE_URL", "")
     if url and not url.lower().startswith(("http://", "https://")):
-        return url
-    return None
+        return url, "$GRADTRACE_URL"
+    return None, "--db"
 
 
-def _open(db: str | None) -> Any:
-    from gradtrace.cli import UsageError
-    from gradtrace.store import SchemaOutOfDate, StoreError, open_store
+def _db_url(arg: str | None) -> str | None:
+    return _db_source(arg)[0]
 
-    try:
-        return open_store(_db_url(db))
-    except SchemaOutOfDate as exc:
-        raise UsageError(str(exc)) from None
-    except StoreError as exc:
-        raise UsageError(str(exc)) from None
-    except Exception as exc:  # connection refused, bad URL, ...
-        from sqlalchemy.exc import ArgumentError, OperationalError
 
-        if isinstance(exc, (OperationalError, ArgumentError)):
-            raise UsageError(f"cannot open the database: {exc}") from None
-        raise
+def _open(db: str | None, *, must_exist: bool = False, flag: str | None = None) -> Any:
+    from gradtrace._cli_source import open_db
+
+    url, origin = _db_source(db)
+    # None: $GRADTRACE_URL is unset or names a server (a client's setting), not a database
+    return open_db(url or "sqlite:///./gradtrace.db", flag or origin, must_exist=must_exist)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
@@ -184,10 +179,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"the server needs the 'server' extra: pip install 'gradtrace[server]' ({exc})") from None
 
+    from gradtrace._cli_source import database_url
+
+    db, db_origin = _db_source(args.db)
+    if db is not None:
+        database_url(db, db_origin)  # a malformed URL: one line naming where it came from
     overrides = {
         k: v
         for k, v in {
-            "db": _db_url(args.db),
+            "db": db,
             "host": args.host,
             "port": args.port,
             "workers": args.workers,
@@ -203,7 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}") from None
 
     # Refuse an out-of-date schema here, with the command to run, rather than in a worker.
-    store = _open(settings.db)
+    store = _open(settings.db, flag=_db_source(args.db)[1])
     try:
         if settings.auth_required and not store.list_tokens():
             logger.warning("tokens are required but none exist: gradtrace token create --project P --scope write --db URL")

@@ -54,9 +54,13 @@ def _say(text: str) -> None:
 
 
 def _destinations(root: Path, url: str | None) -> list[str]:
+    from gradtrace._cli_source import database_url, is_server_url, server_url
     from gradtrace._config import normalize_url
 
     if url:
+        if is_server_url(url):
+            return [server_url(url, "--url")]
+        database_url(url, "--url")  # checked only: the spool keys on the URL as the tracer wrote it
         return [normalize_url(url)]
     out = []
     for marker in sorted(root.glob("*/destination.txt")):

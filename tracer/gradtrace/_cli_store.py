@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradtrace.cli import UsageError
@@ -97,25 +96,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _open(url: str | None, *, must_exist: bool = True, check_schema: bool = True) -> Store:
-    from gradtrace.store import StoreError, normalize_url, open_store
+    from gradtrace._cli_source import open_db
 
-    try:
-        full = normalize_url(url)
-    except StoreError as exc:
-        raise UsageError(str(exc)) from None
-    if must_exist and full.startswith("sqlite:///") and full != "sqlite:///:memory:":
-        path = Path(full[len("sqlite:///") :])
-        if not path.exists():
-            raise UsageError(
-                f"no gradtrace database at {path}; run a traced script first "
-                "(it writes ./gradtrace.db) or pass --db URL"
-            )
-    try:
-        return open_store(full, check_schema=check_schema)
-    except StoreError as exc:
-        raise UsageError(str(exc)) from None
-    except Exception as exc:  # connection refused, bad URL, ...
-        raise UsageError(f"cannot open {full}: {exc}") from None
+    return open_db(url, "--db", must_exist=must_exist, check_schema=check_schema)
 
 
 def _echo(text: str, file: Any = None) -> None:

@@ -1,0 +1,108 @@
+"""Where a command's records are: a database URL (``--db``) or a gradtrace server (``--server``).
+
+Every command that takes ``--db``, ``--server`` or ``--url`` checks the value here,
+so a malformed one is one line naming the flag (or the environment variable it
+came from) and what a valid value looks like, with exit code 2, never a traceback.
+
+Example::
+
+    >>> from gradtrace._cli_source import server_url
+    >>> server_url("http://gradtrace.team:8000/", "--server")
+    'http://gradtrace.team:8000'
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gradtrace.cli import UsageError
+
+if TYPE_CHECKING:
+    from gradtrace.store import Store
+
+SERVER_EXAMPLE = "http(s)://host[:port], e.g. http://gradtrace.team:8000"
+DB_EXAMPLE = "a SQLite file (runs.db, sqlite:///path/runs.db) or postgresql://user@host:5432/dbname"
+
+
+def is_server_url(url: str | None) -> bool:
+    """True when ``url`` names a gradtrace server (``http://`` or ``https://``)."""
+    return bool(url) and url.strip().lower().startswith(("http://", "https://"))  # type: ignore[union-attr]
+
+
+def server_url(raw: str, flag: str) -> str:
+    """``raw`` as a server base URL (no trailing slash); :class:`UsageError` naming ``flag`` if malformed."""
+    url = raw.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check ("http://h:x" raises here)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"{flag} {raw!r} is not a server URL; expected {SERVER_EXAMPLE}")
+    return url.rstrip("/")
+
+
+def database_url(raw: str | None, flag: str = "--db") -> str:
+    """The SQLAlchemy URL ``raw`` names (``None``: ``$GRADTRACE_URL``, else ./gradtrace.db).
+
+    Raises :class:`UsageError` naming ``flag`` (or ``$GRADTRACE_URL`` when the value
+    came from it) when it is a server address or not a URL SQLAlchemy can parse (a
+    bad port, an unknown database kind).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from gradtrace.store import StoreError, normalize_url
+
+    if not (raw or "").strip():
+        raw, flag = os.environ.get("GRADTRACE_URL") or None, "$GRADTRACE_URL"
+    if raw is not None and is_server_url(raw):
+        raise UsageError(
+            f"{flag} {raw!r} is a gradtrace server, not a database; pass a database URL: {DB_EXAMPLE}"
+        )
+    try:
+        full = normalize_url(raw)
+    except StoreError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    try:
+        url = make_url(full)
+        url.port  # noqa: B018 - a malformed port raises here
+        url.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise UsageError(f"{flag} {raw!r} is not a usable database URL ({exc}); expected {DB_EXAMPLE}") from None
+    return full
+
+
+def sqlite_path(full_url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other databases and ``:memory:``)."""
+    if not full_url.startswith("sqlite:///") or full_url == "sqlite:///:memory:":
+        return None
+    path = full_url[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path else None
+
+
+def open_db(raw: str | None, flag: str = "--db", *, must_exist: bool = True, check_schema: bool = True) -> Store:
+    """Open the store ``raw`` names for a command; every failure is a :class:`UsageError`."""
+    from gradtrace.store import StoreError, open_store
+
+    full = database_url(raw, flag)
+    path = sqlite_path(full)
+    if must_exist and path is not None and not path.exists():
+        raise UsageError(
+            f"no gradtrace database at {path}; run a traced script first "
+            "(it writes ./gradtrace.db) or pass --db URL"
+        )
+    try:
+        return open_store(full, check_schema=check_schema)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # connection refused, missing driver, unreadable file, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot open {full}: {first}") from None
+
+
+__all__ = ["database_url", "is_server_url", "open_db", "server_url", "sqlite_path"]
