@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -146,6 +147,85 @@ def test_nested_scopes_and_exact_restoration(db_url, read_run):
     tape_train(model, opt, x, y, 1)
     _, outer_again = read_run("outer")
     assert len(outer_again) == 3
+
+
+def _fit_mlp(seed: int, x: np.ndarray, y: np.ndarray) -> Any:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(6, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    return model
+
+
+def test_nested_traces_around_fit_keep_every_op_callback_working(db_url, read_run):
+    """Each run watches the loss through an op callback, and TensorFlow hands a callback's
+    return value to the next one as the op's outputs (op_callbacks.invoke_op_callbacks):
+    nested runs, and a callback of the user's registered beside them, get the real outputs.
+    Steps of the inner run are the outer run's too: no "ran without being recorded"."""
+    from tensorflow.python.framework import op_callbacks
+
+    x, y = data()
+    got_none = []
+
+    def users_callback(op_type, inputs, attrs, outputs, op_name=None, graph=None):  # noqa: ANN001
+        got_none.append(outputs is None)
+
+    with gradtrace.trace(run="outer-fit", store=db_url) as outer:
+        _fit_mlp(1, x, y)
+        with gradtrace.trace(run="inner-fit", store=db_url) as inner:
+            op_callbacks.add_op_callback(users_callback)
+            try:
+                _fit_mlp(2, x, y)
+            finally:
+                op_callbacks.remove_op_callback(users_callback)
+        inner_model = _fit_mlp(3, x, y)  # the outer run records again after the inner one ends
+    assert got_none and not any(got_none)
+    for run in (outer, inner):
+        assert not run.info.partial, run.info.warnings
+        assert run.info.warnings == []
+    assert len(read_run("outer-fit")[1]) == 4 and len(read_run("inner-fit")[1]) == 2
+    assert int(inner_model.optimizer.iterations) == 2
+
+
+def test_check_numerics_sees_the_training_and_not_the_tracer(db_url, read_run):
+    """``tf.debugging.enable_check_numerics()`` is an op callback too: the tracer's own ops
+    (NaN stands for "not recorded" in a step's row) are hidden from it, so a healthy traced
+    training runs, while a NaN the training itself makes is still caught."""
+    x, y = data()
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(1)])
+    opt = keras.optimizers.SGD(0.01)
+
+    @tf.function
+    def step(xb, yb, shift):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(xb, training=True) - yb)) + tf.math.log(shift)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    tf.debugging.enable_check_numerics()
+    try:
+        with gradtrace.trace(run="checked", store=db_url, stats_every=2) as run:
+            for _ in range(3):
+                step(x, y, tf.constant(1.0))
+            with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+                step(x, y, tf.constant(-1.0))  # log(-1): the training's own NaN
+            tape_updates = int(opt.iterations)  # the aborted call may have applied its update
+            model.compile(keras.optimizers.SGD(0.01), "mse")
+            model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    finally:
+        tf.debugging.disable_check_numerics()
+    assert not run.info.partial, run.info.warnings
+    _, steps = read_run("checked")
+    tape, fit = steps[:-2], steps[-2:]
+    assert [s["iterations"] for s in fit] == [1, 2]
+    assert all(np.isfinite(s["loss"]) for s in tape[:3] + fit)
+    # The step check_numerics aborted is recorded when its row was written before the abort.
+    assert len(tape) in (3, tape_updates)
+    assert all(np.isnan(s["loss"]) for s in tape[3:])
 
 
 def test_other_threads_are_not_captured(db_url, read_run):

@@ -51,12 +51,40 @@ def is_suppressed() -> bool:
 
 @contextlib.contextmanager
 def suppressed() -> Iterator[None]:
-    """Our own TensorFlow work inside this block is invisible to the hooks."""
+    """Our own TensorFlow work inside this block is invisible to the hooks and to op callbacks."""
     _local.suppress = getattr(_local, "suppress", 0) + 1
+    try:
+        with op_callbacks_hidden():
+            yield
+    finally:
+        _local.suppress -= 1
+
+
+@contextlib.contextmanager
+def op_callbacks_hidden() -> Iterator[None]:
+    """The op callbacks of this thread do not see the ops created or run in this block.
+
+    ``tf.debugging.enable_check_numerics()`` and tfdbg's dumping are op callbacks
+    (tensorflow/python/framework/op_callbacks.py ``invoke_op_callbacks``, run for graph
+    ops as they are built and, through tensorflow/python/eager/execute.py
+    ``execute_with_callbacks``, for eager ops as they run). Our bookkeeping writes NaN
+    for "absent" on purpose; a check-numerics callback would raise on it inside the
+    user's training. Both paths read the thread's list
+    (tensorflow/python/eager/context.py ``Context.op_callbacks``), which is emptied here
+    and put back after.
+    """
+    from tensorflow.python.eager import context
+
+    tld = context.context()._thread_local_data
+    saved = tld.op_callbacks
+    if not saved:
+        yield
+        return
+    tld.op_callbacks = []
     try:
         yield
     finally:
-        _local.suppress -= 1
+        tld.op_callbacks = saved
 
 
 def guard(run: Run, where: str, fn: Callable[[], Any]) -> Any:

@@ -524,9 +524,11 @@ class _Probe:
         """Our bookkeeping: invisible to tapes and to our own hooks, never raising."""
         from tensorflow.python.eager import record  # internal: pauses every tape
 
+        from gradtrace._hooks import op_callbacks_hidden
+
         self.tls.busy += 1
         try:
-            with record.stop_recording():
+            with record.stop_recording(), op_callbacks_hidden():
                 yield
         except Exception as exc:  # noqa: BLE001 - the tracer never breaks training
             if getattr(self.run, "strict", False):
@@ -1025,11 +1027,14 @@ class _Probe:
         outputs: Any,
         op_name: str | None = None,
         graph: Any = None,
-    ) -> None:
+    ) -> Any:
+        # The return value replaces the op's outputs for the callbacks after this one
+        # (tensorflow/python/framework/op_callbacks.py invoke_op_callbacks passes each
+        # callback's result on): hand back what we were given, never None.
         st = self.tls
         w = st.window
         if w is None or st.busy or threading.get_ident() != self.thread:
-            return None
+            return outputs
         try:
             if graph is None:
                 from tensorflow.python import pywrap_tfe
@@ -1038,16 +1043,16 @@ class _Probe:
                 # the tape), or the work is outside the tape. Either way the window is over.
                 if w.graph is not None or pywrap_tfe.TFE_Py_TapeSetIsEmpty():
                     self._end_window_from_callback()
-                    return None
+                    return outputs
             else:
                 if op_name and op_name.startswith("gradient_tape"):
                     # tensorflow/python/eager/backprop.py _gradient_function names the
                     # backward ops "gradient_tape/...": the loss is complete.
                     self._end_window_from_callback()
-                    return None
+                    return outputs
                 if not self._within(graph, w.graph):
                     self._end_window_from_callback()
-                    return None
+                    return outputs
             if op_type in _ELEMENTWISE and len(inputs) == 2 and len(outputs) == 1:
                 a, b, out = (_shape_of(inputs[0]), _shape_of(inputs[1]), _shape_of(outputs[0]))
                 if a is not None and b is not None and out is not None:
@@ -1061,7 +1066,7 @@ class _Probe:
             if getattr(self.run, "strict", False):
                 raise
             self.run.internal_error(exc)
-        return None
+        return outputs
 
     @staticmethod
     def _within(graph: Any, window_graph: Any) -> bool:

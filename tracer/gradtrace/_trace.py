@@ -76,6 +76,8 @@ def _push(run: Run) -> None:
     stack = getattr(_local, "runs", None)
     if stack is None:
         stack = _local.runs = []
+    if stack:
+        stack[-1].nested.append(run)  # its steps are this run's too (see _check_uncaptured)
     stack.append(run)
     with _active_lock:
         _active.append(run)
@@ -151,6 +153,7 @@ class Run:
         self._optimizers: dict[int, tuple[Any, int | None, str]] = {}
         self._described: set[int] = set()  # id() of the optimizers in info.optimizers
         self._steps_by_opt: Counter[int] = Counter()
+        self.nested: list[Run] = []  # runs entered inside this one in its thread: they record the steps
         self._modes: set[str] = set()
         self._train_functions: list[tuple[weakref.ref[Any], Any]] = []
         # id -> function cache of a tf.function whose graph this run instrumented (see forget_traces)
@@ -174,13 +177,15 @@ class Run:
 
     def internal_error(self, exc: BaseException, where: str = "tracer") -> None:
         """A tracer bug: warn once, mark the run partial, carry on (strict: re-raise)."""
+        message = f"internal error in {where} ({type(exc).__name__}: {exc}); the run is marked partial"
         with self._lock:
             self.info.partial = True
             first = where not in self._warned
             self._warned.add(where)
+            if first:
+                self.info.warnings.append(message)
         if first:
-            logger.warning("gradtrace: internal error in %s (%s: %s); the run is marked partial",
-                           where, type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+            logger.warning("gradtrace: %s", message, exc_info=logger.isEnabledFor(logging.DEBUG))
         if self.strict:
             raise exc
 
@@ -615,6 +620,14 @@ class Run:
             if id(obj) not in inner:
                 self._optimizers.setdefault(id(obj), (obj, _iterations_now(obj), "unknown"))
 
+    def _steps_recorded(self, key: int) -> int:
+        """Steps of optimizer ``key`` this run or a run nested inside it accounts for."""
+        return self._steps_by_opt.get(key, 0) + sum(r._steps_recorded(key) for r in list(self.nested))
+
+    def _nested_recorded(self) -> bool:
+        """Whether a run nested inside this one recorded a step (the steps are in that run)."""
+        return any(r.steps_recorded or r._nested_recorded() for r in list(self.nested))
+
     def _check_uncaptured(self, final: bool = False) -> None:
         """Steps an optimizer made that no record accounts for (functions traced earlier)."""
         for key, (opt, start, _flavour) in list(self._optimizers.items()):
@@ -625,7 +638,7 @@ class Run:
             now = _iterations_now(opt)
             if now is None:
                 continue
-            missing = now - start - self._steps_by_opt.get(key, 0)
+            missing = now - start - self._steps_recorded(key)
             slack = 0 if final else 2 * (self.ring_size or RING_MAX_ROWS)
             if missing > slack:
                 self.warn_once(
@@ -793,7 +806,8 @@ class Run:
             if self._poller.error is not None:
                 step(lambda: self.internal_error(self._poller.error, "poller"), "poller")  # type: ignore[arg-type]
         step(lambda: self._check_uncaptured(final=True), "uncaptured check")
-        if exc is None and self.steps_recorded == 0 and not any(k.startswith("uncaptured") for k in self._warned):
+        if (exc is None and self.steps_recorded == 0 and not self._nested_recorded()
+                and not any(k.startswith("uncaptured") for k in self._warned)):
             self.warn_once(
                 "no_steps",
                 "no optimizer step was recorded. gradtrace records the apply()/apply_gradients() "
