@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 COMPARE_EPILOG = """\
 A and B are run names (the latest run of that name), run ids or unique id prefixes.
-Records are read from --db URL, else $GRADTRACE_URL, else sqlite:///./gradtrace.db;
-with --server URL they are read through the team server's REST API instead
-(token from --token or $GRADTRACE_TOKEN).
+Records are read from --db URL, else through the team server's REST API with
+--server URL, else from $GRADTRACE_URL (an http(s):// address is read through that
+server, as --server), else sqlite:///./gradtrace.db. A server's token comes from
+--token or $GRADTRACE_TOKEN.
 
 Exit code: 0 equivalent, 1 diverged or not comparable, 2 error.
 
@@ -36,9 +34,13 @@ Single-run findings of the same engine: a non-scalar loss handed to tape.gradien
 variables without gradients or never updated, training-dependent layers run in
 inference mode, NaN/Inf, an optimizer re-created every step, broadcasting losses.
 
+Records are read as for compare: --db URL, --server URL, else $GRADTRACE_URL
+(http(s):// reads through that server), else ./gradtrace.db.
+
 Examples:
   gradtrace check tape-loop
   gradtrace check tape-loop --json --db sqlite:///runs.db
+  GRADTRACE_URL=http://gradtrace:8000 GRADTRACE_TOKEN=$TOKEN gradtrace check tape-loop
 """
 
 
@@ -65,45 +67,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from gradtrace._cli_source import add_source_args
+
     p.add_argument("--project", help="look runs up in this project only")
     p.add_argument("--json", action="store_true", help="print the report document as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="all evidence, info findings and skipped checks")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--db", metavar="URL", help="database URL or SQLite file (default: $GRADTRACE_URL or ./gradtrace.db)")
-    src.add_argument("--server", metavar="URL", help="read through a gradtrace server's REST API")
-    p.add_argument("--token", help="API token for --server (default $GRADTRACE_TOKEN)")
+    add_source_args(p)
 
 
 def _usage(msg: str) -> Exception:
     from gradtrace.cli import UsageError
 
     return UsageError(msg)
-
-
-def _server(raw: str) -> str:
-    from gradtrace._cli_source import server_url
-
-    return server_url(raw, "--server")
-
-
-def _http_get(base: str, path: str, params: dict[str, str], token: str | None) -> dict[str, Any]:
-    url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (user-given server URL)
-            doc: dict[str, Any] = json.loads(resp.read().decode())
-            return doc
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read().decode())
-            msg = body.get("message") or body.get("detail")
-        except (ValueError, AttributeError):
-            msg = exc.reason
-        raise _usage(f"server answered {exc.code}: {msg}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise _usage(f"cannot reach {base}: {getattr(exc, 'reason', exc)}") from None
 
 
 def _local(fn: Any, *refs: str, db: str | None, project: str | None) -> dict[str, Any]:
@@ -136,7 +111,21 @@ def _emit(doc: dict[str, Any], args: argparse.Namespace) -> int:
     return exit_code(doc)
 
 
+def _remote(path: str, params: dict[str, str], server: str, args: argparse.Namespace) -> dict[str, Any]:
+    from gradtrace._cli_remote import http_get
+    from gradtrace._cli_source import token
+    from gradtrace.store import StoreError
+
+    try:
+        doc: dict[str, Any] = http_get(server, path, params, token(args.token))
+    except StoreError as exc:  # 404: an unknown run
+        raise _usage(str(exc).removeprefix("query.a: ").removeprefix("query.b: ")) from None
+    return doc
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    from gradtrace._cli_source import remote_server
+
     if args.catalogue:
         from gradtrace.compare import as_markdown, catalogue
 
@@ -144,12 +133,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     if not args.a or not args.b:
         raise _usage("give two runs: gradtrace compare A B (see --help)")
-    if args.server:
-        server = _server(args.server)
+    server = remote_server(args.db, args.server)
+    if server:
         params = {"a": args.a, "b": args.b}
         if args.project:
             params["project"] = args.project
-        doc = _http_get(server, "/api/v1/compare", params, args.token or os.environ.get("GRADTRACE_TOKEN"))
+        doc = _remote("/api/v1/compare", params, server, args)
     else:
         from gradtrace.compare import compare_runs
 
@@ -158,9 +147,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    if args.server:
-        path = "/api/v1/runs/" + urllib.parse.quote(args.run, safe="") + "/check"
-        doc = _http_get(_server(args.server), path, {}, args.token or os.environ.get("GRADTRACE_TOKEN"))
+    from gradtrace._cli_source import remote_server
+
+    server = remote_server(args.db, args.server)
+    if server:
+        doc = _remote("/api/v1/runs/" + urllib.parse.quote(args.run, safe="") + "/check", {}, server, args)
     else:
         from gradtrace.compare import check_run
 

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import os
 import urllib.parse
 from pathlib import Path
@@ -77,6 +78,40 @@ def database_url(raw: str | None, flag: str = "--db") -> str:
     return full
 
 
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """``--db`` / ``--server`` (exclusive) and ``--token`` of the read commands."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--db", metavar="URL",
+        help="database URL or SQLite file (default: $GRADTRACE_URL, else ./gradtrace.db)")
+    src.add_argument(
+        "--server", metavar="URL",
+        help="read through a gradtrace server's REST API (default when $GRADTRACE_URL is http(s)://)")
+    p.add_argument("--token", help="API token for a server (default $GRADTRACE_TOKEN)")
+
+
+def remote_server(db: str | None, server: str | None) -> str | None:
+    """The server a read command reads through, or None to read a database.
+
+    ``--db`` wins, then ``--server``; with neither, ``$GRADTRACE_URL`` when it is an
+    ``http(s)://`` address (the setting a training script uses to send to the team
+    server), so ``gradtrace runs/show/compare/check`` read from where the script wrote.
+    """
+    if db:
+        return None
+    if server:
+        return server_url(server, "--server")
+    env = os.environ.get("GRADTRACE_URL", "")
+    if is_server_url(env):
+        return server_url(env, "$GRADTRACE_URL")
+    return None
+
+
+def token(arg: str | None) -> str | None:
+    """The API token: ``--token``, else ``$GRADTRACE_TOKEN``."""
+    return arg or os.environ.get("GRADTRACE_TOKEN") or None
+
+
 def sqlite_path(full_url: str) -> Path | None:
     """The file of a ``sqlite:///`` URL (None for other databases and ``:memory:``)."""
     if not full_url.startswith("sqlite:///") or full_url == "sqlite:///:memory:":
@@ -105,4 +140,4 @@ def open_db(raw: str | None, flag: str = "--db", *, must_exist: bool = True, che
         raise UsageError(f"cannot open {full}: {first}") from None
 
 
-__all__ = ["database_url", "is_server_url", "open_db", "server_url", "sqlite_path"]
+__all__ = ["add_source_args", "database_url", "is_server_url", "open_db", "remote_server", "server_url", "sqlite_path", "token"]

@@ -11,18 +11,27 @@ from typing import TYPE_CHECKING, Any
 from gradtrace.cli import UsageError
 
 if TYPE_CHECKING:
+    from gradtrace._cli_remote import RemoteStore
     from gradtrace.store import Store
 
 _DB_HELP = "database URL or SQLite path (default: $GRADTRACE_URL, else sqlite:///./gradtrace.db)"
 
-RUNS_EPILOG = """\
+_SOURCE = """\
+Records are read from --db URL, else through a gradtrace server with --server URL,
+else from $GRADTRACE_URL: an http(s):// address (a training script's team-server
+setting) is read through that server's REST API, token from --token or
+$GRADTRACE_TOKEN; anything else is a database. Default: sqlite:///./gradtrace.db.
+"""
+
+RUNS_EPILOG = _SOURCE + """
 Examples:
   gradtrace runs                             runs in ./gradtrace.db, newest first
   gradtrace runs --project digits --json     as JSON (one object per run)
   gradtrace runs --db postgresql://user@host/gradtrace --status failed
+  gradtrace runs --server http://gradtrace.team:8000 --token $TOKEN
 """
 
-SHOW_EPILOG = """\
+SHOW_EPILOG = _SOURCE + """
 RUN is a run name (the latest run of that name), a run id, or a unique id prefix.
 
 Columns: step, loss (as computed inside the step), lr, |g| (global gradient norm
@@ -51,6 +60,8 @@ Examples:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``runs``, ``show`` and ``db`` to the ``gradtrace`` command."""
+    from gradtrace._cli_source import add_source_args
+
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
         "runs",
@@ -63,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--name", help="only runs with this name")
     p.add_argument("--status", choices=("running", "finished", "failed"))
     p.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
-    p.add_argument("--db", help=_DB_HELP)
+    add_source_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_runs)
 
@@ -78,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--project", help="resolve RUN within this project")
     p.add_argument("--steps", metavar="A:B", help="step range, A inclusive, B exclusive (A:, :B, or N)")
     p.add_argument("--vars", metavar="I,J,...", help="variable indices to include (JSON output)")
-    p.add_argument("--db", help=_DB_HELP)
+    add_source_args(p)
     p.add_argument("--json", action="store_true", help="print JSON (NaN/Inf as strings)")
     p.set_defaults(func=cmd_show)
 
@@ -99,6 +110,17 @@ def _open(url: str | None, *, must_exist: bool = True, check_schema: bool = True
     from gradtrace._cli_source import open_db
 
     return open_db(url, "--db", must_exist=must_exist, check_schema=check_schema)
+
+
+def _open_read(args: argparse.Namespace) -> Store | RemoteStore:
+    """The records ``runs``/``show`` read: a database, or a server's REST API."""
+    from gradtrace._cli_remote import RemoteStore
+    from gradtrace._cli_source import remote_server, token
+
+    server = remote_server(args.db, args.server)
+    if server:
+        return RemoteStore(server, token(args.token))
+    return _open(args.db)
 
 
 def _echo(text: str, file: Any = None) -> None:
@@ -138,7 +160,7 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = N
 def cmd_runs(args: argparse.Namespace) -> int:
     from gradtrace.store import StoreError
 
-    with _open(args.db) as store:
+    with _open_read(args) as store:
         try:
             page = store.runs(args.project, name=args.name, status=args.status, limit=args.limit)
         except StoreError as exc:
@@ -231,7 +253,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     start, stop = parse_steps(args.steps)
     vs = _parse_vars(args.vars)
-    with _open(args.db) as store:
+    with _open_read(args) as store:
         try:
             run = store.resolve(args.run, args.project)
         except StoreError as exc:

@@ -21,8 +21,10 @@ _COMMAND_MODULES = (
 )
 
 EPILOG = """\
-Where records are: --db URL, else $GRADTRACE_URL, else sqlite:///./gradtrace.db
-(the file a traced training script writes by default).
+Where records are: --db URL, else --server URL (a gradtrace server's REST API),
+else $GRADTRACE_URL, else sqlite:///./gradtrace.db (the file a traced training
+script writes by default). An http(s):// $GRADTRACE_URL is read through that
+server, token from --token or $GRADTRACE_TOKEN.
 
 Examples:
   gradtrace runs                          list the runs in ./gradtrace.db
