@@ -58,3 +58,43 @@ def test_spool_requeue_rejected(tmp_path: Path, cfg_factory, capsys: pytest.Capt
         assert peer.steps_of("cli2") == [0, 1, 2] and exp.spool.rejected() == []
     finally:
         peer.stop()
+
+
+def test_spool_flush_says_why_the_server_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A server refusing every batch (401) is not "resent 0 batches; 0 still waiting", exit 0."""
+    from export_helpers import ServerThread
+    from gradtrace import schema
+    from gradtrace._config import load
+    from gradtrace._export import Spool
+    from gradtrace.store import open_store
+
+    db = f"sqlite:///{tmp_path / 'team.db'}"
+    store = open_store(db)
+    token = store.create_token("default", "write")
+    store.close()
+    srv = ServerThread(db, require_auth=True).start()
+    try:
+        cfg = load(env={}, spool_dir=tmp_path / "spool")
+        spool = Spool(cfg.spool_dir, srv.url, cfg.spool_max_bytes, cfg.spool_max_age)
+        for i in range(3):
+            spool.put(schema.Batch(batch_id=f"b{i}", run=run_info("cli3"), steps=steps(i, i + 1)))
+        args = ["--dir", str(cfg.spool_dir), "--url", srv.url]
+
+        assert cli.main(["spool", "flush", *args]) == 1
+        out = capsys.readouterr().out
+        assert "3 batches refused by " in out and "401" in out and "GRADTRACE_TOKEN" in out, out
+        assert "gradtrace spool requeue" in out
+
+        assert cli.main(["spool", "requeue", *args]) == 0
+        assert cli.main(["spool", "flush", *args, "--token", "gt_not_a_token"]) == 1
+        out = capsys.readouterr().out
+        assert "3 batches refused" in out and "unknown or revoked token" in out, out
+
+        assert cli.main(["spool", "requeue", *args]) == 0
+        assert cli.main(["spool", "flush", *args, "--token", token]) == 0
+        assert "resent 3 batches; 0 refused; 0 still waiting" in capsys.readouterr().out
+    finally:
+        srv.stop()
+    store = open_store(db)
+    assert store.resolve("cli3").num_steps == 3
+    store.close()

@@ -23,8 +23,11 @@ Examples:
                                               put refused batches back, then flush
 
 A batch the destination refused for good (e.g. HTTP 401, 422) is kept under the
-destination's rejected/ folder with a .reason file beside it; flush does not
-resend it, requeue puts it back once the cause is fixed.
+destination's rejected/ folder with a .reason file beside it; flush says how many
+were refused and why (exit code 1), does not resend them, and requeue puts them
+back once the cause is fixed.
+
+Exit code: 0 when everything was delivered, 1 when batches were refused or still wait.
 """
 
 
@@ -77,6 +80,8 @@ def cmd_spool(args: argparse.Namespace) -> int:
     from gradtrace.cli import UsageError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # each refused batch is summarised below, with what to do, instead of one log line each
+    logging.getLogger("gradtrace.export").setLevel(logging.CRITICAL)
     try:
         cfg = _config.load(spool_dir=args.dir, token=args.token)
     except ValueError as exc:
@@ -107,6 +112,7 @@ def cmd_spool(args: argparse.Namespace) -> int:
             _say("  the spool records this URL without its password: pass --url to resend")
             failed = True
             continue
+        rejected_before = set(spool.rejected())
         try:
             sent, remaining = resend_spool(sink, spool, timeout=args.timeout)
         except SinkError as exc:
@@ -115,6 +121,33 @@ def cmd_spool(args: argparse.Namespace) -> int:
             continue
         finally:
             sink.close()
-        _say(f"  resent {sent} batches; {remaining} still waiting")
-        failed = failed or remaining > 0
+            refused = [p for p in spool.rejected() if p not in rejected_before]
+        _say(f"  resent {sent} batches; {len(refused)} refused; {remaining} still waiting")
+        if refused:
+            _say_refused(sink.destination, refused)
+        failed = failed or remaining > 0 or bool(refused)
     return 1 if failed else 0
+
+
+def _say_refused(destination: str, refused: list[Path]) -> None:
+    """How many batches the destination refused, why, and what to do about it."""
+    reasons: dict[str, int] = {}
+    for path in refused:
+        try:
+            why = path.with_name(path.name + ".reason").read_text(encoding="utf-8").strip()
+        except OSError:
+            why = "reason not recorded"
+        why = why.removeprefix(destination).removeprefix(" ").removeprefix("answered ")
+        reasons[why] = reasons.get(why, 0) + 1
+    for why, n in reasons.items():
+        hint = ""
+        if "HTTP 401" in why or "HTTP 403" in why:
+            hint = (
+                "; set GRADTRACE_TOKEN (or pass --token) to a write token of the run's project "
+                "(gradtrace token create --project P --scope write)"
+            )
+        _say(f"  {n} batch{'es' if n != 1 else ''} refused by {destination}: {why}{hint}")
+    _say(
+        f"  refused batches are kept in rejected/; after fixing the cause: "
+        f"gradtrace spool requeue --url {destination} && gradtrace spool flush --url {destination}"
+    )
