@@ -310,3 +310,45 @@ def test_lease_is_exclusive_and_expires(tmp_path: Path) -> None:
     (again,) = spool.pending()  # an expired lease (crashed holder) is offered again
     assert spool.load(spool.lease(again)).batch_id == "l1"  # type: ignore[arg-type]
     assert json.loads((spool.dir / "destination.txt").read_text().strip() and "{}") == {}
+
+
+def test_a_server_that_never_answers_spools_each_batch_once(cfg_factory) -> None:
+    """Accepts connections, never replies: the worker's timed-out batch and the shutdown's
+    copy of it (same batch id) are one spool file; `spool list` counts its steps once."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(50)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        cfg = cfg_factory(url=url, http_timeout=1.0, shutdown_timeout=3.0, retry_seconds=30.0)
+        exp = Exporter(make_sink(url), cfg, run_info("blackhole"))
+        exp.put_steps(steps(0, 20))
+        exp.update_run(run_info("blackhole", status="finished"))
+        assert exp.shutdown(3.0) is False
+        time.sleep(2.5)  # the worker's own request times out meanwhile and spools what it held
+        pending = exp.spool.pending()
+        names = [e.path.name.split("~")[1] for e in pending]
+        assert len(names) == len(set(names)), names
+        assert sum(e.n_steps for e in pending) == 20
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()

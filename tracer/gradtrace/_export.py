@@ -129,6 +129,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.on_discard = on_discard
+        self._put_lock = threading.Lock()
 
     def _ensure(self, path: Path) -> None:
         for directory in (self.root, self.dir, path):
@@ -172,9 +173,26 @@ class Spool:
             )
         ) + ".json"
 
+    def find(self, batch_id: str) -> Path | None:
+        """The spool file (waiting or leased) of batch ``batch_id``, if there is one."""
+        marker = f"{_SEP}{batch_id}{_SEP}"
+        for path in self._files():
+            if marker in path.name and not path.name.endswith(".tmp"):
+                return path
+        return None
+
     def put(self, batch: schema.Batch) -> Path:
-        """Write ``batch`` durably; then enforce the caps. Raises ``OSError`` on failure."""
-        path = self._write(self.dir, self.file_name(batch), schema.dumps(batch).encode("utf-8"))
+        """Write ``batch`` durably, once per batch id; then enforce the caps.
+
+        A batch already in the spool (the exporter's worker and a shutdown that gave up
+        on it both spool the same in-flight batch) is not written again: its existing
+        file is returned. Raises ``OSError`` on failure.
+        """
+        with self._put_lock:
+            existing = self.find(batch.batch_id)
+            if existing is not None:
+                return existing
+            path = self._write(self.dir, self.file_name(batch), schema.dumps(batch).encode("utf-8"))
         self.enforce_caps(keep=path)
         return path
 
@@ -267,10 +285,15 @@ class Spool:
             total -= size
 
     def pending(self) -> list[SpoolEntry]:
-        """Spooled batches ready to send, oldest first (expired leases included)."""
+        """Spooled batches ready to send, oldest first (expired leases included), one per batch id.
+
+        A second file of a batch id (written by another process at the same moment)
+        is deleted: a resend is idempotent, a double count in ``spool list`` is not.
+        """
         self.enforce_caps()
         now = time.time()
         out = []
+        seen: set[str] = set()
         for path in self._files():
             name = path.name
             if name.endswith(".json"):
@@ -285,8 +308,17 @@ class Spool:
             else:
                 continue
             entry = _entry(path)
-            if entry is not None:
-                out.append(entry)
+            if entry is None:
+                continue
+            batch_id = name.split(_SEP, 2)[1]
+            if batch_id in seen:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            seen.add(batch_id)
+            out.append(entry)
         return out
 
     def lease(self, entry: SpoolEntry, seconds: float = LEASE_SECONDS) -> SpoolEntry | None:
