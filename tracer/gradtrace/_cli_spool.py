@@ -74,14 +74,23 @@ def _destinations(root: Path, url: str | None) -> list[str]:
 
 
 def cmd_spool(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # each refused batch is summarised below, with what to do, instead of one log line each
+    export_log = logging.getLogger("gradtrace.export")
+    level = export_log.level
+    export_log.setLevel(logging.CRITICAL)
+    try:
+        return _spool(args)
+    finally:
+        export_log.setLevel(level)
+
+
+def _spool(args: argparse.Namespace) -> int:
     from gradtrace import _config
     from gradtrace._export import Spool, resend_spool
     from gradtrace._sinks import SinkError, make_sink
     from gradtrace.cli import UsageError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # each refused batch is summarised below, with what to do, instead of one log line each
-    logging.getLogger("gradtrace.export").setLevel(logging.CRITICAL)
     try:
         cfg = _config.load(spool_dir=args.dir, token=args.token)
     except ValueError as exc:
