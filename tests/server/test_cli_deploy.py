@@ -97,6 +97,7 @@ def test_serve_with_tokens_and_json_access_log(
     tmp_path: Path, popen: Callable[..., subprocess.Popen[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = f"sqlite:///{tmp_path / 'team.db'}"
+    assert _cli(["db", "upgrade", "--db", db], capsys)[0] == 0  # token commands never create a database
     code, out, err = _cli(["token", "create", "--project", "vision", "--scope", "write", "--name", "ci", "--db", db, "--json"], capsys)
     assert code == 0, err
     token = json.loads(out)["token"]
@@ -136,6 +137,7 @@ def test_serve_with_tokens_and_json_access_log(
 
 def test_token_create_refuses_bad_scope_and_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = f"sqlite:///{tmp_path / 't.db'}"
+    assert _cli(["db", "upgrade", "--db", db], capsys)[0] == 0
     code, _, err = _cli(["token", "create", "--project", "p", "--scope", "admin", "--db", db], capsys)
     assert code == 2 and "--scope" in err
     code, _, err = _cli(["token", "create", "--project", "p" * 300, "--scope", "read", "--db", db], capsys)

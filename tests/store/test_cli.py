@@ -143,3 +143,28 @@ def test_malformed_gradtrace_url_names_the_variable(monkeypatch: pytest.MonkeyPa
     assert main(["runs"]) == 2
     err = capsys.readouterr().err
     assert "$GRADTRACE_URL" in err and "postgresql://u@host:abc/db" in err
+
+
+def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in --db must not create an empty database (or its directory); only `db upgrade` does."""
+    typo = tmp_path / "typo.db"
+    in_dir = tmp_path / "typo_dir" / "tok.db"
+    commands = [
+        ["runs", "--db", str(typo)], ["show", "fit", "--db", str(typo)],
+        ["compare", "a", "b", "--db", str(typo)], ["check", "a", "--db", str(typo)],
+        ["db", "current", "--db", str(typo)], ["db", "check", "--db", str(typo)],
+        ["token", "list", "--db", str(typo)], ["token", "revoke", "1", "--db", str(typo)],
+        ["token", "create", "--project", "p", "--scope", "write", "--db", str(in_dir)],
+        ["token", "create", "--project", "p", "--scope", "write", "--db", f"sqlite:///{in_dir}"],
+    ]
+    for argv in commands:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "no gradtrace database at" in err and "gradtrace db upgrade --db" in err, (argv, err)
+    assert not typo.exists() and not in_dir.parent.exists()
+
+    assert main(["db", "upgrade", "--db", str(in_dir)]) == 0  # the way to create one
+    assert main(["token", "create", "--project", "p", "--scope", "write", "--db", str(in_dir)]) == 0
+    capsys.readouterr()
+    assert main(["token", "list", "--db", str(in_dir), "--json"]) == 0
+    assert [t["project"] for t in json.loads(capsys.readouterr().out)] == ["p"]

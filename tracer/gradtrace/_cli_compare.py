@@ -85,7 +85,7 @@ def _local(fn: Any, *refs: str, db: str | None, project: str | None) -> dict[str
     from gradtrace._cli_source import open_db
     from gradtrace.compare.reader import read_run
 
-    store = open_db(db, "--db", must_exist=False)
+    store = open_db(db, "--db")
     try:
         runs = []
         for ref in refs:

@@ -34,6 +34,10 @@ Examples:
   gradtrace token list --project digits
   gradtrace token revoke 3
 
+Tokens live in the server's database (--db, else $GRADTRACE_SERVER_DB, else a
+database $GRADTRACE_URL, else ./gradtrace.db), which must exist: gradtrace serve or
+gradtrace db upgrade --db URL creates it.
+
 A training script sends records with GRADTRACE_URL=http://server:8000 GRADTRACE_TOKEN=<token>.
 """
 
@@ -104,7 +108,7 @@ def _db_url(arg: str | None) -> str | None:
     return _db_source(arg)[0]
 
 
-def _open(db: str | None, *, must_exist: bool = False, flag: str | None = None) -> Any:
+def _open(db: str | None, *, must_exist: bool = True, flag: str | None = None) -> Any:
     from gradtrace._cli_source import open_db
 
     url, origin = _db_source(db)
@@ -203,7 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}") from None
 
     # Refuse an out-of-date schema here, with the command to run, rather than in a worker.
-    store = _open(settings.db, flag=_db_source(args.db)[1])
+    store = _open(settings.db, flag=_db_source(args.db)[1], must_exist=False)  # serve creates a SQLite file
     try:
         if settings.auth_required and not store.list_tokens():
             logger.warning("tokens are required but none exist: gradtrace token create --project P --scope write --db URL")

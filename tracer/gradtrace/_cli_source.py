@@ -121,15 +121,21 @@ def sqlite_path(full_url: str) -> Path | None:
 
 
 def open_db(raw: str | None, flag: str = "--db", *, must_exist: bool = True, check_schema: bool = True) -> Store:
-    """Open the store ``raw`` names for a command; every failure is a :class:`UsageError`."""
+    """Open the store ``raw`` names for a command; every failure is a :class:`UsageError`.
+
+    ``must_exist``: a SQLite file that does not exist is refused instead of created
+    (only ``gradtrace db upgrade``, the tracer and the server create databases).
+    """
     from gradtrace.store import StoreError, open_store
 
     full = database_url(raw, flag)
     path = sqlite_path(full)
     if must_exist and path is not None and not path.exists():
+        # Opening would create an empty file (and its directory): a typo'd path must not.
         raise UsageError(
-            f"no gradtrace database at {path}; run a traced script first "
-            "(it writes ./gradtrace.db) or pass --db URL"
+            f"no gradtrace database at {path}; check the path, run a traced script first "
+            f"(it writes ./gradtrace.db) or pass --db URL, or create an empty database with: "
+            f"gradtrace db upgrade --db {path}"
         )
     try:
         return open_store(full, check_schema=check_schema)

@@ -48,12 +48,15 @@ Examples:
 """
 
 DB_EPILOG = """\
-Embedded SQLite files are created and upgraded automatically; a PostgreSQL
-database is upgraded explicitly (the server refuses to start on an old schema).
+A traced script and the server create and upgrade SQLite files automatically;
+`db upgrade` creates one explicitly. Every other command refuses a SQLite file that
+does not exist (a typo in --db creates nothing). A PostgreSQL database is upgraded
+explicitly (the server refuses to start on an old schema).
 
 Examples:
   gradtrace db upgrade --db postgresql://postgres@127.0.0.1:5432/gradtrace
   gradtrace db current --db runs.db
+  gradtrace db upgrade --db team.db          create an empty SQLite database (e.g. for tokens)
   gradtrace db check --db postgresql://...   exit code 0 if up to date, 2 if not
 """
 
@@ -321,7 +324,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from gradtrace.store import StoreError
 
-    with _open(args.db, must_exist=args.action == "check", check_schema=False) as store:
+    # only `upgrade` creates a database; `current`/`check` of a typo'd path must not
+    with _open(args.db, must_exist=args.action != "upgrade", check_schema=False) as store:
         try:
             current, head = store.schema_revision()
             if args.action == "current":
