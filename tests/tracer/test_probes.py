@@ -118,6 +118,87 @@ def test_modes_tensor_training_under_tf_function(db):
     assert not steps[0]["broadcasts"]  # (N,1) against (N,1): nothing broadcast
 
 
+def test_a_layer_called_in_both_modes_in_one_step_ran_in_training_mode(db):
+    """Consistency regularisation calls the model twice under one tape, once with
+    ``training=True`` and once (stop-gradient) with ``training=False``: the step ran its
+    layers in training mode, whichever call came last (graph and eager, bool and tensor)."""
+    x, y = _data()
+
+    def train(name, order, flag_true, wrap, lib=keras):
+        if lib is keras:
+            model = _bn_model()
+        else:  # tf-keras: `training` may be a tensor
+            model = lib.Sequential([lib.Input((D,)), lib.layers.Dense(4), lib.layers.BatchNormalization(name="bn"),
+                                    lib.layers.Dropout(0.25, name="drop"), lib.layers.Dense(1)])
+        opt = lib.optimizers.SGD(0.01)
+
+        def step(xb, yb, on):
+            with tf.GradientTape() as tape:
+                calls = [lambda: model(xb, training=on), lambda: tf.stop_gradient(model(xb, training=False))]
+                outs = [c() for c in (calls if order == "train-first" else calls[::-1])]
+                pred = outs[0] if order == "train-first" else outs[1]
+                loss = tf.reduce_mean(tf.square(yb[:, None] - pred)) + tf.reduce_mean(outs[0] - outs[1]) ** 2
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+        step = wrap(step)
+        with gradtrace.trace(run=name, store=db):
+            for _ in range(2):
+                step(x, y, flag_true)
+        steps, _ = _run(db, name)
+        assert len(steps) == 2
+        for rec in steps:
+            assert rec["modes"] == {"bn": True, "drop": True}, (name, rec["modes"])
+
+    for order in ("train-first", "inference-first"):
+        train(f"eager-{order}", order, True, lambda f: f)
+        train(f"graph-{order}", order, True, tf.function)
+        tfk = pytest.importorskip("tf_keras")
+        train(f"tensor-{order}", order, tf.constant(True), tf.function, tfk)
+
+
+class _BranchingNet(keras.Model):
+    """A user's model whose own call() branches on `training` (no Dropout/BN leaf)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.d1 = keras.layers.Dense(4, activation="relu")
+        self.d2 = keras.layers.Dense(1)
+
+    def call(self, inputs, training=None):
+        h = self.d1(inputs)
+        if training:
+            h = h * 0.5
+        return self.d2(h)
+
+
+class _PassingNet(_BranchingNet):
+    """Hands `training` on to its layers and does nothing else with it."""
+
+    def call(self, inputs, training=None):
+        return self.d2(self.d1(inputs, training=training), training=training)
+
+
+def test_a_model_branching_on_training_itself_has_its_mode_recorded(db):
+    x, y = _data()
+    for name, cls, kwargs in (("branch-fit", _BranchingNet, None), ("branch-tape", _BranchingNet, {}),
+                              ("pass-fit", _PassingNet, None)):
+        keras.utils.set_random_seed(3)
+        model = cls(name="net")
+        with gradtrace.trace(run=name, store=db):
+            if kwargs is None:
+                model.compile(keras.optimizers.SGD(0.01), "mse")
+                model.fit(x, y[:, None], batch_size=8, epochs=1, shuffle=False, verbose=0)
+            else:
+                _tape_steps(model, x, y)
+    fit_steps, _ = _run(db, "branch-fit")
+    tape_steps, _ = _run(db, "branch-tape")
+    assert [s["modes"] for s in fit_steps] == [{"net": True}] * 2
+    assert [s["modes"] for s in tape_steps] == [{"net": None}] * 2  # called without `training`
+    # A model that only hands `training` on behaves as its layers (Dense: no mode).
+    assert all(not s["modes"] for s in _run(db, "pass-fit")[0])
+
+
 def test_keras_loss_records_reduction_shapes_and_per_sample_stats(db):
     x, y = _data()
     model = _bn_model()

@@ -62,7 +62,7 @@ def suppressed() -> Iterator[None]:
 
 @contextlib.contextmanager
 def op_callbacks_hidden() -> Iterator[None]:
-    """The op callbacks of this thread do not see the ops created or run in this block.
+    """The user's op callbacks do not see the ops created or run in this block.
 
     ``tf.debugging.enable_check_numerics()`` and tfdbg's dumping are op callbacks
     (tensorflow/python/framework/op_callbacks.py ``invoke_op_callbacks``, run for graph
@@ -70,21 +70,22 @@ def op_callbacks_hidden() -> Iterator[None]:
     ``execute_with_callbacks``, for eager ops as they run). Our bookkeeping writes NaN
     for "absent" on purpose; a check-numerics callback would raise on it inside the
     user's training. Both paths read the thread's list
-    (tensorflow/python/eager/context.py ``Context.op_callbacks``), which is emptied here
-    and put back after.
+    (tensorflow/python/eager/context.py ``Context.op_callbacks``): the other callbacks
+    are taken out of it here and put back after. Ours stay (they ignore our own work),
+    so the probes can add or remove theirs meanwhile.
     """
     from tensorflow.python.eager import context
 
-    tld = context.context()._thread_local_data
-    saved = tld.op_callbacks
-    if not saved:
+    callbacks = context.context().op_callbacks
+    foreign = [cb for cb in callbacks if not getattr(cb, "__gradtrace_callback__", False)]
+    if not foreign:
         yield
         return
-    tld.op_callbacks = []
+    callbacks[:] = [cb for cb in callbacks if getattr(cb, "__gradtrace_callback__", False)]
     try:
         yield
     finally:
-        tld.op_callbacks = saved
+        callbacks[:] = foreign + [cb for cb in callbacks if cb not in foreign]
 
 
 def guard(run: Run, where: str, fn: Callable[[], Any]) -> Any:

@@ -199,6 +199,24 @@ def _inner_ids(v: Any) -> list[int]:
     return ids
 
 
+def branches_on_training(layer: Any) -> bool:
+    """Whether ``layer.call`` uses ``training`` for more than handing it on as
+    ``sublayer(..., training=training)``: ``if training:``, ``tf.cond(training, ...)``.
+
+    A container that only hands it on behaves as its leaves do; one that branches on it
+    behaves differently itself (and may hide its leaves in one mode). Unreadable source:
+    False (its leaves still tell).
+    """
+    cls = type(layer)
+    cached = _BRANCHES.get(cls)
+    if cached is None:
+        cached = _BRANCHES[cls] = _call_reads_training(cls, beyond_passing=True)
+    return cached
+
+
+_BRANCHES: dict[type, bool] = {}
+
+
 def training_dependent(layer: Any) -> bool:
     """Whether ``layer`` behaves differently with ``training=True`` and ``False``.
 
@@ -218,7 +236,7 @@ def training_dependent(layer: Any) -> bool:
 _TRAINING_DEPENDENT: dict[type, bool] = {}
 
 
-def _call_reads_training(cls: type) -> bool:
+def _call_reads_training(cls: type, beyond_passing: bool = False) -> bool:
     import ast
     import textwrap
 
@@ -235,14 +253,19 @@ def _call_reads_training(cls: type) -> bool:
         source = textwrap.dedent(inspect.getsource(inspect.unwrap(call)))
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError, IndentationError):
-        return True
+        return not beyond_passing
     func = next(
         (n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None
     )
     if func is None:
-        return True
+        return not beyond_passing
+    passed: set[int] = set()
+    if beyond_passing:  # `training=training` handed to a call
+        passed = {id(n.value) for stmt in func.body for n in ast.walk(stmt)
+                  if isinstance(n, ast.keyword) and n.arg == "training"}
     return any(
         isinstance(node, ast.Name) and node.id == "training" and isinstance(node.ctx, ast.Load)
+        and id(node) not in passed
         for stmt in func.body
         for node in ast.walk(stmt)
     )

@@ -606,11 +606,14 @@ class _Probe:
         flatten = getattr(model, "_flatten_layers", None)
         if flatten is None:
             return
-        for layer in flatten(include_self=False, recursive=True):
+        for layer in flatten(include_self=True, recursive=True):
             if id(layer) in self.tracked:
                 continue
             if list(layer._flatten_layers(include_self=False, recursive=False)):
-                continue  # a container: its leaves tell what ran
+                # A container hands `training` on: its leaves tell what ran, unless its own
+                # call branches on it (a user's model or block: `if training: h = aug(h)`).
+                if _library_call(layer) or not _meta.branches_on_training(layer):
+                    continue
             if _meta.training_dependent(layer):
                 self.tracked[id(layer)] = self.layer_name(layer)
                 self.layer_refs[id(layer)] = layer
@@ -734,15 +737,21 @@ class _Probe:
 
         scope = _scope.current()
         key = K_MODE + name
-        if training is None or isinstance(training, bool):
-            scope.put_static(key, training)
-            scope.values.pop(key, None)
+        # A layer called more than once in a step (a training pass and a stop-gradient
+        # inference pass: consistency regularisation, mean teacher) ran in training mode
+        # if any of its calls did; otherwise the last call's mode stands.
+        if scope.statics.get(key) is True:
+            pass
         elif tf.is_tensor(training):
-            scope.put(key, tf.reshape(tf.cast(training, tf.float32), []))
+            t = tf.reshape(tf.cast(training, tf.float32), [])
+            prev = scope.values.get(key)
+            scope.put(key, t if prev is None else tf.maximum(prev, t))
             scope.statics.pop(key, None)
-        else:  # numpy bool, 0/1
-            scope.put_static(key, bool(training))
-            scope.values.pop(key, None)
+        else:  # None, a Python or numpy bool, 0/1
+            value = None if training is None else bool(training)
+            if value or key not in scope.values:  # a tensor mode stays unless this call trained
+                scope.put_static(key, value)
+                scope.values.pop(key, None)
         fkey = K_FROZEN + name
         if not getattr(layer, "trainable", True):
             scope.put_static(fkey, True)
@@ -984,6 +993,15 @@ class _Probe:
         self.tls.window = window
         if not self.tls.cb_installed:
             op_callbacks.add_op_callback(self.op_callback)
+            # First in the thread's list: TensorFlow hands each callback the previous one's
+            # return value as the op's outputs (op_callbacks.invoke_op_callbacks), and a
+            # user's callback may return None. Ours returns what it got, so callbacks after
+            # it see what they would without it.
+            from tensorflow.python.eager import context
+
+            callbacks = context.context().op_callbacks
+            callbacks.remove(self.op_callback)
+            callbacks.insert(0, self.op_callback)
             self.tls.cb_installed = True
 
     def close_window(self) -> None:
@@ -1031,6 +1049,8 @@ class _Probe:
         # The return value replaces the op's outputs for the callbacks after this one
         # (tensorflow/python/framework/op_callbacks.py invoke_op_callbacks passes each
         # callback's result on): hand back what we were given, never None.
+        if outputs is None:  # a callback before ours returned None (see open_window)
+            return None
         st = self.tls
         w = st.window
         if w is None or st.busy or threading.get_ident() != self.thread:
@@ -1068,6 +1088,8 @@ class _Probe:
             self.run.internal_error(exc)
         return outputs
 
+    op_callback.__gradtrace_callback__ = True  # type: ignore[attr-defined]  # see _hooks.op_callbacks_hidden
+
     @staticmethod
     def _within(graph: Any, window_graph: Any) -> bool:
         g = graph
@@ -1088,6 +1110,16 @@ class _Probe:
 
 
 # --------------------------------------------------------------------------- installation
+
+
+def _library_call(layer: Any) -> bool:
+    """Whether ``layer.call`` is Keras's own (Sequential, Functional, ...), not a user's.
+
+    A user's model or block may branch on ``training`` itself (``if training: h = aug(h)``)
+    with no training-dependent leaf: its own mode is then the only trace of it.
+    """
+    module = getattr(getattr(type(layer), "call", None), "__module__", "") or ""
+    return module.split(".", 1)[0] in ("keras", "tf_keras")
 
 
 def _fit_shuffle(args: dict[str, Any]) -> bool | str | None:
