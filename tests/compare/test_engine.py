@@ -252,6 +252,29 @@ def test_loss_scale_optimizer_in_one_run_only():
     assert "optimizer_mismatch" not in kinds(r)
 
 
+def _lso(cls: str, module: str, inner_config: dict) -> dict:
+    """A loss-scale optimizer as the tracer describes it (_meta.optimizer_info)."""
+    inner = {"class": "Adam", "config": inner_config, "learning_rate": 0.001}
+    return {"optimizer": {"class": cls, "inner": inner, "loss_scale": {"dynamic": True, "initial_scale": 32768.0},
+                          "learning_rate": 0.001,
+                          "config": {"inner_optimizer": {"module": module, "class_name": "Adam",
+                                                         "config": inner_config, "registered_name": None},
+                                     "dynamic": True, "initial_scale": 32768.0}},
+            "dtype_policy": "mixed_float16"}
+
+
+def test_tf_keras_loss_scale_optimizers_of_both_kinds_are_the_same_scaling():
+    """tf-keras wraps its new optimizers in ``LossScaleOptimizerV3`` and the legacy ones in
+    ``LossScaleOptimizer`` (module ``keras.optimizers.legacy``): both scale the loss."""
+    v3 = _lso("LossScaleOptimizerV3", "keras.optimizers", {"learning_rate": 0.001, "epsilon": 1e-7})
+    legacy = _lso("LossScaleOptimizer", "keras.optimizers.legacy", {"learning_rate": 0.001, "epsilon": 1e-7})
+    r = compare_runs(make_run("a", meta=v3), make_run("b", meta=legacy))
+    assert r.verdict == "equivalent", r.to_dict()
+    plain = {"optimizer": {"class": "Adam", "learning_rate": 0.001}, "dtype_policy": "mixed_float16"}
+    r = compare_runs(make_run("a", meta=plain), make_run("b", meta=v3))
+    assert top(r) == "loss_scaling" and "only run b wraps" in r.findings[0].summary
+
+
 def test_run_without_steps_claims_nothing_about_variables():
     r = compare_runs(make_run("a", steps=0), make_run("b"))
     assert "not_applied" not in kinds(r) and "missing_gradient" not in kinds(r)

@@ -160,7 +160,10 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     return out
 
 
-_IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config", "variables"}
+# Names and serialisation details, not settings: a tf-keras LossScaleOptimizer's
+# `inner_optimizer.module` is "keras.optimizers" or "keras.optimizers.legacy".
+_IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config", "variables", "module",
+                   "registered_name"}
 
 
 def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +234,7 @@ def optimizer_pairs(a: RunData, b: RunData, al: Alignment) -> list[tuple[dict[st
 def _config_diffs(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, Any]:
     diffs: dict[str, Any] = {}
     if (oa.get("class") and ob.get("class") and oa.get("class") != ob.get("class")
-            and _LSO not in (oa.get("class"), ob.get("class"))):
+            and not (_loss_scaled(oa) or _loss_scaled(ob))):
         diffs["class"] = [oa.get("class"), ob.get("class")]
     fa, fb = _opt_settings(oa), _opt_settings(ob)
     # A key one run did not record is unknown, not different; a recorded None is the
@@ -450,7 +453,10 @@ def sample_weighting(a: RunData, b: RunData) -> Finding | None:
         evidence={"a": wa, "b": wb}, explains=0.8)
 
 
-_LSO = "LossScaleOptimizer"
+def _loss_scaled(o: dict[str, Any]) -> bool:
+    """A loss-scale optimizer wrapping another (Keras 3 ``LossScaleOptimizer``, tf-keras'
+    ``LossScaleOptimizer``/``LossScaleOptimizerV3``): described with ``inner`` and ``loss_scale``."""
+    return "inner" in o or "loss_scale" in o or str(o.get("class") or "").startswith("LossScaleOptimizer")
 
 
 def loss_scaling(a: RunData, b: RunData) -> Finding | None:
@@ -459,10 +465,10 @@ def loss_scaling(a: RunData, b: RunData) -> Finding | None:
         return float(s[0]) if s.size and not np.all(s == 1.0) else None
 
     sa, sb = scaled(a), scaled(b)
-    ca = (a.meta.get("optimizer") or {}).get("class")
-    cb = (b.meta.get("optimizer") or {}).get("class")
-    if ca and cb and (ca == _LSO) != (cb == _LSO):
-        side = "a" if ca == _LSO else "b"
+    oa, ob = a.meta.get("optimizer") or {}, b.meta.get("optimizer") or {}
+    ca, cb = oa.get("class"), ob.get("class")
+    if ca and cb and _loss_scaled(oa) != _loss_scaled(ob):
+        side = "a" if _loss_scaled(oa) else "b"
         return Finding(
             "loss_scaling",
             f"only run {side} wraps its optimizer in LossScaleOptimizer (mixed precision loss scaling); "
