@@ -63,6 +63,19 @@ def test_gradient_mismatch_equal_loss_rotated_gradients():
     assert r.findings[0].variables
 
 
+def test_findings_say_what_the_alignment_rests_on():
+    """Inputs without a fingerprint (the tracer could not read them): the labels aligned the
+    steps, and a loss factor says so instead of claiming the same inputs."""
+    r = compare_runs(make_run("a", loss_factor=3.0, update_factor=3.0), make_run("b"))
+    assert r.findings[0].summary.startswith("on the same inputs and weights")
+    a, b = make_run("a", loss_factor=3.0, update_factor=3.0), make_run("b")
+    a.x_fp[:] = float("nan")
+    b.x_fp[:] = float("nan")
+    r = compare_runs(a, b)
+    assert top(r) == "loss_scale"
+    assert r.findings[0].summary.startswith("on the same labels and weights (the inputs could not be fingerprinted)")
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

@@ -328,6 +328,43 @@ def test_fingerprints_fit_vs_tape_same_batch_and_different_batches(db):
     assert tape_steps[1]["y_fp"] == tape_steps[0]["y_fp"]  # labels were the same
 
 
+def test_string_inputs_are_fingerprinted_by_their_hashes(db):
+    """Text fed to a StringLookup inside the model: the batch fingerprint covers the strings
+    (FarmHash, the same in every process), so fit() and a tape loop on the same sentences
+    agree and other sentences differ."""
+    words = np.array([["red", "green", "blue"], ["blue", "blue", "red"], ["green", "red", "red"],
+                      ["red", "red", "red"]], dtype=object)
+    other = words[:, ::-1].copy()  # the same words per row, another order
+    labels = np.array([[1.0], [0.0], [1.0], [0.0]], "float32")
+
+    def model():
+        keras.utils.set_random_seed(5)
+        inp = keras.Input((3,), dtype="string")
+        ids = keras.layers.StringLookup(vocabulary=["red", "green", "blue"])(inp)
+        h = keras.layers.Flatten()(keras.layers.Embedding(4, 2)(ids))
+        return keras.Model(inp, keras.layers.Dense(1)(h))
+
+    m = model()
+    m.compile(keras.optimizers.SGD(0.1), "mse")
+    with gradtrace.trace(run="text-fit", store=db):
+        m.fit(tf.constant(words), labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    with gradtrace.trace(run="text-tape", store=db):
+        m2, opt = model(), keras.optimizers.SGD(0.1)
+        for batch in (words, other):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(m2(tf.constant(batch), training=True) - labels))
+            grads = tape.gradient(loss, m2.trainable_variables)
+            opt.apply_gradients(zip(grads, m2.trainable_variables, strict=True))
+    fit_steps, _ = _run(db, "text-fit")
+    tape_steps, _ = _run(db, "text-tape")
+    expected = tf.cast(tf.strings.to_hash_bucket_fast(tf.constant(words), 1 << 24), tf.float64).numpy()
+    assert fit_steps[0]["x_fp"][0] == pytest.approx(float(expected.sum()), rel=1e-6)
+    assert fit_steps[0]["x_fp"][3] == words.size
+    np.testing.assert_allclose(fit_steps[0]["x_fp"], tape_steps[0]["x_fp"], rtol=1e-6)
+    assert tape_steps[1]["x_fp"][0] == pytest.approx(tape_steps[0]["x_fp"][0], rel=1e-6)  # same words
+    assert not np.allclose(tape_steps[1]["x_fp"], tape_steps[0]["x_fp"], rtol=1e-6)  # another order
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("loss_kind", ["mse", "sparse_ce"])
 def test_label_fingerprint_of_a_hand_written_loss(db, compiled, loss_kind):

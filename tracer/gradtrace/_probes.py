@@ -121,8 +121,12 @@ def _is_symbolic(x: Any) -> bool:
     return any(type(t).__name__ == "KerasTensor" for t in flat)
 
 
+_STRING_BUCKETS = 1 << 24  # a string's hash stays an exact float32
+
+
 def _numeric_flat(x: Any) -> list[Any]:
-    """Every numeric leaf of ``x`` as a flat float32 tensor."""
+    """Every numeric leaf of ``x`` as a flat float32 tensor; a string leaf (text fed to a
+    TextVectorization or StringLookup inside the model) as its strings' hashes."""
     import tensorflow as tf
 
     out = []
@@ -135,7 +139,10 @@ def _numeric_flat(x: Any) -> list[Any]:
             t = tf.convert_to_tensor(leaf)
         except (TypeError, ValueError):
             continue
-        if not (t.dtype.is_floating or t.dtype.is_integer or t.dtype == tf.bool):
+        if t.dtype == tf.string:
+            # FarmHash fingerprints (the same in every process), kept exact in float32.
+            t = tf.strings.to_hash_bucket_fast(t, _STRING_BUCKETS)
+        elif not (t.dtype.is_floating or t.dtype.is_integer or t.dtype == tf.bool):
             continue
         out.append(tf.reshape(tf.cast(t, tf.float32), [-1]))
     return out

@@ -100,6 +100,16 @@ class Alignment:
     aligned_steps: int  # leading steps with the same start and the same batches
     stochastic: str | None  # why step-level numbers are not comparable despite alignment
     noise: Noise = field(default_factory=Noise)
+    inputs_known: bool = True  # the inputs' fingerprints were compared, not only the labels'
+
+    @property
+    def premise(self) -> str:
+        """What the step-level comparisons rest on, for a finding's words."""
+        if self.inputs_known:
+            return "on the same inputs and weights"
+        if self.data_known:
+            return "on the same labels and weights (the inputs could not be fingerprinted)"
+        return "on what the equal step-0 loss says are the same inputs and weights"
 
     @property
     def aligned(self) -> bool:
@@ -230,6 +240,7 @@ def align(a: RunData, b: RunData) -> Alignment:
         data_known=data_known,
         aligned_steps=aligned_steps,
         stochastic=stochastic,
+        inputs_known=has_x,
     )
     al.noise = noise
     if witness:

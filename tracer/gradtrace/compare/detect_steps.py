@@ -217,7 +217,7 @@ def _reduction_fix(a: RunData, b: RunData) -> str | None:
 
 
 def _data_loss_scale(a: RunData, b: RunData, s: Step0, cands: dict[str, float], ftol: float,
-                     ev: dict[str, Any]) -> Finding | None:
+                     ev: dict[str, Any], premise: str) -> Finding | None:
     """A loss factor hidden under equal regularization losses.
 
     Both runs add the same ``sum(model.losses)`` r (same weights at step 0) to a data loss
@@ -240,7 +240,7 @@ def _data_loss_scale(a: RunData, b: RunData, s: Step0, cands: dict[str, float], 
     big, small, cf = ("a", "b", c) if c >= 1 else ("b", "a", 1 / c)
     return Finding(
         "loss_scale",
-        f"on the same inputs and weights run {big}'s loss without its regularization losses is x{cf:.6g} "
+        f"{premise} run {big}'s loss without its regularization losses is x{cf:.6g} "
         f"run {small}'s at step {s.step} (both add the same sum(model.losses) = {regs[0]:.6g}); it matches "
         f"{m[0]}. The regularized variables' gradients mix the factor with the regularizers' own.",
         steps=[s.step], variables=[],
@@ -310,7 +310,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
             big, small, cf, uf = ("a", "b", c, u) if c >= 1 else ("b", "a", 1 / c, 1 / u if u else u)
             out.append(Finding(
                 "loss_scale",
-                f"on the same inputs and weights run {big}'s loss is x{cf:.6g} run {small}'s at step "
+                f"{al.premise} run {big}'s loss is x{cf:.6g} run {small}'s at step "
                 f"{s.step}, and every gradient carries the same factor{what}." + _opt_effect(run, cf, uf),
                 steps=[s.step], variables=[],
                 evidence={"factor": c, "larger_loss": big, "matches": m[0] if m else None,
@@ -321,13 +321,13 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                 fix=_reduction_fix(a, b) or _loss_scale_fix(m[0] if m else None),
                 explains=1.0))
             return out, s
-        scaled = _data_loss_scale(a, b, s, cands, ftol, ev)
+        scaled = _data_loss_scale(a, b, s, cands, ftol, ev, al.premise)
         if scaled is not None:
             return [scaled], s
         weighting = _loss_weights_differ(a, b)
         out.append(Finding(
             "gradient_mismatch",
-            f"on the same inputs and weights the losses differ at step 0 ({s.loss_a:.6g} vs {s.loss_b:.6g}, "
+            f"{al.premise} the losses differ at step 0 ({s.loss_a:.6g} vs {s.loss_b:.6g}, "
             f"relative {s.loss_rel:.2g} > tolerance {tol:.2g}) and not by a constant factor: the loss "
             "computations differ" + (f"; {weighting[0]}" if weighting else "") + ".",
             steps=[s.step], variables=_worst(s, parallel, tol),
