@@ -57,6 +57,18 @@ def test_gradient_scale_replicas_and_clipping():
     assert top(r) == "gradient_scale" and "clip" in r.findings[0].summary
 
 
+def test_a_loss_scale_left_in_the_gradients_is_a_warning_even_when_the_updates_agree():
+    """Gradients x2^15 with equal updates (Adam normalises the scale away): the gradients of a
+    scaled loss were never unscaled. Not "the runs train identically": a warning with the fix."""
+    r = compare_runs(make_run("a"), make_run("b", grad_factors=[2.0**15] * 4))
+    f = r.findings[0]
+    assert f.kind == "gradient_scale" and f.severity == "warning", r.to_dict()
+    assert "not unscaled" in f.evidence["matches"] and "get_unscaled_gradients" in f.fix
+    # Any other constant factor with equal updates stays context.
+    r = compare_runs(make_run("a"), make_run("b", grad_factors=[3.0] * 4))
+    assert all(g.severity == "info" for g in r.findings if g.kind == "gradient_scale"), r.to_dict()
+
+
 def test_gradient_mismatch_equal_loss_rotated_gradients():
     r = compare_runs(make_run("a"), make_run("b", rotate=[0, 2]))
     assert top(r) == "gradient_mismatch"

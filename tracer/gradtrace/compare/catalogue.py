@@ -119,9 +119,10 @@ _KINDS = [
     Kind(
         "gradient_scale", "error", True,
         "Gradients are parallel but their norms differ by a constant factor the loss does not "
-        "explain (replica count, 2^15 from an unapplied mixed-precision loss scale, a learning rate "
-        "folded into the loss); per-variable ratios that differ point at per-variable vs global "
-        "clipping.",
+        "explain (replica count, the mixed-precision loss scale left in unscaled gradients, a learning "
+        "rate folded into the loss); per-variable ratios that differ point at per-variable vs global "
+        "clipping. Equal updates make it context (the runs train identically), except a loss scale "
+        "left in: a warning, since the optimizer only hides it until the dynamic scale changes.",
         "Scale the gradients the same way in both runs (see the factor it matched).",
         rank=24,
     ),

@@ -105,6 +105,10 @@ def negligible_grads(na: Any, nb: Any, ga: Any, gb: Any, al: Alignment) -> np.nd
     return (np.nan_to_num(np.asarray(na), nan=0.0) <= floor) & (np.nan_to_num(np.asarray(nb), nan=0.0) <= floor)
 
 
+# A factor with this meaning is a mixed-precision loss scale left in the gradients.
+NOT_UNSCALED = "a scaled loss whose gradients were not unscaled (the loss scale "
+
+
 def candidate_factors(a: RunData, b: RunData, steps: tuple[int, int] | None = None) -> dict[str, float]:
     """Constants a loss or gradient factor between two runs could equal, and what each means.
 
@@ -128,7 +132,14 @@ def candidate_factors(a: RunData, b: RunData, steps: tuple[int, int] | None = No
     reps = max(int(a.meta.get("replicas") or 1), int(b.meta.get("replicas") or 1))
     if reps > 1:
         out["the replica count: a loss averaged per replica and summed across replicas (or not)"] = float(reps)
-    out["2^15, the initial mixed-precision loss scale: a scaled loss whose gradients were not unscaled"] = 2.0**15
+    scales = []
+    for name, run in (("a", a), ("b", b)):
+        ls = run.loss_scale[np.isfinite(run.loss_scale) & (run.loss_scale != 1.0)]
+        if ls.size and float(ls[0]) not in scales:
+            scales.append(float(ls[0]))
+            out[NOT_UNSCALED + f"{float(ls[0]):g}, the loss scale run {name} applies)"] = float(ls[0])
+    if 2.0**15 not in scales:
+        out[NOT_UNSCALED + "2^15, the default initial mixed-precision loss scale)"] = 2.0**15
     for run in (a, b):
         lr = run.lr[np.isfinite(run.lr)]
         if lr.size and lr[0] > 0 and lr[0] != 1:

@@ -280,6 +280,21 @@ def _same_training(findings: list[Finding], same: dict) -> None:
             "train identically, their gradients are recorded at different points (e.g. clipped or "
             "scaled by hand before apply_gradients in one run, by the optimizer in the other).")
     for f in findings:
+        if f.kind == "gradient_scale" and str(f.evidence.get("matches") or "").startswith(ds.NOT_UNSCALED):
+            # A loss scale left in the gradients: an optimizer that normalises the gradient's
+            # scale (Adam) hides it until the dynamic scale changes.
+            f.severity = "warning"
+            f.summary += (f" The updates agree so far ({same['steps_compared']} steps compared): the optimizer "
+                          "normalises the gradients' scale. The dynamic loss scale halves on every overflow "
+                          "and doubles after a run of finite steps; from then on the optimizer's moment "
+                          "estimates mix gradients of different scales, and an optimizer that does not "
+                          "normalise (SGD) takes steps that many times too large.")
+            f.fix = ("Unscale the gradients before applying them: tf-keras `grads = "
+                     "opt.get_unscaled_gradients(tape.gradient(opt.get_scaled_loss(loss), vars))`; Keras 3 "
+                     "`opt.apply(grads)` of a LossScaleOptimizer on the gradients of `opt.scale_loss(loss)` "
+                     "unscales them itself.")
+            f.evidence["same_updates"] = same
+            continue
         if f.kind in ("gradient_scale", "gradient_mismatch", "divergence", "optimizer_mismatch") \
                 and f.severity != "info":
             f.severity = "info"
