@@ -228,6 +228,52 @@ def test_check_numerics_sees_the_training_and_not_the_tracer(db_url, read_run):
     assert all(np.isnan(s["loss"]) for s in tape[3:])
 
 
+def test_saved_model_of_a_training_module_saved_inside_trace(db_url, read_run, tmp_path):
+    """``tf.saved_model.save`` of a module whose training functions were traced (and so
+    instrumented) inside ``trace``: the artifact holds plain graphs and none of the tracer's
+    variables, loads and trains; the run goes on recording after the save."""
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+
+    class Trainer(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.opt = model, keras.optimizers.SGD(0.01)
+
+        def _step(self, x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self.model(x, training=True) - y))
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8]), tf.TensorSpec([None, 1])])
+        def train(self, x, y):
+            return self._step(x, y)
+
+        @tf.function  # no signature: saved with the shapes it was traced for
+        def train_any(self, x, y):
+            return self._step(x, y)
+
+    x, y = data()
+    trainer = Trainer()
+    with gradtrace.trace(run="saving", store=db_url) as run:
+        trainer.train(x, y)
+        trainer.train_any(x, y)
+        tf.saved_model.save(trainer, str(tmp_path / "sm"))
+        trainer.train(x, y)
+        trainer.train_any(x, y)
+    assert not run.info.partial, run.info.warnings
+    assert len(read_run("saving")[1]) == 4  # recording goes on after the save
+    saved = [name for name, _ in tf.train.list_variables(str(tmp_path / "sm" / "variables" / "variables"))]
+    assert saved and not [n for n in saved if "gradtrace" in n], saved
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    losses = [float(loaded.train(tf.constant(x), tf.constant(y))),
+              float(loaded.train_any(tf.constant(x), tf.constant(y))),
+              float(loaded.train(tf.constant(x), tf.constant(y)))]
+    assert all(np.isfinite(losses)) and losses[2] < losses[0]  # it trains
+
+
 def test_other_threads_are_not_captured(db_url, read_run):
     x, y = data()
     m1, o1 = model_and_opt(1)

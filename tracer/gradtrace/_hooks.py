@@ -223,6 +223,10 @@ def _install_all() -> None:
 
     # tensorflow/python/eager/backprop.py GradientTape.gradient
     _registry.patch(tf.GradientTape, "gradient", _wrap_gradient)
+    # tensorflow/python/saved_model/save.py: save() calls save_and_return_nodes()
+    from tensorflow.python.saved_model import save as saved_model_save
+
+    _registry.patch(saved_model_save, "save_and_return_nodes", _wrap_saved_model_save)
     try:
         from keras.src.optimizers.base_optimizer import BaseOptimizer
     except ImportError:  # a TensorFlow without Keras 3
@@ -534,24 +538,72 @@ def iterations_variable(opt: Any) -> Any:
     return it
 
 
-def _tracing_caches() -> list[Any]:
-    """The function caches of the ``tf.function``s being traced around the caller.
+def _tracing_options() -> list[Any]:
+    """The tracing options of the ``tf.function``s being traced around the caller.
 
     tensorflow/python/eager/polymorphic_function/tracing_compilation.py
     ``_maybe_define_function(args, kwargs, tracing_options)`` traces a function that is
     missing from ``tracing_options.function_cache`` and adds the result to it: each such
-    frame on the stack is a function whose graph gets this step's recording ops.
+    frame on the stack is a function whose graph gets this step's recording ops. The
+    options can trace it again (plain, see :func:`_retrace_plain`).
     """
     out = []
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "_maybe_define_function" and code.co_filename.endswith("tracing_compilation.py"):
-            cache = getattr(frame.f_locals.get("tracing_options"), "function_cache", None)
+            options = frame.f_locals.get("tracing_options")
+            cache = getattr(options, "function_cache", None)
             if cache is not None and callable(getattr(cache, "clear", None)):
-                out.append(cache)
+                out.append(options)
         frame = frame.f_back
     return out
+
+
+def _retrace_plain(options: list[Any]) -> None:
+    """Replace the instrumented graphs of these functions by plain ones, same signatures.
+
+    tensorflow/python/eager/polymorphic_function/tracing_compilation.py ``trace_function``
+    with the function's own options and each cached graph's ``structured_input_signature``
+    is what ``get_concrete_function`` does; called under :func:`suppressed`, no hook adds
+    recording ops. A signature that does not trace again is left out (logged).
+    """
+    from tensorflow.python.eager.polymorphic_function import tracing_compilation
+
+    with suppressed():
+        for opts in options:
+            cache = opts.function_cache
+            signatures = [cf.structured_input_signature for cf in list(cache.values())]
+            cache.clear()
+            for args, kwargs in signatures:
+                try:
+                    tracing_compilation.trace_function(args, kwargs, opts)
+                except Exception:  # noqa: BLE001 - saving must go on without this graph
+                    logger.debug("gradtrace: %s not traced again for saving", opts.name, exc_info=True)
+
+
+def _wrap_saved_model_save(original: Any) -> Any:
+    """``tf.saved_model.save`` inside ``trace``: the training functions traced in the run
+    carry recording ops that capture the tracer's variables, which the object being saved
+    does not track (tensorflow/python/saved_model/save.py refuses "an 'untracked' resource").
+    They are saved as plain graphs, and traced again with recording on their next call."""
+
+    @functools.wraps(original)
+    def save_and_return_nodes(*args: Any, **kwargs: Any) -> Any:
+        from gradtrace import _trace
+
+        options = _trace.instrumented_traces() if not is_suppressed() else []
+        if not options:
+            return original(*args, **kwargs)
+        _retrace_plain(options)
+        try:
+            with suppressed():
+                return original(*args, **kwargs)
+        finally:
+            for opts in options:
+                opts.function_cache.clear()
+
+    return save_and_return_nodes
 
 
 def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
@@ -583,7 +635,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     run.optimizer_seen(opt, flavour, tvars)
     mode = execution_mode()
     if mode != "eager":
-        run.traced_in(_tracing_caches())
+        run.traced_in(_tracing_options())
     return _StepCtx(opt, flavour, list(grads) + other_grads, all_vars, has_grad,
                     lr, tape, mode, _grad_scale(opt, flavour), full)
 

@@ -156,7 +156,8 @@ class Run:
         self.nested: list[Run] = []  # runs entered inside this one in its thread: they record the steps
         self._modes: set[str] = set()
         self._train_functions: list[tuple[weakref.ref[Any], Any]] = []
-        # id -> function cache of a tf.function whose graph this run instrumented (see forget_traces)
+        # id(function cache) -> tracing options of a tf.function whose graph this run
+        # instrumented (see forget_traces, _hooks._retrace_plain)
         self._traced_caches: dict[int, Any] = {}
         self._claimed: set[int] = set()
         self._init_seen: set[int] = set()
@@ -838,11 +839,16 @@ class Run:
         if errors and self.strict and exc is None:
             raise errors[0]
 
-    def traced_in(self, caches: list[Any]) -> None:
-        """The caches of the ``tf.function``s whose graphs are being instrumented by this run."""
+    def traced_in(self, options: list[Any]) -> None:
+        """The tracing options of the ``tf.function``s whose graphs this run instruments."""
         with self._lock:
-            for cache in caches:
-                self._traced_caches.setdefault(id(cache), cache)
+            for opts in options:
+                self._traced_caches.setdefault(id(opts.function_cache), opts)
+
+    def instrumented(self) -> list[Any]:
+        """Tracing options of the functions with this run's recording ops in their graphs."""
+        with self._lock:
+            return list(self._traced_caches.values())
 
     def forget_traces(self) -> None:
         """Drop this run's instrumented graphs from the user's ``tf.function``s.
@@ -856,7 +862,8 @@ class Run:
         again under that run too.
         """
         with self._lock:
-            caches, self._traced_caches = list(self._traced_caches.values()), {}
+            caches = [opts.function_cache for opts in self._traced_caches.values()]
+            self._traced_caches = {}
         for cache in caches:
             cache.clear()
         with _INSTRUMENTED_LOCK:
@@ -909,6 +916,15 @@ RING_MIN_ROWS, RING_MAX_ROWS = 64, 1024
 MAX_INSTRUMENTED = 256
 _INSTRUMENTED: OrderedDict[int, Any] = OrderedDict()
 _INSTRUMENTED_LOCK = threading.Lock()
+
+
+def instrumented_traces() -> list[Any]:
+    """Tracing options of the functions instrumented by the calling thread's active runs."""
+    out: dict[int, Any] = {}
+    for run in getattr(_local, "runs", None) or []:
+        for opts in run.instrumented():
+            out.setdefault(id(opts.function_cache), opts)
+    return list(out.values())
 
 
 def _retrace_instrumented() -> None:
