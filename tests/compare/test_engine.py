@@ -88,6 +88,18 @@ def test_findings_say_what_the_alignment_rests_on():
     assert r.findings[0].summary.startswith("on the same labels and weights (the inputs could not be fingerprinted)")
 
 
+def test_nan_brought_in_by_the_data_says_so():
+    b = make_run("b", nan_at=3)
+    b.x_fp[3, :2] = float("nan")  # the batch's sums: its values hold a NaN (count still recorded)
+    f = next(f for f in compare_runs(make_run("a"), b).findings if f.kind == "numerics")
+    assert "that step's inputs already contain NaN/Inf" in f.summary and f.fix.startswith("Clean the data")
+    f = next(f for f in check_run(b).findings if f.kind == "numerics")
+    assert "inputs already contain" in f.summary and "np.isfinite" in f.fix
+    # NaN from the training itself (finite data): the usual fix.
+    f = next(f for f in check_run(make_run("b", nan_at=3)).findings if f.kind == "numerics")
+    assert "already contain" not in f.summary and "learning rate" in f.fix
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

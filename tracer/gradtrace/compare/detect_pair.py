@@ -518,12 +518,15 @@ def numerics(a: RunData, b: RunData) -> Finding | None:
     first = min((x for x in (fa, fb) if x), key=lambda x: x["step"])
     side = "a" if first is fa else "b"
     var = first.get("variable")
+    data = " and ".join(first.get("in_data", []))
     return Finding(
         "numerics",
         f"NaN/Inf appears in run {side} at step {first['step']}"
         + (f" (first in the gradient of {var})" if var else " (in the loss)")
-        + ("" if (fa and fb) else ", never in the other run") + ".",
-        steps=[first["step"]], variables=[var] if var else [], evidence={"a": fa, "b": fb}, explains=0.9)
+        + ("" if (fa and fb) else ", never in the other run")
+        + (f"; that step's {data} already contain NaN/Inf." if data else "."),
+        steps=[first["step"]], variables=[var] if var else [], evidence={"a": fa, "b": fb}, explains=0.9,
+        fix=dr.data_fix(data) if data else None)
 
 
 def shape_facts(a: RunData, b: RunData) -> list[Finding]:

@@ -111,6 +111,12 @@ def first_nonfinite(run: RunData) -> dict[str, Any] | None:
     if cols.size:
         out["variable"] = run.var_name(int(run.var_index[cols[0]]))
         out["variables_affected"] = int(cols.size)
+    # A recorded batch fingerprint ([sum, sum of squares, projection, count]; a missing one
+    # is all NaN) whose sums are not finite: the data itself carries NaN/Inf.
+    for key, fp in (("inputs", run.x_fp), ("labels", run.y_fp)):
+        if fp.ndim == 2 and fp.shape[0] > i and fp.shape[1] >= 4 and np.isfinite(fp[i, 3]) \
+                and not np.isfinite(fp[i, :2]).all():
+            out.setdefault("in_data", []).append(key)
     return out
 
 
@@ -214,15 +220,26 @@ def iteration_resets(run: RunData, update_steps: np.ndarray) -> list[int]:
     return out
 
 
+def data_fix(data: str) -> str:
+    """The fix of a NaN/Inf that the batch's ``data`` ("inputs", "labels") brought in."""
+    return (f"Clean the data: the batch's {data} hold NaN/Inf (check `np.isfinite(x).all()` "
+            "before training, or filter them out of the dataset).")
+
+
 def single_run_findings(run: RunData) -> list[Finding]:
     """Findings about one run alone (``gradtrace check``)."""
     out: list[Finding] = []
     nf = first_nonfinite(run)
     if nf:
         where = f" in the gradient of {nf['variable']}" if "variable" in nf else " in the loss"
-        out.append(Finding("numerics", f"NaN/Inf first appears at step {nf['step']}{where}.",
-                           steps=[nf["step"]], variables=[nf["variable"]] if "variable" in nf else [],
-                           evidence=nf, explains=1.0))
+        data = " and ".join(nf.get("in_data", []))
+        out.append(Finding(
+            "numerics",
+            f"NaN/Inf first appears at step {nf['step']}{where}"
+            + (f"; the step's {data} already contain NaN/Inf." if data else "."),
+            steps=[nf["step"]], variables=[nf["variable"]] if "variable" in nf else [],
+            evidence=nf, explains=1.0,
+            fix=data_fix(data) if data else None))
     for shape, first, count in non_scalar_targets(run):
         out.append(Finding(
             "non_scalar_loss",

@@ -56,7 +56,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         frozen = [r for r in frozen if r not in caused]
         if caused:
             tm.evidence["frozen_state"] = caused
-            tm.summary += (f" As a consequence {len(caused)} state variable(s) (moving statistics) stay "
+            tm.summary += (f" As a consequence {len(caused)} state variable(s) of those layers stay "
                            "fixed in that run.")
             tm.explains = 1.0
     set_findings = dp.gradient_sets(a, b, al)
