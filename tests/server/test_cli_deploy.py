@@ -201,3 +201,36 @@ def test_entrypoint_needs_a_database_url(popen: Callable[..., subprocess.Popen[s
     proc = popen(["sh", str(REPO / "docker" / "entrypoint.sh")])
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0 and "GRADTRACE_SERVER_DB" in err
+
+
+@pytest.mark.parametrize(("var", "value", "flag"), [
+    ("GRADTRACE_SERVER_MAX_BODY_BYTES", "1000", "--max-body-bytes"),
+    ("GRADTRACE_SERVER_PORT", "abc", "--port"),
+    ("GRADTRACE_SERVER_WORKERS", "0", "--workers"),
+    ("GRADTRACE_SERVER_REQUIRE_AUTH", "maybe", "--require-auth"),
+])
+def test_serve_names_the_environment_variable_of_a_bad_setting(
+    var: str, value: str, flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A value from GRADTRACE_SERVER_* is named as that variable, not as the flag nobody passed."""
+    from gradtrace.cli import main
+
+    monkeypatch.setenv(var, value)
+    assert main(["serve", "--db", str(tmp_path / "s.db")]) == 2
+    err = capsys.readouterr().err
+    assert f"{var}='{value}'" in err and not err.startswith(f"gradtrace serve: error: {flag}"), err
+    monkeypatch.delenv(var)
+    # the flag itself is still named as the flag
+    if flag in ("--max-body-bytes", "--workers"):
+        assert main(["serve", "--db", str(tmp_path / "s.db"), flag, "0"]) == 2
+        assert f"error: {flag}: " in capsys.readouterr().err
+
+
+def test_serve_names_the_variable_of_a_server_db(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gradtrace.cli import main
+
+    monkeypatch.setenv("GRADTRACE_SERVER_DB", "http://gradtrace.team:8000")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "$GRADTRACE_SERVER_DB" in err and "not a database" in err and "--: " not in err, err

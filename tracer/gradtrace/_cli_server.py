@@ -172,6 +172,23 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_error(err: Any, overrides: dict[str, Any], db_origin: str) -> str:
+    """A settings error naming where the value came from: the flag, or the environment variable."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a check across fields; its message names the field
+        field = msg.split(":", 1)[0] if ":" in msg else ""
+        msg = msg.split(":", 1)[1].strip() if field else msg
+    else:
+        field = str(err["loc"][0])
+    flag = "--" + field.replace("_", "-")
+    if field == "db":
+        flag = db_origin
+    elif field not in overrides:
+        var = "GRADTRACE_SERVER_" + field.upper()
+        return f"{var}={os.environ.get(var, '')!r}: {msg} (fix or unset the variable, or pass {flag})"
+    return f"{flag}: {msg}"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gradtrace.cli import UsageError
 
@@ -203,8 +220,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}") from None
+        raise UsageError(_settings_error(exc.errors()[0], overrides, db_origin)) from None
 
     # Refuse an out-of-date schema here, with the command to run, rather than in a worker.
     store = _open(settings.db, flag=_db_source(args.db)[1], must_exist=False)  # serve creates a SQLite file
