@@ -233,6 +233,10 @@ QUERY_CASES = [
     ("/api/v1/runs/{run}/series?field=norm&v=-2", 422, "query.v"),
     ("/api/v1/runs/{run}/series?field=norm&v=1&vars=2", 422, "query.vars"),
     ("/api/v1/runs/{run}/series?field=loss&start=5&stop=1", 422, "query.stop"),
+    # variable indices the run does not have (4 trainable + 1 state variable: 0..4)
+    ("/api/v1/runs/{run}/series?field=norm&v=999", 404, "query.v: run 'fit'"),
+    ("/api/v1/runs/{run}/series?field=norm&v=5", 404, "has variables 0..4; no variable 5"),
+    ("/api/v1/runs/{run}/series?field=loss&v=999", 404, "query.v"),
     ("/api/v1/runs/no-such-run-id", 404, "run_id"),
     ("/api/v1/runs/no-such-run-id/steps", 404, "run_id"),
     ("/api/v1/runs/" + "x" * 65, 422, "path.run_id"),

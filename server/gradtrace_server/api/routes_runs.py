@@ -76,6 +76,19 @@ def _take(it: Iterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return list(itertools.islice(it, n))
 
 
+def check_vars(store: Any, run: RunSummary, wanted: list[int] | None, field: str) -> None:
+    """404 naming ``field`` and the valid range when a variable index is not one of the run's."""
+    if not wanted:
+        return
+    n = store.variable_count(run.id)
+    bad = [v for v in wanted if v >= n]
+    if bad:
+        have = f"variables 0..{n - 1}" if n else "no per-variable records"
+        raise HTTPException(
+            404, f"query.{field}: run {run.name!r} ({run.id}) has {have}; no variable {bad[0]}"
+        )
+
+
 def _check_range(start: int, stop: int | None) -> None:
     if stop is not None and stop <= start:
         raise HTTPException(422, f"query.stop: must be greater than start ({start}), got {stop}")
@@ -169,7 +182,10 @@ async def run_steps(
     "/runs/{run_id}/series",
     response_model=SeriesOut | SeriesManyOut | SeriesFieldsOut,
     summary="Fields over steps: one series, or many variables' series at once",
-    responses={**_NOT_FOUND, 422: {"model": ErrorOut}},
+    responses={
+        404: {"model": ErrorOut, "description": "No such run, or no variable `v` in it"},
+        422: {"model": ErrorOut},
+    },
 )
 def run_series(
     run_id: RunRef,
@@ -177,8 +193,8 @@ def run_series(
     access: ReadAccess,
     field: Annotated[str | None, Query(min_length=1, max_length=64, description="e.g. `loss`, `lr`, `norm`, `update_norm`")] = None,
     fields: Annotated[str | None, Query(max_length=2000, description="several per-variable fields, e.g. `norm,mean,min,max`: answers with `values[field][k][i]`")] = None,
-    v: Annotated[int | None, Query(ge=0, description="variable index, for a per-variable field")] = None,
-    vars: Annotated[str | None, Query(max_length=100_000, description="several variables (`0,3` or `all`): answers with `series`")] = None,
+    v: Annotated[int | None, Query(ge=0, description="variable index, for a per-variable field (404 naming the valid range if the run has no such variable)")] = None,
+    vars: Annotated[str | None, Query(max_length=100_000, description="several variables (`0,3` or `all`): answers with `series`; an index the run does not have gets a row of nulls")] = None,
     start: Annotated[int, Query(ge=0)] = 0,
     stop: Annotated[int | None, Query(ge=1)] = None,
 ) -> Any:
@@ -202,16 +218,19 @@ def run_series(
     if field_list is not None and v is not None:
         raise HTTPException(422, "query.v: with fields, choose variables with vars (e.g. vars=3)")
     run = resolve(store, run_id, access)
+    var_list = _int_list(vars, "vars")
+    # One variable the run does not have is an error; a list is a selection (rows of nulls).
+    check_vars(store, run, [v] if v is not None else None, "v")
     try:
         if field_list is not None:
-            doc = _fields(store, run.id, field_list, _int_list(vars, "vars"), start, stop)
+            doc = _fields(store, run.id, field_list, var_list, start, stop)
         elif vars is None:
             assert field is not None
             steps, values = store.series(run.id, field, v=v, start=start, stop=stop)
             doc = {"run_id": run.id, "field": field, "v": v, "steps": array_json(steps), "values": array_json(values)}
         else:
             assert field is not None
-            doc = _many(store, run.id, field, _int_list(vars, "vars"), start, stop)
+            doc = _many(store, run.id, field, var_list, start, stop)
     except InvalidInput as exc:
         raise _invalid(exc) from None
     # Returned as a Response: FastAPI's per-item validation and jsonable_encoder cost

@@ -254,6 +254,11 @@ class Store:
         with self._read() as conn:
             return _query.run_detail(conn, uid)
 
+    def variable_count(self, uid: str) -> int:
+        """Number of variables of run ``uid``: valid variable indices are ``0 .. n-1``."""
+        with self._read() as conn:
+            return _query.variable_count(conn, uid)
+
     def steps(
         self,
         uid: str,

@@ -189,6 +189,18 @@ def resolve(conn: Connection, ref: str, project: str | None = None) -> RunSummar
     raise RunNotFound(ref if project is None else f"{ref} (project {project})", close)
 
 
+def variable_count(conn: Connection, uid: str) -> int:
+    """How many variables run ``uid`` has: its inventory, or the highest index it recorded + 1."""
+    key = run_key(conn, uid)
+    vt = m.Variable.__table__
+    counts = [conn.execute(select(func.count()).select_from(vt).where(vt.c.run_id == key)).scalar_one()]
+    for table in (_V, _ST):  # MAX over the (run_id, v, ...) key: an index lookup
+        top = conn.execute(select(func.max(table.c.v)).where(table.c.run_id == key)).scalar()
+        if top is not None:
+            counts.append(int(top) + 1)
+    return int(max(counts))
+
+
 def run_detail(conn: Connection, uid: str) -> RunDetail:
     row = conn.execute(_summary_select().add_columns(_R.c.id, _R.c.meta).where(_R.c.uid == uid)).first()
     if row is None:
