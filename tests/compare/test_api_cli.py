@@ -190,3 +190,23 @@ def test_cli_malformed_db_url_is_one_line_exit_2(url, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--db" in err and url in err, err
+
+
+def test_cli_check_names_the_first_finding_not_a_divergent_step(tmp_path, capsys):
+    """One run cannot diverge: `check` says where its first finding is, not "first divergent step"."""
+    from gradtrace.cli import main
+
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    store = open_store(url)
+    _ingest(store, "nan-run", nan_at=3)
+    _ingest(store, "clean")
+    store.close()
+    assert main(["check", "nan-run", "--db", url]) == 1
+    out = capsys.readouterr().out
+    assert "first divergent step" not in out and "first finding at step: 3" in out, out
+    assert "numerics" in out
+    assert main(["check", "clean", "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert "first divergent step" not in out and "first finding" not in out, out
+    assert main(["compare", "nan-run", "clean", "--db", url]) == 1
+    assert "first divergent step" in capsys.readouterr().out  # a pair does diverge at a step
