@@ -114,3 +114,16 @@ def test_openapi_documents_the_api(tmp_path: object, start_server: Callable[...,
     assert {"start", "stop", "vars", "fields", "limit"} <= params
     assert httpx.get(srv.url + "/docs").status_code == 200
     json.dumps(doc)
+
+
+def test_readme_says_what_docs_needs_offline(tmp_path: object, start_server: Callable[..., ServerThread]) -> None:
+    """/docs loads Swagger UI from a CDN (FastAPI's default); the README must say so, and
+    /openapi.json (served locally) is what works offline."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    server = start_server(f"sqlite:///{tmp_path}/docs.db")
+    page = httpx.get(server.url + "/docs", timeout=30).text
+    assert "cdn.jsdelivr.net" in page  # if this changes (vendored assets), update the README
+    assert "`/docs`" in readme and "cdn.jsdelivr.net" in readme and "works offline" in readme
+    assert httpx.get(server.url + "/openapi.json", timeout=30).json()["paths"]
