@@ -210,3 +210,27 @@ def test_cli_check_names_the_first_finding_not_a_divergent_step(tmp_path, capsys
     assert "first divergent step" not in out and "first finding" not in out, out
     assert main(["compare", "nan-run", "clean", "--db", url]) == 1
     assert "first divergent step" in capsys.readouterr().out  # a pair does diverge at a step
+
+
+def test_cli_check_reports_lost_steps(tmp_path, capsys):
+    """A run that lost steps is not "OK": check warns how many were lost and which knob to raise."""
+    from gradtrace.cli import main
+    from gradtrace.schema import RunInfo, StepRecord, VariableInfo, VarStep
+
+    url = f"sqlite:///{tmp_path / 'lost.db'}"
+    store = open_store(url)
+    info = RunInfo(run_id="0badc0de0badc0de", name="e_rq", status="finished",
+                   lost={"ring_overrun": 16, "queue_full": 2},
+                   variables=[VariableInfo(index=0, name="w")])
+    store.ingest(Batch(batch_id="lost-1", run=info, steps=[
+        StepRecord(step=i, loss=1.0 / (i + 1), vars=[VarStep(v=0, norm=1.0, applied=True)]) for i in range(2)]))
+    store.close()
+    assert main(["check", "e_rq", "--db", url, "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    (f,) = [f for f in doc["findings"] if f["kind"] == "lost_records"]
+    assert f["severity"] == "warning" and f["evidence"]["lost_steps"] == 18
+    assert "18 of 20 optimizer steps" in f["summary"]
+    assert "GRADTRACE_RING_SIZE" in f["fix"] and "GRADTRACE_QUEUE_STEPS" in f["fix"]
+    assert main(["check", "e_rq", "--db", url]) == 1
+    out = capsys.readouterr().out
+    assert "OK" not in out and "lost_records" in out

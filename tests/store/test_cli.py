@@ -168,3 +168,22 @@ def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path, capsys: py
     capsys.readouterr()
     assert main(["token", "list", "--db", str(in_dir), "--json"]) == 0
     assert [t["project"] for t in json.loads(capsys.readouterr().out)] == ["p"]
+
+
+def test_show_reports_every_kind_of_lost_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """GRADTRACE_RING_SIZE=4 GRADTRACE_QUEUE_STEPS=2 lost 16 steps to the ring and 2 to the queue:
+    both are reported with the setting to raise, not only the one the tracer warned about."""
+    path = str(tmp_path / "lost.db")
+    s = open_store(path)
+    info = RunInfo(run_id="feedfacefeedface", name="e_rq", status="finished",
+                   lost={"ring_overrun": 16, "queue_full": 2, "tensors_queue_full": 3},
+                   warnings=["16 steps were overwritten before the host read them (counted in "
+                             "lost.ring_overrun); raise GRADTRACE_RING_SIZE"])
+    s.ingest(Batch(batch_id="b1", run=info, steps=[StepRecord(step=i, loss=1.0) for i in range(2)]))
+    s.close()
+    assert main(["show", "e_rq", "--db", path]) == 0
+    out = capsys.readouterr().out
+    assert "18 steps were not recorded" in out and "3 full tensors were not recorded" in out, out
+    assert "ring_overrun 16: raise GRADTRACE_RING_SIZE" in out
+    assert "queue_full 2: raise GRADTRACE_QUEUE_STEPS" in out
+    assert "tensors_queue_full 3: raise GRADTRACE_FULL_TENSORS_EVERY" in out

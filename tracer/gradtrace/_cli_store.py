@@ -251,6 +251,19 @@ def _modes(modes: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
+def _echo_lost(lost: dict[str, Any]) -> None:
+    """Every kind of lost record the run counted, with the setting that avoids it."""
+    from gradtrace._config import lost_hint, lost_steps
+
+    steps = lost_steps(lost)
+    tensors = {k: int(v) for k, v in lost.items() if v and k not in steps}
+    for what, counts in (("steps were", steps), ("full tensors were", tensors)):
+        if counts:
+            _echo(f"warning: {sum(counts.values())} {what} not recorded (lost):")
+            for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+                _echo(f"  {reason} {n}: {lost_hint(reason)}")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from gradtrace.store import StoreError
 
@@ -281,6 +294,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
         for w in detail.meta.get("warnings") or []:
             _echo(f"warning: {w}")
+        _echo_lost(detail.meta.get("lost") or {})
         fields = [
             "loss",
             "lr",

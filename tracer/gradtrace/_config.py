@@ -251,6 +251,42 @@ _FIELDS: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
 _ENV_SCALE = {"spool_max_bytes": float(2**20), "spool_max_age": 86400.0}
 
 
+# Reasons a run's ``lost`` counts records by -> what to change so it does not happen again.
+LOST_HINTS: Mapping[str, str] = {
+    "ring_overrun": f"raise {GRADTRACE_RING_SIZE} (the in-graph ring filled before the host read it)",
+    "queue_full": f"raise {GRADTRACE_QUEUE_STEPS} (the hand-off queue to the exporter was full)",
+    "full_tensors_overrun": f"raise {GRADTRACE_FULL_TENSORS_EVERY} (full tensors came faster than they were read)",
+    "tensors_queue_full": f"raise {GRADTRACE_FULL_TENSORS_EVERY} (full tensors filled the exporter's queue)",
+    "spool_full": f"raise {GRADTRACE_SPOOL_MAX_MB} or resend sooner (gradtrace spool flush)",
+    "spool_expired": f"raise {GRADTRACE_SPOOL_MAX_AGE_DAYS} or resend sooner (gradtrace spool flush)",
+    "spool_error": f"make {GRADTRACE_SPOOL_DIR} a writable directory",
+    "spool_corrupt": "a spooled batch file was unreadable (kept under the spool's rejected/)",
+    "after_shutdown": "steps arrived after the traced run had ended",
+    "disabled": f"tracing was disabled ({GRADTRACE_DISABLED})",
+}
+
+
+def lost_hint(reason: str) -> str:
+    """What to change so records are not lost for ``reason`` (a key of a run's ``lost``)."""
+    base = reason.removeprefix("tensors_") if reason.startswith("tensors_rejected_") else reason
+    if base in LOST_HINTS:
+        return LOST_HINTS[base]
+    if base.startswith("rejected_http_401") or base.startswith("rejected_http_403"):
+        return f"the server refused the token: set {GRADTRACE_TOKEN}, then gradtrace spool requeue"
+    if base.startswith("rejected_"):
+        return "the destination refused the batch: see the .reason files under the spool's rejected/"
+    return "see the run's warnings"
+
+
+def lost_steps(lost: Mapping[str, int] | None) -> dict[str, int]:
+    """The step-record part of a run's ``lost`` counts (full tensors left out), by reason."""
+    return {
+        k: int(v)
+        for k, v in (lost or {}).items()
+        if v and not k.startswith("tensors_") and k != "full_tensors_overrun"
+    }
+
+
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     """Resolve the configuration: argument, else environment variable, else default.
 
@@ -288,4 +324,4 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     return Config(**values)
 
 
-__all__ = ["Config", "DEFAULT_URL", "default_spool_dir", "load", "normalize_url"]
+__all__ = ["Config", "DEFAULT_URL", "LOST_HINTS", "default_spool_dir", "load", "lost_hint", "lost_steps", "normalize_url"]

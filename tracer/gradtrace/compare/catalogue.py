@@ -201,6 +201,16 @@ _KINDS = [
         rank=61,
     ),
     Kind(
+        "lost_records", "warning", False,
+        "The tracer could not record some steps or full tensors of a run (counted by reason in the "
+        "run's `lost`: ring_overrun, queue_full, a batch the server refused, ...): the run was "
+        "judged on the steps it kept.",
+        "Raise the setting the reason names: `GRADTRACE_RING_SIZE` for ring_overrun, "
+        "`GRADTRACE_QUEUE_STEPS` for queue_full; for refused batches fix the cause (e.g. the token) "
+        "and `gradtrace spool requeue`.",
+        rank=70,
+    ),
+    Kind(
         "execution_mode", "info", False,
         "The runs executed their steps differently (eager, tf.function, XLA).",
         "Nothing to fix unless it explains a numeric difference.",
