@@ -100,6 +100,25 @@ def test_nan_brought_in_by_the_data_says_so():
     assert "already contain" not in f.summary and "learning rate" in f.fix
 
 
+def test_structural_pairing_keeps_the_order_when_one_run_wraps_the_model():
+    """A model trained inside a wrapper numbers every layer one further: position 3 is the
+    first of two equal heads in one run and the second in the other. Pairing keeps the
+    order (first head with first head), also with a layer only one run has."""
+    from gradtrace.compare.align import pair_items
+
+    def items(keys):
+        return [{"index": i, "struct_key": k, "name": k} for i, k in enumerate(keys)]
+
+    plain = items(["1:Dense/kernel[8,16]", "2:Dense/kernel[16,2]", "3:Dense/kernel[16,2]", "4:Dense/kernel[2,8]"])
+    wrapped = items(["2:Dense/kernel[8,16]", "3:Dense/kernel[16,2]", "4:Dense/kernel[16,2]", "5:Dense/kernel[2,8]"])
+    pairs = pair_items(wrapped, plain, lambda x: x["struct_key"].split(":")[1])
+    assert [(x["index"], y["index"]) for x, y in pairs] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    extra = items(["1:Dense/kernel[8,16]", "2:Normalization/mean[8]", "3:Dense/kernel[16,2]",
+                   "4:Dense/kernel[16,2]", "5:Dense/kernel[2,8]"])
+    pairs = pair_items(extra, plain, lambda x: x["struct_key"].split(":")[1])
+    assert [(x["index"], y["index"]) for x, y in pairs] == [(0, 0), (2, 1), (3, 2), (4, 3)]
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

@@ -7,6 +7,7 @@ rest by their order among variables of the same (trainable, layer class, shape).
 
 from __future__ import annotations
 
+import difflib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,23 +31,27 @@ def _strip_position(key: str) -> str:
 def pair_items(
     a: list[dict[str, Any]], b: list[dict[str, Any]], group: Any
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Pair items of two structural lists: exact ``struct_key`` first, then by order within groups."""
+    """Pair items of two structural lists (depth-first order): the longest order-preserving
+    match of their ``struct_key``s without the layer position, then by order within groups.
+
+    Positions alone mislead: a model trained inside a wrapper (a subclassed Model with a
+    custom ``train_step``) numbers every layer one further, so ``3:Dense/kernel[16,2]`` is
+    the first of two equal heads in one run and the second in the other. Matching the
+    sequences keeps the order, so equal heads pair first with first.
+    """
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     used_a: set[int] = set()
     used_b: set[int] = set()
-    for keyfn in (lambda x: x.get("struct_key"), lambda x: _strip_position(x.get("struct_key") or "")):
-        b_by: dict[Any, list[int]] = defaultdict(list)
-        for j, y in enumerate(b):
-            if j not in used_b and keyfn(y):
-                b_by[keyfn(y)].append(j)
-        for i, x in enumerate(a):
-            k = keyfn(x)
-            if i in used_a or not k or not b_by.get(k):
-                continue
-            j = b_by[k].pop(0)
-            used_a.add(i)
-            used_b.add(j)
-            pairs.append((x, b[j]))
+    ka = [_strip_position(x.get("struct_key") or "") for x in a]
+    kb = [_strip_position(y.get("struct_key") or "") for y in b]
+    matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for t in range(block.size):
+            i, j = block.a + t, block.b + t
+            if ka[i]:
+                used_a.add(i)
+                used_b.add(j)
+                pairs.append((a[i], b[j]))
     groups = group if isinstance(group, (list, tuple)) else [group]
     for g in groups:
         rest_b: dict[Any, list[int]] = defaultdict(list)
