@@ -263,6 +263,15 @@ def test_divergence_later_step_names_step():
     assert r.first_divergent_step == 4 and top(r) == "divergence"
 
 
+def test_check_accepts_frozen_layers_in_inference_mode():
+    """A frozen teacher (trainable=False) called with training=False inside the student's step
+    is knowledge distillation's recipe; the same layers unfrozen in inference mode are a slip."""
+    run = make_run("kd", bn_training=False)
+    assert any(f.kind == "training_mode_mismatch" for f in check_run(run).findings)
+    run.frozen = [(["bn_0", "drop_0"], 0, len(run.step))]
+    assert not any(f.kind == "training_mode_mismatch" for f in check_run(run).findings)
+
+
 def test_check_clean_run():
     r = check_run(make_run("a"))
     assert r.verdict == "equivalent" and not r.findings

@@ -1086,6 +1086,31 @@ def digits_tape_from_logits_forgotten():
                              lambda model, xb, yb: loss_fn(yb, model(xb, training=True)))
 
 
+# --- knowledge distillation: a frozen teacher in inference mode inside the student's step ---------
+
+def distillation_frozen_teacher():
+    """Keras's distillation recipe: the teacher (BatchNormalization + Dropout) is frozen and
+    called with training=False; the student learns from its softened outputs and the labels."""
+    keras = _k()
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(23)
+    teacher = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                                keras.layers.BatchNormalization(), keras.layers.Dropout(0.3),
+                                keras.layers.Dense(10)], name="teacher")
+    teacher.trainable = False
+    student = _mlp(seed=24)
+    kl = keras.losses.KLDivergence()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss_of(model, xb, yb):
+        soft = tf.nn.softmax(teacher(xb, training=False) / 2.0)
+        logits = model(xb, training=True)
+        return 0.5 * ce(yb, logits) + 0.5 * kl(soft, tf.nn.softmax(logits / 2.0))
+
+    return _digits_step_loop(student, keras.optimizers.Adam(1e-3), loss_of)
+
+
 # --- clipping by hand or by the optimizer -----------------------------------------------------
 
 def _clipped_digits(opt, by_hand: bool):

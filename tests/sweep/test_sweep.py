@@ -26,6 +26,7 @@ SCRIPTS = [
     s.train_on_batch_loop, s.tf_keras_minimize, s.persistent_tape_two_heads,
     s.raw_variables_linear_regression, s.xla_tape_loop, s.frozen_base_fine_tuning, s.lion_fit,
     s.two_optimizers_one_tape, s.fit_first_layer_frozen, s.lazy_model_fit_run_eagerly, s.lazy_model_eager_tape,
+    s.distillation_frozen_teacher,
 ]
 
 # Warnings a script is expected to raise, with the reason (substring of the warning).

@@ -70,6 +70,7 @@ class RunData:
     target_shapes: list[tuple[Any, int, int]] = field(default_factory=list)
     y_pred_shapes: list[tuple[Any, int, int]] = field(default_factory=list)
     broadcasts: list[tuple[Any, int, int]] = field(default_factory=list)
+    frozen: list[tuple[list[str], int, int]] = field(default_factory=list)  # layers that ran with trainable=False
     loss_info: dict[int, dict[str, Any]] = field(default_factory=dict)  # first HEAD steps
     loader: Callable[[int, int], dict[str, np.ndarray]] | None = None
     # (S,) bool: the step carries per-variable statistics. The tracer's cadence records
@@ -291,6 +292,7 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
         target_shapes=distinct([r.get("target_shape") for r in recs], step_nums.tolist()),
         y_pred_shapes=distinct([r.get("y_pred_shape") for r in recs], step_nums.tolist()),
         broadcasts=distinct([r.get("broadcasts") or [] for r in recs], step_nums.tolist()),
+        frozen=distinct([r.get("frozen") or [] for r in recs], step_nums.tolist()),
         loss_info={r["step"]: r["loss_info"] for r in recs if r["step"] < HEAD and r.get("loss_info")},
         stats=recorded,
     )

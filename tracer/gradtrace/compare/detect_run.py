@@ -33,6 +33,14 @@ def training_modes(run: RunData) -> dict[str, dict[bool, int]]:
     return out
 
 
+def frozen_layers(run: RunData) -> set[str]:
+    """Training-dependent layers that ran with ``trainable=False`` (at some step)."""
+    frozen: set[str] = set()
+    for names, _first, _count in run.frozen:
+        frozen.update(names or [])
+    return frozen
+
+
 def layer_of(run: RunData, name: str) -> dict[str, Any] | None:
     for x in run.layers:
         if x.get("name") == name:
@@ -270,7 +278,11 @@ def single_run_findings(run: RunData) -> list[Finding]:
             f"(first at step {min(pending.values())}): {', '.join(names[:6])}.",
             steps=[min(pending.values())], variables=names, evidence={"first_step": pending}, explains=0.9))
     modes = training_modes(run)
-    infer = {name: seen[False] for name, seen in modes.items() if False in seen and True not in seen}
+    # A frozen layer (trainable=False: a distillation teacher, a fine-tuned base) in inference
+    # mode is the recipe, not a slip.
+    frozen = frozen_layers(run)
+    infer = {name: seen[False] for name, seen in modes.items()
+             if False in seen and True not in seen and name not in frozen}
     if infer:
         out.append(Finding(
             "training_mode_mismatch", severity="warning",

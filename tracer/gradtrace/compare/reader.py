@@ -83,7 +83,7 @@ def _fps(texts: list[str | None]) -> np.ndarray:
     return out
 
 
-_FACTS = ("modes", "mode", "target_shape", "y_pred_shape", "broadcasts")
+_FACTS = ("modes", "mode", "target_shape", "y_pred_shape", "broadcasts", "frozen")
 
 
 def _distinct_facts(conn: Connection, S: Any, key: int) -> dict[str, list[tuple[Any, int, int]]]:
@@ -276,6 +276,7 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         state_changed=np.array([float(r[1] or 0) for r in state]),
         rng=np.array([bool(r[2]) for r in state], dtype=bool),
         modes=[(m or {}, f, n) for m, f, n in modes], exec_modes=exec_modes, target_shapes=target_shapes,
+        frozen=[(z or [], f, n) for z, f, n in facts["frozen"]],
         y_pred_shapes=y_pred_shapes, broadcasts=[(b or [], f, n) for b, f, n in broadcasts],
         loss_info=loss_info, loader=loader, stats=stats,
     )
