@@ -119,6 +119,26 @@ def test_structural_pairing_keeps_the_order_when_one_run_wraps_the_model():
     assert [(x["index"], y["index"]) for x, y in pairs] == [(0, 0), (2, 1), (3, 2), (4, 3)]
 
 
+def test_gradient_accumulation_in_one_optimizer_explains_the_step_mismatch():
+    acc = {"optimizer": {"class": "SGD", "learning_rate": 0.01, "config": {"gradient_accumulation_steps": 4}}}
+    plain = {"optimizer": {"class": "SGD", "learning_rate": 0.01, "config": {"gradient_accumulation_steps": None}}}
+    r = compare_runs(make_run("a", meta=acc), make_run("b", meta=plain))
+    f = next(f for f in r.findings if f.kind == "optimizer_mismatch")
+    assert "gradient_accumulation_steps" in f.summary
+    assert "`gradient_accumulation_steps=4`" in f.fix and "divide the sum by 4" in f.fix
+
+
+def test_a_run_without_losses_or_fingerprints_is_said_to_be_so():
+    a, b = make_run("a"), make_run("b")
+    for run in (a, b):
+        run.x_fp[:] = float("nan")
+        run.y_fp[:] = float("nan")
+    b.loss[:] = float("nan")
+    r = compare_runs(a, b)
+    assert r.verdict == "not_comparable"
+    assert any("run 'b' recorded no loss" in s["why"] for s in r.skipped), r.skipped
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

@@ -295,8 +295,9 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             f"the optimizers differ: {keys}.",
             steps=[step] if step is not None else [],
             evidence={"differences (a, b)": diffs}, explains=0.7,
-            fix=lr_fix or (f"Configure both optimizers the same ({settings})." if settings else
-                           "Give both runs the same learning rate at every step (value, schedule, callbacks).")))
+            fix=lr_fix or _accumulation_fix(diffs) or (
+                f"Configure both optimizers the same ({settings})." if settings else
+                "Give both runs the same learning rate at every step (value, schedule, callbacks).")))
     for side, run in zip(AB, (a, b), strict=False):
         resets = dr.iteration_resets(run, dr.var_sets(run).update_steps)
         if resets:
@@ -309,6 +310,21 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 evidence={"run": side, "reset_steps": len(resets), "iterations_head": run.iterations[:8]},
                 explains=0.8))
     return out
+
+
+def _accumulation_fix(diffs: dict[str, Any]) -> str | None:
+    """Gradient accumulation in one optimizer only: the other run may accumulate by hand."""
+    acc = next((v for k, v in diffs.items() if k.endswith("gradient_accumulation_steps")
+                and isinstance(v, list)), None)
+    if acc is None:
+        return None
+    n = next((x for x in acc if isinstance(x, int) and x > 1), None)
+    return (f"Accumulate gradients the same way in both runs. With `gradient_accumulation_steps={n}` the "
+            f"optimizer is called on every micro-batch (one record each) and updates on every {n}-th with "
+            "the mean of the accumulated gradients; a loop that sums gradients by hand and applies them "
+            "records one step per update, so the steps do not line up one to one. To compare step by step, "
+            "use the same mechanism in both; a hand-written accumulation must divide the sum by "
+            f"{n} to match.")
 
 
 _LOSS_KEYS = {"cls": "class", "from_logits": "from_logits"}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
@@ -84,7 +86,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             if f.kind == "init_mismatch":  # different models start from different weights
                 f.severity = "info"
     elif al.aligned_steps == 0 or al.stochastic:
-        why = al.stochastic or _why_unaligned(al)
+        why = al.stochastic or _why_unaligned(al, a, b)
         for k in _needs_alignment():
             skipped.append({"check": k, "why": why})
         findings += ds.distribution_scale(a, b, al)
@@ -179,12 +181,17 @@ def _needs_alignment() -> list[str]:
     return [k.kind for k in CATALOGUE.values() if k.needs_alignment]
 
 
-def _why_unaligned(al: Alignment) -> str:
+def _why_unaligned(al: Alignment, a: RunData | None = None, b: RunData | None = None) -> str:
     if al.n_common == 0:
         return "one of the runs has no steps"
     if al.init_same is False:
         return "the runs started from different weights (init fingerprints differ)"
     if not al.data_known:
+        no_loss = [r.name for r in (a, b) if r is not None and not np.isfinite(r.loss).any()]
+        if no_loss:
+            return (f"no batch fingerprints were recorded in one run and run '{no_loss[0]}' recorded no loss "
+                    "(no tape.gradient call was linked to its optimizer steps, e.g. the tape and "
+                    "apply_gradients run in different tf.functions), so the batches cannot be matched")
         return ("no batch fingerprints were recorded in one run and the step-0 losses differ, so the "
                 "batches cannot be matched")
     return "the runs saw different batches from step 0"
