@@ -376,7 +376,9 @@ class StepRecord(_Model):
     loss: float | None = None  # the value handed to tape.gradient (summed if non-scalar)
     target_shape: Shape | None = None  # shape of the tensor handed to tape.gradient
     loss_scale: float | None = None  # mixed precision: the scale the target carried
-    skipped: bool | None = None  # the optimizer skipped this step (overflow, accumulation)
+    # a loss-scale optimizer skipped this step (its scaled gradients overflowed); a step that
+    # only accumulates (gradient_accumulation_steps) shows as n_applied == 0 instead
+    skipped: bool | None = None
     reg_loss: float | None = None  # sum(model.losses) when the model has any
     loss_info: LossInfo | None = None
     broadcasts: list[Broadcast] = Field(default_factory=list)
