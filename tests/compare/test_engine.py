@@ -139,6 +139,14 @@ def test_a_run_without_losses_or_fingerprints_is_said_to_be_so():
     assert any("run 'b' recorded no loss" in s["why"] for s in r.skipped), r.skipped
 
 
+def test_gradient_mismatch_between_keras_implementations_says_so():
+    r = compare_runs(make_run("a", meta={"keras_flavour": "keras3"}),
+                     make_run("b", rotate=[0, 2], meta={"keras_flavour": "tf_keras"}))
+    f = r.findings[0]
+    assert f.kind == "gradient_mismatch" and "keras3 vs tf_keras" in f.summary
+    assert "same Keras" in f.fix
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

@@ -389,15 +389,22 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
             explains=1.0))
         return out, s
     bad = _worst(s, parallel, tol)
+    fa, fb = a.meta.get("keras_flavour"), b.meta.get("keras_flavour")
+    flavours = (f" The runs use different Keras implementations ({fa} vs {fb}), whose layers compute "
+                "gradients with different kernels (BatchNormalization: one fused op in tf-keras, composed "
+                "ops in Keras 3)."
+                if fa and fb and fa != fb else "")
     out.append(Finding(
         "gradient_mismatch",
         f"same loss at step 0 (relative difference {s.loss_rel:.2g}) but {len(bad)} variable(s)' gradients "
         "point elsewhere: the loss is differentiated differently (e.g. a Keras softmax output fused with "
         "categorical cross-entropy whose targets do not sum to 1 differs from the same loss behind a "
-        "tf.function boundary; class weights; from_logits).",
-        steps=[s.step], variables=bad, evidence=ev,
-        fix="Compute the loss the same way in both runs; with soft or weighted targets use probabilities "
-        "whose rows sum to 1, or compute cross-entropy from logits explicitly (`from_logits=True`).",
+        "tf.function boundary; class weights; from_logits)." + flavours,
+        steps=[s.step], variables=bad, evidence={**ev, **({"keras_flavours": [fa, fb]} if flavours else {})},
+        fix=("Train both runs with the same Keras (Keras 3 or tf-keras) to compare them step by step."
+             if flavours else
+             "Compute the loss the same way in both runs; with soft or weighted targets use probabilities "
+             "whose rows sum to 1, or compute cross-entropy from logits explicitly (`from_logits=True`)."),
         explains=1.0))
     return out, s
 
