@@ -181,6 +181,7 @@ def test_nested_traces_around_fit_keep_every_op_callback_working(db_url, read_ru
                 op_callbacks.remove_op_callback(users_callback)
         inner_model = _fit_mlp(3, x, y)  # the outer run records again after the inner one ends
     assert got_none and not any(got_none)
+    assert outer.nested == [] and inner.parent is None  # a finished nested run is not kept alive
     for run in (outer, inner):
         assert not run.info.partial, run.info.warnings
         assert run.info.warnings == []

@@ -77,6 +77,7 @@ def _push(run: Run) -> None:
     if stack is None:
         stack = _local.runs = []
     if stack:
+        run.parent = stack[-1]
         stack[-1].nested.append(run)  # its steps are this run's too (see _check_uncaptured)
     stack.append(run)
     with _active_lock:
@@ -153,7 +154,12 @@ class Run:
         self._optimizers: dict[int, tuple[Any, int | None, str]] = {}
         self._described: set[int] = set()  # id() of the optimizers in info.optimizers
         self._steps_by_opt: Counter[int] = Counter()
-        self.nested: list[Run] = []  # runs entered inside this one in its thread: they record the steps
+        # Runs entered inside this one in its thread record the steps meanwhile: live ones here,
+        # the counts of finished ones folded in (see _check_uncaptured, absorb).
+        self.nested: list[Run] = []
+        self.parent: Run | None = None
+        self._nested_steps: Counter[int] = Counter()
+        self._nested_any = False
         self._modes: set[str] = set()
         self._train_functions: list[tuple[weakref.ref[Any], Any]] = []
         # id(function cache) -> tracing options of a tf.function whose graph this run
@@ -623,11 +629,21 @@ class Run:
 
     def _steps_recorded(self, key: int) -> int:
         """Steps of optimizer ``key`` this run or a run nested inside it accounts for."""
-        return self._steps_by_opt.get(key, 0) + sum(r._steps_recorded(key) for r in list(self.nested))
+        return (self._steps_by_opt.get(key, 0) + self._nested_steps.get(key, 0)
+                + sum(r._steps_recorded(key) for r in list(self.nested)))
 
     def _nested_recorded(self) -> bool:
         """Whether a run nested inside this one recorded a step (the steps are in that run)."""
-        return any(r.steps_recorded or r._nested_recorded() for r in list(self.nested))
+        return self._nested_any or any(r.steps_recorded or r._nested_recorded() for r in list(self.nested))
+
+    def absorb(self, run: Run) -> None:
+        """A nested run ended: keep what it recorded as counts, not the run itself."""
+        with self._lock:
+            for key in set(run._steps_by_opt) | set(run._nested_steps):
+                self._nested_steps[key] += run._steps_recorded(key)
+            self._nested_any = self._nested_any or bool(run.steps_recorded) or run._nested_recorded()
+            if run in self.nested:
+                self.nested.remove(run)
 
     def _check_uncaptured(self, final: bool = False) -> None:
         """Steps an optimizer made that no record accounts for (functions traced earlier)."""
@@ -1103,6 +1119,9 @@ class _Trace(Generic[P, R]):
         _pop(run)
         if run.active:
             run._finish(exc)
+        if run.parent is not None:
+            run.parent.absorb(run)
+            run.parent = None
 
     def __enter__(self) -> Run:
         stack = getattr(self._local, "stack", None)
