@@ -22,7 +22,11 @@ class ServerThread:
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        # log_config=None: uvicorn's default applies logging.config.dictConfig, which closes every
+        # handler of the process (logging.shutdown); absl's handler then closes the stream it
+        # holds, pytest's captured stderr of an earlier test, and the session's capture breaks.
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                log_config=None)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -74,7 +74,15 @@ def _destinations(root: Path, url: str | None) -> list[str]:
 
 
 def cmd_spool(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Warnings go to stderr while the command runs; the handler is removed after it, so a
+    # caller in the same process (a test, a notebook) keeps its logging as it was (a
+    # basicConfig here stayed bound to whatever sys.stderr was at the time, later closed).
+    handler: logging.Handler | None = None
+    log = logging.getLogger("gradtrace")
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
     # each refused batch is summarised below, with what to do, instead of one log line each
     export_log = logging.getLogger("gradtrace.export")
     level = export_log.level
@@ -83,6 +91,8 @@ def cmd_spool(args: argparse.Namespace) -> int:
         return _spool(args)
     finally:
         export_log.setLevel(level)
+        if handler is not None:
+            log.removeHandler(handler)
 
 
 def _spool(args: argparse.Namespace) -> int:
