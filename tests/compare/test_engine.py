@@ -147,6 +147,32 @@ def test_gradient_mismatch_between_keras_implementations_says_so():
     assert "same Keras" in f.fix
 
 
+def test_layers_built_with_different_arguments_are_named():
+    """A Dropout rate and an activation differ between two otherwise equal models: named as
+    the cause with the arguments, the step-0 loss difference folded in as its evidence.
+    Runs of different Keras are not compared argument by argument."""
+    def configs(rate, act):
+        return {"layer_configs": {"0": {"units": 8, "activation": act}, "1": {"rate": rate, "noise_shape": None}}}
+
+    def run(name, rate, act, flavour="keras3", **kw):
+        r = make_run(name, meta={**configs(rate, act), "keras_flavour": flavour}, **kw)
+        r.layers = [{"index": 0, "name": "dense", "class_name": "Dense", "struct_key": "0:Dense"},
+                    {"index": 1, "name": "dropout", "class_name": "Dropout", "struct_key": "1:Dropout"}]
+        return r
+
+    r = compare_runs(run("a", 0.2, "relu"), run("b", 0.5, "tanh", rotate=[0, 2]))
+    f = r.findings[0]
+    assert f.kind == "layer_config_mismatch", r.to_dict()
+    assert {(d["argument"], d["a"], d["b"]) for d in f.evidence["differences"]} == {
+        ("rate", 0.2, 0.5), ("activation", "relu", "tanh")}
+    assert "gradient_mismatch" not in kinds(r)  # folded into the cause
+    assert "dropout.rate = 0.2 in run a, 0.5 in run b" in f.fix
+    r = compare_runs(run("a", 0.2, "relu"), run("b", 0.2, "relu"))
+    assert "layer_config_mismatch" not in kinds(r)
+    r = compare_runs(run("a", 0.2, "relu"), run("b", 0.5, "relu", flavour="tf_keras"))
+    assert "layer_config_mismatch" not in kinds(r)
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

@@ -199,6 +199,26 @@ def test_a_model_branching_on_training_itself_has_its_mode_recorded(db):
     assert all(not s["modes"] for s in _run(db, "pass-fit")[0])
 
 
+def test_layer_configs_are_recorded_for_leaf_layers(db):
+    """Each leaf layer's arguments (get_config() without names, dtypes, initializers, seeds),
+    keyed by its inventory index: what the comparator diffs between two models."""
+    x, y = _data()
+    model = _bn_model(reg=0.01)
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    with gradtrace.trace(run="configs", store=db):
+        model.fit(x, y[:, None], batch_size=8, epochs=1, verbose=0)
+    _, meta = _run(db, "configs")
+    configs = meta["layer_configs"]
+    assert len(configs) == 4  # hidden, bn, drop, out; the Sequential is a container
+    bn = next(c for c in configs.values() if "momentum" in c)
+    drop = next(c for c in configs.values() if "rate" in c)
+    hidden = next(c for c in configs.values() if c.get("units") == 4)
+    assert bn["momentum"] == pytest.approx(0.99) and drop["rate"] == pytest.approx(0.25)
+    assert hidden["kernel_regularizer"]["config"]["l2"] == pytest.approx(0.01)
+    for cfg in configs.values():
+        assert "name" not in cfg and "dtype" not in cfg and not any(k.endswith("_initializer") for k in cfg)
+
+
 def test_keras_loss_records_reduction_shapes_and_per_sample_stats(db):
     x, y = _data()
     model = _bn_model()

@@ -271,8 +271,38 @@ def _call_reads_training(cls: type, beyond_passing: bool = False) -> bool:
     )
 
 
+# Keys of a layer's get_config() that describe its identity or its initial values, not its
+# behaviour (the initial weights are compared by their fingerprint).
+_CONFIG_SKIP = {"name", "trainable", "dtype", "dtype_policy", "autocast", "build_config", "compile_config",
+                "seed", "batch_input_shape", "batch_shape", "input_shape", "module", "registered_name"}
+MAX_LAYER_CONFIG = 4000  # characters of JSON; a larger config (a lookup table) is not kept
+
+
+def layer_config(layer: Any) -> dict[str, Any] | None:
+    """What a leaf layer was built with (``get_config()`` without names, dtypes,
+    initializers and seeds), or None for a container or an unreadable/oversized config."""
+    import json
+
+    if [s for s in _sublayers(layer) if s is not layer]:
+        return None
+    try:
+        config = layer.get_config()
+    except Exception:  # noqa: BLE001 - a layer without a config is just not compared
+        return None
+    if not isinstance(config, dict):
+        return None
+    out = {k: v for k, v in config.items() if k not in _CONFIG_SKIP and not k.endswith("_initializer")}
+    out = _jsonable(out)
+    try:
+        if len(json.dumps(out, allow_nan=False)) > MAX_LAYER_CONFIG:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return out
+
+
 def variable_inventory(
-    models: Any,
+    models: Any, configs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[schema.VariableInfo], list[schema.LayerInfo], dict[int, int]]:
     """The structural inventory of ``models`` (one model or a list).
 
@@ -327,6 +357,10 @@ def variable_inventory(
                 walk(sub)
             return
         index = len(layers)
+        if configs is not None:
+            config = layer_config(layer)
+            if config is not None:
+                configs[str(index)] = config
         layers.append(
             schema.LayerInfo(
                 index=index,

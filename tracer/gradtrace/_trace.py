@@ -479,7 +479,8 @@ class Run:
 
     def _index_models(self) -> None:
         """(Re)build the inventory from the registered models; indices only ever grow."""
-        inventory = _variable_inventory(self._models)
+        configs: dict[str, dict[str, Any]] = {}
+        inventory = _variable_inventory(self._models, configs)
         infos, layers, by_id = inventory if inventory is not None else ([], [], {})
         seen: set[int] = set()
         self._index_pending = False
@@ -515,6 +516,7 @@ class Run:
                     self._state.append(StateVar(v, self._initial(v), idx, _is_rng_state(v)))
         if layers and (not self.info.layers or _extends(layers, self.info.layers)):
             self.info.layers = list(layers)  # a lazy build may add sublayers after the known ones
+            self.info.layer_configs = configs
 
     def _describe_optimizer(self, opt: Any, tvars: list[Any]) -> None:
         """Describe ``opt`` into ``info.optimizers`` (and ``info.optimizer``, the first)."""
@@ -1039,12 +1041,13 @@ def _iterations_now(opt: Any) -> int | None:
         return None
 
 
-def _variable_inventory(models: list[Any]) -> tuple[list[Any], list[Any], dict[int, int]] | None:
+def _variable_inventory(models: list[Any], configs: dict[str, dict[str, Any]] | None = None,
+                        ) -> tuple[list[Any], list[Any], dict[int, int]] | None:
     try:
         from gradtrace import _meta
     except ImportError:
         return None
-    return _meta.variable_inventory(models)  # type: ignore[no-any-return]
+    return _meta.variable_inventory(models, configs)  # type: ignore[no-any-return]
 
 
 def _make_exporter(run: Run) -> Any:

@@ -129,6 +129,9 @@ class RunInfo(_Model):
     replicas: int | None = None
     variables: list[VariableInfo] = Field(default_factory=list, max_length=MAX_VARS)
     layers: list[LayerInfo] = Field(default_factory=list, max_length=MAX_VARS)
+    # LayerInfo.index (as text) -> the layer's get_config() without names, dtypes and
+    # initializers, for layers without sublayers (what the comparator diffs).
+    layer_configs: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=MAX_VARS)
     optimizer: dict[str, Any] | None = None  # {"class": ..., "config": {...}}: the first one to step
     # Every optimizer that stepped (GANs, per-submodel optimizers), in order of first step:
     # the same description plus "variables", the inventory indices it stepped.

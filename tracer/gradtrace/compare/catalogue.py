@@ -35,6 +35,14 @@ class Kind:
 
 _KINDS = [
     Kind(
+        "layer_config_mismatch", "error", False,
+        "Structurally paired layers were built with different arguments (a Dropout rate, a "
+        "BatchNormalization momentum or epsilon, an activation, units, a regularizer's factor); "
+        "compared between runs of the same Keras.",
+        "Build both models with the same layer arguments (see the arguments named).",
+        rank=4,
+    ),
+    Kind(
         "training_mode_mismatch", "error", False,
         "A layer whose behaviour depends on `training` (BatchNormalization, Dropout, noise layers, "
         "found generically) ran in another mode during optimizer steps than in the other run, or "

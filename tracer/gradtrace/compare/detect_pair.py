@@ -58,6 +58,55 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     )
 
 
+def _config_leaves(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A layer config flattened to dotted keys (a regularizer's ``config.l2`` included)."""
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in ("module", "registered_name", "name"):
+            continue
+        out.update(_config_leaves(v, f"{prefix}{k}."))
+    return out
+
+
+def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | None:
+    """Structurally paired layers built with different arguments (a Dropout rate, a
+    BatchNormalization momentum, an activation, a regularizer's factor).
+
+    Compared between runs of the same Keras only: Keras 3 and tf-keras spell some
+    arguments differently (BatchNormalization's ``axis``). Arguments one run's Keras does
+    not have are not compared.
+    """
+    ca, cb = a.meta.get("layer_configs") or {}, b.meta.get("layer_configs") or {}
+    fa, fb = a.meta.get("keras_flavour"), b.meta.get("keras_flavour")
+    if not ca or not cb or (fa and fb and fa != fb):
+        return None
+    diffs: list[dict[str, Any]] = []
+    for la, lb in al.layer_pairs:
+        xa, xb = ca.get(str(la.get("index"))), cb.get(str(lb.get("index")))
+        if not isinstance(xa, dict) or not isinstance(xb, dict):
+            continue
+        va, vb = _config_leaves(xa), _config_leaves(xb)
+        for k in sorted(set(va) & set(vb)):
+            if not _same_value(va[k], vb[k]):
+                diffs.append({"layer_a": _lname(la), "layer_b": _lname(lb), "class": la.get("class_name"),
+                              "argument": k, "a": va[k], "b": vb[k]})
+    if not diffs:
+        return None
+    said = "; ".join(f"{d['class']} {d['layer_a']}: {d['argument']} {d['a']!r} vs {d['b']!r}" for d in diffs[:4])
+    return Finding(
+        "layer_config_mismatch",
+        f"the models' layers are built differently ({len(diffs)} argument(s)): {said}"
+        + (" …" if len(diffs) > 4 else "") + ".",
+        layers=sorted({d["layer_a"] for d in diffs}),
+        evidence={"differences": diffs[:32]},
+        fix="Build both models with the same layer arguments: "
+            + "; ".join(f"{d['layer_a']}.{d['argument']} = {d['a']!r} in run a, {d['b']!r} in run b"
+                        for d in diffs[:3]) + ".",
+        explains=0.95)
+
+
 def _mode_order(run: RunData) -> list[str]:
     seen: list[str] = []
     for modes, _first, _n in sorted(run.modes, key=lambda m: m[1]):

@@ -21,7 +21,7 @@ logger = logging.getLogger("gradtrace.compare")
 
 # Kinds whose step-level symptoms (a different loss/gradient at step 0, a departure)
 # they explain by themselves: the numeric finding becomes their evidence.
-_CAUSES = ("training_mode_mismatch", "loss_mismatch", "shape_broadcast", "sample_weighting", "loss_scaling",
+_CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast", "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
            "regularization_mismatch")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
@@ -68,7 +68,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         findings.append(fz)
     findings += set_findings
     findings += dp.optimizer_mismatch(a, b, al)
-    for f in (dp.loss_mismatch(a, b), dp.metric_mismatch(a, b), dp.sample_weighting(a, b), dp.loss_scaling(a, b),
+    for f in (dp.layer_config_mismatch(a, b, al), dp.loss_mismatch(a, b), dp.metric_mismatch(a, b), dp.sample_weighting(a, b), dp.loss_scaling(a, b),
               dp.execution_mode(a, b), dp.numerics(a, b)):
         if f:
             findings.append(f)
