@@ -173,6 +173,16 @@ def test_layers_built_with_different_arguments_are_named():
     assert "layer_config_mismatch" not in kinds(r)
 
 
+def test_an_optimizer_that_stepped_before_the_run_is_named():
+    a, b = make_run("a"), make_run("b", update_factor=1.6)
+    b.iterations[:] = b.iterations + 3  # reused after 3 earlier steps
+    r = compare_runs(a, b)
+    f = r.findings[0]
+    assert f.kind == "optimizer_mismatch" and "already taken 3 step(s)" in f.summary, r.to_dict()
+    assert "fresh optimizer for run b" in f.fix
+    assert not any("already taken" in g.summary for g in compare_runs(make_run("a"), make_run("b")).findings)
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

@@ -358,7 +358,33 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 steps=resets[:10],
                 evidence={"run": side, "reset_steps": len(resets), "iterations_head": run.iterations[:8]},
                 explains=0.8))
+    warm = _warm_optimizer(a, b)
+    if warm is not None:
+        out.append(warm)
     return out
+
+
+def _warm_optimizer(a: RunData, b: RunData) -> Finding | None:
+    """One run's optimizer had already stepped before its first recorded step (a Keras
+    optimizer reused from an earlier fit or loop): its moments and step count carry over."""
+    def first_count(run: RunData) -> float | None:
+        if not run.step.size or int(run.step[0]) != 0 or not np.isfinite(run.iterations[0]):
+            return None
+        return float(run.iterations[0])
+
+    ia, ib = first_count(a), first_count(b)
+    if ia is None or ib is None or ia == ib or min(ia, ib) > 1:
+        return None
+    side, run, count = ("a", a, ia) if ia > ib else ("b", b, ib)
+    return Finding(
+        "optimizer_mismatch",
+        f"run {side}'s optimizer had already taken {int(count) - 1} step(s) before its first recorded one "
+        f"(its iteration counter reads {int(count)} after step 0, the other's {int(min(ia, ib))}): it was "
+        "used before (an earlier fit() or loop), so its moments, step count and schedule position carry over.",
+        steps=[0], evidence={"run": side, "iterations_after_step0": {"a": ia, "b": ib}},
+        fix=f"Create a fresh optimizer for run {side}'s training (or reset it) instead of reusing one that "
+            "has already stepped.",
+        explains=0.95)
 
 
 def _accumulation_fix(diffs: dict[str, Any]) -> str | None:
