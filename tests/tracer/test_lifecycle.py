@@ -204,7 +204,7 @@ def test_check_numerics_sees_the_training_and_not_the_tracer(db_url, read_run):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(model(xb, training=True) - yb)) + tf.math.log(shift)
         grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
     tf.debugging.enable_check_numerics()
@@ -245,7 +245,7 @@ def test_saved_model_of_a_training_module_saved_inside_trace(db_url, read_run, t
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(tf.square(self.model(x, training=True) - y))
             grads = tape.gradient(loss, self.model.trainable_variables)
-            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+            self.opt.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
             return loss
 
         # autograph=False: AutoGraph's conversion cache once handed this test-local class's
