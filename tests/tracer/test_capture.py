@@ -503,6 +503,51 @@ def _bn_net(with_input: bool, seed: int = 0):
     return keras.Sequential(([keras.Input((8,))] if with_input else []) + layers)
 
 
+class _Net(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d1 = keras.layers.Dense(6, activation="relu")
+        self.d2 = keras.layers.Dense(1)
+
+    def call(self, x, training=False):
+        return self.d2(self.d1(x))
+
+
+def test_weights_set_after_building_inside_trace_are_the_initial_weights(db_url, read_run):
+    """A model built by a call inside ``trace`` and then given other weights (set_weights, a
+    checkpoint) starts training from those: the fingerprint is taken at the first step."""
+    x, y = data()
+    keras.utils.set_random_seed(1)
+    reference = _Net()
+    reference(x[:1])
+    weights = [w * 0 + np.float32(0.05) * (i + 1) for i, w in enumerate(reference.get_weights())]
+
+    def train(name, build_inside, set_after):
+        keras.utils.set_random_seed(2)
+        net = _Net()
+        if not build_inside:
+            net(x[:1])
+            net.set_weights(weights)
+        opt = keras.optimizers.SGD(0.01)
+        with gradtrace.trace(run=name, store=db_url):
+            if build_inside:
+                net(x[:1])
+                if set_after:
+                    net.set_weights(weights)
+            for _ in range(2):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(tf.square(net(x, training=True) - y))
+                grads = tape.gradient(loss, net.trainable_variables)
+                opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+
+    train("set-before", False, True)
+    train("set-inside", True, True)
+    train("not-set", True, False)
+    fps = {n: read_run(n)[0].meta["init_fingerprint"] for n in ("set-before", "set-inside", "not-set")}
+    assert fps["set-inside"] == fps["set-before"], fps
+    assert fps["not-set"] != fps["set-before"], fps
+
+
 def test_model_built_lazily_by_fit_is_inventoried_tracked_and_fingerprinted(db_url, read_run):
     """A Sequential without Input is built by fit()'s first (traced) step: its variables
     still get their layers, BatchNormalization's moving statistics are tracked from step 0,

@@ -254,7 +254,18 @@ class Run:
                 self._index_models()
             if not called and getattr(model, "built", True) is False:
                 return
+            if called and id(model) not in self._init_seen and self._kept_before_build(model):
+                # Built by an eager call in this run: weights the script sets after building
+                # (set_weights, a checkpoint) and before training count. Fingerprinted at the
+                # first step (_catch_up), with the state the build call moved as it was before.
+                self._index_pending = True
+                return
             self._fingerprint(model)
+
+    def _kept_before_build(self, model: Any) -> bool:
+        from gradtrace._hooks import tf_variable
+
+        return any(id(tf_variable(v)) in self._pre_build for v in list(getattr(model, "variables", None) or []))
 
     def before_build(self, model: Any) -> Any:
         """An eager call is about to build the registered ``model`` (a ``Sequential`` without
@@ -314,8 +325,12 @@ class Run:
             if any(_uninitialized(v) for v in variables):
                 self._index_pending = True  # fingerprinted by _catch_up, at the first step
                 return
+            # Trainable weights as they are now (a forward pass does not move them; set_weights
+            # after the build does); state the build call moved (moving statistics, RNG seeds)
+            # as it was before that call.
+            kept = {k: v for k, v in self._pre_build.items() if k not in self._trainable_keys}
             with tf.init_scope():  # a forward pass inside tf.function: read the eager values
-                fps = _meta.variable_fingerprints(variables, self._pre_build)
+                fps = _meta.variable_fingerprints(variables, kept)
             self._init_seen.add(id(model))
             self._pre_build.clear()
             self._init_fps.extend(fps)
