@@ -183,6 +183,20 @@ def test_an_optimizer_that_stepped_before_the_run_is_named():
     assert not any("already taken" in g.summary for g in compare_runs(make_run("a"), make_run("b")).findings)
 
 
+def test_validation_split_in_one_run_only_is_a_warning():
+    """fit(validation_split=0.25) trains on three quarters of the data: not 'equivalent as far
+    as the same batches go'."""
+    fit = {"fit": {"epochs": 1, "validation": True, "validation_split": 0.25}}
+    r = compare_runs(make_run("a", meta=fit), make_run("b"))
+    f = next(f for f in r.findings if f.kind == "validation_split_mismatch")
+    assert f.severity == "warning" and "run a holds out 25% for validation" in f.summary
+    assert r.verdict == "diverged"
+    same = {"fit": {"epochs": 1, "validation": True, "validation_split": 0.0}}
+    assert "validation_split_mismatch" not in kinds(compare_runs(make_run("a", meta=same), make_run("b")))
+    old = {"fit": {"epochs": 1, "validation": True}}  # recorded before the split was
+    assert "validation_split_mismatch" not in kinds(compare_runs(make_run("a", meta=old), make_run("b")))
+
+
 def test_regularization_gap():
     r = compare_runs(make_run("a", reg=0.25, reg_added=True), make_run("b", reg=0.25))
     assert top(r) == "regularization_mismatch"

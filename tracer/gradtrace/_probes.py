@@ -920,6 +920,8 @@ class _Probe:
             "sample_weight": a.get("sample_weight") is not None,
             "callbacks": [type(c).__name__ for c in callbacks],
             "validation": a.get("validation_data") is not None or bool(a.get("validation_split")),
+            # the share of x/y fit() holds out (the last examples): it trains on the rest only
+            "validation_split": float(a.get("validation_split") or 0.0),
             "shuffle": _fit_shuffle(a),
             "steps_per_epoch": a.get("steps_per_epoch"),
             "run_eagerly": bool(getattr(model, "run_eagerly", False)),

@@ -202,6 +202,15 @@ _KINDS = [
         rank=60,
     ),
     Kind(
+        "validation_split_mismatch", "warning", False,
+        "fit() holds out a different share of the data for validation (`validation_split`) in the two "
+        "runs: one trains on fewer examples, and its batches part from the other's once the held-out "
+        "examples would have come.",
+        "Train on the same examples: the same `validation_split` in both runs (the loop on the first "
+        "(1 - split) of the data), or pass `validation_data=` explicitly.",
+        rank=60,
+    ),
+    Kind(
         "data_mismatch", "warning", False,
         "The runs did not see the same batch at some step.",
         "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "

@@ -647,6 +647,29 @@ def shape_facts(a: RunData, b: RunData) -> list[Finding]:
     return out
 
 
+def validation_split_mismatch(a: RunData, b: RunData) -> Finding | None:
+    """fit(validation_split=...) in one run only (or two different splits): the runs train on
+    different examples. A run that is not fit() trains on all it is given (split 0)."""
+    def split(run: RunData) -> float | None:
+        fit = run.meta.get("fit")
+        if not fit:
+            return 0.0 if run.n_steps else None
+        value = fit.get("validation_split")  # not recorded by older tracers: unknown
+        return None if value is None else float(value)
+
+    sa, sb = split(a), split(b)
+    if sa is None or sb is None or sa == sb:
+        return None
+    said = [f"run {side} holds out {v:.0%} for validation" if v else f"run {side} trains on all its data"
+            for side, v in (("a", sa), ("b", sb))]
+    return Finding(
+        "validation_split_mismatch",
+        f"{said[0]} and {said[1]} (fit(validation_split=...)): they train on different examples "
+        f"({a.n_steps} vs {b.n_steps} steps).",
+        evidence={"validation_split_a": sa, "validation_split_b": sb, "steps": [a.n_steps, b.n_steps]},
+        explains=0.8)
+
+
 def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     still = ("training modes, frozen state, gradient/applied sets, optimizer/loss/metric "
