@@ -106,12 +106,7 @@ def _local(fn: Any, *refs: str, db: str | None, project: str | None) -> dict[str
 def _emit(doc: dict[str, Any], args: argparse.Namespace) -> int:
     from gradtrace.compare.report import exit_code, render_text, to_json
 
-    if args.json:
-        out = to_json(doc)
-    elif doc.get("b") is None:
-        out = _render_check(doc, args.verbose)
-    else:
-        out = render_text(doc, verbose=args.verbose)
+    out = to_json(doc) if args.json else render_text(doc, verbose=args.verbose)
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return exit_code(doc)
 
@@ -126,21 +121,6 @@ def _remote(path: str, params: dict[str, str], server: str, args: argparse.Names
     except StoreError as exc:  # 404: an unknown run
         raise _usage(str(exc).removeprefix("query.a: ").removeprefix("query.b: ")) from None
     return doc
-
-
-def _render_check(doc: dict[str, Any], verbose: bool) -> str:
-    """A single run's report: there is no second run to diverge from, so the step shown
-    is the first step a finding names, not a "first divergent step"."""
-    from gradtrace.compare.report import render_text
-
-    text = render_text({**doc, "first_divergent_step": None}, verbose=verbose)
-    first = doc.get("first_divergent_step")
-    if first is None:
-        return text
-    lines = text.splitlines()
-    at = next((i for i, line in enumerate(lines) if line.startswith("result: ")), 0)
-    lines.insert(at + 1, f"first finding at step: {first}")
-    return "\n".join(lines) + "\n"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

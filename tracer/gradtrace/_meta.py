@@ -207,14 +207,7 @@ def branches_on_training(layer: Any) -> bool:
     behaves differently itself (and may hide its leaves in one mode). Unreadable source:
     False (its leaves still tell).
     """
-    cls = type(layer)
-    cached = _BRANCHES.get(cls)
-    if cached is None:
-        cached = _BRANCHES[cls] = _call_reads_training(cls, beyond_passing=True)
-    return cached
-
-
-_BRANCHES: dict[type, bool] = {}
+    return _reads_training(type(layer), beyond_passing=True)
 
 
 def training_dependent(layer: Any) -> bool:
@@ -226,14 +219,18 @@ def training_dependent(layer: Any) -> bool:
     layer that passes ``training`` on) read it. When the source cannot be read the
     signature alone decides.
     """
-    cls = type(layer)
-    cached = _TRAINING_DEPENDENT.get(cls)
+    return _reads_training(type(layer), beyond_passing=False)
+
+
+_READS_TRAINING: dict[tuple[type, bool], bool] = {}  # per class: its source is parsed once
+
+
+def _reads_training(cls: type, beyond_passing: bool) -> bool:
+    key = (cls, beyond_passing)
+    cached = _READS_TRAINING.get(key)
     if cached is None:
-        cached = _TRAINING_DEPENDENT[cls] = _call_reads_training(cls)
+        cached = _READS_TRAINING[key] = _call_reads_training(cls, beyond_passing)
     return cached
-
-
-_TRAINING_DEPENDENT: dict[type, bool] = {}
 
 
 def _call_reads_training(cls: type, beyond_passing: bool = False) -> bool:
@@ -280,11 +277,10 @@ MAX_LAYER_CONFIG = 4000  # characters of JSON; a larger config (a lookup table) 
 
 def layer_config(layer: Any) -> dict[str, Any] | None:
     """What a leaf layer was built with (``get_config()`` without names, dtypes,
-    initializers and seeds), or None for a container or an unreadable/oversized config."""
+    initializers and seeds), or None for an unreadable or oversized config. A container's
+    config repeats its layers' and is not asked for (see :func:`variable_inventory`)."""
     import json
 
-    if [s for s in _sublayers(layer) if s is not layer]:
-        return None
     try:
         config = layer.get_config()
     except Exception:  # noqa: BLE001 - a layer without a config is just not compared
@@ -357,7 +353,7 @@ def variable_inventory(
                 walk(sub)
             return
         index = len(layers)
-        if configs is not None:
+        if configs is not None and not subs:
             config = layer_config(layer)
             if config is not None:
                 configs[str(index)] = config

@@ -58,18 +58,6 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     )
 
 
-def _config_leaves(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A layer config flattened to dotted keys (a regularizer's ``config.l2`` included)."""
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if k in ("module", "registered_name", "name"):
-            continue
-        out.update(_config_leaves(v, f"{prefix}{k}."))
-    return out
-
-
 def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     """Structurally paired layers built with different arguments (a Dropout rate, a
     BatchNormalization momentum, an activation, a regularizer's factor).
@@ -87,7 +75,7 @@ def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | No
         xa, xb = ca.get(str(la.get("index"))), cb.get(str(lb.get("index")))
         if not isinstance(xa, dict) or not isinstance(xb, dict):
             continue
-        va, vb = _config_leaves(xa), _config_leaves(xb)
+        va, vb = _flat(xa, ignored=_LAYER_IGNORED), _flat(xb, ignored=_LAYER_IGNORED)
         for k in sorted(set(va) & set(vb)):
             if not _same_value(va[k], vb[k]):
                 diffs.append({"layer_a": _lname(la), "layer_b": _lname(lb), "class": la.get("class_name"),
@@ -222,14 +210,21 @@ def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+# A layer config keeps nested configs (a regularizer's `config.l2`); names are not arguments.
+_LAYER_IGNORED = frozenset({"module", "registered_name", "name"})
+
+
+def _flat(d: Any, prefix: str = "", ignored: Any = None) -> dict[str, Any]:
+    """A nested config flattened to dotted keys, without the ``ignored`` keys (default: an
+    optimizer's names and serialisation details)."""
+    ignored = _IGNORED_CONFIG if ignored is None else ignored
     if not isinstance(d, dict):
         return {prefix.rstrip("."): d}
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if k in _IGNORED_CONFIG:
+        if k in ignored:
             continue
-        out.update(_flat(v, f"{prefix}{k}."))
+        out.update(_flat(v, f"{prefix}{k}.", ignored))
     return out
 
 

@@ -21,7 +21,8 @@ logger = logging.getLogger("gradtrace.compare")
 
 # Kinds whose step-level symptoms (a different loss/gradient at step 0, a departure)
 # they explain by themselves: the numeric finding becomes their evidence.
-_CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast", "sample_weighting", "loss_scaling",
+_CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast",
+           "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
            "regularization_mismatch")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
@@ -68,8 +69,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         findings.append(fz)
     findings += set_findings
     findings += dp.optimizer_mismatch(a, b, al)
-    for f in (dp.layer_config_mismatch(a, b, al), dp.loss_mismatch(a, b), dp.metric_mismatch(a, b), dp.sample_weighting(a, b), dp.loss_scaling(a, b),
-              dp.execution_mode(a, b), dp.numerics(a, b), dp.validation_split_mismatch(a, b)):
+    for f in (dp.layer_config_mismatch(a, b, al), dp.loss_mismatch(a, b), dp.metric_mismatch(a, b),
+              dp.sample_weighting(a, b), dp.loss_scaling(a, b), dp.execution_mode(a, b), dp.numerics(a, b),
+              dp.validation_split_mismatch(a, b)):
         if f:
             findings.append(f)
     findings += dp.shape_facts(a, b)
@@ -181,13 +183,13 @@ def _needs_alignment() -> list[str]:
     return [k.kind for k in CATALOGUE.values() if k.needs_alignment]
 
 
-def _why_unaligned(al: Alignment, a: RunData | None = None, b: RunData | None = None) -> str:
+def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
     if al.n_common == 0:
         return "one of the runs has no steps"
     if al.init_same is False:
         return "the runs started from different weights (init fingerprints differ)"
     if not al.data_known:
-        no_loss = [r.name for r in (a, b) if r is not None and not np.isfinite(r.loss).any()]
+        no_loss = [r.name for r in (a, b) if not np.isfinite(r.loss).any()]
         if no_loss:
             return (f"no batch fingerprints were recorded in one run and run '{no_loss[0]}' recorded no loss "
                     "(no tape.gradient call was linked to its optimizer steps, e.g. the tape and "

@@ -56,7 +56,9 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
                   "not_comparable": "NOTHING TO CHECK: no optimizer step recorded (exit code 1)"}
         lines.append("result: " + result.get(d["verdict"], "FINDINGS (exit code 1)"))
     if d["first_divergent_step"] is not None:
-        lines.append(f"first divergent step: {d['first_divergent_step']}")
+        # One run diverges from nothing: its step is where the first finding is.
+        what = "first divergent step" if b else "first finding at step"
+        lines.append(f"{what}: {d['first_divergent_step']}")
     if b:
         lines.append(f"aligned steps: {d['aligned_steps']}")
     noise = d.get("noise") or {}
