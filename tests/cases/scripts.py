@@ -784,3 +784,224 @@ def tape_mixed_precision_unscaled():
 
 def fit_digits_shuffled():
     fit_digits_sgd_sparse(shuffle=True)  # what fit() does when shuffle is not given
+
+
+# --- inputs scaled differently: x/16 forgotten in one run ---------------------------------
+
+def fit_digits_unnormalised():
+    keras = _keras()
+    x, y = _digits_slice()
+    x = x * 16.0  # the raw pixel values: the /16 of the other run forgotten
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_iris_centred_differently():
+    """Iris standardised in one run, min-max scaled to [-1, 1] overall in the other: an
+    affine map (x*k + c, one k and c for every feature) of the first run's inputs."""
+    keras = _keras()
+    x, y = data.iris()
+    x = (x - x.min()) / (x.max() - x.min()) * 2.0 - 1.0
+    model = _mlp(4, 3, hidden=16)
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:144], y[:144], batch_size=16, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_iris():
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, hidden=16)
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:144], y[:144], batch_size=16, epochs=1, shuffle=False, verbose=0)
+
+
+# --- the same gradients applied twice per batch -------------------------------------------
+
+def tape_applied_twice():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        opt.apply_gradients(zip(grads, model.trainable_variables))  # pasted twice
+        return loss
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)
+
+
+def tape_step_called_twice():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)
+        loss = train_step(xb, yb)  # meant to log the loss: steps the optimizer again  # noqa: F841
+
+
+# --- regularization: a hand-written penalty with another factor, or added twice -----------
+
+def tape_l2_by_hand_other_factor():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.regression()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([  # the same net as _l2_net without kernel_regularizer
+        keras.Input((10,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(1),
+    ])
+    opt = keras.optimizers.SGD(0.01)
+    mse = keras.losses.MeanSquaredError()
+    kernels = [layer.kernel for layer in model.layers]
+    for xb, yb in data.batches(x, y.reshape(-1, 1), BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            # L2(1e-2) is 1e-2 * sum(w^2); tf.nn.l2_loss halves it: 5e-3 * sum(w^2)
+            loss = mse(yb, model(xb, training=True)) + 1e-2 * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def fit_l2_train_step_adds_twice():
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class Regressor(keras.Sequential):
+        def train_step(self, data_):
+            xb, yb = data_
+            with tf.GradientTape() as tape:
+                pred = self(xb, training=True)
+                # compute_loss already adds self.losses; added again by hand
+                loss = self.compute_loss(x=xb, y=yb, y_pred=pred) + tf.add_n(self.losses)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    x, y = data.regression()
+    keras.utils.set_random_seed(3)
+    reg = keras.regularizers.L2(1e-2)
+    model = Regressor([
+        keras.Input((10,)),
+        keras.layers.Dense(16, activation="relu", kernel_regularizer=reg),
+        keras.layers.Dense(1, kernel_regularizer=reg),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.fit(x[: STEPS * BATCH], y[: STEPS * BATCH].reshape(-1, 1), batch_size=BATCH, epochs=1,
+              shuffle=False, verbose=0)
+
+
+# --- a metric class that cannot fit the label encoding -------------------------------------
+
+def fit_metric_accuracy_class():
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, activation="softmax", hidden=16)
+    model.compile(optimizer="adam", loss="categorical_crossentropy",
+                  metrics=[keras.metrics.Accuracy()])  # compares one-hot labels with probabilities
+    model.fit(x[:144], keras.utils.to_categorical(y[:144], 3), batch_size=16, epochs=1, shuffle=False,
+              verbose=0)
+
+
+def fit_metric_categorical_on_onehot():
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, activation="softmax", hidden=16)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    model.fit(x[:144], keras.utils.to_categorical(y[:144], 3), batch_size=16, epochs=1, shuffle=False,
+              verbose=0)
+
+
+def fit_metric_categorical_on_sparse():  # the labels made integer, the metric kept
+    _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, activation="softmax", hidden=16)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["categorical_accuracy"])
+    model.fit(x[:144], y[:144], batch_size=16, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_metric_binary_on_multiclass():
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, activation="softmax", hidden=16)
+    model.compile(optimizer="adam", loss="categorical_crossentropy",
+                  metrics=["binary_accuracy"])  # scores each of the 3 outputs as a yes/no question
+    model.fit(x[:144], keras.utils.to_categorical(y[:144], 3), batch_size=16, epochs=1, shuffle=False,
+              verbose=0)
+
+
+# --- gradients zipped with the variables in another order ---------------------------------
+
+def _twin_hidden():
+    """Two hidden layers of the same shape: their variables fit each other's gradients."""
+    keras = _keras()
+    keras.utils.set_random_seed(7)
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+
+
+def fit_twin_hidden():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _twin_hidden()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_grads_zipped_reordered(function: bool = True):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _twin_hidden()
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    # the variables to update, written out layer by layer: the hidden layers the wrong way round
+    hidden_1, hidden_2, head = model.layers
+    var_list = hidden_2.trainable_variables + hidden_1.trainable_variables + head.trainable_variables
+
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, var_list))
+
+    step = tf.function(train_step) if function else train_step
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_grads_zipped_reordered_eager():
+    tape_grads_zipped_reordered(function=False)

@@ -23,6 +23,9 @@ CASES = [
     ("class_weight_one_run", s.fit_class_weight, s.fit_unweighted, "diverged", "sample_weighting"),
     # "accuracy" resolves per label encoding: each class right for its labels, the same training
     ("accuracy_per_label_encoding", s.fit_metric_sparse, s.fit_metric_onehot, "equivalent", None),
+    # the same training and metric class; the metric cannot fit one run's labels
+    ("metric_does_not_fit_labels", s.fit_metric_categorical_on_onehot, s.fit_metric_categorical_on_sparse,
+     "diverged", "metric_mismatch"),
     ("optimizer_recreated", s.fit_digits_adam, s.tape_optimizer_each_step, "diverged", "optimizer_mismatch"),
     ("momentum_differs", s.fit_digits_sgd_sparse, s.fit_digits_momentum, "diverged", "optimizer_mismatch"),
     ("clip_per_variable", s.fit_digits_sgd_sparse, s.tape_clip_per_variable, "diverged", "gradient_scale"),
@@ -48,6 +51,9 @@ CASES = [
     ("eq_keras3_vs_tf_keras", s.fit_keras3, s.fit_tf_keras, "equivalent", None),
     ("eq_bn_dropout_eager_vs_function", s.tape_bn_dropout_training, s.fit_bn_dropout, "equivalent", None),
     ("eq_dropout_xla_not_bit_comparable", s.fit_bn_dropout_xla, s.tape_bn_dropout_training, "equivalent", None),
+    # gradients zipped with the differentiated variables in another order (equal shapes)
+    ("grads_zipped_reordered", s.fit_twin_hidden, s.tape_grads_zipped_reordered, "diverged",
+     "misapplied_gradient"),
 ]
 
 # What a loss_scale finding must name as the factor's meaning (its evidence's ``matches``).
@@ -80,6 +86,8 @@ def test_case(traced, case):
         assert all(f.severity == "info" for f in report.findings), text
     if _id == "accuracy_per_label_encoding":  # named, as context: each metric fits its labels
         assert any(f.kind == "metric_mismatch" and f.severity == "info" for f in report.findings), text
+    if _id == "metric_does_not_fit_labels":  # names the run whose metric does not fit
+        assert report.findings[0].evidence.get("run") == "b", text
     if _id == "fit_shuffles_by_default":  # names fit()'s default as the cause
         assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found
@@ -93,6 +101,14 @@ CHECKS = [
     ("no_training_flag", s.tape_bn_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
     ("nan_after_saturation", s.tape_hand_log_loss, "diverged", "numerics"),
     ("clean_fit", s.fit_digits_sgd_sparse, "equivalent", None),
+    # a compiled accuracy metric that cannot fit the labels silently reports nonsense
+    ("metric_accuracy_class_on_probabilities", s.fit_metric_accuracy_class, "diverged", "metric_mismatch"),
+    ("metric_categorical_on_integer_labels", s.fit_metric_categorical_on_sparse, "diverged",
+     "metric_mismatch"),
+    ("metric_binary_on_one_class_labels", s.fit_metric_binary_on_multiclass, "diverged", "metric_mismatch"),
+    ("metric_resolved_from_labels", s.fit_metric_sparse, "equivalent", None),
+    ("grads_zipped_reordered_eager", s.tape_grads_zipped_reordered_eager, "diverged", "misapplied_gradient"),
+    ("grads_zipped_reordered_function", s.tape_grads_zipped_reordered, "diverged", "misapplied_gradient"),
 ]
 
 

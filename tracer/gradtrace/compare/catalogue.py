@@ -162,8 +162,12 @@ _KINDS = [
     Kind(
         "metric_mismatch", "warning", False,
         "A metric of the same name was computed by different classes (e.g. 'accuracy' resolving to "
-        "CategoricalAccuracy vs SparseCategoricalAccuracy).",
-        "Name the metric class explicitly (`keras.metrics.SparseCategoricalAccuracy()`) in both runs.",
+        "CategoricalAccuracy vs SparseCategoricalAccuracy); or a compiled accuracy metric cannot fit the "
+        "run's label encoding (read from the loss's label and output shapes) and silently reports "
+        "nonsense: plain `Accuracy` on probabilities, `CategoricalAccuracy` on integer labels, "
+        "`BinaryAccuracy` on one-hot multi-class labels (`check` names it in a single run).",
+        "Name the metric class explicitly (`keras.metrics.SparseCategoricalAccuracy()`) in both runs; "
+        "use the accuracy of the labels' encoding (or `metrics=['accuracy']`, which Keras resolves).",
         rank=40,
     ),
     Kind(

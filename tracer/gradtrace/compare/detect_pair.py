@@ -469,10 +469,15 @@ def metric_mismatch(a: RunData, b: RunData) -> Finding | None:
     mb = {m.get("name"): m.get("class") for m in b.meta.get("metrics") or []}
     diffs = {k: [ma[k], mb[k]] for k in ma if k in mb and ma[k] != mb[k]}
     if not diffs:
+        # The same metric classes: one may still not fit one run's labels (another encoding).
+        for side, run in zip(AB, (a, b), strict=True):
+            misfit = dr.metric_misfit_finding(run, side)
+            if misfit:
+                return misfit
         return None
     k = next(iter(diffs))
-    enc = (_label_encoding(a), _label_encoding(b))
-    fits = [_accuracy_fits(c, e) for c, e in zip(diffs[k], enc, strict=True)]
+    enc = (dr.label_encoding(a), dr.label_encoding(b))
+    fits = [dr.accuracy_fits(c, e) for c, e in zip(diffs[k], enc, strict=True)]
     if all(f is True for f in fits):
         # Keras resolves "accuracy" from the labels: each class is right for its run's labels.
         return Finding(
@@ -481,38 +486,15 @@ def metric_mismatch(a: RunData, b: RunData) -> Finding | None:
             f"for its run's labels ({enc[0]} vs {enc[1]}): the same quantity.",
             evidence={"metrics (a, b)": diffs, "labels (a, b)": list(enc)}, explains=0.0)
     wrong = [side for side, f in zip("ab", fits, strict=True) if f is False]
+    misfit = dr.metric_misfit_finding(a if wrong[0] == "a" else b, wrong[0]) if wrong else None
     return Finding(
         "metric_mismatch",
         f"metric '{k}' is computed by {diffs[k][0]} in run a and by {diffs[k][1]} in run b: "
         "the two runs report different quantities under the same name"
         + (f"; run {' and '.join(wrong)}'s does not fit its {enc['ab'.index(wrong[0])]} labels" if wrong else "")
-        + ".",
-        evidence={"metrics (a, b)": diffs, "labels (a, b)": list(enc)}, explains=0.2)
-
-
-def _label_encoding(run: RunData) -> str | None:
-    """'sparse' (class indices), 'one-hot' or 'binary', from the shapes the loss saw."""
-    info = _first_loss_info(run) or {}
-    yt, yp = info.get("y_true_shape"), info.get("y_pred_shape")
-    if not yt or not yp:
-        return None
-    if yp[-1] == 1:
-        return "binary"
-    if len(yt) < len(yp) or yt[-1] == 1:
-        return "sparse"
-    return "one-hot" if yt[-1] == yp[-1] else None
-
-
-_ACCURACY_FOR = {"SparseCategoricalAccuracy": "sparse", "CategoricalAccuracy": "one-hot",
-                 "BinaryAccuracy": "binary"}
-
-
-def _accuracy_fits(cls: Any, encoding: str | None) -> bool | None:
-    """Whether an accuracy class computes accuracy for labels of ``encoding`` (None: unknown)."""
-    want = _ACCURACY_FOR.get(str(cls))
-    if want is None or encoding is None:
-        return None
-    return want == encoding
+        + "." + (f" In detail: {misfit.summary}" if misfit else ""),
+        evidence={"metrics (a, b)": diffs, "labels (a, b)": list(enc)}, explains=0.2,
+        fix=misfit.fix if misfit else None)
 
 
 def _weighted(run: RunData) -> dict[str, Any]:

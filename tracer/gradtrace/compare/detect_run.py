@@ -229,6 +229,102 @@ def iteration_resets(run: RunData, update_steps: np.ndarray) -> list[int]:
     return out
 
 
+def first_loss_info(run: RunData) -> dict[str, Any] | None:
+    """The loss details of the run's first step that recorded them."""
+    return run.loss_info[min(run.loss_info)] if run.loss_info else None
+
+
+# Losses whose labels are independent yes/no answers per output (multi-label when wider than 1).
+_BINARY_LOSSES = ("BinaryCrossentropy", "BinaryFocalCrossentropy", "Hinge", "SquaredHinge")
+
+
+def label_encoding(run: RunData) -> str | None:
+    """'sparse' (class indices), 'one-hot', 'binary' (one yes/no answer per output) or None,
+    from the shapes the run's (single) Keras loss saw and its class."""
+    info = first_loss_info(run) or {}
+    if len(info.get("calls") or []) > 1:
+        return None  # several outputs: which labels a metric sees is not recorded
+    yt, yp = info.get("y_true_shape"), info.get("y_pred_shape")
+    if not yt or not yp:
+        return None
+    if yp[-1] == 1 or (str(info.get("cls")) in _BINARY_LOSSES and list(yt) == list(yp)):
+        return "binary"
+    if len(yt) < len(yp) or yt[-1] == 1:
+        return "sparse"
+    return "one-hot" if yt[-1] == yp[-1] else None
+
+
+# The label encoding each accuracy metric computes its score for ("equal": the label itself,
+# compared with the output for exact equality), by class and by function name.
+_ACCURACY_FOR = {"SparseCategoricalAccuracy": "sparse", "CategoricalAccuracy": "one-hot",
+                 "BinaryAccuracy": "binary", "SparseTopKCategoricalAccuracy": "sparse",
+                 "TopKCategoricalAccuracy": "one-hot", "Accuracy": "equal"}
+_ACCURACY_FN = {"sparse_categorical_accuracy": "sparse", "categorical_accuracy": "one-hot",
+                "binary_accuracy": "binary", "sparse_top_k_categorical_accuracy": "sparse",
+                "top_k_categorical_accuracy": "one-hot"}
+_ENCODING_WORDS = {"sparse": "integer class labels", "one-hot": "one-hot labels",
+                   "binary": "binary (yes/no per output) labels"}
+_METRIC_FOR = {"sparse": "keras.metrics.SparseCategoricalAccuracy()", "one-hot":
+               "keras.metrics.CategoricalAccuracy()", "binary": "keras.metrics.BinaryAccuracy()"}
+
+
+def metric_wants(cls: Any, fn: Any = None) -> str | None:
+    """The label encoding an accuracy metric is written for (None: not an accuracy metric)."""
+    return _ACCURACY_FOR.get(str(cls)) or _ACCURACY_FN.get(str(fn))
+
+
+def accuracy_fits(cls: Any, encoding: str | None, fn: Any = None) -> bool | None:
+    """Whether an accuracy metric computes accuracy for labels of ``encoding`` (None: unknown).
+
+    Plain ``Accuracy`` compares each label with the model's output for exact equality: on
+    the probabilities or logits a loss is computed from it fits no encoding.
+    """
+    want = metric_wants(cls, fn)
+    if want is None or encoding is None:
+        return None
+    return want == encoding
+
+
+def metric_misfits(run: RunData) -> list[dict[str, Any]]:
+    """The run's compiled accuracy metrics that cannot fit its labels' encoding."""
+    enc = label_encoding(run)
+    out = []
+    for m in run.meta.get("metrics") or []:
+        if accuracy_fits(m.get("class"), enc, m.get("fn")) is False:
+            out.append({"name": m.get("name"), "class": m.get("class"), "labels": enc,
+                        "wants": metric_wants(m.get("class"), m.get("fn"))})
+    return out
+
+
+def metric_misfit_finding(run: RunData, side: str | None = None) -> Finding | None:
+    """A compiled accuracy metric that silently reports nonsense for this run's labels."""
+    bad = metric_misfits(run)
+    if not bad:
+        return None
+    m = bad[0]
+    enc = str(m["labels"])
+    if m["wants"] == "equal":
+        what = ("counts the outputs that exactly equal their label: on the probabilities or logits the "
+                "model outputs it stays near 0 whatever the model learns")
+    elif m["wants"] == "binary":
+        what = ("scores every output as a separate yes/no answer (output > 0.5 against each label "
+                "entry): with one class per example it counts the many correct 'no's and reads high "
+                "whatever the model learns")
+    else:
+        what = (f"is the accuracy for {_ENCODING_WORDS[str(m['wants'])]}; on {_ENCODING_WORDS.get(enc, enc)} "
+                "it compares the wrong things and reports a number unrelated to the model's accuracy")
+    whose = f"run {side}'s ('{run.name}') " if side else ""
+    return Finding(
+        "metric_mismatch",
+        f"{whose}metric '{m['name']}' is {m['class']}, which {what} (the loss sees "
+        f"{_ENCODING_WORDS.get(enc, enc)}).",
+        evidence={"metrics": bad, "labels": enc, **({"run": side} if side else {})},
+        fix=(f"Use the accuracy for {_ENCODING_WORDS.get(enc, enc)}: `{_METRIC_FOR[enc]}` (or "
+             "`metrics=['accuracy']`, which Keras resolves from the labels and the loss)."
+             if enc in _METRIC_FOR else None),
+        explains=0.3)
+
+
 def data_fix(data: str) -> str:
     """The fix of a NaN/Inf that the batch's ``data`` ("inputs", "labels") brought in."""
     return (f"Clean the data: the batch's {data} hold NaN/Inf (check `np.isfinite(x).all()` "
@@ -305,5 +401,8 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "loss_scaling", severity="warning",
             summary=f"{len(steps)} step(s) were skipped for overflow under loss scaling (first at step {steps[0]}).",
             steps=steps[:10], evidence={"skipped_steps": len(steps)}, explains=0.3))
+    misfit = metric_misfit_finding(run)
+    if misfit:
+        out.append(misfit)
     out += lost_records(run)
     return out
