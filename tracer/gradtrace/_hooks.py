@@ -617,8 +617,11 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
         known = key_set | {var_key(v) for v in others}
         others += [v for v in tape.variables if var_key(v) not in known and bool(getattr(v, "trainable", True))]
     all_vars = list(tvars) + others
+    mode = execution_mode()
     if tape is not None:
         tape.consumed = True
+        if tape.grads:
+            _check_pairing(run, tape, grads, tvars, keys, mode)
     # The models' other trainable variables: a gradient the tape computed for one of them
     # was left out of this call (recorded, and not applied); otherwise it has none.
     other_grads = [tape.gradient(var_key(v)) if tape is not None else None for v in others]
@@ -633,11 +636,123 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
         except Exception:  # an exotic learning rate: recorded as missing
             logger.debug("gradtrace: learning rate of %r not readable", opt, exc_info=True)
     run.optimizer_seen(opt, flavour, tvars)
-    mode = execution_mode()
     if mode != "eager":
         run.traced_in(_tracing_options())
     return _StepCtx(opt, flavour, list(grads) + other_grads, all_vars, has_grad,
                     lr, tape, mode, _grad_scale(opt, flavour), full)
+
+
+# Ops that hand one gradient on rescaled, clipped, cast or copied: every input but one has
+# a single element (tf.clip_by_global_norm: ``g * scale``; tf.clip_by_norm: ``g * c / norm``;
+# a loss-scale unscale: ``g * (1 / scale)``; ``tf.cast``; ``tf.identity``).
+_PASS_OPS = frozenset({"Identity", "Cast", "Mul", "RealDiv", "Div", "DivNoNan", "MulNoNan", "Neg",
+                       "ClipByValue", "Maximum", "Minimum", "EnsureShape"})
+_PASS_DEPTH = 12
+
+
+def _check_pairing(run: Run, tape: TapeCall, grads: list[Any], tvars: list[Any], keys: list[int],
+                   mode: str) -> None:
+    """Gradients applied to another variable than the one the tape computed them for.
+
+    ``grads = tape.gradient(loss, vars_a)`` then ``apply_gradients(zip(grads, vars_b))`` with
+    ``vars_b`` the same variables in another order. Reported only when the applied gradient
+    *is* the tape's output for another source that the same call also applies (eagerly the
+    very object; inside a tf.function also through ops that only rescale, clip, cast or copy
+    it, see :func:`_derived_source`), and the variable it was applied to was a source of
+    that call too: a gradient of a working copy applied to the original (meta-learning,
+    lookahead) is not a reordering. One tensor may be the answer for several sources
+    (``b1 + b2``: TensorFlow hands both the same gradient): applying it to any of them is right.
+
+    Cost: one dict lookup and pointer comparison per variable on a correct step (eagerly
+    every step; in a tf.function once, when it is traced).
+    """
+    own = tape.grads
+    suspects = [i for i, (g, k) in enumerate(zip(grads, keys, strict=True))
+                if g is not None and own.get(k) is not g and k in tape.sources]
+    if not suspects:
+        return
+    by_id: dict[int, list[int]] = {}
+    for k, t in own.items():
+        by_id.setdefault(id(t), []).append(k)
+    applied = {k: i for i, k in enumerate(keys)}
+    found: list[tuple[int, int, str]] = []  # (applied index, source index, via)
+    for i in suspects:
+        g, k = grads[i], keys[i]
+        sources, via = by_id.get(id(g)), "identical"
+        if sources is None and mode != "eager":
+            sources, via = _derived_source(g, own, by_id), "derived"
+        if not sources or k in sources:
+            continue
+        src = next((applied[s] for s in sources if s in applied), None)
+        if src is not None:
+            found.append((i, src, via))
+    if found:
+        _record_misapplied(run, found, tvars, mode)
+
+
+def _derived_source(g: Any, own: dict[int, Any], by_id: dict[int, list[int]]) -> list[int] | None:
+    """Inside a graph: the sources whose tape output ``g`` was computed from by ops that only
+    rescale, clip, cast or copy one tensor (:data:`_PASS_OPS`, every other input a single
+    element). Anything else (a sum of two gradients, a ``tf.where``, a variable read) stops
+    the walk: nothing is claimed."""
+    by_name: dict[str, list[int]] = {}
+    for t in own.values():
+        name = getattr(t, "name", None)  # graph tensors; IndexedSlices have no single producer
+        if isinstance(name, str) and id(t) in by_id:
+            by_name[name] = by_id[id(t)]
+    t = g
+    for _ in range(_PASS_DEPTH):
+        op = getattr(t, "op", None)
+        if op is None or getattr(op, "type", None) not in _PASS_OPS:
+            return None
+        shape = t.shape
+        main, rest = [], []
+        for x in op.inputs:
+            (main if x.shape == shape else rest).append(x)
+        if len(main) != 1 or not all(x.shape.is_fully_defined() and x.shape.num_elements() == 1
+                                     for x in rest):
+            return None
+        t = main[0]
+        hit = by_name.get(t.name)
+        if hit:
+            return hit
+    return None
+
+
+def _record_misapplied(run: Run, found: list[tuple[int, int, str]], tvars: list[Any], mode: str) -> None:
+    """Keep each (applied to, computed for) pair once in ``RunInfo.misapplied_gradients``, with
+    the first step it was seen at, and warn once per run naming the variables."""
+    import tensorflow as tf
+
+    from gradtrace.schema import MisappliedGradient
+
+    known = {(m.applied_to, m.computed_for) for m in run.info.misapplied_gradients}
+    new = []
+    for i, src, via in found:
+        pair = (run.var_index(tvars[i]), run.var_index(tvars[src]))
+        if pair not in known:
+            known.add(pair)
+            new.append((pair, via))
+    if not new:
+        return
+    step = None
+    if run.seq is not None:
+        # The number the writer gives the step being recorded (eagerly now; in a graph at
+        # trace time, which is the first step that runs it).
+        with tf.init_scope():
+            step = int(run.seq.numpy())
+    entries = [MisappliedGradient(applied_to=a, computed_for=c, step=step, mode=mode, via=via).model_dump()
+               for (a, c), via in new]
+    run.update_meta(misapplied_gradients=[*(m.model_dump() for m in run.info.misapplied_gradients), *entries])
+    names = {v.index: v.name for v in run.info.variables}
+    shown = "; ".join(f"{names.get(a, a)} got the gradient of {names.get(c, c)}" for (a, c), _ in new[:4])
+    more = f" (and {len(new) - 4} more)" if len(new) > 4 else ""
+    run.warn_once(
+        "misapplied_gradients",
+        f"apply_gradients received gradients paired with other variables than tape.gradient computed "
+        f"them for: {shown}{more}. The variable list zipped with the gradients is not the list (or "
+        "not the order) that was differentiated; zip the gradients with the same list.",
+        stderr=True)
 
 
 def _grad_scale(opt: Any, flavour: str) -> Any:

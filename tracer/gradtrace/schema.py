@@ -109,6 +109,20 @@ class LayerInfo(_Model):
     struct_key: Annotated[str, Field(max_length=1000)] | None = None
 
 
+class MisappliedGradient(_Model):
+    """A gradient the optimizer was handed with another variable than the one
+    ``tape.gradient`` computed it for: ``zip(grads, vars_b)`` with ``vars_b`` the
+    differentiated variables in another order (equal shapes, so TensorFlow trains on)."""
+
+    applied_to: int = Field(ge=0, lt=MAX_VARS)  # VariableInfo.index of the variable it updated
+    computed_for: int = Field(ge=0, lt=MAX_VARS)  # VariableInfo.index of the source it is the gradient of
+    step: int | None = Field(default=None, ge=0, le=MAX_STEP)  # the first optimizer step it was seen at
+    mode: str | None = None  # "eager" | "tf.function" | "xla"
+    # "identical": the tape's output object itself; "derived": a copy of it only rescaled,
+    # clipped, cast or copied on the way (followed op by op inside a tf.function)
+    via: Literal["identical", "derived"] = "identical"
+
+
 class RunInfo(_Model):
     """Metadata of one run. Re-sent with every batch; highest ``revision`` wins."""
 
@@ -142,6 +156,9 @@ class RunInfo(_Model):
     init_fingerprint: str | None = None
     seeds: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    # gradients applied to another variable than the one they were computed for (runs
+    # recorded before this field read as an empty list)
+    misapplied_gradients: list[MisappliedGradient] = Field(default_factory=list, max_length=MAX_VARS)
     partial: bool = False  # a tracer failure left the trace incomplete
     lost: dict[str, int] = Field(default_factory=dict)  # records lost, by reason
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -475,6 +492,7 @@ __all__ = [
     "LayerInfo",
     "LossCall",
     "LossInfo",
+    "MisappliedGradient",
     "RunInfo",
     "StateColumns",
     "StateStep",

@@ -95,6 +95,28 @@ _KINDS = [
         rank=12,
     ),
     Kind(
+        "misapplied_gradient", "error", False,
+        "`apply_gradients` received gradients paired with other variables than `tape.gradient` "
+        "computed them for: `zip(grads, vars_b)` with `vars_b` the differentiated variables in another "
+        "order (a list built layer by layer, `reversed`, two equal-shaped kernels swapped). The shapes "
+        "agree, so TensorFlow trains on. Seen by the tracer in eager loops and inside `tf.function` "
+        "(there also through clipping, scaling or casting of the gradients).",
+        "Zip the gradients with the very list that was differentiated: `vars = "
+        "model.trainable_variables; grads = tape.gradient(loss, vars); "
+        "opt.apply_gradients(zip(grads, vars))`.",
+        rank=2,
+    ),
+    Kind(
+        "input_scale", "error", False,
+        "At every step the runs' input fingerprints are related by one map x_b = k * x_a (+ c) while the "
+        "labels are identical: one run scales or normalises its inputs differently (a /255 forgotten or "
+        "applied twice, another mean/std). A map the model undoes itself (a Rescaling layer in one run: "
+        "the same step-0 loss) is not reported; the steps are then aligned on the labels.",
+        "Preprocess the inputs the same way in both runs (one shared function), or put the scaling in the "
+        "model (`keras.layers.Rescaling`, `keras.layers.Normalization`) so both runs feed the same raw data.",
+        rank=13,
+    ),
+    Kind(
         "shape_broadcast", "error", False,
         "Labels and predictions of different shapes ((N,) vs (N, 1)) were combined elementwise in "
         "the loss and broadcast to (N, N): the loss differs while the predictions are identical.",

@@ -12,6 +12,7 @@ import numpy as np
 from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
+from gradtrace.compare import detect_wiring as dw
 from gradtrace.compare.align import Alignment, align
 from gradtrace.compare.catalogue import CATALOGUE
 from gradtrace.compare.data import RunData
@@ -24,7 +25,7 @@ logger = logging.getLogger("gradtrace.compare")
 _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast",
            "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
-           "regularization_mismatch")
+           "regularization_mismatch", "misapplied_gradient")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
 
@@ -75,6 +76,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if f:
             findings.append(f)
     findings += dp.shape_facts(a, b)
+    findings += dw.wiring_findings(a, "a") + dw.wiring_findings(b, "b")
     findings += dp.init_data(a, b, al)
 
     first: int | None = None
@@ -145,7 +147,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
 
 def check_run(run: RunData) -> Report:
     """Single-run findings (``gradtrace check``): the same engine, without a second run."""
-    findings = dr.single_run_findings(run)
+    findings = dr.single_run_findings(run) + dw.wiring_findings(run)
     findings.sort(key=lambda f: f.sort_key())
     bad = any(f.severity in ("error", "warning") for f in findings)
     steps = [s for f in findings if f.severity != "info" for s in f.steps]

@@ -1,0 +1,193 @@
+"""Training-loop wiring: gradients handed to the optimizer with the wrong variables.
+
+``grads = tape.gradient(loss, vars_a)`` then ``apply_gradients(zip(grads, vars_b))`` with
+vars_b the same variables in another order: TensorFlow raises when the shapes differ and
+trains silently wrong when they agree. The tracer matches each applied gradient back to
+the source the tape computed it for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+import gradtrace  # noqa: E402
+from tracer_helpers import data  # noqa: E402
+
+
+def square_net(seed: int = 0, bias: bool = True, out: int = 1):
+    """Two hidden layers of the same shape: their variables can be swapped without an error."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(8, activation="tanh", use_bias=bias),
+        keras.layers.Dense(8, activation="tanh", use_bias=bias),
+        keras.layers.Dense(out, use_bias=bias),
+    ])
+
+
+def layer_by_layer_swapped(model):
+    """The variables listed layer by layer, the two hidden layers the wrong way round."""
+    a, b, head = model.layers
+    return [*b.trainable_variables, *a.trainable_variables, *head.trainable_variables]
+
+
+def train(model, var_list, steps: int = 3, function: bool = False, clip: bool = False, opt=None):
+    x, y = data()
+    opt = opt or keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.MeanSquaredError()
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        if clip:
+            grads, _ = tf.clip_by_global_norm(grads, 0.5)
+        opt.apply_gradients(zip(grads, var_list(model), strict=True))
+
+    fn = tf.function(step) if function else step
+    for _ in range(steps):
+        fn()
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def pairs(run) -> set[tuple[str, str]]:
+    """(applied to, computed for) by variable name."""
+    names = {v.index: v.name for v in run.info.variables}
+    return {(names[m.applied_to], names[m.computed_for]) for m in run.info.misapplied_gradients}
+
+
+def swapped_names(model) -> set[tuple[str, str]]:
+    a, b, _ = model.layers
+    out = set()
+    for va, vb in zip(a.trainable_variables, b.trainable_variables, strict=True):
+        out |= {(va.path, vb.path), (vb.path, va.path)}
+    return out
+
+
+def name_of(run, v) -> str:
+    return run.info.variables[run.var_index(v)].name
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+def test_reordered_variable_list_is_recorded_with_both_names(function, db_url, read_run):
+    model = square_net()
+    with gradtrace.trace(run="swap", store=db_url) as run:
+        traced = train(model, layer_by_layer_swapped, function=function)
+    untraced = train(square_net(), layer_by_layer_swapped, function=function)
+    for a, b in zip(traced, untraced, strict=True):  # the tracer only watches
+        assert np.array_equal(a, b)
+    a, b, _ = model.layers
+    want = set()
+    for va, vb in zip(a.trainable_variables, b.trainable_variables, strict=True):
+        want |= {(name_of(run, va), name_of(run, vb)), (name_of(run, vb), name_of(run, va))}
+    assert pairs(run) == want
+    first = run.info.misapplied_gradients[0]
+    assert first.step == 0 and first.via == "identical"
+    assert first.mode == ("tf.function" if function else "eager")
+    warning = [w for w in run.info.warnings if "apply_gradients" in w]
+    assert len(warning) == 1, run.info.warnings
+    assert name_of(run, a.kernel) in warning[0] and name_of(run, b.kernel) in warning[0]
+    detail, _ = read_run("swap")  # stored with the run: `gradtrace check` reads it from there
+    assert {(m["applied_to"], m["computed_for"]) for m in detail.meta["misapplied_gradients"]} == {
+        (m.applied_to, m.computed_for) for m in run.info.misapplied_gradients}
+
+
+def test_reversed_list_of_equal_shapes(db_url):
+    model = square_net(bias=False, out=8)  # three 8x8 kernels: k3, k2, k1 fit k1, k2, k3
+    with gradtrace.trace(run="reversed", store=db_url) as run:
+        train(model, lambda m: list(reversed(m.trainable_variables)))
+    k1, _k2, k3 = model.trainable_variables
+    assert pairs(run) == {(name_of(run, k1), name_of(run, k3)), (name_of(run, k3), name_of(run, k1))}
+
+
+def test_clipped_gradients_are_traced_back_in_a_tf_function(db_url):
+    # tf.clip_by_global_norm returns new tensors (each gradient times one scalar): in a
+    # graph the tracer follows such ops back to the tape's output.
+    model = square_net()
+    with gradtrace.trace(run="clip-swap", store=db_url) as run:
+        train(model, layer_by_layer_swapped, function=True, clip=True)
+    a, b, _ = model.layers
+    assert (name_of(run, a.kernel), name_of(run, b.kernel)) in pairs(run)
+    assert {m.via for m in run.info.misapplied_gradients} == {"derived"}
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("clip", [False, True], ids=["plain", "clipped"])
+def test_correct_loops_record_nothing(function, clip, db_url):
+    model = square_net()
+    with gradtrace.trace(run="ok", store=db_url) as run:
+        train(model, lambda m: m.trainable_variables, function=function, clip=clip)
+    assert run.info.misapplied_gradients == []
+    assert not [w for w in run.info.warnings if "apply_gradients" in w]
+
+
+def test_fit_records_nothing(db_url, read_run):
+    x, y = data()
+    model = square_net()
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    with gradtrace.trace(run="fit", store=db_url) as run:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert run.info.misapplied_gradients == []
+    _, steps = read_run("fit")
+    assert len(steps) == 4
+
+
+def test_one_gradient_object_for_two_sources_is_not_a_swap(db_url):
+    # loss = sum(b1 + b2): TensorFlow hands the same upstream gradient to both addends, so
+    # one tensor is the tape's answer for two sources; applying it to either is right.
+    keras.utils.set_random_seed(0)
+    b1 = tf.Variable(tf.ones([4]))
+    b2 = tf.Variable(tf.zeros([4]))
+    opt = keras.optimizers.SGD(0.1)
+    with gradtrace.trace(run="shared", store=db_url) as run:
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(b1 + b2 - 3.0))
+            g = tape.gradient(loss, [b1, b2])
+            opt.apply_gradients(zip(g, [b1, b2], strict=True))
+    assert run.info.misapplied_gradients == []
+
+
+def test_gradient_of_a_copy_applied_to_the_original_is_not_a_swap(db_url):
+    # Meta-learning / lookahead style: differentiate a working copy, update the original.
+    x, y = data()
+    model, copy = square_net(), square_net()
+    opt = keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.MeanSquaredError()
+    with gradtrace.trace(run="copy", store=db_url) as run:
+        for _ in range(2):
+            copy.set_weights(model.get_weights())
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, copy(x, training=True))
+            grads = tape.gradient(loss, copy.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    assert run.info.misapplied_gradients == []
+
+
+def test_keras3_loss_scale_optimizer_loop_records_nothing(db_url):
+    x, y = data()
+    model = square_net()
+    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05))
+    loss_fn = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = opt.scale_loss(loss_fn(y, model(x, training=True)))
+        opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+
+    with gradtrace.trace(run="lso", store=db_url) as run:
+        for _ in range(2):
+            step()
+    assert run.info.misapplied_gradients == []
+
+
+def test_run_info_without_the_field_still_reads():
+    from gradtrace.schema import RunInfo
+
+    old = RunInfo.model_validate({"run_id": "r1", "name": "old"})
+    assert old.misapplied_gradients == []
