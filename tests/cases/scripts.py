@@ -1005,3 +1005,20 @@ def tape_grads_zipped_reordered(function: bool = True):
 
 def tape_grads_zipped_reordered_eager():
     tape_grads_zipped_reordered(function=False)
+
+
+def fit_digits_rescaled_in_model():
+    """Raw pixel values, scaled by the model's first layer: the same training as x/16 outside."""
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Rescaling(1.0 / 16.0),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x * 16.0, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)

@@ -26,6 +26,9 @@ CASES = [
     # the same training and metric class; the metric cannot fit one run's labels
     ("metric_does_not_fit_labels", s.fit_metric_categorical_on_onehot, s.fit_metric_categorical_on_sparse,
      "diverged", "metric_mismatch"),
+    # the same examples and labels, the inputs scaled (x/16 forgotten) or normalised differently
+    ("inputs_scaled_by_16", s.fit_digits_sgd_sparse, s.fit_digits_unnormalised, "diverged", "input_scale"),
+    ("inputs_normalised_differently", s.fit_iris, s.fit_iris_centred_differently, "diverged", "input_scale"),
     ("optimizer_recreated", s.fit_digits_adam, s.tape_optimizer_each_step, "diverged", "optimizer_mismatch"),
     ("momentum_differs", s.fit_digits_sgd_sparse, s.fit_digits_momentum, "diverged", "optimizer_mismatch"),
     ("clip_per_variable", s.fit_digits_sgd_sparse, s.tape_clip_per_variable, "diverged", "gradient_scale"),
@@ -50,6 +53,9 @@ CASES = [
     ("eq_train_step_vs_fit", s.plain_fit_functional, s.custom_train_step_fit, "equivalent", None),
     ("eq_keras3_vs_tf_keras", s.fit_keras3, s.fit_tf_keras, "equivalent", None),
     ("eq_bn_dropout_eager_vs_function", s.tape_bn_dropout_training, s.fit_bn_dropout, "equivalent", None),
+    # the scaling moved into the model (a Rescaling layer): the same training
+    ("eq_rescaling_layer_vs_scaled_data", s.fit_digits_sgd_sparse, s.fit_digits_rescaled_in_model, "equivalent",
+     None),
     ("eq_dropout_xla_not_bit_comparable", s.fit_bn_dropout_xla, s.tape_bn_dropout_training, "equivalent", None),
     # gradients zipped with the differentiated variables in another order (equal shapes)
     ("grads_zipped_reordered", s.fit_twin_hidden, s.tape_grads_zipped_reordered, "diverged",
@@ -88,6 +94,11 @@ def test_case(traced, case):
         assert any(f.kind == "metric_mismatch" and f.severity == "info" for f in report.findings), text
     if _id == "metric_does_not_fit_labels":  # names the run whose metric does not fit
         assert report.findings[0].evidence.get("run") == "b", text
+    if _id == "inputs_scaled_by_16":  # the factor itself, measured from the fingerprints
+        ev = report.findings[0].evidence
+        assert abs(ev["factor"] - 16.0) < 1e-4 and ev["offset"] == 0.0 and ev["labels_equal"], text
+    if _id == "inputs_normalised_differently":  # an offset too
+        assert report.findings[0].evidence["offset"] != 0.0, text
     if _id == "fit_shuffles_by_default":  # names fit()'s default as the cause
         assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found

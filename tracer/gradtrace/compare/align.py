@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gradtrace.compare.data import RunData
+from gradtrace.compare.detect_data import input_map
 from gradtrace.compare.noise import Noise, measure_noise, rel
 
 
@@ -106,6 +107,8 @@ class Alignment:
     stochastic: str | None  # why step-level numbers are not comparable despite alignment
     noise: Noise = field(default_factory=Noise)
     inputs_known: bool = True  # the inputs' fingerprints were compared, not only the labels'
+    # x_b = k * x_a + c at every step (labels equal): {"k", "c", "steps", "labels_equal", ...}
+    input_map: dict[str, Any] | None = None
 
     @property
     def premise(self) -> str:
@@ -208,6 +211,17 @@ def align(a: RunData, b: RunData) -> Alignment:
         data_same &= fingerprints_equal(ya, yb)
     noise = measure_noise(a, b, n)
     witness = None
+    imap = None
+    if has_x and n and not data_same[0]:
+        imap = input_map(fa, fb, ya, yb)
+        if imap is not None and init_same is not False:
+            # The same labels with inputs scaled: a model that undoes the scaling itself (a
+            # Rescaling layer in one run) computes the same loss from the same weights.
+            la, lb = a.loss[ia_rows[0]], b.loss[ib_rows[0]]
+            imap["undone_by_model"] = bool(np.isfinite(la) and float(rel(la, lb)) <= noise.tol0)
+            if imap["undone_by_model"]:
+                data_same = fingerprints_equal(ya, yb) if has_y else np.ones(n, dtype=bool)
+                has_x = False
     if init_same is False:
         aligned_steps = 0
     elif not data_known:
@@ -246,8 +260,13 @@ def align(a: RunData, b: RunData) -> Alignment:
         aligned_steps=aligned_steps,
         stochastic=stochastic,
         inputs_known=has_x,
+        input_map=imap,
     )
     al.noise = noise
+    if imap is not None and imap.get("undone_by_model"):
+        al.noise.observed["inputs"] = (f"x_b = {imap['k']:.6g} * x_a + {imap['c']:.6g} at every step with equal "
+                                       "labels, and the equal step-0 loss says the model undoes it: steps "
+                                       "aligned on the labels")
     if witness:
         al.noise.observed["data_alignment"] = witness
     if n and init_same is None:

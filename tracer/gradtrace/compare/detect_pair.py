@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from gradtrace.compare import detect_data as dd
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare.align import Alignment
 from gradtrace.compare.data import RunData
@@ -658,6 +659,21 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             f"still compared: {still}.",
             evidence={"init_a": a.meta.get("init_fingerprint"), "init_b": b.meta.get("init_fingerprint")},
             explains=0.1))
+    imap = al.input_map
+    if imap is not None and not imap.get("undone_by_model"):
+        said = dd.describe_map(imap)
+        labels = ("the labels are identical at every step" if imap.get("labels_equal")
+                  else "the labels were not fingerprinted in both runs")
+        out.append(Finding(
+            "input_scale",
+            f"{said['what']} at every step ({said['relation']}, over {imap['steps']} steps; {labels}): one run "
+            "scales or normalises its inputs differently (e.g. a /255 missing or applied twice), so the runs "
+            "train on different numbers from the first step.",
+            steps=[int(a.step[al.ia[0]])],
+            evidence={"factor": imap["k"], "offset": imap["c"], "steps": imap["steps"],
+                      "labels_equal": imap.get("labels_equal"), "relation": said["relation"]},
+            fix=said["fix"], explains=1.0))
+        return out
     if al.data_known and al.n_common and al.init_same is not False:
         bad = np.flatnonzero(~al.data_same)
         if bad.size:

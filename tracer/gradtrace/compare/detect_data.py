@@ -1,0 +1,181 @@
+"""What the batch fingerprints say beyond "same batch or not".
+
+The tracer fingerprints every batch's inputs and labels as ``[sum, sum of squares,
+sum(w * x), count]`` with fixed position weights ``w`` (see
+``gradtrace._probes.fingerprint``). Two facts follow from that form:
+
+- Inputs transformed by one affine map ``x' = k * x + c`` (a ``/255`` forgotten or
+  applied twice, another normalisation) have fingerprints related by
+  ``sum' = k sum + c n``, ``proj' = k proj + c W`` (``W`` the weights' sum over the
+  batch's positions) and ``sumsq' = k^2 sumsq + 2 k c sum + c^2 n``: three equations
+  per step, two unknowns for the whole run. :func:`input_map` solves them and checks
+  every step within the fingerprints' own float noise.
+- The optimizer stepping more than once on one batch shows as consecutive steps of
+  the same optimizer with the same fingerprints (a train step called again), or as a
+  step without a batch of its own that carries the previous step's loss (the same
+  gradients applied twice): :func:`repeated_steps`.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from gradtrace.compare.data import RunData
+
+FP_POSITIONS = 1 << 16  # the tracer's projection weighs at most this many positions
+# A fingerprint reduction of n float32 values in another order differs by about
+# eps * sqrt(n) * sqrt(sum x^2); the margin is the one `align.fingerprints_equal` uses.
+_MARGIN = 64.0
+_EPS = float(np.finfo(np.float32).eps)
+
+
+@lru_cache(maxsize=64)
+def _weight_sum(n: int) -> float:
+    """The sum of the tracer's projection weights over the first ``n`` positions."""
+    m = min(int(n), FP_POSITIONS)
+    idx = np.arange(m, dtype=np.int64)
+    w = ((idx * 7919 + 13) % 10007).astype(np.float32) / np.float32(10007.0) - np.float32(0.5)
+    return float(w.astype(np.float64).sum())
+
+
+def _recorded(fp: np.ndarray) -> np.ndarray:
+    return np.isfinite(fp[:, :4]).all(axis=1) if fp.shape[1] >= 4 else np.zeros(len(fp), dtype=bool)
+
+
+def input_map(fa: np.ndarray, fb: np.ndarray, ya: np.ndarray, yb: np.ndarray) -> dict[str, Any] | None:
+    """One affine map ``x_b = k * x_a + c`` that relates the two runs' inputs at every step.
+
+    ``fa``/``fb`` are the input fingerprints of the common steps (rows in step order),
+    ``ya``/``yb`` the label fingerprints. Returns ``{"k", "c", "steps", "labels_equal"}``
+    when every step both runs fingerprinted has the same number of input values, the
+    labels agree wherever both runs recorded them, and one (k, c) reproduces run b's
+    fingerprint from run a's at every step within float noise; None otherwise (equal
+    inputs included).
+    """
+    from gradtrace.compare.align import fingerprints_equal
+
+    if fa.shape[1] < 4 or fb.shape[1] < 4:
+        return None
+    ok = _recorded(fa) & _recorded(fb)
+    if not ok.any() or not np.all(fa[ok, 3] == fb[ok, 3]):
+        return None
+    if fingerprints_equal(fa[ok], fb[ok]).all():
+        return None
+    ylab = _recorded(ya) & _recorded(yb)
+    if ylab.any() and not fingerprints_equal(ya[ylab], yb[ylab]).all():
+        return None  # other labels: other examples, not the same ones scaled
+    sa, qa, pa, n = (fa[ok, i].astype(np.float64) for i in range(4))
+    sb, qb, pb = (fb[ok, i].astype(np.float64) for i in range(3))
+    w = np.array([_weight_sum(int(x)) for x in n])
+
+    def fits(k: float, c: float) -> bool:
+        root_n = np.sqrt(n)
+        tol_s = _MARGIN * _EPS * root_n * (np.sqrt(qb) + abs(k) * np.sqrt(qa) + abs(c) * root_n)
+        tol_q = _MARGIN * _EPS * root_n * (qb + k * k * qa + abs(2 * k * c * sa) + c * c * n)
+        return bool(np.all(np.abs(sb - (k * sa + c * n)) <= tol_s)
+                    and np.all(np.abs(pb - (k * pa + c * w)) <= tol_s)
+                    and np.all(np.abs(qb - (k * k * qa + 2 * k * c * sa + c * c * n)) <= tol_q))
+
+    # A pure factor first (three equations per step, one unknown) ...
+    den = float(np.sum(sa * sa + pa * pa))
+    if den > 0:
+        k = float(np.sum(sb * sa + pb * pa) / den)
+        if k != 0 and math.isfinite(k) and fits(k, 0.0):
+            return {"k": k, "c": 0.0, "steps": int(ok.sum()), "labels_equal": bool(ylab.any())}
+    # ... then a factor and an offset, determined by two steps' sums and projections at least.
+    if ok.sum() < 2:
+        return None
+    A = np.concatenate([np.stack([sa, n], axis=1), np.stack([pa, w], axis=1)])
+    y = np.concatenate([sb, pb])
+    sol, _res, rank, _sv = np.linalg.lstsq(A, y, rcond=None)
+    if rank < 2:
+        return None
+    k, c = (float(v) for v in sol)
+    if k == 0 or not (math.isfinite(k) and math.isfinite(c)) or not fits(k, c):
+        return None
+    return {"k": k, "c": c, "steps": int(ok.sum()), "labels_equal": bool(ylab.any())}
+
+
+def _number(x: float) -> str:
+    """A factor as a user wrote it: 16, 0.0039 (1/255)."""
+    if abs(x) >= 1 or x == 0:
+        return f"{x:.6g}"
+    inv = 1.0 / x
+    return f"{x:.4g} (= 1/{inv:.6g})" if abs(inv - round(inv)) <= 1e-3 * abs(inv) else f"{x:.4g}"
+
+
+def describe_map(m: dict[str, Any]) -> dict[str, str]:
+    """Words for an input map: which run's inputs are larger, the relation, the fix."""
+    k, c = float(m["k"]), float(m["c"])
+    # Say it from the run whose inputs are larger: "run b's inputs are 16 x run a's".
+    if c == 0.0:
+        big, small, f = ("b", "a", k) if abs(k) >= 1 else ("a", "b", 1.0 / k)
+        rel = f"run {big}'s inputs are {_number(f)} x run {small}'s"
+        what = f"the inputs differ by a constant factor ~{_number(f)}"
+        fix = (f"Scale the inputs the same way in both runs: run {big}'s are {_number(f)} times run "
+               f"{small}'s (a division such as /255 missing in run {big}, or applied twice in run {small}). "
+               "Preprocess in one shared function, or put the scaling in the model "
+               f"(`keras.layers.Rescaling(1/{_number(f)})`) so both runs feed the same raw data.")
+    else:
+        rel = f"run b's inputs are {k:.6g} * x {'-' if c < 0 else '+'} {abs(c):.6g} with x run a's"
+        what = "the inputs differ by one affine map (a factor and an offset)"
+        fix = ("Normalise the inputs the same way in both runs (the same offset and scale, computed from "
+               "the same data: e.g. (x - mean) / std in one run, x / max or min-max scaling in the other "
+               "differ by such a map); preprocess in one shared function or in the model "
+               "(`keras.layers.Normalization`, `keras.layers.Rescaling`).")
+    return {"relation": rel, "what": what, "fix": fix}
+
+
+def repeated_steps(run: RunData) -> dict[str, Any] | None:
+    """The optimizer steps ``k > 1`` times on every batch.
+
+    Consecutive steps belong to one batch when the later one has the same input (and
+    label) fingerprints, or records no batch of its own and carries exactly the
+    earlier step's loss (the same tape's gradients handed to ``apply_gradients``
+    again). They count only when the same optimizer stepped again (its iteration
+    counter advanced by one; several optimizers taking turns on one batch, a GAN's,
+    interleave their counters). Returns the pattern when at least two batches were
+    each stepped the same ``k > 1`` times and no batch was stepped once, else None:
+    full-batch training (one batch, every step) is not a repetition.
+    """
+    from gradtrace.compare.align import fingerprints_equal
+
+    S = run.n_steps
+    if S < 4:
+        return None
+    fp = run.x_fp if _recorded(run.x_fp).any() else run.y_fp
+    has = _recorded(fp)
+    if not has.any():
+        return None
+    it = run.iterations
+    same = np.zeros(S, dtype=bool)  # step i belongs to step i-1's batch
+    reused = np.zeros(S, dtype=bool)  # ... without a batch of its own, with its loss
+    eq = np.zeros(S, dtype=bool)
+    eq[1:] = fingerprints_equal(fp[1:], fp[:-1]) & has[1:] & has[:-1]
+    yhas = _recorded(run.y_fp)
+    if fp is run.x_fp and yhas.any():
+        eq[1:] &= fingerprints_equal(run.y_fp[1:], run.y_fp[:-1]) | ~(yhas[1:] & yhas[:-1])
+    for i in range(1, S):
+        if np.isfinite(it[i]) and np.isfinite(it[i - 1]) and it[i] != it[i - 1] + 1:
+            continue  # not the same optimizer's next step
+        if eq[i]:
+            same[i] = True
+        elif not has[i] and math.isfinite(run.loss[i]) and run.loss[i] == run.loss[i - 1] and (
+                has[i - 1] or reused[i - 1]):
+            same[i] = reused[i] = True
+    # Group the steps into batches and count the steps of each (the last may be cut short).
+    starts = np.flatnonzero(~same)
+    sizes = np.diff(np.append(starts, S))
+    full = sizes[:-1] if sizes.size > 1 else sizes
+    if full.size < 2 or full.min() < 2:
+        return None
+    k = int(np.median(full))
+    if not np.all(full == k):
+        return None
+    first = int(run.step[np.flatnonzero(same)[0]])
+    return {"per_batch": k, "batches": int(starts.size), "first_step": first,
+            "same_gradients": bool(reused.any()), "steps": S}
