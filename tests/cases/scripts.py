@@ -1022,3 +1022,19 @@ def fit_digits_rescaled_in_model():
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x * 16.0, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_full_batch():
+    """Full-batch training: every step on the same (whole) dataset, which is not a repeat."""
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 3, hidden=16)
+    opt = keras.optimizers.Adam(0.01)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for _ in range(6):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))

@@ -29,6 +29,9 @@ CASES = [
     # the same examples and labels, the inputs scaled (x/16 forgotten) or normalised differently
     ("inputs_scaled_by_16", s.fit_digits_sgd_sparse, s.fit_digits_unnormalised, "diverged", "input_scale"),
     ("inputs_normalised_differently", s.fit_iris, s.fit_iris_centred_differently, "diverged", "input_scale"),
+    # the optimizer steps twice on every batch: the same gradients applied again, the step called again
+    ("applied_twice_per_batch", s.tape_digits_sgd_sparse, s.tape_applied_twice, "diverged", "repeated_step"),
+    ("train_step_called_twice", s.fit_digits_sgd_sparse, s.tape_step_called_twice, "diverged", "repeated_step"),
     ("optimizer_recreated", s.fit_digits_adam, s.tape_optimizer_each_step, "diverged", "optimizer_mismatch"),
     ("momentum_differs", s.fit_digits_sgd_sparse, s.fit_digits_momentum, "diverged", "optimizer_mismatch"),
     ("clip_per_variable", s.fit_digits_sgd_sparse, s.tape_clip_per_variable, "diverged", "gradient_scale"),
@@ -99,6 +102,9 @@ def test_case(traced, case):
         assert abs(ev["factor"] - 16.0) < 1e-4 and ev["offset"] == 0.0 and ev["labels_equal"], text
     if _id == "inputs_normalised_differently":  # an offset too
         assert report.findings[0].evidence["offset"] != 0.0, text
+    if _id in ("applied_twice_per_batch", "train_step_called_twice"):  # the run and the count
+        ev = report.findings[0].evidence
+        assert ev["run"] == "b" and ev["per_batch"] == 2 and ev["per_batch_other"] == 1, text
     if _id == "fit_shuffles_by_default":  # names fit()'s default as the cause
         assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found
@@ -112,6 +118,9 @@ CHECKS = [
     ("no_training_flag", s.tape_bn_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
     ("nan_after_saturation", s.tape_hand_log_loss, "diverged", "numerics"),
     ("clean_fit", s.fit_digits_sgd_sparse, "equivalent", None),
+    ("applied_twice", s.tape_applied_twice, "diverged", "repeated_step"),
+    ("step_called_twice", s.tape_step_called_twice, "diverged", "repeated_step"),
+    ("full_batch_is_not_a_repeat", s.tape_full_batch, "equivalent", None),
     # a compiled accuracy metric that cannot fit the labels silently reports nonsense
     ("metric_accuracy_class_on_probabilities", s.fit_metric_accuracy_class, "diverged", "metric_mismatch"),
     ("metric_categorical_on_integer_labels", s.fit_metric_categorical_on_sparse, "diverged",

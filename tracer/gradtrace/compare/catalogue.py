@@ -70,6 +70,17 @@ _KINDS = [
         rank=8,
     ),
     Kind(
+        "repeated_step", "error", False,
+        "The optimizer steps more than once on every batch: consecutive steps of the same optimizer on "
+        "the same input and label fingerprints (a train step called again, e.g. to log its loss), or a "
+        "step without a batch of its own carrying the previous step's loss (`apply_gradients` called "
+        "twice on the same gradients). In a comparison, one run steps k times per batch and the other "
+        "once; `check` warns about it in a single run. Full-batch training (one batch) is not a repeat.",
+        "Call the train step and `apply_gradients` once per batch; keep the loss the step returns "
+        "instead of calling it again.",
+        rank=9,
+    ),
+    Kind(
         "missing_gradient", "error", False,
         "Trainable variables got no gradient (None) in one run (\"Gradients do not exist for "
         "variables\").",

@@ -179,3 +179,58 @@ def repeated_steps(run: RunData) -> dict[str, Any] | None:
     first = int(run.step[np.flatnonzero(same)[0]])
     return {"per_batch": k, "batches": int(starts.size), "first_step": first,
             "same_gradients": bool(reused.any()), "steps": S}
+
+
+def _repeat_words(rep: dict[str, Any]) -> tuple[str, str]:
+    """(how the repetition shows, the fix) for a :func:`repeated_steps` pattern."""
+    k = rep["per_batch"]
+    times = "twice" if k == 2 else f"{k} times"
+    if rep["same_gradients"]:
+        how = (f"the same gradients were applied {times} per batch (the repeated step had no batch of its "
+               "own and carried the previous step's loss: `apply_gradients` called again on them)")
+        fix = (f"Call `optimizer.apply_gradients` once per batch (one apply per tape.gradient); applying the "
+               f"same gradients {times} takes {times} the step, and an adaptive optimizer's moments and step "
+               "count advance as if it had seen more batches.")
+    else:
+        how = (f"the optimizer stepped {times} on each batch (consecutive steps with the same inputs and "
+               "labels: a train step called again on the batch, e.g. to log its loss)")
+        fix = ("Call the train step once per batch and keep what it returns (the loss, metrics); calling it "
+               "again to read the loss trains on the batch again.")
+    return how, fix
+
+
+def repeated_step_finding(run: RunData, side: str | None = None) -> Any:
+    """``gradtrace check``: a run whose optimizer steps more than once on every batch."""
+    from gradtrace.compare.findings import Finding
+
+    rep = repeated_steps(run)
+    if rep is None:
+        return None
+    how, fix = _repeat_words(rep)
+    return Finding(
+        "repeated_step", severity="warning",
+        summary=f"{how}: {rep['steps']} optimizer steps over {rep['batches']} batches, the first repeat at "
+        f"step {rep['first_step']}.",
+        steps=[rep["first_step"]], evidence=rep, fix=fix, explains=0.8)
+
+
+def repeated_steps_pair(a: RunData, b: RunData) -> Any:
+    """Compare: one run steps ``k`` times per batch, the other a different number of times."""
+    from gradtrace.compare.findings import Finding
+
+    ra, rb = repeated_steps(a), repeated_steps(b)
+    ka, kb = (r["per_batch"] if r else 1 for r in (ra, rb))
+    if ka == kb:
+        return None
+    side, run, rep, other_k = ("a", a, ra, kb) if ka > kb else ("b", b, rb, ka)
+    assert rep is not None
+    how, fix = _repeat_words(rep)
+    other = "b" if side == "a" else "a"
+    once = "once" if other_k == 1 else f"{other_k} times"
+    return Finding(
+        "repeated_step",
+        f"in run {side} ('{run.name}') {how}; run {other} steps {once} per batch. Run {side} takes "
+        f"{rep['steps']} steps over {rep['batches']} batches ({a.n_steps} vs {b.n_steps} steps), so from step "
+        f"{rep['first_step']} on its steps are not the other run's.",
+        steps=[rep["first_step"]], evidence={"run": side, **rep, "per_batch_other": other_k}, fix=fix,
+        explains=1.0)

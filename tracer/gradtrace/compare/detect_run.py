@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from gradtrace.compare.data import RunData
+from gradtrace.compare.detect_data import repeated_step_finding
 from gradtrace.compare.detect_lost import lost_records
 from gradtrace.compare.findings import Finding
 
@@ -401,6 +402,9 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "loss_scaling", severity="warning",
             summary=f"{len(steps)} step(s) were skipped for overflow under loss scaling (first at step {steps[0]}).",
             steps=steps[:10], evidence={"skipped_steps": len(steps)}, explains=0.3))
+    repeated = repeated_step_finding(run)
+    if repeated:
+        out.append(repeated)
     misfit = metric_misfit_finding(run)
     if misfit:
         out.append(misfit)

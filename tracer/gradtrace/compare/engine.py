@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 
+from gradtrace.compare import detect_data as dd
 from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
@@ -25,7 +26,7 @@ logger = logging.getLogger("gradtrace.compare")
 _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast",
            "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
-           "regularization_mismatch", "misapplied_gradient")
+           "regularization_mismatch", "misapplied_gradient", "repeated_step")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
 
@@ -76,6 +77,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if f:
             findings.append(f)
     findings += dp.shape_facts(a, b)
+    repeated = dd.repeated_steps_pair(a, b)
+    if repeated:
+        findings.append(repeated)
     findings += dw.wiring_findings(a, "a") + dw.wiring_findings(b, "b")
     findings += dp.init_data(a, b, al)
 
@@ -130,6 +134,11 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             skipped.append({"check": f"step-by-step comparison after step {last}",
                             "why": "the runs saw different batches from then on"})
 
+    if repeated:
+        for f in findings:
+            if f.kind == "data_mismatch":  # one run's step k is the other's batch k / per_batch
+                f.severity = "info"
+                f.summary += " The repeated steps explain it."
     if first is None:
         steps = [s for f in findings if f.severity == "error" for s in f.steps]
         first = min(steps) if steps else None
@@ -190,6 +199,8 @@ def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
         return "one of the runs has no steps"
     if al.init_same is False:
         return "the runs started from different weights (init fingerprints differ)"
+    if al.input_map is not None:
+        return "the runs' inputs differ by a constant map from step 0 (see input_scale)"
     if not al.data_known:
         no_loss = [r.name for r in (a, b) if not np.isfinite(r.loss).any()]
         if no_loss:
