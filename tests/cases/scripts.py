@@ -1038,3 +1038,32 @@ def tape_full_batch():
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def _tape_l2_hand_mse(factor: float):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.regression()
+    keras.utils.set_random_seed(3)
+    reg = keras.regularizers.L2(factor)
+    model = keras.Sequential([
+        keras.Input((10,)),
+        keras.layers.Dense(16, activation="relu", kernel_regularizer=reg),
+        keras.layers.Dense(1, kernel_regularizer=reg),
+    ])
+    opt = keras.optimizers.SGD(0.01)
+    for xb, yb in data.batches(x, y.reshape(-1, 1), BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            pred = model(xb, training=True)
+            loss = tf.reduce_mean(tf.square(yb - pred)) + tf.add_n(model.losses)  # no Keras loss object
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def tape_l2_hand_mse():
+    _tape_l2_hand_mse(1e-2)
+
+
+def tape_l2_hand_mse_weaker():
+    _tape_l2_hand_mse(1e-3)  # a tenth of the other run's regularization

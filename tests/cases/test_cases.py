@@ -19,6 +19,11 @@ CASES = [
     ("seed001_tf_function_loss", s.loss_plain, s.loss_decorated, "diverged", "gradient_mismatch"),
     ("per_sample_loss_vector", s.fit_digits_sgd_sparse, s.tape_per_sample_loss, "diverged", "loss_scale"),
     ("l2_forgotten", s.fit_l2, s.tape_l2_forgotten, "diverged", "regularization_mismatch"),
+    # regularization of another size: a hand-written penalty (tf.nn.l2_loss halves), added twice,
+    # regularizers of another factor under a hand-written data loss
+    ("l2_by_hand_other_factor", s.fit_l2, s.tape_l2_by_hand_other_factor, "diverged", "regularization_mismatch"),
+    ("reg_losses_added_twice", s.fit_l2, s.fit_l2_train_step_adds_twice, "diverged", "regularization_mismatch"),
+    ("l2_factor_differs", s.tape_l2_hand_mse, s.tape_l2_hand_mse_weaker, "diverged", "regularization_mismatch"),
     ("label_broadcast", s.fit_regression_mse, s.tape_regression_broadcast, "diverged", "shape_broadcast"),
     ("class_weight_one_run", s.fit_class_weight, s.fit_unweighted, "diverged", "sample_weighting"),
     # "accuracy" resolves per label encoding: each class right for its labels, the same training
@@ -65,6 +70,10 @@ CASES = [
      "misapplied_gradient"),
 ]
 
+# The factor a regularization_mismatch must measure (run b's added term over run a's).
+REG_FACTORS = {"l2_forgotten": 0.0, "l2_by_hand_other_factor": 0.5, "reg_losses_added_twice": 2.0,
+               "l2_factor_differs": 0.1}
+
 # What a loss_scale finding must name as the factor's meaning (its evidence's ``matches``).
 MATCHES = {
     "seed002_mse_vs_sum_sgd": "the number of outputs",
@@ -105,6 +114,8 @@ def test_case(traced, case):
     if _id in ("applied_twice_per_batch", "train_step_called_twice"):  # the run and the count
         ev = report.findings[0].evidence
         assert ev["run"] == "b" and ev["per_batch"] == 2 and ev["per_batch_other"] == 1, text
+    if _id in REG_FACTORS:
+        assert abs(report.findings[0].evidence["factor"] - REG_FACTORS[_id]) < 1e-3, text
     if _id == "fit_shuffles_by_default":  # names fit()'s default as the cause
         assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found

@@ -138,8 +138,13 @@ _KINDS = [
     Kind(
         "regularization_mismatch", "error", True,
         "The loss difference equals the model's regularization losses (`model.losses`): one run "
-        "adds them, the other does not.",
-        "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you).",
+        "adds them, the other does not. Where both runs' Keras losses recorded the same data loss, what "
+        "each adds on top is compared: added twice (a train step adding `sum(self.losses)` to "
+        "compute_loss's result), or a hand-written penalty with another factor (the factor is named); "
+        "with no data loss recorded, regularizers of another factor show as `sum(model.losses)` that "
+        "differs on the same weights.",
+        "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you); once, and with the "
+        "same factor in both runs.",
         rank=18,
     ),
     Kind(

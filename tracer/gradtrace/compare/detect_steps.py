@@ -263,6 +263,135 @@ def _data_loss_scale(a: RunData, b: RunData, s: Step0, cands: dict[str, float], 
         explains=1.0)
 
 
+def _data_loss(run: RunData, step: int) -> float:
+    """The step's data loss as its Keras loss object computed it (the mean of the per-sample
+    losses), NaN when that is not the whole data loss (weights, a mask, several losses)."""
+    info = run.loss_info.get(step) or {}
+    m = info.get("per_sample_mean")
+    if (m is None or len(info.get("calls") or []) > 1 or info.get("sample_weight")
+            or info.get("reduction") not in (None, "sum_over_batch_size", "auto")
+            or (info.get("mask_valid") is not None and info.get("mask_valid") != info.get("mask_count"))):
+        return float("nan")
+    return float(m)
+
+
+def _close(x: float, target: float, tol: float) -> bool:
+    return abs(x - target) <= tol * max(abs(target), 1.0)
+
+
+def _extra_terms(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, Any]) -> Finding | None:
+    """The same data loss, a different term added to it: regularization of another size.
+
+    Where both runs' Keras loss objects recorded the step's data loss (the mean of the
+    per-sample losses) and those agree, each run's loss minus its data loss is what it
+    added on top (``sum(model.losses)``, a hand-written penalty). Two different additions
+    on the same weights are a regularization difference; its ratio is the factor, and
+    the recorded ``sum(model.losses)`` says what each addition is in its units (once,
+    twice, not at all). The tolerance is the step's: the offsets are differences of
+    losses known to ``ftol`` relative.
+    """
+    step_b = int(b.step[s.row_b])
+    da, db = _data_loss(a, s.step), _data_loss(b, step_b)
+    if not (math.isfinite(da) and math.isfinite(db)) or float(rel(da, db)) > ftol:
+        return None
+    scale = max(abs(s.loss_a), abs(s.loss_b))
+    oa, ob = s.loss_a - da, s.loss_b - db
+    if abs(oa - ob) <= ftol * scale:
+        return None
+    regs = {side: float(run.reg_loss[row]) for side, run, row in (("a", a, s.row_a), ("b", b, s.row_b))
+            if run.reg_loss.size and math.isfinite(run.reg_loss[row]) and run.reg_loss[row] > 0}
+    reg = regs.get("a", regs.get("b"))
+    zero = [abs(o) <= ftol * scale for o in (oa, ob)]
+    units = {side: o / reg for side, o in (("a", oa), ("b", ob))} if reg else {}
+    evidence = {"data_loss_a": da, "data_loss_b": db, "added_a": oa, "added_b": ob,
+                "reg_loss_a": regs.get("a"), "reg_loss_b": regs.get("b"), **ev}
+    said = f"at step {s.step} both runs compute the same data loss ({da:.6g}) but add different terms to it"
+    if any(zero):
+        side, other = ("b", "a") if zero[0] else ("a", "b")
+        added = ob if side == "b" else oa
+        u = units.get(side)
+        if u is not None and _close(u, 1.0, ftol):
+            summary = (f"{said}: run {side} adds sum(model.losses) ({added:.6g}), run {other} adds nothing; "
+                       f"the losses differ by exactly the model's regularization losses.")
+            fix = None  # the catalogue's: add sum(model.losses)
+        else:
+            summary = (f"{said}: run {side} adds {added:.6g}"
+                       + (f" ({u:.4g} x sum(model.losses))" if u is not None else "")
+                       + f", run {other} nothing: only run {side} regularizes.")
+            fix = f"Regularize both runs the same way: run {other} adds no penalty to its loss."
+        evidence.update({"factor": 0.0, "regularized_run": side})
+        return Finding("regularization_mismatch", summary, steps=[s.step], evidence=evidence, fix=fix,
+                       explains=1.0)
+    factor = ob / oa
+    big, small, f = ("b", "a", factor) if abs(factor) >= 1 else ("a", "b", 1.0 / factor)
+    evidence["factor"] = factor
+    evidence["steady"] = _offset_ratios(a, b, s, ftol)
+    ua, ub = units.get("a"), units.get("b")
+    whole = [u is not None and abs(u - round(u)) <= ftol * max(abs(u), 1.0) and round(u) >= 1 for u in (ua, ub)]
+    if reg and all(whole):
+        times = {side: int(round(u)) for side, u in (("a", ua), ("b", ub)) if u is not None}
+        summary = (f"{said}: run a adds sum(model.losses) {_times(times['a'])}, run b {_times(times['b'])} "
+                   f"(sum(model.losses) = {reg:.6g}; the added terms are {oa:.6g} and {ob:.6g}).")
+        fix = ("Add the regularization losses once: fit() and `model.compute_loss()` already include "
+               "`model.losses`, so a train step that adds `sum(self.losses)` to compute_loss's result counts "
+               "them twice; remove the extra term.")
+    else:
+        in_reg = (f" (sum(model.losses) = {reg:.6g}: run a adds {ua:.4g} x it, run b {ub:.4g} x)"
+                  if reg and ua is not None and ub is not None else "")
+        summary = (f"{said}: run {big}'s added term is x{f:.4g} run {small}'s ({oa:.6g} vs {ob:.6g}){in_reg}: "
+                   "the regularization is written with another factor.")
+        half = " `tf.nn.l2_loss(w)` is sum(w**2) / 2, `keras.regularizers.L2(l)` adds l * sum(w**2);" \
+            if _close(f, 2.0, 1e-3) else ""
+        fix = (f"Use the same regularization factor in both runs (run {big}'s penalty is {f:.4g} times run "
+               f"{small}'s):{half} write the penalty once, as a layer regularizer (`kernel_regularizer=`) that "
+               "fit() and compute_loss() add, or by hand in both.")
+    return Finding("regularization_mismatch", summary, steps=[s.step], evidence=evidence, fix=fix, explains=1.0)
+
+
+def _reg_factor(a: RunData, b: RunData, s: Step0, gap: float, ftol: float,
+                ev: dict[str, Any]) -> Finding | None:
+    """Both runs add ``sum(model.losses)`` and it differs on the same weights: regularizers of
+    another factor (the data losses were not recorded, but the gap is the regularizers')."""
+    ra = float(a.reg_loss[s.row_a]) if a.reg_loss.size else float("nan")
+    rb = float(b.reg_loss[s.row_b]) if b.reg_loss.size else float("nan")
+    if not (math.isfinite(ra) and math.isfinite(rb) and ra > 0 and rb > 0) or float(rel(ra, rb)) <= ftol:
+        return None
+    if abs(abs(s.loss_a - s.loss_b) - abs(ra - rb)) > ftol * max(abs(s.loss_a), abs(s.loss_b)):
+        return None
+    factor = rb / ra
+    big, small, f = ("b", "a", factor) if factor >= 1 else ("a", "b", 1.0 / factor)
+    return Finding(
+        "regularization_mismatch",
+        f"at step {s.step} the losses differ by {gap:.6g}, which is the difference of the runs' regularization "
+        f"losses on the same weights (sum(model.losses) = {ra:.6g} in run a, {rb:.6g} in run b): run {big}'s "
+        f"regularizers are x{f:.4g} run {small}'s.",
+        steps=[s.step], evidence={"factor": factor, "reg_loss_a": ra, "reg_loss_b": rb, "gap": gap, **ev},
+        fix=(f"Give the layers the same regularizers in both runs (run {big}'s penalties are {f:.4g} times run "
+             f"{small}'s: e.g. `kernel_regularizer=keras.regularizers.L2(...)` with the same factor)."),
+        explains=1.0)
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _offset_ratios(a: RunData, b: RunData, s: Step0, ftol: float) -> dict[str, Any] | None:
+    """The ratio of the added terms over the first recorded steps: a penalty with another
+    factor keeps it while the weights stay close, a one-off difference does not."""
+    out = []
+    for i in range(min(a.n_steps, b.n_steps, 8)):
+        sa, sb = int(a.step[i]), int(b.step[i])
+        da, db = _data_loss(a, sa), _data_loss(b, sb)
+        if not (math.isfinite(da) and math.isfinite(db)):
+            continue
+        oa, ob = a.loss[i] - da, b.loss[i] - db
+        if oa and math.isfinite(ob / oa):
+            out.append(float(ob / oa))
+    if len(out) < 2:
+        return None
+    return {"ratios": out, "spread": float(np.max(out) - np.min(out))}
+
+
 def _ratio_spread(r: np.ndarray, c: float) -> float:
     r = r[np.isfinite(r)]
     return float(np.max(rel(r, c))) if r.size else 0.0
@@ -295,6 +424,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
 
     if not loss_equal and math.isfinite(s.loss_a) and math.isfinite(s.loss_b):
         gap = abs(s.loss_a - s.loss_b)
+        extra = _extra_terms(a, b, s, ftol, ev)
+        if extra is not None:
+            return [extra], s
         for side, run in (("a", a), ("b", b)):
             row = s.row_a if side == "a" else s.row_b
             reg = float(run.reg_loss[row]) if run.reg_loss.size else float("nan")
@@ -307,6 +439,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                     steps=[s.step], evidence={"gap": gap, "reg_loss": reg, "reg_recorded_in": side, **ev},
                     explains=1.0))
                 return out, s
+        other_reg = _reg_factor(a, b, s, gap, ftol, ev)
+        if other_reg is not None:
+            return [other_reg], s
         c = s.loss_a / s.loss_b if s.loss_b else float("inf")
         gr = s.ratios[has_g]
         if gr.size and _ratio_spread(gr, c) <= ftol and bool(parallel[has_g].all()):
