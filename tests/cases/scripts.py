@@ -1067,3 +1067,23 @@ def tape_l2_hand_mse():
 
 def tape_l2_hand_mse_weaker():
     _tape_l2_hand_mse(1e-3)  # a tenth of the other run's regularization
+
+
+def tape_two_optimizers_one_batch():
+    """Two optimizers take turns on each batch (body, then head, as a GAN's two players do):
+    consecutive steps on one batch that are not a repeat."""
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    body = [v for layer in model.layers[:2] for v in layer.trainable_variables]
+    head = model.layers[2].trainable_variables
+    opt_body, opt_head = keras.optimizers.SGD(0.1), keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        for opt, variables in ((opt_body, body), (opt_head, head)):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            grads = tape.gradient(loss, variables)
+            opt.apply_gradients(zip(grads, variables))

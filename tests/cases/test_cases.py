@@ -132,6 +132,12 @@ CHECKS = [
     ("applied_twice", s.tape_applied_twice, "diverged", "repeated_step"),
     ("step_called_twice", s.tape_step_called_twice, "diverged", "repeated_step"),
     ("full_batch_is_not_a_repeat", s.tape_full_batch, "equivalent", None),
+    ("two_optimizers_take_turns_on_a_batch", s.tape_two_optimizers_one_batch, "equivalent", None),
+    # the loss holds sum(model.losses) twice, or not at all, next to the Keras loss's data loss
+    ("reg_losses_added_twice", s.fit_l2_train_step_adds_twice, "diverged", "regularization_mismatch"),
+    ("reg_losses_left_out", s.tape_l2_forgotten, "diverged", "regularization_mismatch"),
+    ("regularized_fit", s.fit_l2, "equivalent", None),
+    ("hand_penalty_on_top", s.tape_l2_by_hand_other_factor, "equivalent", None),
     # a compiled accuracy metric that cannot fit the labels silently reports nonsense
     ("metric_accuracy_class_on_probabilities", s.fit_metric_accuracy_class, "diverged", "metric_mismatch"),
     ("metric_categorical_on_integer_labels", s.fit_metric_categorical_on_sparse, "diverged",
@@ -158,6 +164,8 @@ def test_check(traced, case):
         store.close()
     text = render_text(report, verbose=True)
     assert report.verdict == verdict, text
+    if _id in ("reg_losses_added_twice", "reg_losses_left_out"):  # how many times the loss holds them
+        assert report.findings[0].evidence["count"] == (2 if _id == "reg_losses_added_twice" else 0), text
     if top is None:
         assert not report.findings, text
     else:

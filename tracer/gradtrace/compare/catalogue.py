@@ -142,7 +142,8 @@ _KINDS = [
         "each adds on top is compared: added twice (a train step adding `sum(self.losses)` to "
         "compute_loss's result), or a hand-written penalty with another factor (the factor is named); "
         "with no data loss recorded, regularizers of another factor show as `sum(model.losses)` that "
-        "differs on the same weights.",
+        "differs on the same weights. `check` warns when a single run's loss holds `sum(model.losses)` "
+        "twice or not at all next to its Keras loss's data loss.",
         "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you); once, and with the "
         "same factor in both runs.",
         rank=18,

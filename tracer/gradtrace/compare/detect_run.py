@@ -230,6 +230,49 @@ def iteration_resets(run: RunData, update_steps: np.ndarray) -> list[int]:
     return out
 
 
+def data_loss(run: RunData, step: int) -> float:
+    """The step's data loss as its Keras loss object computed it (the mean of the per-sample
+    losses), NaN when that is not the whole data loss (weights, a mask, several losses)."""
+    info = run.loss_info.get(step) or {}
+    m = info.get("per_sample_mean")
+    if (m is None or len(info.get("calls") or []) > 1 or info.get("sample_weight")
+            or info.get("reduction") not in (None, "sum_over_batch_size", "auto")
+            or (info.get("mask_valid") is not None and info.get("mask_valid") != info.get("mask_count"))):
+        return float("nan")
+    return float(m)
+
+
+def regularization_count(run: RunData) -> dict[str, Any] | None:
+    """How many times the loss handed to tape.gradient includes ``sum(model.losses)``.
+
+    On steps where the model has regularization losses ``r`` and a Keras loss object
+    recorded the data loss ``d``, ``(loss - d) / r`` is the count: 1 is right, 0 means
+    they were left out, 2 that they were added twice. Reported only when every such step
+    of the first ones gives the same whole count other than 1, within the step's float
+    noise (a hand-written penalty on top gives no whole count and is left alone).
+    """
+    from gradtrace.compare.noise import MARGIN, measure_noise
+
+    tol = MARGIN * measure_noise(run, run, 1).tol0  # a difference of two noisy losses
+    counts, steps = [], []
+    for i in range(min(run.n_steps, 16)):
+        step, loss = int(run.step[i]), float(run.loss[i])
+        r = float(run.reg_loss[i]) if run.reg_loss.size else float("nan")
+        d = data_loss(run, step)
+        if not (math.isfinite(loss) and math.isfinite(d) and math.isfinite(r)) or r <= tol * abs(loss):
+            continue
+        counts.append((loss - d) / r)
+        steps.append((step, r, loss))
+    if len(counts) < 2:
+        return None
+    n = round(counts[0])
+    if n == 1 or n < 0 or any(abs(c - n) * r > tol * max(abs(loss), 1.0)
+                              for c, (_s, r, loss) in zip(counts, steps, strict=True)):
+        return None
+    steps = [st for st, _r, _l in steps]
+    return {"count": int(n), "steps": steps, "ratios": counts[:8], "reg_loss": float(run.reg_loss[0])}
+
+
 def first_loss_info(run: RunData) -> dict[str, Any] | None:
     """The loss details of the run's first step that recorded them."""
     return run.loss_info[min(run.loss_info)] if run.loss_info else None
@@ -402,6 +445,20 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "loss_scaling", severity="warning",
             summary=f"{len(steps)} step(s) were skipped for overflow under loss scaling (first at step {steps[0]}).",
             steps=steps[:10], evidence={"skipped_steps": len(steps)}, explains=0.3))
+    reg = regularization_count(run)
+    if reg:
+        n = reg["count"]
+        said = ("leaves them out" if n == 0 else "adds them twice" if n == 2 else f"adds them {n} times")
+        out.append(Finding(
+            "regularization_mismatch", severity="warning",
+            summary=f"the model has regularization losses (sum(model.losses) = {reg['reg_loss']:.6g}) and the "
+            f"loss handed to tape.gradient {said}: it equals the Keras loss's data loss plus {n} x "
+            f"sum(model.losses) at {len(reg['steps'])} steps.",
+            steps=reg["steps"][:1], evidence=reg,
+            fix=("Add `sum(model.losses)` to the loss inside the tape (fit() does it for you)." if n == 0 else
+                 "Add the regularization losses once: fit() and `model.compute_loss()` already include "
+                 "`model.losses`; remove the extra `sum(self.losses)`."),
+            explains=0.9))
     repeated = repeated_step_finding(run)
     if repeated:
         out.append(repeated)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gradtrace.compare import detect_run as dr
 from gradtrace.compare.align import Alignment
 from gradtrace.compare.catalogue import get
 from gradtrace.compare.data import RunData
@@ -263,18 +264,6 @@ def _data_loss_scale(a: RunData, b: RunData, s: Step0, cands: dict[str, float], 
         explains=1.0)
 
 
-def _data_loss(run: RunData, step: int) -> float:
-    """The step's data loss as its Keras loss object computed it (the mean of the per-sample
-    losses), NaN when that is not the whole data loss (weights, a mask, several losses)."""
-    info = run.loss_info.get(step) or {}
-    m = info.get("per_sample_mean")
-    if (m is None or len(info.get("calls") or []) > 1 or info.get("sample_weight")
-            or info.get("reduction") not in (None, "sum_over_batch_size", "auto")
-            or (info.get("mask_valid") is not None and info.get("mask_valid") != info.get("mask_count"))):
-        return float("nan")
-    return float(m)
-
-
 def _close(x: float, target: float, tol: float) -> bool:
     return abs(x - target) <= tol * max(abs(target), 1.0)
 
@@ -291,7 +280,7 @@ def _extra_terms(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, An
     losses known to ``ftol`` relative.
     """
     step_b = int(b.step[s.row_b])
-    da, db = _data_loss(a, s.step), _data_loss(b, step_b)
+    da, db = dr.data_loss(a, s.step), dr.data_loss(b, step_b)
     if not (math.isfinite(da) and math.isfinite(db)) or float(rel(da, db)) > ftol:
         return None
     scale = max(abs(s.loss_a), abs(s.loss_b))
@@ -381,7 +370,7 @@ def _offset_ratios(a: RunData, b: RunData, s: Step0, ftol: float) -> dict[str, A
     out = []
     for i in range(min(a.n_steps, b.n_steps, 8)):
         sa, sb = int(a.step[i]), int(b.step[i])
-        da, db = _data_loss(a, sa), _data_loss(b, sb)
+        da, db = dr.data_loss(a, sa), dr.data_loss(b, sb)
         if not (math.isfinite(da) and math.isfinite(db)):
             continue
         oa, ob = a.loss[i] - da, b.loss[i] - db
