@@ -1,0 +1,106 @@
+"""Batch fingerprints read for more than equality: inputs scaled by one map, batches stepped twice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradtrace.compare.detect_data import FP_POSITIONS, input_map, repeated_steps
+
+from .synth import make_run
+
+
+def _fp(x: np.ndarray) -> list[float]:
+    """The tracer's fingerprint of a batch, in float32 as the step computes it."""
+    v = np.asarray(x, dtype=np.float32).reshape(-1)
+    m = min(v.size, FP_POSITIONS)
+    idx = np.arange(m, dtype=np.int64)
+    w = ((idx * 7919 + 13) % 10007).astype(np.float32) / np.float32(10007.0) - np.float32(0.5)
+    return [float(v.sum(dtype=np.float32)), float((v * v).sum(dtype=np.float32)),
+            float((v[:m] * w).sum(dtype=np.float32)), float(v.size)]
+
+
+def _batches(steps: int = 6, shape: tuple[int, ...] = (32, 28, 28), seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=shape).astype(np.float32) for _ in range(steps)]
+
+
+def _fps(batches: list[np.ndarray]) -> np.ndarray:
+    return np.array([_fp(b) for b in batches])
+
+
+@pytest.mark.parametrize("k", [1 / 255.0, 255.0, 2.0, 1 / 127.5])
+def test_a_constant_factor_is_measured_through_float32_rounding(k: float) -> None:
+    xs = _batches()
+    labels = _fps([np.arange(32, dtype=np.float32) % 10 for _ in xs])
+    m = input_map(_fps(xs), _fps([(x * np.float32(k)).astype(np.float32) for x in xs]), labels, labels)
+    assert m is not None and m["c"] == 0.0 and m["labels_equal"]
+    assert abs(m["k"] - k) <= 1e-5 * k
+
+
+def test_an_affine_map_is_measured() -> None:
+    xs = _batches()
+    ys = [(x / np.float32(127.5) - np.float32(1.0)).astype(np.float32) for x in xs]
+    labels = _fps([np.ones(32, dtype=np.float32) for _ in xs])
+    m = input_map(_fps(xs), _fps(ys), labels, labels)
+    assert m is not None
+    assert abs(m["k"] - 1 / 127.5) < 1e-7 and abs(m["c"] + 1.0) < 1e-4
+
+
+def test_other_batches_equal_batches_and_other_labels_are_no_map() -> None:
+    xs, other = _batches(seed=0), _batches(seed=1)
+    labels = _fps([np.arange(32, dtype=np.float32) for _ in xs])
+    assert input_map(_fps(xs), _fps(other), labels, labels) is None  # other examples
+    assert input_map(_fps(xs), _fps(xs), labels, labels) is None  # nothing to say
+    # reordered examples: per-feature sums survive, the projection does not
+    shuffled = [x[::-1].copy() for x in xs]
+    assert input_map(_fps(xs), _fps(shuffled), labels, labels) is None
+    # the same inputs scaled but labels of other examples: not "the same examples scaled"
+    labels_b = _fps([np.arange(32, dtype=np.float32)[::-1] * 2 for _ in xs])
+    assert input_map(_fps(xs), _fps([x * 2 for x in xs]), labels, labels_b) is None
+
+
+def test_per_feature_standardisation_is_not_one_map() -> None:
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=(32, 8)).astype(np.float32) * np.arange(1, 9, dtype=np.float32) for _ in range(6)]
+    scale = np.arange(1, 9, dtype=np.float32)
+    ys = [(x / scale).astype(np.float32) for x in xs]  # each feature by its own factor
+    labels = _fps([np.ones(32, dtype=np.float32) for _ in xs])
+    assert input_map(_fps(xs), _fps(ys), labels, labels) is None
+
+
+def _run_with(fps: np.ndarray, loss: np.ndarray, iterations: np.ndarray):
+    run = make_run("r", steps=len(fps))
+    run.x_fp = np.full((len(fps), run.x_fp.shape[1]), np.nan)
+    run.x_fp[:, :4] = fps
+    run.y_fp = np.full_like(run.x_fp, np.nan)
+    run.loss = loss.astype(float)
+    run.iterations = iterations.astype(float)
+    return run
+
+
+def test_repeated_steps_counts_k_per_batch_and_spares_full_batch_and_turn_taking() -> None:
+    xs = _fps(_batches(steps=4))
+    loss = np.linspace(2.0, 1.0, 12)
+    three = _run_with(np.repeat(xs, 3, axis=0), loss, np.arange(1, 13))
+    rep = repeated_steps(three)
+    assert rep is not None and rep["per_batch"] == 3 and rep["batches"] == 4 and not rep["same_gradients"]
+
+    once = _run_with(np.concatenate([xs, xs, xs]), loss, np.arange(1, 13))  # 4 batches, 3 epochs
+    assert repeated_steps(once) is None
+    full = _run_with(np.repeat(xs[:1], 12, axis=0), loss, np.arange(1, 13))  # one batch, every step
+    assert repeated_steps(full) is None
+    # two optimizers taking turns on each batch: each counter advances once per batch
+    turns = _run_with(np.repeat(xs, 3, axis=0)[:8], loss[:8], np.repeat(np.arange(1, 5), 2))
+    assert repeated_steps(turns) is None
+
+
+def test_the_same_gradients_applied_again_show_as_a_step_without_a_batch_and_the_same_loss() -> None:
+    xs = _fps(_batches(steps=5))
+    fps = np.full((10, 4), np.nan)
+    fps[0::2] = xs
+    loss = np.repeat(np.linspace(2.0, 1.0, 5), 2)
+    rep = repeated_steps(_run_with(fps, loss, np.arange(1, 11)))
+    assert rep is not None and rep["per_batch"] == 2 and rep["same_gradients"]
+    # a step without fingerprint whose loss differs is not the same gradients
+    loss2 = np.linspace(2.0, 1.0, 10)
+    assert repeated_steps(_run_with(fps, loss2, np.arange(1, 11))) is None
