@@ -1087,3 +1087,47 @@ def tape_two_optimizers_one_batch():
                 loss = loss_fn(yb, model(xb, training=True))
             grads = tape.gradient(loss, variables)
             opt.apply_gradients(zip(grads, variables))
+
+
+# --- Keras loss functions (not objects) called in the tape --------------------------------
+
+def _tape_digits_loss_function(loss_of):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_of(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)
+
+
+def tape_loss_function_logits_forgotten():
+    import tensorflow as tf
+
+    keras = _keras()
+    # the model outputs logits; the function's default from_logits=False treats them as probabilities
+    _tape_digits_loss_function(lambda yb, out: tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, out)))
+
+
+def tape_loss_function_summed():
+    import tensorflow as tf
+
+    keras = _keras()
+    _tape_digits_loss_function(lambda yb, out: tf.reduce_sum(
+        keras.losses.sparse_categorical_crossentropy(yb, out, from_logits=True)))
+
+
+def tape_loss_function_mean():
+    import tensorflow as tf
+
+    _tape_digits_loss_function(lambda yb, out: tf.reduce_mean(
+        tf.keras.losses.sparse_categorical_crossentropy(yb, out, from_logits=True)))

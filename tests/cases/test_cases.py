@@ -68,6 +68,11 @@ CASES = [
     # gradients zipped with the differentiated variables in another order (equal shapes)
     ("grads_zipped_reordered", s.fit_twin_hidden, s.tape_grads_zipped_reordered, "diverged",
      "misapplied_gradient"),
+    # Keras loss functions (not loss objects) called in the tape: recorded like loss objects
+    ("loss_function_logits_forgotten", s.fit_digits_sgd_sparse, s.tape_loss_function_logits_forgotten,
+     "diverged", "loss_mismatch"),
+    ("loss_function_summed", s.fit_digits_sgd_sparse, s.tape_loss_function_summed, "diverged", "loss_scale"),
+    ("eq_fit_vs_loss_function", s.fit_digits_sgd_sparse, s.tape_loss_function_mean, "equivalent", None),
 ]
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -81,6 +86,7 @@ MATCHES = {
     "per_sample_loss_vector": "the batch size",
     "weighted_mean_by_hand": "batch/sum(sample weights)",
     "mask_mean_over_all": "the mask's valid fraction",
+    "loss_function_summed": "the batch size",
 }
 
 

@@ -82,6 +82,8 @@ K_REG = "probe.reg_loss"
 K_SCALE = "probe.loss_scale"
 K_SKIPPED = "probe.skipped"
 K_UNSCALED = "probe.unscaled_loss"
+K_LOSS_REACH = "probe.loss_reach"  # a default that marks each loss call's in_target at take()
+REACH_OPS = 50_000  # ops followed back from tape.gradient's target before giving up
 
 
 # --------------------------------------------------------------------------- helpers
@@ -418,6 +420,7 @@ class _ThreadState(threading.local):
         self.window: _Window | None = None
         self.cb_installed = False
         self.scaled: tuple[Any, Any, Any] | None = None  # (scope, scaled loss, loss)
+        self.in_loss = 0  # inside a Keras loss object's or loss function's call
 
 
 class _Window:
@@ -519,6 +522,8 @@ class _Probe:
         self.meta_done: set[int] = set()
         self.model_classes: tuple[type, ...] = ()
         self.compile_loss_classes: tuple[type, ...] = ()
+        # id(scope) -> what the step's Keras loss calls returned, in call order (graphs only)
+        self.loss_outs: dict[int, list[Any]] = {}
         self.active = True
 
     # ----------------------------------------------------------------- guards
@@ -779,6 +784,15 @@ class _Probe:
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": sample_weight is not None,
         }
+        self.put_loss_call(scope, call, y_true, under_tape)
+        self.put_weights(sample_weight, y_pred)
+        if id(loss) not in self.loss_wrapped:
+            self.loss_wrapped[id(loss)] = loss
+            self.wrap_loss_call(loss)
+
+    def put_loss_call(self, scope: _scope.StepScope, call: dict[str, Any], y_true: Any,
+                      under_tape: bool) -> None:
+        """One Keras loss call of the step: into loss_info (and its labels' fingerprint)."""
         # Every Keras loss the step calls under its tape (a multi-output model calls one per
         # output), in order; the record's own fields describe the last. A call outside any
         # tape (validation, a loss printed before the step) is replaced by the step's own.
@@ -786,18 +800,88 @@ class _Probe:
         if under_tape and K_LOSS_INFO in scope.marks and prev is not None:
             calls = [*(prev.get("calls") or [{k: v for k, v in prev.items() if k != "calls"}]), call]
             call = {**call, "calls": calls[-MAX_LOSS_CALLS:]}
-        elif under_tape:
-            scope.marks.add(K_LOSS_INFO)
+        else:
+            if under_tape:
+                scope.marks.add(K_LOSS_INFO)
+            self.loss_outs.pop(id(scope), None)
         scope.put_static(K_LOSS_INFO, call)
         scope.values.pop(K_LOSS_PS, None)
-        self.put_weights(sample_weight, y_pred)
         if not self.tls.in_train_step and y_true is not None:
             fp = fingerprint(y_true)
             if fp is not None:
                 scope.put(K_Y_FP, fp)
-        if id(loss) not in self.loss_wrapped:
-            self.loss_wrapped[id(loss)] = loss
-            self.wrap_loss_call(loss)
+
+    def on_loss_function(self, fn: Any, bound: inspect.BoundArguments, out: Any) -> None:
+        """A Keras loss function called under a tape (``keras.losses.mse(y, p)``): described
+        like a loss object of the class that wraps it, with what it returned."""
+        scope = _scope.current()
+        name = str(getattr(fn, "__name__", "loss"))
+        given = dict(bound.arguments)
+        y_true, y_pred = given.pop("y_true", None), given.pop("y_pred", None)
+        try:
+            params = dict(_defaults(fn))
+        except TypeError:  # an unhashable callable: no cache
+            params = dict(_defaults.__wrapped__(fn))
+        params.update(given)
+        from_logits = params.get("from_logits")
+        args = {k: v for k, v in sorted(params.items())[:16]
+                if k not in _NOT_ARGS and (v is None or isinstance(v, (bool, int, float, str)))}
+        call = {
+            "cls": _FUNCTION_CLASS.get(name, _snake_to_camel(name)),
+            "name": name,
+            # A loss function returns the per-sample losses, as a loss object with
+            # reduction="none" would: the script reduces them itself (mean, sum, ...).
+            "reduction": "none",
+            "from_logits": from_logits if isinstance(from_logits, bool) else None,
+            "args": args or None,
+            "y_true_shape": _shape_of(_first_tensor(y_true)) if y_true is not None else None,
+            "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
+            "sample_weight": False,
+            "function": name,
+            "out_shape": _shape_of(out),
+        }
+        self.put_loss_call(scope, call, y_true, True)
+        scope.values.pop(K_LOSS_W, None)  # a loss function neither weights nor masks
+        self.put_per_sample(out)
+        self.note_loss_out(out)
+
+    def note_loss_out(self, out: Any) -> None:
+        """What a Keras loss call of the step returned: inside a graph, whether it reaches the
+        tensor handed to ``tape.gradient`` is found when the step is taken (a loss computed in
+        the tape but left out of the differentiated total trains nothing)."""
+        import tensorflow as tf
+
+        if tf.executing_eagerly() or not tf.is_tensor(out):
+            return
+        scope = _scope.current()
+        if K_LOSS_INFO not in scope.marks:
+            return  # not the step's loss (outside any tape)
+        outs = self.loss_outs.setdefault(id(scope), [])
+        outs.append(out)
+        del outs[:-MAX_LOSS_CALLS]
+        statics = scope.statics  # the dict take() hands out with this step's loss_info
+        key = id(scope)
+
+        def mark() -> None:
+            from gradtrace import _hooks
+
+            got = self.loss_outs.pop(key, None)
+            info = statics.get(K_LOSS_INFO)
+            if not got or not isinstance(info, dict):
+                return None
+            reached = _reaches(_hooks.last_tape_targets(), got)
+            if reached is None:
+                return None
+            calls = info.get("calls") or [info]
+            if len(calls) != len(reached):
+                return None  # a call that returned no tensor: which is which is not known
+            for c, r in zip(calls, reached, strict=True):
+                c["in_target"] = r
+            if info.get("calls"):
+                info["in_target"] = calls[-1].get("in_target")
+            return None
+
+        scope.put_default(K_LOSS_REACH, mark)
 
     def wrap_loss_call(self, loss: Any) -> None:
         """Per-sample statistics: see what ``loss.call`` returns before reduction."""
@@ -1218,6 +1302,10 @@ def _install_keras3(probe: _Probe) -> None:
 
     compile_loss_cls = getattr(k_compile, "CompileLoss", ())
     probe.patch(k_loss.Loss, "__call__", _make_loss_call(probe, compile_loss_cls))
+    # keras/losses/__init__.py, keras/metrics/__init__.py and their tf.keras twins under
+    # keras/_tf_keras/keras/ re-export keras/src/losses/losses.py's functions.
+    _patch_loss_functions(probe, ("keras.losses", "keras.metrics", "keras._tf_keras.keras.losses",
+                                  "keras._tf_keras.keras.metrics"))
     probe.patch(Model, "fit", _make_fit(probe))
 
     from keras.src.optimizers import loss_scale_optimizer as k_lso
@@ -1277,6 +1365,9 @@ def _install_tf_keras(probe: _Probe) -> None:
 
     probe.patch(Layer, "_get_propagated_call_context_arguments", make_prop)
     probe.patch(t_losses.Loss, "__call__", _make_loss_call(probe, ()))
+    # tf_keras/losses/__init__.py and tf_keras/metrics/__init__.py re-export
+    # tf_keras/src/losses.py's functions (wrapped by TensorFlow's dispatch decorator).
+    _patch_loss_functions(probe, ("tf_keras.losses", "tf_keras.metrics"))
     probe.patch(Model, "fit", _make_fit(probe))
 
     from tf_keras.src.mixed_precision import loss_scale_optimizer as t_lso
@@ -1320,9 +1411,124 @@ def _make_loss_call(probe: _Probe, skip: Any) -> Callable[[Any], Callable[..., A
                 under_tape = not pywrap_tfe.TFE_Py_TapeSetIsEmpty()  # before guard(), as in __call__
                 with probe.guard():
                     probe.on_loss(self, y_true, y_pred, sample_weight, under_tape)
-            return original(self, y_true, y_pred, sample_weight, *a, **k)
+            # A Keras loss function the object's call reaches (a user's function compiled as
+            # the loss calling keras.losses.categorical_crossentropy) is part of this call.
+            probe.tls.in_loss += 1
+            try:
+                out = original(self, y_true, y_pred, sample_weight, *a, **k)
+            finally:
+                probe.tls.in_loss -= 1
+            if probe.here() and not (skip and isinstance(self, skip)):
+                with probe.guard():
+                    probe.note_loss_out(out)
+            return out
 
         return __call__
+
+    return make
+
+
+def _reaches(targets: list[Any], outs: list[Any]) -> list[bool] | None:
+    """For each graph tensor of ``outs``: whether ``targets`` are computed from it (followed
+    op by op through the inputs; None when the walk exceeds :data:`REACH_OPS` ops or a
+    target is not a graph tensor)."""
+    want: dict[str, list[int]] = {}
+    for i, o in enumerate(outs):
+        want.setdefault(o.name, []).append(i)
+    hit = [False] * len(outs)
+    stack = []
+    for t in targets:
+        if getattr(t, "op", None) is None:
+            return None
+        for i in want.get(t.name, ()):
+            hit[i] = True
+        stack.append(t.op)
+    seen: set[str] = set()
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if len(seen) > REACH_OPS:
+            return None
+        for x in op.inputs:
+            for i in want.get(x.name, ()):
+                hit[i] = True
+            if x.op.name not in seen:
+                stack.append(x.op)
+    return hit
+
+
+# Loss functions whose loss class is not their name in CamelCase.
+_FUNCTION_CLASS = {"kl_divergence": "KLDivergence", "kullback_leibler_divergence": "KLDivergence",
+                   "ctc": "CTC"}
+
+
+def _loss_functions(module: Any) -> list[str]:
+    """Names of the Keras loss functions a public module exports (``keras.losses``,
+    ``keras.metrics``, ``tf.keras.losses``, ``tf_keras.losses``, ...): functions defined in
+    keras/src/losses/ or tf_keras/src/losses.py whose first parameters are (y_true, y_pred)."""
+    out = []
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_") or not callable(obj) or isinstance(obj, type):
+            continue
+        fn = inspect.unwrap(obj)
+        if not inspect.isfunction(fn):
+            continue
+        home = getattr(fn, "__module__", "") or ""
+        if not (home.startswith("keras.src.losses") or home.startswith("tf_keras.src.losses")):
+            continue
+        try:
+            params = list(inspect.signature(obj).parameters)
+        except (TypeError, ValueError):
+            continue
+        if params[:2] == ["y_true", "y_pred"]:
+            out.append(name)
+    return out
+
+
+def _patch_loss_functions(probe: _Probe, module_names: tuple[str, ...]) -> None:
+    """Wrap the loss functions of these public modules (the attributes a script reaches them
+    by: ``keras.losses.categorical_crossentropy``); the internal modules, and so every loss
+    object's own function, stay as they are. A function imported by name before the trace
+    (``from keras.losses import mse``) is the user's own reference and is not seen."""
+    import importlib
+
+    for module_name in module_names:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name in _loss_functions(module):
+            probe.patch(module, name, _make_loss_function(probe))
+
+
+def _make_loss_function(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(original)
+        fn = inspect.unwrap(original)
+
+        def loss_function(*args: Any, **kwargs: Any) -> Any:
+            if not probe.here() or probe.tls.in_loss:
+                return original(*args, **kwargs)
+            from tensorflow.python import pywrap_tfe
+
+            if pywrap_tfe.TFE_Py_TapeSetIsEmpty():
+                return original(*args, **kwargs)  # outside any tape: a metric, a printout
+            probe.tls.in_loss += 1
+            try:
+                out = original(*args, **kwargs)
+            finally:
+                probe.tls.in_loss -= 1
+            with probe.guard():
+                try:
+                    bound = sig.bind(*args, **kwargs)
+                except TypeError:
+                    return out
+                probe.on_loss_function(fn, bound, out)
+            return out
+
+        return loss_function
 
     return make
 

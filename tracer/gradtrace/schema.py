@@ -358,11 +358,19 @@ class LossCall(_Model):
     y_true_shape: Shape | None = None
     y_pred_shape: Shape | None = None
     sample_weight: bool = False
+    # A Keras loss *function* called directly (``keras.losses.categorical_crossentropy(y, p)``):
+    # its name (``cls`` is then the class wrapping the same function, ``reduction`` None: the
+    # script reduces what it returns) and the shape it returned (per sample: ``(N,)``).
+    function: str | None = None
+    out_shape: Shape | None = None
+    # Whether the value this call returned reaches the tensor handed to tape.gradient
+    # (found inside a tf.function by following the graph; None eagerly or when unknown).
+    in_target: bool | None = None
 
 
 class LossInfo(LossCall):
-    """What the step's loss looked like where a Keras loss object computed it (the last one
-    the step called; ``calls`` lists them all, in order, when it called several)."""
+    """What the step's loss looked like where a Keras loss object or loss function computed it
+    (the last one the step called; ``calls`` lists them all, in order, when it called several)."""
 
     calls: list[LossCall] | None = Field(default=None, max_length=32)
     per_sample_mean: float | None = None

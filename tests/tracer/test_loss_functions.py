@@ -1,0 +1,245 @@
+"""Keras loss *functions* (``keras.losses.categorical_crossentropy(y, p)``) called in a tape
+are recorded in ``loss_info`` like loss objects: which function, from_logits, its arguments,
+the label/prediction shapes, the shape it returned and the per-sample statistics."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import gradtrace  # noqa: E402
+from gradtrace.store import open_store  # noqa: E402
+
+N, D, C = 16, 5, 3
+
+
+def _steps(db: str, name: str) -> list[dict]:
+    store = open_store(db)
+    try:
+        uid = next(r.id for r in store.runs().items if r.name == name)
+        return sorted(store.steps(uid), key=lambda r: r["step"])
+    finally:
+        store.close()
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, D)).astype("float32")
+    y = rng.integers(0, C, size=(N,)).astype("int32")
+    return x, y, np.eye(C, dtype="float32")[y]
+
+
+def _model(lib=keras, seed: int = 1, activation=None):
+    lib.utils.set_random_seed(seed)
+    return lib.Sequential([lib.Input((D,)), lib.layers.Dense(4, activation="tanh"),
+                           lib.layers.Dense(C, activation=activation)])
+
+
+def _train(model, loss_of, x, y, opt, compiled: bool, steps: int = 2, reduce: bool = True) -> list[float]:
+    """Tape steps whose loss is ``reduce_mean(loss_of(y, model(x)))`` (or the vector)."""
+    losses: list[float] = []
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            per_sample = loss_of(y, model(x, training=True))
+            loss = tf.reduce_mean(per_sample) if reduce else per_sample
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables,
+                                strict=True))
+        return per_sample
+
+    fn = tf.function(step) if compiled else step
+    for _ in range(steps):
+        losses.append(float(tf.reduce_mean(fn(x, y))))
+    return losses
+
+
+# (label, the function as the script spells it, one-hot labels, from_logits passed, recorded fn, class)
+FUNCTIONS = [
+    ("keras.cce_logits", lambda: keras.losses.categorical_crossentropy, True, True,
+     "categorical_crossentropy", "CategoricalCrossentropy"),
+    ("tf.keras.sparse_cce", lambda: tf.keras.losses.sparse_categorical_crossentropy, False, None,
+     "sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"),
+    ("keras.metrics.cce", lambda: keras.metrics.categorical_crossentropy, True, False,
+     "categorical_crossentropy", "CategoricalCrossentropy"),
+    ("keras.mse", lambda: keras.losses.mean_squared_error, True, None, "mean_squared_error", "MeanSquaredError"),
+    ("tf.keras.mse", lambda: tf.keras.losses.mse, True, None, "mean_squared_error", "MeanSquaredError"),
+]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("case", FUNCTIONS, ids=[c[0] for c in FUNCTIONS])
+def test_a_loss_function_called_in_the_tape_is_recorded(tmp_path, case, compiled):
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    _label, get_fn, one_hot, from_logits, fn_name, cls = case
+    x, y, y1 = _data()
+    labels = y1 if one_hot else y
+    kwargs = {} if from_logits is None else {"from_logits": from_logits}
+    model = _model(activation=None if from_logits or cls == "MeanSquaredError" else "softmax")
+    opt = keras.optimizers.SGD(0.05)
+    with gradtrace.trace(run="fn", store=db):
+        fn = get_fn()
+        losses = _train(model, lambda yt, yp: fn(yt, yp, **kwargs), x, labels, opt, compiled)
+    steps = _steps(db, "fn")
+    assert len(steps) == 2
+    for st, mean in zip(steps, losses, strict=True):
+        info = st["loss_info"]
+        assert info is not None, st
+        assert info["cls"] == cls and info["function"] == fn_name
+        # the function's own default when the script passes none (sparse CE: from_logits=False)
+        want_logits = from_logits if from_logits is not None else (False if "crossentropy" in fn_name else None)
+        assert info["from_logits"] is want_logits
+        assert info["y_true_shape"] == list(labels.shape) and info["y_pred_shape"] == [N, C]
+        assert info["out_shape"] == [N]  # per sample: the script reduced it itself
+        assert info["reduction"] == "none"  # per sample, like reduction="none"
+        assert info["per_sample_count"] == N
+        assert info["per_sample_mean"] == pytest.approx(mean, rel=1e-5)
+        assert st["loss"] == pytest.approx(mean, rel=1e-5)
+    if fn_name == "categorical_crossentropy":  # the function's scalar arguments, defaults included
+        assert steps[0]["loss_info"]["args"] == {"axis": -1, "label_smoothing": 0.0}
+
+
+def test_arguments_passed_to_the_function_are_recorded(tmp_path):
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, _, y1 = _data()
+    model = _model()
+    with gradtrace.trace(run="ls", store=db):
+        _train(model, lambda yt, yp: keras.losses.categorical_crossentropy(yt, yp, True, 0.1), x, y1,
+               keras.optimizers.SGD(0.05), compiled=False, steps=1)
+    (st,) = _steps(db, "ls")
+    assert st["loss_info"]["from_logits"] is True  # positional
+    assert st["loss_info"]["args"]["label_smoothing"] == 0.1
+
+
+def test_a_per_sample_vector_handed_to_the_tape_is_seen_as_such(tmp_path):
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, y, _ = _data()
+    model = _model()
+    with gradtrace.trace(run="vec", store=db):
+        _train(model, lambda yt, yp: keras.losses.sparse_categorical_crossentropy(yt, yp, from_logits=True),
+               x, y, keras.optimizers.SGD(0.05), compiled=False, steps=1, reduce=False)
+    (st,) = _steps(db, "vec")
+    assert st["target_shape"] == [N]
+    assert st["loss_info"]["out_shape"] == [N] and st["loss_info"]["per_sample_count"] == N
+    assert st["loss"] == pytest.approx(st["loss_info"]["per_sample_mean"] * N, rel=1e-5)
+
+
+def test_a_function_inside_a_loss_object_is_not_a_second_call(tmp_path):
+    """compile(loss=my_fn) wraps the user's function in a loss object, which is what ran; the
+    Keras function it calls inside is part of it (seed 001's custom loss)."""
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, _, y1 = _data()
+
+    def my_loss(y_true, y_pred):
+        return tf.reduce_mean(tf.keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=True))
+
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.05), loss=my_loss)
+    with gradtrace.trace(run="wrapped", store=db):
+        model.fit(x, y1, batch_size=N, epochs=2, verbose=0)
+    steps = _steps(db, "wrapped")
+    assert len(steps) == 2
+    for st in steps:
+        assert st["loss_info"]["cls"] == "MyLoss" and not st["loss_info"].get("calls")
+        assert st["loss_info"].get("function") is None
+
+
+def test_a_function_called_outside_the_tape_is_not_the_steps_loss(tmp_path):
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, y, y1 = _data()
+    model = _model()
+    opt = keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with gradtrace.trace(run="outside", store=db):
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = loss_fn(y, logits)
+            grads = tape.gradient(loss, model.trainable_variables)
+            # a metric computed after the tape, before the update
+            float(tf.reduce_mean(keras.losses.mean_squared_error(y1, tf.nn.softmax(logits))))
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    for st in _steps(db, "outside"):
+        assert st["loss_info"]["cls"] == "SparseCategoricalCrossentropy"
+        assert st["loss_info"].get("function") is None and not st["loss_info"].get("calls")
+
+
+def test_functions_are_restored_after_the_trace(tmp_path):
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    before = (keras.losses.categorical_crossentropy, tf.keras.losses.mse,
+              keras.metrics.sparse_categorical_crossentropy)
+    with gradtrace.trace(run="undo", store=db):
+        assert keras.losses.categorical_crossentropy is not before[0]
+        with gradtrace.trace(run="nested", store=db):
+            pass
+        assert keras.losses.categorical_crossentropy is not before[0]
+    assert (keras.losses.categorical_crossentropy, tf.keras.losses.mse,
+            keras.metrics.sparse_categorical_crossentropy) == before
+
+
+@pytest.mark.skipif(os.environ.get("GRADTRACE_SKIP_TF_KERAS") == "1", reason="tf-keras off")
+def test_tf_keras_loss_function(tmp_path):
+    tfk = pytest.importorskip("tf_keras")
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, _, y1 = _data()
+    model = _model(tfk)
+    before = tfk.losses.categorical_crossentropy
+    with gradtrace.trace(run="tfk", store=db):
+        _train(model, lambda yt, yp: tfk.losses.categorical_crossentropy(yt, yp, from_logits=True), x, y1,
+               tfk.optimizers.SGD(0.05), compiled=True)
+    assert tfk.losses.categorical_crossentropy is before
+    steps = _steps(db, "tfk")
+    assert len(steps) == 2
+    info = steps[0]["loss_info"]
+    assert (info["cls"], info["function"], info["from_logits"]) == (
+        "CategoricalCrossentropy", "categorical_crossentropy", True)
+    assert info["out_shape"] == [N] and info["per_sample_count"] == N
+
+
+@pytest.mark.parametrize("total", [False, True], ids=["one-output-loss", "total"])
+def test_a_loss_left_out_of_the_differentiated_total_is_marked(tmp_path, total):
+    """Inside a tf.function each Keras loss call of the step says whether its value reaches
+    the tensor handed to tape.gradient: an output's loss computed but left out trains nothing."""
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, y, _ = _data()
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((D,))
+    h = keras.layers.Dense(4, activation="relu")(inp)
+    model = keras.Model(inp, [keras.layers.Dense(C)(h), keras.layers.Dense(1)(h)])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.05)
+    score = x[:, :1]
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits, pred = model(x, training=True)
+            label_loss = ce(y, logits)
+            score_loss = tf.reduce_mean(keras.losses.mean_squared_error(score, pred))
+            loss = label_loss + score_loss
+        target = loss if total else label_loss
+        opt.apply_gradients(zip(tape.gradient(target, model.trainable_variables), model.trainable_variables,
+                                strict=True))
+
+    with gradtrace.trace(run="reach", store=db):
+        for _ in range(2):
+            step()
+    for st in _steps(db, "reach"):
+        calls = st["loss_info"]["calls"]
+        assert [(c["cls"], c["in_target"]) for c in calls] == [
+            ("SparseCategoricalCrossentropy", True), ("MeanSquaredError", total)]
+        assert st["loss_info"]["in_target"] is total  # the record's own fields: the last call
+
+
+def test_eager_steps_do_not_claim_reachability(tmp_path):
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, _, y1 = _data()
+    with gradtrace.trace(run="eager", store=db):
+        _train(_model(), lambda yt, yp: keras.losses.categorical_crossentropy(yt, yp, from_logits=True), x, y1,
+               keras.optimizers.SGD(0.05), compiled=False, steps=1)
+    (st,) = _steps(db, "eager")
+    assert st["loss_info"].get("in_target") is None
