@@ -1069,26 +1069,6 @@ def tape_l2_hand_mse_weaker():
     _tape_l2_hand_mse(1e-3)  # a tenth of the other run's regularization
 
 
-def tape_two_optimizers_one_batch():
-    """Two optimizers take turns on each batch (body, then head, as a GAN's two players do):
-    consecutive steps on one batch that are not a repeat."""
-    import tensorflow as tf
-
-    keras = _keras()
-    x, y = _digits_slice()
-    model = _mlp(64, 10)
-    body = [v for layer in model.layers[:2] for v in layer.trainable_variables]
-    head = model.layers[2].trainable_variables
-    opt_body, opt_head = keras.optimizers.SGD(0.1), keras.optimizers.Adam(1e-3)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    for xb, yb in data.batches(x, y, BATCH, STEPS):
-        for opt, variables in ((opt_body, body), (opt_head, head)):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb, model(xb, training=True))
-            grads = tape.gradient(loss, variables)
-            opt.apply_gradients(zip(grads, variables))
-
-
 # --- Keras loss functions (not objects) called in the tape --------------------------------
 
 def _tape_digits_loss_function(loss_of):
@@ -1131,3 +1111,135 @@ def tape_loss_function_mean():
 
     _tape_digits_loss_function(lambda yb, out: tf.reduce_mean(
         tf.keras.losses.sparse_categorical_crossentropy(yb, out, from_logits=True)))
+
+
+# --- the wrong loss differentiated in a two-output model -----------------------------------
+
+def fit_two_outputs():
+    keras = _keras()
+    x, y, score = _two_head_data()
+    model = _two_heads()
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        keras.losses.MeanSquaredError()])
+    n = STEPS * BATCH
+    model.fit(x[:n], [y[:n], score[:n]], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def _tape_two_outputs(loss_of):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y, score = _two_head_data()
+    model = _two_heads()
+    opt = keras.optimizers.SGD(0.05)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    mse = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def train_step(xb, yb, sb):
+        with tf.GradientTape() as tape:
+            target = loss_of(model(xb, training=True), yb, sb, ce, mse)
+        grads = tape.gradient(target, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for i in range(STEPS):
+        sl = slice(i * BATCH, (i + 1) * BATCH)
+        train_step(x[sl], y[sl], score[sl])
+
+
+def tape_one_output_loss_differentiated():
+    def loss_of(outputs, yb, sb, ce, mse):
+        logits, pred = outputs
+        label_loss = ce(yb, logits)
+        score_loss = mse(sb, pred)
+        loss = label_loss + score_loss  # noqa: F841  (logged; the total was meant to be differentiated)
+        return label_loss
+
+    _tape_two_outputs(loss_of)
+
+
+
+def tape_two_optimizers_one_batch():
+    """Two optimizers take turns on each batch (body, then head, as a GAN's two players do):
+    consecutive steps on one batch that are not a repeat."""
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    body = [v for layer in model.layers[:2] for v in layer.trainable_variables]
+    head = model.layers[2].trainable_variables
+    opt_body, opt_head = keras.optimizers.SGD(0.1), keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        for opt, variables in ((opt_body, body), (opt_head, head)):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            grads = tape.gradient(loss, variables)
+            opt.apply_gradients(zip(grads, variables))
+
+
+# --- tf.stop_gradient around an intermediate: the layers below it are not trained ----------
+
+def _encoder_head(stop: bool):
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class EncoderHead(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encoder = keras.Sequential([keras.layers.Dense(32, activation="relu"),
+                                             keras.layers.Dense(16, activation="relu")])
+            self.head = keras.layers.Dense(10)
+
+        def call(self, x, training=None):
+            h = self.encoder(x, training=training)
+            if stop:  # copied from a fine-tuning recipe that freezes the features
+                h = tf.stop_gradient(h)
+            return self.head(h)
+
+    keras.utils.set_random_seed(17)
+    model = EncoderHead()
+    model(np.zeros((1, 64), "float32"))
+    return model
+
+
+def fit_encoder_head():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _encoder_head(stop=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def _tape_encoder_head(zeros_for_none: bool):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _encoder_head(stop=True)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        if zeros_for_none:  # silences Keras' "Gradients do not exist" warning
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, model.trainable_variables)]
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)
+
+
+def tape_stop_gradient_intermediate():
+    _tape_encoder_head(zeros_for_none=False)
+
+
+def tape_stop_gradient_zero_gradients():
+    _tape_encoder_head(zeros_for_none=True)

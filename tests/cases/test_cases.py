@@ -73,6 +73,14 @@ CASES = [
      "diverged", "loss_mismatch"),
     ("loss_function_summed", s.fit_digits_sgd_sparse, s.tape_loss_function_summed, "diverged", "loss_scale"),
     ("eq_fit_vs_loss_function", s.fit_digits_sgd_sparse, s.tape_loss_function_mean, "equivalent", None),
+    # the wrong loss differentiated: one output's loss of a two-output model instead of the total
+    ("one_output_loss_differentiated", s.fit_two_outputs, s.tape_one_output_loss_differentiated, "diverged",
+     "loss_not_differentiated"),
+    # tf.stop_gradient around an intermediate: the layers below get None, or zeros put in its place
+    ("stop_gradient_intermediate", s.fit_encoder_head, s.tape_stop_gradient_intermediate, "diverged",
+     "missing_gradient"),
+    ("stop_gradient_zeros_for_none", s.fit_encoder_head, s.tape_stop_gradient_zero_gradients, "diverged",
+     "zero_gradient"),
 ]
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -152,6 +160,9 @@ CHECKS = [
     ("metric_resolved_from_labels", s.fit_metric_sparse, "equivalent", None),
     ("grads_zipped_reordered_eager", s.tape_grads_zipped_reordered_eager, "diverged", "misapplied_gradient"),
     ("grads_zipped_reordered_function", s.tape_grads_zipped_reordered, "diverged", "misapplied_gradient"),
+    ("one_output_loss_differentiated", s.tape_one_output_loss_differentiated, "diverged",
+     "loss_not_differentiated"),
+    ("stop_gradient_intermediate", s.tape_stop_gradient_intermediate, "diverged", "missing_gradient"),
 ]
 
 

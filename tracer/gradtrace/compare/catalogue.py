@@ -128,6 +128,28 @@ _KINDS = [
         rank=13,
     ),
     Kind(
+        "loss_not_differentiated", "error", False,
+        "A Keras loss computed inside the tape (one output's loss of a multi-output model) does not "
+        "reach the tensor handed to `tape.gradient`, and trainable variables get no gradient: "
+        "`tape.gradient(label_loss, ...)` where the total was meant. Seen inside `tf.function` (the "
+        "graph says what the target depends on); eagerly the variables show as `missing_gradient`.",
+        "Differentiate the total of the step's losses: `loss = label_loss + score_loss; "
+        "tape.gradient(loss, model.trainable_variables)`.",
+        rank=9,
+    ),
+    Kind(
+        "zero_gradient", "error", False,
+        "Variables one run trains get a gradient that is exactly zero at every recorded step in the "
+        "other: nothing in its loss depends on them (a `tf.stop_gradient` or a numpy round trip above "
+        "them) and zeros stand in for the None gradients TensorFlow returned "
+        "(`[tf.zeros_like(v) if g is None else g ...]`), so no warning is raised and the optimizer "
+        "leaves them unchanged.",
+        "Remove the `tf.stop_gradient` between these variables and the loss (in the model's `call` or "
+        "the tape); to freeze them on purpose set `layer.trainable = False` in both runs instead of "
+        "feeding zero gradients.",
+        rank=9,
+    ),
+    Kind(
         "shape_broadcast", "error", False,
         "Labels and predictions of different shapes ((N,) vs (N, 1)) were combined elementwise in "
         "the loss and broadcast to (N, N): the loss differs while the predictions are identical.",

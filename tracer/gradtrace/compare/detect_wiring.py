@@ -1,5 +1,13 @@
 """Detectors of training-loop wiring mistakes the tracer saw inside a run.
 
+``loss_not_differentiated``: a Keras loss computed in the tape (an output's loss of a
+multi-output model) that does not reach the tensor handed to ``tape.gradient``, while
+variables get no gradient.
+
+``zero_gradient`` (a pair check): variables one run trains while the other hands the
+optimizer an all-zero gradient for them (a ``tf.stop_gradient`` above them, zeros put in
+place of ``None``).
+
 ``misapplied_gradient``: ``grads = tape.gradient(loss, vars_a)`` then
 ``apply_gradients(zip(grads, vars_b))`` with ``vars_b`` the same variables in another
 order. The tracer matches each applied gradient to the source the tape computed it for
@@ -11,6 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from gradtrace.compare import detect_run as dr
+from gradtrace.compare.align import Alignment
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding
 
@@ -58,7 +70,109 @@ def misapplied_gradient(run: RunData, side: str | None = None) -> Finding | None
         explains=1.0)
 
 
+def loss_not_differentiated(run: RunData, side: str | None = None) -> Finding | None:
+    """A Keras loss computed inside the tape whose value does not reach the tensor handed to
+    ``tape.gradient`` (recorded per loss call inside tf.function: ``in_target``), while
+    trainable variables get no gradient: that output's loss was left out of the total.
+
+    A loss left out while every variable still gets a gradient (one computed for logging)
+    is not reported.
+    """
+    left: dict[str, Any] | None = None
+    first = None
+    for step in sorted(run.loss_info):
+        info = run.loss_info[step] or {}
+        for c in info.get("calls") or [info]:
+            if c.get("in_target") is False:
+                left, first = c, step
+                break
+        if left is not None:
+            break
+    if left is None:
+        return None
+    no_grad = dr.var_sets(run).no_grad
+    if not no_grad:
+        return None
+    names = [run.var_name(v) for v in no_grad]
+    what = str(left.get("function") or left.get("cls") or "a Keras loss")
+    shape = left.get("y_pred_shape")
+    who = f"run {side} ('{run.name}')" if side else f"run '{run.name}'"
+    summary = (
+        f"{who} computes {what}{f' on predictions of shape {shape}' if shape else ''} inside the tape, "
+        "but the tensor handed to tape.gradient does not depend on it: that loss is not trained, and "
+        f"{len(names)} trainable variable(s) get no gradient ({', '.join(names[:_SHOWN])}"
+        f"{', ...' if len(names) > _SHOWN else ''}). The differentiated tensor is another loss (one output's "
+        "alone, or an earlier partial sum), not the total.")
+    return Finding(
+        "loss_not_differentiated", summary,
+        steps=[int(first)] if first is not None else [], variables=names,
+        evidence={"loss_left_out": {k: left.get(k) for k in ("cls", "function", "from_logits", "y_true_shape",
+                                                                 "y_pred_shape") if left.get(k) is not None},
+                  "no_gradient": names, **({"run": side} if side else {})},
+        explains=1.0)
+
+
+def _zero_and_nonzero(run: RunData) -> tuple[set[int], set[int]]:
+    """Variables whose recorded gradient norm is exactly 0 at every recorded step (and that
+    had one recorded), and variables with a non-zero norm at some recorded step."""
+    zero: set[int] = set()
+    nonzero: set[int] = set()
+    if run.norm.size == 0:
+        return zero, nonzero
+    for j, v in enumerate(run.var_index.tolist()):
+        col = run.norm[:, j]
+        has = (run.grad[:, j] == 1) & np.isfinite(col)
+        if not has.any():
+            continue
+        if (col[has] == 0).all():
+            zero.add(int(v))
+        else:
+            nonzero.add(int(v))
+    return zero, nonzero
+
+
+def zero_gradient(a: RunData, b: RunData, al: Alignment) -> Finding | None:
+    """Variables one run trains while the other hands the optimizer an all-zero gradient for
+    them at every recorded step: nothing in that run's loss depends on them (a
+    ``tf.stop_gradient`` above them, zeros put in place of the ``None`` TensorFlow returned).
+    The optimizer then leaves them as they are, which the gradient sets alone read as
+    "not applied"."""
+    za, nza = _zero_and_nonzero(a)
+    zb, nzb = _zero_and_nonzero(b)
+    for side, run, other, zero, trained in (("b", b, "a", zb, nza), ("a", a, "b", za, nzb)):
+        pick = 1 if side == "b" else 0
+        vs = [p[pick] for p in al.var_pairs if p[pick] in zero and p[1 - pick] in trained]
+        if not vs:
+            continue
+        names = [run.var_name(v) for v in vs]
+        return Finding(
+            "zero_gradient",
+            f"{len(names)} trainable variable(s) of run {side} ('{run.name}') get a gradient that is exactly "
+            f"zero at every recorded step ({', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}), "
+            f"while run {other} trains them: nothing in run {side}'s loss depends on them. A `tf.stop_gradient` "
+            "(or a numpy round trip) between them and the loss cuts them off, and the optimizer got zeros for "
+            "them (put in place of the None TensorFlow returns, so Keras raised no warning): it leaves them "
+            "unchanged.",
+            variables=names, evidence={"run": side, "zero_gradient": names}, explains=1.0)
+    return None
+
+
+def absorb_zero_gradient(a: RunData, b: RunData, al: Alignment, set_findings: list[Finding]) -> list[Finding]:
+    """The gradient-set findings with :func:`zero_gradient` first: a ``not_applied`` of exactly
+    those variables is its consequence (a zero gradient moves nothing) and becomes evidence."""
+    zf = zero_gradient(a, b, al)
+    if zf is None:
+        return set_findings
+    out = [zf]
+    for f in set_findings:
+        if f.kind == "not_applied" and f.variables and set(f.variables) <= set(zf.variables):
+            zf.evidence.setdefault("also", []).append(f.summary)
+            continue
+        out.append(f)
+    return out
+
+
 def wiring_findings(run: RunData, side: str | None = None) -> list[Finding]:
     """Every wiring finding of one run (``check``; ``compare`` asks each run with its side)."""
-    f = misapplied_gradient(run, side)
-    return [f] if f else []
+    found = (misapplied_gradient(run, side), loss_not_differentiated(run, side))
+    return [f for f in found if f is not None]

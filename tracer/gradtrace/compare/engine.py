@@ -26,7 +26,8 @@ logger = logging.getLogger("gradtrace.compare")
 _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast",
            "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
-           "regularization_mismatch", "misapplied_gradient", "repeated_step")
+           "regularization_mismatch", "misapplied_gradient", "repeated_step", "loss_not_differentiated",
+           "zero_gradient")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
 
@@ -64,7 +65,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             tm.summary += (f" As a consequence {len(caused)} state variable(s) of those layers stay "
                            "fixed in that run.")
             tm.explains = 1.0
-    set_findings = dp.gradient_sets(a, b, al)
+    set_findings = dw.absorb_zero_gradient(a, b, al, dp.gradient_sets(a, b, al))
     if frozen:
         fz = dp.frozen_state_finding(a, b, frozen)
         set_findings = _fold_frozen_layer(a, b, al, fz, set_findings)
