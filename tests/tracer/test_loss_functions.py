@@ -243,3 +243,37 @@ def test_eager_steps_do_not_claim_reachability(tmp_path):
                keras.optimizers.SGD(0.05), compiled=False, steps=1)
     (st,) = _steps(db, "eager")
     assert st["loss_info"].get("in_target") is None
+
+
+def test_two_losses_each_differentiated_by_its_own_call_are_both_trained(tmp_path):
+    """One persistent tape, two losses, two gradient calls, then two updates (GAN style): the
+    first loss is not the last call's target, yet it is differentiated."""
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x, y, _ = _data()
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((D,))
+    h = keras.layers.Dense(4, activation="relu")(inp)
+    model = keras.Model(inp, [keras.layers.Dense(C)(h), keras.layers.Dense(1)(h)])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    mse = keras.losses.MeanSquaredError()
+    opt_a, opt_b = keras.optimizers.SGD(0.05), keras.optimizers.SGD(0.01)
+    va, vb = model.trainable_variables[:4], model.trainable_variables[4:]
+
+    @tf.function
+    def step():
+        with tf.GradientTape(persistent=True) as tape:
+            logits, pred = model(x, training=True)
+            loss_a = ce(y, logits)
+            loss_b = mse(x[:, :1], pred)
+        ga = tape.gradient(loss_a, va)
+        gb = tape.gradient(loss_b, vb)
+        opt_a.apply_gradients(zip(ga, va, strict=True))
+        opt_b.apply_gradients(zip(gb, vb, strict=True))
+
+    with gradtrace.trace(run="two", store=db):
+        step()
+    steps = _steps(db, "two")
+    assert len(steps) == 2
+    calls = steps[0]["loss_info"]["calls"]
+    assert [(c["cls"], c["in_target"]) for c in calls] == [
+        ("SparseCategoricalCrossentropy", True), ("MeanSquaredError", True)]

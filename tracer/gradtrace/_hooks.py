@@ -375,6 +375,13 @@ def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeC
     return None
 
 
+def recent_tape_targets() -> list[Any]:
+    """The targets of every ``tape.gradient`` call the calling thread made lately in the
+    current graph (a step may differentiate several things: a GAN's two losses, a penalty)."""
+    dq = _tape_calls().get(_graph_key())
+    return [t for call in dq or () for t in call.targets]
+
+
 def last_tape_targets() -> list[Any]:
     """The targets of the calling thread's latest ``tape.gradient`` in the current graph."""
     dq = _tape_calls().get(_graph_key())

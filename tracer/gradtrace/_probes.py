@@ -869,7 +869,8 @@ class _Probe:
             info = statics.get(K_LOSS_INFO)
             if not got or not isinstance(info, dict):
                 return None
-            reached = _reaches(_hooks.last_tape_targets(), got)
+            # Any tape.gradient of this graph counts: a loss some call differentiates is trained.
+            reached = _reaches(_hooks.recent_tape_targets(), got)
             if reached is None:
                 return None
             calls = info.get("calls") or [info]
