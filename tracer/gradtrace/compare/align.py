@@ -115,6 +115,8 @@ class Alignment:
         """What the step-level comparisons rest on, for a finding's words."""
         if self.inputs_known:
             return "on the same inputs and weights"
+        if self.input_map is not None:
+            return "on the same labels and weights (inputs scaled by a map the model undoes)"
         if self.data_known:
             return "on the same labels and weights (the inputs could not be fingerprinted)"
         return "on what the equal step-0 loss says are the same inputs and weights"
