@@ -1243,3 +1243,22 @@ def tape_stop_gradient_intermediate():
 
 def tape_stop_gradient_zero_gradients():
     _tape_encoder_head(zeros_for_none=True)
+
+
+def tape_hand_mse_hand_penalty():
+    """Regularization by hand on an unregularized model, with half the other run's factor."""
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.regression()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    opt = keras.optimizers.SGD(0.01)
+    kernels = [layer.kernel for layer in model.layers]
+    for xb, yb in data.batches(x, y.reshape(-1, 1), BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            pred = model(xb, training=True)
+            penalty = 1e-2 * tf.add_n([tf.nn.l2_loss(k) for k in kernels])  # half of L2(1e-2)
+            loss = tf.reduce_mean(tf.square(yb - pred)) + penalty
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))

@@ -24,6 +24,8 @@ CASES = [
     ("l2_by_hand_other_factor", s.fit_l2, s.tape_l2_by_hand_other_factor, "diverged", "regularization_mismatch"),
     ("reg_losses_added_twice", s.fit_l2, s.fit_l2_train_step_adds_twice, "diverged", "regularization_mismatch"),
     ("l2_factor_differs", s.tape_l2_hand_mse, s.tape_l2_hand_mse_weaker, "diverged", "regularization_mismatch"),
+    ("l2_by_hand_on_unregularized_model", s.fit_l2, s.tape_hand_mse_hand_penalty, "diverged",
+     "regularization_mismatch"),
     ("label_broadcast", s.fit_regression_mse, s.tape_regression_broadcast, "diverged", "shape_broadcast"),
     ("class_weight_one_run", s.fit_class_weight, s.fit_unweighted, "diverged", "sample_weighting"),
     # "accuracy" resolves per label encoding: each class right for its labels, the same training
@@ -85,7 +87,7 @@ CASES = [
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
 REG_FACTORS = {"l2_forgotten": 0.0, "l2_by_hand_other_factor": 0.5, "reg_losses_added_twice": 2.0,
-               "l2_factor_differs": 0.1}
+               "l2_factor_differs": 0.1, "l2_by_hand_on_unregularized_model": 0.5}
 
 # What a loss_scale finding must name as the factor's meaning (its evidence's ``matches``).
 MATCHES = {

@@ -164,7 +164,9 @@ _KINDS = [
         "each adds on top is compared: added twice (a train step adding `sum(self.losses)` to "
         "compute_loss's result), or a hand-written penalty with another factor (the factor is named); "
         "with no data loss recorded, regularizers of another factor show as `sum(model.losses)` that "
-        "differs on the same weights. `check` warns when a single run's loss holds `sum(model.losses)` "
+        "differs on the same weights, and a hand-written penalty on a model without regularizers (the "
+        "gradients of every unregularized variable agree) as the loss gap's remainder of the other run's "
+        "`sum(model.losses)`. `check` warns when a single run's loss holds `sum(model.losses)` "
         "twice or not at all next to its Keras loss's data loss.",
         "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you); once, and with the "
         "same factor in both runs.",

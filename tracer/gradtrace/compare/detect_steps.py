@@ -360,6 +360,69 @@ def _reg_factor(a: RunData, b: RunData, s: Step0, gap: float, ftol: float,
         explains=1.0)
 
 
+def _regularized(run: RunData, v: int) -> bool | None:
+    """Whether variable ``v``'s layer regularizes it (``kernel_regularizer`` for a kernel, ...),
+    from the recorded layer arguments; None when they were not recorded."""
+    configs = run.meta.get("layer_configs") or {}
+    info = run.var_info(v)
+    layer = next((x for x in run.layers if x.get("name") == info.get("layer")), None)
+    cfg = configs.get(str(layer.get("index"))) if layer else None
+    if not isinstance(cfg, dict):
+        return None
+    leaf = str(info.get("name") or "").rsplit("/", 1)[-1]
+    return bool(cfg.get(f"{leaf}_regularizer"))
+
+
+def _hand_penalty(a: RunData, b: RunData, al: Alignment, s: Step0, has_g: np.ndarray, parallel: np.ndarray,
+                  tol: float, ftol: float, ev: dict[str, Any]) -> Finding | None:
+    """One run regularizes through its layers (``sum(model.losses)`` recorded), the other
+    adds a penalty by hand, of another size.
+
+    On the same weights the two runs' gradients agree exactly for every variable no
+    penalty touches (biases): the data losses are the same. The loss gap is then the
+    difference of the penalties, so the hand-written one is ``r - gap`` and its ratio to
+    ``r`` is the factor. Claimed only when the variables whose gradients differ are
+    all ones the regularizing run's layers regularize (when their arguments were recorded).
+    """
+    regs = [float(run.reg_loss[row]) if run.reg_loss.size else float("nan")
+            for run, row in ((a, s.row_a), (b, s.row_b))]
+    has = [math.isfinite(r) and r > 0 for r in regs]
+    if has[0] == has[1]:
+        return None
+    side, other = ("a", "b") if has[0] else ("b", "a")
+    run, r = (a, regs[0]) if has[0] else (b, regs[1])
+    equal = has_g & (s.norm_rel <= tol) & parallel
+    differ = has_g & ~equal
+    if not equal.any() or not differ.any():
+        return None
+    cols = np.flatnonzero(differ)
+    run_cols = al.ja if side == "a" else al.jb
+    if any(_regularized(run, int(run.var_index[run_cols[j]])) is False for j in cols):
+        return None
+    loss_r, loss_o = (s.loss_a, s.loss_b) if side == "a" else (s.loss_b, s.loss_a)
+    scale = max(abs(s.loss_a), abs(s.loss_b))
+    p = r - (loss_r - loss_o)
+    if p <= ftol * scale:
+        return None  # nothing added by hand: the sum(model.losses) gap is reported as such
+    factor = p / r
+    half = (" `tf.nn.l2_loss(w)` is sum(w**2) / 2, `keras.regularizers.L2(l)` adds l * sum(w**2);"
+            if _close(factor, 0.5, 1e-3) else "")
+    names = [s.names[j] for j in cols]
+    return Finding(
+        "regularization_mismatch",
+        f"at step {s.step} the gradients of {int(equal.sum())} unregularized variable(s) agree in both runs "
+        f"(the same data loss) while those of {len(names)} regularized one(s) differ ({', '.join(names[:4])}): "
+        f"run {side} adds its layers' regularization losses ({r:.6g}), run {other} a penalty by hand of "
+        f"{p:.6g}, x{factor:.4g} run {side}'s: the regularization is written with another factor.",
+        steps=[s.step], variables=names,
+        evidence={"factor": factor, "reg_loss": r, "hand_penalty": p, "regularized_run": side,
+                  "gap": loss_r - loss_o, **ev},
+        fix=(f"Use the same regularization in both runs (run {other}'s hand-written penalty is {factor:.4g} "
+             f"times run {side}'s layer regularizers):{half} write it once, as a layer regularizer "
+             "(`kernel_regularizer=`) that fit() and compute_loss() add, or by hand in both."),
+        explains=1.0)
+
+
 def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
@@ -431,6 +494,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
         other_reg = _reg_factor(a, b, s, gap, ftol, ev)
         if other_reg is not None:
             return [other_reg], s
+        penalty = _hand_penalty(a, b, al, s, has_g, parallel, tol, ftol, ev)
+        if penalty is not None:
+            return [penalty], s
         c = s.loss_a / s.loss_b if s.loss_b else float("inf")
         gr = s.ratios[has_g]
         if gr.size and _ratio_spread(gr, c) <= ftol and bool(parallel[has_g].all()):
