@@ -191,3 +191,43 @@ def test_run_info_without_the_field_still_reads():
 
     old = RunInfo.model_validate({"run_id": "r1", "name": "old"})
     assert old.misapplied_gradients == []
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+def test_zeros_put_in_place_of_none_gradients_are_recorded(function, db_url):
+    """tf.stop_gradient cuts the first layer off; the script hands zeros for its None
+    gradients. Zeroing real gradients by hand (a layer "frozen" that way) is not this."""
+    x, y = data()
+    loss_fn = keras.losses.MeanSquaredError()
+
+    def run_with(cut: bool, name: str):
+        model = square_net()
+        first = model.layers[0]
+        opt = keras.optimizers.SGD(0.05)
+
+        def step():
+            with tf.GradientTape() as tape:
+                h = first(x)
+                if cut:
+                    h = tf.stop_gradient(h)
+                out = model.layers[2](model.layers[1](h))
+                loss = loss_fn(y, out)
+            grads = tape.gradient(loss, model.trainable_variables)
+            if cut:
+                grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, model.trainable_variables,
+                                                                               strict=True)]
+            else:
+                grads = [tf.zeros_like(g) if i < 2 else g for i, g in enumerate(grads)]
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+        fn = tf.function(step) if function else step
+        with gradtrace.trace(run=name, store=db_url) as run:
+            for _ in range(2):
+                fn()
+        return run, model
+
+    run, model = run_with(True, "cut")
+    assert sorted(run.info.replaced_none_gradients) == sorted(run.var_index(v) for v in model.layers[0].trainable_variables)
+    assert run.info.misapplied_gradients == []
+    run, _ = run_with(False, "zeroed")
+    assert run.info.replaced_none_gradients == []

@@ -288,6 +288,7 @@ class TapeCall:
     # gradient call after an optimizer step took them (``consumed``): one step's worth at most.
     grads: dict[int, Any] = field(default_factory=dict)
     consumed: bool = False
+    seq: int = 0  # order of the calls in the thread (see tape_seq)
 
     def gradient(self, key: int) -> Any:
         return self.grads.get(key)
@@ -333,9 +334,23 @@ def _remember_gradient(target: Any, sources: Any) -> TapeCall:
             calls.clear()
         dq = calls[gk] = collections.deque(maxlen=8)
     variables = [v for v in tf.nest.flatten(sources) if v is not None and hasattr(v, "assign")]
-    call = TapeCall(targets, shape, keys, variables)
+    _local.tape_seq = tape_seq() + 1
+    call = TapeCall(targets, shape, keys, variables, seq=_local.tape_seq)
     dq.append(call)
     return call
+
+
+def tape_seq() -> int:
+    """How many ``tape.gradient`` calls the calling thread made so far (in a trace)."""
+    return getattr(_local, "tape_seq", 0)
+
+
+def tape_targets_since(seq: int) -> list[Any]:
+    """The targets of the calling thread's ``tape.gradient`` calls in the current graph made
+    after :func:`tape_seq` returned ``seq`` (a step may differentiate several things: a
+    GAN's two losses with one persistent tape, a penalty)."""
+    dq = _tape_calls().get(_graph_key())
+    return [t for call in dq or () if call.seq > seq for t in call.targets]
 
 
 def _remember_result(call: TapeCall, sources: Any, result: Any) -> None:
@@ -373,13 +388,6 @@ def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeC
         if call.sources & var_keys:
             return call
     return None
-
-
-def recent_tape_targets() -> list[Any]:
-    """The targets of every ``tape.gradient`` call the calling thread made lately in the
-    current graph (a step may differentiate several things: a GAN's two losses, a penalty)."""
-    dq = _tape_calls().get(_graph_key())
-    return [t for call in dq or () for t in call.targets]
 
 
 def last_tape_targets() -> list[Any]:
@@ -678,6 +686,9 @@ def _check_pairing(run: Run, tape: TapeCall, grads: list[Any], tvars: list[Any],
                 if g is not None and own.get(k) is not g and k in tape.sources]
     if not suspects:
         return
+    replaced = [i for i in suspects if keys[i] not in own]
+    if replaced:
+        _record_replaced(run, [tvars[i] for i in replaced])
     by_id: dict[int, list[int]] = {}
     for k, t in own.items():
         by_id.setdefault(id(t), []).append(k)
@@ -695,6 +706,15 @@ def _check_pairing(run: Run, tape: TapeCall, grads: list[Any], tvars: list[Any],
             found.append((i, src, via))
     if found:
         _record_misapplied(run, found, tvars, mode)
+
+
+def _record_replaced(run: Run, variables: list[Any]) -> None:
+    """Variables the tape returned None for that still got a gradient tensor (zeros put in
+    place of None), kept once each in ``RunInfo.replaced_none_gradients``."""
+    known = set(run.info.replaced_none_gradients)
+    new = [i for i in (run.var_index(v) for v in variables) if i not in known]
+    if new:
+        run.update_meta(replaced_none_gradients=sorted(known | set(new)))
 
 
 def _derived_source(g: Any, own: dict[int, Any], by_id: dict[int, list[int]]) -> list[int] | None:

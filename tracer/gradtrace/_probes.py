@@ -843,34 +843,41 @@ class _Probe:
         self.put_loss_call(scope, call, y_true, True)
         scope.values.pop(K_LOSS_W, None)  # a loss function neither weights nor masks
         self.put_per_sample(out)
-        self.note_loss_out(out)
+        self.note_loss_out(out, tuple(bound.arguments.values()))
 
-    def note_loss_out(self, out: Any) -> None:
-        """What a Keras loss call of the step returned: inside a graph, whether it reaches the
-        tensor handed to ``tape.gradient`` is found when the step is taken (a loss computed in
-        the tape but left out of the differentiated total trains nothing)."""
+    def note_loss_out(self, out: Any, args: tuple[Any, ...] = ()) -> None:
+        """What a Keras loss call of the step returned (and was given: ``args``). Whether it
+        reaches the tensor handed to ``tape.gradient`` is found when the step is taken (a
+        loss computed in the tape but left out of the differentiated total trains nothing):
+        inside a graph by following it; eagerly only when every differentiated tensor *is*
+        one of the step's loss outputs (``tape.gradient(label_loss, ...)``), see :func:`_reaches`."""
         import tensorflow as tf
 
-        if tf.executing_eagerly() or not tf.is_tensor(out):
+        if not tf.is_tensor(out):
             return
         scope = _scope.current()
         if K_LOSS_INFO not in scope.marks:
             return  # not the step's loss (outside any tape)
-        outs = self.loss_outs.setdefault(id(scope), [])
-        outs.append(out)
-        del outs[:-MAX_LOSS_CALLS]
-        statics = scope.statics  # the dict take() hands out with this step's loss_info
         key = id(scope)
+        pending = self.loss_outs.get(key)
+        if pending is None:
+            from gradtrace import _hooks
+
+            pending = self.loss_outs[key] = [_hooks.tape_seq()]
+        pending.append((out, tuple(id(a) for a in args if a is not None)))
+        del pending[1:-MAX_LOSS_CALLS]
+        statics = scope.statics  # the dict take() hands out with this step's loss_info
 
         def mark() -> None:
             from gradtrace import _hooks
 
             got = self.loss_outs.pop(key, None)
             info = statics.get(K_LOSS_INFO)
-            if not got or not isinstance(info, dict):
+            if not got or len(got) < 2 or not isinstance(info, dict):
                 return None
-            # Any tape.gradient of this graph counts: a loss some call differentiates is trained.
-            reached = _reaches(_hooks.recent_tape_targets(), got)
+            # Any tape.gradient made since the step's first loss counts: a loss some call
+            # differentiates is trained.
+            reached = _reaches(_hooks.tape_targets_since(got[0]), got[1:])
             if reached is None:
                 return None
             calls = info.get("calls") or [info]
@@ -1421,7 +1428,7 @@ def _make_loss_call(probe: _Probe, skip: Any) -> Callable[[Any], Callable[..., A
                 probe.tls.in_loss -= 1
             if probe.here() and not (skip and isinstance(self, skip)):
                 with probe.guard():
-                    probe.note_loss_out(out)
+                    probe.note_loss_out(out, (y_true, y_pred, sample_weight))
             return out
 
         return __call__
@@ -1429,18 +1436,36 @@ def _make_loss_call(probe: _Probe, skip: Any) -> Callable[[Any], Callable[..., A
     return make
 
 
-def _reaches(targets: list[Any], outs: list[Any]) -> list[bool] | None:
-    """For each graph tensor of ``outs``: whether ``targets`` are computed from it (followed
-    op by op through the inputs; None when the walk exceeds :data:`REACH_OPS` ops or a
-    target is not a graph tensor)."""
+def _reaches(targets: list[Any], noted: list[tuple[Any, tuple[int, ...]]]) -> list[bool | None] | None:
+    """For each noted loss output (with the ids of what its call was given): whether the
+    ``targets`` are computed from it. In a graph the targets are followed op by op through
+    their inputs (None when that exceeds :data:`REACH_OPS` ops). Eagerly there is no graph:
+    only when every target *is* one of the outputs is anything said (those are reached; the
+    others are not, unless one was handed to a reached loss call); otherwise None."""
+    if not targets:
+        return None
+    outs = [o for o, _ in noted]
+    if any(getattr(t, "op", None) is None for t in targets):  # eager tensors
+        ids = {id(o): i for i, o in enumerate(outs)}
+        if not all(id(t) in ids for t in targets):
+            return None
+        hit_e: list[bool | None] = [False] * len(outs)
+        for t in targets:
+            hit_e[ids[id(t)]] = True
+        fed = {a for i, (_, given) in enumerate(noted) if hit_e[i] for a in given}
+        for i, o in enumerate(outs):
+            if not hit_e[i] and id(o) in fed:
+                hit_e[i] = None
+        return hit_e
     want: dict[str, list[int]] = {}
     for i, o in enumerate(outs):
-        want.setdefault(o.name, []).append(i)
-    hit = [False] * len(outs)
+        name = getattr(o, "name", None)
+        if name is None:
+            return None
+        want.setdefault(name, []).append(i)
+    hit: list[bool | None] = [False] * len(outs)
     stack = []
     for t in targets:
-        if getattr(t, "op", None) is None:
-            return None
         for i in want.get(t.name, ()):
             hit[i] = True
         stack.append(t.op)

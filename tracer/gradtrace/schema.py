@@ -159,6 +159,10 @@ class RunInfo(_Model):
     # gradients applied to another variable than the one they were computed for (runs
     # recorded before this field read as an empty list)
     misapplied_gradients: list[MisappliedGradient] = Field(default_factory=list, max_length=MAX_VARS)
+    # VariableInfo indices of variables for which tape.gradient returned None while the
+    # optimizer was handed a tensor for them (zeros put in place of None: a tf.stop_gradient
+    # or another cut between them and the loss, hidden from Keras' warning)
+    replaced_none_gradients: list[int] = Field(default_factory=list, max_length=MAX_VARS)
     partial: bool = False  # a tracer failure left the trace incomplete
     lost: dict[str, int] = Field(default_factory=dict)  # records lost, by reason
     extra: dict[str, Any] = Field(default_factory=dict)

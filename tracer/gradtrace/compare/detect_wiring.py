@@ -133,12 +133,17 @@ def _zero_and_nonzero(run: RunData) -> tuple[set[int], set[int]]:
 
 def zero_gradient(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     """Variables one run trains while the other hands the optimizer an all-zero gradient for
-    them at every recorded step: nothing in that run's loss depends on them (a
-    ``tf.stop_gradient`` above them, zeros put in place of the ``None`` TensorFlow returned).
+    them at every recorded step, put in place of the ``None`` its tape returned (recorded by
+    the tracer in ``replaced_none_gradients``): nothing in that run's loss depends on them (a
+    ``tf.stop_gradient`` above them).
     The optimizer then leaves them as they are, which the gradient sets alone read as
     "not applied"."""
     za, nza = _zero_and_nonzero(a)
     zb, nzb = _zero_and_nonzero(b)
+    # Only where the tracer saw the tape return None for them: gradients zeroed by hand
+    # (a layer "frozen" by zeroing its gradients) are the script's choice (not_applied says so).
+    za &= {int(v) for v in a.meta.get("replaced_none_gradients") or []}
+    zb &= {int(v) for v in b.meta.get("replaced_none_gradients") or []}
     for side, run, other, zero, trained in (("b", b, "a", zb, nza), ("a", a, "b", za, nzb)):
         pick = 1 if side == "b" else 0
         vs = [p[pick] for p in al.var_pairs if p[pick] in zero and p[1 - pick] in trained]
