@@ -1126,7 +1126,7 @@ def fit_two_outputs():
     model.fit(x[:n], [y[:n], score[:n]], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
 
-def _tape_two_outputs(loss_of):
+def _tape_two_outputs(loss_of, function: bool = True):
     import tensorflow as tf
 
     keras = _keras()
@@ -1136,19 +1136,19 @@ def _tape_two_outputs(loss_of):
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     mse = keras.losses.MeanSquaredError()
 
-    @tf.function
     def train_step(xb, yb, sb):
         with tf.GradientTape() as tape:
             target = loss_of(model(xb, training=True), yb, sb, ce, mse)
         grads = tape.gradient(target, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
 
+    step = tf.function(train_step) if function else train_step
     for i in range(STEPS):
         sl = slice(i * BATCH, (i + 1) * BATCH)
-        train_step(x[sl], y[sl], score[sl])
+        step(x[sl], y[sl], score[sl])
 
 
-def tape_one_output_loss_differentiated():
+def tape_one_output_loss_differentiated(function: bool = True):
     def loss_of(outputs, yb, sb, ce, mse):
         logits, pred = outputs
         label_loss = ce(yb, logits)
@@ -1156,7 +1156,11 @@ def tape_one_output_loss_differentiated():
         loss = label_loss + score_loss  # noqa: F841  (logged; the total was meant to be differentiated)
         return label_loss
 
-    _tape_two_outputs(loss_of)
+    _tape_two_outputs(loss_of, function)
+
+
+def tape_one_output_loss_differentiated_eager():
+    tape_one_output_loss_differentiated(function=False)
 
 
 

@@ -164,6 +164,8 @@ CHECKS = [
     ("grads_zipped_reordered_function", s.tape_grads_zipped_reordered, "diverged", "misapplied_gradient"),
     ("one_output_loss_differentiated", s.tape_one_output_loss_differentiated, "diverged",
      "loss_not_differentiated"),
+    ("one_output_loss_differentiated_eager", s.tape_one_output_loss_differentiated_eager, "diverged",
+     "loss_not_differentiated"),
     ("stop_gradient_intermediate", s.tape_stop_gradient_intermediate, "diverged", "missing_gradient"),
 ]
 

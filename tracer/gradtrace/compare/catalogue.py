@@ -132,7 +132,8 @@ _KINDS = [
         "A Keras loss computed inside the tape (one output's loss of a multi-output model) does not "
         "reach the tensor handed to `tape.gradient`, and trainable variables get no gradient: "
         "`tape.gradient(label_loss, ...)` where the total was meant. Seen inside `tf.function` (the "
-        "graph says what the target depends on); eagerly the variables show as `missing_gradient`.",
+        "graph says what the target depends on) and, eagerly, when the differentiated tensor is one "
+        "loss call's output itself; otherwise the variables show as `missing_gradient`.",
         "Differentiate the total of the step's losses: `loss = label_loss + score_loss; "
         "tape.gradient(loss, model.trainable_variables)`.",
         rank=9,
