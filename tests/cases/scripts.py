@@ -1266,3 +1266,14 @@ def tape_hand_mse_hand_penalty():
             loss = tf.reduce_mean(tf.square(yb - pred)) + penalty
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def fit_multilabel_accuracy():
+    """Three independent yes/no labels per example: "accuracy" resolves to CategoricalAccuracy."""
+    keras = _keras()
+    x, y = data.classification(classes=2)
+    labels = np.stack([y, 1 - y, (x[:, 0] > 0).astype("int32")], axis=1).astype("float32")
+    model = _mlp(20, 3, activation="sigmoid")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    n = STEPS * BATCH
+    model.fit(x[:n], labels[:n], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)

@@ -160,6 +160,8 @@ CHECKS = [
      "metric_mismatch"),
     ("metric_binary_on_one_class_labels", s.fit_metric_binary_on_multiclass, "diverged", "metric_mismatch"),
     ("metric_resolved_from_labels", s.fit_metric_sparse, "equivalent", None),
+    # "accuracy" resolved from the shapes: CategoricalAccuracy for multi-label (yes/no per output) labels
+    ("metric_accuracy_resolved_for_multilabel", s.fit_multilabel_accuracy, "diverged", "metric_mismatch"),
     ("grads_zipped_reordered_eager", s.tape_grads_zipped_reordered_eager, "diverged", "misapplied_gradient"),
     ("grads_zipped_reordered_function", s.tape_grads_zipped_reordered, "diverged", "misapplied_gradient"),
     ("one_output_loss_differentiated", s.tape_one_output_loss_differentiated, "diverged",
@@ -185,6 +187,8 @@ def test_check(traced, case):
         store.close()
     text = render_text(report, verbose=True)
     assert report.verdict == verdict, text
+    if _id == "metric_accuracy_resolved_for_multilabel":  # the fix names the class, not 'accuracy' again
+        assert "BinaryAccuracy()" in report.findings[0].fix and "metrics=['accuracy']" not in report.findings[0].fix
     if _id in ("reg_losses_added_twice", "reg_losses_left_out"):  # how many times the loss holds them
         assert report.findings[0].evidence["count"] == (2 if _id == "reg_losses_added_twice" else 0), text
     if top is None:

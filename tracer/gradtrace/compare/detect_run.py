@@ -358,15 +358,22 @@ def metric_misfit_finding(run: RunData, side: str | None = None) -> Finding | No
         what = (f"is the accuracy for {_ENCODING_WORDS[str(m['wants'])]}; on {_ENCODING_WORDS.get(enc, enc)} "
                 "it compares the wrong things and reports a number unrelated to the model's accuracy")
     whose = f"run {side}'s ('{run.name}') " if side else ""
+    resolved = m["name"] in ("accuracy", "acc") and m["class"] != "Accuracy"  # Keras chose the class
+    if enc not in _METRIC_FOR:
+        fix = None
+    elif resolved:
+        fix = (f"Name the metric class explicitly: `{_METRIC_FOR[enc]}`. Keras resolved 'accuracy' to "
+               f"{m['class']} from the shapes of the labels and outputs, which does not fit "
+               f"{_ENCODING_WORDS[enc]}.")
+    else:
+        fix = (f"Use the accuracy for {_ENCODING_WORDS[enc]}: `{_METRIC_FOR[enc]}` (or "
+               "`metrics=['accuracy']`, which Keras resolves from the labels and the loss).")
     return Finding(
         "metric_mismatch",
         f"{whose}metric '{m['name']}' is {m['class']}, which {what} (the loss sees "
         f"{_ENCODING_WORDS.get(enc, enc)}).",
         evidence={"metrics": bad, "labels": enc, **({"run": side} if side else {})},
-        fix=(f"Use the accuracy for {_ENCODING_WORDS.get(enc, enc)}: `{_METRIC_FOR[enc]}` (or "
-             "`metrics=['accuracy']`, which Keras resolves from the labels and the loss)."
-             if enc in _METRIC_FOR else None),
-        explains=0.3)
+        fix=fix, explains=0.3)
 
 
 def data_fix(data: str) -> str:
