@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from gradtrace.compare.data import RunData
+from gradtrace.compare.findings import Finding
 
 FP_POSITIONS = 1 << 16  # the tracer's projection weighs at most this many positions
 # A fingerprint reduction of n float32 values in another order differs by about
@@ -199,10 +200,8 @@ def _repeat_words(rep: dict[str, Any]) -> tuple[str, str]:
     return how, fix
 
 
-def repeated_step_finding(run: RunData, side: str | None = None) -> Any:
+def repeated_step_finding(run: RunData) -> Finding | None:
     """``gradtrace check``: a run whose optimizer steps more than once on every batch."""
-    from gradtrace.compare.findings import Finding
-
     rep = repeated_steps(run)
     if rep is None:
         return None
@@ -214,16 +213,15 @@ def repeated_step_finding(run: RunData, side: str | None = None) -> Any:
         steps=[rep["first_step"]], evidence=rep, fix=fix, explains=0.8)
 
 
-def repeated_steps_pair(a: RunData, b: RunData) -> Any:
+def repeated_steps_pair(a: RunData, b: RunData) -> Finding | None:
     """Compare: one run steps ``k`` times per batch, the other a different number of times."""
-    from gradtrace.compare.findings import Finding
-
     ra, rb = repeated_steps(a), repeated_steps(b)
     ka, kb = (r["per_batch"] if r else 1 for r in (ra, rb))
     if ka == kb:
         return None
     side, run, rep, other_k = ("a", a, ra, kb) if ka > kb else ("b", b, rb, ka)
-    assert rep is not None
+    if rep is None:
+        return None
     how, fix = _repeat_words(rep)
     other = "b" if side == "a" else "a"
     once = "once" if other_k == 1 else f"{other_k} times"
