@@ -25,6 +25,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,7 +278,8 @@ class Cadence:
                     reps = []
                     for _ in range(7):
                         t0 = time.perf_counter()
-                        np.asarray(probe(*args))  # .numpy() waits for the result
+                        for out in probe(*args):
+                            np.asarray(out)  # .numpy() waits for the result
                         reps.append(time.perf_counter() - t0)
                 self.costs[key] = float(np.median(reps))
                 return
@@ -333,9 +335,10 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     as arguments. The other rows carry NaN there and ``full == 0``, and
     non-trainable deltas span the steps since the last full one.
 
-    Returns ``(writer, probe, probe_args, jit)``: ``probe(*probe_args)`` runs the same
-    compiled statistics on zero gradients, writing only a scratch copy of
-    ``state_shadow``, for timing; ``jit`` says whether the statistics are XLA-compiled
+    Returns ``(writer, probe, probe_args, jit)``: ``probe(*probe_args)`` does a full
+    step's extra work for timing: the same compiled statistics on zero gradients
+    (writing only a scratch copy of ``state_shadow``) and the concatenation of the
+    weights that :meth:`Cadence.snapshot` copies; ``jit`` says whether the statistics are XLA-compiled
     (False where asked, or where :func:`stats_function` declined to compile more).
     """
     import tensorflow as tf
@@ -364,7 +367,8 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
             loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets])
 
         def stats() -> Any:
-            return full_stats(grads, inv_scale, tvars, before, state_vars, shadow, signs)
+            args = (grads, inv_scale, tvars, before, state_vars, shadow, signs)
+            return live_stats(full_stats, args)(*args)
 
         if cadence.always:
             vals = stats()
@@ -393,7 +397,19 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
         scratch = side_variable(tf.zeros_like(state_shadow), "gradtrace_probe_state") if state_vars else None
         probe_args = ([tf.zeros(shp, tf.float32) for shp in grad_shapes], tf.constant(1.0), tvars, before,
                       state_vars, scratch, signs)
-    return writer, probe, probe_args, jit
+
+    # A full step also copies the weights before the update (Cadence.snapshot): timed as
+    # the same concatenation, reduced instead of assigned (the shadow is in use). Called
+    # eagerly, one after the other: the shared probe must not be called from a graph (its
+    # trace holds weak references to the first run's variables, which a graph call
+    # dereferences: tensorflow/python/eager/polymorphic_function/concrete_function.py
+    # ``ConcreteFunction._call_flat`` -> ``FuncGraph.variables``).
+    copy = tf.function(lambda: tf.reduce_max(flat_values(tvars)), autograph=False)
+
+    def full_step_work(*args: Any) -> tuple[Any, Any]:
+        return probe(*args), copy()
+
+    return writer, full_step_work, probe_args, jit
 
 
 # XLA's compiled code stays mapped until the process ends (see stats_function): once less
@@ -416,6 +432,7 @@ def mappings_free() -> float | None:
 
 _SHARED_LOCK = threading.Lock()
 _SHARED: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_KEY_OF: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()  # fn -> its key
 
 
 def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign_at: tuple[int, ...],
@@ -448,7 +465,6 @@ def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign
     function called in a graph: a second compile, ~170 more mappings); ``jit`` whether
     ``f`` is XLA-compiled.
     """
-    import tensorflow as tf
 
     key = (grad_shapes, k, sign_at, bool(jit))
     with _SHARED_LOCK:
@@ -457,13 +473,43 @@ def stats_function(grad_shapes: tuple[tuple[int | None, ...], ...], k: int, sign
             key = (grad_shapes, k, sign_at, False)
             got = _SHARED.get(key)
         if got is None:
-            jit = key[-1]
-            fn = tf.function(functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
-                             jit_compile=jit, autograph=False, reduce_retracing=False)
-            probe = tf.function(lambda *args: fn(*args), jit_compile=False, autograph=False,
-                                reduce_retracing=False)
-            got = _SHARED[key] = (fn, probe, jit)
+            got = _SHARED[key] = _shared_pair(key)
         return got
+
+
+def _shared_pair(key: tuple[Any, ...]) -> tuple[Any, Any, bool]:
+    import tensorflow as tf
+
+    grad_shapes, k, sign_at, jit = key
+    fn = tf.function(functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
+                     jit_compile=jit, autograph=False, reduce_retracing=False)
+    probe = tf.function(lambda *args: fn(*args), jit_compile=False, autograph=False, reduce_retracing=False)
+    _KEY_OF[fn] = key
+    return fn, probe, jit
+
+
+def live_stats(fn: Any, args: tuple[Any, ...]) -> Any:
+    """``fn`` (a function of :func:`stats_function`), or a new one in its place when its
+    trace for ``args`` holds variables that no longer exist.
+
+    A concrete function keeps weak references to the variables its trace recorded, and
+    calling it from a graph dereferences them (tensorflow/python/eager/polymorphic_function/
+    concrete_function.py ``ConcreteFunction._call_flat`` -> ``FuncGraph.variables``:
+    "Called a function referencing variables which have been deleted"). Variables handed
+    in as arguments are not recorded, except those a model created during the very trace
+    that calls the statistics (fit() building a model without ``Input``): the next run
+    with the same shapes would find the trace shared and its variables gone. Such a
+    function is replaced for every later caller (one more compile, in that case only).
+    """
+    cf = fn.get_concrete_function(*args)
+    if all(ref() is not None for ref in getattr(cf.graph, "_weak_variables", ())):
+        return fn
+    key = _KEY_OF[fn]
+    with _SHARED_LOCK:
+        got = _SHARED.get(key)
+        if got is None or got[0] is fn:
+            got = _SHARED[key] = _shared_pair(key)
+    return live_stats(got[0], args)  # a replacement made earlier may need replacing too
 
 
 def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *,  # type: ignore[no-untyped-def]
