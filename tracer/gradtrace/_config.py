@@ -25,7 +25,7 @@ Variable                        Default                             Meaning
 ``GRADTRACE_SPOOL_MAX_AGE_DAYS`` ``7``                              Spooled batches older than this are
                                                                     discarded (and counted).
 ``GRADTRACE_FLUSH_INTERVAL``    ``2.0``                             Seconds between background exports.
-``GRADTRACE_BATCH_STEPS``       ``256``                             Steps per shipped batch (an export starts as
+``GRADTRACE_BATCH_STEPS``       ``1024``                            Steps per shipped batch (an export starts as
                                                                     soon as this many are queued).
 ``GRADTRACE_QUEUE_STEPS``       ``20000``                           Bound of the in-memory queue; steps beyond it
                                                                     are dropped and counted as ``queue_full``.
@@ -38,9 +38,9 @@ Variable                        Default                             Meaning
                                                                     steps (0: never).
 ``GRADTRACE_SKETCH_DIM``        ``32``                              Numbers in each gradient's sketch (0: none,
                                                                     at most 256).
-``GRADTRACE_RING_SIZE``         auto (64 to 1024)                   Steps the in-graph ring buffer holds between
+``GRADTRACE_RING_SIZE``         auto (64 to 4096)                   Steps the in-graph ring buffer holds between
                                                                     two reads by the host; by default as many as
-                                                                    fit in 8 MiB, at least 64, at most 1024.
+                                                                    fit in 8 MiB, at least 64, at most 4096.
 ``GRADTRACE_OVERHEAD_BUDGET``   ``0.02``                            Fraction of the step time the per-variable
                                                                     statistics may cost when their cadence is
                                                                     chosen automatically (``stats_every`` unset).
@@ -106,7 +106,7 @@ GRADTRACE_FULL_TENSORS_EVERY = "GRADTRACE_FULL_TENSORS_EVERY"
 GRADTRACE_SKETCH_DIM = "GRADTRACE_SKETCH_DIM"
 """Size of each gradient sketch."""
 GRADTRACE_RING_SIZE = "GRADTRACE_RING_SIZE"
-"""Steps held by the in-graph ring buffer (default: as many as fit in 8 MiB, 64 to 1024)."""
+"""Steps held by the in-graph ring buffer (default: as many as fit in 8 MiB, 64 to 4096)."""
 GRADTRACE_OVERHEAD_BUDGET = "GRADTRACE_OVERHEAD_BUDGET"
 """Share of the step time the automatic statistics cadence aims at."""
 GRADTRACE_STATS_EVERY = "GRADTRACE_STATS_EVERY"
@@ -137,7 +137,7 @@ class Config:
     spool_max_bytes: int = 512 * 2**20
     spool_max_age: float = 7 * 86400.0
     flush_interval: float = 2.0
-    batch_steps: int = 256
+    batch_steps: int = 1024
     queue_steps: int = 20_000
     retry_seconds: float = 30.0
     http_timeout: float = 10.0

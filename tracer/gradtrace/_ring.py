@@ -28,6 +28,9 @@ from gradtrace._stats import SEQ_SPLIT, Layout
 
 logger = logging.getLogger("gradtrace.ring")
 
+FASTEST_STEP = 1e-4
+"""Seconds of the fastest optimizer step the poller plans for (a tiny model in ``tf.function``)."""
+
 
 def side_variable(initial: Any, name: str) -> Any:
     """A non-trainable variable of the tracer's own, created outside any graph being traced.
@@ -94,15 +97,18 @@ class Poller:
     """Background thread that drains every ring of a run and hands rows on.
 
     The interval adapts to the step rate so a ring is read before it fills:
-    about a third of the time the writer needs to go once round it. While idle it
-    grows to ``max_interval`` only, short enough that a burst of fast steps after a
-    pause (0.1 ms per step fills a 1024-row ring in 102 ms) is read in time.
+    about a third of the time the writer needs to go once round it. It never
+    exceeds half the time steps of :data:`FASTEST_STEP` take to fill the smallest
+    ring, so a burst of fast steps after a pause or a slow phase is read in time
+    (a 4096-row ring: every 0.2 s at most; a 1024-row one: every 51 ms), nor
+    ``max_interval``. Each poll costs a few eager TensorFlow calls and a wake-up of
+    the interpreter, taken from the training's cores: a larger ring is read less often.
     """
 
     def __init__(
         self,
         on_rows: Callable[[list[tuple[Ring, np.ndarray]], list[tuple[Ring, int]]], None],
-        max_interval: float = 0.05,
+        max_interval: float = 0.5,
         min_interval: float = 0.005,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
@@ -152,13 +158,14 @@ class Poller:
         return total
 
     def _adapt(self, rows: int, elapsed: float) -> None:
+        smallest = min((r.size for r in self.rings), default=64)
+        cap = max(self._min, min(self._max, smallest * FASTEST_STEP / 2))
         if rows <= 0 or elapsed <= 0:
-            self._interval = min(self._max, self._interval * 1.5)
+            self._interval = min(cap, self._interval * 1.5)
             return
         rate = rows / elapsed  # steps per second
-        smallest = min((r.size for r in self.rings), default=64)
         want = smallest / rate / 3.0
-        self._interval = min(self._max, max(self._min, want))
+        self._interval = min(cap, max(self._min, want))
 
     def _loop(self) -> None:
         last = time.monotonic()

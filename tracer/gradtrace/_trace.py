@@ -456,8 +456,8 @@ class Run:
 
     def ring_rows(self, width: int) -> int:
         """Rows of a ring of ``width``-float rows: ``ring_size`` if set, else what fits in
-        :data:`RING_BYTES` (64 to 1024: at 1 ms per step the host reads a ring about
-        three times per turn either way)."""
+        :data:`RING_BYTES` (64 to 4096 rows: the host reads a ring about three times per
+        turn, so a larger ring is read less often)."""
         if self.ring_size is not None:
             return self.ring_size
         return int(min(RING_MAX_ROWS, max(RING_MIN_ROWS, RING_BYTES // (4 * max(1, width)))))
@@ -941,7 +941,7 @@ class Run:
 
 UNCAPTURED_CHECK_SECONDS = 1.0
 RING_BYTES = 8 * 2**20
-RING_MIN_ROWS, RING_MAX_ROWS = 64, 1024
+RING_MIN_ROWS, RING_MAX_ROWS = 64, 4096
 
 
 # Function caches (tensorflow/core/function/polymorphism/function_cache.py ``FunctionCache``)
