@@ -467,6 +467,25 @@ def test_tf_keras_fit_records_learning_rate(db_url, read_run):
     np.testing.assert_allclose(opt["learning_rate"], 0.1, rtol=1e-6)
 
 
+def test_tf_keras_model_built_by_fit_is_traced_whole(db_url, read_run):
+    """An unbuilt tf-keras model (no input shape) raises when asked for its variables
+    (tf_keras ``Model._assert_weights_created``): registering it at fit() start failed and the
+    run was marked partial; its variables now join the inventory once fit() builds it."""
+    tf_keras = pytest.importorskip("tf_keras")
+    x, y = data(n=24)
+    model = tf_keras.Sequential([tf_keras.layers.Dense(5), tf_keras.layers.BatchNormalization(),
+                                 tf_keras.layers.Dense(1)])
+    model.compile(tf_keras.optimizers.SGD(0.05), "mse")
+    with gradtrace.trace(run="tk-lazy", store=db_url) as run:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert not run.info.partial, run.info.warnings
+    detail, steps = read_run("tk-lazy")
+    assert len(steps) == 3
+    assert len(detail.variables) == len(model.variables) == 8
+    assert all(not v["struct_key"].startswith("?") for v in detail.variables)
+    assert len(var_rows(steps[0])) == 6 and len(state_rows(steps[0])) == 2
+
+
 def test_light_steps_list_the_variables_without_a_gradient(db_url, read_run):
     """Between two full steps a record lists only the variables that got no gradient."""
     x, y = data()

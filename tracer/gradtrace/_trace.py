@@ -265,7 +265,7 @@ class Run:
     def _kept_before_build(self, model: Any) -> bool:
         from gradtrace._hooks import tf_variable
 
-        return any(id(tf_variable(v)) in self._pre_build for v in list(getattr(model, "variables", None) or []))
+        return any(id(tf_variable(v)) in self._pre_build for v in _variables_of(model))
 
     def before_build(self, model: Any) -> Any:
         """An eager call is about to build the registered ``model`` (a ``Sequential`` without
@@ -285,7 +285,7 @@ class Run:
         with self._lock:
             if id(model) in self._init_seen or not any(m is model for m in self._models):
                 return contextlib.nullcontext()
-            for v in list(getattr(model, "variables", None) or []):
+            for v in _variables_of(model):
                 tv = tf_variable(v)
                 if id(tv) not in self._pre_build and not _uninitialized(v):
                     self._pre_build[id(tv)] = _value_copy(tv)
@@ -319,7 +319,7 @@ class Run:
         with self._lock:
             if id(model) in self._init_seen:
                 return
-            variables = list(getattr(model, "variables", None) or [])
+            variables = _variables_of(model)
             if not variables:
                 return
             if any(_uninitialized(v) for v in variables):
@@ -500,7 +500,7 @@ class Run:
         seen: set[int] = set()
         self._index_pending = False
         for model in self._models:
-            for v in list(getattr(model, "variables", [])):
+            for v in _variables_of(model):
                 from gradtrace._hooks import tf_variable
 
                 key = id(tf_variable(v))
@@ -1001,6 +1001,15 @@ def _logs_to_stderr(log: logging.Logger) -> bool:
                 return True
         current = current.parent if current.propagate else None
     return False
+
+
+def _variables_of(model: Any) -> list[Any]:
+    """``model.variables``, or [] while it has none: an unbuilt tf-keras model raises
+    (tf_keras/src/engine/training.py ``Model._assert_weights_created``), Keras 3 lists none."""
+    try:
+        return list(getattr(model, "variables", None) or [])
+    except Exception:
+        return []
 
 
 def _uninitialized(v: Any) -> bool:
