@@ -138,6 +138,9 @@ def test_case(traced, case):
         assert report.findings[0].evidence.get("loss_weights_a") == [1.0, 0.2], text
     if _id in MATCHES:
         assert str(report.findings[0].evidence.get("matches") or "").startswith(MATCHES[_id]), text
+    if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
+        fix = report.findings[0].fix or ""
+        assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text
 
 
 CHECKS = [

@@ -216,11 +216,17 @@ def _opt_effect(run: RunData, c: float, u: float) -> str:
 
 
 def _reduction_fix(a: RunData, b: RunData) -> str | None:
-    """The fix when both runs' Keras losses recorded their reductions and they differ."""
+    """The fix when both runs' Keras loss objects recorded their reductions and they differ.
+
+    A Keras loss *function* (``keras.losses.mse(y, p)``) records reduction 'none' because it
+    returns the per-sample losses, which the script then reduces itself: its reduction is
+    the script's (a sum, a mean), not a loss argument to change, so such calls are skipped.
+    """
     red = []
     for run in (a, b):
         info = run.loss_info[min(run.loss_info)] if run.loss_info else {}
-        red.append(info.get("reduction"))
+        calls = [c for c in (info.get("calls") or [info]) if isinstance(c, dict) and not c.get("function")]
+        red.append(calls[-1].get("reduction") if calls else None)
     if None in red or red[0] == red[1]:
         return None
     return (f"Reduce the loss the same way in both runs: run a's Keras loss has reduction='{red[0]}', "
