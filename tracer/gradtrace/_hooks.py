@@ -9,6 +9,9 @@ Installed when the outermost ``trace`` is entered and removed when it is left
   calls it) and, for legacy tf-keras, ``apply_gradients``, patched on every
   class of the hierarchy that defines it. Only the outermost call of a thread
   records (a LossScaleOptimizer's ``apply`` calls its inner optimizer's).
+- ``tensorflow/python/util/variable_utils.py convert_variables_to_tensors`` as
+  ``func_graph_from_py_func`` calls it on a traced function's outputs: the end of a
+  ``tf.function`` trace whose gradients leave the graph unapplied (see :class:`_Stash`).
 - ``make_train_function`` of both Keras flavours: fit() caches its compiled
   step, so the first fit() inside a trace rebuilds it (and the run puts the
   old one back when it ends).
@@ -227,6 +230,12 @@ def _install_all() -> None:
     from tensorflow.python.saved_model import save as saved_model_save
 
     _registry.patch(saved_model_save, "save_and_return_nodes", _wrap_saved_model_save)
+    # tensorflow/python/framework/func_graph.py func_graph_from_py_func calls
+    # variable_utils.convert_variables_to_tensors(func_outputs) right after the traced Python
+    # function returned, still inside the graph and before its inputs (captures) are listed.
+    from tensorflow.python.util import variable_utils
+
+    _registry.patch(variable_utils, "convert_variables_to_tensors", _wrap_trace_end)
     try:
         from keras.src.optimizers.base_optimizer import BaseOptimizer
     except ImportError:  # a TensorFlow without Keras 3
@@ -406,9 +415,157 @@ def _wrap_gradient(original: Any) -> Any:
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
             guard(run, "tape.gradient", lambda: _remember_result(call, sources, result))
+            if call.variables:
+                from gradtrace import _probes
+
+                guard(run, "tape.gradient", _probes.micro_batch_done)
         return result
 
     return gradient
+
+
+# --- gradients applied in another graph ------------------------------------------------------
+#
+# ``grads, loss = compute_grads(x, y)`` in one ``tf.function`` and ``apply_gradients`` eagerly or
+# in another function: the optimizer hook finds no ``tape.gradient`` call in its own graph, and
+# the loss and step values (fingerprints, loss details) of the gradient's graph cannot reach it
+# as tensors. When a trace ends with a gradient call that no optimizer step of that graph took,
+# graph ops written at the end of that trace copy the target (summed) and the step scope's values
+# into side variables of the run, one set per set of differentiated variables; the optimizer
+# step that finds no gradient call of its own reads the set whose variables it steps. A function
+# whose gradients are applied in it gets no such ops.
+
+
+_STASH_ATTR = "_gradtrace_split_stashes"
+
+
+class _Stash:
+    """The last unapplied ``tape.gradient`` call's target and step values, for one set of sources."""
+
+    def __init__(self, key: frozenset[int], shape: list[int | None] | None,
+                 specs: dict[str, tuple[int, ...]], statics: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        from gradtrace._ring import side_variable
+
+        self.key = key
+        self.shape = shape
+        self.specs = specs
+        self.statics = statics
+        nan = float("nan")
+        with tf.init_scope():  # created while a function is traced: initial values eager
+            self.loss = side_variable(tf.constant(nan, tf.float32), "gradtrace_split_loss")
+            self.values = {k: side_variable(tf.fill(list(shp), nan), "gradtrace_split_value")
+                           for k, shp in specs.items()}
+            # The run-wide number of the trace-end write that filled it, and of the one the last
+            # optimizer step took: an apply that finds no newer write records no loss.
+            self.seq = side_variable(tf.constant(0, tf.int64), "gradtrace_split_seq")
+            self.taken = side_variable(tf.constant(0, tf.int64), "gradtrace_split_taken")
+
+
+class _StashStore:
+    def __init__(self) -> None:
+        import tensorflow as tf
+
+        from gradtrace._ring import side_variable
+
+        with tf.init_scope():
+            self.counter = side_variable(tf.constant(0, tf.int64), "gradtrace_split_counter")
+        self.stashes: dict[frozenset[int], _Stash] = {}
+
+
+def _stash_store(run: Run, create: bool) -> _StashStore | None:
+    store = run.__dict__.get(_STASH_ATTR)
+    if store is None and create:
+        store = run.__dict__[_STASH_ATTR] = _StashStore()
+    return store
+
+
+def _stash_unapplied(run: Run) -> None:
+    """At the end of a trace: stash what the graph's unapplied gradient calls would have recorded."""
+    import tensorflow as tf
+
+    graph = tf.compat.v1.get_default_graph()
+    dq = _tape_calls().get(graph)
+    if not dq or any(c.consumed for c in dq):
+        return  # an optimizer step of this graph took its gradients: nothing leaves it
+    calls = [c for c in dq if c.variables and c.targets]
+    if not calls:
+        return
+    latest: dict[frozenset[int], TapeCall] = {}
+    for c in calls:  # with the same sources (accumulation in one trace) the last one counts
+        latest.pop(c.sources, None)
+        latest[c.sources] = c
+    values, statics = _scope.current().take()
+    vals: dict[str, Any] = {}
+    for k in sorted(values):
+        t = values[k]
+        t = tf.cast(t if isinstance(t, (tf.Tensor, tf.Variable)) else tf.constant(t), tf.float32)
+        if t.shape.is_fully_defined():
+            vals[k] = t
+    specs = {k: tuple(t.shape.as_list()) for k, t in vals.items()}
+    store = _stash_store(run, create=True)
+    assert store is not None
+    n = store.counter.assign_add(1)
+    for key, call in latest.items():
+        stash = store.stashes.get(key)
+        if stash is None or stash.specs != specs or stash.shape != call.shape or stash.statics != statics:
+            stash = store.stashes[key] = _Stash(key, call.shape, specs, dict(statics))
+        stash.loss.assign(tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in call.targets]))
+        for k, t in vals.items():
+            stash.values[k].assign(t)
+        stash.seq.assign(n)
+        call.consumed = True
+    run.traced_in(_tracing_options())
+
+
+def _from_stash(run: Run, var_keys: set[int]) -> TapeCall | None:
+    """For an optimizer step with no gradient call in its graph: the stashed call whose sources
+    it steps, as a tape call carrying the loss (NaN unless written since the last step took it);
+    its step values go into this graph's step scope. Several candidate sets: none (a warning)."""
+    import tensorflow as tf
+
+    store = _stash_store(run, create=False)
+    if store is None:
+        return None
+    cands = [s for s in store.stashes.values() if s.key & var_keys]
+    if not cands:
+        return None
+    if len(cands) > 1:
+        run.warn_once(
+            "split_step_ambiguous",
+            "apply_gradients ran in another function than tape.gradient, and several gradient calls "
+            "(of different variable sets) could have produced its gradients: such steps are recorded "
+            "without loss and batch fingerprints.")
+        return None
+    s = cands[0]
+    seq = s.seq.read_value()
+    fresh = seq > s.taken.read_value()
+    nan = tf.constant(float("nan"), tf.float32)
+    loss = tf.where(fresh, s.loss.read_value(), nan)
+    scope = _scope.current()
+    for k, v in s.values.items():
+        if k not in scope.values:
+            scope.put(k, tf.where(fresh, v.read_value(), nan))
+    for k, st in s.statics.items():
+        if k not in scope.statics:
+            scope.put_static(k, st)
+    with tf.control_dependencies([loss]):
+        s.taken.assign(seq)
+    return TapeCall([loss], s.shape, s.key, [])
+
+
+def _wrap_trace_end(original: Any) -> Any:
+    @functools.wraps(original)
+    def convert_variables_to_tensors(values: Any) -> Any:
+        run = _active_run()
+        if run is not None and _tape_calls():
+            caller = sys._getframe(1).f_code
+            if caller.co_name == "func_graph_from_py_func":
+                guard(run, "tf.function trace end", lambda: _stash_unapplied(run))
+        return original(values)
+
+    return convert_variables_to_tensors
 
 
 # --- optimizer step -----------------------------------------------------------------------
@@ -626,6 +783,8 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     key_set = set(keys)
     others = [v for v in run.trainable_variables() if var_key(v) not in key_set]
     tape = _find_tape_call(key_set, list(grads))
+    if tape is None:
+        tape = _from_stash(run, key_set)
     if tape is not None:
         # Variables the tape was asked about but the step left out (a None gradient dropped
         # before apply_gradients, layers called without their model): they belong to the step.

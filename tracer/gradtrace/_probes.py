@@ -157,6 +157,22 @@ _FP_EAGER: dict[int, Any] = {}  # n -> the same as an eager tensor
 _FP_CACHED = 32  # distinct sizes kept (each at most FP_POSITIONS floats)
 
 
+def micro_batch_done() -> None:
+    """A ``tape.gradient`` call of variables ended a micro-batch of the current step.
+
+    Gradients accumulated over micro-batches and applied once: the step records the loss of
+    the last gradient call (the one :func:`gradtrace._hooks._find_tape_call` falls back to),
+    so the next model call under a tape and the next Keras loss put the step's inputs,
+    labels and loss details afresh instead of keeping the first micro-batch's (``x_fp``) or
+    listing every micro-batch's loss call as another output's (``loss_info.calls``).
+    A gradient of inputs (a gradient penalty) is no such end: the hooks call this only for
+    a call with variable sources.
+    """
+    marks = _scope.current().marks
+    marks.discard(K_X_FP)
+    marks.discard(K_LOSS_INFO)
+
+
 def _fp_weights(n: int) -> Any:
     """The projection's weights for ``n`` positions as a tensor: a constant of the graph
     being built (no captured input), or one cached eager tensor."""
@@ -1703,7 +1719,8 @@ def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> lis
             rec["modes"] = modes
         if ps is not None or lw is not None:
             row_info = dict(info)  # type: ignore[arg-type]
-            if ps is not None and len(ps[j]) == 4:
+            # All NaN: a step that applied already-taken stashed gradients (_hooks._from_stash).
+            if ps is not None and len(ps[j]) == 4 and ps[j][3] == ps[j][3]:
                 f = ps[j]
                 row_info.update(per_sample_mean=f[0], per_sample_min=f[1], per_sample_max=f[2],
                                 per_sample_count=int(f[3]))
@@ -1717,7 +1734,7 @@ def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> lis
             if f and f[0] == f[0]:
                 rec["batch_size"] = int(f[0])
         for key, name in ((K_X_FP, "x_fp"), (K_Y_FP, "y_fp")):
-            if key in cols:
+            if key in cols and not (cols[key][j] and all(v != v for v in cols[key][j])):
                 rec[name] = cols[key][j]
         for key, name in ((K_REG, "reg_loss"), (K_SCALE, "loss_scale"),
                           # The target was the loss times loss_scale: record the loss itself,
