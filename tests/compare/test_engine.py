@@ -424,6 +424,15 @@ def test_run_without_steps_claims_nothing_about_variables():
     assert r.verdict == "not_comparable"
 
 
+def test_a_run_that_failed_before_its_first_step_is_named_with_its_error():
+    failed = make_run("b", steps=0, meta={"status": "failed", "error": "ValueError: shapes (None,) and (None, 1)"})
+    r = compare_runs(make_run("a"), failed)
+    assert r.verdict == "not_comparable"
+    why = {s["why"] for s in r.skipped}
+    assert any("run b ('b') recorded no optimizer step: it failed before its first step (ValueError" in w
+               for w in why), why
+
+
 def test_statistics_cadence_steps_are_not_recorded_not_differences():
     """The tracer records per-variable statistics on some steps only (its cadence, which can
     differ between two runs): a step without them is "not recorded" on that side."""

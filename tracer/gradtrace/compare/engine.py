@@ -42,7 +42,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     lone_b = [v for v in al.unpaired_b if b.var_info(v).get("trainable", True)]
     # One run's trainable variables all have a counterpart: compare on those and report
     # the rest; variables without counterpart on both sides are different models.
-    structure_ok = len(al.ja) > 0 and not (lone_a and lone_b)
+    # A run without steps has no per-step variable columns to pair: that is not a structure
+    # difference (the reason is the empty run, said where the checks are skipped).
+    structure_ok = (len(al.ja) > 0 or not (a.n_steps and b.n_steps)) and not (lone_a and lone_b)
     if structure_ok and (lone_a or lone_b):
         side, run, lone = ("a", a, lone_a) if lone_a else ("b", b, lone_b)
         other = "b" if side == "a" else "a"
@@ -198,7 +200,16 @@ def _needs_alignment() -> list[str]:
 
 def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
     if al.n_common == 0:
-        return "one of the runs has no steps"
+        empty = [(k, r) for k, r in (("a", a), ("b", b)) if not r.n_steps]
+        if not empty:
+            return "the runs have no step number in common"
+        parts = []
+        for k, r in empty:
+            status, error = r.meta.get("status"), r.meta.get("error")
+            how = (f"it {status} before its first step ({error})" if error and status not in (None, "finished")
+                   else f"its status is '{status}'" if status not in (None, "finished") else "see its warnings")
+            parts.append(f"run {k} ('{r.name}') recorded no optimizer step: {how}")
+        return "; ".join(parts)
     if al.init_same is False:
         return "the runs started from different weights (init fingerprints differ)"
     if al.input_map is not None:

@@ -43,11 +43,15 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
     d = report if isinstance(report, dict) else report.to_dict()
     lines = []
     a, b = d["a"], d["b"]
+    def state(r: dict[str, Any]) -> str:  # a run that did not finish says so
+        st = r.get("status")
+        return f", {st}" if st not in (None, "finished") else ""
+
     if b:
-        lines.append(f"compare  a = {a['name']} ({a['id']}, {a['steps']} steps)")
-        lines.append(f"         b = {b['name']} ({b['id']}, {b['steps']} steps)")
+        lines.append(f"compare  a = {a['name']} ({a['id']}, {a['steps']} steps{state(a)})")
+        lines.append(f"         b = {b['name']} ({b['id']}, {b['steps']} steps{state(b)})")
     else:
-        lines.append(f"check  {a['name']} ({a['id']}, {a['steps']} steps)")
+        lines.append(f"check  {a['name']} ({a['id']}, {a['steps']} steps{state(a)})")
     lines.append("")
     if b:
         lines.append(f"verdict: {d['verdict'].upper()}")
