@@ -1277,3 +1277,57 @@ def fit_multilabel_accuracy():
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
     n = STEPS * BATCH
     model.fit(x[:n], labels[:n], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+# --- a two-input model: fit() on a dict vs a loop that swaps the inputs ---------------------
+
+def _two_input_data():
+    x, y = data.classification(n=STEPS * BATCH, features=12)
+    return x[:, :6], x[:, 6:], y
+
+
+def _two_inputs():
+    keras = _keras()
+    keras.utils.set_random_seed(4)
+    ia, ib = keras.Input((6,), name="num"), keras.Input((6,), name="aux")
+    h = keras.layers.Concatenate()([keras.layers.Dense(8, activation="relu")(ia),
+                                    keras.layers.Dense(8, activation="relu")(ib)])
+    return keras.Model({"num": ia, "aux": ib}, keras.layers.Dense(2)(h))
+
+
+def fit_two_inputs():
+    keras = _keras()
+    xa, xb, y = _two_input_data()
+    model = _two_inputs()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit({"num": xa, "aux": xb}, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def _tape_two_inputs(swap: bool):
+    import tensorflow as tf
+
+    keras = _keras()
+    xa, xb, y = _two_input_data()
+    model = _two_inputs()
+    opt = keras.optimizers.Adam(3e-3)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(num, aux, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model({"num": num, "aux": aux}, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    first, second = (xb, xa) if swap else (xa, xb)
+    for i in range(0, STEPS * BATCH, BATCH):
+        train_step(first[i:i + BATCH], second[i:i + BATCH], y[i:i + BATCH])
+
+
+def tape_two_inputs():
+    _tape_two_inputs(swap=False)
+
+
+def tape_two_inputs_swapped():
+    _tape_two_inputs(swap=True)

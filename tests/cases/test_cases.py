@@ -83,6 +83,9 @@ CASES = [
      "missing_gradient"),
     ("stop_gradient_zeros_for_none", s.fit_encoder_head, s.tape_stop_gradient_zero_gradients, "diverged",
      "zero_gradient"),
+    # a two-input model fed a dict by fit(), by a loop that swaps the two inputs (or not)
+    ("eq_two_inputs", s.fit_two_inputs, s.tape_two_inputs, "equivalent", None),
+    ("two_inputs_swapped", s.fit_two_inputs, s.tape_two_inputs_swapped, "diverged", "input_order"),
 ]
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).

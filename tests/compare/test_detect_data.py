@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradtrace.compare.detect_data import FP_POSITIONS, input_map, repeated_steps
+from gradtrace.compare.detect_data import FP_POSITIONS, input_map, input_permutation, repeated_steps
 
 from .synth import make_run
 
@@ -76,6 +76,19 @@ def _run_with(fps: np.ndarray, loss: np.ndarray, iterations: np.ndarray):
     run.loss = loss.astype(float)
     run.iterations = iterations.astype(float)
     return run
+
+
+def test_the_same_values_in_another_order_with_the_same_labels_are_a_permutation() -> None:
+    xs = [np.concatenate([b[:, :6], b[:, 6:]], axis=1) for b in _batches(shape=(32, 12))]
+    swapped = [np.concatenate([x[:, 6:], x[:, :6]], axis=1) for x in xs]  # two inputs swapped
+    labels = _fps([np.arange(32, dtype=np.float32) % 3 for _ in xs])
+    m = input_permutation(_fps(xs), _fps(swapped), labels, labels)
+    assert m == {"steps": 6, "steps_differing": 6}
+    # the same inputs, other batches, or examples reordered along with their labels: no permutation
+    assert input_permutation(_fps(xs), _fps(xs), labels, labels) is None
+    assert input_permutation(_fps(xs), _fps(_batches(shape=(32, 12), seed=1)), labels, labels) is None
+    rolled = _fps([np.arange(32, dtype=np.float32)[::-1] % 3 for _ in xs])
+    assert input_permutation(_fps(xs), _fps([x[::-1] for x in xs]), labels, rolled) is None
 
 
 def test_repeated_steps_counts_k_per_batch_and_spares_full_batch_and_turn_taking() -> None:

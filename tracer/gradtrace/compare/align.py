@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gradtrace.compare.data import RunData
-from gradtrace.compare.detect_data import input_map
+from gradtrace.compare.detect_data import input_map, input_permutation
 from gradtrace.compare.noise import Noise, measure_noise, rel
 
 
@@ -109,6 +109,8 @@ class Alignment:
     inputs_known: bool = True  # the inputs' fingerprints were compared, not only the labels'
     # x_b = k * x_a + c at every step (labels equal): {"k", "c", "steps", "labels_equal", ...}
     input_map: dict[str, Any] | None = None
+    # the same input values in another order at every step, the labels equal: {"steps", ...}
+    input_permuted: dict[str, Any] | None = None
 
     @property
     def premise(self) -> str:
@@ -224,6 +226,9 @@ def align(a: RunData, b: RunData) -> Alignment:
             if imap["undone_by_model"]:
                 data_same = fingerprints_equal(ya, yb) if has_y else np.ones(n, dtype=bool)
                 has_x = False
+    perm = None
+    if has_x and has_y and n and imap is None and not data_same.all():
+        perm = input_permutation(fa, fb, ya, yb)
     if init_same is False:
         aligned_steps = 0
     elif not data_known:
@@ -263,6 +268,7 @@ def align(a: RunData, b: RunData) -> Alignment:
         stochastic=stochastic,
         inputs_known=has_x,
         input_map=imap,
+        input_permuted=perm,
     )
     al.noise = noise
     if imap is not None and imap.get("undone_by_model"):

@@ -128,6 +128,17 @@ _KINDS = [
         rank=13,
     ),
     Kind(
+        "input_order", "error", False,
+        "At every step the runs' input fingerprints agree on everything that does not depend on the "
+        "order of the values (sum, sum of squares, count) but not on their weighted sum, while the labels "
+        "are identical: the same numbers arranged differently (a multi-input model's inputs swapped, "
+        "features or examples reordered without their labels).",
+        "Feed the inputs in the same order in both runs: pass a multi-input model a dict keyed by its "
+        "Inputs' names (or a list in the order of `model.inputs`), and reorder examples together with "
+        "their labels.",
+        rank=13,
+    ),
+    Kind(
         "loss_not_differentiated", "error", False,
         "A Keras loss computed inside the tape (one output's loss of a multi-output model) does not "
         "reach the tensor handed to `tape.gradient`, and trainable variables get no gradient: "

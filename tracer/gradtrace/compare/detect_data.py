@@ -101,6 +101,39 @@ def input_map(fa: np.ndarray, fb: np.ndarray, ya: np.ndarray, yb: np.ndarray) ->
     return {"k": k, "c": c, "steps": int(ok.sum()), "labels_equal": bool(ylab.any())}
 
 
+def input_permutation(fa: np.ndarray, fb: np.ndarray, ya: np.ndarray, yb: np.ndarray) -> dict[str, Any] | None:
+    """The same input values in another order at every step, with the same labels.
+
+    The fingerprint's sum, sum of squares and count do not depend on the order of the
+    values, its weighted sum does. When every step both runs fingerprinted agrees on the
+    first three (within float noise), the weighted sums differ at some step, and the labels
+    are recorded and equal at every step, each batch holds the same numbers placed
+    differently while the labels stay where they were: a multi-input model's inputs given
+    in another order (two inputs swapped), features or examples reordered without their
+    labels. Returns ``{"steps", "steps_differing"}``; None otherwise.
+    """
+    from gradtrace.compare.align import fingerprints_equal
+
+    if fa.shape[1] < 4 or fb.shape[1] < 4:
+        return None
+    ok = _recorded(fa) & _recorded(fb)
+    ylab = _recorded(ya) & _recorded(yb)
+    if not ok.any() or not ylab.any() or not fingerprints_equal(ya[ylab], yb[ylab]).all():
+        return None
+    xa, xb = fa[ok], fb[ok]
+    if not np.all(xa[:, 3] == xb[:, 3]):
+        return None
+    # The order-free columns compared alone: the weighted sum set to equal.
+    order_free_a, order_free_b = xa[:, :4].copy(), xb[:, :4].copy()
+    order_free_b[:, 2] = order_free_a[:, 2]
+    if not fingerprints_equal(order_free_a, order_free_b).all():
+        return None
+    same = fingerprints_equal(xa, xb)
+    if same.all():
+        return None
+    return {"steps": int(ok.sum()), "steps_differing": int((~same).sum())}
+
+
 def _number(x: float) -> str:
     """A factor as a user wrote it: 16, 0.0039 (1/255)."""
     if abs(x) >= 1 or x == 0:

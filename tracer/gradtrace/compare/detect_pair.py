@@ -674,6 +674,19 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                       "labels_equal": imap.get("labels_equal"), "relation": said["relation"]},
             fix=said["fix"], explains=1.0))
         return out
+    perm = al.input_permuted
+    if perm is not None and al.init_same is not False:
+        k = int(a.step[al.ia[int(np.flatnonzero(~al.data_same)[0])]])
+        out.append(Finding(
+            "input_order",
+            f"the runs' batches hold the same input values in another order ({perm['steps_differing']} of "
+            f"{perm['steps']} steps, from step {k}) while the labels are identical: one run feeds its inputs "
+            "arranged differently, e.g. a multi-input model's inputs swapped (a list in another order than "
+            "the model's Inputs), features reordered, or examples reordered without their labels, so the "
+            "same examples meet other labels or other input layers.",
+            steps=[k], evidence={**perm, "first_step": k},
+            explains=1.0))
+        return out
     if al.data_known and al.n_common and al.init_same is not False:
         bad = np.flatnonzero(~al.data_same)
         if bad.size:

@@ -214,6 +214,8 @@ def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
         return "the runs started from different weights (init fingerprints differ)"
     if al.input_map is not None:
         return "the runs' inputs differ by a constant map from step 0 (see input_scale)"
+    if al.input_permuted is not None:
+        return "the runs' inputs hold the same values in another order (see input_order)"
     if not al.data_known:
         no_loss = [r.name for r in (a, b) if not np.isfinite(r.loss).any()]
         if no_loss:
