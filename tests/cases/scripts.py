@@ -1331,3 +1331,40 @@ def tape_two_inputs():
 
 def tape_two_inputs_swapped():
     _tape_two_inputs(swap=True)
+
+
+# --- per-sample weights as the third element of a tf.data dataset's batches ---------------
+
+def _weighted_dataset():
+    import tensorflow as tf
+
+    x, y = data.classification(classes=2)
+    n = STEPS * BATCH
+    return tf.data.Dataset.from_tensor_slices((x[:n], y[:n], data.sample_weights(n))).batch(BATCH)
+
+
+def fit_dataset_sample_weights():
+    keras = _keras()
+    model = _mlp(20, 2, seed=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(_weighted_dataset(), epochs=1, verbose=0)
+
+
+def tape_dataset_weights_forgotten():
+    import tensorflow as tf
+
+    keras = _keras()
+    model = _mlp(20, 2, seed=4)
+    opt = keras.optimizers.SGD(0.05)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb, _w in _weighted_dataset():
+        train_step(xb, yb)

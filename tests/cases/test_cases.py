@@ -86,6 +86,9 @@ CASES = [
     # a two-input model fed a dict by fit(), by a loop that swaps the two inputs (or not)
     ("eq_two_inputs", s.fit_two_inputs, s.tape_two_inputs, "equivalent", None),
     ("two_inputs_swapped", s.fit_two_inputs, s.tape_two_inputs_swapped, "diverged", "input_order"),
+    # fit() on (x, y, w) batches weights each sample's loss; the loop drops w
+    ("dataset_weights_forgotten", s.fit_dataset_sample_weights, s.tape_dataset_weights_forgotten, "diverged",
+     "sample_weighting"),
 ]
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -141,6 +144,10 @@ def test_case(traced, case):
         assert report.findings[0].evidence.get("loss_weights_a") == [1.0, 0.2], text
     if _id in MATCHES:
         assert str(report.findings[0].evidence.get("matches") or "").startswith(MATCHES[_id]), text
+    if _id == "dataset_weights_forgotten":  # the fix says where fit()'s weights came from
+        assert "third element of (x, y, w) batches" in (report.findings[0].fix or ""), text
+    if _id == "class_weight_one_run":
+        assert "fit(class_weight=...)" in (report.findings[0].fix or ""), text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

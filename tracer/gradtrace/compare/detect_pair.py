@@ -515,11 +515,30 @@ def sample_weighting(a: RunData, b: RunData) -> Finding | None:
     if bool(wa) == bool(wb):
         return None
     side = "a" if wa else "b"
-    run = a if wa else b
+    run, other = (a, b) if wa else (b, a)
     return Finding(
         "sample_weighting",
         f"only run {side} ('{run.name}') weights its samples ({', '.join(wa or wb)}).",
-        evidence={"a": wa, "b": wb}, explains=0.8)
+        evidence={"a": wa, "b": wb}, fix=_weighting_fix(run, wa or wb, other), explains=0.8)
+
+
+def _weighting_fix(run: RunData, how: dict[str, Any], other: RunData) -> str:
+    """The concrete change, by where the weighted run's weights came from."""
+    head = "Apply the same weights in both runs: "
+    to_loss = "pass them as `sample_weight=` to the Keras loss"
+    if other.meta.get("fit") is not None and run.meta.get("fit") is None:
+        return head + ("the loop passes `sample_weight=` to its loss; give fit() the same weights "
+                       "(`class_weight=`, `sample_weight=`, or (x, y, w) batches), or call the loss without them.")
+    if how.get("class_weight"):
+        return head + ("`fit(class_weight=...)` multiplies each sample's loss by its class's weight; in the "
+                       f"other run look each label's weight up (`tf.gather(weights, y)`) and {to_loss}.")
+    if run.meta.get("fit") is not None and not how.get("sample_weight"):
+        # fit() weighted the loss with neither argument: its data held the weights.
+        return head + ("fit() weighted its loss with neither `class_weight=` nor `sample_weight=`: the weights "
+                       "came from its data (fit() takes the third element of (x, y, w) batches as per-sample "
+                       "weights) or its train_step; in the other run unpack them (`for x, y, w in ds`) and "
+                       f"{to_loss}.")
+    return head + f"`fit(sample_weight=...)` multiplies each sample's loss; in a tape loop {to_loss}."
 
 
 def _loss_scaled(o: dict[str, Any]) -> bool:
