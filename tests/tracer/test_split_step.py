@@ -391,3 +391,43 @@ def test_a_function_that_applies_its_own_gradients_gets_no_stash_ops(db_url):
         finally:
             _hooks._stash_unapplied = original
     assert same_ops == ops2
+
+
+@pytest.mark.parametrize("apply_in_function", [False, True], ids=["eager_apply", "function_apply"])
+def test_last_partial_batch_retraces_the_gradient_function(db_url, read_run, apply_in_function):
+    """The gradient function traced again for a last partial batch: an eager apply records that
+    batch's loss and size; a tf.function apply traced before records none and says so."""
+    x, y = _data()
+    model = _model()
+    opt = keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def compute_grads(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables), loss
+
+    def apply(grads: Any) -> None:
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+    apply_fn = tf.function(apply) if apply_in_function else apply
+    want = []
+    with gradtrace.trace(run="partial", store=db_url):
+        for n in (N, N, 12):
+            grads, loss = compute_grads(x[:n], y[:n])
+            apply_fn(grads)
+            want.append(float(loss))
+    detail, steps = read_run("partial")
+    assert [s["loss"] for s in steps[:2]] == pytest.approx(want[:2], rel=1e-6)
+    assert [s["batch_size"] for s in steps[:2]] == [N, N]
+    if apply_in_function:
+        assert steps[2]["loss"] is None or np.isnan(steps[2]["loss"])
+        assert steps[2]["batch_size"] is None and steps[2]["x_fp"] is None
+        assert any("traced again" in w for w in detail.meta["warnings"])
+    else:
+        assert steps[2]["loss"] == pytest.approx(want[2], rel=1e-6)
+        assert steps[2]["batch_size"] == 12
+        np.testing.assert_allclose(steps[2]["x_fp"][:2], _fp(x[:12]), rtol=1e-5)
+        assert steps[2]["loss_info"]["y_true_shape"] == [12, 1]
+        assert not detail.meta.get("warnings")

@@ -440,27 +440,41 @@ _STASH_ATTR = "_gradtrace_split_stashes"
 
 
 class _Stash:
-    """The last unapplied ``tape.gradient`` call's target and step values, for one set of sources."""
+    """The last unapplied ``tape.gradient`` call's target and step values, for one set of sources.
 
-    def __init__(self, key: frozenset[int], shape: list[int | None] | None,
-                 specs: dict[str, tuple[int, ...]], statics: dict[str, Any]) -> None:
+    Its variables stay the same across retraces of the gradient function (a last partial
+    batch), so a function that applies the gradients keeps reading them; ``sig`` says which
+    trace's static facts (batch size, shapes, loss details) the values go with.
+    """
+
+    def __init__(self, key: frozenset[int]) -> None:
         import tensorflow as tf
 
         from gradtrace._ring import side_variable
 
         self.key = key
-        self.shape = shape
-        self.specs = specs
-        self.statics = statics
-        nan = float("nan")
         with tf.init_scope():  # created while a function is traced: initial values eager
-            self.loss = side_variable(tf.constant(nan, tf.float32), "gradtrace_split_loss")
-            self.values = {k: side_variable(tf.fill(list(shp), nan), "gradtrace_split_value")
-                           for k, shp in specs.items()}
+            self.loss = side_variable(tf.constant(float("nan"), tf.float32), "gradtrace_split_loss")
             # The run-wide number of the trace-end write that filled it, and of the one the last
             # optimizer step took: an apply that finds no newer write records no loss.
             self.seq = side_variable(tf.constant(0, tf.int64), "gradtrace_split_seq")
             self.taken = side_variable(tf.constant(0, tf.int64), "gradtrace_split_taken")
+            self.sig = side_variable(tf.constant(-1, tf.int64), "gradtrace_split_sig")
+        self.values: dict[tuple[str, tuple[int, ...]], Any] = {}
+        self.latest = -1  # the signature of the trace that wrote last (Python side)
+        self.baked: set[int] = set()  # signatures applying functions were traced with
+
+    def value(self, name: str, shape: tuple[int, ...]) -> Any:
+        import tensorflow as tf
+
+        from gradtrace._ring import side_variable
+
+        v = self.values.get((name, shape))
+        if v is None:
+            with tf.init_scope():
+                v = self.values[(name, shape)] = side_variable(tf.fill(list(shape), float("nan")),
+                                                               "gradtrace_split_value")
+        return v
 
 
 class _StashStore:
@@ -472,6 +486,18 @@ class _StashStore:
         with tf.init_scope():
             self.counter = side_variable(tf.constant(0, tf.int64), "gradtrace_split_counter")
         self.stashes: dict[frozenset[int], _Stash] = {}
+        # A gradient trace's static facts: (target shape, statics, value shapes).
+        self.sigs: list[tuple[list[int | None] | None, dict[str, Any], dict[str, tuple[int, ...]]]] = []
+        self.sig_ids: dict[str, int] = {}
+
+    def signature(self, shape: list[int | None] | None, statics: dict[str, Any],
+                  specs: dict[str, tuple[int, ...]]) -> int:
+        k = repr((shape, sorted(statics.items()), sorted(specs.items())))
+        got = self.sig_ids.get(k)
+        if got is None:
+            got = self.sig_ids[k] = len(self.sigs)
+            self.sigs.append((shape, dict(statics), dict(specs)))
+        return got
 
 
 def _stash_store(run: Run, create: bool) -> _StashStore | None:
@@ -497,6 +523,12 @@ def _stash_unapplied(run: Run) -> None:
         latest.pop(c.sources, None)
         latest[c.sources] = c
     values, statics = _scope.current().take()
+    from gradtrace import _probes
+
+    if isinstance(statics.get(_probes.K_BATCH), int):
+        # A per-step value here: a function applying them, traced once, must not record the
+        # batch size of one gradient trace for the steps of another (a last partial batch).
+        values[_probes.K_BATCH] = float(statics.pop(_probes.K_BATCH))
     vals: dict[str, Any] = {}
     for k in sorted(values):
         t = values[k]
@@ -509,11 +541,20 @@ def _stash_unapplied(run: Run) -> None:
     n = store.counter.assign_add(1)
     for key, call in latest.items():
         stash = store.stashes.get(key)
-        if stash is None or stash.specs != specs or stash.shape != call.shape or stash.statics != statics:
-            stash = store.stashes[key] = _Stash(key, call.shape, specs, dict(statics))
+        if stash is None:
+            stash = store.stashes[key] = _Stash(key)
+        sig = store.signature(call.shape, statics, specs)
+        if stash.baked and sig not in stash.baked:
+            run.warn_once(
+                "split_step_retraced",
+                "the function computing the gradients was traced again (another input shape, e.g. a "
+                "last partial batch) after the tf.function applying them was traced: steps whose "
+                "gradients come from the new trace are recorded without loss and batch fingerprints.")
+        stash.latest = sig
         stash.loss.assign(tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in call.targets]))
         for k, t in vals.items():
-            stash.values[k].assign(t)
+            stash.value(k, specs[k]).assign(t)
+        stash.sig.assign(tf.constant(sig, tf.int64))
         stash.seq.assign(n)
         call.consumed = True
     run.traced_in(_tracing_options())
@@ -522,7 +563,12 @@ def _stash_unapplied(run: Run) -> None:
 def _from_stash(run: Run, var_keys: set[int]) -> TapeCall | None:
     """For an optimizer step with no gradient call in its graph: the stashed call whose sources
     it steps, as a tape call carrying the loss (NaN unless written since the last step took it);
-    its step values go into this graph's step scope. Several candidate sets: none (a warning)."""
+    its step values go into this graph's step scope. Several candidate sets: none (a warning).
+
+    Eagerly the static facts are those of the trace that wrote the stash; an applying
+    ``tf.function`` is traced once with those of the latest gradient trace, and its steps whose
+    stash another trace wrote record no loss (see the warning in :func:`_stash_unapplied`).
+    """
     import tensorflow as tf
 
     store = _stash_store(run, create=False)
@@ -539,20 +585,27 @@ def _from_stash(run: Run, var_keys: set[int]) -> TapeCall | None:
             "without loss and batch fingerprints.")
         return None
     s = cands[0]
+    eager = tf.executing_eagerly()
+    sig = int(s.sig.numpy()) if eager else s.latest
+    if sig < 0:
+        return None
+    if not eager:
+        s.baked.add(sig)
+    shape, statics, specs = store.sigs[sig]
     seq = s.seq.read_value()
-    fresh = seq > s.taken.read_value()
+    fresh = tf.logical_and(seq > s.taken.read_value(), tf.equal(s.sig.read_value(), sig))
     nan = tf.constant(float("nan"), tf.float32)
     loss = tf.where(fresh, s.loss.read_value(), nan)
     scope = _scope.current()
-    for k, v in s.values.items():
+    for k, shp in specs.items():
         if k not in scope.values:
-            scope.put(k, tf.where(fresh, v.read_value(), nan))
-    for k, st in s.statics.items():
+            scope.put(k, tf.where(fresh, s.value(k, shp).read_value(), nan))
+    for k, st in statics.items():
         if k not in scope.statics:
             scope.put_static(k, st)
     with tf.control_dependencies([loss]):
         s.taken.assign(seq)
-    return TapeCall([loss], s.shape, s.key, [])
+    return TapeCall([loss], shape, s.key, [])
 
 
 def _wrap_trace_end(original: Any) -> Any:
