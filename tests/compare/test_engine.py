@@ -668,3 +668,19 @@ def test_a_schedule_in_one_run_only_is_named_when_the_rates_differ():
     f = next(f for f in r.findings if f.kind == "optimizer_mismatch")
     assert f.evidence["differences (a, b)"]["learning_rate_schedule"] == ["CosineDecay", "constant 0.1"]
     assert "CosineDecay" in f.fix
+
+
+def test_reduction_fix_reads_tf_keras_auto_as_its_mean_and_skips_loss_functions():
+    from types import SimpleNamespace
+
+    from gradtrace.compare.detect_steps import _reduction_fix
+
+    def run(*calls):
+        return SimpleNamespace(loss_info={0: {**calls[-1], "calls": list(calls)}})
+
+    auto, mean = run({"reduction": "auto"}), run({"reduction": "sum_over_batch_size"})
+    fix = _reduction_fix(auto, run({"reduction": "sum"}))
+    assert "reduction='auto' (tf-keras's default, i.e. 'sum_over_batch_size')" in fix
+    assert _reduction_fix(auto, mean) is None  # the same reduction, spelled two ways
+    # a Keras loss function's 'none' is the script's own reduction, not an argument to change
+    assert _reduction_fix(mean, run({"reduction": "none", "function": "mean_squared_error"})) is None

@@ -227,10 +227,13 @@ def _reduction_fix(a: RunData, b: RunData) -> str | None:
         info = run.loss_info[min(run.loss_info)] if run.loss_info else {}
         calls = [c for c in (info.get("calls") or [info]) if isinstance(c, dict) and not c.get("function")]
         red.append(calls[-1].get("reduction") if calls else None)
-    if None in red or red[0] == red[1]:
+    same = {"auto": "sum_over_batch_size"}
+    if None in red or same.get(red[0], red[0]) == same.get(red[1], red[1]):
         return None
-    return (f"Reduce the loss the same way in both runs: run a's Keras loss has reduction='{red[0]}', "
-            f"run b's reduction='{red[1]}' (Keras's default, 'sum_over_batch_size', divides the sum by "
+    # tf-keras's default 'auto' is 'sum_over_batch_size' outside a distribution strategy.
+    said = [f"'{r}'" + (" (tf-keras's default, i.e. 'sum_over_batch_size')" if r == "auto" else "") for r in red]
+    return (f"Reduce the loss the same way in both runs: run a's Keras loss has reduction={said[0]}, "
+            f"run b's reduction={said[1]} (Keras's default, 'sum_over_batch_size', divides the sum by "
             "the number of samples).")
 
 
