@@ -670,6 +670,22 @@ def test_a_schedule_in_one_run_only_is_named_when_the_rates_differ():
     assert "CosineDecay" in f.fix
 
 
+def test_a_schedule_of_the_same_class_built_with_other_arguments_names_them():
+    import numpy as np
+
+    def sched(steps: int) -> dict:
+        return {"optimizer": {"class": "Nadam", "learning_rate": 0.005, "learning_rate_schedule": {
+            "class": "CosineDecay", "config": {"initial_learning_rate": 0.005, "decay_steps": steps, "name": None}}}}
+
+    a, b = make_run("a", meta=sched(16)), make_run("b", meta=sched(2))
+    a.lr = np.array([0.005, 0.00495, 0.0048, 0.0046, 0.0043, 0.004])
+    b.lr = np.array([0.005, 0.0025, 0.0, 0.0, 0.0, 0.0])
+    f = next(f for f in compare_runs(a, b).findings if f.kind == "optimizer_mismatch")
+    assert f.evidence["differences (a, b)"]["learning_rate_schedule"] == {"class": "CosineDecay",
+                                                                          "decay_steps": [16, 2]}
+    assert "CosineDecay with the same arguments (decay_steps: 16 vs 2)" in f.fix
+
+
 def test_reduction_fix_reads_tf_keras_auto_as_its_mean_and_skips_loss_functions():
     from types import SimpleNamespace
 

@@ -302,6 +302,15 @@ def _schedule_name(o: dict[str, Any]) -> str:
     return f"constant {lr:.6g}" if isinstance(lr, (int, float)) else "constant"
 
 
+def _schedule_args(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, list[Any]]:
+    """The arguments two learning-rate schedules of the same class were built with that differ."""
+    ca, cb = ((o.get("learning_rate_schedule") or {}).get("config") for o in (oa, ob))
+    if not isinstance(ca, dict) or not isinstance(cb, dict):
+        return {}
+    return {k: [ca.get(k), cb.get(k)] for k in sorted(set(ca) | set(cb))
+            if k != "name" and not _same_value(ca.get(k), cb.get(k))}
+
+
 def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     pairs = optimizer_pairs(a, b, al)
@@ -329,6 +338,13 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             lr_fix = (f"Give both runs the same learning-rate schedule: run a's rate is {sched[0]}, run b's "
                       f"{sched[1]} (a LearningRateScheduler callback or a schedule object, producing the same "
                       "rate at every step).")
+        else:
+            args = _schedule_args(*(pairs[0] if pairs else ({}, {})))
+            if args:
+                diffs["learning_rate_schedule"] = {"class": sched[0], **args}
+                said = ", ".join(f"{k}: {v[0]!r} vs {v[1]!r}" for k, v in args.items())
+                lr_fix = (f"Build both runs' {sched[0]} with the same arguments ({said}); a schedule counts "
+                          "optimizer steps, not epochs.")
     if diffs:
         keys = ", ".join(list(diffs)[:5])
         step = diffs.get("learning_rate_in_effect", {}).get("step") if isinstance(
