@@ -142,6 +142,8 @@ def test_case(traced, case):
         assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found
         assert report.findings[0].evidence.get("loss_weights_a") == [1.0, 0.2], text
+        # measured from the step-0 totals and the last output's own Keras loss: added unweighted
+        assert report.findings[0].evidence.get("last_output_weight_b") == 1.0, text
     if _id in MATCHES:
         assert str(report.findings[0].evidence.get("matches") or "").startswith(MATCHES[_id]), text
     if _id == "dataset_weights_forgotten":  # the fix says where fit()'s weights came from

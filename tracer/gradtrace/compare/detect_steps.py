@@ -534,7 +534,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
         scaled = _data_loss_scale(a, b, s, cands, ftol, ev, al.premise)
         if scaled is not None:
             return [scaled], s
-        weighting = _loss_weights_differ(a, b)
+        weighting = _loss_weights_differ(a, b, s)
         out.append(Finding(
             "gradient_mismatch",
             f"{al.premise} the losses differ at step 0 ({s.loss_a:.6g} vs {s.loss_b:.6g}, "
@@ -622,7 +622,35 @@ def _loss_weights(run: RunData) -> list[float] | None:
     return [] if all(x == 1.0 for x in w) else w
 
 
-def _loss_weights_differ(a: RunData, b: RunData) -> tuple[str, dict[str, Any], bool] | None:
+def _last_weight_measured(a: RunData, b: RunData, side: str, w: list[float], s: Step0) -> float | None:
+    """The weight the run without recorded weights gives its last output's loss.
+
+    Both runs called the same Keras losses, one per output (``loss_info.calls``), and
+    recorded the last call's per-sample mean ``m`` (equal in both: same outputs and
+    labels). With the other outputs weighted alike, ``total_other - total_known =
+    (w_other - w_last) * m``. Returned when it is a weight a user writes (within float
+    noise of a multiple of 0.05) and differs from ``w_last``.
+    """
+    infos = [run.loss_info.get(s.step) or {} for run in (a, b)]
+    calls = [i.get("calls") or [] for i in infos]
+    if len(calls[0]) != len(w) or len(calls[1]) != len(w):
+        return None
+    if [c.get("cls") for c in calls[0]] != [c.get("cls") for c in calls[1]]:
+        return None
+    ms = [i.get("per_sample_mean") for i in infos]
+    if not all(isinstance(m, (int, float)) and math.isfinite(m) and m > 0 for m in ms) or rel(ms[0], ms[1]) > 1e-4:
+        return None
+    known, unknown = (s.loss_a, s.loss_b) if side == "a" else (s.loss_b, s.loss_a)
+    m = float(ms[0])
+    wo = w[-1] + (unknown - known) / m
+    nice = round(wo * 20) / 20
+    scale = max(abs(known), abs(unknown), 1.0) / m
+    if abs(wo - nice) > 1e-4 * scale or abs(nice - w[-1]) < 0.05 - 1e-9 or nice < 0:
+        return None
+    return nice
+
+
+def _loss_weights_differ(a: RunData, b: RunData, s: Step0 | None = None) -> tuple[str, dict[str, Any], bool] | None:
     """Per-output loss weights (compile(loss_weights=...)) that may explain a loss difference.
 
     Returns (clause, evidence, asserted): asserted when both runs recorded their
@@ -645,6 +673,12 @@ def _loss_weights_differ(a: RunData, b: RunData) -> tuple[str, dict[str, Any], b
         return None
     side, w = known[0]
     other = "b" if side == "a" else "a"
+    measured = _last_weight_measured(a, b, side, w, s) if s is not None else None
+    if measured is not None:
+        text = (f"run {side} weights its outputs' losses by {w} (compile(loss_weights=...)); run {other}'s "
+                f"loss is run {side}'s with the last output's loss weighted by {measured:.4g} instead of {w[-1]:g} "
+                f"(measured at step {s.step} from both totals and that output's Keras loss, the same in both)")
+        return text, {f"loss_weights_{side}": w, f"last_output_weight_{other}": measured}, True
     text = (f"run {side} weights its outputs' losses by {w} (compile(loss_weights=...)); run {other}'s "
             "weighting is not recorded (hand-written loss), so whether it applies the same weights is unknown")
     return text, {f"loss_weights_{side}": w, f"loss_weights_{other}": "not recorded (hand-written loss)"}, False
