@@ -660,9 +660,13 @@ def shape_facts(a: RunData, b: RunData) -> list[Finding]:
     return out
 
 
-def validation_split_mismatch(a: RunData, b: RunData) -> Finding | None:
+def validation_split_mismatch(a: RunData, b: RunData, al: Alignment | None = None) -> Finding | None:
     """fit(validation_split=...) in one run only (or two different splits): the runs train on
-    different examples. A run that is not fit() trains on all it is given (split 0)."""
+    different examples. A run that is not fit() trains on all it is given (split 0).
+
+    Not reported when the batch fingerprints show both runs trained on the same batches at
+    every step (the other run held the same examples out by hand: a loop over the first
+    (1 - split) of the data)."""
     def split(run: RunData) -> float | None:
         fit = run.meta.get("fit")
         if not fit:
@@ -672,6 +676,9 @@ def validation_split_mismatch(a: RunData, b: RunData) -> Finding | None:
 
     sa, sb = split(a), split(b)
     if sa is None or sb is None or sa == sb:
+        return None
+    if (al is not None and al.data_known and al.init_same is not False and a.n_steps == b.n_steps
+            and al.n_common == a.n_steps and bool(al.data_same.all())):
         return None
     said = [f"run {side} holds out {v:.0%} for validation" if v else f"run {side} trains on all its data"
             for side, v in (("a", sa), ("b", sb))]
