@@ -1368,3 +1368,27 @@ def tape_dataset_weights_forgotten():
 
     for xb, yb, _w in _weighted_dataset():
         train_step(xb, yb)
+
+
+def tape_weighted_mean_by_hand_none_reduction():
+    """The weighted mean by hand over a loss object's reduction='none' per-sample losses."""
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.classification(classes=2)
+    w = data.sample_weights(len(x))
+    model = _mlp(20, 2, seed=4)
+    opt = keras.optimizers.SGD(0.05)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+
+    @tf.function
+    def train_step(xb, yb, wb):
+        with tf.GradientTape() as tape:
+            per_sample = ce(yb, model(xb, training=True))
+            loss = tf.reduce_sum(per_sample * wb) / tf.reduce_sum(wb)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for i in range(STEPS):
+        sl = slice(i * BATCH, (i + 1) * BATCH)
+        train_step(x[sl], y[sl], w[sl])

@@ -48,6 +48,8 @@ CASES = [
     ("msle_by_hand", s.fit_msle, s.tape_log_of_linear, "diverged", "gradient_mismatch"),
     ("hand_log_loss_saturates", s.fit_bce_saturating, s.tape_hand_log_loss, "diverged", "numerics"),
     ("weighted_mean_by_hand", s.fit_sample_weighted, s.tape_weighted_mean_by_hand, "diverged", "loss_scale"),
+    ("weighted_mean_by_hand_none_reduction", s.fit_sample_weighted, s.tape_weighted_mean_by_hand_none_reduction,
+     "diverged", "loss_scale"),
     ("mask_mean_over_all", s.fit_masked_tagger, s.tape_masked_mean_over_all, "diverged", "loss_scale"),
     ("loss_weights_forgotten", s.fit_loss_weights, s.tape_loss_weights_forgotten, "diverged",
      "gradient_mismatch"),
@@ -101,6 +103,7 @@ MATCHES = {
     "seed002_mse_vs_sum_adam": "the number of outputs",
     "per_sample_loss_vector": "the batch size",
     "weighted_mean_by_hand": "batch/sum(sample weights)",
+    "weighted_mean_by_hand_none_reduction": "batch/sum(sample weights)",
     "mask_mean_over_all": "the mask's valid fraction",
     "loss_function_summed": "the batch size",
 }
@@ -150,6 +153,9 @@ def test_case(traced, case):
         assert "third element of (x, y, w) batches" in (report.findings[0].fix or ""), text
     if _id == "class_weight_one_run":
         assert "fit(class_weight=...)" in (report.findings[0].fix or ""), text
+    if _id.startswith("weighted_mean_by_hand"):  # both weight: the fix is the count, not reduction='none'
+        assert "divide the weighted sum by the number of samples" in (report.findings[0].fix or ""), text
+        assert not any(f.kind == "sample_weighting" for f in report.findings), text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

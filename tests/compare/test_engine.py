@@ -703,3 +703,5 @@ def test_reduction_fix_reads_tf_keras_auto_as_its_mean_and_skips_loss_functions(
     assert _reduction_fix(auto, mean) is None  # the same reduction, spelled two ways
     # a Keras loss function's 'none' is the script's own reduction, not an argument to change
     assert _reduction_fix(mean, run({"reduction": "none", "function": "mean_squared_error"})) is None
+    # nor is a loss object's reduction='none': the script reduces the per-sample losses itself
+    assert _reduction_fix(mean, run({"reduction": "none"})) is None

@@ -221,11 +221,14 @@ def _reduction_fix(a: RunData, b: RunData) -> str | None:
     A Keras loss *function* (``keras.losses.mse(y, p)``) records reduction 'none' because it
     returns the per-sample losses, which the script then reduces itself: its reduction is
     the script's (a sum, a mean), not a loss argument to change, so such calls are skipped.
+    So is a loss object built with ``reduction='none'``: the script reduces its per-sample
+    losses by hand (a weighted mean, a sum), and the matched factor's fix says how.
     """
     red = []
     for run in (a, b):
         info = run.loss_info[min(run.loss_info)] if run.loss_info else {}
-        calls = [c for c in (info.get("calls") or [info]) if isinstance(c, dict) and not c.get("function")]
+        calls = [c for c in (info.get("calls") or [info]) if isinstance(c, dict) and not c.get("function")
+                 and c.get("reduction") != "none"]
         red.append(calls[-1].get("reduction") if calls else None)
     same = {"auto": "sum_over_batch_size"}
     if None in red or same.get(red[0], red[0]) == same.get(red[1], red[1]):

@@ -145,6 +145,11 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     if first is None:
         steps = [s for f in findings if f.severity == "error" for s in f.steps]
         first = min(steps) if steps else None
+    if any(f.kind == "loss_scale" and str(f.evidence.get("matches") or "").startswith("batch/sum(sample weights)")
+           for f in findings):
+        # The factor is the batch's sum of sample weights: the other run weights its samples
+        # too (by hand, which records no weights), it only divides by another count.
+        findings = [f for f in findings if f.kind != "sample_weighting"]
     findings = _dedupe(findings)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
