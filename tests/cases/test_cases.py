@@ -151,6 +151,8 @@ def test_case(traced, case):
         assert str(report.findings[0].evidence.get("matches") or "").startswith(MATCHES[_id]), text
     if _id == "dataset_weights_forgotten":  # the fix says where fit()'s weights came from
         assert "third element of (x, y, w) batches" in (report.findings[0].fix or ""), text
+        # recorded by the tracer, not inferred: fit() saw (x, y, w) batches
+        assert report.findings[0].evidence["a"].get("sample_weight") == "from its (x, y, w) batches", text
     if _id == "class_weight_one_run":
         assert "fit(class_weight=...)" in (report.findings[0].fix or ""), text
     if _id.startswith("weighted_mean_by_hand"):  # both weight: the fix is the count, not reduction='none'

@@ -991,6 +991,11 @@ class _Probe:
             self.put_batch(y, K_Y_FP)
         if sw is not None:
             _scope.current().put_static("probe.fit_sample_weight", True)
+            fit = self.run.info.fit
+            if fit is not None and not fit.get("sample_weight"):
+                # fit() on (x, y, w) batches (a dataset's third element): weighted without
+                # a sample_weight= argument
+                self.run.update_meta(fit={**fit, "sample_weight": True, "sample_weight_from": "data"})
 
     def after_train_step(self, model: Any) -> None:
         if id(model) in self.meta_done:

@@ -520,7 +520,7 @@ def _weighted(run: RunData) -> dict[str, Any]:
     if fit.get("class_weight"):
         out["class_weight"] = fit.get("class_weight")
     if fit.get("sample_weight"):
-        out["sample_weight"] = True
+        out["sample_weight"] = "from its (x, y, w) batches" if fit.get("sample_weight_from") == "data" else True
     if any(info.get("sample_weight") for info in run.loss_info.values()):
         out["loss_sample_weight"] = True
     return out
@@ -548,8 +548,10 @@ def _weighting_fix(run: RunData, how: dict[str, Any], other: RunData) -> str:
     if how.get("class_weight"):
         return head + ("`fit(class_weight=...)` multiplies each sample's loss by its class's weight; in the "
                        f"other run look each label's weight up (`tf.gather(weights, y)`) and {to_loss}.")
-    if run.meta.get("fit") is not None and not how.get("sample_weight"):
-        # fit() weighted the loss with neither argument: its data held the weights.
+    fit = run.meta.get("fit")
+    if fit is not None and (fit.get("sample_weight_from") == "data" or not how.get("sample_weight")):
+        # fit() weighted the loss with neither argument: its data held the weights (recorded
+        # as such since the tracer saw (x, y, w) batches; inferred for older records).
         return head + ("fit() weighted its loss with neither `class_weight=` nor `sample_weight=`: the weights "
                        "came from its data (fit() takes the third element of (x, y, w) batches as per-sample "
                        "weights) or its train_step; in the other run unpack them (`for x, y, w in ds`) and "
