@@ -149,7 +149,9 @@ def _sublayers(layer: Any) -> list[Any]:
     return list(getattr(layer, "layers", []) or [])
 
 
-def _variables(layer: Any) -> list[Any]:
+def variables_of(layer: Any) -> list[Any]:
+    """``layer.variables``, or [] while it has none: an unbuilt tf-keras model raises
+    (tf_keras/src/engine/training.py ``Model._assert_weights_created``)."""
     try:
         return list(layer.variables)
     except Exception:  # a layer that is not built yet
@@ -348,7 +350,7 @@ def variable_inventory(
         seen_layers.add(id(layer))
         cls = type(layer).__name__
         subs = [s for s in _sublayers(layer) if s is not layer]
-        if cls in _SKIPPED_LAYERS and not _variables(layer):
+        if cls in _SKIPPED_LAYERS and not variables_of(layer):
             for sub in subs:
                 walk(sub)
             return
@@ -368,9 +370,9 @@ def variable_inventory(
         )
         inner: set[int] = set()
         for sub in subs:
-            for v in _variables(sub):
+            for v in variables_of(sub):
                 inner.update(_inner_ids(v))
-        for v in _variables(layer):
+        for v in variables_of(layer):
             if id(v) not in inner:
                 add_var(v, layer, index, cls)
         for sub in subs:

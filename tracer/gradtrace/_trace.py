@@ -40,7 +40,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import numpy as np
 
-from gradtrace import schema
+from gradtrace import _meta, schema
 
 logger = logging.getLogger("gradtrace")
 
@@ -265,7 +265,7 @@ class Run:
     def _kept_before_build(self, model: Any) -> bool:
         from gradtrace._hooks import tf_variable
 
-        return any(id(tf_variable(v)) in self._pre_build for v in _variables_of(model))
+        return any(id(tf_variable(v)) in self._pre_build for v in _meta.variables_of(model))
 
     def before_build(self, model: Any) -> Any:
         """An eager call is about to build the registered ``model`` (a ``Sequential`` without
@@ -285,7 +285,7 @@ class Run:
         with self._lock:
             if id(model) in self._init_seen or not any(m is model for m in self._models):
                 return contextlib.nullcontext()
-            for v in _variables_of(model):
+            for v in _meta.variables_of(model):
                 tv = tf_variable(v)
                 if id(tv) not in self._pre_build and not _uninitialized(v):
                     self._pre_build[id(tv)] = _value_copy(tv)
@@ -314,12 +314,11 @@ class Run:
         """Add ``model``'s initial-weight fingerprint once all its variables hold values."""
         import tensorflow as tf
 
-        from gradtrace import _meta
 
         with self._lock:
             if id(model) in self._init_seen:
                 return
-            variables = _variables_of(model)
+            variables = _meta.variables_of(model)
             if not variables:
                 return
             if any(_uninitialized(v) for v in variables):
@@ -500,7 +499,7 @@ class Run:
         seen: set[int] = set()
         self._index_pending = False
         for model in self._models:
-            for v in _variables_of(model):
+            for v in _meta.variables_of(model):
                 from gradtrace._hooks import tf_variable
 
                 key = id(tf_variable(v))
@@ -539,7 +538,6 @@ class Run:
         try:
             import tensorflow as tf
 
-            from gradtrace import _meta
 
             # Seen first inside fit()'s traced step: get_config() and the learning rate
             # read variable values, which only works eagerly.
@@ -598,7 +596,6 @@ class Run:
 
     def _fill_static_meta(self) -> None:
         try:
-            from gradtrace import _meta
 
             self.info.versions = dict(_meta.versions())
         except ImportError:
@@ -1003,15 +1000,6 @@ def _logs_to_stderr(log: logging.Logger) -> bool:
     return False
 
 
-def _variables_of(model: Any) -> list[Any]:
-    """``model.variables``, or [] while it has none: an unbuilt tf-keras model raises
-    (tf_keras/src/engine/training.py ``Model._assert_weights_created``), Keras 3 lists none."""
-    try:
-        return list(getattr(model, "variables", None) or [])
-    except Exception:
-        return []
-
-
 def _uninitialized(v: Any) -> bool:
     """A variable whose value cannot be read yet: a Keras 3 variable created in a
     ``StatelessScope`` (an initializer but no value: keras/src/backend/common/variables.py
@@ -1067,10 +1055,6 @@ def _iterations_now(opt: Any) -> int | None:
 
 def _variable_inventory(models: list[Any], configs: dict[str, dict[str, Any]] | None = None,
                         ) -> tuple[list[Any], list[Any], dict[int, int]] | None:
-    try:
-        from gradtrace import _meta
-    except ImportError:
-        return None
     return _meta.variable_inventory(models, configs)  # type: ignore[no-any-return]
 
 
