@@ -18,9 +18,13 @@ recorded and the comparator's diagnosis. Run it with ``python -m gradtrace.demo`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 PROJECT = "digits"
 BATCH = 32
@@ -31,6 +35,46 @@ LR = 0.01
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+# TensorFlow's C++ lines logged before absl is initialised, which TF_CPP_MIN_LOG_LEVEL does not
+# reach: info and warnings, and the CUDA probe's error on a machine with CUDA libraries but no GPU.
+_STARTUP_NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\)"
+    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+    rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] .*(cuInit|CUDA|cuda))"
+)
+
+
+@contextlib.contextmanager
+def _without_startup_noise() -> Iterator[None]:
+    """Drop TensorFlow's start-up log lines from this process's stderr (file descriptor 2,
+    where the C++ side writes); every other line, gradtrace's warnings included, passes."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except OSError:
+        yield
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not _STARTUP_NOISE.match(line):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=pump, name="demo-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the pump reads to its end
+        thread.join(timeout=5)
+        os.close(saved)
 
 
 def _data():
@@ -111,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in (("fit", train_fit), ("tape-loop", train_tape_loop)):
         t0 = time.perf_counter()
         print(f"- training '{name}' ...", end=" ", flush=True)
-        fn(store)
+        with _without_startup_noise():
+            fn(store)
         print(f"done in {time.perf_counter() - t0:.1f}s")
 
     from gradtrace.cli import main as cli
