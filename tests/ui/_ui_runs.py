@@ -142,8 +142,11 @@ def record(run_id: str, name: str, training: bool | None, project: str = "digits
     return batches
 
 
-def synthetic_long(run_id: str, steps: int, n_vars: int, project: str = "digits") -> list[Any]:
-    """A long run of made-up numbers (for the downsampling figure), with one NaN step."""
+def synthetic_long(run_id: str, steps: int, n_vars: int, project: str = "digits", stats_every: int = 1) -> list[Any]:
+    """A long run of made-up numbers (for the downsampling figure), with one NaN step.
+
+    ``stats_every`` > 1: per-variable statistics on every such step only, as the tracer's
+    default cadence records them (the steps between carry ``n_grad`` and no ``vars``)."""
     from gradtrace import schema
 
     rng = np.random.default_rng(0)
@@ -162,6 +165,9 @@ def synthetic_long(run_id: str, steps: int, n_vars: int, project: str = "digits"
             loss = float(np.exp(-3 * s / steps) + rng.normal(0, 0.01))
             if s == steps // 2:
                 loss = float("nan")
+            if s % stats_every:
+                recs.append(schema.StepRecord(step=s, loss=loss, n_grad=n_vars))
+                continue
             recs.append(schema.StepRecord(step=s, loss=loss, vars=[
                 schema.VarStep(v=i, norm=float(norms[i]), update_norm=float(norms[i]) * 0.01, weight_norm=1.0)
                 for i in range(n_vars)]))

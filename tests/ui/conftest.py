@@ -64,6 +64,8 @@ def ui_db(tmp_path_factory: pytest.TempPathFactory, recorded_batches: dict[str, 
                 store.ingest(b)
         for b in _ui_runs.synthetic_long("long-run", steps=3000, n_vars=6, project="long"):
             store.ingest(b)
+        for b in _ui_runs.synthetic_long("sampled-run", steps=400, n_vars=4, project="sampled", stats_every=50):
+            store.ingest(b)
     return {"url": url, "fit": ids["fit"], "tape": ids["tape-loop"]}
 
 

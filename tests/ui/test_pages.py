@@ -2,7 +2,7 @@
 
 Project "digits": ``model.fit()`` vs a tape loop that forgets ``training=True``,
 both recorded by ``gradtrace.trace``. Project "recorded": the same pair with numbers
-the test computed itself (full configuration metadata). Project "long": 3000 steps.
+the test computed itself (full configuration metadata). Project "long": 3000 steps; "sampled": statistics every 50th step.
 """
 
 from __future__ import annotations
@@ -196,6 +196,28 @@ def test_long_run_is_downsampled_and_marks_non_finite_steps(server: Any, page: A
     assert _series_count(page, "grad-body") == 3
     assert "the first is step 1500" in page.inner_text("#nonfinite-body")
     page.screenshot(path=str(out_dir / "run-long.png"), full_page=True)
+
+
+def test_statistics_sampled_every_nth_step_are_drawn_as_dots(server: Any, page: Any, out_dir: Path) -> None:
+    # Per-variable statistics on every 50th step only (the default cadence): no two
+    # neighbours to join with a line, so each sampled value is a dot, and only those are.
+    page.goto(f"{server.url}/runs/sampled-run")
+    _ready(page)
+    assert _series_count(page, "grad-body") == 2
+    dots = page.evaluate("""(() => {
+        const u = document.getElementById('grad-body')._plot;
+        return u.series.slice(1).map((s, k) => {
+            const idx = s.points.filter(u, k + 1, false, null) || [];
+            return idx.map((i) => u.data[0][i]);
+        });
+    })()""")
+    for steps in dots:
+        assert sorted({int(x) for x in steps}) == list(range(0, 400, 50))
+    # the loss, recorded on every step, is a line without dots
+    assert page.evaluate("(() => { const u = document.getElementById('loss-body')._plot;"
+                         " return u.series[1].points.filter(u, 1, false, null); })()") is None
+    page.screenshot(path=str(out_dir / "run-sampled.png"), full_page=True)
+    assert page.js_errors == []
 
 
 def test_unknown_run_shows_a_clear_error(server: Any, page: Any) -> None:

@@ -133,6 +133,22 @@ const GT = (() => {
     return [xs, ...ys];
   }
 
+  // Indices of values in runs of at most `most` non-null values between nulls (a bucket's
+  // min/max pair is one run of two): a line has nothing to join them to.
+  function isolated(ys, most) {
+    const out = [];
+    let start = -1;
+    for (let i = 0; i <= ys.length; i++) {
+      const present = i < ys.length && ys[i] !== null;
+      if (present && start < 0) start = i;
+      if (!present && start >= 0) {
+        if (i - start <= most) for (let j = start; j < i; j++) out.push(j);
+        start = -1;
+      }
+    }
+    return out.length ? out : null;
+  }
+
   function finiteOrNull(v) {
     const n = num(v);
     return n !== null && Number.isFinite(n) ? n : null;
@@ -186,6 +202,7 @@ const GT = (() => {
     }
     const data = envelope(x, width, series);
     if (log) for (let i = 1; i < data.length; i++) data[i] = data[i].map(positiveOrNull);
+    const lone = data.map((ys, i) => (i === 0 ? null : isolated(ys, width && width > 1 ? 2 : 1)));
     const opts = {
       width: Math.max(320, container.clientWidth || 800),
       height,
@@ -203,7 +220,9 @@ const GT = (() => {
           width: 1.5,
           dash: dashed.includes(i) ? [6, 4] : undefined,
           spanGaps: false,
-          points: { show: x.length < 60 },
+          // Values with no neighbour to draw a line to (per-variable statistics are sampled
+          // every N-th step) are drawn as dots; all points on short series.
+          points: { show: x.length < 60, filter: (u, si, show) => (show ? null : lone[si]) },
           value: (u, v) => fmtNum(v, 4),
         })),
       ],
