@@ -56,6 +56,23 @@ def test_show_prints_the_per_step_table(db: str, capsys: pytest.CaptureFixture[s
     assert step2[5:7] == ["2", "1"]
 
 
+def test_show_explains_steps_between_measured_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "sampled.db")
+    info = RunInfo(run_id="5a5a5a5a5a5a5a5a", name="sampled", variables=[VariableInfo(index=0, name="w")])
+    with open_store(path) as s:
+        s.ingest(Batch(batch_id="s1", run=info, steps=[
+            StepRecord(step=0, loss=1.0, vars=[VarStep(v=0, norm=2.0, applied=True)]),
+            StepRecord(step=1, loss=0.9, n_grad=1),  # between two measured steps
+        ]))
+    assert main(["show", "sampled", "--db", path, "--steps", "0:1"]) == 0
+    assert "not measured on that step" not in capsys.readouterr().out
+    assert main(["show", "sampled", "--db", path]) == 0
+    out = capsys.readouterr().out
+    row1 = next(line.split() for line in out.splitlines() if line.startswith("   1 "))
+    assert row1[3] == "-" and row1[4] == "1/1"
+    assert "- : not measured on that step" in out and "stats_every=1" in out
+
+
 def test_show_json_keeps_nan_as_string(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "0123", "--db", db, "--json", "--vars", "0"]) == 0
     doc = json.loads(capsys.readouterr().out)

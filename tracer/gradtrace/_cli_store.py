@@ -38,7 +38,10 @@ Columns: step, loss (as computed inside the step), lr, |g| (global gradient norm
 over all variables), grads (variables that received a gradient / recorded),
 applied (variables the optimizer changed), state (non-trainable variables that
 changed, RNG state excluded), modes (layers that ran with training=True/False),
-nonfinite (NaN/Inf gradient entries).
+nonfinite (NaN/Inf gradient entries). A '-' in |g|, applied, state or nonfinite
+on a step with grads set: not measured there. The per-variable statistics are
+measured on a warm-up and then on every N-th step, N chosen to keep them within the
+overhead budget (trace(stats_every=1) measures every step).
 
 Examples:
   gradtrace show fit                         every step of the latest run named 'fit'
@@ -307,8 +310,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             "skipped",
         ]
         rows = []
+        sampled = False  # a step between two measured ones
         for rec in store.steps(run.id, start, stop, fields=fields):
             grads = "-" if rec["n_grad"] is None else f"{rec['n_grad']}/{nvars or '?'}"
+            sampled = sampled or (rec["grad_norm"] is None and rec["n_applied"] is None and rec["n_grad"] is not None)
             rows.append(
                 [
                     str(rec["step"]),
@@ -332,6 +337,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 {0, 1, 2, 3, 5, 6, 8},
             )
         )
+        if sampled:
+            _echo("- : not measured on that step; per-variable statistics are measured on a warm-up and then "
+                  "every N-th step, N set from their measured cost (trace(stats_every=1) measures every step)")
     return 0
 
 
