@@ -74,3 +74,12 @@ def tagged_sequences(n: int = 256, length: int = 12, vocab: int = 20, tags: int 
 def sample_weights(n: int = 384, seed: int = 6):
     """Per-sample weights as a user derives them (e.g. from label confidence): 0.2..2.0."""
     return np.random.default_rng(seed).uniform(0.2, 2.0, size=n).astype("float32")
+
+
+def wine(n: int = 160):
+    """Raw wine measurements (13 columns on very different scales: ~0.1 to ~1000), shuffled."""
+    from sklearn.datasets import load_wine
+
+    d = load_wine()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    return d.data[order][:n].astype("float32"), d.target[order][:n].astype("int32")

@@ -1392,3 +1392,113 @@ def tape_weighted_mean_by_hand_none_reduction():
     for i in range(STEPS):
         sl = slice(i * BATCH, (i + 1) * BATCH)
         train_step(x[sl], y[sl], w[sl])
+
+
+# --- per-feature standardisation (scikit-learn's StandardScaler) in one run only, or in the model ----
+
+WINE_STEPS = 5
+
+
+def _wine_net():
+    return _mlp(13, 3)
+
+
+def _standardised(x):
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit_transform(x).astype("float32")
+
+
+def fit_wine_standardised():
+    keras = _keras()
+    x, y = data.wine()
+    model = _wine_net()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(_standardised(x), y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def _tape_wine(x, y):
+    import tensorflow as tf
+
+    keras = _keras()
+    model = _wine_net()
+    opt = keras.optimizers.Adam(1e-2)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, WINE_STEPS):
+        train_step(xb, yb)
+
+
+def tape_wine_raw():  # the scaler forgotten: raw columns from ~0.1 to ~1000
+    _tape_wine(*data.wine())
+
+
+def tape_wine_standardised():
+    x, y = data.wine()
+    _tape_wine(_standardised(x), y)
+
+
+def fit_wine_normalization_layer():  # the scaling in the model: raw data, a Normalization layer adapted on it
+    keras = _keras()
+    x, y = data.wine()
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((13,)), norm, keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+# --- AdamW's weight decay meant as the L2 regularizers another run adds to its loss ---------
+
+def _l2_mlp(l2: float | None):
+    keras = _keras()
+    keras.utils.set_random_seed(7)
+
+    def reg():
+        return keras.regularizers.L2(l2) if l2 else None
+
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(32, activation="relu", kernel_regularizer=reg()),
+        keras.layers.Dense(10, kernel_regularizer=reg()),
+    ])
+
+
+def fit_digits_adamw():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _l2_mlp(None)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_digits_adam_l2():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _l2_mlp(5e-3)
+    opt = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True)) + tf.add_n(model.losses)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)

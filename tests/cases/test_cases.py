@@ -91,6 +91,13 @@ CASES = [
     # fit() on (x, y, w) batches weights each sample's loss; the loop drops w
     ("dataset_weights_forgotten", s.fit_dataset_sample_weights, s.tape_dataset_weights_forgotten, "diverged",
      "sample_weighting"),
+    # the same examples and labels; the columns standardised in one run only (no single factor and
+    # offset relates the inputs), or by a Normalization layer in the model instead of in the data
+    ("standard_scaler_one_run", s.fit_wine_standardised, s.tape_wine_raw, "diverged", "input_scale"),
+    ("eq_normalization_layer_vs_standardised_data", s.fit_wine_normalization_layer, s.tape_wine_standardised,
+     "equivalent", None),
+    # AdamW(weight_decay=...) in one run, L2 regularizers added to the loss in the other
+    ("adamw_vs_l2_in_loss", s.fit_digits_adamw, s.tape_digits_adam_l2, "diverged", "regularization_mismatch"),
 ]
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -158,6 +165,14 @@ def test_case(traced, case):
     if _id.startswith("weighted_mean_by_hand"):  # both weight: the fix is the count, not reduction='none'
         assert "divide the weighted sum by the number of samples" in (report.findings[0].fix or ""), text
         assert not any(f.kind == "sample_weighting" for f in report.findings), text
+    if _id == "standard_scaler_one_run":  # per feature: no factor, the inputs' moments as evidence
+        ev = report.findings[0].evidence
+        assert ev["per_feature"] and ev["factor"] is None and ev["input_rms"]["b"] > 10 * ev["input_rms"]["a"], text
+        assert "StandardScaler" in report.findings[0].summary and "fit the scaler once" in report.findings[0].fix
+    if _id == "adamw_vs_l2_in_loss":  # one finding names both mechanisms
+        f = report.findings[0]
+        assert f.evidence["regularized_run"] == "b" and f.evidence["weight_decay_run"] == "a", text
+        assert "weight_decay=0.01" in f.summary and "weight_decay=0.01 in both" in (f.fix or ""), text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradtrace.compare.detect_data import FP_POSITIONS, input_map, input_permutation, repeated_steps
+from gradtrace.compare.detect_data import (
+    FP_POSITIONS,
+    input_map,
+    input_permutation,
+    input_transform,
+    repeated_steps,
+)
 
 from .synth import make_run
 
@@ -117,3 +123,43 @@ def test_the_same_gradients_applied_again_show_as_a_step_without_a_batch_and_the
     # a step without fingerprint whose loss differs is not the same gradients
     loss2 = np.linspace(2.0, 1.0, 10)
     assert repeated_steps(_run_with(fps, loss2, np.arange(1, 11))) is None
+
+
+def _tabular(steps: int = 6, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Raw tabular batches (columns on very different scales) and their labels' fingerprints."""
+    rng = np.random.default_rng(seed)
+    scales = np.array([1.0, 10.0, 100.0, 1000.0, 0.1], dtype=np.float32)
+    xs = [(rng.normal(1.0, 1.0, size=(32, 5)).astype(np.float32) * scales).astype(np.float32)
+          for _ in range(steps)]
+    labels = _fps([rng.integers(0, 3, size=32).astype(np.float32) for _ in range(steps)])
+    return xs, labels
+
+
+def test_a_per_feature_standardisation_is_a_transform_of_the_same_examples() -> None:
+    xs, labels = _tabular()
+    allx = np.concatenate(xs)
+    mu, sd = allx.mean(0), allx.std(0)
+    scaled = [((x - mu) / sd).astype(np.float32) for x in xs]
+    fa, fb = _fps(xs), _fps(scaled)
+    assert input_map(fa, fb, labels, labels) is None  # no single factor and offset
+    assert input_permutation(fa, fb, labels, labels) is None
+    t = input_transform(fa, fb, labels, labels)
+    assert t is not None and t["steps"] == 6
+    assert abs(t["mean_b"]) < 0.5 < t["mean_a"] and t["rms_a"] > 10 * t["rms_b"]
+
+
+def test_no_transform_without_the_same_labels_or_from_random_draws_in_both_runs() -> None:
+    xs, labels = _tabular()
+    other = _fps([np.arange(32, dtype=np.float32) % 3 for _ in xs])
+    scaled = _fps([x / np.float32(7.0) + np.float32(1.0) * (x > 0) for x in xs])
+    assert input_transform(_fps(xs), scaled, labels, other) is None  # other labels: other examples
+    constant = _fps([np.zeros(32, dtype=np.float32) for _ in xs])  # labels that tell no batch apart
+    assert input_transform(_fps(xs), scaled, constant, constant) is None
+    assert input_transform(_fps(xs), _fps(xs), labels, labels) is None  # the same inputs
+    # unseeded noise added in both runs: the inputs' moments move either way, step by step
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(2)
+    noisy_a = [(x + rng_a.normal(0, 1.0, x.shape)).astype(np.float32) for x in xs]
+    noisy_b = [(x + rng_b.normal(0, 1.0, x.shape)).astype(np.float32) for x in xs]
+    da = _fps(noisy_b)[:, :2] - _fps(noisy_a)[:, :2]
+    assert not any(np.all(d > 0) or np.all(d < 0) for d in da.T)  # this draw: both signs seen
+    assert input_transform(_fps(noisy_a), _fps(noisy_b), labels, labels) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from gradtrace.compare import check_run, compare_runs
 from gradtrace.compare.catalogue import CATALOGUE
@@ -705,3 +706,54 @@ def test_reduction_fix_reads_tf_keras_auto_as_its_mean_and_skips_loss_functions(
     assert _reduction_fix(mean, run({"reduction": "none", "function": "mean_squared_error"})) is None
     # nor is a loss object's reduction='none': the script reduces the per-sample losses itself
     assert _reduction_fix(mean, run({"reduction": "none"})) is None
+
+
+def test_a_first_step_that_did_not_advance_the_counter_is_no_warm_optimizer():
+    """gradient_accumulation_steps=2: the first step only accumulates (the counter reads 0
+    after it), the other run's fresh optimizer reads 1: neither was used before."""
+    a = make_run("a", meta={"optimizer": {"class": "SGD", "config": {"learning_rate": 0.1,
+                                                                      "gradient_accumulation_steps": 2}}})
+    a.iterations[:] = (np.arange(a.n_steps) + 1) // 2  # 0, 1, 1, 2, 2, ... after each step
+    a.applied[0::2] = 0  # the even steps only accumulate
+    a.n_applied[0::2] = 0
+    b = make_run("b", meta={"optimizer": {"class": "SGD", "config": {"learning_rate": 0.1,
+                                                                      "gradient_accumulation_steps": None}}})
+    r = compare_runs(a, b)
+    assert not any("already taken" in f.summary for f in r.findings), r.to_dict()
+    assert any("gradient_accumulation_steps" in f.summary for f in r.findings), r.to_dict()
+
+
+def test_weight_decay_in_one_run_against_a_penalty_in_the_other_is_one_finding():
+    """AdamW(weight_decay=...) in run a meant as the L2 regularizers run b adds to its loss."""
+    adamw = {"optimizer": {"class": "AdamW", "config": {"learning_rate": 1e-3, "weight_decay": 0.01}}}
+    adam = {"optimizer": {"class": "Adam", "config": {"learning_rate": 1e-3, "weight_decay": None}}}
+    a = make_run("a", meta=adamw, reg=None)
+    b = make_run("b", meta=adam, reg=0.3, reg_added=True)
+    r = compare_runs(a, b)
+    reg = next(f for f in r.findings if f.kind == "regularization_mismatch")
+    assert reg.evidence["regularized_run"] == "b" and reg.evidence["weight_decay_run"] == "a", r.to_dict()
+    assert "weight_decay=0.01" in reg.summary and "weight_decay=0.01 in both" in reg.fix
+    # no decay anywhere: the plain regularization finding, its catalogue fix
+    r = compare_runs(make_run("a", meta=adam), make_run("b", meta=adam, reg=0.3, reg_added=True))
+    reg = next(f for f in r.findings if f.kind == "regularization_mismatch")
+    assert "weight_decay_run" not in reg.evidence and "decays" not in reg.summary
+
+
+def test_init_fingerprints_over_different_variable_sets_do_not_decide_the_start():
+    """A Normalization layer's mean and variance in one model only: the hashes differ as sets;
+    an equal step-0 loss says the trainable weights started alike. An unequal one leaves them."""
+    from gradtrace.schema import VariableInfo
+
+    a, b = make_run("a", init="6:aaaa"), make_run("b", init="9:bbbb")
+    extra = [VariableInfo(index=10 + i, name=f"normalization/{n}", shape=[13], trainable=False,
+                          layer="normalization", layer_class="Normalization", struct_key=f"9:Norm/{n}")
+             for i, n in enumerate(("mean", "variance", "count"))]
+    b.variables = b.variables + [v.model_dump() for v in extra]
+    r = compare_runs(a, b)
+    assert r.verdict == "equivalent" and "init_mismatch" not in kinds(r), r.to_dict()
+    assert "different sets of variables" in str(r.noise), r.noise
+    r = compare_runs(a, make_run("b", init="9:bbbb", loss_factor=1.3))
+    assert "init_mismatch" in kinds(r)  # the same variables: unequal hashes stand
+    c = make_run("c", init="9:bbbb", loss_factor=1.3)
+    c.variables = c.variables + [v.model_dump() for v in extra]
+    assert "init_mismatch" in kinds(compare_runs(a, c))  # other sets, other step-0 loss

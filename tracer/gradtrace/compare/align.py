@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gradtrace.compare.data import RunData
-from gradtrace.compare.detect_data import input_map, input_permutation
+from gradtrace.compare.detect_data import input_map, input_permutation, input_transform
 from gradtrace.compare.noise import Noise, measure_noise, rel
 
 
@@ -111,6 +111,9 @@ class Alignment:
     input_map: dict[str, Any] | None = None
     # the same input values in another order at every step, the labels equal: {"steps", ...}
     input_permuted: dict[str, Any] | None = None
+    # the same labels at every step, the inputs transformed by no single map (per feature):
+    # {"steps", "mean_a", "mean_b", "rms_a", "rms_b", "undone_by_model"}
+    input_transformed: dict[str, Any] | None = None
 
     @property
     def premise(self) -> str:
@@ -119,6 +122,8 @@ class Alignment:
             return "on the same inputs and weights"
         if self.input_map is not None:
             return "on the same labels and weights (inputs scaled by a map the model undoes)"
+        if self.input_transformed is not None:
+            return "on the same labels and weights (inputs preprocessed differently, undone by the model)"
         if self.data_known:
             return "on the same labels and weights (the inputs could not be fingerprinted)"
         return "on what the equal step-0 loss says are the same inputs and weights"
@@ -175,6 +180,12 @@ def _labels_inferred(a: RunData, b: RunData) -> bool:
     return any(bool((r.meta.get("extra") or {}).get("labels_inferred")) for r in (a, b))
 
 
+def _fingerprint_count(fp: Any) -> int | None:
+    """How many variables an init fingerprint (``"<count>:<hash>"``) covers; None if unknown."""
+    head = str(fp).split(":", 1)[0] if fp and ":" in str(fp) else ""
+    return int(head) if head.isdigit() else None
+
+
 def align(a: RunData, b: RunData) -> Alignment:
     """Pair variables, layers and steps of two runs."""
     var_pairs_d = pair_items(a.variables, b.variables, [_var_group, _var_shape_group])
@@ -193,6 +204,13 @@ def align(a: RunData, b: RunData) -> Alignment:
     n = int(common.size)
     fp_ia, fp_ib = a.meta.get("init_fingerprint"), b.meta.get("init_fingerprint")
     init_same = None if not fp_ia or not fp_ib else fp_ia == fp_ib
+    init_sets_differ = bool(init_same is False and _fingerprint_count(fp_ia) != _fingerprint_count(fp_ib)
+                            and len(a.variables) != len(b.variables))
+    if init_sets_differ:
+        # The fingerprint hashes every variable of the models (non-trainable state too): over
+        # different sets of variables (a Normalization layer's mean and variance in one model
+        # only) unequal hashes say nothing about the paired trainable weights ...
+        init_same = None
     fa, fb = a.x_fp[ia_rows], b.x_fp[ib_rows]
     ya, yb = a.y_fp[ia_rows], b.y_fp[ib_rows]
     has_x = bool(n and (~np.isnan(fa[:, 0])).any() and (~np.isnan(fb[:, 0])).any())
@@ -214,6 +232,12 @@ def align(a: RunData, b: RunData) -> Alignment:
     if has_y:
         data_same &= fingerprints_equal(ya, yb)
     noise = measure_noise(a, b, n)
+    if init_sets_differ:
+        # ... unless the step-0 losses agree within float noise (the same weights on the same
+        # first batch); otherwise the unequal hashes stand.
+        la, lb = (a.loss[ia_rows[0]], b.loss[ib_rows[0]]) if n else (np.nan, np.nan)
+        if not (np.isfinite(la) and float(rel(la, lb)) <= noise.tol0):
+            init_same, init_sets_differ = False, False
     witness = None
     imap = None
     if has_x and n and not data_same[0]:
@@ -229,6 +253,18 @@ def align(a: RunData, b: RunData) -> Alignment:
     perm = None
     if has_x and has_y and n and imap is None and not data_same.all():
         perm = input_permutation(fa, fb, ya, yb)
+    transformed = None
+    if has_x and has_y and n and imap is None and perm is None and not data_same.all():
+        transformed = input_transform(fa, fb, ya, yb)
+        if transformed is not None and init_same is not False:
+            # The same examples and labels, each feature scaled differently: a model that
+            # normalises its inputs itself (a Normalization layer adapted in one run) computes
+            # the same loss from the same weights; the steps then align on the labels.
+            la, lb = a.loss[ia_rows[0]], b.loss[ib_rows[0]]
+            transformed["undone_by_model"] = bool(np.isfinite(la) and float(rel(la, lb)) <= noise.tol0)
+            if transformed["undone_by_model"]:
+                data_same = fingerprints_equal(ya, yb)
+                has_x = False
     if init_same is False:
         aligned_steps = 0
     elif not data_known:
@@ -269,14 +305,23 @@ def align(a: RunData, b: RunData) -> Alignment:
         inputs_known=has_x,
         input_map=imap,
         input_permuted=perm,
+        input_transformed=transformed,
     )
     al.noise = noise
     if imap is not None and imap.get("undone_by_model"):
         al.noise.observed["inputs"] = (f"x_b = {imap['k']:.6g} * x_a + {imap['c']:.6g} at every step with equal "
                                        "labels, and the equal step-0 loss says the model undoes it: steps "
                                        "aligned on the labels")
+    if transformed is not None and transformed.get("undone_by_model"):
+        al.noise.observed["inputs"] = ("the inputs differ at every step by no single map while the labels are "
+                                       "equal, and the equal step-0 loss says the model undoes it: steps "
+                                       "aligned on the labels")
     if witness:
         al.noise.observed["data_alignment"] = witness
-    if n and init_same is None:
+    if n and init_sets_differ:
+        al.noise.observed["init_fingerprint"] = (
+            f"over different sets of variables ({_fingerprint_count(fp_ia)} vs {_fingerprint_count(fp_ib)}): "
+            "not compared; same start assumed from the same first batch")
+    elif n and init_same is None:
         al.noise.observed["init_fingerprint"] = "not recorded: same start assumed from the same first batch"
     return al

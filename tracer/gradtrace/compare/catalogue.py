@@ -122,9 +122,12 @@ _KINDS = [
         "At every step the runs' input fingerprints are related by one map x_b = k * x_a (+ c) while the "
         "labels are identical: one run scales or normalises its inputs differently (a /255 forgotten or "
         "applied twice, another mean/std). A map the model undoes itself (a Rescaling layer in one run: "
-        "the same step-0 loss) is not reported; the steps are then aligned on the labels.",
-        "Preprocess the inputs the same way in both runs (one shared function), or put the scaling in the "
-        "model (`keras.layers.Rescaling`, `keras.layers.Normalization`) so both runs feed the same raw data.",
+        "the same step-0 loss) is not reported; the steps are then aligned on the labels. Labels identical at "
+        "every step with inputs that differ at every step by no single map are a per-feature "
+        "preprocessing in one run (a StandardScaler, min-max scaling per column), reported the same way.",
+        "Preprocess the inputs the same way in both runs (one shared function, a scaler fitted once), or "
+        "put the scaling in the model (`keras.layers.Rescaling`, `keras.layers.Normalization`) so both runs "
+        "feed the same raw data.",
         rank=13,
     ),
     Kind(

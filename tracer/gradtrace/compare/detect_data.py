@@ -134,6 +134,51 @@ def input_permutation(fa: np.ndarray, fb: np.ndarray, ya: np.ndarray, yb: np.nda
     return {"steps": int(ok.sum()), "steps_differing": int((~same).sum())}
 
 
+def input_transform(fa: np.ndarray, fb: np.ndarray, ya: np.ndarray, yb: np.ndarray) -> dict[str, Any] | None:
+    """The same examples at every step, their inputs transformed by no single map.
+
+    When the labels are recorded and equal at every step both runs fingerprinted, and
+    they tell the batches apart (not one constant label batch), the runs trained on the
+    same examples in the same order. Inputs with the same number of values that differ at
+    every step and are related by neither one affine map (:func:`input_map`) nor a
+    reordering (:func:`input_permutation`) were then preprocessed differently value by
+    value: a per-feature standardisation (scikit-learn's ``StandardScaler``) or min-max
+    scaling in one run only, another statistic per column, augmentation in one run. The
+    inputs' mean or mean square must differ in the same direction at each of >= 3 steps
+    (a transform does that; random draws in both runs do not).
+    Returns ``{"steps", "mean_a", "mean_b", "rms_a", "rms_b"}`` (the inputs' mean and
+    root mean square at the first step, from the fingerprints); None otherwise.
+    """
+    from gradtrace.compare.align import fingerprints_equal
+
+    if fa.shape[1] < 4 or fb.shape[1] < 4 or ya.shape[1] < 4 or yb.shape[1] < 4:
+        return None
+    ok = _recorded(fa) & _recorded(fb)
+    ylab = _recorded(ya) & _recorded(yb)
+    if ok.sum() < 2 or not ylab[ok].all() or not np.all(fa[ok, 3] == fb[ok, 3]):
+        return None
+    if not fingerprints_equal(ya[ylab], yb[ylab]).all():
+        return None  # other labels: other examples
+    yl = ya[ylab]
+    if fingerprints_equal(yl[1:], yl[:-1]).all():
+        return None  # the labels do not tell the batches apart (one label everywhere)
+    if fingerprints_equal(fa[ok], fb[ok]).any():
+        return None  # equal somewhere: not one preprocessing applied throughout
+    # A transform moves the inputs' moments the same way at every step; random augmentation
+    # in both runs (unseeded, other draws) moves them either way (a sign test: all of >= 3
+    # steps on one side by chance has probability 2 / 2^steps for each moment).
+    cnt = fa[ok, 3].astype(np.float64)
+    dm = (fb[ok, 0] - fa[ok, 0]) / cnt
+    dq = (fb[ok, 1] - fa[ok, 1]) / cnt
+    if ok.sum() < 3 or not any(bool(np.all(d > 0) or np.all(d < 0)) for d in (dm, dq)):
+        return None
+    first = int(np.flatnonzero(ok)[0])
+    n = float(fa[first, 3])
+    ma, mb = float(fa[first, 0]) / n, float(fb[first, 0]) / n
+    ra, rb = math.sqrt(max(float(fa[first, 1]), 0.0) / n), math.sqrt(max(float(fb[first, 1]), 0.0) / n)
+    return {"steps": int(ok.sum()), "mean_a": ma, "mean_b": mb, "rms_a": ra, "rms_b": rb}
+
+
 def _number(x: float) -> str:
     """A factor as a user wrote it: 16, 0.0039 (1/255)."""
     if abs(x) >= 1 or x == 0:

@@ -385,7 +385,9 @@ def _warm_optimizer(a: RunData, b: RunData) -> Finding | None:
         return float(run.iterations[0])
 
     ia, ib = first_count(a), first_count(b)
-    if ia is None or ib is None or ia == ib or min(ia, ib) > 1:
+    # A fresh optimizer reads at most 1 after its first step (0 when that step only
+    # accumulated a gradient, or was skipped for overflow): a warm one reads 2 or more.
+    if ia is None or ib is None or ia == ib or min(ia, ib) > 1 or max(ia, ib) < 2:
         return None
     side, run, count = ("a", a, ia) if ia > ib else ("b", b, ib)
     return Finding(
@@ -729,6 +731,26 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             "the model's Inputs), features reordered, or examples reordered without their labels, so the "
             "same examples meet other labels or other input layers.",
             steps=[k], evidence={**perm, "first_step": k},
+            explains=1.0))
+        return out
+    tr = al.input_transformed
+    if tr is not None and not tr.get("undone_by_model"):
+        out.append(Finding(
+            "input_scale",
+            f"the labels are identical at every step ({tr['steps']} steps: the same examples in the same "
+            "order) but the inputs differ at every step, and by no single factor and offset: one run "
+            "preprocesses its inputs differently feature by feature (a per-column standardisation such as "
+            "scikit-learn's StandardScaler, or min-max scaling, in one run only or fitted on other data). "
+            f"At step {int(a.step[al.ia[0]])} run a's inputs have mean {tr['mean_a']:.4g} and root mean "
+            f"square {tr['rms_a']:.4g}, run b's {tr['mean_b']:.4g} and {tr['rms_b']:.4g}.",
+            steps=[int(a.step[al.ia[0]])],
+            evidence={"factor": None, "offset": None, "per_feature": True, "steps": tr["steps"],
+                      "labels_equal": True, "input_mean": {"a": tr["mean_a"], "b": tr["mean_b"]},
+                      "input_rms": {"a": tr["rms_a"], "b": tr["rms_b"]}},
+            fix="Preprocess the inputs the same way in both runs: fit the scaler once on the training data "
+                "and apply that same transform in both (one shared function), or put it in the model "
+                "(`keras.layers.Normalization()` adapted on the training data) so both runs feed the same "
+                "raw data.",
             explains=1.0))
         return out
     if al.data_known and al.n_common and al.init_same is not False:

@@ -500,7 +500,8 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                     "regularization_mismatch",
                     f"at step 0 the losses differ by {gap:.6g}, which equals the model's regularization "
                     f"losses ({reg:.6g}): run {higher} adds sum(model.losses), the other does not.",
-                    steps=[s.step], evidence={"gap": gap, "reg_loss": reg, "reg_recorded_in": side, **ev},
+                    steps=[s.step], evidence={"gap": gap, "reg_loss": reg, "reg_recorded_in": side, "factor": 0.0,
+                              "regularized_run": higher, **ev},
                     explains=1.0))
                 return out, s
         other_reg = _reg_factor(a, b, s, gap, ftol, ev)

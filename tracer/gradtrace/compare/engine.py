@@ -150,6 +150,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         # The factor is the batch's sum of sample weights: the other run weights its samples
         # too (by hand, which records no weights), it only divides by another count.
         findings = [f for f in findings if f.kind != "sample_weighting"]
+    _decay_instead_of_penalty(findings, a, b, al)
     findings = _dedupe(findings)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
@@ -221,6 +222,8 @@ def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
         return "the runs' inputs differ by a constant map from step 0 (see input_scale)"
     if al.input_permuted is not None:
         return "the runs' inputs hold the same values in another order (see input_order)"
+    if al.input_transformed is not None and not al.input_transformed.get("undone_by_model"):
+        return "the runs' inputs are preprocessed differently from step 0, the labels equal (see input_scale)"
     if not al.data_known:
         no_loss = [r.name for r in (a, b) if not np.isfinite(r.loss).any()]
         if no_loss:
@@ -396,3 +399,42 @@ def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
             if f.kind == "data_mismatch":
                 f.severity = "info"
     return "equivalent"
+
+
+def _weight_decay(o: dict) -> float:
+    v = dp._opt_settings(o).get("weight_decay")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
+
+def _decay_instead_of_penalty(findings: list[Finding], a: RunData, b: RunData, al: Alignment) -> None:
+    """One run regularizes in its loss, the other decays its weights in the optimizer.
+
+    A regularization_mismatch that finds a penalty in one run only, while the other run's
+    optimizer carries a ``weight_decay`` the regularizing run's does not, is one choice made
+    two ways (``AdamW(weight_decay=...)`` meant as ``L2``): the finding names both, and says
+    they are not the same training.
+    """
+    reg = next((f for f in findings if f.kind == "regularization_mismatch"
+                and f.evidence.get("factor") == 0.0 and f.evidence.get("regularized_run") in ("a", "b")), None)
+    if reg is None:
+        return
+    side = reg.evidence["regularized_run"]
+    other = "b" if side == "a" else "a"
+    for oa, ob in dp.optimizer_pairs(a, b, al):
+        o_other, o_side = (ob, oa) if other == "b" else (oa, ob)
+        if _weight_decay(o_other) > 0 and _weight_decay(o_side) == 0:
+            break
+    else:
+        return
+    wd, cls = _weight_decay(o_other), str(o_other.get("class") or "its optimizer")
+    reg.evidence["weight_decay_run"] = other
+    reg.evidence["weight_decay"] = wd
+    reg.summary += (f" Run {other} decays its weights in the optimizer instead ({cls}, weight_decay={wd:g}): "
+                    "that is not the same training as a penalty in the loss. The decay shrinks every weight "
+                    "by learning_rate x weight_decay outside the gradient, so an adaptive optimizer's moments "
+                    "never see it, while an L2 term's gradient goes through them.")
+    reg.fix = (f"Regularize both runs with one mechanism: either the same optimizer with "
+               f"weight_decay={wd:g} in both (and no regularizer terms in run {side}'s loss), or the same "
+               f"layer regularizers (`kernel_regularizer=`) in both and no weight_decay on run {other}'s "
+               "optimizer. They agree only for plain SGD, where weight_decay = 2 x the L2 factor "
+               "(`keras.regularizers.L2(l)` adds l * sum(w**2)).")
