@@ -1502,3 +1502,58 @@ def tape_digits_adam_l2():
 
     for xb, yb in data.batches(x, y, BATCH, STEPS):
         train_step(xb, yb)
+
+
+# --- targets transformed in one run only: a standardised regression target, class indices from 1 ----
+
+def _diabetes_raw(n: int = STEPS * BATCH):
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    return (d.data[:n] * 10).astype("float32"), d.target[:n].astype("float32")[:, None]
+
+
+def fit_diabetes_raw_target():
+    keras = _keras()
+    x, y = _diabetes_raw()
+    model = _mlp(10, 1)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_diabetes_standardised_target():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _diabetes_raw()
+    y = (y - y.mean()) / y.std()  # standardised here only
+    model = _mlp(10, 1)
+    opt = keras.optimizers.SGD(1e-3)
+    loss_fn = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)
+
+
+def _iris_four_units(shift: int):
+    keras = _keras()
+    x, y = data.iris()
+    model = _mlp(4, 4, hidden=16)  # sized for class indices up to 3
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:128], y[:128] + shift, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_iris_labels_from_0():
+    _iris_four_units(0)
+
+
+def fit_iris_labels_from_1():  # the CSV's 1..3 kept
+    _iris_four_units(1)

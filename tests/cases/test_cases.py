@@ -98,6 +98,10 @@ CASES = [
      "equivalent", None),
     # AdamW(weight_decay=...) in one run, L2 regularizers added to the loss in the other
     ("adamw_vs_l2_in_loss", s.fit_digits_adamw, s.tape_digits_adam_l2, "diverged", "regularization_mismatch"),
+    # the same inputs, the targets standardised in one run only, or class indices counted from 1
+    ("target_standardised_one_run", s.fit_diabetes_raw_target, s.tape_diabetes_standardised_target, "diverged",
+     "label_scale"),
+    ("class_indices_shifted", s.fit_iris_labels_from_0, s.fit_iris_labels_from_1, "diverged", "label_scale"),
 ]
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -173,6 +177,13 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["regularized_run"] == "b" and f.evidence["weight_decay_run"] == "a", text
         assert "weight_decay=0.01" in f.summary and "weight_decay=0.01 in both" in (f.fix or ""), text
+    if _id == "target_standardised_one_run":  # the map measured: (y - mean) / std of the targets
+        ev = report.findings[0].evidence
+        assert abs(1 / ev["factor"] - 77.0) < 2 and abs(-ev["offset"] / ev["factor"] - 152.0) < 3, text
+    if _id == "class_indices_shifted":
+        ev = report.findings[0].evidence
+        assert abs(ev["factor"] - 1) < 1e-4 and abs(ev["offset"] - 1) < 1e-4, text
+        assert "subtract 1 from run b's labels" in (report.findings[0].fix or ""), text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

@@ -111,6 +111,8 @@ class Alignment:
     input_map: dict[str, Any] | None = None
     # the same input values in another order at every step, the labels equal: {"steps", ...}
     input_permuted: dict[str, Any] | None = None
+    # the same inputs at every step, y_b = k * y_a + c: {"k", "c", "steps", "labels_equal" (inputs equal)}
+    label_map: dict[str, Any] | None = None
     # the same labels at every step, the inputs transformed by no single map (per feature):
     # {"steps", "mean_a", "mean_b", "rms_a", "rms_b", "undone_by_model"}
     input_transformed: dict[str, Any] | None = None
@@ -265,6 +267,11 @@ def align(a: RunData, b: RunData) -> Alignment:
             if transformed["undone_by_model"]:
                 data_same = fingerprints_equal(ya, yb)
                 has_x = False
+    lmap = None
+    if (has_x and has_y and n and imap is None and perm is None and transformed is None
+            and not data_same.all() and fingerprints_equal(fa, fb).all()):
+        # The same inputs, labels related by one map: the targets scaled or shifted in one run.
+        lmap = input_map(ya, yb, fa, fb)
     if init_same is False:
         aligned_steps = 0
     elif not data_known:
@@ -306,6 +313,7 @@ def align(a: RunData, b: RunData) -> Alignment:
         input_map=imap,
         input_permuted=perm,
         input_transformed=transformed,
+        label_map=lmap,
     )
     al.noise = noise
     if imap is not None and imap.get("undone_by_model"):

@@ -142,6 +142,15 @@ _KINDS = [
         rank=13,
     ),
     Kind(
+        "label_scale", "error", False,
+        "At every step the runs' inputs are identical while their label fingerprints are related by one "
+        "map y_b = k * y_a (+ c): one run scales, standardises or shifts its targets (a regression target "
+        "standardised in one run only, class indices shifted by one).",
+        "Train both runs on the same targets: apply the target transform in both (one shared function) or "
+        "in neither; to report in the original units, invert it on the predictions instead.",
+        rank=13,
+    ),
+    Kind(
         "loss_not_differentiated", "error", False,
         "A Keras loss computed inside the tape (one output's loss of a multi-output model) does not "
         "reach the tensor handed to `tape.gradient`, and trainable variables get no gradient: "

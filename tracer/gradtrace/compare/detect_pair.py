@@ -733,6 +733,32 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             steps=[k], evidence={**perm, "first_step": k},
             explains=1.0))
         return out
+    lm = al.label_map
+    if lm is not None:
+        k, c = float(lm["k"]), float(lm["c"])
+        if c == 0.0:
+            rel_ = f"run b's labels are {k:.6g} x run a's"
+        else:
+            rel_ = f"run b's labels are {k:.6g} * y {'-' if c < 0 else '+'} {abs(c):.6g} with y run a's"
+            if k > 0:  # as a standardisation: (y - mean) / std
+                rel_ += f" = (y {'-' if c < 0 else '+'} {abs(c / k):.6g}) / {1 / k:.6g}"
+        shifted = abs(k - 1.0) <= 1e-4 and abs(c - round(c)) <= 1e-4 and c != 0.0
+        what = (f"the class indices are shifted by {round(c):+d} in run b (labels counted from another "
+                "start, e.g. 1..N against 0..N-1)" if shifted else
+                "one run scales or standardises its targets (e.g. (y - mean) / std in one run only)")
+        out.append(Finding(
+            "label_scale",
+            f"the inputs are identical at every step but the labels differ by one map ({rel_}, over "
+            f"{lm['steps']} steps): {what}, so the runs fit different targets from the first step.",
+            steps=[int(a.step[al.ia[0]])],
+            evidence={"factor": k, "offset": c, "steps": lm["steps"], "relation": rel_},
+            fix=(f"Use the same class indices in both runs (subtract {round(c)} from run b's labels, or add it to "
+                 "run a's)." if shifted else
+                 "Train both runs on the same targets: standardise (or scale) the targets in both runs with "
+                 "the same statistics, or in neither; to report in the original units, invert the "
+                 "transform on the predictions instead."),
+            explains=1.0))
+        return out
     tr = al.input_transformed
     if tr is not None and not tr.get("undone_by_model"):
         out.append(Finding(

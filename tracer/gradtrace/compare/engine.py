@@ -222,6 +222,8 @@ def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
         return "the runs' inputs differ by a constant map from step 0 (see input_scale)"
     if al.input_permuted is not None:
         return "the runs' inputs hold the same values in another order (see input_order)"
+    if al.label_map is not None:
+        return "the runs' labels differ by a constant map from step 0, the inputs equal (see label_scale)"
     if al.input_transformed is not None and not al.input_transformed.get("undone_by_model"):
         return "the runs' inputs are preprocessed differently from step 0, the labels equal (see input_scale)"
     if not al.data_known:
