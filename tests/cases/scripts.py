@@ -1557,3 +1557,41 @@ def fit_iris_labels_from_0():
 
 def fit_iris_labels_from_1():  # the CSV's 1..3 kept
     _iris_four_units(1)
+
+
+# --- gradient accumulation: the optimizer's (gradient_accumulation_steps=2) vs by hand ------------
+
+def fit_digits_accumulated():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, gradient_accumulation_steps=2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH // 2, epochs=1, shuffle=False, verbose=0)
+
+
+def _tape_accumulated(average: bool):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    acc = None
+    for i, (xb, yb) in enumerate(data.batches(x, y, BATCH // 2, 2 * STEPS)):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        acc = grads if acc is None else [s + g for s, g in zip(acc, grads)]
+        if i % 2 == 1:
+            opt.apply_gradients(zip([s / 2 for s in acc] if average else acc, model.trainable_variables))
+            acc = None
+
+
+def tape_accumulated_by_hand():
+    _tape_accumulated(True)
+
+
+def tape_accumulated_summed():  # the sum of the two micro-batch gradients applied
+    _tape_accumulated(False)

@@ -102,7 +102,15 @@ CASES = [
     ("target_standardised_one_run", s.fit_diabetes_raw_target, s.tape_diabetes_standardised_target, "diverged",
      "label_scale"),
     ("class_indices_shifted", s.fit_iris_labels_from_0, s.fit_iris_labels_from_1, "diverged", "label_scale"),
+    # gradient_accumulation_steps=2 against a loop accumulating by hand (averaged or not), or against
+    # batches twice as large: compared update by update
+    ("eq_accumulation_by_hand", s.fit_digits_accumulated, s.tape_accumulated_by_hand, "equivalent", None),
+    ("eq_accumulation_vs_double_batch", s.fit_digits_accumulated, s.tape_digits_sgd_sparse, "equivalent", None),
+    ("accumulated_sum_not_averaged", s.fit_digits_accumulated, s.tape_accumulated_summed, "diverged",
+     "optimizer_mismatch"),
 ]
+
+STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
 REG_FACTORS = {"l2_forgotten": 0.0, "l2_by_hand_other_factor": 0.5, "reg_losses_added_twice": 2.0,
@@ -184,6 +192,12 @@ def test_case(traced, case):
         ev = report.findings[0].evidence
         assert abs(ev["factor"] - 1) < 1e-4 and abs(ev["offset"] - 1) < 1e-4, text
         assert "subtract 1 from run b's labels" in (report.findings[0].fix or ""), text
+    if _id == "accumulated_sum_not_averaged":  # measured on the updates: the loop applies twice the mean
+        f = report.findings[0]
+        assert abs(f.evidence["update_ratio_loop_over_optimizer"] - 2.0) < 1e-3, text
+        assert "Divide the accumulated gradients by 2" in (f.fix or ""), text
+    if _id.startswith("eq_accumulation"):  # the runs are aligned update by update, not left unaligned
+        assert report.aligned_steps == STEPS_ACCUMULATED, text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

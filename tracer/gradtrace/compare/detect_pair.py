@@ -401,6 +401,12 @@ def _warm_optimizer(a: RunData, b: RunData) -> Finding | None:
         explains=0.95)
 
 
+def nth(n: int) -> str:
+    """2nd, 3rd, 4th, 11th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _accumulation_fix(diffs: dict[str, Any]) -> str | None:
     """Gradient accumulation in one optimizer only: the other run may accumulate by hand."""
     acc = next((v for k, v in diffs.items() if k.endswith("gradient_accumulation_steps")
@@ -409,11 +415,11 @@ def _accumulation_fix(diffs: dict[str, Any]) -> str | None:
         return None
     n = next((x for x in acc if isinstance(x, int) and x > 1), None)
     return (f"Accumulate gradients the same way in both runs. With `gradient_accumulation_steps={n}` the "
-            f"optimizer is called on every micro-batch (one record each) and updates on every {n}-th with "
-            "the mean of the accumulated gradients; a loop that sums gradients by hand and applies them "
-            "records one step per update, so the steps do not line up one to one. To compare step by step, "
-            "use the same mechanism in both; a hand-written accumulation must divide the sum by "
-            f"{n} to match.")
+            f"optimizer is called on every micro-batch and updates on every {nth(n or 2)} of them with the mean of "
+            f"the {n} accumulated gradients: a loop that accumulates by hand must apply that mean (divide the "
+            f"sum by {n}, and step the optimizer once per {n} micro-batches), a loop without accumulation must "
+            f"take batches {n} times larger. The comparison pairs the accumulating run's updating steps with "
+            "the other run's steps when their batches match.")
 
 
 _LOSS_KEYS = {"cls": "class", "from_logits": "from_logits"}

@@ -14,6 +14,7 @@ from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
 from gradtrace.compare import detect_wiring as dw
+from gradtrace.compare.accumulate import accumulation_view
 from gradtrace.compare.align import Alignment, align
 from gradtrace.compare.catalogue import CATALOGUE
 from gradtrace.compare.data import RunData
@@ -33,7 +34,16 @@ _SYMPTOMS = ("gradient_mismatch", "divergence")
 
 def compare_runs(a: RunData, b: RunData) -> Report:
     """Compare two runs: verdict, first divergent step, ranked findings, skipped checks, noise."""
+    a, b, accumulated = accumulation_view(a, b)
     al = align(a, b)
+    if accumulated:
+        n, side = accumulated["gradient_accumulation_steps"], accumulated["run"]
+        al.noise.observed["steps"] = (
+            f"run {side} accumulates gradients (gradient_accumulation_steps={n}): its updating steps "
+            f"(every {dp.nth(n)} of its {accumulated['micro_steps']} micro-batch steps) are compared with the "
+            f"other run's steps, renumbered 0, 1, 2, ... (run {side}'s step k is its micro-step {n}k + {n - 1})"
+            + (f"; the other run's batches are the union of {n} micro-batches (losses: their mean; batches "
+               "matched on sums, sums of squares and counts)" if accumulated.get("merged") else ""))
     findings: list[Finding] = []
     skipped: list[dict[str, str]] = []
     trainable_a = [v for v in a.variables if v.get("trainable", True)]
@@ -132,6 +142,10 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         same = ds.same_updates(a, b, al)
         if same is not None:
             _same_training(findings, same)
+            if accumulated:
+                _same_accumulation(findings, accumulated)
+        elif accumulated:
+            findings = _accumulation_cause(findings, accumulated)
         if al.aligned_steps < al.n_common:
             last = int(a.step[al.ia[al.aligned_steps - 1]])
             skipped.append({"check": f"step-by-step comparison after step {last}",
@@ -440,3 +454,64 @@ def _decay_instead_of_penalty(findings: list[Finding], a: RunData, b: RunData, a
                f"layer regularizers (`kernel_regularizer=`) in both and no weight_decay on run {other}'s "
                "optimizer. They agree only for plain SGD, where weight_decay = 2 x the L2 factor "
                "(`keras.regularizers.L2(l)` adds l * sum(w**2)).")
+
+
+def _same_accumulation(findings: list[Finding], acc: dict) -> None:
+    """Equal updates of an optimizer that accumulates and a loop that accumulates by hand (or
+    one batch n times larger): say where the gradients part, not a clipping guess."""
+    n, side = acc["gradient_accumulation_steps"], acc["run"]
+    other = "b" if side == "a" else "a"
+    how = (f"takes one batch {n} times larger (the union of the {n} micro-batches)" if acc.get("merged")
+           else "accumulates by hand")
+    for f in findings:
+        if f.severity != "info" or "same_updates" not in f.evidence:
+            continue
+        if f.kind in ("gradient_scale", "gradient_mismatch", "divergence"):
+            f.summary = (f"the recorded gradients differ while the losses and updates agree: run {side}'s "
+                         f"optimizer (gradient_accumulation_steps={n}) records each micro-batch's gradient and "
+                         f"applies the mean of {n}; run {other} {how} and records the gradient it applies.")
+            f.fix = "Nothing to fix: both runs apply the mean gradient of the same examples."
+        elif f.kind == "optimizer_mismatch" and any(
+                str(k).endswith("gradient_accumulation_steps") for k in f.evidence.get("differences (a, b)", {})):
+            f.summary = (f"the optimizers differ in gradient_accumulation_steps ({n} in run {side} only), and "
+                         f"run {other} {how}: compared update by update (run {side}'s every {dp.nth(n)} "
+                         "micro-batch step), the losses and the updates agree: the same training.")
+            f.fix = f"Nothing to fix: run {other} applies the mean gradient the accumulating optimizer does."
+
+
+def _accumulation_cause(findings: list[Finding], acc: dict) -> list[Finding]:
+    """Updates that differ between an accumulating optimizer and a loop accumulating by hand.
+
+    The recorded gradients differ by construction (one micro-batch's vs the averaged sum),
+    so gradient findings are symptoms of the accumulation difference, not causes. The
+    step-0 update ratio says what the loop does differently: ``n`` times the optimizer's
+    update is the sum applied without dividing by ``n``.
+    """
+    cause = next((f for f in findings if f.kind == "optimizer_mismatch" and any(
+        str(k).endswith("gradient_accumulation_steps") for k in f.evidence.get("differences (a, b)", {}))), None)
+    if cause is None:
+        return findings
+    n, side = acc["gradient_accumulation_steps"], acc["run"]
+    other = "b" if side == "a" else "a"
+    symptoms = [f for f in findings if f.kind in ("gradient_scale", "gradient_mismatch", "divergence")
+                and f.severity == "error"]
+    ratios = [float(v["update_norm_ratio"]) for f in symptoms for v in f.evidence.get("step0_variables") or []
+              if isinstance(v.get("update_norm_ratio"), (int, float)) and np.isfinite(v["update_norm_ratio"])
+              and v["update_norm_ratio"] > 0]
+    cause.evidence["step_evidence"] = [{"kind": f.kind, "summary": f.summary} for f in symptoms]
+    cause.explains = 1.0
+    if ratios:
+        r = float(np.median(ratios))  # run a's update over run b's
+        loop_over_opt = r if side == "b" else 1.0 / r
+        cause.evidence["update_ratio_loop_over_optimizer"] = loop_over_opt
+        if abs(loop_over_opt - n) <= 0.05 * n:
+            cause.summary += (f" Compared update by update (run {side}'s every {dp.nth(n)} micro-batch step), run "
+                              f"{other}'s updates are {n} x run {side}'s: the loop applies the sum of the {n} "
+                              f"accumulated gradients, the optimizer their mean.")
+            cause.fix = (f"Divide the accumulated gradients by {n} before `apply_gradients` in run {other} "
+                         f"(`[g / {n} for g in accumulated]`), as `gradient_accumulation_steps={n}` averages them.")
+        else:
+            cause.summary += (f" Compared update by update (run {side}'s every {dp.nth(n)} micro-batch step), the "
+                              f"updates differ (run {other}'s are x{loop_over_opt:.4g} run {side}'s at step 0).")
+    return [f for f in findings if f not in symptoms]
+
