@@ -1595,3 +1595,69 @@ def tape_accumulated_by_hand():
 
 def tape_accumulated_summed():  # the sum of the two micro-batch gradients applied
     _tape_accumulated(False)
+
+
+# --- a custom train_step that drops the sample weights fit() hands it ----------------------------
+
+def _fit_digits_weighted(model):
+    keras = _keras()
+    x, y = _digits_slice()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, sample_weight=data.sample_weights(len(x)), batch_size=BATCH, epochs=1, shuffle=False,
+              verbose=0)
+
+
+def fit_digits_sample_weights():
+    _fit_digits_weighted(_mlp(64, 10))
+
+
+def fit_train_step_drops_weights():
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class Net(keras.Sequential):
+        def train_step(self, batch):
+            xb, yb, _sw = keras.utils.unpack_x_y_sample_weight(batch)
+            with tf.GradientTape() as tape:
+                pred = self(xb, training=True)
+                loss = self.compute_loss(x=xb, y=yb, y_pred=pred, training=True)  # sample_weight= forgotten
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    keras.utils.set_random_seed(7)
+    _fit_digits_weighted(Net([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]))
+
+
+# --- label smoothing in the Keras loss of one run, a hand-written log loss in the other -----------
+
+def fit_bce_label_smoothing():
+    keras = _keras()
+    x, y = data.classification()
+    model = _mlp(20, 1, activation="sigmoid")
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.BinaryCrossentropy(label_smoothing=0.2))
+    model.fit(x[: STEPS * BATCH], y[: STEPS * BATCH, None].astype("float32"), batch_size=BATCH, epochs=1,
+              shuffle=False, verbose=0)
+
+
+def tape_hand_log_loss_unsmoothed():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = data.classification()
+    model = _mlp(20, 1, activation="sigmoid")
+    opt = keras.optimizers.SGD(0.05)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            p = tf.clip_by_value(model(xb, training=True), 1e-7, 1 - 1e-7)
+            loss = -tf.reduce_mean(yb * tf.math.log(p) + (1 - yb) * tf.math.log(1 - p))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y[:, None].astype("float32"), BATCH, STEPS):
+        train_step(xb, yb)

@@ -108,6 +108,12 @@ CASES = [
     ("eq_accumulation_vs_double_batch", s.fit_digits_accumulated, s.tape_digits_sgd_sparse, "equivalent", None),
     ("accumulated_sum_not_averaged", s.fit_digits_accumulated, s.tape_accumulated_summed, "diverged",
      "optimizer_mismatch"),
+    # both give fit() sample weights; a custom train_step calls compute_loss without them
+    ("train_step_drops_sample_weights", s.fit_digits_sample_weights, s.fit_train_step_drops_weights, "diverged",
+     "sample_weighting"),
+    # a Keras loss with label_smoothing against a hand-written log loss without it
+    ("label_smoothing_vs_hand_loss", s.fit_bce_label_smoothing, s.tape_hand_log_loss_unsmoothed, "diverged",
+     "gradient_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -198,6 +204,12 @@ def test_case(traced, case):
         assert "Divide the accumulated gradients by 2" in (f.fix or ""), text
     if _id.startswith("eq_accumulation"):  # the runs are aligned update by update, not left unaligned
         assert report.aligned_steps == STEPS_ACCUMULATED, text
+    if _id == "train_step_drops_sample_weights":  # the run that drops them, and where to pass them
+        f = report.findings[0]
+        assert f.evidence["dropped_in"] == "b" and "sample_weight=sample_weight" in (f.fix or ""), text
+    if _id == "label_smoothing_vs_hand_loss":  # the Keras loss's smoothing named for the hand-written one
+        f = report.findings[0]
+        assert f.evidence["keras_loss"]["run"] == "a" and "label_smoothing=0.2" in (f.fix or ""), text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

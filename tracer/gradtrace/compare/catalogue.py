@@ -198,7 +198,9 @@ _KINDS = [
     ),
     Kind(
         "sample_weighting", "error", False,
-        "Class or sample weights were used in one run only.",
+        "Class or sample weights were used in one run only; or both runs give fit() weights and one run's "
+        "steps call the Keras loss without them (a custom train_step that does not pass `sample_weight=` to "
+        "`compute_loss`; read from the weight statistics the loss calls recorded).",
         "Apply the same weights in both runs: `fit(class_weight=...)` multiplies each sample's loss; "
         "in a tape loop pass `sample_weight=` to the Keras loss.",
         rank=20,

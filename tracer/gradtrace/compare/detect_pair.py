@@ -534,8 +534,47 @@ def _weighted(run: RunData) -> dict[str, Any]:
     return out
 
 
+def loss_got_weights(run: RunData) -> bool | None:
+    """Did the Keras loss calls of the run's steps receive sample weights?
+
+    The recorded weight statistics (``weight_count``) say so; the loss record's
+    ``sample_weight`` flag also stands for weights fit() was given, which a custom
+    ``train_step`` may never hand to ``compute_loss``. None when the records carry no
+    weight statistics at all (older records) or the run called no Keras loss.
+    """
+    infos = [c for info in run.loss_info.values() for c in (info.get("calls") or [info])]
+    if not infos or not any("weight_count" in c for c in infos):
+        return None
+    return any(c.get("weight_count") is not None or c.get("weight_sum") is not None for c in infos)
+
+
+def _weights_dropped(a: RunData, b: RunData) -> Finding | None:
+    """Both runs give fit() sample or class weights; one run's steps call the loss without them."""
+    fa, fb = (r.meta.get("fit") or {} for r in (a, b))
+    given = [bool(f.get("sample_weight") or f.get("class_weight")) for f in (fa, fb)]
+    got = [loss_got_weights(a), loss_got_weights(b)]
+    if not all(given) or None in got or got[0] == got[1]:
+        return None
+    side, run = ("b", b) if got[0] else ("a", a)
+    other = "a" if side == "b" else "b"
+    return Finding(
+        "sample_weighting",
+        f"both runs pass weights to fit(), but the Keras loss run {side} ('{run.name}') calls in its steps "
+        f"receives none (no sample_weight reached it), while run {other}'s does: run {side}'s train step "
+        "drops the weights fit() hands it, so its samples count equally.",
+        evidence={"a": {"fit_weights": given[0], "loss_weighted": got[0]},
+                  "b": {"fit_weights": given[1], "loss_weighted": got[1]}, "dropped_in": side},
+        fix=("Pass the weights on in the custom train_step: `x, y, sample_weight = "
+             "keras.utils.unpack_x_y_sample_weight(data)` and `self.compute_loss(x=x, y=y, y_pred=y_pred, "
+             "sample_weight=sample_weight)` (tf-keras: `self.compiled_loss(y, y_pred, "
+             "sample_weight=sample_weight, regularization_losses=self.losses)`)."),
+        explains=0.9)
+
+
 def sample_weighting(a: RunData, b: RunData) -> Finding | None:
     wa, wb = _weighted(a), _weighted(b)
+    if wa and wb:
+        return _weights_dropped(a, b)
     if bool(wa) == bool(wb):
         return None
     side = "a" if wa else "b"
@@ -772,7 +811,8 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             f"the labels are identical at every step ({tr['steps']} steps: the same examples in the same "
             "order) but the inputs differ at every step, and by no single factor and offset: one run "
             "preprocesses its inputs differently feature by feature (a per-column standardisation such as "
-            "scikit-learn's StandardScaler, or min-max scaling, in one run only or fitted on other data). "
+            "scikit-learn's StandardScaler, or min-max scaling, in one run only or fitted on other data), or "
+            "augments them in one run only (added noise, random flips or crops). "
             f"At step {int(a.step[al.ia[0]])} run a's inputs have mean {tr['mean_a']:.4g} and root mean "
             f"square {tr['rms_a']:.4g}, run b's {tr['mean_b']:.4g} and {tr['rms_b']:.4g}.",
             steps=[int(a.step[al.ia[0]])],
@@ -782,7 +822,8 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             fix="Preprocess the inputs the same way in both runs: fit the scaler once on the training data "
                 "and apply that same transform in both (one shared function), or put it in the model "
                 "(`keras.layers.Normalization()` adapted on the training data) so both runs feed the same "
-                "raw data.",
+                "raw data; augment in both runs or in neither (augmentation layers inside the model see the "
+                "same raw batches).",
             explains=1.0))
         return out
     if al.data_known and al.n_common and al.init_same is not False:

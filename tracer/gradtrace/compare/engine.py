@@ -138,6 +138,12 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 if f.kind == "loss_mismatch":
                     f.severity = "info"
                     f.summary += " The losses agree step by step: the two compute the same values."
+                elif f.kind == "sample_weighting" and "dropped_in" in f.evidence:
+                    # Weighted by hand in the train step (per-sample losses times the weights):
+                    # the same numbers, so the weights were not dropped after all.
+                    f.severity = "info"
+                    f.summary += (" The losses agree step by step: the train step weights its samples "
+                                  "another way.")
         findings += _fold(findings, _fold_optimizer(findings, step_f))
         same = ds.same_updates(a, b, al)
         if same is not None:
@@ -165,6 +171,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         # too (by hand, which records no weights), it only divides by another count.
         findings = [f for f in findings if f.kind != "sample_weighting"]
     _decay_instead_of_penalty(findings, a, b, al)
+    _hand_written_loss(findings, a, b)
     findings = _dedupe(findings)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
@@ -515,3 +522,43 @@ def _accumulation_cause(findings: list[Finding], acc: dict) -> list[Finding]:
                               f"updates differ (run {other}'s are x{loop_over_opt:.4g} run {side}'s at step 0).")
     return [f for f in findings if f not in symptoms]
 
+
+
+# Loss arguments that change the values a loss computes, and what a hand-written formula must do.
+_LOSS_EFFECTS = {
+    "label_smoothing": lambda v, cls: (
+        f"label_smoothing={v:g} replaces each target y by y * (1 - {v:g}) + {v:g} / 2" if "Binary" in cls
+        else f"label_smoothing={v:g} replaces each one-hot target y by y * (1 - {v:g}) + {v:g} / num_classes"),
+    "delta": lambda v, cls: f"Huber's delta={v:g} is where the loss turns from quadratic to linear",
+    "alpha": lambda v, cls: f"alpha={v:g} weights the positive class",
+    "gamma": lambda v, cls: f"gamma={v:g} down-weights easy examples",
+}
+
+
+def _hand_written_loss(findings: list[Finding], a: RunData, b: RunData) -> None:
+    """Different losses at step 0 where one run calls a Keras loss and the other computes its
+    loss by hand (nothing recorded): name the Keras loss's settings a hand-written formula must
+    reproduce (label smoothing, Huber's delta, ...), the likeliest thing it leaves out."""
+    f = next((f for f in findings if f.kind == "gradient_mismatch" and f.severity == "error"), None)
+    if f is None:
+        return
+    ia, ib = dp._first_loss_info(a), dp._first_loss_info(b)
+    if bool(ia) == bool(ib):
+        return
+    side, info = ("a", ia) if ia else ("b", ib)
+    other = "b" if side == "a" else "a"
+    if info.get("calls"):
+        return
+    cls = str(info.get("cls") or "its Keras loss")
+    args = info.get("args") or {}
+    effects = [_LOSS_EFFECTS[k](float(v), cls) for k, v in args.items()
+               if k in _LOSS_EFFECTS and isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0]
+    said = ", ".join([f"from_logits={info.get('from_logits')}"] + [f"{k}={v!r}" for k, v in args.items()
+                                                                  if v is not None])
+    f.evidence["keras_loss"] = {"run": side, "class": cls, "from_logits": info.get("from_logits"), "args": args}
+    f.summary += (f" Run {side} calls {cls}({said}); run {other}'s loss is written by hand (no Keras loss "
+                  "recorded), so its arguments cannot be compared: the formula must reproduce that loss"
+                  + (f" ({'; '.join(effects)})." if effects else "."))
+    if effects:
+        f.fix = (f"Make run {other}'s hand-written loss compute what run {side}'s {cls} does: "
+                 f"{'; '.join(effects)}. Or call the same Keras loss object in both runs.")
