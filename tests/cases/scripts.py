@@ -1661,3 +1661,49 @@ def tape_hand_log_loss_unsmoothed():
 
     for xb, yb in data.batches(x, y[:, None].astype("float32"), BATCH, STEPS):
         train_step(xb, yb)
+
+
+# --- a LearningRateScheduler callback in fit() only (two epochs) ------------------------------
+
+def _digits_two_epochs(callbacks):
+    keras = _keras()
+    x, y = data.digits(4 * BATCH)
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
+
+
+def fit_lr_callback_two_epochs():
+    keras = _keras()
+    _digits_two_epochs([keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 if epoch == 0 else 0.01)])
+
+
+def fit_two_epochs():
+    _digits_two_epochs([])
+
+
+# --- mixed precision: a LossScaleOptimizer fed the gradients of the unscaled loss -----------------
+
+def _tape_digits_loss_scale_optimizer():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))  # opt.scale_loss(loss) forgotten
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))  # divides them by the loss scale
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)
+
+
+def tape_loss_scale_optimizer_unscaled_loss():
+    _mixed(_tape_digits_loss_scale_optimizer)

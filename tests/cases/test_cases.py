@@ -114,6 +114,11 @@ CASES = [
     # a Keras loss with label_smoothing against a hand-written log loss without it
     ("label_smoothing_vs_hand_loss", s.fit_bce_label_smoothing, s.tape_hand_log_loss_unsmoothed, "diverged",
      "gradient_mismatch"),
+    # a LearningRateScheduler callback lowers fit()'s rate from the second epoch; the other run keeps it
+    ("lr_callback_one_run", s.fit_lr_callback_two_epochs, s.fit_two_epochs, "diverged", "optimizer_mismatch"),
+    # a LossScaleOptimizer in both runs; the loop differentiates the unscaled loss
+    ("loss_scale_optimizer_unscaled_loss", s.fit_mixed_precision, s.tape_loss_scale_optimizer_unscaled_loss,
+     "diverged", "loss_scaling"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -210,6 +215,14 @@ def test_case(traced, case):
     if _id == "label_smoothing_vs_hand_loss":  # the Keras loss's smoothing named for the hand-written one
         f = report.findings[0]
         assert f.evidence["keras_loss"]["run"] == "a" and "label_smoothing=0.2" in (f.fix or ""), text
+    if _id == "lr_callback_one_run":  # the callback named, from the first step of the second epoch
+        f = report.findings[0]
+        assert f.evidence["differences (a, b)"]["learning_rate_callbacks"] == [["LearningRateScheduler"], None], text
+        assert "LearningRateScheduler" in (f.fix or "") and "step 4" in (f.fix or ""), text
+    if _id == "loss_scale_optimizer_unscaled_loss":  # the run, the factor, and scale_loss as the fix
+        f = report.findings[0]
+        assert f.evidence["unscaled_loss_run"] == "b" and abs(f.evidence["gradient_factor"] - 32768) < 1, text
+        assert "scale_loss(loss)" in (f.fix or "") and not any(g.kind == "gradient_scale" for g in report.findings)
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

@@ -338,6 +338,15 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             lr_fix = (f"Give both runs the same learning-rate schedule: run a's rate is {sched[0]}, run b's "
                       f"{sched[1]} (a LearningRateScheduler callback or a schedule object, producing the same "
                       "rate at every step).")
+        elif _lr_callbacks(a) != _lr_callbacks(b):
+            cbs = {side: _lr_callbacks(r) for side, r in zip(AB, (a, b), strict=True)}
+            diffs["learning_rate_callbacks"] = [cbs["a"] or None, cbs["b"] or None]
+            side = "a" if cbs["a"] else "b"
+            k_step = diffs["learning_rate_in_effect"]["step"]
+            lr_fix = (f"Change the learning rate the same way in both runs: run {side}'s fit() sets it from a "
+                      f"callback ({', '.join(cbs[side])}; from step {k_step} the rates are "
+                      f"{float(lr_a[k]):.6g} vs {float(lr_b[k]):.6g}). In a loop set `optimizer.learning_rate` "
+                      "the same way at each epoch's start, or give both runs the same schedule object.")
         else:
             args = _schedule_args(*(pairs[0] if pairs else ({}, {})))
             if args:
@@ -405,6 +414,14 @@ def nth(n: int) -> str:
     """2nd, 3rd, 4th, 11th, 21st."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+# Keras callbacks that set the optimizer's learning rate during fit().
+_LR_CALLBACKS = ("LearningRateScheduler", "ReduceLROnPlateau")
+
+
+def _lr_callbacks(run: RunData) -> list[str]:
+    return [c for c in ((run.meta.get("fit") or {}).get("callbacks") or []) if str(c) in _LR_CALLBACKS]
 
 
 def _accumulation_fix(diffs: dict[str, Any]) -> str | None:

@@ -172,6 +172,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         findings = [f for f in findings if f.kind != "sample_weighting"]
     _decay_instead_of_penalty(findings, a, b, al)
     _hand_written_loss(findings, a, b)
+    findings = _loss_left_unscaled(findings, a, b)
     findings = _dedupe(findings)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
@@ -562,3 +563,42 @@ def _hand_written_loss(findings: list[Finding], a: RunData, b: RunData) -> None:
     if effects:
         f.fix = (f"Make run {other}'s hand-written loss compute what run {side}'s {cls} does: "
                  f"{'; '.join(effects)}. Or call the same Keras loss object in both runs.")
+
+
+def _loss_left_unscaled(findings: list[Finding], a: RunData, b: RunData) -> list[Finding]:
+    """A LossScaleOptimizer applied to gradients of the unscaled loss.
+
+    Keras 3's ``LossScaleOptimizer`` divides the gradients by its loss scale when it applies
+    them, expecting the gradients of ``optimizer.scale_loss(loss)``. A run whose optimizer is
+    one but whose steps recorded no loss scale, with gradients the other run's divided by the
+    other's loss scale, differentiated the plain loss: its updates work on gradients that
+    many times too small. One finding (loss_scaling) with the gradient factor as evidence.
+    """
+    ls = next((f for f in findings if f.kind == "loss_scaling" and f.severity == "error"
+               and (f.evidence.get("loss_scale_a") is None) != (f.evidence.get("loss_scale_b") is None)), None)
+    gs = next((f for f in findings if f.kind == "gradient_scale"
+               and str(f.evidence.get("matches") or "").startswith(ds.NOT_UNSCALED)), None)
+    if ls is None or gs is None:
+        return findings
+    scaled = "a" if ls.evidence.get("loss_scale_a") is not None else "b"
+    plain = "b" if scaled == "a" else "a"
+    run = a if plain == "a" else b
+    opt = run.meta.get("optimizer") or {}
+    scale = float(ls.evidence[f"loss_scale_{scaled}"])
+    factor = float(gs.evidence.get("factor") or 0.0)  # run a's gradients over run b's
+    larger = factor if scaled == "a" else (1.0 / factor if factor else 0.0)
+    if not dp._loss_scaled(opt) or abs(larger - scale) > 1e-3 * scale:
+        return findings
+    ls.summary = (f"run {plain}'s optimizer is a {opt.get('class')}, which divides the gradients by its loss "
+                  f"scale when it applies them, but run {plain} differentiates the unscaled loss (no loss scale "
+                  f"was applied in its steps): its gradients arrive {scale:g} times smaller than run {scaled}'s "
+                  "(measured at step 0), so the updates are computed from gradients that many times too small "
+                  "(an adaptive optimizer's epsilon then dominates; SGD barely moves).")
+    ls.fix = ("Scale the loss inside the tape and differentiate that: `scaled = optimizer.scale_loss(loss); "
+              "grads = tape.gradient(scaled, model.trainable_variables); optimizer.apply_gradients(zip(grads, "
+              "model.trainable_variables))` (the optimizer unscales them); fit() does this itself.")
+    ls.evidence.update({"unscaled_loss_run": plain, "gradient_factor": larger,
+                        "step_evidence": [{"kind": gs.kind, "summary": gs.summary}]})
+    ls.explains = 1.0
+    ls.steps = gs.steps or ls.steps
+    return [f for f in findings if f is not gs]
