@@ -1707,3 +1707,43 @@ def _tape_digits_loss_scale_optimizer():
 
 def tape_loss_scale_optimizer_unscaled_loss():
     _mixed(_tape_digits_loss_scale_optimizer)
+
+
+# --- a second forward pass in training mode per step (for a metric) draws Dropout's masks again ---
+
+def _dropout_mlp():
+    keras = _keras()
+    keras.utils.set_random_seed(7)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dropout(0.4), keras.layers.Dense(10)])
+
+
+def fit_dropout_mlp():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _dropout_mlp()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_dropout_metric_forward():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _dropout_mlp()
+    opt = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    acc = keras.metrics.SparseCategoricalAccuracy()
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        acc.update_state(yb, model(xb, training=True))  # a second forward pass for the metric
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        train_step(xb, yb)

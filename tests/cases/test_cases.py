@@ -118,7 +118,8 @@ CASES = [
     ("lr_callback_one_run", s.fit_lr_callback_two_epochs, s.fit_two_epochs, "diverged", "optimizer_mismatch"),
     # a LossScaleOptimizer in both runs; the loop differentiates the unscaled loss
     ("loss_scale_optimizer_unscaled_loss", s.fit_mixed_precision, s.tape_loss_scale_optimizer_unscaled_loss,
-     "diverged", "loss_scaling"),
+     "diverged", "loss_scaling"),    # the loop calls the model again in training mode for a metric: Dropout draws its masks twice a step
+    ("metric_forward_redraws_dropout", s.fit_dropout_mlp, s.tape_dropout_metric_forward, "diverged", "divergence"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -223,6 +224,10 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["unscaled_loss_run"] == "b" and abs(f.evidence["gradient_factor"] - 32768) < 1, text
         assert "scale_loss(loss)" in (f.fix or "") and not any(g.kind == "gradient_scale" for g in report.findings)
+    if _id == "metric_forward_redraws_dropout":  # a warning naming the random layers, from step 1
+        f = report.findings[0]
+        assert f.severity == "warning" and f.steps == [1] and f.evidence["random_layers"]["b"] == ["Dropout"], text
+        assert "compute metrics from that output" in (f.fix or ""), text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

@@ -280,7 +280,9 @@ _KINDS = [
     Kind(
         "divergence", "error", True,
         "Aligned runs depart beyond the measured float noise at a step and no other finding "
-        "explains it.",
+        "explains it. A loss that parts at a later step on the same weights and batch, in models with "
+        "random layers, is a warning: one run draws its random numbers differently (an extra forward "
+        "pass in training mode per step), the same training statistically.",
         "Inspect the first step and variable named; compare what differs in the code at that step.",
         rank=45,
     ),

@@ -277,11 +277,53 @@ def _divergence(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding:
         where = " in the global gradient norm (the losses agree)"
     else:
         where = " (in the loss)"
+    rng = _random_stream_departs(a, b, dep, al)
+    if rng is not None:
+        return rng
     return Finding(
         "divergence",
         f"the runs {agree}depart at step {dep['step']}{where}: "
         f"relative differences beyond the measured float noise (tolerance {dep['tolerance']:.2g}).",
         steps=[dep["step"]], variables=[var] if var else [], evidence=dep, explains=0.5)
+
+
+def _random_layers(run: RunData) -> list[str]:
+    """Classes of the layers whose state includes a random generator that advanced."""
+    idx = set(run.state_index[run.rng].tolist()) if run.rng.size else set()
+    return sorted({str(v.get("layer_class") or "?") for v in run.variables if int(v["index"]) in idx})
+
+
+def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding | None:
+    """A later step's loss differs while every earlier step agreed, in models with random layers.
+
+    Every update before step k agreed, so at step k both runs hold the same weights and see
+    the same batch: a different loss means the forward pass computed something else, and in
+    models whose random layers (Dropout, noise) advance a generator every step the likeliest
+    cause is that one run draws its random numbers differently (an extra forward pass in
+    training mode, e.g. to compute a metric). Statistically the same training, no longer
+    comparable step by step.
+    """
+    first = int(a.step[al.ia[0]])
+    if dep["step"] <= first or dep.get("loss_rel_diff", 0.0) <= dep.get("tolerance", 0.0):
+        return None
+    ra, rb = _random_layers(a), _random_layers(b)
+    if not ra or not rb or al.stochastic:
+        return None
+    layers = ", ".join(sorted(set(ra) | set(rb)))
+    return Finding(
+        "divergence", severity="warning",
+        summary=(f"the runs agree (within float noise) up to step {dep['step'] - 1} and their losses part at step {dep['step']} "
+                 f"({dep['loss_a']:.6g} vs {dep['loss_b']:.6g}), on the same weights (every earlier update "
+                 "agreed) and the same batch: the forward pass computed something else. Both models have random "
+                 f"layers ({layers}) whose generator advances every step; one run draws its random numbers "
+                 "differently, most often an extra forward pass in training mode per step (`model(x, "
+                 "training=True)` called again to compute a metric) or another random op on the same generator. "
+                 "From then on the masks differ: statistically the same training, not comparable step by step."),
+        steps=[dep["step"]], variables=[dep["variable"]] if dep.get("variable") else [],
+        evidence={**dep, "random_layers": {"a": ra, "b": rb}},
+        fix=("Call the model once per step in training mode and compute metrics from that output (or call it "
+             "with `training=False` for metrics); fit() draws each random layer's numbers once per step."),
+        explains=0.6)
 
 
 def _fold_frozen_layer(a: RunData, b: RunData, al: Alignment, fz: Finding,
