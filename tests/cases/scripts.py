@@ -1747,3 +1747,30 @@ def tape_dropout_metric_forward():
 
     for xb, yb in data.batches(x, y, BATCH, STEPS):
         train_step(xb, yb)
+
+
+# --- Dropout under Keras 3 and tf-keras: the same weights, random streams of two implementations --
+
+def _fit_flavour_dropout(lib):
+    x, y = _digits_slice()
+    lib.utils.set_random_seed(5)
+    model = lib.Sequential([lib.layers.Dense(24, activation="tanh", input_shape=(64,)), lib.layers.Dropout(0.3),
+                            lib.layers.Dense(10)])
+    model.set_weights(_initial_weights([w.shape for w in model.get_weights()]))
+    model.compile(optimizer=lib.optimizers.SGD(0.05),
+                  loss=lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_keras3_dropout():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # input_shape= on a layer: written as tf-keras users do
+        _fit_flavour_dropout(_keras())
+
+
+def fit_tf_keras_dropout():
+    import tf_keras
+
+    _fit_flavour_dropout(tf_keras)

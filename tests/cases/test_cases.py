@@ -119,7 +119,8 @@ CASES = [
     # a LossScaleOptimizer in both runs; the loop differentiates the unscaled loss
     ("loss_scale_optimizer_unscaled_loss", s.fit_mixed_precision, s.tape_loss_scale_optimizer_unscaled_loss,
      "diverged", "loss_scaling"),    # the loop calls the model again in training mode for a metric: Dropout draws its masks twice a step
-    ("metric_forward_redraws_dropout", s.fit_dropout_mlp, s.tape_dropout_metric_forward, "diverged", "divergence"),
+    ("metric_forward_redraws_dropout", s.fit_dropout_mlp, s.tape_dropout_metric_forward, "diverged", "divergence"),    # Dropout in Keras 3 and in tf-keras (the same weights): other random streams, not an init mismatch
+    ("eq_dropout_keras3_vs_tf_keras", s.fit_keras3_dropout, s.fit_tf_keras_dropout, "equivalent", None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -228,6 +229,8 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.severity == "warning" and f.steps == [1] and f.evidence["random_layers"]["b"] == ["Dropout"], text
         assert "compute metrics from that output" in (f.fix or ""), text
+    if _id == "eq_dropout_keras3_vs_tf_keras":  # says why nothing was compared step by step
+        assert "different generators in keras3 and tf_keras" in str(report.to_dict()["skipped"]), text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

@@ -171,6 +171,32 @@ def _rng_layers(run: RunData) -> bool:
     return bool(run.rng.size and run.rng.any())
 
 
+def _random_layer_classes(run: RunData) -> list[str]:
+    """Layers that draw random numbers in training mode: a generator state that advances (Keras 3),
+    or a training-dependent layer of a dropout/noise/random-augmentation class (tf-keras keeps
+    no generator variable)."""
+    idx = set(run.state_index[run.rng].tolist()) if run.rng.size else set()
+    found = {str(v.get("layer_class") or "") for v in run.variables if int(v["index"]) in idx}
+    for layer in run.layers:
+        cls = str(layer.get("class_name") or "")
+        if layer.get("training_dependent") and ("Dropout" in cls or "Noise" in cls or cls.startswith("Random")):
+            found.add(cls)
+    return sorted(c for c in found if c)
+
+
+def _flavours_draw_differently(a: RunData, b: RunData) -> bool:
+    """Two Keras implementations (tf-keras, Keras 3) with random layers: other random streams."""
+    fa, fb = a.meta.get("keras_flavour"), b.meta.get("keras_flavour")
+    return bool(fa and fb and fa != fb and (_random_layer_classes(a) or _random_layer_classes(b)))
+
+
+def _step0_loss_agrees(a: RunData, b: RunData, ia_rows: np.ndarray, ib_rows: np.ndarray, noise: Noise) -> bool:
+    if not len(ia_rows):
+        return False
+    la, lb = a.loss[ia_rows[0]], b.loss[ib_rows[0]]
+    return bool(np.isfinite(la) and float(rel(la, lb)) <= noise.tol0)
+
+
 def _uses_xla(run: RunData) -> bool:
     modes = {str(m) for m, _, _ in run.exec_modes if m}
     modes.add(str(run.meta.get("execution_mode") or ""))
@@ -237,8 +263,7 @@ def align(a: RunData, b: RunData) -> Alignment:
     if init_sets_differ:
         # ... unless the step-0 losses agree within float noise (the same weights on the same
         # first batch); otherwise the unequal hashes stand.
-        la, lb = (a.loss[ia_rows[0]], b.loss[ib_rows[0]]) if n else (np.nan, np.nan)
-        if not (np.isfinite(la) and float(rel(la, lb)) <= noise.tol0):
+        if not _step0_loss_agrees(a, b, ia_rows, ib_rows, noise) and not _flavours_draw_differently(a, b):
             init_same, init_sets_differ = False, False
     witness = None
     imap = None
@@ -292,6 +317,15 @@ def align(a: RunData, b: RunData) -> Alignment:
             "random layers (RNG state changes every step) draw different numbers under XLA "
             "than without it, so the runs are not bit-comparable step by step"
         )
+    elif aligned_steps and _flavours_draw_differently(a, b) and not _step0_loss_agrees(a, b, ia_rows, ib_rows, noise):
+        # Equal step-0 losses say the draws did not matter there (inference mode, rate 0):
+        # the steps stay comparable.
+        stochastic = (
+            f"random layers ({', '.join(sorted(set(_random_layer_classes(a) + _random_layer_classes(b))))}) draw "
+            "their numbers "
+            f"from different generators in {a.meta.get('keras_flavour')} and {b.meta.get('keras_flavour')}, so "
+            "the runs are not bit-comparable step by step"
+        )
     al = Alignment(
         var_pairs=var_pairs,
         ja=ja[keep],
@@ -329,7 +363,8 @@ def align(a: RunData, b: RunData) -> Alignment:
     if n and init_sets_differ:
         al.noise.observed["init_fingerprint"] = (
             f"over different sets of variables ({_fingerprint_count(fp_ia)} vs {_fingerprint_count(fp_ib)}): "
-            "not compared; same start assumed from the same first batch")
+            "not compared; same start assumed from the same first batch"
+            + ("" if stochastic is None else " (random layers of two Keras implementations: not checked)"))
     elif n and init_same is None:
         al.noise.observed["init_fingerprint"] = "not recorded: same start assumed from the same first batch"
     return al

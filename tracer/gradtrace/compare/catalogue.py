@@ -329,7 +329,9 @@ _KINDS = [
     ),
     Kind(
         "execution_mode", "info", False,
-        "The runs executed their steps differently (eager, tf.function, XLA).",
+        "The runs executed their steps differently (eager, tf.function, XLA). Random layers under XLA in "
+        "one run only, or in Keras 3 and tf-keras, draw other numbers: the step-by-step comparison is "
+        "skipped and said so here.",
         "Nothing to fix unless it explains a numeric difference.",
         rank=80,
     ),

@@ -116,7 +116,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             # resting on the configuration checks alone must say so where it is read.
             note = (f"Step-by-step numbers were not compared: {al.stochastic}. Losses, gradients and "
                     "updates are unchecked; the verdict rests on the configuration, mode, state and "
-                    "gradient-set checks. To compare step by step, run both with the same jit_compile.")
+                    "gradient-set checks. To compare step by step, run both with the same "
+                    + ("jit_compile." if "XLA" in al.stochastic else "Keras implementation."))
             mode = next((f for f in findings if f.kind == "execution_mode"), None)
             if mode is None:
                 findings.append(Finding("execution_mode", note, evidence={"stochastic": al.stochastic},
