@@ -1774,3 +1774,35 @@ def fit_tf_keras_dropout():
     import tf_keras
 
     _fit_flavour_dropout(tf_keras)
+
+
+# --- label smoothing by hand in the targets against label_smoothing= in the loss -------------------
+
+def fit_cce_label_smoothing():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1))
+    model.fit(x, np.eye(10, dtype="float32")[y], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_cce_smoothed_targets():
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    targets = np.eye(10, dtype="float32")[y] * 0.9 + 0.01  # smoothed by hand: y (1 - 0.1) + 0.1 / 10
+    model = _mlp(64, 10)
+    opt = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, targets, BATCH, STEPS):
+        train_step(xb, yb)

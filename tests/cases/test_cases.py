@@ -102,6 +102,9 @@ CASES = [
     ("target_standardised_one_run", s.fit_diabetes_raw_target, s.tape_diabetes_standardised_target, "diverged",
      "label_scale"),
     ("class_indices_shifted", s.fit_iris_labels_from_0, s.fit_iris_labels_from_1, "diverged", "label_scale"),
+    # targets smoothed by hand in one run, label_smoothing= in the other's loss: a map the loss undoes
+    ("eq_label_smoothing_in_targets_vs_loss", s.fit_cce_label_smoothing, s.tape_cce_smoothed_targets,
+     "equivalent", None),
     # gradient_accumulation_steps=2 against a loop accumulating by hand (averaged or not), or against
     # batches twice as large: compared update by update
     ("eq_accumulation_by_hand", s.fit_digits_accumulated, s.tape_accumulated_by_hand, "equivalent", None),

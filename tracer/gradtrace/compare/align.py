@@ -293,10 +293,20 @@ def align(a: RunData, b: RunData) -> Alignment:
                 data_same = fingerprints_equal(ya, yb)
                 has_x = False
     lmap = None
+    label_undone = None
     if (has_x and has_y and n and imap is None and perm is None and transformed is None
             and not data_same.all() and fingerprints_equal(fa, fb).all()):
         # The same inputs, labels related by one map: the targets scaled or shifted in one run.
         lmap = input_map(ya, yb, fa, fb)
+        if lmap is not None and init_same is not False and _step0_loss_agrees(a, b, ia_rows, ib_rows, noise):
+            # ... unless the losses agree: the loss of one run undoes the map (targets smoothed by
+            # hand against a loss's label_smoothing): the steps align on the inputs.
+            lmap = None
+            data_same = fingerprints_equal(fa, fb)
+            al_note = ("the labels differ by one map at every step while the inputs are equal, and the equal "
+                       "step-0 loss says the loss undoes it (e.g. targets smoothed by hand against a loss's "
+                       "label_smoothing): steps aligned on the inputs")
+            label_undone = al_note
     if init_same is False:
         aligned_steps = 0
     elif not data_known:
@@ -358,6 +368,8 @@ def align(a: RunData, b: RunData) -> Alignment:
         al.noise.observed["inputs"] = ("the inputs differ at every step by no single map while the labels are "
                                        "equal, and the equal step-0 loss says the model undoes it: steps "
                                        "aligned on the labels")
+    if label_undone:
+        al.noise.observed["labels"] = label_undone
     if witness:
         al.noise.observed["data_alignment"] = witness
     if n and init_sets_differ:
