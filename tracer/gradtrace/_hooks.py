@@ -236,6 +236,13 @@ def _install_all() -> None:
     from tensorflow.python.util import variable_utils
 
     _registry.patch(variable_utils, "convert_variables_to_tensors", _wrap_trace_end)
+    # A thread started inside a run works for it (_trace.current_run)
+    _registry.patch(threading.Thread, "start", _wrap_thread_start)
+    # tensorflow/python/data/ops/dataset_ops.py DatasetV2.__iter__: a loop over a tf.data
+    # pipeline (whether it shuffles, see _describe_dataset)
+    from tensorflow.python.data.ops import dataset_ops
+
+    _registry.patch(dataset_ops.DatasetV2, "__iter__", _wrap_dataset_iter)
     try:
         from keras.src.optimizers.base_optimizer import BaseOptimizer
     except ImportError:  # a TensorFlow without Keras 3
@@ -415,6 +422,8 @@ def _wrap_gradient(original: Any) -> Any:
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
             guard(run, "tape.gradient", lambda: _remember_result(call, sources, result))
+            if call.variables and run.__dict__.get(_STASH_ATTR) is not None:
+                guard(run, "tape.gradient", lambda: _feed_eager_stash(run, call))
             if call.variables:
                 from gradtrace import _probes
 
@@ -422,6 +431,83 @@ def _wrap_gradient(original: Any) -> Any:
         return result
 
     return gradient
+
+
+# --- threads ---------------------------------------------------------------------------------
+
+
+def _wrap_thread_start(original: Any) -> Any:
+    @functools.wraps(original)
+    def start(self: Any) -> Any:
+        from gradtrace import _trace
+
+        run = _trace.current_run()
+        # The tracer's own threads (poller, exporter, cadence timing) belong to no run.
+        if run is not None and not str(getattr(self, "name", "")).startswith("gradtrace"):
+            try:
+                setattr(self, _trace.INHERITED, run)
+            except Exception:  # noqa: BLE001 - a thread class with __slots__: not inherited
+                logger.debug("gradtrace: thread %r does not take the run", self, exc_info=True)
+        return original(self)
+
+    return start
+
+
+# --- tf.data pipelines -----------------------------------------------------------------------
+
+_DATASETS_KEPT = 16  # distinct descriptions kept per run
+_DATASET_ATTR = "_gradtrace_datasets_seen"
+
+
+def _describe_dataset(ds: Any) -> dict[str, Any]:
+    """Whether a tf.data pipeline shuffles: its Python dataset objects walked once, input by
+    input (tensorflow/python/data/ops/dataset_ops.py ``DatasetV2._inputs``), for a
+    ``shuffle(...)`` (tensorflow/python/data/ops/shuffle_op.py ``_ShuffleDataset`` keeps
+    ``_buffer_size``, ``_seed`` and ``_reshuffle_each_iteration``)."""
+    import tensorflow as tf
+
+    out: dict[str, Any] = {"shuffle": False}
+    todo, seen = [ds], set()
+    while todo and len(seen) < 256:
+        d = todo.pop()
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        if type(d).__name__ == "_ShuffleDataset":
+            size, seed, seed2, again = (tf.get_static_value(getattr(d, a, None)) for a in
+                                        ("_buffer_size", "_seed", "_seed2", "_reshuffle_each_iteration"))
+            # (graph seed, op seed) as tensorflow/python/framework/random_seed.py get_seed
+            # derived them: None when neither tf.random.set_seed nor seed= was given.
+            out = {"shuffle": True, "buffer_size": None if size is None else int(size),
+                   "seed": None if seed is None else [int(seed), int(seed2 or 0)],
+                   "reshuffle_each_iteration": None if again is None else bool(again)}
+            break
+        inputs = getattr(d, "_inputs", None)
+        if callable(inputs):
+            todo.extend(x for x in inputs() if x is not None)
+    return out
+
+
+def _note_dataset(run: Run, ds: Any) -> None:
+    seen = run.__dict__.setdefault(_DATASET_ATTR, {})
+    if id(ds) in seen or len(seen) > 4 * _DATASETS_KEPT:
+        return
+    seen[id(ds)] = ds  # kept alive: its id stays its own for the run
+    desc = _describe_dataset(ds)
+    described = list(run.info.extra.get("datasets") or [])
+    if desc not in described and len(described) < _DATASETS_KEPT:
+        run.set_extra(datasets=[*described, desc])
+
+
+def _wrap_dataset_iter(original: Any) -> Any:
+    @functools.wraps(original)
+    def __iter__(self: Any) -> Any:
+        run = _active_run()
+        if run is not None:
+            guard(run, "tf.data iteration", lambda: _note_dataset(run, self))
+        return original(self)
+
+    return __iter__
 
 
 # --- gradients applied in another graph ------------------------------------------------------
@@ -489,6 +575,8 @@ class _StashStore:
         # A gradient trace's static facts: (target shape, statics, value shapes).
         self.sigs: list[tuple[list[int | None] | None, dict[str, Any], dict[str, tuple[int, ...]]]] = []
         self.sig_ids: dict[str, int] = {}
+        # Sources whose eager gradient calls write their stash (see _stash_eager).
+        self.eager_fed: set[frozenset[int]] = set()
 
     def signature(self, shape: list[int | None] | None, statics: dict[str, Any],
                   specs: dict[str, tuple[int, ...]]) -> int:
@@ -522,6 +610,15 @@ def _stash_unapplied(run: Run) -> None:
     for c in calls:  # with the same sources (accumulation in one trace) the last one counts
         latest.pop(c.sources, None)
         latest[c.sources] = c
+    _write_stashes(run, latest)
+    run.traced_in(_tracing_options())
+
+
+def _write_stashes(run: Run, latest: dict[frozenset[int], TapeCall]) -> None:
+    """Copy each call's target (summed) and the current step scope's values into the stash of
+    its sources (graph ops while a function is traced; eagerly, done at once)."""
+    import tensorflow as tf
+
     values, statics = _scope.current().take()
     from gradtrace import _probes
 
@@ -547,9 +644,10 @@ def _stash_unapplied(run: Run) -> None:
         if stash.baked and sig not in stash.baked:
             run.warn_once(
                 "split_step_retraced",
-                "the function computing the gradients was traced again (another input shape, e.g. a "
-                "last partial batch) after the tf.function applying them was traced: steps whose "
-                "gradients come from the new trace are recorded without loss and batch fingerprints.")
+                "the gradients applied by a tf.function came from inputs of another shape (a gradient "
+                "function traced again, or an eager gradient, e.g. of a last partial batch) than when "
+                "it was traced: steps whose gradients come from those inputs are recorded without "
+                "loss and batch fingerprints.")
         stash.latest = sig
         stash.loss.assign(tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in call.targets]))
         for k, t in vals.items():
@@ -557,7 +655,43 @@ def _stash_unapplied(run: Run) -> None:
         stash.sig.assign(tf.constant(sig, tf.int64))
         stash.seq.assign(n)
         call.consumed = True
-    run.traced_in(_tracing_options())
+
+
+# --- gradients computed eagerly, applied inside a tf.function ------------------------------
+#
+# ``grads = tape.gradient(loss, vars)`` eagerly, then ``train_apply(grads)`` a ``tf.function``
+# calling ``apply_gradients``: the applying graph finds no gradient call of its own and no stash
+# (no trace ended with the gradient). When it is traced, the eager call that produced the step's
+# gradients is known: its loss and step values go into a stash (eagerly), the apply reads it, and
+# from then on every eager gradient call of those variables writes the stash (a few eager
+# assigns per step, only in a run where this happened).
+
+
+def _stash_eager(run: Run, var_keys: set[int]) -> bool:
+    """A graph apply that found no gradient call: feed it from the thread's latest eager call
+    of its variables, now and on every later eager call of those sources."""
+    import tensorflow as tf
+
+    dq = _tape_calls().get("eager")
+    call = next((c for c in reversed(dq or ()) if c.sources & var_keys and c.variables and c.targets), None)
+    if call is None or call.consumed:
+        return False
+    store = _stash_store(run, create=True)
+    assert store is not None
+    with tf.init_scope():  # eagerly: _scope.current() is the eager step scope of that call
+        _write_stashes(run, {call.sources: call})
+    store.eager_fed.add(call.sources)
+    return True
+
+
+def _feed_eager_stash(run: Run, call: TapeCall) -> None:
+    """An eager gradient call of sources whose stash feeds an applying tf.function."""
+    import tensorflow as tf
+
+    store = _stash_store(run, create=False)
+    if store is None or call.sources not in store.eager_fed or not call.targets or not tf.executing_eagerly():
+        return
+    _write_stashes(run, {call.sources: call})
 
 
 def _from_stash(run: Run, var_keys: set[int]) -> TapeCall | None:
@@ -637,10 +771,41 @@ def _in_apply() -> Iterator[None]:
         _local.apply_depth -= 1
 
 
+def _other_replica(run: Run) -> bool:
+    """Whether this optimizer call is a replica's other than the first of a synchronous
+    strategy with several replicas (MirroredStrategy).
+
+    Every replica calls ``apply_gradients`` with its own share of the gradients and the
+    optimizer all-reduces them in a cross-replica ``merge_call``
+    (keras/src/backend/tensorflow/optimizer.py ``_backend_update_step``): that is one step,
+    recorded from replica 0 (its device holds the tracer's variables; the other replicas'
+    graphs cannot read them: an XLA-compiled statistics function refuses a resource of
+    another device). The replica id is static there
+    (tensorflow/python/distribute/distribute_lib.py ``ReplicaContext.replica_id_in_sync_group``
+    is a constant in MirroredStrategy's replica threads).
+    """
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync <= 1:
+        return False
+    rid = tf.get_static_value(ctx.replica_id_in_sync_group)
+    if rid is None:
+        return False
+    if int(rid) == 0:
+        run.warn_once(
+            "replica_share",
+            f"{ctx.num_replicas_in_sync} replicas in sync: each step is recorded from replica 0, its loss, "
+            "batch and gradient statistics are replica 0's share (before the optimizer's all-reduce).")
+    return int(rid) != 0
+
+
 def _wrap_k3_apply(original: Any) -> Any:
     @functools.wraps(original)
     def apply(self: Any, grads: Any, trainable_variables: Any = None) -> Any:
         run = _active_run()
+        if run is not None and guard(run, "optimizer.apply", lambda: _other_replica(run)):
+            run = None
         if run is None or _apply_depth() > 0:
             with _in_apply():
                 return original(self, grads, trainable_variables)
@@ -666,6 +831,8 @@ def _wrap_tfk_apply_gradients(original: Any) -> Any:
     @functools.wraps(original)
     def apply_gradients(self: Any, grads_and_vars: Any, *args: Any, **kwargs: Any) -> Any:
         run = _active_run()
+        if run is not None and guard(run, "optimizer.apply_gradients", lambda: _other_replica(run)):
+            run = None
         if run is None or _apply_depth() > 0:
             with _in_apply():
                 return original(self, grads_and_vars, *args, **kwargs)
@@ -838,6 +1005,8 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     tape = _find_tape_call(key_set, list(grads))
     if tape is None:
         tape = _from_stash(run, key_set)
+        if tape is None and execution_mode() != "eager" and _stash_eager(run, key_set):
+            tape = _from_stash(run, key_set)
     if tape is not None:
         # Variables the tape was asked about but the step left out (a None gradient dropped
         # before apply_gradients, layers called without their model): they belong to the step.

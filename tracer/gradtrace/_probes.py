@@ -545,7 +545,15 @@ class _Probe:
     # ----------------------------------------------------------------- guards
 
     def here(self) -> bool:
-        return self.active and threading.get_ident() == self.thread and not self.tls.busy
+        """The calling thread's work is this run's: the installing thread, or a thread it
+        started while the run was active (``_trace.current_run``)."""
+        if not self.active or self.tls.busy:
+            return False
+        if threading.get_ident() == self.thread:
+            return True
+        from gradtrace import _trace
+
+        return getattr(threading.current_thread(), _trace.INHERITED, None) is self.run
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -1112,6 +1120,9 @@ class _Probe:
     def open_window(self, window: _Window) -> None:
         from tensorflow.python.framework import op_callbacks
 
+        if threading.get_ident() != self.thread:
+            return  # op callbacks are per thread: only the installing thread's are removed at the end
+
         self.tls.window = window
         if not self.tls.cb_installed:
             op_callbacks.add_op_callback(self.op_callback)
@@ -1605,6 +1616,88 @@ def _want_tf_keras() -> bool:
     return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
 
 
+class _LateTfKeras:
+    """tf-keras imported inside ``trace`` (``import tf_keras`` in the decorated ``main()``, or by
+    a module imported there): its probes (layer modes, loss details, fingerprints, fit's data)
+    are installed when its import completes, before any of its models exists, for every
+    installation made while it was not imported yet. A finder on ``sys.meta_path`` while
+    such an installation is active: it finds ``tf_keras`` through the other finders and wraps
+    that spec's loader (importlib's ``Loader.exec_module`` runs the package's code)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: list[_Probe] = []
+        self.finding = threading.local()
+
+    def add(self, probe: _Probe) -> None:
+        with self.lock:
+            self.pending.append(probe)
+            if self not in sys.meta_path:
+                sys.meta_path.insert(0, self)  # type: ignore[arg-type]
+
+    def remove(self, probe: _Probe) -> None:
+        with self.lock:
+            if probe in self.pending:
+                self.pending.remove(probe)
+            if not self.pending and self in sys.meta_path:
+                sys.meta_path.remove(self)  # type: ignore[arg-type]
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tf_keras" or getattr(self.finding, "on", False):
+            return None
+        import importlib.util
+
+        self.finding.on = True
+        try:
+            spec = importlib.util.find_spec(name)
+        except Exception:  # noqa: BLE001 - the import goes on as if we were not here
+            return None
+        finally:
+            self.finding.on = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _LoaderThen(spec.loader, self.imported)
+        return spec
+
+    def imported(self) -> None:
+        with self.lock:
+            probes, self.pending = list(self.pending), []
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)  # type: ignore[arg-type]
+        from gradtrace import _hooks
+
+        _hooks.ensure_tf_keras()
+        for probe in probes:
+            if not probe.active:
+                continue
+            with probe.guard():
+                _install_tf_keras(probe)
+
+
+class _LoaderThen:
+    """A loader that runs ``then()`` after the wrapped loader executed the module."""
+
+    def __init__(self, loader: Any, then: Callable[[], None]) -> None:
+        self.loader = loader
+        self.then = then
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        try:
+            self.then()
+        except Exception:  # noqa: BLE001 - the import itself succeeded
+            logger.debug("gradtrace: tf-keras probes not installed after its import", exc_info=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+_late_tf_keras = _LateTfKeras()
+
+
 def install(run: Any) -> Callable[[], None]:
     """Install the probes for ``run`` in the calling thread; returns the undo.
 
@@ -1623,6 +1716,8 @@ def install(run: Any) -> Callable[[], None]:
             _install_tf_keras(probe)
         except ImportError as exc:
             logger.info("tf-keras not available (%s): its probes are off", exc)
+    else:
+        _late_tf_keras.add(probe)
 
     done = False
 
@@ -1631,6 +1726,7 @@ def install(run: Any) -> Callable[[], None]:
         if done:
             return
         done = True
+        _late_tf_keras.remove(probe)
         probe.active = False
         probe.tls.window = None
         if threading.get_ident() == probe.thread:

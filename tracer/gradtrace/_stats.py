@@ -27,6 +27,7 @@ import threading
 import time
 import weakref
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,18 +179,14 @@ class Cadence:
     into shadow variables, on full steps only, before the update.
     """
 
-    def __init__(self, seq: Any, every: int | None, budget: float) -> None:
-        import tensorflow as tf
-
-        from gradtrace._ring import side_variable
-
-        self.seq = seq
+    def __init__(self, seq: Callable[[], Any], every: int | None, budget: float) -> None:
+        self._seq = seq  # the run's step counter, created by the first step (see Run.seq)
         self.fixed = every
         self.budget = float(budget)
         # An explicit N is taken literally (steps 0, N, 2N, ...); the automatic cadence warms up.
         self.warmup = WARMUP_STEPS if every is None else 0
         self.every = int(every) if every is not None else PROVISIONAL_EVERY
-        self.var = side_variable(tf.constant(self.every, tf.int64), "gradtrace_stats_every")
+        self._var: Any = None
         self._shadows: dict[tuple[int, ...], tuple[Any, list[Any]]] = {}
         self._lock = threading.Lock()
         self._probes: dict[int, tuple[Any, Any]] = {}  # id(ring) -> (probe fn, its arguments)
@@ -198,6 +195,25 @@ class Cadence:
         self._last: float | None = None
         self.changes: list[tuple[int, int]] = []  # (first step seen with it, N)
         self.step_time: float | None = None
+
+    @property
+    def seq(self) -> Any:
+        return self._seq()
+
+    @property
+    def var(self) -> Any:
+        """N as a variable the graphs read; created by the first step (see ``Run.seq``: no
+        TensorFlow state before the script's first step, so it can still configure devices)."""
+        if self._var is None:
+            with self._lock:
+                if self._var is None:
+                    import tensorflow as tf
+
+                    from gradtrace._ring import side_variable
+
+                    with tf.init_scope():  # the first step may be a tf.function being traced
+                        self._var = side_variable(tf.constant(self.every, tf.int64), "gradtrace_stats_every")
+        return self._var
 
     @property
     def always(self) -> bool:

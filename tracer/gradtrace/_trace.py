@@ -57,6 +57,8 @@ _active_lock = threading.Lock()
 def current_run() -> Run | None:
     """The calling thread's innermost active run, or None.
 
+    A thread started by a thread inside a run belongs to that run while it is active (the
+    script trains in a worker thread it started inside ``trace``).
     A distribution strategy's replica thread (MirroredStrategy runs each replica's step
     in a ``_MirroredReplicaThread``: tensorflow/python/distribute/mirrored_run.py) works
     for the thread that called ``strategy.run``/``fit``; it belongs to the run active in
@@ -65,11 +67,22 @@ def current_run() -> Run | None:
     stack: list[Run] | None = getattr(_local, "runs", None)
     if stack:
         return stack[-1]
-    if type(threading.current_thread()).__name__ == "_MirroredReplicaThread":
+    thread = threading.current_thread()
+    inherited = getattr(thread, INHERITED, None)
+    if inherited is not None:
+        with _active_lock:
+            if any(r is inherited for r in _active):
+                return inherited
+    if type(thread).__name__ == "_MirroredReplicaThread":
         with _active_lock:
             if len(_active) == 1:
                 return _active[0]
     return None
+
+
+INHERITED = "_gradtrace_run"
+"""Attribute of a ``threading.Thread`` started by a thread inside a run: the run its work
+belongs to (a training loop run in a worker thread), see ``_hooks._wrap_thread_start``."""
 
 
 def _push(run: Run) -> None:
@@ -170,7 +183,7 @@ class Run:
         self._index_pending = False  # a model's variables were not initialised when indexed
         self._init_fps: list[str] = []
         self.steps_recorded = 0
-        self.seq: Any = None
+        self._seq: Any = None  # the run's step counter (a variable), see :attr:`seq`
         self._poller: Any = None
         self._exporter: Any = None
         self._probes_undo: Callable[[], None] | None = None
@@ -222,9 +235,14 @@ class Run:
             self.info = schema.RunInfo.model_validate(data)
 
     def set_extra(self, **items: Any) -> None:
-        """Set keys of ``RunInfo.extra`` (JSON values), under the lock the exporter reads it with."""
+        """Set keys of ``RunInfo.extra`` (made JSON values: a tensor or numpy scalar left in
+        would make every later batch of the run unserialisable), under the lock the exporter
+        reads it with."""
+        from gradtrace._meta import _jsonable
+
+        plain = {k: _jsonable(v) for k, v in items.items()}
         with self._lock:
-            self.info.extra.update(items)
+            self.info.extra.update(plain)
 
     def register_model(self, model: Any) -> None:
         """A root model this run trains: its variables join the inventory (and state tracking)."""
@@ -559,12 +577,14 @@ class Run:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _start(self) -> None:
-        import tensorflow as tf
+        # Imported here, in the thread entering trace, before the poller thread starts (two
+        # threads importing TensorFlow at once see a partially initialised module). Importing
+        # it does not initialise its eager context (see :attr:`seq`).
+        import tensorflow  # noqa: F401
 
         from gradtrace import _hooks
-        from gradtrace._ring import Poller, side_variable
+        from gradtrace._ring import Poller
 
-        self.seq = side_variable(tf.constant(0, tf.int64), "gradtrace_seq")
         self._start_cadence()
         self._fill_static_meta()
         self._exporter = _make_exporter(self)
@@ -585,11 +605,33 @@ class Run:
             logger.debug("gradtrace: no probes module; layer modes and loss details not recorded")
         self.active = True
 
+    @property
+    def seq(self) -> Any:
+        """The run's step counter, a variable the step writers claim their numbers from.
+
+        Created by the first step that needs it, not on entering ``trace``: creating a
+        variable initialises TensorFlow's eager context, after which the script can no longer
+        configure its devices (tensorflow/python/eager/context.py
+        ``set_logical_device_configuration``, ``set_memory_growth``, ``set_visible_devices``
+        raise "cannot be modified after being initialized"), and the decorated ``main()``
+        of a training script typically starts with exactly that.
+        """
+        if self._seq is None:
+            with self._lock:
+                if self._seq is None:
+                    import tensorflow as tf
+
+                    from gradtrace._ring import side_variable
+
+                    with tf.init_scope():  # the first step may be a tf.function being traced
+                        self._seq = side_variable(tf.constant(0, tf.int64), "gradtrace_seq")
+        return self._seq
+
     def _start_cadence(self) -> None:
         from gradtrace._stats import Cadence
 
         budget = float(getattr(self.config, "overhead_budget", 0.02))
-        self.cadence = Cadence(self.seq, self.stats_every, budget)
+        self.cadence = Cadence(lambda: self.seq, self.stats_every, budget)
         self.info.extra.update(stats_every=self.cadence.every, stats_warmup=self.cadence.warmup,
                                stats_cadence="auto" if self.stats_every is None else "fixed",
                                overhead_budget=budget)
@@ -659,8 +701,15 @@ class Run:
             if run in self.nested:
                 self.nested.remove(run)
 
-    def _check_uncaptured(self, final: bool = False) -> None:
-        """Steps an optimizer made that no record accounts for (functions traced earlier)."""
+    def _check_uncaptured(self, final: bool = False, interrupted: bool = False) -> None:
+        """Steps an optimizer made that no record accounts for (functions traced earlier).
+
+        ``interrupted``: the run ends with an exception raised by a step. Inside a
+        ``tf.function`` the optimizer's counter update does not wait for the gradients
+        (keras/src/optimizers/base_optimizer.py ``apply``: ``iterations.assign_add`` is
+        independent of the updates in the graph), so the failing step may have advanced it
+        while the step itself never completed nor wrote its record: one such step per
+        optimizer is no missed step."""
         for key, (opt, start, _flavour) in list(self._optimizers.items()):
             if start is None:
                 with self._lock:
@@ -670,7 +719,7 @@ class Run:
             if now is None:
                 continue
             missing = now - start - self._steps_recorded(key)
-            slack = 0 if final else 2 * (self.ring_size or RING_MAX_ROWS)
+            slack = (1 if interrupted else 0) if final else 2 * (self.ring_size or RING_MAX_ROWS)
             if missing > slack:
                 self.warn_once(
                     f"uncaptured:{key}",
@@ -836,7 +885,7 @@ class Run:
             step(self._drain_tensors, "full tensors")
             if self._poller.error is not None:
                 step(lambda: self.internal_error(self._poller.error, "poller"), "poller")  # type: ignore[arg-type]
-        step(lambda: self._check_uncaptured(final=True), "uncaptured check")
+        step(lambda: self._check_uncaptured(final=True, interrupted=exc is not None), "uncaptured check")
         if (exc is None and self.steps_recorded == 0 and not self._nested_recorded()
                 and not any(k.startswith("uncaptured") for k in self._warned)):
             self.warn_once(
