@@ -757,3 +757,12 @@ def test_init_fingerprints_over_different_variable_sets_do_not_decide_the_start(
     c = make_run("c", init="9:bbbb", loss_factor=1.3)
     c.variables = c.variables + [v.model_dump() for v in extra]
     assert "init_mismatch" in kinds(compare_runs(a, c))  # other sets, other step-0 loss
+
+
+def test_a_run_that_failed_early_is_compared_on_its_steps_and_says_so():
+    a, b = make_run("a", steps=6), make_run("b", steps=3)
+    b.meta.update(status="failed", error="RuntimeError: out of memory")
+    r = compare_runs(a, b)
+    why = [s for s in r.skipped if "failed after 3 step(s)" in s["why"]]
+    assert why and "out of memory" in why[0]["why"] and why[0]["check"] == "steps 3 and later of run a", r.skipped
+    assert not any("failed" in s["why"] for s in compare_runs(a, make_run("b", steps=6)).skipped)

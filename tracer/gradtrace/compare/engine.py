@@ -157,6 +157,17 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             last = int(a.step[al.ia[al.aligned_steps - 1]])
             skipped.append({"check": f"step-by-step comparison after step {last}",
                             "why": "the runs saw different batches from then on"})
+        for side, run, other in (("a", a, b), ("b", b, a)):
+            status = run.meta.get("status")
+            if status not in (None, "finished", "running") and run.n_steps < other.n_steps:
+                # The comparison covers the steps a run that stopped early recorded: say so where
+                # the verdict is read, with the reason it stopped.
+                error = run.meta.get("error")
+                skipped.append({
+                    "check": f"steps {int(run.step[-1]) + 1 if run.n_steps else 0} and later of run "
+                             f"{'b' if side == 'a' else 'a'}",
+                    "why": f"run {side} ('{run.name}') {status} after {run.n_steps} step(s)"
+                           + (f" ({error})" if error else "") + "; the verdict covers the steps both recorded"})
 
     if repeated:
         for f in findings:
