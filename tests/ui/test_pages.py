@@ -115,6 +115,12 @@ def test_compare_page_verdict_top_finding_curves_and_heatmap(
     top.locator("details summary").first.click()
     assert top.locator("table.evidence").is_visible()
     top.locator("details summary").first.click()
+    # every evidence row shown holds something: empty lists and nulls get no row
+    ev_keys = [k for f in report["findings"] for k in f["evidence"]]
+    values = page.locator("table.evidence tr td:nth-child(2)").all_text_contents()
+    assert values and not {v.strip() for v in values} & {"", "[]", "{}", "null"}
+    assert len(values) == sum(1 for f in report["findings"] for v in f["evidence"].values()
+                              if v not in (None, "", [], {})) <= len(ev_keys)
     page.screenshot(path=str(out_dir / "compare.png"), full_page=True)
     # docs/compare.png (the README's picture) is refreshed on request only, so a test run
     # never dirties the checkout: GRADTRACE_UPDATE_DOCS=1 make test

@@ -19,9 +19,15 @@
     return `/runs/${encodeURIComponent(r.id)}${anchor ? "#" + anchor : ""}`;
   }
 
+  function empty(v) {
+    return v === null || v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ||
+      (typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 0);
+  }
+
   function evidenceTable(ev) {
     const t = el("table", { class: "evidence" });
     for (const [k, v] of Object.entries(ev || {})) {
+      if (empty(v)) continue; // nothing measured under that name: no row
       let shown;
       if (v !== null && typeof v === "object") {
         const s = JSON.stringify(v);
@@ -65,7 +71,7 @@
           el("span", { class: "f-kind", text: f.kind })),
         el("div", { class: "f-summary", text: f.summary }),
         meta.length ? el("div", { class: "f-meta", text: meta.join(" · ") }) : null,
-        Object.keys(f.evidence || {}).length ? el("details", {}, el("summary", { text: "evidence" }), evidenceTable(f.evidence)) : null,
+        Object.values(f.evidence || {}).some((v) => !empty(v)) ? el("details", {}, el("summary", { text: "evidence" }), evidenceTable(f.evidence)) : null,
         f.fix ? el("div", { class: "f-fix" }, el("b", { text: "Fix: " }), f.fix) : null,
         showStep !== null || local || remote ? links : null));
     });
