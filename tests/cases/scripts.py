@@ -1806,3 +1806,29 @@ def tape_cce_smoothed_targets():
 
     for xb, yb in data.batches(x, targets, BATCH, STEPS):
         train_step(xb, yb)
+
+
+# --- two regression targets, standardised column by column in one run only ------------------------
+
+def _two_targets():
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(n_samples=STEPS * BATCH, n_features=10, n_targets=2, noise=1.0, random_state=1)
+    return x.astype("float32"), (y * np.array([1.0, 50.0]) + np.array([0.0, 300.0])).astype("float32")
+
+
+def fit_two_targets_raw():
+    keras = _keras()
+    x, y = _two_targets()
+    model = _mlp(10, 2)
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_two_targets_standardised():
+    keras = _keras()
+    x, y = _two_targets()
+    model = _mlp(10, 2)
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")
+    model.fit(x, ((y - y.mean(0)) / y.std(0)).astype("float32"), batch_size=BATCH, epochs=1, shuffle=False,
+              verbose=0)

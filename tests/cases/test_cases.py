@@ -102,6 +102,8 @@ CASES = [
     ("target_standardised_one_run", s.fit_diabetes_raw_target, s.tape_diabetes_standardised_target, "diverged",
      "label_scale"),
     ("class_indices_shifted", s.fit_iris_labels_from_0, s.fit_iris_labels_from_1, "diverged", "label_scale"),
+    ("targets_standardised_per_column", s.fit_two_targets_raw, s.fit_two_targets_standardised, "diverged",
+     "label_scale"),
     # targets smoothed by hand in one run, label_smoothing= in the other's loss: a map the loss undoes
     ("eq_label_smoothing_in_targets_vs_loss", s.fit_cce_label_smoothing, s.tape_cce_smoothed_targets,
      "equivalent", None),
@@ -234,6 +236,9 @@ def test_case(traced, case):
         assert "compute metrics from that output" in (f.fix or ""), text
     if _id == "eq_dropout_keras3_vs_tf_keras":  # says why nothing was compared step by step
         assert "different generators in keras3 and tf_keras" in str(report.to_dict()["skipped"]), text
+    if _id == "targets_standardised_per_column":  # no single map: the labels' moments as evidence
+        ev = report.findings[0].evidence
+        assert ev["per_column"] and ev["factor"] is None and ev["label_rms"]["a"] > 100 * ev["label_rms"]["b"], text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text

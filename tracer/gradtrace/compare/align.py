@@ -298,6 +298,14 @@ def align(a: RunData, b: RunData) -> Alignment:
             and not data_same.all() and fingerprints_equal(fa, fb).all()):
         # The same inputs, labels related by one map: the targets scaled or shifted in one run.
         lmap = input_map(ya, yb, fa, fb)
+        if lmap is None:
+            # ... or transformed column by column (targets standardised per column in one run):
+            # the same test as for the inputs, with the inputs as the witness of the same examples.
+            ltr = input_transform(ya, yb, fa, fb)
+            if ltr is not None:
+                lmap = {"k": None, "c": None, "steps": ltr["steps"], "per_column": True,
+                        "mean_a": ltr["mean_a"], "mean_b": ltr["mean_b"], "rms_a": ltr["rms_a"],
+                        "rms_b": ltr["rms_b"]}
         if lmap is not None and init_same is not False and _step0_loss_agrees(a, b, ia_rows, ib_rows, noise):
             # ... unless the losses agree: the loss of one run undoes the map (targets smoothed by
             # hand against a loss's label_smoothing): the steps align on the inputs.

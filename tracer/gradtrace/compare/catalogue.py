@@ -145,7 +145,9 @@ _KINDS = [
         "label_scale", "error", False,
         "At every step the runs' inputs are identical while their label fingerprints are related by one "
         "map y_b = k * y_a (+ c): one run scales, standardises or shifts its targets (a regression target "
-        "standardised in one run only, class indices shifted by one). A map the loss undoes (targets "
+        "standardised in one run only, class indices shifted by one); labels that differ at every step by "
+        "no single map, moved the same way at each step, are targets transformed column by column (each "
+        "target standardised on its own), reported the same way. A map the loss undoes (targets "
         "smoothed by hand against a loss's label_smoothing: the same step-0 loss) is not reported; the steps "
         "are then aligned on the inputs.",
         "Train both runs on the same targets: apply the target transform in both (one shared function) or "

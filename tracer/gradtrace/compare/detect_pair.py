@@ -796,6 +796,22 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             explains=1.0))
         return out
     lm = al.label_map
+    if lm is not None and lm.get("per_column"):
+        out.append(Finding(
+            "label_scale",
+            f"the inputs are identical at every step ({lm['steps']} steps: the same examples in the same order) "
+            "but the labels differ at every step, by no single factor and offset: one run transforms its "
+            "targets column by column (each target standardised or scaled on its own, in one run only). At "
+            f"step {int(a.step[al.ia[0]])} run a's labels have mean {lm['mean_a']:.4g} and root mean square "
+            f"{lm['rms_a']:.4g}, run b's {lm['mean_b']:.4g} and {lm['rms_b']:.4g}.",
+            steps=[int(a.step[al.ia[0]])],
+            evidence={"factor": None, "offset": None, "per_column": True, "steps": lm["steps"],
+                      "label_mean": {"a": lm["mean_a"], "b": lm["mean_b"]},
+                      "label_rms": {"a": lm["rms_a"], "b": lm["rms_b"]}},
+            fix="Train both runs on the same targets: fit the target scaler once and apply it in both runs (or "
+                "in neither); to report in the original units, invert it on the predictions instead.",
+            explains=1.0))
+        return out
     if lm is not None:
         k, c = float(lm["k"]), float(lm["c"])
         if c == 0.0:
