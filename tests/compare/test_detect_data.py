@@ -10,6 +10,7 @@ from gradtrace.compare.detect_data import (
     input_permutation,
     input_transform,
     repeated_steps,
+    same_examples_reordered,
 )
 
 from .synth import make_run
@@ -163,3 +164,23 @@ def test_no_transform_without_the_same_labels_or_from_random_draws_in_both_runs(
     da = _fps(noisy_b)[:, :2] - _fps(noisy_a)[:, :2]
     assert not any(np.all(d > 0) or np.all(d < 0) for d in da.T)  # this draw: both signs seen
     assert input_transform(_fps(noisy_a), _fps(noisy_b), labels, labels) is None
+
+
+def test_the_same_examples_batched_in_another_order_are_recognised_over_the_epoch() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(256, 64)).astype(np.float32)
+    y = rng.integers(0, 10, size=256).astype(np.float32)
+    order = rng.permutation(256)
+
+    def fps(xs, ys, steps=8):
+        return (_fps([xs[i * 32:(i + 1) * 32] for i in range(steps)]),
+                _fps([ys[i * 32:(i + 1) * 32] for i in range(steps)]))
+
+    fa, ya = fps(x, y)
+    fb, yb = fps(x[order], y[order])
+    assert same_examples_reordered(fa, fb, ya, yb)  # one run shuffled: the epoch's totals agree
+    assert not same_examples_reordered(fa[:4], fb[:4], ya[:4], yb[:4])  # half an epoch says nothing
+    other = rng.normal(size=(256, 64)).astype(np.float32)
+    fo, _ = fps(other, y)
+    assert not same_examples_reordered(fa, fo, ya, ya)  # other examples
+    assert not same_examples_reordered(fa, fa, ya, ya)  # the same batches: not a reordering

@@ -316,7 +316,9 @@ _KINDS = [
     ),
     Kind(
         "data_mismatch", "warning", False,
-        "The runs did not see the same batch at some step.",
+        "The runs did not see the same batch at some step. When the totals of the inputs and labels over "
+        "the common steps agree, the runs went through the same examples batched in another order (one "
+        "run shuffles), and it says so.",
         "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "
         "to compare them step by step.",
         rank=61,

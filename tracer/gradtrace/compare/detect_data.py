@@ -179,6 +179,28 @@ def input_transform(fa: np.ndarray, fb: np.ndarray, ya: np.ndarray, yb: np.ndarr
     return {"steps": int(ok.sum()), "mean_a": ma, "mean_b": mb, "rms_a": ra, "rms_b": rb}
 
 
+def same_examples_reordered(fa: np.ndarray, fb: np.ndarray, ya: np.ndarray, yb: np.ndarray) -> bool:
+    """The runs' batches differ, yet over all the steps both fingerprinted they hold the same values.
+
+    Sums, sums of squares and counts add up over batches: when the totals over the steps of
+    both the inputs and the labels agree within float noise while the batches differ, the runs
+    went through the same examples grouped or ordered differently (one run shuffles). Whole
+    epochs are needed for the totals to meet; a part of one says nothing.
+    """
+    from gradtrace.compare.align import fingerprints_equal
+
+    ok = _recorded(fa) & _recorded(fb) & _recorded(ya) & _recorded(yb)
+    if ok.sum() < 2 or fingerprints_equal(fa[ok], fb[ok]).all():
+        return False
+
+    def total(fp: np.ndarray) -> np.ndarray:
+        t = np.full((1, 4), np.nan)
+        t[0, [0, 1, 3]] = fp[ok][:, [0, 1, 3]].astype(np.float64).sum(axis=0)
+        return t
+
+    return bool(fingerprints_equal(total(fa), total(fb))[0] and fingerprints_equal(total(ya), total(yb))[0])
+
+
 def _number(x: float) -> str:
     """A factor as a user wrote it: 16, 0.0039 (1/255)."""
     if abs(x) >= 1 or x == 0:

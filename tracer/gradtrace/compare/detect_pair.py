@@ -869,6 +869,14 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                    "reorders the examples every epoch." if shuffled else "")
             fix = ("Pass shuffle=False to fit() (or shuffle the loop's data with the same seed) to compare "
                    "the runs step by step." if shuffled else None)
+            reordered = bool(not shuffled and dd.same_examples_reordered(
+                a.x_fp[al.ia], b.x_fp[al.ib], a.y_fp[al.ia], b.y_fp[al.ib]))
+            if reordered:
+                why = (" Over the common steps both runs went through the same examples (the totals of their "
+                       "inputs and labels agree), grouped into batches differently: one run shuffles or orders "
+                       "its data otherwise (a tf.data `.shuffle()`, fit()'s default shuffle=True, a sampler).")
+                fix = ("Shuffle in neither run, or in both the same way (`ds.shuffle(n, seed=s)` built "
+                       "identically; fit(x, y) shuffles unless shuffle=False), to compare them step by step.")
             ba, bb = (float(r.batch_size[i]) if r.batch_size.size > i else float("nan")
                       for r, i in ((a, int(al.ia[bad[0]])), (b, int(al.ib[bad[0]]))))
             sizes = None
@@ -884,6 +892,7 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 + (f"steps before {k} are compared exactly; after it only {still}." if k > int(a.step[al.ia[0]])
                    else f"no step is compared exactly; only {still}.") + why,
                 steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size),
-                                     "fit_shuffle": shuffled or None, "batch_sizes": sizes},
+                                     "fit_shuffle": shuffled or None, "batch_sizes": sizes,
+                                     "same_examples_reordered": reordered},
                 fix=fix, explains=0.1))
     return out
