@@ -29,7 +29,8 @@ def test_devices_configured_inside_trace_and_two_mirrored_replicas(tmp_path):
     TensorFlow's context (RuntimeError "cannot be modified after being initialized").
     Then a MirroredStrategy tape loop over both replicas: each replica calls
     apply_gradients, one step is recorded per optimizer step (from replica 0; the other
-    replica's graph cannot read the tracer's variables of replica 0's device)."""
+    replica's graph cannot read the tracer's variables of replica 0's device), its loss and
+    gradient the sums over the replicas: the same as one device trained on whole batches."""
     db = tmp_path / "mirrored.db"
     out = _subprocess(f"""
         import numpy as np, tensorflow as tf, keras, gradtrace
@@ -57,18 +58,28 @@ def test_devices_configured_inside_trace_and_two_mirrored_replicas(tmp_path):
                                                           global_batch_size=16)
                     opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
                                             model.trainable_variables))
-                strategy.run(replica, args=(xb, yb))
+                    return loss
+                return strategy.reduce("SUM", strategy.run(replica, args=(xb, yb)), axis=None)
 
-            for xb, yb in ds:
-                step(xb, yb)
-            return int(opt.iterations.numpy())
+            first = [np.array(w) for w in model.get_weights()]
+            losses = [float(step(xb, yb)) for xb, yb in ds]
+            return int(opt.iterations.numpy()), losses, first, x[:16], y[:16]
 
-        n = main()
+        n, losses, first, x0, y0 = main()
+        one = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+        one.set_weights(first)
+        with tf.GradientTape() as tape:  # step 0 on one device, the whole batch
+            whole = tf.reduce_mean(tf.square(one(x0, training=True) - y0))
+        norm0 = float(tf.norm(tape.gradient(whole, one.trainable_variables)[0]))
         s = open_store("sqlite:///{db}")
         r = s.resolve("mirrored")
         d = s.run_detail(r.id)
+        steps = sorted(s.steps(r.id), key=lambda q: q["step"])
         assert n == 4 and r.num_steps == n and r.status == "finished", (n, r.num_steps, r.status)
         assert not r.partial, d.meta.get("warnings")
+        np.testing.assert_allclose([q["loss"] for q in steps], losses, rtol=1e-6)
+        np.testing.assert_allclose(steps[0]["loss"], float(whole), rtol=1e-5)
+        np.testing.assert_allclose(steps[0]["vars"][0]["norm"], norm0, rtol=1e-5)
         print("OK")
         """)
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
@@ -241,3 +252,4 @@ def test_training_in_a_worker_thread_started_inside_trace(db_url, read_run):
     assert len(steps) == 4 and not detail.summary.partial, run.info.warnings
     np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-6)
     assert all(list(s["modes"].values()) == [True] for s in steps), steps[0]["modes"]
+

@@ -771,18 +771,28 @@ def _in_apply() -> Iterator[None]:
         _local.apply_depth -= 1
 
 
-def _other_replica(run: Run) -> bool:
+# (graph key, id(optimizer)) -> the other replicas' (gradients, tape targets) of the step being
+# traced, for replica 0's record (see _other_replica, _sum_replicas).
+_replica_shares: dict[tuple[object, int], list[tuple[list[Any], list[Any]]]] = {}
+
+
+def _other_replica(run: Run, opt: Any, grads: list[Any], tvars: list[Any]) -> bool:
     """Whether this optimizer call is a replica's other than the first of a synchronous
-    strategy with several replicas (MirroredStrategy).
+    strategy with several replicas (MirroredStrategy); its gradients and loss are kept for
+    replica 0's record.
 
     Every replica calls ``apply_gradients`` with its own share of the gradients and the
-    optimizer all-reduces them in a cross-replica ``merge_call``
-    (keras/src/backend/tensorflow/optimizer.py ``_backend_update_step``): that is one step,
-    recorded from replica 0 (its device holds the tracer's variables; the other replicas'
-    graphs cannot read them: an XLA-compiled statistics function refuses a resource of
-    another device). The replica id is static there
-    (tensorflow/python/distribute/distribute_lib.py ``ReplicaContext.replica_id_in_sync_group``
-    is a constant in MirroredStrategy's replica threads).
+    optimizer sums them in a cross-replica ``merge_call``
+    (keras/src/backend/tensorflow/optimizer.py ``_backend_update_step`` and
+    ``_all_reduce_sum_gradients``; tf-keras likewise): that is one step, recorded from
+    replica 0 (its device holds the tracer's variables; the other replicas' graphs cannot
+    read them: an XLA-compiled statistics function refuses a resource of another device).
+    The replicas are traced one after the other up to that ``merge_call``
+    (tensorflow/python/distribute/mirrored_run.py ``_call_for_each_replica``), so when
+    replica 0 resumes after it the others' gradients exist in the same graph. The replica
+    id is static there (tensorflow/python/distribute/distribute_lib.py
+    ``ReplicaContext.replica_id_in_sync_group`` is a constant in MirroredStrategy's
+    replica threads).
     """
     import tensorflow as tf
 
@@ -795,17 +805,56 @@ def _other_replica(run: Run) -> bool:
     if int(rid) == 0:
         run.warn_once(
             "replica_share",
-            f"{ctx.num_replicas_in_sync} replicas in sync: each step is recorded from replica 0, its loss, "
-            "batch and gradient statistics are replica 0's share (before the optimizer's all-reduce).")
-    return int(rid) != 0
+            f"{ctx.num_replicas_in_sync} replicas in sync: each step is recorded once, from replica 0; its "
+            "loss and gradients are the sums over the replicas (what the optimizer applies), its batch size "
+            "and fingerprints replica 0's share of the batch.")
+        return False
+    keys = {var_key(v) for v in tvars}
+    call = _find_tape_call(keys, grads)
+    targets = list(call.targets) if call is not None else []
+    if call is not None:
+        call.consumed = True
+    _replica_shares.setdefault((_graph_key(), id(opt)), []).append((list(grads), targets))
+    return True
+
+
+def _sum_replicas(ctx: _StepCtx, targets: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Replica 0's step: its gradients and loss plus the other replicas' (see _other_replica)."""
+    import tensorflow as tf
+
+    shares = _replica_shares.pop((_graph_key(), id(ctx.opt)), None)
+    if not shares:
+        return ctx.grads, targets
+    grads = list(ctx.grads)
+    for i, g in enumerate(grads):
+        if g is None or i >= len(shares[0][0]):
+            continue
+        parts = [share[i] if i < len(share) else None for share, _ in shares]
+        if any(p is None for p in parts):
+            continue
+        if isinstance(g, tf.IndexedSlices):
+            if not all(isinstance(p, tf.IndexedSlices) for p in parts):
+                continue
+            grads[i] = tf.IndexedSlices(tf.concat([g.values] + [p.values for p in parts], 0),
+                                        tf.concat([g.indices] + [p.indices for p in parts], 0), g.dense_shape)
+        elif not any(isinstance(p, tf.IndexedSlices) for p in parts):
+            grads[i] = tf.add_n([g, *parts])
+    if targets and all(t for _, t in shares):
+        total = [tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets]
+        total += [tf.reduce_sum(tf.cast(t, tf.float32)) for _, ts in shares for t in ts]
+        targets = [tf.add_n(total)]
+    return grads, targets
 
 
 def _wrap_k3_apply(original: Any) -> Any:
     @functools.wraps(original)
     def apply(self: Any, grads: Any, trainable_variables: Any = None) -> Any:
         run = _active_run()
-        if run is not None and guard(run, "optimizer.apply", lambda: _other_replica(run)):
-            run = None
+        if run is not None and _apply_depth() == 0:
+            grads = list(grads)
+            tv = trainable_variables if trainable_variables is not None else getattr(self, "_trainable_variables", [])
+            if guard(run, "optimizer.apply", lambda: _other_replica(run, self, grads, list(tv or []))):
+                run = None
         if run is None or _apply_depth() > 0:
             with _in_apply():
                 return original(self, grads, trainable_variables)
@@ -831,8 +880,12 @@ def _wrap_tfk_apply_gradients(original: Any) -> Any:
     @functools.wraps(original)
     def apply_gradients(self: Any, grads_and_vars: Any, *args: Any, **kwargs: Any) -> Any:
         run = _active_run()
-        if run is not None and guard(run, "optimizer.apply_gradients", lambda: _other_replica(run)):
-            run = None
+        if run is not None and _apply_depth() == 0:
+            grads_and_vars = list(grads_and_vars)
+            gv = grads_and_vars
+            if guard(run, "optimizer.apply_gradients",
+                     lambda: _other_replica(run, self, [g for g, _ in gv], [v for _, v in gv])):
+                run = None
         if run is None or _apply_depth() > 0:
             with _in_apply():
                 return original(self, grads_and_vars, *args, **kwargs)
@@ -1226,8 +1279,9 @@ def _after(run: Run, ctx: _StepCtx) -> None:
         lambda: _new_layout(run, ctx, indices, sizes, state, extra_keys, statics,
                             bool(targets), target_shape, has_lr),
     )
+    step_grads, targets = _sum_replicas(ctx, targets)
     # IndexedSlices stay sparse here: densified inside the statistics, on full steps only.
-    grads = [g for g, h in zip(ctx.grads, ctx.has_grad, strict=True) if h]
+    grads = [g for g, h in zip(step_grads, ctx.has_grad, strict=True) if h]
     writer = ring.writer
     if writer is None:
         want_jit = run.stats_jit(ctx.mode)
