@@ -161,6 +161,9 @@ def test_cli_exit_codes_and_json(server, db):
 def test_cli_text_report_and_no_tensorflow(db):
     p = _cli("compare", "fit", "loop", "--db", db)
     assert "verdict: DIVERGED" in p.stdout and "loss_scale" in p.stdout and "fix:" in p.stdout
+    # evidence lines carry values: an empty list or a null is not printed ("hints: []")
+    evidence = [line for line in p.stdout.splitlines() if line.startswith("   - ")]
+    assert evidence and not [line for line in evidence if line.rstrip().endswith((": []", ": {}", ": None", ":"))]
     code = ("import sys, gradtrace.compare, gradtrace._cli_compare, gradtrace.compare.reader; "
             "assert 'tensorflow' not in sys.modules and 'fastapi' not in sys.modules")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("tracer", "server", "."))}

@@ -87,6 +87,8 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
         for k, v in f["evidence"].items():
             if k in ("step0_variables", "step_evidence") and not verbose:
                 continue
+            if v is None or (isinstance(v, list | dict | str) and not v):
+                continue  # nothing measured under that name
             lines.append(f"   - {k}: {_fmt(v)}")
             shown += 1
             if shown >= (20 if verbose else 6):
