@@ -253,3 +253,34 @@ def test_training_in_a_worker_thread_started_inside_trace(db_url, read_run):
     np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-6)
     assert all(list(s["modes"].values()) == [True] for s in steps), steps[0]["modes"]
 
+
+
+def test_stale_stashed_loss_is_absent_not_nan(db_url, read_run):
+    """Gradients of a last partial batch applied by a tf.function traced for the full ones:
+    that step's loss is unknown, and recorded as absent (None), not as NaN (a NaN loss is a
+    diverged training)."""
+    import gradtrace
+    import keras
+    import tensorflow as tf
+
+    x, y, model = _digits_mlp()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def grads_of(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    @tf.function
+    def apply(grads):
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    with gradtrace.trace(run="stale-stash", store=db_url):
+        for i in range(0, 144, 32):  # 4 batches of 32, then 16 rows
+            apply(grads_of(x[i:min(i + 32, 144)], y[i:min(i + 32, 144)]))
+    detail, steps = read_run("stale-stash")
+    assert len(steps) == 5
+    assert all(np.isfinite(s["loss"]) for s in steps[:4])
+    assert steps[4]["loss"] is None, steps[4]["loss"]

@@ -731,6 +731,10 @@ def _from_stash(run: Run, var_keys: set[int]) -> TapeCall | None:
     nan = tf.constant(float("nan"), tf.float32)
     loss = tf.where(fresh, s.loss.read_value(), nan)
     scope = _scope.current()
+    from gradtrace import _probes
+
+    # A stale stash is an unknown loss, recorded as absent: a NaN would read as a diverged one.
+    scope.put(_probes.K_LOSS_ABSENT, tf.where(fresh, 0.0, 1.0))
     for k, shp in specs.items():
         if k not in scope.values:
             scope.put(k, tf.where(fresh, s.value(k, shp).read_value(), nan))

@@ -82,6 +82,7 @@ K_REG = "probe.reg_loss"
 K_SCALE = "probe.loss_scale"
 K_SKIPPED = "probe.skipped"
 K_UNSCALED = "probe.unscaled_loss"
+K_LOSS_ABSENT = "probe.loss_absent"  # 1: the step's loss is unknown (not a NaN loss), see _hooks._from_stash
 K_LOSS_REACH = "probe.loss_reach"  # a default that marks each loss call's in_target at take()
 REACH_OPS = 50_000  # ops followed back from tape.gradient's target before giving up
 
@@ -1847,6 +1848,10 @@ def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> lis
         if K_SKIPPED in cols:
             f = cols[K_SKIPPED][j]
             rec["skipped"] = None if not f else f[0] > 0.5
+        if K_LOSS_ABSENT in cols:
+            f = cols[K_LOSS_ABSENT][j]
+            if f and f[0] > 0.5:
+                rec["loss"] = None  # not recorded: a NaN here would read as a diverged loss
         out.append(rec)
     return out
 

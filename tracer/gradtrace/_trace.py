@@ -831,7 +831,7 @@ class Run:
                     loss, lr, it = head[j]
                     upd: dict[str, Any] = {"step": seqs[j], "wall_time": now,
                                            "iterations": int(it) if math.isfinite(it) else None}
-                    if layout.has_loss:
+                    if layout.has_loss and "loss" not in probed[j]:  # the probes' loss wins
                         upd["loss"] = loss
                     if layout.has_lr:
                         upd["lr"] = lr
