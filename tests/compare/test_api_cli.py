@@ -215,6 +215,35 @@ def test_cli_check_names_the_first_finding_not_a_divergent_step(tmp_path, capsys
     assert "first divergent step" in capsys.readouterr().out  # a pair does diverge at a step
 
 
+def test_check_a_step_without_a_loss_is_not_a_nan_loss(tmp_path, capsys):
+    """A step the tracer could not give a loss (None in the store) is not reported as NaN;
+    a recorded NaN loss is, on the store and through the records path (REST) alike."""
+    from gradtrace.cli import main
+    from gradtrace.compare import check_run, from_records
+    from gradtrace.schema import RunInfo, StepRecord, VariableInfo, VarStep
+
+    url = f"sqlite:///{tmp_path / 'noloss.db'}"
+    store = open_store(url)
+    numerics = {}
+    for name, missing in (("no-loss", None), ("nan-loss", float("nan"))):
+        info = RunInfo(run_id=f"{name}-0000000000", name=name, status="finished",
+                       variables=[VariableInfo(index=0, name="w")])
+        steps = [StepRecord(step=i, loss=missing if i == 3 else 1.0 / (i + 1),
+                            vars=[VarStep(v=0, norm=1.0, applied=True)]) for i in range(6)]
+        store.ingest(Batch(batch_id=f"b-{name}", run=info, steps=steps))
+        report = check_run(from_records(info.model_dump(), [r.model_dump() for r in steps]))
+        numerics[name] = [f.steps for f in report.findings if f.kind == "numerics"]
+    store.close()
+    assert numerics == {"no-loss": [], "nan-loss": [[3]]}
+    assert main(["check", "no-loss", "--db", url, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert not [f for f in doc["findings"] if f["kind"] == "numerics"], doc["findings"]
+    assert main(["check", "nan-loss", "--db", url, "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    (f,) = [f for f in doc["findings"] if f["kind"] == "numerics"]
+    assert f["steps"] == [3]
+
+
 def test_cli_check_reports_lost_steps(tmp_path, capsys):
     """A run that lost steps is not "OK": check warns how many were lost and which knob to raise."""
     from gradtrace.cli import main

@@ -76,6 +76,9 @@ class RunData:
     # (S,) bool: the step carries per-variable statistics. The tracer's cadence records
     # them on some steps only; elsewhere norms are "not recorded", not NaN data.
     stats: np.ndarray | None = None
+    # (S,) bool: the step recorded a loss (NaN included). A step whose loss could not be
+    # known (a stale split-step stash) has none, which is not a NaN loss.
+    loss_known: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.stats is None:
@@ -295,4 +298,5 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
         frozen=distinct([r.get("frozen") or [] for r in recs], step_nums.tolist()),
         loss_info={r["step"]: r["loss_info"] for r in recs if r["step"] < HEAD and r.get("loss_info")},
         stats=recorded,
+        loss_known=np.array([r.get("loss") is not None for r in recs], dtype=bool),
     )

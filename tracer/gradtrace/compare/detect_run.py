@@ -107,8 +107,11 @@ def first_nonfinite(run: RunData) -> dict[str, Any] | None:
     scale) are the loss scale at work, not a numerics problem: they are left out. A
     non-finite loss counts on any step.
     """
-    recorded = bool(np.isfinite(run.loss).any())
-    bad_loss = ~np.isfinite(run.loss) & (~np.isnan(run.loss) | recorded)
+    if run.loss_known is not None and run.loss_known.shape == run.loss.shape:
+        bad_loss = ~np.isfinite(run.loss) & run.loss_known  # a step without a loss is not a NaN loss
+    else:
+        recorded = bool(np.isfinite(run.loss).any())
+        bad_loss = ~np.isfinite(run.loss) & (~np.isnan(run.loss) | recorded)
     skipped = np.nan_to_num(run.skipped, nan=0.0) > 0
     bad = bad_loss | ((np.nan_to_num(run.nonfinite_step, nan=0.0) > 0) & ~skipped)
     rows = np.flatnonzero(bad)

@@ -218,6 +218,7 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
             f"CASE WHEN grad_norm IS NULL THEN 0 ELSE 1 END FROM {S.name} "
             f"WHERE run_id = :key ORDER BY step"), {"key": key}).all()
         num = _floats([r[:12] for r in rows], 12)
+        loss_known = np.array([r[1] is not None for r in rows], dtype=bool)  # NULL: no loss, NaN text: NaN
         x_fp = _fps([r[12] for r in rows])
         y_fp = _fps([r[13] for r in rows])
         stats = np.array([bool(r[14]) for r in rows], dtype=bool)
@@ -278,5 +279,5 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         modes=[(m or {}, f, n) for m, f, n in modes], exec_modes=exec_modes, target_shapes=target_shapes,
         frozen=[(z or [], f, n) for z, f, n in facts["frozen"]],
         y_pred_shapes=y_pred_shapes, broadcasts=[(b or [], f, n) for b, f, n in broadcasts],
-        loss_info=loss_info, loader=loader, stats=stats,
+        loss_info=loss_info, loader=loader, stats=stats, loss_known=loss_known,
     )
