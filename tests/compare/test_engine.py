@@ -135,6 +135,7 @@ def test_a_run_without_losses_or_fingerprints_is_said_to_be_so():
         run.x_fp[:] = float("nan")
         run.y_fp[:] = float("nan")
     b.loss[:] = float("nan")
+    b.loss_known[:] = False  # not recorded (a recorded NaN loss would be a numerics finding)
     r = compare_runs(a, b)
     assert r.verdict == "not_comparable"
     assert any("run 'b' recorded no loss" in s["why"] for s in r.skipped), r.skipped
