@@ -476,6 +476,33 @@ def test_two_optimizers_in_turn_are_not_a_reset():
     assert iteration_resets(one, update_steps(one)) == [1, 2, 3, 4, 5]
 
 
+def test_recompiled_with_another_optimizer_is_not_a_reset():
+    """Fine-tuning: fit with one optimizer, unfreeze, recompile with a new one (lower rate, more
+    variables), fit again: the counter starts over once. An optimizer re-created with the
+    same settings is still a reset."""
+    from gradtrace.compare.detect_run import iteration_resets, update_steps
+
+    def phases(second: dict):  # noqa: ANN202
+        run = make_run("ft", steps=6)
+        run.iterations = np.array([1, 2, 3, 1, 2, 3], dtype=float)
+        first = {"class": "Adam", "config": {"name": "adam", "learning_rate": 1e-3}, "variables": [2, 3]}
+        run.meta["optimizers"] = [first, second]
+        return run
+
+    lower = {"class": "Adam", "config": {"name": "adam_1", "learning_rate": 1e-5}, "variables": [0, 1, 2, 3]}
+    run = phases(lower)
+    assert iteration_resets(run, update_steps(run)) == []
+    assert "optimizer_mismatch" not in kinds(check_run(run))
+    same = {"class": "Adam", "config": {"name": "adam_1", "learning_rate": 1e-3}, "variables": [2, 3]}
+    run = phases(same)
+    assert iteration_resets(run, update_steps(run)) == [3]
+    assert "optimizer_mismatch" in kinds(check_run(run))
+    # three optimizers described, one reset: the counts do not pair up
+    run = phases(lower)
+    run.meta["optimizers"].append(dict(lower, variables=[0, 2]))
+    assert iteration_resets(run, update_steps(run)) == [3]
+
+
 def test_zero_gradient_left_unchanged_is_not_not_applied():
     """A gradient that is exactly zero (a LayerNorm beta cancelling in a Subtract) moves nothing."""
     from gradtrace.compare.data import from_records

@@ -7,6 +7,7 @@ sets, first non-finite value).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -230,7 +231,31 @@ def iteration_resets(run: RunData, update_steps: np.ndarray) -> list[int]:
             # the re-created counter: the one closest above the value it restarted at
             j = min(range(len(counters)), key=lambda j: (counters[j] < v, counters[j] - v))
             counters[j] = v
-    return out
+    return [] if out and _switched_optimizers(run, len(out), k) else out
+
+
+def _switched_optimizers(run: RunData, n_resets: int, k: int) -> bool:
+    """Whether the resets are the run changing to another optimizer on purpose: Keras's
+    fine-tuning recipe recompiles with a new optimizer (a lower learning rate, the base's
+    layers unfrozen) and fits again, so its counter starts over once.
+
+    Said when one optimizer steps at a time (``k == 1``), the run described one more
+    optimizer than it has resets (``RunInfo.optimizers``, in order of first step, each
+    object once), and each differs from the one before it in class, settings (its name
+    aside) or the variables it steps. An optimizer re-created with the same settings
+    (every step, every epoch) is described again identically: still a reset.
+    """
+    opts = run.meta.get("optimizers") or []
+    if k != 1 or len(opts) != n_resets + 1 or len(opts) >= 64:
+        return False
+
+    def described(o: dict[str, Any]) -> tuple[Any, str, tuple[int, ...]]:
+        cfg = {key: v for key, v in (o.get("config") or {}).items() if key != "name"}
+        return (o.get("class"), json.dumps(cfg, sort_keys=True, default=str),
+                tuple(sorted(int(v) for v in o.get("variables") or [] if v is not None)))
+
+    seen = [described(o) for o in opts]
+    return all(seen[i] != seen[i - 1] for i in range(1, len(seen)))
 
 
 def data_loss(run: RunData, step: int) -> float:
