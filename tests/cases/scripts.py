@@ -186,6 +186,39 @@ def tape_digits_sgd_sparse():
         train_step(xb, yb)
 
 
+def _tape_digits_dataset(shuffle: bool):
+    import tensorflow as tf
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=3)
+    ds = ds.batch(BATCH).take(STEPS)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for xb, yb in ds:
+        train_step(xb, yb)
+
+
+def tape_digits_dataset():
+    _tape_digits_dataset(shuffle=False)
+
+
+def tape_digits_dataset_shuffled():
+    _tape_digits_dataset(shuffle=True)
+
+
 def _iris_tape(use_function: bool):
     import tensorflow as tf
 

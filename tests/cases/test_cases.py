@@ -55,6 +55,9 @@ CASES = [
      "gradient_mismatch"),
     ("mixed_precision_one_run", s.fit_mixed_precision, s.tape_mixed_precision_unscaled, "diverged",
      "loss_scaling"),
+    # a tf.data .shuffle() in one tape loop only: the pipeline recorded names the run that shuffles
+    ("dataset_shuffled_in_one_loop", s.tape_digits_dataset, s.tape_digits_dataset_shuffled, "not_comparable",
+     "data_mismatch"),
     ("fit_shuffles_by_default", s.tape_digits_sgd_sparse, s.fit_digits_shuffled, "not_comparable",
      "data_mismatch"),
     ("other_seed_and_order", s.fit_digits_sgd_sparse, s.fit_other_seed, "not_comparable", None),
@@ -178,6 +181,10 @@ def test_case(traced, case):
         assert ev["run"] == "b" and ev["per_batch"] == 2 and ev["per_batch_other"] == 1, text
     if _id in REG_FACTORS:
         assert abs(report.findings[0].evidence["factor"] - REG_FACTORS[_id]) < 1e-3, text
+    if _id == "dataset_shuffled_in_one_loop":  # names the pipeline that shuffles, and its seed
+        f = report.findings[0]
+        assert list(f.evidence.get("dataset_shuffle") or {}) == ["b"], text
+        assert "run b's tf.data pipeline shuffles" in f.summary and "run a's does not" in f.summary, text
     if _id == "fit_shuffles_by_default":  # names fit()'s default as the cause
         assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found

@@ -871,12 +871,23 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                    "the runs step by step." if shuffled else None)
             reordered = bool(not shuffled and dd.same_examples_reordered(
                 a.x_fp[al.ia], b.x_fp[al.ib], a.y_fp[al.ia], b.y_fp[al.ib]))
+            pipelines = {side: _dataset_shuffles(run) for side, run in (("a", a), ("b", b))}
             if reordered:
                 why = (" Over the common steps both runs went through the same examples (the totals of their "
                        "inputs and labels agree), grouped into batches differently: one run shuffles or orders "
                        "its data otherwise (a tf.data `.shuffle()`, fit()'s default shuffle=True, a sampler).")
                 fix = ("Shuffle in neither run, or in both the same way (`ds.shuffle(n, seed=s)` built "
                        "identically; fit(x, y) shuffles unless shuffle=False), to compare them step by step.")
+            if not shuffled:
+                # what the tape loops' tf.data pipelines recorded (RunInfo.extra.datasets)
+                said = [f"run {side}'s tf.data pipeline shuffles ({desc})" for side, desc in pipelines.items()
+                        if desc]
+                plain = [side for side, run in (("a", a), ("b", b))
+                         if pipelines[side] is None and (run.meta.get("extra") or {}).get("datasets")]
+                if said:
+                    why += " " + "; ".join(said) + (f", run {plain[0]}'s does not" if plain else "") + "."
+                    fix = ("Shuffle in neither run, or in both with the same seed (`ds.shuffle(n, seed=s)` built "
+                           "identically in both), to compare them step by step.")
             ba, bb = (float(r.batch_size[i]) if r.batch_size.size > i else float("nan")
                       for r, i in ((a, int(al.ia[bad[0]])), (b, int(al.ib[bad[0]]))))
             sizes = None
@@ -893,6 +904,20 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                    else f"no step is compared exactly; only {still}.") + why,
                 steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size),
                                      "fit_shuffle": shuffled or None, "batch_sizes": sizes,
+                                     "dataset_shuffle": {k: v for k, v in pipelines.items() if v} or None,
                                      "same_examples_reordered": reordered},
                 fix=fix, explains=0.1))
     return out
+
+
+def _dataset_shuffles(run: RunData) -> str | None:
+    """How the tf.data pipelines a run's tape loop iterated shuffle (``RunInfo.extra.datasets``,
+    recorded once per dataset), or None when none recorded shuffles."""
+    for d in (run.meta.get("extra") or {}).get("datasets") or []:
+        if isinstance(d, dict) and d.get("shuffle"):
+            seed = d.get("seed")
+            return (f"buffer {d.get('buffer_size')}, "
+                    + ("no seed" if seed is None else f"seed {seed}")
+                    + ("" if d.get("reshuffle_each_iteration") is None else
+                       f", reshuffle_each_iteration={d['reshuffle_each_iteration']}"))
+    return None
