@@ -184,7 +184,7 @@ def test_case(traced, case):
     if _id == "dataset_shuffled_in_one_loop":  # names the pipeline that shuffles, and its seed
         f = report.findings[0]
         assert list(f.evidence.get("dataset_shuffle") or {}) == ["b"], text
-        assert "run b's tf.data pipeline shuffles" in f.summary and "run a's does not" in f.summary, text
+        assert "Run b's tf.data pipeline shuffles" in f.summary and "run a's does not" in f.summary, text
     if _id == "fit_shuffles_by_default":  # names fit()'s default as the cause
         assert report.findings[0].evidence.get("fit_shuffle") == ["b"], text
     if _id == "loss_weights_forgotten":  # the finding names the weights it found

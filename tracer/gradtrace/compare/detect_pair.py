@@ -885,7 +885,8 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 plain = [side for side, run in (("a", a), ("b", b))
                          if pipelines[side] is None and (run.meta.get("extra") or {}).get("datasets")]
                 if said:
-                    why += " " + "; ".join(said) + (f", run {plain[0]}'s does not" if plain else "") + "."
+                    text = "; ".join(said) + (f", run {plain[0]}'s does not" if plain else "") + "."
+                    why += " " + text[0].upper() + text[1:]
                     fix = ("Shuffle in neither run, or in both with the same seed (`ds.shuffle(n, seed=s)` built "
                            "identically in both), to compare them step by step.")
             ba, bb = (float(r.batch_size[i]) if r.batch_size.size > i else float("nan")
