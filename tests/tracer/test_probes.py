@@ -644,3 +644,33 @@ def test_loss_denominators_sample_weight_and_mask(db):
         int(np.count_nonzero(tokens[8 * k: 8 * (k + 1)])) for k in range(2)]
     assert all(st["loss_info"]["mask_count"] == 48 for st in steps)
     assert all(st["loss_info"].get("weight_sum") is None for st in steps)
+
+
+def test_loss_sample_weight_flag_is_what_the_loss_call_received(db):
+    """fit(sample_weight=w) with a train_step whose compute_loss leaves the weights out: the
+    loss record says the loss got none (fit()'s own weights are in RunInfo.fit); the stock
+    train step passes them on and the loss says so."""
+
+    class DropsWeights(keras.Model):
+        def train_step(self, data):
+            x, y, _w = data
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            return {"loss": loss}
+
+    x, y = _data()
+    w = np.linspace(0.5, 1.5, N).astype("float32")
+    for name, cls in (("drops", DropsWeights), ("stock", keras.Model)):
+        keras.utils.set_random_seed(3)
+        inp = keras.Input((D,))
+        model = cls(inp, keras.layers.Dense(1)(inp))
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        with gradtrace.trace(run=name, store=db):
+            model.fit(x, y, sample_weight=w, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for name, received in (("drops", False), ("stock", True)):
+        steps, meta = _run(db, name)
+        assert len(steps) == 2 and meta["fit"]["sample_weight"] is True
+        assert all(s["loss_info"]["sample_weight"] is received for s in steps), (name, steps[0]["loss_info"])

@@ -999,7 +999,6 @@ class _Probe:
         if y is not None:
             self.put_batch(y, K_Y_FP)
         if sw is not None:
-            _scope.current().put_static("probe.fit_sample_weight", True)
             fit = self.run.info.fit
             if fit is not None and not fit.get("sample_weight"):
                 # fit() on (x, y, w) batches (a dataset's third element): weighted without
@@ -1769,10 +1768,7 @@ def _static_fields(statics: dict[str, Any]) -> dict[str, Any]:
         out["frozen"] = sorted(frozen)
     info = statics.get(K_LOSS_INFO)
     if info is not None:
-        info = dict(info)
-        if statics.get("probe.fit_sample_weight"):
-            info["sample_weight"] = True
-        out["loss_info"] = info
+        out["loss_info"] = dict(info)
     if K_BROADCASTS in statics:
         out["broadcasts"] = [dict(b) for b in statics[K_BROADCASTS]]
     if K_Y_PRED_SHAPE in statics:
