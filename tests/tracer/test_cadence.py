@@ -9,7 +9,7 @@ pytest.importorskip("tensorflow")
 import gradtrace  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from gradtrace._stats import WARMUP_STEPS  # noqa: E402
+from gradtrace._stats import PROVISIONAL_EVERY, WARMUP_STEPS  # noqa: E402
 from tracer_helpers import assert_grad_stats, data, grads_of, state_rows, var_rows  # noqa: E402
 
 SKETCH = 8
@@ -84,7 +84,11 @@ def test_budget_sets_the_cadence_and_light_steps_record_none(db_url, read_run):
         assert all(np.isfinite(s["loss"]) for s in steps)
         full = [is_full(s) for s in steps]
         assert all(full[:WARMUP_STEPS])
-        allowed = {16} | {n for _, n in extra["stats_every_changes"]}
+        # the history starts with the provisional N at the warm-up's end, then the measured choices
+        history = extra["stats_every_changes"]
+        assert history[0] == [WARMUP_STEPS, PROVISIONAL_EVERY] and len(history) >= 2, history
+        assert [a for a, _ in history] == sorted(a for a, _ in history)
+        allowed = {n for _, n in history}
         for s, f in zip(steps, full, strict=True):
             if s["step"] < WARMUP_STEPS:
                 continue

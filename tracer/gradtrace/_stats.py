@@ -193,7 +193,9 @@ class Cadence:
         self.costs: dict[int, float] = {}  # id(ring) -> seconds of one statistics pass
         self._windows: list[tuple[float, int, int]] = []  # (seconds, rows, full rows)
         self._last: float | None = None
-        self.changes: list[tuple[int, int]] = []  # (first step seen with it, N)
+        self.changes: list[tuple[int, int]] = []  # (first step seen with it, N), measured choices
+        # the provisional N, in effect from the warm-up's end until the first measured choice
+        self.started: tuple[int, int] = (self.warmup, self.every)
         self.step_time: float | None = None
 
     @property

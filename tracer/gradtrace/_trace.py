@@ -779,7 +779,8 @@ class Run:
                 if n is not None:
                     with self._lock:
                         self.cadence.changes.append((steps[-1].step + 1, n))
-                        self.info.extra.update(stats_every=n, stats_every_changes=list(self.cadence.changes),
+                        history = [self.cadence.started, *self.cadence.changes]
+                        self.info.extra.update(stats_every=n, stats_every_changes=[list(h) for h in history],
                                                stats_cost_s=max(self.cadence.costs.values()),
                                                step_time_s=self.cadence.step_time)
             except Exception as exc:
