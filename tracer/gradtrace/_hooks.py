@@ -422,7 +422,7 @@ def _wrap_gradient(original: Any) -> Any:
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
             guard(run, "tape.gradient", lambda: _remember_result(call, sources, result))
-            if call.variables and run.__dict__.get(_STASH_ATTR) is not None:
+            if call.variables and _stash_store(run, create=False) is not None:
                 guard(run, "tape.gradient", lambda: _feed_eager_stash(run, call))
             if call.variables:
                 from gradtrace import _probes

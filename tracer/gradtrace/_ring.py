@@ -51,6 +51,33 @@ def side_variable(initial: Any, name: str) -> Any:
         return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name)
 
 
+class LazySideVariable:
+    """A scalar :func:`side_variable` created on first use (once, thread-safe), not before.
+
+    Creating a variable initialises TensorFlow's eager context, after which a script can no
+    longer configure its devices (see ``Run.seq``): the run's own variables wait for its
+    first step. ``initial()`` gives the starting value then; the variable is created under
+    ``init_scope`` (the first use may be inside a function being traced).
+    """
+
+    def __init__(self, initial: Callable[[], int], dtype: str, name: str) -> None:
+        self._initial = initial
+        self._dtype = dtype
+        self._name = name
+        self._var: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self._var is None:
+            with self._lock:
+                if self._var is None:
+                    import tensorflow as tf
+
+                    with tf.init_scope():
+                        self._var = side_variable(tf.constant(self._initial(), self._dtype), self._name)
+        return self._var
+
+
 class Ring:
     """A ``[size, layout.width]`` float32 ring for the steps of one layout."""
 

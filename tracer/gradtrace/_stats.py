@@ -186,7 +186,9 @@ class Cadence:
         # An explicit N is taken literally (steps 0, N, 2N, ...); the automatic cadence warms up.
         self.warmup = WARMUP_STEPS if every is None else 0
         self.every = int(every) if every is not None else PROVISIONAL_EVERY
-        self._var: Any = None
+        from gradtrace._ring import LazySideVariable
+
+        self._var = LazySideVariable(lambda: self.every, "int64", "gradtrace_stats_every")
         self._shadows: dict[tuple[int, ...], tuple[Any, list[Any]]] = {}
         self._lock = threading.Lock()
         self._probes: dict[int, tuple[Any, Any]] = {}  # id(ring) -> (probe fn, its arguments)
@@ -204,18 +206,8 @@ class Cadence:
 
     @property
     def var(self) -> Any:
-        """N as a variable the graphs read; created by the first step (see ``Run.seq``: no
-        TensorFlow state before the script's first step, so it can still configure devices)."""
-        if self._var is None:
-            with self._lock:
-                if self._var is None:
-                    import tensorflow as tf
-
-                    from gradtrace._ring import side_variable
-
-                    with tf.init_scope():  # the first step may be a tf.function being traced
-                        self._var = side_variable(tf.constant(self.every, tf.int64), "gradtrace_stats_every")
-        return self._var
+        """N as a variable the graphs read; created by the first step (see ``Run.seq``)."""
+        return self._var.get()
 
     @property
     def always(self) -> bool:

@@ -40,7 +40,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import numpy as np
 
-from gradtrace import _meta, schema
+from gradtrace import _meta, _ring, schema
 
 logger = logging.getLogger("gradtrace")
 
@@ -183,7 +183,7 @@ class Run:
         self._index_pending = False  # a model's variables were not initialised when indexed
         self._init_fps: list[str] = []
         self.steps_recorded = 0
-        self._seq: Any = None  # the run's step counter (a variable), see :attr:`seq`
+        self._seq = _ring.LazySideVariable(lambda: 0, "int64", "gradtrace_seq")  # the step counter, see :attr:`seq`
         self._poller: Any = None
         self._exporter: Any = None
         self._probes_undo: Callable[[], None] | None = None
@@ -238,9 +238,7 @@ class Run:
         """Set keys of ``RunInfo.extra`` (made JSON values: a tensor or numpy scalar left in
         would make every later batch of the run unserialisable), under the lock the exporter
         reads it with."""
-        from gradtrace._meta import _jsonable
-
-        plain = {k: _jsonable(v) for k, v in items.items()}
+        plain = {k: _meta._jsonable(v) for k, v in items.items()}
         with self._lock:
             self.info.extra.update(plain)
 
@@ -424,11 +422,9 @@ class Run:
             if got is None:
                 import tensorflow as tf
 
-                from gradtrace._ring import side_variable
-
                 start = np.concatenate([s.initial for s in state]) if state else np.zeros([0], np.float32)
                 with tf.init_scope():
-                    got = side_variable(tf.constant(start, tf.float32), "gradtrace_state_before")
+                    got = _ring.side_variable(tf.constant(start, tf.float32), "gradtrace_state_before")
                 self._state_shadows[key] = got
         return got
 
@@ -454,8 +450,6 @@ class Run:
 
     def layout_for(self, key: tuple[Any, ...], make: Callable[[], Any]) -> tuple[Any, Any]:
         """The (layout, ring) of a step signature; new ones start being polled."""
-        from gradtrace._ring import Ring
-
         got = self._layouts.get(key)
         if got is not None:
             return got
@@ -463,7 +457,7 @@ class Run:
             got = self._layouts.get(key)
             if got is None:
                 layout = make()
-                ring = Ring(layout, self.ring_rows(layout.width))
+                ring = _ring.Ring(layout, self.ring_rows(layout.width))
                 got = (layout, ring)
                 self._layouts[key] = got
                 self._modes.add(layout.mode)
@@ -583,7 +577,6 @@ class Run:
         import tensorflow  # noqa: F401
 
         from gradtrace import _hooks
-        from gradtrace._ring import Poller
 
         self._start_cadence()
         self._fill_static_meta()
@@ -591,7 +584,7 @@ class Run:
         from gradtrace import _tensors
 
         self.full_tensors = _tensors.for_run(self.config)
-        self._poller = Poller(self._on_rows, on_tick=self._on_tick)
+        self._poller = _ring.Poller(self._on_rows, on_tick=self._on_tick)
         self._poller.start()
         _retrace_instrumented()
         _hooks.install()
@@ -616,16 +609,7 @@ class Run:
         raise "cannot be modified after being initialized"), and the decorated ``main()``
         of a training script typically starts with exactly that.
         """
-        if self._seq is None:
-            with self._lock:
-                if self._seq is None:
-                    import tensorflow as tf
-
-                    from gradtrace._ring import side_variable
-
-                    with tf.init_scope():  # the first step may be a tf.function being traced
-                        self._seq = side_variable(tf.constant(0, tf.int64), "gradtrace_seq")
-        return self._seq
+        return self._seq.get()
 
     def _start_cadence(self) -> None:
         from gradtrace._stats import Cadence

@@ -578,7 +578,6 @@ def _accumulation_cause(findings: list[Finding], acc: dict) -> list[Finding]:
     return [f for f in findings if f not in symptoms]
 
 
-
 # Loss arguments that change the values a loss computes, and what a hand-written formula must do.
 _LOSS_EFFECTS = {
     "label_smoothing": lambda v, cls: (
