@@ -287,8 +287,7 @@ def align(a: RunData, b: RunData) -> Alignment:
             # The same examples and labels, each feature scaled differently: a model that
             # normalises its inputs itself (a Normalization layer adapted in one run) computes
             # the same loss from the same weights; the steps then align on the labels.
-            la, lb = a.loss[ia_rows[0]], b.loss[ib_rows[0]]
-            transformed["undone_by_model"] = bool(np.isfinite(la) and float(rel(la, lb)) <= noise.tol0)
+            transformed["undone_by_model"] = _step0_loss_agrees(a, b, ia_rows, ib_rows, noise)
             if transformed["undone_by_model"]:
                 data_same = fingerprints_equal(ya, yb)
                 has_x = False
