@@ -101,7 +101,7 @@ class FullTensors:
         import tensorflow as tf
 
         from gradtrace._hooks import tf_variable
-        from gradtrace._stats import SEQ_SPLIT, dense_grad
+        from gradtrace._stats import SEQ_SPLIT, cond, dense_grad
 
         indices = [run.var_index(v) for v in ctx.vars]
         shapes = [tuple(int(d) for d in tf_variable(v).shape) for v in ctx.vars]
@@ -147,7 +147,7 @@ class FullTensors:
                 write()
             return
         step = run.seq.read_value() - 1
-        tf.cond(tf.equal(tf.math.floormod(step, every), 0), write, lambda: tf.constant(False))
+        cond(tf.equal(tf.math.floormod(step, every), 0), write, lambda: tf.constant(False))
 
     # -- host side -----------------------------------------------------------------------
 
