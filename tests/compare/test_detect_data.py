@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gradtrace.compare.detect_data import (
     FP_POSITIONS,
+    batch_stride,
     input_map,
     input_permutation,
     input_transform,
@@ -184,3 +185,44 @@ def test_the_same_examples_batched_in_another_order_are_recognised_over_the_epoc
     fo, _ = fps(other, y)
     assert not same_examples_reordered(fa, fo, ya, ya)  # other examples
     assert not same_examples_reordered(fa, fa, ya, ya)  # the same batches: not a reordering
+
+
+def _with_batches(run, batches: list[np.ndarray], labels: list[np.ndarray]):
+    run.x_fp = _fps(batches)
+    run.y_fp = _fps(labels)
+    return run
+
+
+def test_a_run_stepping_on_every_other_batch_is_found_with_its_stride_and_offset() -> None:
+    xs = _batches(8)
+    ys = [np.arange(32, dtype=np.float32) % (i + 2) for i in range(8)]
+    a = _with_batches(make_run("a", steps=8), xs, ys)
+    for off in (0, 1):
+        b = _with_batches(make_run("b", steps=4), xs[off::2], ys[off::2])
+        st = batch_stride(a, b)
+        assert st is not None and st["run"] == "b" and st["stride"] == 2 and st["offset"] == off, st
+        assert st["steps_other"] == list(range(off, 8, 2))
+        assert batch_stride(b, a)["run"] == "a"  # the same, seen from the other side
+    c = _with_batches(make_run("c", steps=3), xs[::3], ys[::3])
+    assert batch_stride(a, c)["stride"] == 3
+    # as many steps in both runs: the skipping run went through twice the batches
+    xs16 = _batches(16, seed=2)
+    ys16 = [np.arange(32, dtype=np.float32) % (i + 2) for i in range(16)]
+    full = _with_batches(make_run("f", steps=8), xs16[:8], ys16[:8])
+    st = batch_stride(full, _with_batches(make_run("g", steps=8), xs16[::2], ys16[::2]))
+    assert st is not None and (st["stride"], st["matched"]) == (2, 4)
+
+
+def test_no_stride_for_the_same_batches_other_batches_or_one_batch_repeated() -> None:
+    xs, other = _batches(8, seed=0), _batches(4, seed=1)
+    ys = [np.arange(32, dtype=np.float32) % 5 for _ in range(8)]
+    a = _with_batches(make_run("a", steps=8), xs, ys)
+    assert batch_stride(a, _with_batches(make_run("b", steps=8), xs, ys)) is None  # the same batches
+    assert batch_stride(a, _with_batches(make_run("b", steps=4), xs[:4], ys[:4])) is None  # a shorter run
+    assert batch_stride(a, _with_batches(make_run("b", steps=4), other, ys[:4])) is None  # other examples
+    # full-batch training: every step on one batch, so any stride would match
+    full = _with_batches(make_run("f", steps=8), [xs[0]] * 8, [ys[0]] * 8)
+    assert batch_stride(full, _with_batches(make_run("g", steps=4), [xs[0]] * 4, [ys[0]] * 4)) is None
+    # labels that differ at the matched steps: not the same batches
+    b = _with_batches(make_run("b", steps=4), xs[::2], [y + 1 for y in ys[::2]])
+    assert batch_stride(a, b) is None

@@ -81,6 +81,18 @@ _KINDS = [
         rank=9,
     ),
     Kind(
+        "skipped_batches", "error", False,
+        "One run's optimizer steps on only every s-th batch of the other's: its step k trains on the "
+        "batch the other run steps on at step s*k + o (input and label fingerprints equal), so the "
+        "batches in between never update its model (an `apply_gradients` under a condition such as "
+        "`if i % s == 0` without accumulating the other batches' gradients, a loop that draws s batches "
+        "per step, or gradients accumulated by hand: the record carries the last micro-batch).",
+        "Apply the gradients of every batch; to update once per s batches, accumulate (sum the s "
+        "batches' gradients, divide by s) in the loop, or use the optimizer's "
+        "`gradient_accumulation_steps=s`, and compare against a run of s times larger batches.",
+        rank=9,
+    ),
+    Kind(
         "missing_gradient", "error", False,
         "Trainable variables got no gradient (None) in one run (\"Gradients do not exist for "
         "variables\").",

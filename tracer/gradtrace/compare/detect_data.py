@@ -332,3 +332,76 @@ def repeated_steps_pair(a: RunData, b: RunData) -> Finding | None:
         f"{rep['first_step']} on its steps are not the other run's.",
         steps=[rep["first_step"]], evidence={"run": side, **rep, "per_batch_other": other_k}, fix=fix,
         explains=1.0)
+
+
+def batch_stride(a: RunData, b: RunData) -> dict[str, Any] | None:
+    """One run steps on every ``s``-th batch of the other (``s >= 2``).
+
+    Run ``short``'s step ``k`` (k-th row) carries the batch of the other run's row
+    ``s * k + o`` for one stride ``s`` and offset ``0 <= o < s``: input fingerprints equal
+    (and label fingerprints, where both recorded them) at every row of the short run that
+    maps inside the other run (at least three, or every row of a shorter run), and the
+    short run's batches are not simply the other run's in step order. Returns ``{"run", "stride", "offset", "matched",
+    "steps_other"}`` (the other run's step numbers the first matched rows train on), or None.
+    """
+    from gradtrace.compare.align import fingerprints_equal
+
+    for side, s_run, l_run in (("b", b, a), ("a", a, b)):
+        if s_run.n_steps < 2 or l_run.n_steps < 3:
+            continue
+        fx_s, fx_l = s_run.x_fp, l_run.x_fp
+        if not (_recorded(fx_s).all() and _recorded(fx_l).all()):
+            continue
+        y_both = bool(_recorded(s_run.y_fp).all() and _recorded(l_run.y_fp).all()
+                      and s_run.y_fp.shape[1] >= 4 and np.all(s_run.y_fp[:1, 3] == l_run.y_fp[:1, 3]))
+        n_s, n_l = s_run.n_steps, l_run.n_steps
+        if fingerprints_equal(fx_s[1:2], fx_l[1:2]).all():
+            continue  # the same batches in step order: not a stride
+        if fingerprints_equal(fx_l[1:], fx_l[:-1]).any():
+            continue  # the other run steps twice on a batch somewhere (full-batch training): ambiguous
+        for stride in range(2, 9):
+            for off in range(stride):
+                rows = np.arange(n_s) * stride + off
+                inside = rows < n_l
+                if inside.sum() < min(3, n_s):
+                    continue
+                js = np.flatnonzero(inside)
+                same = fingerprints_equal(fx_s[js], fx_l[rows[js]])
+                if y_both:
+                    same &= fingerprints_equal(s_run.y_fp[js], l_run.y_fp[rows[js]])
+                if same.all():
+                    return {"run": side, "stride": stride, "offset": off, "matched": int(js.size),
+                            "steps_other": [int(l_run.step[r]) for r in rows[js][:6]],
+                            "steps_run": [int(s_run.step[j]) for j in js[:6]]}
+    return None
+
+
+def skipped_batches_finding(a: RunData, b: RunData) -> Finding | None:
+    """Compare: one run's optimizer steps on every ``s``-th of the other run's batches."""
+    st = batch_stride(a, b)
+    if st is None:
+        return None
+    side, s, o = st["run"], st["stride"], st["offset"]
+    other = "b" if side == "a" else "a"
+    run = a if side == "a" else b
+    nth = {2: "2nd", 3: "3rd"}.get(s, f"{s}th")
+    mine = ", ".join(str(x) for x in st["steps_run"])
+    theirs = ", ".join(str(x) for x in st["steps_other"])
+    how = (f"the batches in between are drawn but never update its model: an `apply_gradients` under a condition "
+           f"(`if i % {s} == {o}`) that drops the other batches' gradients instead of accumulating them, or a loop "
+           f"that takes {s} batches per step")
+    if o == s - 1:
+        how += (f"; or it accumulates {s} micro-batches by hand and applies once (a step records its last "
+                "micro-batch)")
+    first = int(run.step[1]) if run.n_steps > 1 else int(run.step[0])
+    return Finding(
+        "skipped_batches",
+        f"run {side} ('{run.name}') steps on every {nth} batch of run {other}: its steps {mine} train on the "
+        f"batches run {other} steps on at its steps {theirs} (inputs and labels fingerprinted equal; "
+        f"{a.n_steps} vs {b.n_steps} steps), so {how}.",
+        steps=[first], evidence={**st, "steps_a": a.n_steps, "steps_b": b.n_steps},
+        fix=(f"Apply the gradients of every batch (`apply_gradients` once per batch). To update once per {s} "
+             f"batches on purpose, accumulate: sum the {s} batches' gradients, divide by {s}, then apply (or "
+             f"`gradient_accumulation_steps={s}` on a Keras 3 optimizer), and compare it with a run whose batches "
+             f"are {s} times larger."),
+        explains=1.0)

@@ -27,7 +27,8 @@ logger = logging.getLogger("gradtrace.compare")
 _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast",
            "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
-           "regularization_mismatch", "misapplied_gradient", "repeated_step", "loss_not_differentiated",
+           "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches",
+           "loss_not_differentiated",
            "zero_gradient")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
@@ -93,6 +94,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     repeated = dd.repeated_steps_pair(a, b)
     if repeated:
         findings.append(repeated)
+    skipped_b = None if repeated or accumulated else dd.skipped_batches_finding(a, b)
+    if skipped_b:
+        findings.append(skipped_b)
     findings += dw.wiring_findings(a, "a") + dw.wiring_findings(b, "b")
     findings += dp.init_data(a, b, al)
 
@@ -169,11 +173,11 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     "why": f"run {side} ('{run.name}') {status} after {run.n_steps} step(s)"
                            + (f" ({error})" if error else "") + "; the verdict covers the steps both recorded"})
 
-    if repeated:
+    if repeated or skipped_b:
         for f in findings:
-            if f.kind == "data_mismatch":  # one run's step k is the other's batch k / per_batch
+            if f.kind == "data_mismatch":  # one run's step k is the other's batch k / per_batch (or k * stride)
                 f.severity = "info"
-                f.summary += " The repeated steps explain it."
+                f.summary += " The repeated steps explain it." if repeated else " The skipped batches explain it."
     if first is None:
         steps = [s for f in findings if f.severity == "error" for s in f.steps]
         first = min(steps) if steps else None
