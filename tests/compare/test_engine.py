@@ -45,10 +45,30 @@ def test_loss_scale_names_the_outputs_and_sgd_effect():
 
 
 def test_loss_scale_batch_and_adam_normalises():
-    r = compare_runs(make_run("a", loss_factor=32.0, update_factor=1.0001), make_run("b"))
+    adam = {"optimizer": {"class": "Adam", "config": {"learning_rate": 0.1}}}
+    r = compare_runs(make_run("a", loss_factor=32.0, update_factor=1.0001, meta=adam), make_run("b", meta=adam))
     f = r.findings[0]
     assert f.kind == "loss_scale" and "batch size" in f.evidence["matches"]
-    assert "x1" in f.summary and "away" in f.summary or "absorbs" in f.summary
+    assert "x1" in f.summary and "normalises it away" in f.summary
+    # SGD does not normalise: equal first updates mean another setting (its rate) took the factor back
+    r = compare_runs(make_run("a", loss_factor=32.0, update_factor=1.0001), make_run("b"))
+    f = r.findings[0]
+    assert f.kind == "loss_scale" and "SGD's learning rate in one run) compensates the factor" in f.summary
+    assert "absorbs" not in f.summary and r.verdict == "diverged"  # the updates still differ x1.0001
+
+
+def test_loss_scale_with_equal_updates_at_every_step_is_the_same_training():
+    """A loss summed over the batch with the learning rate divided by the batch size: the losses
+    differ by one factor at every step, every update agrees: equivalent, the factor as context."""
+    r = compare_runs(make_run("a", loss_factor=16.0, update_factor=1.0), make_run("b"))
+    assert r.verdict == "equivalent", r.to_dict()
+    f = next(f for f in r.findings if f.kind == "loss_scale")
+    assert f.severity == "info" and f.evidence["same_updates"]["loss_factor"] == pytest.approx(1 / 16)
+    assert "only the reported loss values differ" in f.summary
+    # a factor that changes from step to step is not compensated by one setting
+    b = make_run("b")
+    b.loss[3] *= 1.5
+    assert compare_runs(make_run("a", loss_factor=16.0, update_factor=1.0), b).verdict == "diverged"
 
 
 def test_gradient_scale_replicas_and_clipping():

@@ -225,7 +225,9 @@ _KINDS = [
         "loss_scale", "error", True,
         "On the same inputs and weights the losses differ by a constant factor (number of outputs: "
         "a mean over the last axis as Keras `mse` does; batch size: sum vs mean, or a per-sample "
-        "loss vector handed to `tape.gradient`; the valid fraction of a mask; batch/sum(weights)).",
+        "loss vector handed to `tape.gradient`; the valid fraction of a mask; batch/sum(weights)). "
+        "The same factor at every aligned step with equal updates (a summed loss with the learning "
+        "rate divided by the batch size) is the same training: context.",
         "Reduce the loss the same way in both runs (see the factor it matched).",
         rank=22,
     ),

@@ -209,9 +209,14 @@ def _opt_effect(run: RunData, c: float, u: float) -> str:
         return f" {cls} passes the factor on: the first updates are x{u:.3g} too (an effective learning rate x{c:.3g})."
     if abs(math.log(u)) < abs(math.log(c)) / 10:
         norm = any(k in cls.lower() for k in _NORMALISING)
-        how = "normalises it away" if norm else "absorbs most of it"
-        return (f" {cls} {how}: the first updates differ only x{u:.3g}, so training looks alike "
-                "while the reported losses differ (and epsilon, weight decay and clipping act differently).")
+        if norm:
+            return (f" {cls} normalises it away: the first updates differ only x{u:.3g}, so training looks alike "
+                    "while the reported losses differ (and epsilon, weight decay and clipping act differently).")
+        # An optimizer that does not normalise passes a factor on unless another setting (the
+        # learning rate) takes it back.
+        return (f" Yet the first updates differ only x{u:.3g}: another setting ({cls}'s learning rate in one "
+                "run) compensates the factor, so training looks alike while the "
+                "reported losses differ (and clipping and weight decay act differently).")
     return f" The first updates differ x{u:.3g}."
 
 
@@ -745,8 +750,13 @@ def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None
     rows_a, rows_b = al.ia[:n], al.ib[:n]
     steps = a.step[rows_a]
     tol = al.noise.tol(steps - steps[0])
-    if not np.all(np.where(np.isnan(a.loss[rows_a]) & np.isnan(b.loss[rows_b]), 0.0,
-                           rel(a.loss[rows_a], b.loss[rows_b])) <= tol):
+    la, lb = a.loss[rows_a], b.loss[rows_b]
+    # The losses equal, or one constant factor apart at every step (a loss summed over the batch
+    # with the learning rate divided by the batch size): the updates decide.
+    factor = 1.0
+    if np.isfinite(la[0]) and np.isfinite(lb[0]) and la[0] != 0 and not float(rel(la[0], lb[0])) <= tol[0]:
+        factor = float(lb[0] / la[0])
+    if not np.all(np.where(np.isnan(la) & np.isnan(lb), 0.0, rel(factor * la, lb)) <= tol):
         return None
     ra, rb = a.rows(steps), b.rows(steps)
     ok = (ra >= 0) & (rb >= 0) & a.stats[rows_a] & b.stats[rows_b]
@@ -759,8 +769,11 @@ def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None
     dg = np.where(np.isnan(ga) & np.isnan(gb), 0.0, rel(ga, gb))
     if not np.all(du <= t) or not np.any(dg > t):
         return None
-    return {"steps_compared": int(ok.sum()), "max_update_rel_diff": float(np.max(du)),
-            "max_grad_norm_rel_diff": float(np.max(dg))}
+    out = {"steps_compared": int(ok.sum()), "max_update_rel_diff": float(np.max(du)),
+           "max_grad_norm_rel_diff": float(np.max(dg))}
+    if factor != 1.0:
+        out["loss_factor"] = factor
+    return out
 
 
 def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:

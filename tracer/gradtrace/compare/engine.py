@@ -406,6 +406,11 @@ def _same_training(findings: list[Finding], same: dict) -> None:
             f"with per-variable numbers; updates within {same['max_update_rel_diff']:.2g}): the runs "
             "train identically, their gradients are recorded at different points (e.g. clipped or "
             "scaled by hand before apply_gradients in one run, by the optimizer in the other).")
+    if "loss_factor" in same:
+        note = (f" Run b's loss is x{same['loss_factor']:.6g} run a's at every aligned step, yet the updates "
+                f"agree at every compared step ({same['steps_compared']} with per-variable numbers; within "
+                f"{same['max_update_rel_diff']:.2g}): another setting compensates the factor (e.g. the learning "
+                "rate divided by it), so the runs train identically and only the reported loss values differ.")
     for f in findings:
         if f.kind == "gradient_scale" and str(f.evidence.get("matches") or "").startswith(ds.NOT_UNSCALED):
             # A loss scale left in the gradients: an optimizer that normalises the gradient's
@@ -422,8 +427,9 @@ def _same_training(findings: list[Finding], same: dict) -> None:
                      "unscales them itself.")
             f.evidence["same_updates"] = same
             continue
-        if f.kind in ("gradient_scale", "gradient_mismatch", "divergence", "optimizer_mismatch") \
-                and f.severity != "info":
+        kinds = ("gradient_scale", "gradient_mismatch", "divergence", "optimizer_mismatch") + (
+            ("loss_scale",) if "loss_factor" in same else ())
+        if f.kind in kinds and f.severity != "info":
             f.severity = "info"
             f.summary += note
             f.evidence["same_updates"] = same
