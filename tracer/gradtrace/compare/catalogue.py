@@ -246,7 +246,9 @@ _KINDS = [
         "Same inputs and weights, but the gradients point elsewhere: the loss computation differs "
         "(class weights, from_logits, a tf.function-wrapped loss, per-output loss weights that differ: "
         "named when both runs' compile(loss_weights=...) recorded them; a hand-written loss's weighting "
-        "is not recorded and is only reported as unknown).",
+        "is not recorded: measured when it differs in the last output's weight only, or, for two "
+        "outputs, from each output's own layers' gradient ratios and the step-0 totals; else reported "
+        "as unknown).",
         "Compute the loss the same way in both runs (same Keras loss object, same from_logits, "
         "targets whose rows sum to 1 for categorical cross-entropy).",
         rank=26,

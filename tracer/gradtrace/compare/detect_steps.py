@@ -659,6 +659,53 @@ def _last_weight_measured(a: RunData, b: RunData, side: str, w: list[float], s: 
     return nice
 
 
+def _output_weights_measured(a: RunData, b: RunData, side: str, w: list[float], s: Step0) -> list[float] | None:
+    """The per-output loss weights of the run without recorded weights, two outputs.
+
+    A variable that feeds one output only (its head) gets that output's loss gradient times
+    the output's weight: its step-0 gradient is parallel in both runs (sketch cosine 1) with
+    the norm ratio ``w_a / w_b`` of that output. The parallel variables' ratios give the
+    candidates; the assignment of candidates to outputs that reproduces the unknown run's
+    total from the known run's (``L = w_0 m_0 + w_1 m_1``; ``m_1`` is the last output's
+    recorded Keras loss, ``m_0`` follows from the known total) within 1e-4 is the answer.
+    Returns the weights when exactly one assignment fits and they differ from ``w``.
+    """
+    if len(w) != 2 or s.cos is None:
+        return None
+    infos = [run.loss_info.get(s.step) or {} for run in (a, b)]
+    calls = [i.get("calls") or [] for i in infos]
+    if len(calls[0]) != 2 or len(calls[1]) != 2:
+        return None
+    if [c.get("cls") for c in calls[0]] != [c.get("cls") for c in calls[1]]:
+        return None
+    ms = [i.get("per_sample_mean") for i in infos]
+    if not all(isinstance(m, (int, float)) and math.isfinite(m) and m > 0 for m in ms) or rel(ms[0], ms[1]) > 1e-4:
+        return None
+    par = np.isfinite(s.ratios) & (s.ratios > 0) & np.isfinite(s.cos) & (s.cos >= 1 - 1e-5)
+    cands: list[float] = []
+    for r in sorted(s.ratios[par].tolist()):
+        if not cands or rel(r, cands[-1]) > 1e-3:
+            cands.append(float(r))
+    if not cands or len(cands) > 4:
+        return None
+    known, unknown = (s.loss_a, s.loss_b) if side == "a" else (s.loss_b, s.loss_a)
+    m1 = float(ms[0])
+    m0 = (known - w[1] * m1) / w[0] if w[0] else float("nan")
+    if not (math.isfinite(m0) and m0 > 0):
+        return None
+    fits = []
+    for r0 in cands:
+        for r1 in cands:
+            # ratios are norm_a / norm_b: w_b = w_a / r
+            wo = [w[0] / r0, w[1] / r1] if side == "a" else [w[0] * r0, w[1] * r1]
+            if rel(wo[0] * m0 + wo[1] * m1, unknown) <= 1e-4:
+                fits.append(wo)
+    if len(fits) != 1:
+        return None
+    wo = [float(f"{x:.4g}") for x in fits[0]]
+    return None if all(rel(x, y) <= 1e-3 for x, y in zip(wo, w, strict=True)) else wo
+
+
 def _loss_weights_differ(a: RunData, b: RunData, s: Step0 | None = None) -> tuple[str, dict[str, Any], bool] | None:
     """Per-output loss weights (compile(loss_weights=...)) that may explain a loss difference.
 
@@ -688,6 +735,13 @@ def _loss_weights_differ(a: RunData, b: RunData, s: Step0 | None = None) -> tupl
                 f"loss is run {side}'s with the last output's loss weighted by {measured:.4g} instead of {w[-1]:g} "
                 f"(measured at step {s.step} from both totals and that output's Keras loss, the same in both)")
         return text, {f"loss_weights_{side}": w, f"last_output_weight_{other}": measured}, True
+    both = _output_weights_measured(a, b, side, w, s) if s is not None else None
+    if both is not None:
+        text = (f"run {side} weights its outputs' losses by {w} (compile(loss_weights=...)); run {other}'s "
+                f"hand-written loss weights them by {both} (measured at step {s.step}: each output's own layers "
+                "get gradients parallel in both runs, scaled by that output's weight ratio, and these weights "
+                f"reproduce run {other}'s total)")
+        return text, {f"loss_weights_{side}": w, f"loss_weights_{other}_measured": both}, True
     text = (f"run {side} weights its outputs' losses by {w} (compile(loss_weights=...)); run {other}'s "
             "weighting is not recorded (hand-written loss), so whether it applies the same weights is unknown")
     return text, {f"loss_weights_{side}": w, f"loss_weights_{other}": "not recorded (hand-written loss)"}, False
@@ -697,6 +751,13 @@ def _loss_weights_fix(weighting: tuple[str, dict[str, Any], bool] | None) -> str
     """The fix for a step-0 loss difference; None leaves the catalogue's."""
     if not weighting:
         return None
+    measured = [k for k in weighting[1] if k.endswith("_measured")]
+    if measured:
+        other = measured[0].split("_")[2]
+        side = "b" if other == "a" else "a"
+        w = weighting[1][f"loss_weights_{side}"]
+        return (f"Weight run {other}'s outputs' losses by {w}, as run {side}'s compile(loss_weights=...) does "
+                f"({_WEIGHTED_SUM}, in the order of the model's outputs), or give both runs the same weights.")
     if weighting[2]:
         return f"Weight every output's loss as compile(loss_weights=...) does ({_WEIGHTED_SUM}), or give both " \
                "runs the same loss_weights."
