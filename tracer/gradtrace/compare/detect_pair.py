@@ -302,6 +302,24 @@ def _schedule_name(o: dict[str, Any]) -> str:
     return f"constant {lr:.6g}" if isinstance(lr, (int, float)) else "constant"
 
 
+def _lr_course(run: RunData) -> tuple[str, int | None]:
+    """How a run's recorded learning rate moved over its steps, in words, and the number of steps
+    between its changes when they are regular (1: every step); ``("", None)`` when not recorded."""
+    ok = np.isfinite(run.lr)
+    if ok.sum() < 2:
+        return "", None
+    lr, steps = run.lr[ok], run.step[ok]
+    starts = [0] + [i for i in range(1, lr.size) if not np.isclose(lr[i], lr[i - 1], rtol=1e-6)]
+    if len(starts) == 1:
+        return f"constant {float(lr[0]):.6g} over its {lr.size} steps", None
+    vals = ", ".join(f"{float(lr[i]):.4g} from step {int(steps[i])}" for i in starts[:4])
+    gaps = np.diff(starts)
+    every = int(gaps[0]) if np.all(gaps == gaps[0]) else None
+    how = ("changes every step" if every == 1 else f"changes every {every} steps" if every
+           else "changes at irregular steps")
+    return f"{how}: {vals}" + (", ..." if len(starts) > 4 else ""), every
+
+
 def _schedule_args(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, list[Any]]:
     """The arguments two learning-rate schedules of the same class were built with that differ."""
     ca, cb = ((o.get("learning_rate_schedule") or {}).get("config") for o in (oa, ob))
@@ -335,9 +353,24 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         sched = [_schedule_name(o) for o in (pairs[0] if pairs else ({}, {}))]
         if sched[0] != sched[1]:
             diffs["learning_rate_schedule"] = sched
-            lr_fix = (f"Give both runs the same learning-rate schedule: run a's rate is {sched[0]}, run b's "
-                      f"{sched[1]} (a LearningRateScheduler callback or a schedule object, producing the same "
+            courses = [_lr_course(r) for r in (a, b)]
+            said = []
+            for i, (name, (course, _every)) in enumerate(zip(sched, courses, strict=True)):
+                if course and name.startswith("constant") and not course.startswith("constant"):
+                    # built with a constant rate, moved during training
+                    name = sched[i] = "set during training by the script or a callback"
+                said.append(f"{name} ({course})" if course and not course.startswith("constant") else
+                            (course or name))
+            diffs["learning_rate_recorded"] = [c for c, _ in courses]
+            lr_fix = (f"Give both runs the same learning-rate schedule: run a's rate is {said[0]}; run b's "
+                      f"{said[1]} (a LearningRateScheduler callback or a schedule object, producing the same "
                       "rate at every step).")
+            ev = [e for _, e in courses]
+            if 1 in ev and any(e and e > 1 for e in ev):
+                per = next(e for e in ev if e and e > 1)
+                lr_fix += (f" One rate moves every optimizer step, the other every {per} steps (once per epoch "
+                           "of that many batches?): a schedule object counts optimizer steps, not epochs; "
+                           f"`decay_steps={per}, staircase=True` changes it once per {per} steps.")
         elif _lr_callbacks(a) != _lr_callbacks(b):
             cbs = {side: _lr_callbacks(r) for side, r in zip(AB, (a, b), strict=True)}
             diffs["learning_rate_callbacks"] = [cbs["a"] or None, cbs["b"] or None]
