@@ -672,12 +672,29 @@ def loss_scaling(a: RunData, b: RunData) -> Finding | None:
     ca, cb = oa.get("class"), ob.get("class")
     if ca and cb and _loss_scaled(oa) != _loss_scaled(ob):
         side = "a" if _loss_scaled(oa) else "b"
+        other = "b" if side == "a" else "a"
+        pol = {"a": a.meta.get("dtype_policy"), "b": b.meta.get("dtype_policy")}
+        ev = {"optimizer_a": ca, "optimizer_b": cb, "policy_a": pol["a"], "policy_b": pol["b"]}
+        if pol[other] and "float16" not in str(pol[other]) and pol[other] != pol[side]:
+            # The other run computes in full precision: the difference is the policy, not an
+            # unscaled float16 gradient.
+            return Finding(
+                "loss_scaling",
+                f"only run {side} trains in mixed precision: its dtype policy is {pol[side]} (layers compute in "
+                f"a 16-bit type, and its optimizer is a LossScaleOptimizer), run {other}'s is "
+                f"{pol[other]}. The runs compute at different precisions, so their numbers differ by 16-bit "
+                "rounding from the first step (the tolerances are measured from it) and the loss scale "
+                "changes which steps are skipped.",
+                evidence=ev, fix=(f"Train both runs under the same dtype policy: call "
+                                  f"`keras.mixed_precision.set_global_policy('{pol[side]}')` before building the "
+                                  "model in both scripts (a tape loop then scales its loss with "
+                                  "`optimizer.scale_loss(loss)` of a LossScaleOptimizer), or in neither."),
+                explains=0.9)
         return Finding(
             "loss_scaling",
             f"only run {side} wraps its optimizer in LossScaleOptimizer (mixed precision loss scaling); "
             "the other applies unscaled float16 gradients, which underflow to zero for small values.",
-            evidence={"optimizer_a": ca, "optimizer_b": cb, "policy_a": a.meta.get("dtype_policy"),
-                      "policy_b": b.meta.get("dtype_policy")}, explains=0.9)
+            evidence=ev, explains=0.9)
     ka = int((np.nan_to_num(a.skipped, nan=0.0) > 0).sum())
     kb = int((np.nan_to_num(b.skipped, nan=0.0) > 0).sum())
     if (sa is None) != (sb is None):
