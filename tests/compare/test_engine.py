@@ -814,3 +814,37 @@ def test_a_run_that_failed_early_is_compared_on_its_steps_and_says_so():
     why = [s for s in r.skipped if "failed after 3 step(s)" in s["why"]]
     assert why and "out of memory" in why[0]["why"] and why[0]["check"] == "steps 3 and later of run a", r.skipped
     assert not any("failed" in s["why"] for s in compare_runs(a, make_run("b", steps=6)).skipped)
+
+
+def _with_state_deltas(run, deltas):
+    run.state_delta = np.full((run.n_steps, run.state_index.size), np.nan)
+    run.state_delta[:, list(run.state_index).index(4)] = deltas  # the BN moving mean
+    return run
+
+
+def test_state_moving_differently_under_equal_training_is_a_state_mismatch():
+    """Equal losses, gradients and updates, BN statistics that change more from step 2 on (an extra
+    forward pass in training mode per step): training is the same, inference is not."""
+    same = [0.02] * 6
+    more = [0.02, 0.02] + [0.035] * 4
+    r = compare_runs(_with_state_deltas(make_run("a"), same), _with_state_deltas(make_run("b"), more))
+    assert r.verdict == "diverged", r.to_dict()
+    f = r.findings[0]
+    assert f.kind == "state_mismatch" and f.severity == "warning" and f.steps == [2]
+    assert f.evidence["larger_changes"] == "b" and f.evidence["steps_differing"] == 4
+    # float rounding of the same update is not a difference
+    noisy = [x * (1 + 1e-6) for x in same]
+    r = compare_runs(_with_state_deltas(make_run("a"), same), _with_state_deltas(make_run("b"), noisy))
+    assert r.verdict == "equivalent", r.to_dict()
+
+
+def test_a_mode_difference_that_changes_nothing_is_context():
+    """A layer that takes `training` ran in another mode, yet every aligned step agrees and no state
+    stays frozen (a recurrent layer without dropout): the difference is named as context."""
+    r = compare_runs(make_run("a"), make_run("b", bn_training=False))
+    tm = next(f for f in r.findings if f.kind == "training_mode_mismatch")
+    assert tm.severity == "info" and r.verdict == "equivalent", r.to_dict()
+    assert tm.evidence["same_steps"] == 6
+    # the same mode difference with the statistics frozen in that run is the cause
+    r = compare_runs(make_run("a"), make_run("b", bn_training=False, state_changes=False))
+    assert r.verdict == "diverged" and top(r) == "training_mode_mismatch"

@@ -46,7 +46,9 @@ _KINDS = [
         "training_mode_mismatch", "error", False,
         "A layer whose behaviour depends on `training` (BatchNormalization, Dropout, noise layers, "
         "found generically) ran in another mode during optimizer steps than in the other run, or "
-        "in inference mode while training in a single run.",
+        "in inference mode while training in a single run. Compared runs whose losses, gradients and "
+        "updates agree at every aligned step with no state frozen show that the layer computes the same "
+        "in both modes at its settings (a recurrent layer without dropout): then it is context.",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
         "`training` through to every sub-layer of a subclassed model's `call`.",
         rank=5,
@@ -67,6 +69,18 @@ _KINDS = [
         "fixed in the other.",
         "Run BatchNormalization in training mode during optimizer steps (`training=True`); in Keras 3 "
         "a layer with `trainable=False` also freezes its statistics.",
+        rank=8,
+    ),
+    Kind(
+        "state_mismatch", "warning", True,
+        "The losses, gradients and updates agree at every aligned step, but paired non-trainable state "
+        "(BatchNormalization's moving statistics) changes by different amounts from some step on: training "
+        "is the same, what inference uses is not (an extra forward pass in training mode per step, e.g. "
+        "a metric computed with `model(x, training=True)` outside the tape, updates the statistics again), "
+        "so evaluate(), predict() and validation differ.",
+        "Call the model in training mode once per step and compute metrics from that output (`logits = "
+        "model(x, training=True)` inside the tape, then `metric.update_state(y, logits)`); for other "
+        "predictions call it with `training=False`.",
         rank=8,
     ),
     Kind(

@@ -79,6 +79,9 @@ class RunData:
     # (S,) bool: the step recorded a loss (NaN included). A step whose loss could not be
     # known (a stale split-step stash) has none, which is not a NaN loss.
     loss_known: np.ndarray | None = None
+    # (S, Vn): each state variable's change (delta norm) at the first HEAD steps; NaN elsewhere
+    # and where not recorded.
+    state_delta: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.stats is None:
@@ -227,6 +230,7 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
     grad, norm, nonfinite, applied, upd = (mat(V) for _ in range(5))
     changed = np.zeros(Vn)
     rng = np.zeros(Vn, dtype=bool)
+    sdelta = np.full((S, Vn), np.nan)
     head = [i for i, r in enumerate(recs) if r["step"] < HEAD]
     dim = max((len(v.get("sketch") or []) for i in head for v in recs[i].get("vars") or []), default=0)
     sketch = np.full((len(head), V, dim), np.nan, dtype=np.float32)
@@ -245,6 +249,8 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
             j = scol[int(st["v"])]
             changed[j] += 1 if st.get("changed") else 0
             rng[j] = rng[j] or bool(st.get("rng"))
+            if r["step"] < HEAD:
+                sdelta[i, j] = _f(st.get("delta_norm"))
 
     def col(key: str) -> np.ndarray:
         return np.array([_f(r.get(key)) for r in recs], dtype=np.float64)
@@ -299,4 +305,5 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
         loss_info={r["step"]: r["loss_info"] for r in recs if r["step"] < HEAD and r.get("loss_info")},
         stats=recorded,
         loss_known=np.array([r.get("loss") is not None for r in recs], dtype=bool),
+        state_delta=sdelta,
     )

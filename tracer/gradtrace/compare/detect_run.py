@@ -43,6 +43,32 @@ def frozen_layers(run: RunData) -> set[str]:
     return frozen
 
 
+# Arguments that set how much a layer draws at random in training mode (Dropout's rate, a
+# recurrent layer's dropout and recurrent_dropout, a noise layer's stddev).
+_RANDOM_RATES = ("rate", "dropout", "recurrent_dropout", "stddev")
+
+
+def mode_free_layers(run: RunData) -> set[str]:
+    """Training-dependent layers that compute the same in both modes at their settings.
+
+    The recorded arguments name a random rate and every such rate is 0 (a recurrent layer
+    without dropout, ``Dropout(0)``), and the layer keeps no state of its own besides a
+    random generator (no moving statistics to update).
+    """
+    configs = run.meta.get("layer_configs") or {}
+    stateful = {str(v.get("layer")) for v in run.variables if not v.get("trainable", True)
+                and "seed" not in str(v.get("name") or "").rsplit("/", 1)[-1]}
+    out: set[str] = set()
+    for x in run.layers:
+        cfg = configs.get(str(x.get("index")))
+        if not isinstance(cfg, dict) or not x.get("training_dependent") or x.get("name") in stateful:
+            continue
+        rates = [cfg[k] for k in _RANDOM_RATES if k in cfg]
+        if rates and all(isinstance(r, (int, float)) and not isinstance(r, bool) and r == 0 for r in rates):
+            out.add(str(x.get("name")))
+    return out
+
+
 def layer_of(run: RunData, name: str) -> dict[str, Any] | None:
     for x in run.layers:
         if x.get("name") == name:
@@ -458,6 +484,17 @@ def single_run_findings(run: RunData) -> list[Finding]:
     frozen = frozen_layers(run)
     infer = {name: seen[False] for name, seen in modes.items()
              if False in seen and True not in seen and name not in frozen}
+    same = {name: k for name, k in infer.items() if name in mode_free_layers(run)}
+    infer = {name: k for name, k in infer.items() if name not in same}
+    if same:
+        out.append(Finding(
+            "training_mode_mismatch", severity="info",
+            summary=f"{len(same)} layer(s) that take `training` ran in inference mode during every optimizer "
+            f"step: {', '.join(list(same)[:6])}. At their settings (every dropout/noise rate 0, no moving "
+            "statistics) they compute the same in both modes, so this changes nothing; with a rate above 0 it "
+            "would.",
+            layers=list(same), steps=[min(same.values())], evidence={"layers_inference_same_in_both_modes": list(same)},
+            explains=0.0))
     if infer:
         out.append(Finding(
             "training_mode_mismatch", severity="warning",

@@ -945,3 +945,43 @@ def distribution_scale(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                                 "matches": mt[0]},
             explains=0.7))
     return out
+
+
+# Non-trainable state moved by the same computation agrees to float rounding; a state update
+# that differs is of the order of the update itself.
+STATE_REL = 1e-3
+
+
+def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
+    """The first aligned step at which paired non-trainable state (BatchNormalization's moving
+    statistics; random generators excluded) changed by different amounts in the two runs.
+
+    Compared over the aligned steps whose state changes both runs recorded (the first
+    ``HEAD``), with a tolerance of ``max(16 x the measured float noise, STATE_REL)``.
+    Returns ``{"step", "steps_compared", "variables": [{"variable", "delta_a", "delta_b"}]}``.
+    """
+    n = al.aligned_steps
+    if n < 1 or al.stochastic or a.state_delta is None or b.state_delta is None or not al.sa.size:
+        return None
+    keep = ~(a.rng[al.sa] | b.rng[al.sb])
+    sa, sb = al.sa[keep], al.sb[keep]
+    if not sa.size:
+        return None
+    rows_a, rows_b = al.ia[:n], al.ib[:n]
+    da, db = a.state_delta[rows_a][:, sa], b.state_delta[rows_b][:, sb]
+    ok = np.isfinite(da) & np.isfinite(db)
+    if not ok.any():
+        return None
+    steps = a.step[rows_a]
+    tol = np.maximum(16 * al.noise.tol(steps - steps[0]), STATE_REL)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bad = ok & (rel(da, db) > tol)
+    hit = np.flatnonzero(bad.any(axis=1))
+    if not hit.size:
+        return None
+    k = int(hit[0])
+    cols = np.flatnonzero(bad[k])
+    return {"step": int(steps[k]), "steps_compared": int(ok.any(axis=1).sum()),
+            "steps_differing": int(bad.any(axis=1).sum()),
+            "variables": [{"variable": a.var_name(int(a.state_index[sa[j]])), "delta_a": float(da[k, j]),
+                           "delta_b": float(db[k, j])} for j in cols[:8]]}

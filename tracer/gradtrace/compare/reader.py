@@ -236,6 +236,10 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
             select(ST.c.v, func.sum(case((ST.c.changed.is_(True), 1), else_=0)),
                    func.max(case((ST.c.rng.is_(True), 1), else_=0)))
             .where(ST.c.run_id == key).group_by(ST.c.v).order_by(ST.c.v)).all()
+        first = int(rows[0][0]) if rows else 0
+        deltas = conn.execute(
+            select(ST.c.step, ST.c.v, ST.c.delta_norm)
+            .where(ST.c.run_id == key, ST.c.step < first + HEAD, ST.c.delta_norm.is_not(None))).all()
         facts = _distinct_facts(conn, S, key)
         modes, exec_modes = facts["modes"], facts["mode"]
         target_shapes, y_pred_shapes, broadcasts = facts["target_shape"], facts["y_pred_shape"], facts["broadcasts"]
@@ -255,6 +259,12 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         with engine.connect() as c:
             return _var_rows(c, V, key, var_index, lo, hi)
 
+    spos = {int(r[0]): j for j, r in enumerate(state)}
+    srow = {int(r[0]): i for i, r in enumerate(rows[:HEAD])}
+    state_delta = np.full((len(rows), len(state)), np.nan)
+    for st_step, v, d in deltas:
+        if int(st_step) in srow and int(v) in spos:
+            state_delta[srow[int(st_step)], spos[int(v)]] = _num(d)
     meta = dict(detail.meta or {})
     meta.setdefault("name", summary.name)
     meta.setdefault("project", summary.project)
@@ -279,5 +289,5 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         modes=[(m or {}, f, n) for m, f, n in modes], exec_modes=exec_modes, target_shapes=target_shapes,
         frozen=[(z or [], f, n) for z, f, n in facts["frozen"]],
         y_pred_shapes=y_pred_shapes, broadcasts=[(b or [], f, n) for b, f, n in broadcasts],
-        loss_info=loss_info, loader=loader, stats=stats, loss_known=loss_known,
+        loss_info=loss_info, loader=loader, stats=stats, loss_known=loss_known, state_delta=state_delta,
     )
