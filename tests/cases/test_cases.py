@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from . import scripts as s
+from . import scripts_models as m
 
 # (id, run a, run b, verdict, top finding kind or None)
 CASES = [
@@ -131,6 +132,67 @@ CASES = [
     ("eq_dropout_keras3_vs_tf_keras", s.fit_keras3_dropout, s.fit_tf_keras_dropout, "equivalent", None),
 ]
 
+# Other models, layers, losses and optimizers (scripts_models.py): recurrent and convolutional text and
+# sequence models, multi-output models, normalisation layers, frozen bases, schedules, batch sizes.
+CASES += [
+    # a GRU without dropout computes the same in both modes: no training= in the loop is harmless ...
+    ("eq_gru_no_dropout_no_training_flag", m.fit_gru_text, m.tape_gru_text_no_training_flag, "equivalent", None),
+    # ... with dropout it is not
+    ("gru_dropout_no_training_flag", m.fit_gru_text_dropout, m.tape_gru_text_dropout_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("gru_from_logits_forgotten", m.fit_gru_text, m.tape_gru_text_from_logits_forgotten, "diverged",
+     "loss_mismatch"),
+    ("eq_conv1d_fit_vs_eager_loop", m.fit_conv1d, m.tape_conv1d_eager, "equivalent", None),
+    ("eq_conv1d_fit_vs_jit_loop", m.fit_conv1d, m.tape_conv1d_jit, "equivalent", None),
+    ("eq_conv1d_eager_vs_jit_loop", m.tape_conv1d_eager, m.tape_conv1d_jit, "equivalent", None),
+    ("conv1d_nesterov_one_run", m.fit_conv1d, m.tape_conv1d_nesterov, "diverged", "optimizer_mismatch"),
+    ("conv1d_l2_forgotten", m.fit_conv1d_l2, m.tape_conv1d_l2_forgotten, "diverged", "regularization_mismatch"),
+    ("eq_wine_loss_weights_by_hand", m.fit_wine_loss_weights, m.tape_wine_loss_weights, "equivalent", None),
+    ("wine_loss_weights_swapped", m.fit_wine_loss_weights, m.tape_wine_loss_weights_swapped, "diverged",
+     "gradient_mismatch"),
+    ("eq_onehot_cce_vs_sparse_cce", m.fit_iris_sparse_cce, m.tape_iris_onehot_cce, "equivalent", None),
+    ("eq_hand_softmax_log_vs_from_logits", m.fit_iris_sparse_cce, m.tape_iris_hand_softmax_log, "equivalent",
+     None),
+    # reduction='sum' with the learning rate divided by the batch size: SGD takes the same steps
+    ("eq_sum_reduction_rate_divided", m.fit_iris_sparse_cce, m.tape_iris_sum_reduction_lr_scaled, "equivalent",
+     None),
+    ("mse_sum_reduction", m.fit_three_targets_mse, m.tape_three_targets_mse_sum_reduction, "diverged",
+     "loss_scale"),
+    ("eq_mean_over_batch_then_outputs", m.fit_three_targets_mse, m.tape_three_targets_mean_axis0_then_mean,
+     "equivalent", None),
+    ("mean_over_batch_then_sum_over_outputs", m.fit_three_targets_mse, m.tape_three_targets_mean_axis0_then_sum,
+     "diverged", "loss_scale"),
+    ("eq_layernorm_no_training_flag", m.fit_layernorm, m.tape_layernorm_no_training_flag, "equivalent", None),
+    ("layernorm_dropout_no_training_flag", m.fit_layernorm_dropout, m.tape_layernorm_dropout_no_training_flag,
+     "diverged", "training_mode_mismatch"),
+    ("eq_frozen_base_with_bn", m.fit_frozen_base, m.tape_frozen_base_training_true, "equivalent", None),
+    ("adam_epsilon_differs", m.fit_digits_adam_eps, m.tape_digits_adam_eps_1e8, "diverged", "optimizer_mismatch"),
+    ("clipnorm_vs_global_clipnorm_loop", m.fit_digits_clipnorm, m.tape_digits_global_clipnorm, "diverged",
+     "optimizer_mismatch"),
+    ("schedule_per_step_vs_per_epoch", m.fit_digits_schedule_per_step, m.tape_digits_schedule_per_epoch,
+     "diverged", "optimizer_mismatch"),
+    ("applies_every_other_batch", m.fit_digits_adam_eps, m.tape_digits_applies_every_other_batch, "diverged",
+     "skipped_batches"),
+    ("batch_size_differs", m.fit_digits_adam_eps, m.tape_digits_batch_64, "not_comparable", "data_mismatch"),
+    ("eq_subclassed_vs_sequential", m.fit_digits_adam_eps, m.tape_digits_adam_subclassed, "equivalent", None),
+    ("mixed_precision_policy_one_run", m.fit_digits_adam_eps, m.fit_digits_mixed_precision, "diverged",
+     "loss_scaling"),
+    ("eq_steps_per_execution", m.fit_digits_adam_eps, m.fit_digits_adam_steps_per_execution, "equivalent", None),
+    ("eq_kernel_constraint_fit_vs_loop", m.fit_digits_maxnorm, m.tape_digits_maxnorm, "equivalent", None),
+    ("eq_class_weight_by_hand", m.fit_breast_cancer_class_weight, m.tape_breast_cancer_weights_by_hand,
+     "equivalent", None),
+    ("class_weight_not_in_loop", m.fit_breast_cancer_class_weight, m.tape_breast_cancer_unweighted, "diverged",
+     "sample_weighting"),
+    # a metric computed by calling the model again in training mode: BN's statistics move twice a step
+    ("bn_statistics_moved_by_metric_forward", m.fit_bn_mlp, m.tape_bn_mlp_metric_forward_in_training_mode,
+     "diverged", "state_mismatch"),
+    ("eq_huber_by_hand", m.fit_huber, m.tape_huber_by_hand, "equivalent", None),
+    ("eq_sigmoid_hand_log_loss_with_validation_data", m.fit_bc_sigmoid, m.tape_bc_sigmoid_hand_log_loss,
+     "equivalent", None),
+    ("eq_clipvalue_by_hand_two_epochs", m.fit_digits_softmax_two_epochs, m.tape_digits_softmax_two_epochs_clip_by_hand,
+     "equivalent", None),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -146,6 +208,8 @@ MATCHES = {
     "weighted_mean_by_hand_none_reduction": "batch/sum(sample weights)",
     "mask_mean_over_all": "the mask's valid fraction",
     "loss_function_summed": "the batch size",
+    "mse_sum_reduction": "the batch size",
+    "mean_over_batch_then_sum_over_outputs": "the number of outputs",
 }
 
 
@@ -246,6 +310,39 @@ def test_case(traced, case):
     if _id == "targets_standardised_per_column":  # no single map: the labels' moments as evidence
         ev = report.findings[0].evidence
         assert ev["per_column"] and ev["factor"] is None and ev["label_rms"]["a"] > 100 * ev["label_rms"]["b"], text
+    if _id == "eq_gru_no_dropout_no_training_flag":  # the mode difference named, as context, measured
+        f = next(f for f in report.findings if f.kind == "training_mode_mismatch")
+        assert f.evidence["inference_run"] == "b" and f.evidence["same_steps"] == 8, text
+    if _id == "eq_sum_reduction_rate_divided":  # the factor named as context, the updates equal
+        f = next(f for f in report.findings if f.kind == "loss_scale")
+        assert abs(f.evidence["same_updates"]["loss_factor"] - 16) < 1e-3, text
+        assert "absorbs" not in f.summary and "compensates the factor" in f.summary, text
+    if _id == "wine_loss_weights_swapped":  # run b's weights measured from its heads' gradients
+        f = report.findings[0]
+        assert f.evidence["loss_weights_a"] == [1.0, 0.3], text
+        assert f.evidence["loss_weights_b_measured"] == [0.3, 1.0], text
+        assert "by [1.0, 0.3]" in (f.fix or ""), text
+    if _id == "schedule_per_step_vs_per_epoch":  # what each rate did, from the recorded rates
+        f = report.findings[0]
+        assert f.evidence["differences (a, b)"]["learning_rate_schedule"][1].startswith("set during training"), text
+        assert "changes every 4 steps" in (f.fix or "") and "decay_steps=4" in (f.fix or ""), text
+    if _id == "applies_every_other_batch":  # the run, the stride, the other run's steps it trains on
+        f = report.findings[0]
+        assert (f.evidence["run"], f.evidence["stride"], f.evidence["offset"]) == ("b", 2, 0), text
+        assert f.evidence["steps_other"] == [0, 2, 4, 6] and report.first_divergent_step == 1, text
+    if _id == "batch_size_differs":
+        assert report.findings[0].evidence["batch_sizes"] == [32, 64], text
+    if _id == "mixed_precision_policy_one_run":  # the policy, not an unscaled float16 gradient
+        f = report.findings[0]
+        assert "mixed_float16" in f.summary and "underflow" not in f.summary, text
+        assert "set_global_policy('mixed_float16')" in (f.fix or ""), text
+    if _id == "adam_epsilon_differs":
+        assert report.findings[0].evidence["differences (a, b)"] == {"epsilon": [1e-07, 1e-08]}, text
+    if _id == "bn_statistics_moved_by_metric_forward":  # from step 1 (the extra pass follows step 0's apply)
+        f = report.findings[0]
+        assert f.steps == [1] and f.evidence["larger_changes"] == "b" and report.aligned_steps == 8, text
+    if _id == "conv1d_nesterov_one_run":
+        assert report.findings[0].evidence["differences (a, b)"] == {"nesterov": [False, True]}, text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text
@@ -280,6 +377,11 @@ CHECKS = [
     ("one_output_loss_differentiated_eager", s.tape_one_output_loss_differentiated_eager, "diverged",
      "loss_not_differentiated"),
     ("stop_gradient_intermediate", s.tape_stop_gradient_intermediate, "diverged", "missing_gradient"),
+    # a GRU without dropout in inference mode computes what it would in training mode: context only
+    ("gru_without_dropout_in_inference_mode", m.tape_gru_text_no_training_flag, "equivalent",
+     "training_mode_mismatch"),
+    ("gru_with_dropout_in_inference_mode", m.tape_gru_text_dropout_no_training_flag, "diverged",
+     "training_mode_mismatch"),
 ]
 
 
@@ -302,6 +404,8 @@ def test_check(traced, case):
         assert "BinaryAccuracy()" in report.findings[0].fix and "metrics=['accuracy']" not in report.findings[0].fix
     if _id in ("reg_losses_added_twice", "reg_losses_left_out"):  # how many times the loss holds them
         assert report.findings[0].evidence["count"] == (2 if _id == "reg_losses_added_twice" else 0), text
+    if _id == "gru_without_dropout_in_inference_mode":
+        assert [f.severity for f in report.findings] == ["info"], text
     if top is None:
         assert not report.findings, text
     else:
