@@ -7,6 +7,7 @@ import pytest
 from gradtrace.compare.detect_data import (
     FP_POSITIONS,
     batch_stride,
+    batch_subsequence,
     input_map,
     input_permutation,
     input_transform,
@@ -226,3 +227,20 @@ def test_no_stride_for_the_same_batches_other_batches_or_one_batch_repeated() ->
     # labels that differ at the matched steps: not the same batches
     b = _with_batches(make_run("b", steps=4), xs[::2], [y + 1 for y in ys[::2]])
     assert batch_stride(a, b) is None
+
+
+def test_a_partial_last_batch_dropped_is_a_subsequence_with_the_small_batches_left_out() -> None:
+    """fit() keeps the last, partial batch of each epoch; a loop with drop_remainder=True does not."""
+    full = _batches(4, seed=3)
+    part = [full[0][:26]]  # 26 examples: the epoch's remainder
+    xs_a = full + part + full + part
+    ys = [np.arange(len(x), dtype=np.float32) % 3 for x in xs_a]
+    a = _with_batches(make_run("a", steps=10), xs_a, ys)
+    a.batch_size = np.array([float(len(x)) for x in xs_a])
+    b = _with_batches(make_run("b", steps=8), full + full, ys[:4] + ys[5:9])
+    sub = batch_subsequence(a, b)
+    assert sub is not None and sub["run"] == "b" and sub["skipped_steps"] == [4], sub
+    assert sub["skipped_batch_sizes"] == [26] and sub["batch_size"] == 32 and sub["first_short_step"] == 4
+    # the same batches, or a run that simply stops earlier, leave nothing out
+    assert batch_subsequence(a, _with_batches(make_run("c", steps=5), xs_a[:5], ys[:5])) is None
+    assert batch_subsequence(a, _with_batches(make_run("d", steps=3), _batches(3, seed=9), ys[:3])) is None

@@ -100,10 +100,13 @@ _KINDS = [
         "batch the other run steps on at step s*k + o (input and label fingerprints equal), so the "
         "batches in between never update its model (an `apply_gradients` under a condition such as "
         "`if i % s == 0` without accumulating the other batches' gradients, a loop that draws s batches "
-        "per step, or gradients accumulated by hand: the record carries the last micro-batch).",
+        "per step, or gradients accumulated by hand: the record carries the last micro-batch); or its "
+        "batches are the other's in the same order with some left out: a last, partial batch of each "
+        "epoch dropped (`drop_remainder=True`) where fit() keeps it.",
         "Apply the gradients of every batch; to update once per s batches, accumulate (sum the s "
         "batches' gradients, divide by s) in the loop, or use the optimizer's "
-        "`gradient_accumulation_steps=s`, and compare against a run of s times larger batches.",
+        "`gradient_accumulation_steps=s`, and compare against a run of s times larger batches. Keep "
+        "or drop the partial last batch in both runs.",
         rank=9,
     ),
     Kind(

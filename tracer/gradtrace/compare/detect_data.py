@@ -376,11 +376,65 @@ def batch_stride(a: RunData, b: RunData) -> dict[str, Any] | None:
     return None
 
 
+def batch_subsequence(a: RunData, b: RunData) -> dict[str, Any] | None:
+    """One run's batches are the other's in the same order with some left out.
+
+    Every row of run ``short`` is matched, in order, to a later row of the other run with
+    equal input fingerprints (and label fingerprints where both recorded them); the other
+    run's rows passed over between the first and the last match are the batches ``short``
+    never stepped on (a last, partial batch of every epoch dropped: ``drop_remainder=True``
+    or ``range(len(x) // batch)``). At least three rows matched (every row of a shorter
+    run), and at least one row skipped. Returns ``{"run", "skipped_steps" (the other run's
+    step numbers), "skipped_batch_sizes", "batch_size", "matched"}``, or None.
+    """
+    from gradtrace.compare.align import fingerprints_equal
+
+    for side, s_run, l_run in (("b", b, a), ("a", a, b)):
+        n_s, n_l = s_run.n_steps, l_run.n_steps
+        if n_s < 2 or n_l <= n_s:
+            continue
+        fx_s, fx_l = s_run.x_fp, l_run.x_fp
+        if not (_recorded(fx_s).all() and _recorded(fx_l).all()):
+            continue
+        if fingerprints_equal(fx_l[1:], fx_l[:-1]).any():
+            continue  # a batch stepped twice in a row (full-batch training): ambiguous
+        y_both = bool(_recorded(s_run.y_fp).all() and _recorded(l_run.y_fp).all()
+                      and s_run.y_fp.shape[1] >= 4)
+        match, j = [], 0
+        for i in range(n_s):
+            while j < n_l:
+                same = bool(fingerprints_equal(fx_s[i:i + 1], fx_l[j:j + 1])[0])
+                if same and y_both:
+                    same = bool(fingerprints_equal(s_run.y_fp[i:i + 1], l_run.y_fp[j:j + 1])[0])
+                if same:
+                    break
+                j += 1
+            if j >= n_l:
+                break
+            match.append(j)
+            j += 1
+        if len(match) < min(3, n_s) or len(match) < n_s and match[-1] < n_l - 1:
+            continue  # a row of the short run found nowhere, before the other run ended
+        skipped = sorted(set(range(match[0], match[-1] + 1)) - set(match))
+        if not skipped:
+            continue
+        sizes = [float(l_run.batch_size[r]) if l_run.batch_size.size > r else float("nan") for r in skipped]
+        full = float(l_run.batch_size[match[0]]) if l_run.batch_size.size > match[0] else float("nan")
+        return {"run": side, "skipped_steps": [int(l_run.step[r]) for r in skipped][:12],
+                "skipped_count": len(skipped),
+                "skipped_batch_sizes": sorted({int(x) for x in sizes if math.isfinite(x)}),
+                "batch_size": int(full) if math.isfinite(full) else None, "matched": len(match),
+                "first_short_step": int(s_run.step[next((i for i, r in enumerate(match) if r != i), 0)])}
+    return None
+
+
 def skipped_batches_finding(a: RunData, b: RunData) -> Finding | None:
-    """Compare: one run's optimizer steps on every ``s``-th of the other run's batches."""
+    """Compare: one run's optimizer steps on every ``s``-th of the other run's batches, or on
+    the other's batches with some left out (a partial last batch of each epoch)."""
     st = batch_stride(a, b)
     if st is None:
-        return None
+        sub = batch_subsequence(a, b)
+        return None if sub is None else _subsequence_finding(a, b, sub)
     side, s, o = st["run"], st["stride"], st["offset"]
     other = "b" if side == "a" else "a"
     run = a if side == "a" else b
@@ -405,3 +459,31 @@ def skipped_batches_finding(a: RunData, b: RunData) -> Finding | None:
              f"`gradient_accumulation_steps={s}` on a Keras 3 optimizer), and compare it with a run whose batches "
              f"are {s} times larger."),
         explains=1.0)
+
+
+def _subsequence_finding(a: RunData, b: RunData, sub: dict[str, Any]) -> Finding:
+    side = sub["run"]
+    other = "b" if side == "a" else "a"
+    run = a if side == "a" else b
+    steps = ", ".join(str(x) for x in sub["skipped_steps"][:8]) + (" ..." if sub["skipped_count"] > 8 else "")
+    partial = bool(sub["skipped_batch_sizes"] and sub["batch_size"]
+                   and max(sub["skipped_batch_sizes"]) < sub["batch_size"])
+    if partial:
+        how = (f"every batch it skips is smaller than the others ({', '.join(map(str, sub['skipped_batch_sizes']))} "
+               f"examples against {sub['batch_size']}): run {side} drops the last, partial batch of each epoch "
+               "(`ds.batch(n, drop_remainder=True)`, or a loop over `len(x) // batch` batches) while run "
+               f"{other} trains on it" + (" (fit() keeps it)" if (b if side == "a" else a).meta.get("fit") else ""))
+        fix = (f"Keep the partial last batch in run {side} (`drop_remainder=False`, or loop over "
+               "`math.ceil(len(x) / batch)` batches), or drop it in both runs (a number of examples divisible by the "
+               "batch size).")
+    else:
+        how = (f"run {side} never steps on those batches (an apply under a condition, or batches filtered out "
+               "in one pipeline only)")
+        fix = f"Step on the same batches in both runs: apply the gradients of every batch in run {side}."
+    return Finding(
+        "skipped_batches",
+        f"run {side} ('{run.name}') steps on run {other}'s batches in the same order but leaves "
+        f"{sub['skipped_count']} of them out (run {other}'s steps {steps}; {a.n_steps} vs {b.n_steps} steps, "
+        f"inputs and labels fingerprinted equal otherwise): {how}. From run {side}'s step "
+        f"{sub['first_short_step']} on the runs train on different batches.",
+        steps=[sub["first_short_step"]], evidence=sub, fix=fix, explains=1.0)

@@ -94,7 +94,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     repeated = dd.repeated_steps_pair(a, b)
     if repeated:
         findings.append(repeated)
-    skipped_b = None if repeated or accumulated else dd.skipped_batches_finding(a, b)
+    skipped_b = (None if repeated or accumulated or any(f.kind == "validation_split_mismatch" for f in findings)
+                 else dd.skipped_batches_finding(a, b))
     if skipped_b:
         findings.append(skipped_b)
     findings += dw.wiring_findings(a, "a") + dw.wiring_findings(b, "b")
