@@ -848,3 +848,18 @@ def test_a_mode_difference_that_changes_nothing_is_context():
     # the same mode difference with the statistics frozen in that run is the cause
     r = compare_runs(make_run("a"), make_run("b", bn_training=False, state_changes=False))
     assert r.verdict == "diverged" and top(r) == "training_mode_mismatch"
+
+
+def test_equal_gradients_and_updates_with_other_recorded_losses_are_the_same_training():
+    """Two losses differentiated one by one and their gradients added record the last loss only:
+    every gradient and update agrees, the recorded losses do not follow each other."""
+    b = make_run("b")
+    b.loss = b.loss * np.linspace(0.7, 0.9, b.n_steps)
+    r = compare_runs(make_run("a"), b)
+    assert r.verdict == "equivalent", r.to_dict()
+    f = next(f for f in r.findings if f.evidence.get("same_updates"))
+    assert f.severity == "info" and f.evidence["same_updates"]["losses_differ"] and "train identically" in f.summary
+    # one gradient that departs at a later step: not the same training
+    c = make_run("c", diverge_at=3)
+    c.loss = c.loss * np.linspace(0.7, 0.9, c.n_steps)
+    assert compare_runs(make_run("a"), c).verdict == "diverged"

@@ -265,7 +265,9 @@ _KINDS = [
         "named when both runs' compile(loss_weights=...) recorded them; a hand-written loss's weighting "
         "is not recorded: measured when it differs in the last output's weight only, or, for two "
         "outputs, from each output's own layers' gradient ratios and the step-0 totals; else reported "
-        "as unknown).",
+        "as unknown). Every gradient and update equal at every compared step makes it context: the "
+        "recorded losses are other quantities (gradients of several losses taken one by one and added "
+        "record the last loss).",
         "Compute the loss the same way in both runs (same Keras loss object, same from_logits, "
         "targets whose rows sum to 1 for categorical cross-entropy).",
         rank=26,

@@ -817,8 +817,7 @@ def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None
     factor = 1.0
     if np.isfinite(la[0]) and np.isfinite(lb[0]) and la[0] != 0 and not float(rel(la[0], lb[0])) <= tol[0]:
         factor = float(lb[0] / la[0])
-    if not np.all(np.where(np.isnan(la) & np.isnan(lb), 0.0, rel(factor * la, lb)) <= tol):
-        return None
+    losses_follow = bool(np.all(np.where(np.isnan(la) & np.isnan(lb), 0.0, rel(factor * la, lb)) <= tol))
     ra, rb = a.rows(steps), b.rows(steps)
     ok = (ra >= 0) & (rb >= 0) & a.stats[rows_a] & b.stats[rows_b]
     if not ok.any():
@@ -828,10 +827,21 @@ def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None
     ga, gb = a.norm[ra][:, al.ja], b.norm[rb][:, al.jb]
     du = np.where(np.isnan(ua) & np.isnan(ub), 0.0, rel(ua, ub))
     dg = np.where(np.isnan(ga) & np.isnan(gb), 0.0, rel(ga, gb))
-    if not np.all(du <= t) or not np.any(dg > t):
+    if not np.all(du <= t):
         return None
     out = {"steps_compared": int(ok.sum()), "max_update_rel_diff": float(np.max(du)),
            "max_grad_norm_rel_diff": float(np.max(dg))}
+    if not losses_follow:
+        # Every gradient and every update agrees at every compared step (several of them, so
+        # the weights stayed equal), yet the recorded losses do not follow each other: the
+        # runs train identically and the recorded losses are different quantities (gradients
+        # of several losses taken one by one and summed record the last loss differentiated).
+        if int(ok.sum()) < 2 or np.any(dg > t) or not np.isfinite(la).all() or not np.isfinite(lb).all():
+            return None
+        out["losses_differ"] = True
+        return out
+    if not np.any(dg > t):
+        return None
     if factor != 1.0:
         out["loss_factor"] = factor
     return out

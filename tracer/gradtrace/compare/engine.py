@@ -449,7 +449,13 @@ def _same_training(findings: list[Finding], same: dict) -> None:
             f"with per-variable numbers; updates within {same['max_update_rel_diff']:.2g}): the runs "
             "train identically, their gradients are recorded at different points (e.g. clipped or "
             "scaled by hand before apply_gradients in one run, by the optimizer in the other).")
-    if "loss_factor" in same:
+    if same.get("losses_differ"):
+        note = (f" Yet every gradient and every update agrees at every compared step ({same['steps_compared']} "
+                f"with per-variable numbers; gradients within {same['max_grad_norm_rel_diff']:.2g}, updates within "
+                f"{same['max_update_rel_diff']:.2g}): the runs train identically and the recorded losses are "
+                "different quantities (e.g. gradients of several losses taken one by one and summed, which records "
+                "the last loss differentiated, or a loss logged with a term that has no gradient).")
+    elif "loss_factor" in same:
         note = (f" Run b's loss is x{same['loss_factor']:.6g} run a's at every aligned step, yet the updates "
                 f"agree at every compared step ({same['steps_compared']} with per-variable numbers; within "
                 f"{same['max_update_rel_diff']:.2g}): another setting compensates the factor (e.g. the learning "
@@ -471,7 +477,7 @@ def _same_training(findings: list[Finding], same: dict) -> None:
             f.evidence["same_updates"] = same
             continue
         kinds = ("gradient_scale", "gradient_mismatch", "divergence", "optimizer_mismatch") + (
-            ("loss_scale",) if "loss_factor" in same else ())
+            ("loss_scale",) if "loss_factor" in same or same.get("losses_differ") else ())
         if f.kind in kinds and f.severity != "info":
             f.severity = "info"
             f.summary += note
