@@ -756,3 +756,99 @@ def tape_digits_softmax_two_epochs_clip_by_hand():
     for _epoch in range(2):
         for xb, yb in data.batches(x, y, BATCH, 4):
             step(xb, yb)
+
+
+# --- the last, partial batch; fit() called per batch; two losses differentiated one by one -------
+
+def _digits_mlp_small(seed: int = 71):
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+
+
+def fit_digits_partial_last_batch():
+    """250 examples in batches of 32: fit() steps on a last batch of 26 in each epoch."""
+    keras = _keras()
+    x, y = data.digits(250)
+    model = _digits_mlp_small()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+
+
+def tape_digits_drop_remainder():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(250)
+    model = _digits_mlp_small()
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for _epoch in range(2):
+        for xb, yb in ds:
+            step(xb, yb)
+
+
+def fit_digits_once():
+    keras = _keras()
+    x, y = data.digits(STEPS * BATCH)
+    model = _digits_mlp_small()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def fit_digits_per_batch():
+    """fit() called once per batch (the optimizer and its state carry over between calls)."""
+    keras = _keras()
+    x, y = data.digits(STEPS * BATCH)
+    model = _digits_mlp_small()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for i in range(STEPS):
+        sl = slice(i * BATCH, (i + 1) * BATCH)
+        model.fit(x[sl], y[sl], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_wine_unweighted():
+    keras = _keras()
+    x, y, alc = _wine_two_targets()
+    model = _wine_two_heads()
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        keras.losses.MeanSquaredError()])
+    model.fit(x, [y, alc], batch_size=16, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_wine_two_gradients_summed():
+    """Each output's loss differentiated on its own (a persistent tape) and the gradients added: the
+    gradient of the sum, though the step records the last loss differentiated."""
+    tf = _tf()
+    keras = _keras()
+    x, y, alc = _wine_two_targets()
+    model = _wine_two_heads()
+    opt = keras.optimizers.Adam(0.01)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    mse = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def step(xb, yb, ab):
+        with tf.GradientTape(persistent=True) as tape:
+            logits, pred = model(xb, training=True)
+            l_cls, l_alc = ce(yb, logits), mse(ab, pred)
+        g_cls = tape.gradient(l_cls, model.trainable_variables)
+        g_alc = tape.gradient(l_alc, model.trainable_variables)
+        grads = [g1 if g2 is None else (g2 if g1 is None else g1 + g2) for g1, g2 in zip(g_cls, g_alc)]
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for i in range(len(x) // 16):
+        sl = slice(i * 16, (i + 1) * 16)
+        step(x[sl], y[sl], alc[sl])

@@ -191,6 +191,13 @@ CASES += [
      "equivalent", None),
     ("eq_clipvalue_by_hand_two_epochs", m.fit_digits_softmax_two_epochs, m.tape_digits_softmax_two_epochs_clip_by_hand,
      "equivalent", None),
+    # fit() keeps the last, partial batch of an epoch; the loop's tf.data drops it
+    ("partial_last_batch_dropped", m.fit_digits_partial_last_batch, m.tape_digits_drop_remainder, "diverged",
+     "skipped_batches"),
+    ("eq_fit_once_vs_fit_per_batch", m.fit_digits_once, m.fit_digits_per_batch, "equivalent", None),
+    # gradients of two losses taken one by one and added: the step records only the last loss
+    ("eq_two_losses_differentiated_separately", m.fit_wine_unweighted, m.tape_wine_two_gradients_summed,
+     "equivalent", None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -341,6 +348,13 @@ def test_case(traced, case):
     if _id == "bn_statistics_moved_by_metric_forward":  # from step 1 (the extra pass follows step 0's apply)
         f = report.findings[0]
         assert f.steps == [1] and f.evidence["larger_changes"] == "b" and report.aligned_steps == 8, text
+    if _id == "partial_last_batch_dropped":  # the batch left out, its size, and where the runs part
+        f = report.findings[0]
+        assert f.evidence["skipped_steps"] == [7] and f.evidence["skipped_batch_sizes"] == [26], text
+        assert "drop_remainder=False" in (f.fix or "") and report.first_divergent_step == 7, text
+    if _id == "eq_two_losses_differentiated_separately":  # said, as context: the losses are other quantities
+        f = next(f for f in report.findings if f.kind == "gradient_mismatch")
+        assert f.evidence["same_updates"]["losses_differ"] and "train identically" in f.summary, text
     if _id == "conv1d_nesterov_one_run":
         assert report.findings[0].evidence["differences (a, b)"] == {"nesterov": [False, True]}, text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
