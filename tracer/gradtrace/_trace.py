@@ -162,6 +162,7 @@ class Run:
         # id(optimizer) -> (id()s of the variables it stepped, its place in info.optimizers)
         self._opt_vars: dict[int, tuple[set[int], int]] = {}
         self._state_shadows: dict[tuple[int, ...], Any] = {}
+        self._state_slots: dict[tuple[int, ...], dict[int, tuple[int, int]]] = {}  # index -> (offset, size)
         self._state_keys: set[int] = set()
         self._layouts: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._optimizers: dict[int, tuple[Any, int | None, str]] = {}
@@ -415,18 +416,36 @@ class Run:
 
     def state_shadow(self, state: list[StateVar]) -> Any:
         """One flat float32 variable holding ``state``'s values at the last full step (one
-        captured input per step function, not one per variable; see ``_stats._SignVars``)."""
+        captured input per step function, not one per variable; see ``_stats._SignVars``).
+
+        A new set of state variables (a second model registered, a layer frozen) starts
+        each variable an earlier set measured from that set's value, the latest known, and
+        only a variable no step measured yet from its value at registration: otherwise a
+        model trained before would show its whole training as one change at the next step."""
         key = tuple(s.index for s in state)
         with self._lock:
             got = self._state_shadows.get(key)
             if got is None:
                 import tensorflow as tf
 
-                start = np.concatenate([s.initial for s in state]) if state else np.zeros([0], np.float32)
                 with tf.init_scope():
+                    parts = [self._measured_value(s) for s in state]
+                    start = np.concatenate(parts) if parts else np.zeros([0], np.float32)
                     got = _ring.side_variable(tf.constant(start, tf.float32), "gradtrace_state_before")
                 self._state_shadows[key] = got
+                offsets = np.cumsum([0] + [s.initial.size for s in state])[:-1]
+                self._state_slots[key] = {s.index: (int(o), s.initial.size)
+                                          for s, o in zip(state, offsets, strict=True)}
         return got
+
+    def _measured_value(self, s: StateVar) -> np.ndarray:
+        """``s``'s value in the newest state shadow that holds it, else its registered value
+        (eager, under the lock)."""
+        for key in reversed(list(self._state_shadows)):
+            slot = self._state_slots.get(key, {}).get(s.index)
+            if slot is not None and slot[1] == s.initial.size:
+                return np.asarray(self._state_shadows[key].numpy()[slot[0]:slot[0] + slot[1]], np.float32)
+        return s.initial
 
     def state_variables(self) -> list[StateVar]:
         self._catch_up()

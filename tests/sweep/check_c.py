@@ -1,0 +1,238 @@
+"""Train one script of :mod:`scripts_c` untraced and traced on the same seed and list every way
+the record departs from what the script computed itself.
+
+``python -m tests.sweep.check_c`` (see :func:`main`) does each run in a fresh process (the
+tf-keras runs: ``TF_USE_LEGACY_KERAS=1`` must be set before TensorFlow is imported).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PROJECT = "sweep_c"
+
+
+@contextmanager
+def _stderr_lines(out: list[str]):
+    """The process's stderr (file descriptor 2, TensorFlow's C++ logs included) while inside."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            out.extend(f.read().decode(errors="replace").splitlines())
+
+
+def _fresh_session() -> None:
+    import tensorflow as tf
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    tf.keras.backend.clear_session()  # layer names start over: paths are the same in both runs
+    # TensorFlow's "N out of the last M calls to f triggered retracing" counts per function
+    # code for the whole process (every fit() shares Keras's step function): start over too,
+    # so the traced and the untraced run of a script see the same history
+    polymorphic_function._frequent_tracing_detector_manager._detectors.clear()
+
+
+@dataclass
+class Result:
+    """One run of a script: what it returned, what it printed, what its trace said."""
+
+    out: Any  # scripts.Out
+    warnings: list[str]  # Python warnings raised during the run
+    stderr: list[str]
+    run_warnings: list[str] | None = None  # the trace's (None: untraced)
+    partial: bool = False
+
+
+def run(script: Callable[[], Any], traced_as: str | None, url: str) -> Result:
+    import gradtrace
+
+    _fresh_session()
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught, _stderr_lines(lines):
+        warnings.simplefilter("always")
+        if traced_as is None:
+            out = script()
+        else:
+            with gradtrace.trace(run=traced_as, project=PROJECT, store=url, stats_every=1) as r:
+                out = script()
+    if traced_as is None:
+        return Result(out, [str(w.message) for w in caught], lines)
+    return Result(out, [str(w.message) for w in caught], lines, list(r.info.warnings), bool(r.info.partial))
+
+
+def _get(meta: dict[str, Any], dotted: str) -> Any:
+    cur: Any = meta
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return "<missing>"
+        cur = cur[part]
+    return cur
+
+
+def _close(a: float | None, b: float, rtol: float) -> bool:
+    return a is not None and bool(np.isclose(a, b, rtol=rtol, atol=1e-7))
+
+
+def check(script: Callable[[], Any], url: str) -> list[str]:
+    """Problems found (empty: the record holds), both runs in this process."""
+    return compare(script.__name__, run(script, None, url), run(script, script.__name__, url), url)
+
+
+def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
+    """Problems of the traced run ``name`` in the store at ``url``, against the untraced one."""
+    from gradtrace.store import open_store
+
+    out = traced.out
+    problems: list[str] = []
+    if len(plain.out.weights) != len(out.weights) or not all(
+            np.array_equal(a, b, equal_nan=a.dtype.kind == "f")  # tf-keras lists a vocabulary too
+            for a, b in zip(plain.out.weights, out.weights, strict=False)):
+        problems.append("tracing changed the training's numbers")
+    new_warn = sorted(set(traced.warnings) - set(plain.warnings))
+    if new_warn:
+        problems.append(f"warnings only when traced: {new_warn}")
+    new_err = [ln for ln in traced.stderr if ln not in plain.stderr]
+    if new_err:
+        problems.append(f"stderr only when traced: {new_err[:5]}")
+    if traced.run_warnings:
+        problems.append(f"run warnings: {traced.run_warnings}")
+    if traced.partial:
+        problems.append("run marked partial")
+    store = open_store(url)
+    try:
+        summary = store.resolve(name, project=PROJECT)
+        detail = store.run_detail(summary.id)
+        steps = sorted(store.steps(summary.id), key=lambda r: r["step"])
+    finally:
+        store.close()
+    meta = detail.meta
+    if summary.status != "finished":
+        problems.append(f"status {summary.status}")
+    if [s["step"] for s in steps] != list(range(out.steps)):
+        problems.append(f"{len(steps)} steps recorded, {out.steps} optimizer steps taken")
+        return problems
+    paths = {v["index"]: (v.get("path") or v["name"]).split(":")[0] for v in detail.variables}
+    x = out.extra
+
+    def var(suffix: str) -> int | None:
+        exact = [i for i, p in sorted(paths.items()) if p == suffix]
+        hits = exact or [i for i, p in sorted(paths.items()) if p.endswith("/" + suffix)]
+        return hits[0] if hits else None
+
+    rtol = x.get("loss_rtol", 1e-5)
+    if "losses" in x:
+        rec = [s["loss"] for s in steps]
+        bad = [(i, r, e) for i, (r, e) in enumerate(zip(rec, x["losses"], strict=True)) if not _close(r, e, rtol)]
+        if bad:
+            problems.append(f"losses differ (step, recorded, script): {bad[:4]}")
+    if "step0_loss" in x and not _close(steps[0]["loss"], x["step0_loss"], 1e-5):
+        problems.append(f"step 0 loss {steps[0]['loss']} != {x['step0_loss']}")
+    for step, suffix, norm in x.get("grads", []):
+        v = var(suffix)
+        rows = {r["v"]: r for r in steps[step]["vars"]}
+        if v is None or v not in rows:
+            problems.append(f"no gradient record for {suffix} at step {step} (paths {sorted(paths.values())})")
+        elif not _close(rows[v]["norm"], norm, 1e-5):
+            problems.append(f"step {step} {paths[v]} gradient norm {rows[v]['norm']} != tf.norm {norm}")
+    for layer, mode in x.get("modes", {}).items():
+        got = [(s["modes"] or {}).get(layer, "<absent>") for s in steps]
+        want = mode if isinstance(mode, list) else [mode] * len(steps)
+        if got != want:
+            problems.append(f"mode of {layer}: {got}, expected {want} (step 0: {steps[0]['modes']})")
+    for suffix, changed in x.get("state", {}).items():
+        v = var(suffix)
+        got = [{r["v"]: r for r in s["state"]}.get(v, {}).get("changed", "<absent>") for s in steps]
+        want = changed if isinstance(changed, list) else [changed] * len(steps)
+        if v is None or got != want:
+            problems.append(f"state {suffix}: changed {got}, expected {want}")
+    for layer, want in x.get("frozen", {}).items():
+        got = [layer in s["frozen"] for s in steps]
+        if got != want:
+            problems.append(f"{layer} frozen {got}, expected {want}")
+    if not x.get("not_applied_until"):
+        # every gradient the optimizer received moved its weight (none of these scripts skips one)
+        bad = [(s["step"], paths[r["v"]]) for s in steps if not s.get("skipped") for r in s["vars"]
+               if r["grad"] and r["norm"] and np.isfinite(r["norm"]) and r["applied"] is not True]
+        if bad:
+            problems.append(f"(step, variable) with a non-zero gradient, not applied: {bad[:4]}")
+    for suffix, first in x.get("not_applied_until", {}).items():
+        v = var(suffix)
+        got = [{r["v"]: r for r in s["vars"]}.get(v, {}).get("applied") for s in steps]
+        if v is None or any(a is True for a in got[:first]) or any(a is not True for a in got[first:]):
+            problems.append(f"{suffix} applied {got}, expected from step {first} on")
+    for key, want in x.get("meta", {}).items():
+        got = _get(meta, key)
+        if got != want and not (isinstance(want, float) and isinstance(got, float) and np.isclose(got, want)):
+            problems.append(f"meta {key}: {got!r}, expected {want!r}")
+    if "reg_losses" in x:
+        bad = [(i, s["reg_loss"], r) for i, (s, r) in enumerate(zip(steps, x["reg_losses"], strict=True))
+               if not _close(s["reg_loss"], r, 1e-5)]
+        if bad:
+            problems.append(f"reg_loss differs (step, recorded, script): {bad[:4]}")
+    if "lrs" in x:
+        got = [s["lr"] for s in steps]
+        if not np.allclose(got, x["lrs"], rtol=1e-6):
+            problems.append(f"lr {got}, expected {x['lrs']}")
+    if "batch_sizes" in x and [s["batch_size"] for s in steps] != x["batch_sizes"]:
+        problems.append(f"batch sizes {[s['batch_size'] for s in steps]}, expected {x['batch_sizes']}")
+    for key in ("x_fp", "y_fp"):
+        if key in x:
+            got = [(s[key][0], int(s[key][3])) if s[key] else None for s in steps]
+            if not all(g is not None and _close(g[0], e[0], 1e-5) and g[1] == e[1]
+                       for g, e in zip(got, x[key], strict=True)):
+                problems.append(f"{key} (sum, count) {got[:4]}, the script's batches {x[key][:4]}")
+    if "weight_sum0" in x:
+        got = (steps[0]["loss_info"] or {}).get("weight_sum")
+        if not _close(got, x["weight_sum0"], 1e-5):
+            problems.append(f"step 0 sample weight sum {got}, expected {x['weight_sum0']}")
+    if "optimizers" in x:
+        got = [o.get("class") for o in meta.get("optimizers", [])]
+        if got != x["optimizers"]:
+            problems.append(f"optimizers {got}, expected {x['optimizers']}")
+    if x.get("loss_scaled"):
+        scales = [s["loss_scale"] for s in steps]
+        if any(sc is None or sc <= 1 for sc in scales):
+            problems.append(f"loss scale {scales}")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    """``run SCRIPT DB FILE [--traced]``: one run, pickled into FILE (a fresh process each, so
+    that neither run inherits the other's random state); ``compare SCRIPT DB PLAIN TRACED``:
+    the problems, as one JSON line."""
+    from . import scripts_c
+
+    if argv[0] == "run":
+        name, url, path = argv[1:4]
+        res = run(getattr(scripts_c, name), name if "--traced" in argv else None, url)
+        with open(path, "wb") as f:
+            pickle.dump(res, f)
+        return 0
+    name, url, plain, traced = argv[1:5]
+    with open(plain, "rb") as f1, open(traced, "rb") as f2:
+        problems = compare(name, pickle.load(f1), pickle.load(f2), url)
+    print("PROBLEMS " + json.dumps(problems))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
