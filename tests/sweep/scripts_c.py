@@ -192,7 +192,7 @@ def conv1d_text_class_weight_spe():
     return Out(_weights(model), _iters(model.optimizer),
                {"modes": {"spatial_dropout1d": True},
                 "meta": {"optimizer.class": "Adagrad", "fit.steps_per_execution": 3,
-                         "fit.class_weight": {"0": 1.0, "1": 3.0}}})
+                         "fit.class_weight": {"0": 1.0, "1": 3.0}, "fit.sample_weight": False}})
 
 
 # --- 4. Functional two inputs, two named outputs, dict losses, loss_weights, per-output

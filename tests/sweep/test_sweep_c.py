@@ -96,3 +96,30 @@ def test_second_model_leaves_the_first_models_state_alone(tmp_path):
         changed = {r["v"]: r["changed"] for r in s["state"]}
         assert [changed[v] for v in first_bn] == [s["step"] < n1] * 2, (s["step"], s["state"])
 
+
+@pytest.mark.slow
+def test_class_weight_is_not_sample_weights_from_the_data(tmp_path):
+    """fit(class_weight=...) hands its train step (x, y, w) batches, w looked up from the
+    labels: the run says class weights, not sample weights found in the data."""
+    import gradtrace
+    import tensorflow as tf
+    from gradtrace.store import open_store
+
+    keras = tf.keras
+    x, y = sc.data.wine()
+    keras.utils.set_random_seed(61)
+    model = keras.Sequential([keras.Input((13,)), keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    url = f"sqlite:///{tmp_path / 'cw.db'}"
+    with gradtrace.trace(run="cw", store=url):
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, class_weight={0: 1.0, 1: 2.0, 2: 0.5})
+    store = open_store(url)
+    try:
+        detail = store.run_detail(store.resolve("cw").id)
+        steps = list(store.steps(detail.summary.id))
+    finally:
+        store.close()
+    fit = detail.meta["fit"]
+    assert fit["class_weight"] == {"0": 1.0, "1": 2.0, "2": 0.5}, fit
+    assert not fit["sample_weight"] and "sample_weight_from" not in fit, fit
+    assert all(s["loss_info"]["sample_weight"] for s in steps)  # the loss did receive the weights

@@ -1000,9 +1000,9 @@ class _Probe:
             self.put_batch(y, K_Y_FP)
         if sw is not None:
             fit = self.run.info.fit
-            if fit is not None and not fit.get("sample_weight"):
+            if fit is not None and not fit.get("sample_weight") and fit.get("class_weight") is None:
                 # fit() on (x, y, w) batches (a dataset's third element): weighted without
-                # a sample_weight= argument
+                # a sample_weight= argument (with class_weight= fit() builds w from the labels)
                 self.run.update_meta(fit={**fit, "sample_weight": True, "sample_weight_from": "data"})
 
     def after_train_step(self, model: Any) -> None:
