@@ -1198,6 +1198,39 @@ def fit_on_generator_varying_batches():
     return Out(_weights(model), _iters(model.optimizer), {"batch_sizes": sizes, "x_fp": xs})
 
 
+# --- 34. raw strings through TextVectorization inside the model, an adapted Normalization on
+#         a second input; the preprocessing state never moves -----------------------------------
+
+def text_vectorization_normalization_fit():
+    tf = _tf()
+    keras = _keras()
+    rng = np.random.default_rng(65)
+    words = np.array(["good", "bad", "fine", "awful", "great", "poor", "ok", "meh"])
+    texts = np.array([" ".join(rng.choice(words, size=rng.integers(2, 7))) for _ in range(96)])
+    y = np.array([sum(w in ("good", "fine", "great", "ok") for w in t.split()) * 2 > len(t.split())
+                  for t in texts]).astype("float32")
+    num = rng.normal(loc=3.0, scale=2.0, size=(96, 2)).astype("float32")
+    keras.utils.set_random_seed(65)
+    vec = keras.layers.TextVectorization(max_tokens=12, output_sequence_length=6, name="vec")
+    vec.adapt(texts)
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(num)
+    t_in = keras.Input((), dtype="string", name="text")
+    n_in = keras.Input((2,), name="num")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(12, 4)(vec(t_in)))
+    h = keras.layers.Concatenate()([h, norm(n_in)])
+    model = keras.Model({"text": t_in, "num": n_in}, keras.layers.Dense(1)(h))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.AUC()])
+    ds = tf.data.Dataset.from_tensor_slices(({"text": texts, "num": num}, y[:, None])).batch(B)
+    cb = _BatchLosses(_sizes(96, B))
+    model.fit(ds, epochs=1, verbose=0, callbacks=[cb])
+    return Out(_weights(model), _iters(model.optimizer),
+               {"losses": cb.losses, "loss_rtol": 1e-4, "state": {_vname(v): False for v in norm.non_trainable_variables},
+                "y_fp": [_fp(y[i:i + B]) for i in range(0, 96, B)],
+                "meta": {"metrics": [{"name": "auc", "class": "AUC"}]}})
+
+
 # --- 35. an XLA-compiled tape step with reduce_retracing over batches of three sizes ----------
 
 def xla_reduce_retracing_ragged_batches():

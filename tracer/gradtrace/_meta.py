@@ -151,11 +151,15 @@ def _sublayers(layer: Any) -> list[Any]:
 
 def variables_of(layer: Any) -> list[Any]:
     """``layer.variables``, or [] while it has none: an unbuilt tf-keras model raises
-    (tf_keras/src/engine/training.py ``Model._assert_weights_created``)."""
+    (tf_keras/src/engine/training.py ``Model._assert_weights_created``). Only variables:
+    tf-keras lists a lookup layer's table there too, as a weight handler without a shape
+    (tf_keras/src/layers/preprocessing/index_lookup.py ``VocabWeightHandler``:
+    StringLookup, IntegerLookup, TextVectorization)."""
     try:
-        return list(layer.variables)
+        found = list(layer.variables)
     except Exception:  # a layer that is not built yet
         return []
+    return [v for v in found if hasattr(v, "shape")]
 
 
 def trainable_ids(models: Any) -> set[int] | None:
