@@ -863,3 +863,15 @@ def test_equal_gradients_and_updates_with_other_recorded_losses_are_the_same_tra
     c = make_run("c", diverge_at=3)
     c.loss = c.loss * np.linspace(0.7, 0.9, c.n_steps)
     assert compare_runs(make_run("a"), c).verdict == "diverged"
+
+
+def test_optimizer_settings_without_effect_on_any_aligned_step_are_context():
+    """AdamW(weight_decay=0) against Adam: the classes differ on paper, every step agrees."""
+    adam = {"optimizer": {"class": "Adam", "config": {"learning_rate": 0.01}}}
+    adamw = {"optimizer": {"class": "AdamW", "config": {"learning_rate": 0.01, "weight_decay": 0.0}}}
+    r = compare_runs(make_run("a", meta=adam), make_run("b", meta=adamw))
+    f = next(f for f in r.findings if f.kind == "optimizer_mismatch")
+    assert r.verdict == "equivalent" and f.severity == "info", r.to_dict()
+    # with an effect (the updates part at a step) the difference is the cause
+    r = compare_runs(make_run("a", meta=adam), make_run("b", meta=adamw, diverge_at=2))
+    assert r.verdict == "diverged" and top(r) == "optimizer_mismatch", r.to_dict()

@@ -289,7 +289,8 @@ _KINDS = [
         "re-created during training (its state and iteration counter reset). `gradient_accumulation_steps=n` "
         "in one run only is compared update by update (its every n-th micro-batch step against the other "
         "run's steps, or its n micro-batches against one batch n times larger): equal updates make it "
-        "context, a loop applying n times the update is told to divide the accumulated sum by n.",
+        "context, a loop applying n times the update is told to divide the accumulated sum by n. Settings "
+        "that differ while every aligned step agrees (AdamW with weight_decay=0 against Adam) are context.",
         "Create the optimizer once, outside the loop, with the same class and configuration.",
         rank=30,
     ),

@@ -144,6 +144,15 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 if f.kind == "loss_mismatch":
                     f.severity = "info"
                     f.summary += " The losses agree step by step: the two compute the same values."
+                elif (f.kind == "optimizer_mismatch" and f.severity == "error"
+                      and isinstance(f.evidence.get("differences (a, b)"), dict)
+                      and "learning_rate_in_effect" not in f.evidence["differences (a, b)"]):
+                    # Settings that differ on paper (AdamW with weight_decay=0 against Adam, a clipnorm
+                    # never reached) while every aligned step agrees: no effect on these steps.
+                    f.severity = "info"
+                    f.summary += (f" They made no difference here: the losses, gradients and updates agree at every "
+                                  f"one of the {al.aligned_steps} aligned steps (a setting may still act later, e.g. "
+                                  "clipping once gradients grow).")
                 elif (f.kind == "training_mode_mismatch" and dep is None and "frozen_state" not in f.evidence
                       and f.steps and min(f.steps) < int(a.step[al.ia[al.aligned_steps - 1]]) + 1):
                     # Another mode with the same loss, gradients and updates at every aligned step and
