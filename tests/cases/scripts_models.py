@@ -852,3 +852,13 @@ def tape_wine_two_gradients_summed():
     for i in range(len(x) // 16):
         sl = slice(i * 16, (i + 1) * 16)
         step(x[sl], y[sl], alc[sl])
+
+
+def tape_digits_adamw_no_decay():
+    """AdamW with weight_decay=0: Adam under another name."""
+    keras = _keras()
+    x, y = data.digits(STEPS * BATCH)
+    model = _digits_mlp()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(model, keras.optimizers.AdamW(1e-2, weight_decay=0.0), lambda m, xb, yb: ce(yb, m(xb, training=True)),
+          x, y)

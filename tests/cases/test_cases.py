@@ -198,6 +198,7 @@ CASES += [
     # gradients of two losses taken one by one and added: the step records only the last loss
     ("eq_two_losses_differentiated_separately", m.fit_wine_unweighted, m.tape_wine_two_gradients_summed,
      "equivalent", None),
+    ("eq_adam_vs_adamw_without_decay", m.fit_digits_adam_eps, m.tape_digits_adamw_no_decay, "equivalent", None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -355,6 +356,9 @@ def test_case(traced, case):
     if _id == "eq_two_losses_differentiated_separately":  # said, as context: the losses are other quantities
         f = next(f for f in report.findings if f.kind == "gradient_mismatch")
         assert f.evidence["same_updates"]["losses_differ"] and "train identically" in f.summary, text
+    if _id == "eq_adam_vs_adamw_without_decay":  # the class difference named, as context
+        f = next(f for f in report.findings if f.kind == "optimizer_mismatch")
+        assert f.evidence["differences (a, b)"] == {"class": ["Adam", "AdamW"]} and "no difference here" in f.summary
     if _id == "conv1d_nesterov_one_run":
         assert report.findings[0].evidence["differences (a, b)"] == {"nesterov": [False, True]}, text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
