@@ -174,6 +174,11 @@ def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
                if r["grad"] and r["norm"] and np.isfinite(r["norm"]) and r["applied"] is not True]
         if bad:
             problems.append(f"(step, variable) with a non-zero gradient, not applied: {bad[:4]}")
+    for name in x.get("unchanged", []):  # weights no step may move
+        v = var(name)
+        got = [{r["v"]: r for r in s["vars"]}.get(v, {}).get("applied") for s in steps]
+        if v is None or any(a is True for a in got):
+            problems.append(f"{name} applied {got}, the script never moved it")
     for suffix, first in x.get("not_applied_until", {}).items():
         v = var(suffix)
         got = [{r["v"]: r for r in s["vars"]}.get(v, {}).get("applied") for s in steps]
@@ -200,6 +205,12 @@ def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
             if not all(g is not None and _close(g[0], e[0], 1e-5) and g[1] == e[1]
                        for g, e in zip(got, x[key], strict=True)):
                 problems.append(f"{key} (sum, count) {got[:4]}, the script's batches {x[key][:4]}")
+    if "target_shape" in x and any(s["target_shape"] != x["target_shape"] for s in steps):
+        problems.append(f"target shapes {[s['target_shape'] for s in steps]}, expected {x['target_shape']}")
+    if x.get("reg_equals_loss"):  # the whole loss is the model's own (add_loss)
+        bad = [(s["step"], s["reg_loss"], s["loss"]) for s in steps if not _close(s["reg_loss"], s["loss"], 1e-5)]
+        if bad:
+            problems.append(f"(step, reg_loss, loss) {bad[:4]}")
     if "weight_sum0" in x:
         got = (steps[0]["loss_info"] or {}).get("weight_sum")
         if not _close(got, x["weight_sum0"], 1e-5):

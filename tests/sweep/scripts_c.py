@@ -1276,3 +1276,144 @@ def xla_fit_ragged_last_batch():
     return Out(_weights(model), _iters(model.optimizer),
                {"losses": cb.losses, "loss_rtol": 1e-4, "batch_sizes": _sizes(100, B) * 2,
                 "x_fp": [_fp(x[i:i + B]) for i in range(0, 100, B)] * 2, "modes": {"dropout": True}})
+
+
+# --- 37. an eager GAN with BatchNormalization in both models: which moving statistics each
+#         step moved, seen by the script itself -------------------------------------------------
+
+def eager_gan_batchnorm_both():
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(68)
+    real = np.random.default_rng(68).normal(loc=1.0, size=(64, 4)).astype("float32")
+    zs = np.random.default_rng(69).normal(size=(64, 3)).astype("float32")
+    gen = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                            keras.layers.Activation("relu"), keras.layers.Dense(4)], name="gen")
+    critic = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                               keras.layers.Activation("relu"), keras.layers.Dense(1)], name="critic")
+    g_opt, d_opt = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3)
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    watched = {_vname(m.layers[1].moving_mean): m.layers[1].moving_mean for m in (gen, critic)}
+    moved: dict[str, list[bool]] = {k: [] for k in watched}
+    losses = []
+
+    def snapshot():
+        return {k: np.array(v) for k, v in watched.items()}
+
+    for i in range(0, 64, B):
+        xb, z = real[i:i + B], zs[i:i + B]
+        before = snapshot()
+        with tf.GradientTape() as tape:  # the critic's step; the generator runs in inference mode
+            fake = gen(z, training=False)
+            r, f = critic(xb, training=True), critic(fake, training=True)
+            d_loss = bce(tf.ones_like(r), r) + bce(tf.zeros_like(f), f)
+        d_opt.apply_gradients(zip(tape.gradient(d_loss, critic.trainable_variables), critic.trainable_variables))
+        after = snapshot()
+        for k in watched:
+            moved[k].append(not np.array_equal(before[k], after[k]))
+        losses.append(float(d_loss))
+        before = after
+        with tf.GradientTape() as tape:  # the generator's step; the critic judges in inference mode
+            f = critic(gen(z, training=True), training=False)
+            g_loss = bce(tf.ones_like(f), f)
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, gen.trainable_variables), gen.trainable_variables))
+        after = snapshot()
+        for k in watched:
+            moved[k].append(not np.array_equal(before[k], after[k]))
+        losses.append(float(g_loss))
+    return Out(_weights(gen, critic), _iters(g_opt) + _iters(d_opt), {"losses": losses, "state": moved,
+                                                                       "optimizers": ["Adam", "Adam"]})
+
+
+# --- 38. optimizer built up front, stepped with apply(grads) (Keras 3) / apply_gradients on
+#         pairs whose gradient is None for an unused head (both) ------------------------------
+
+def built_optimizer_apply_with_unused_head():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.regression(96)
+    keras.utils.set_random_seed(70)
+    inp = keras.Input((10,))
+    h = keras.layers.Dense(8, activation="relu")(inp)
+    main = keras.layers.Dense(1, name="main")(h)
+    aux = keras.layers.Dense(1, name="aux")(h)
+    model = keras.Model(inp, [main, aux])
+    opt = keras.optimizers.Adam(1e-2)
+    tv = model.trainable_variables
+    opt.build(tv)
+    losses, grads = [], []
+    for i in range(0, 96, B):
+        with tf.GradientTape() as tape:
+            out, _aux = model(x[i:i + B], training=True)
+            loss = tf.reduce_mean(tf.square(out[:, 0] - y[i:i + B]))  # the aux head is not trained yet
+        g = tape.gradient(loss, tv)
+        if _legacy():
+            opt.apply_gradients((gi, v) for gi, v in zip(g, tv) if gi is not None)
+        else:
+            opt.apply([gi if gi is not None else tf.zeros_like(v) for gi, v in zip(g, tv)])
+        grads.append((len(losses), _vname(tv[0]), _norm(g[0])))
+        losses.append(float(loss))
+    unused = [_vname(v) for v in model.get_layer("aux").trainable_variables]
+    return Out(_weights(model), _iters(opt), {"losses": losses, "grads": grads, "unchanged": unused})
+
+
+# --- 39. a per-sample loss vector handed to tape.gradient (TensorFlow sums it) --------------
+
+def per_sample_loss_vector_to_the_tape():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(96)
+    keras.utils.set_random_seed(71)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    opt = keras.optimizers.SGD(1e-2)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(yb, model(xb, training=True)) / B
+        g = tape.gradient(per_sample, model.trainable_variables)
+        opt.apply_gradients(zip(g, model.trainable_variables))
+        return tf.reduce_sum(per_sample), tf.norm(g[0])
+
+    losses, grads = [], []
+    for i in range(0, 96, B):
+        loss, gn = step(x[i:i + B], y[i:i + B])
+        grads.append((len(losses), _vname(model.trainable_variables[0]), float(gn)))
+        losses.append(float(loss))
+    return Out(_weights(model), _iters(opt), {"losses": losses, "grads": grads, "target_shape": [B],
+                                              "y_fp": [_fp(y[i:i + B]) for i in range(0, 96, B)]})
+
+
+# --- 40. a VAE-like model trained by fit() on inputs alone: its losses come from add_loss ----
+
+def vae_add_loss_fit_without_labels():
+    tf = _tf()
+    keras = _keras()
+    x, _ = data.digits(96)
+
+    class Vae(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.enc = keras.layers.Dense(8, activation="relu")
+            self.mu = keras.layers.Dense(2)
+            self.logvar = keras.layers.Dense(2)
+            self.dec = keras.layers.Dense(64, activation="sigmoid")
+
+        def call(self, inputs, training=False):
+            h = self.enc(inputs)
+            mu, logvar = self.mu(h), self.logvar(h)
+            z = mu + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mu), seed=3) if training else mu
+            out = self.dec(z)
+            self.add_loss(tf.reduce_mean(tf.reduce_sum(tf.square(inputs - out), axis=1)))
+            self.add_loss(-0.5 * tf.reduce_mean(tf.reduce_sum(1 + logvar - tf.square(mu) - tf.exp(logvar), axis=1)))
+            return out
+
+    keras.utils.set_random_seed(72)
+    model = Vae()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    cb = _BatchLosses(_sizes(96, B))
+    model.fit(x, batch_size=B, epochs=2, shuffle=False, verbose=0, callbacks=[cb])
+    return Out(_weights(model), _iters(model.optimizer),
+               {"losses": cb.losses, "loss_rtol": 1e-4, "x_fp": [_fp(x[i:i + B]) for i in range(0, 96, B)] * 2,
+                "reg_equals_loss": True})
+
