@@ -875,3 +875,17 @@ def test_optimizer_settings_without_effect_on_any_aligned_step_are_context():
     # with an effect (the updates part at a step) the difference is the cause
     r = compare_runs(make_run("a", meta=adam), make_run("b", meta=adamw, diverge_at=2))
     assert r.verdict == "diverged" and top(r) == "optimizer_mismatch", r.to_dict()
+
+
+def test_learning_rates_shifted_by_a_step_are_named():
+    from gradtrace.compare.detect_pair import _lr_shift
+
+    a, b = make_run("a", steps=8), make_run("b", steps=8)
+    a.lr = np.array([0.1] * 4 + [0.02] * 4)
+    b.lr = np.array([0.1] * 3 + [0.02] * 5)
+    assert _lr_shift(a, b) == 1 and _lr_shift(b, a) == -1
+    assert _lr_shift(a, a) is None  # the same rates
+    b.lr = np.array([0.1] * 2 + [0.05] * 6)  # another schedule, not a shift
+    assert _lr_shift(a, b) is None
+    a.lr = b.lr = np.full(8, 0.1)  # constant rates say nothing
+    assert _lr_shift(a, b) is None

@@ -314,10 +314,30 @@ def _lr_course(run: RunData) -> tuple[str, int | None]:
         return f"constant {float(lr[0]):.6g} over its {lr.size} steps", None
     vals = ", ".join(f"{float(lr[i]):.4g} from step {int(steps[i])}" for i in starts[:4])
     gaps = np.diff(starts)
-    every = int(gaps[0]) if np.all(gaps == gaps[0]) else None
+    every = int(gaps[0]) if len(starts) > 2 and np.all(gaps == gaps[0]) else None
     how = ("changes every step" if every == 1 else f"changes every {every} steps" if every
-           else "changes at irregular steps")
+           else "changes once" if len(starts) == 2 else "changes at irregular steps")
     return f"{how}: {vals}" + (", ..." if len(starts) > 4 else ""), every
+
+
+def _lr_shift(a: RunData, b: RunData) -> int | None:
+    """``d`` when run b's recorded rate at step k is run a's at step k + d at every step both
+    recorded (at least one change of rate inside the overlap), 0 < |d| <= 3; else None: one
+    run evaluates the same schedule d steps ahead (a counter that starts at 1)."""
+    la, lb = a.lr, b.lr
+    if la.size < 3 or lb.size < 3:
+        return None
+    for d in (1, -1, 2, -2, 3, -3):
+        xa = la[d:] if d > 0 else la[:d]
+        xb = lb[: xa.size] if d > 0 else lb[-d:][: xa.size]
+        n = min(xa.size, xb.size)
+        xa, xb = xa[:n], xb[:n]
+        ok = np.isfinite(xa) & np.isfinite(xb)
+        if ok.sum() < 3 or np.unique(np.round(xa[ok], 12)).size < 2:
+            continue
+        if np.allclose(xa[ok], xb[ok], rtol=1e-6, atol=0):
+            return d
+    return None
 
 
 def _schedule_args(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, list[Any]]:
@@ -365,6 +385,14 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             lr_fix = (f"Give both runs the same learning-rate schedule: run a's rate is {said[0]}; run b's "
                       f"{said[1]} (a LearningRateScheduler callback or a schedule object, producing the same "
                       "rate at every step).")
+            shift = _lr_shift(a, b)
+            if shift is not None:
+                diffs["learning_rate_shift"] = shift
+                ahead, by = ("b", shift) if shift > 0 else ("a", -shift)
+                lr_fix += (f" Run {ahead}'s rates are the other's {by} step{'s' if by > 1 else ''} early at every "
+                           f"step: it evaluates the same schedule at step + {by} (a step counter that starts at "
+                           f"{by} instead of 0, or `optimizer.iterations` read after the update); a Keras schedule "
+                           "object given to the optimizer is evaluated at the step being taken.")
             ev = [e for _, e in courses]
             if 1 in ev and any(e and e > 1 for e in ev):
                 per = next(e for e in ev if e and e > 1)
