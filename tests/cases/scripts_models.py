@@ -862,3 +862,30 @@ def tape_digits_adamw_no_decay():
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     _loop(model, keras.optimizers.AdamW(1e-2, weight_decay=0.0), lambda m, xb, yb: ce(yb, m(xb, training=True)),
           x, y)
+
+
+def fit_digits_piecewise_schedule():
+    keras = _keras()
+    x, y = data.digits(STEPS * BATCH)
+    model = _digits_mlp()
+    lr = keras.optimizers.schedules.PiecewiseConstantDecay([3], [0.1, 0.02])
+    model.compile(optimizer=keras.optimizers.SGD(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def tape_digits_schedule_one_step_early():
+    """The same schedule set by hand from a step counter that starts at 1."""
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(STEPS * BATCH)
+    model = _digits_mlp()
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([3], [0.1, 0.02])
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for i, (xb, yb) in enumerate(data.batches(x, y, BATCH, STEPS)):
+        opt.learning_rate.assign(schedule(i + 1))
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))

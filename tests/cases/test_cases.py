@@ -199,6 +199,8 @@ CASES += [
     ("eq_two_losses_differentiated_separately", m.fit_wine_unweighted, m.tape_wine_two_gradients_summed,
      "equivalent", None),
     ("eq_adam_vs_adamw_without_decay", m.fit_digits_adam_eps, m.tape_digits_adamw_no_decay, "equivalent", None),
+    ("schedule_one_step_early", m.fit_digits_piecewise_schedule, m.tape_digits_schedule_one_step_early, "diverged",
+     "optimizer_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -359,6 +361,10 @@ def test_case(traced, case):
     if _id == "eq_adam_vs_adamw_without_decay":  # the class difference named, as context
         f = next(f for f in report.findings if f.kind == "optimizer_mismatch")
         assert f.evidence["differences (a, b)"] == {"class": ["Adam", "AdamW"]} and "no difference here" in f.summary
+    if _id == "schedule_one_step_early":  # the shift measured on the recorded rates, the counter named
+        f = report.findings[0]
+        assert f.evidence["differences (a, b)"]["learning_rate_shift"] == 1 and report.first_divergent_step == 3, text
+        assert "step + 1" in (f.fix or "") and "changes once" in (f.fix or ""), text
     if _id == "conv1d_nesterov_one_run":
         assert report.findings[0].evidence["differences (a, b)"] == {"nesterov": [False, True]}, text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
