@@ -889,3 +889,74 @@ def tape_digits_schedule_one_step_early():
             loss = ce(yb, model(xb, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+# --- equivalent in other styles: Functional with copied weights, masked pooling, a noise layer ----
+
+def fit_digits_rmsprop():
+    keras = _keras()
+    x, y = data.digits(STEPS * BATCH)
+    model = _digits_mlp()
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def tape_digits_functional_copied_weights():
+    keras = _keras()
+    x, y = data.digits(STEPS * BATCH)
+    ref = _digits_mlp()
+    inp = keras.Input((64,))
+    out = keras.layers.Dense(10)(keras.layers.Dense(32, activation="relu")(inp))
+    model = keras.Model(inp, out)
+    model.set_weights(ref.get_weights())
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(model, keras.optimizers.RMSprop(1e-3), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)
+
+
+def _masked_pooling():
+    keras = _keras()
+    keras.utils.set_random_seed(73)
+    return keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(24, 8, mask_zero=True),
+                             keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+
+
+def fit_text_masked_pooling():
+    keras = _keras()
+    x, y = _text()
+    model = _masked_pooling()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    _fit(model, x, y.reshape(-1, 1).astype("float32"))
+
+
+def tape_text_masked_pooling():
+    keras = _keras()
+    x, y = _text()
+    model = _masked_pooling()
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    _loop(model, keras.optimizers.Adam(0.01), lambda m, xb, yb: bce(yb, m(xb, training=True)), x,
+          y.reshape(-1, 1).astype("float32"))
+
+
+def _noisy_net():
+    keras = _keras()
+    keras.utils.set_random_seed(79)
+    return keras.Sequential([keras.Input((20,)), keras.layers.GaussianNoise(0.3),
+                             keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+
+
+def fit_gaussian_noise():
+    keras = _keras()
+    x, y = data.classification()
+    model = _noisy_net()
+    model.compile(optimizer=keras.optimizers.Adam(5e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def tape_gaussian_noise():
+    keras = _keras()
+    x, y = data.classification()
+    model = _noisy_net()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(model, keras.optimizers.Adam(5e-3), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)

@@ -201,6 +201,10 @@ CASES += [
     ("eq_adam_vs_adamw_without_decay", m.fit_digits_adam_eps, m.tape_digits_adamw_no_decay, "equivalent", None),
     ("schedule_one_step_early", m.fit_digits_piecewise_schedule, m.tape_digits_schedule_one_step_early, "diverged",
      "optimizer_mismatch"),
+    ("eq_sequential_vs_functional_copied_weights", m.fit_digits_rmsprop, m.tape_digits_functional_copied_weights,
+     "equivalent", None),
+    ("eq_masked_pooling_fit_vs_loop", m.fit_text_masked_pooling, m.tape_text_masked_pooling, "equivalent", None),
+    ("eq_gaussian_noise_fit_vs_loop", m.fit_gaussian_noise, m.tape_gaussian_noise, "equivalent", None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
