@@ -1417,3 +1417,61 @@ def vae_add_loss_fit_without_labels():
                {"losses": cb.losses, "loss_rtol": 1e-4, "x_fp": [_fp(x[i:i + B]) for i in range(0, 96, B)] * 2,
                 "reg_equals_loss": True})
 
+
+# --- 41. ModelCheckpoint saving the whole model every epoch (Keras 3: .keras; tf-keras: a
+#         SavedModel directory), reloaded after training --------------------------------------
+
+def checkpoint_whole_model_and_reload():
+    keras = _keras()
+    x, y = data.digits(96)
+    keras.utils.set_random_seed(73)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12), keras.layers.BatchNormalization(),
+                              keras.layers.Activation("relu"), keras.layers.Dropout(0.1), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    cb = _BatchLosses(_sizes(96, B))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/model_saved" if _legacy() else f"{tmp}/model.keras"
+        model.fit(x, y, batch_size=B, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[cb, keras.callbacks.ModelCheckpoint(path, save_weights_only=False)])
+        again = keras.models.load_model(path)
+        np.testing.assert_array_equal(again.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0))
+    return Out(_weights(model), _iters(model.optimizer),
+               {"losses": cb.losses, "loss_rtol": 1e-4, "modes": {"batch_normalization": True, "dropout": True},
+                "state": {_vname(model.layers[1].moving_mean): True}})
+
+
+# --- 42. noise augmentation with TensorFlow's stateful random ops (global seed) in a
+#         tf.function step, the model exported as a SavedModel between epochs ---------------
+
+def noise_augmentation_saved_model_between_epochs():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(96)
+    keras.utils.set_random_seed(74)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12, activation="relu"), keras.layers.Dense(10)])
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        noisy = xb + tf.random.normal(tf.shape(xb), stddev=0.3)  # a new draw every call
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(noisy, training=True))
+        g = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(g, model.trainable_variables))
+        return loss, tf.norm(g[0])
+
+    losses, grads = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for epoch in range(2):
+            for i in range(0, 96, 32):
+                loss, gn = step(x[i:i + 32], y[i:i + 32])
+                grads.append((len(losses), _vname(model.trainable_variables[0]), float(gn)))
+                losses.append(float(loss))
+            if _legacy():
+                model.save(f"{tmp}/epoch{epoch}")  # tf-keras: a SavedModel directory
+            else:
+                model.export(f"{tmp}/epoch{epoch}", verbose=False)
+    return Out(_weights(model), _iters(opt), {"losses": losses, "grads": grads})
+

@@ -1035,7 +1035,10 @@ def _wrap_saved_model_save(original: Any) -> Any:
     """``tf.saved_model.save`` inside ``trace``: the training functions traced in the run
     carry recording ops that capture the tracer's variables, which the object being saved
     does not track (tensorflow/python/saved_model/save.py refuses "an 'untracked' resource").
-    They are saved as plain graphs, and traced again with recording on their next call."""
+    They are saved as plain graphs; afterwards the instrumented graphs go back in place, the
+    same function objects: traced again, a graph's stateful random ops (``tf.random.normal``
+    under a global seed, tf-keras' Dropout) would start their sequences over and the
+    training would draw other numbers than untraced."""
 
     @functools.wraps(original)
     def save_and_return_nodes(*args: Any, **kwargs: Any) -> Any:
@@ -1044,15 +1047,28 @@ def _wrap_saved_model_save(original: Any) -> Any:
         options = _trace.instrumented_traces() if not is_suppressed() else []
         if not options:
             return original(*args, **kwargs)
+        kept = [(opts, _cache_entries(opts.function_cache)) for opts in options]
         _retrace_plain(options)
         try:
             with suppressed():
                 return original(*args, **kwargs)
         finally:
-            for opts in options:
-                opts.function_cache.clear()
+            for opts, entries in kept:
+                opts.function_cache.clear()  # the plain graphs
+                for context, fn in entries or []:  # None: not readable, traced again instead
+                    opts.function_cache.add(fn, context)
 
     return save_and_return_nodes
+
+
+def _cache_entries(cache: Any) -> list[tuple[Any, Any]] | None:
+    """``(context, concrete function)`` of each graph in a ``tf.function``'s cache
+    (tensorflow/core/function/polymorphism/function_cache.py ``FunctionCache._primary``,
+    keyed by ``(context, function_type)``), or None where that is not available."""
+    primary = getattr(cache, "_primary", None)
+    if not isinstance(primary, dict) or not callable(getattr(cache, "add", None)):
+        return None
+    return [(key[0], fn) for key, fn in primary.items()]
 
 
 def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
