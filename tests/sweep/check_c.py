@@ -144,6 +144,12 @@ def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
         bad = [(i, r, e) for i, (r, e) in enumerate(zip(rec, x["losses"], strict=True)) if not _close(r, e, rtol)]
         if bad:
             problems.append(f"losses differ (step, recorded, script): {bad[:4]}")
+    if "losses_finite_prefix" in x:  # a diverging run: its finite losses, then a non-finite one
+        pre = x["losses_finite_prefix"]
+        rec = [s["loss"] for s in steps]
+        if not (all(_close(r, e, 1e-4) for r, e in zip(rec, pre, strict=False))
+                and rec[len(pre)] is not None and not np.isfinite(rec[len(pre)])):
+            problems.append(f"losses {rec}, the script's finite ones {pre}")
     if "step0_loss" in x and not _close(steps[0]["loss"], x["step0_loss"], 1e-5):
         problems.append(f"step 0 loss {steps[0]['loss']} != {x['step0_loss']}")
     for step, suffix, norm in x.get("grads", []):

@@ -1475,3 +1475,73 @@ def noise_augmentation_saved_model_between_epochs():
                 model.export(f"{tmp}/epoch{epoch}", verbose=False)
     return Out(_weights(model), _iters(opt), {"losses": losses, "grads": grads})
 
+
+# --- 43. the user's own optimizer class (sign SGD with momentum), in fit() ----------------------
+
+def _sign_momentum_class():
+    tf = _tf()
+    keras = _keras()
+    legacy = _legacy()
+
+    class SignMomentum(keras.optimizers.Optimizer):
+        def __init__(self, learning_rate=0.01, beta=0.9, name="sign_momentum", **kwargs):
+            if legacy:  # tf-keras: the subclass builds its learning rate itself
+                super().__init__(name=name, **kwargs)
+                self._learning_rate = self._build_learning_rate(learning_rate)
+            else:
+                super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+            self.beta = beta
+
+        def build(self, var_list):
+            super().build(var_list)
+            if legacy and getattr(self, "_built", False):
+                return
+            self.momentums = [self.add_variable_from_reference(v, "m") for v in var_list]
+            self._built = True
+
+        def update_step(self, gradient, variable, learning_rate=None):
+            lr = tf.cast(self.learning_rate if learning_rate is None else learning_rate, variable.dtype)
+            index = self._index_dict[self._var_key(variable)] if legacy else self._get_variable_index(variable)
+            m = self.momentums[index]
+            m.assign(self.beta * m + (1 - self.beta) * gradient)
+            variable.assign_sub(lr * tf.sign(m))
+
+        def get_config(self):
+            config = super().get_config()
+            if legacy:
+                config["learning_rate"] = self._serialize_hyperparameter(self._learning_rate)
+            return {**config, "beta": self.beta}
+
+    return SignMomentum
+
+
+def custom_optimizer_class_fit():
+    keras = _keras()
+    x, y = data.wine()
+    keras.utils.set_random_seed(75)
+    model = keras.Sequential([keras.Input((13,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+    model.compile(optimizer=_sign_momentum_class()(1e-2, beta=0.8),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = _BatchLosses(_sizes(128, 32))
+    model.fit(x[:128], y[:128], batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[cb])
+    return Out(_weights(model), _iters(model.optimizer),
+               {"losses": cb.losses, "loss_rtol": 1e-4,
+                "meta": {"optimizer.class": "SignMomentum", "optimizer.config.beta": 0.8}})
+
+
+# --- 44. a diverging fit() (learning rate far too high, no clipping) stopped by TerminateOnNaN --
+
+def diverging_fit_terminate_on_nan():
+    keras = _keras()
+    x, y = data.regression(96)
+    x = x * 50.0
+    keras.utils.set_random_seed(76)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(5.0), loss=keras.losses.MeanSquaredError())
+    cb = _BatchLosses(_sizes(96, B))
+    model.fit(x, y, batch_size=B, epochs=5, shuffle=False, verbose=0,
+              callbacks=[cb, keras.callbacks.TerminateOnNaN()])
+    n = _iters(model.optimizer)
+    assert not np.isfinite(cb.losses[-1]) and n < 30, (n, cb.losses)
+    return Out(_weights(model), n, {"losses_finite_prefix": [v for v in cb.losses if np.isfinite(v)],
+                                    "last_loss_finite": False})
