@@ -110,6 +110,14 @@ _KINDS = [
         rank=9,
     ),
     Kind(
+        "model_recreated", "error", False,
+        "One run trains a new copy of its model part way: variables of the same shapes as its first "
+        "model's appear and take the gradients from step k on while the first model's get none (a model, "
+        "often with its optimizer, built inside the epoch loop), so training restarts from fresh weights.",
+        "Build the model and the optimizer once, before the training loop; keep training that one model.",
+        rank=9,
+    ),
+    Kind(
         "missing_gradient", "error", False,
         "Trainable variables got no gradient (None) in one run (\"Gradients do not exist for "
         "variables\").",

@@ -69,6 +69,32 @@ def mode_free_layers(run: RunData) -> set[str]:
     return out
 
 
+def recreated_at(run: RunData, lone: list[int], paired: list[int]) -> int | None:
+    """The step at which a run trains a new copy of its model: its variables without a
+    counterpart (``lone``) first exist and get gradients at step k, when every ``paired``
+    variable, differentiated until step k - 1, stops getting any, and the new variables have
+    the old ones' shapes (a model built again inside the training loop). Read from the
+    per-variable rows of the first steps; None otherwise."""
+    if not lone or not paired or run.grad.size == 0:
+        return None
+    col = {int(v): j for j, v in enumerate(run.var_index)}
+    if any(v not in col for v in lone + paired):
+        return None
+    shapes = sorted(str(run.var_info(v).get("shape")) for v in lone)
+    if shapes != sorted(str(run.var_info(v).get("shape")) for v in paired):
+        return None
+    g_new = run.grad[:, [col[v] for v in lone]]
+    g_old = run.grad[:, [col[v] for v in paired]]
+    rows = np.flatnonzero((g_new == 1).any(axis=1))
+    if not rows.size or rows[0] == 0:
+        return None
+    k = int(rows[0])
+    if not (np.isnan(g_new[:k]).all() and (g_new[k] == 1).all() and (g_old[k - 1] == 1).all()
+            and not (g_old[k:] == 1).any()):
+        return None
+    return int(run.var_rows[k])
+
+
 def layer_of(run: RunData, name: str) -> dict[str, Any] | None:
     for x in run.layers:
         if x.get("name") == name:
@@ -439,6 +465,20 @@ def data_fix(data: str) -> str:
 def single_run_findings(run: RunData) -> list[Finding]:
     """Findings about one run alone (``gradtrace check``)."""
     out: list[Finding] = []
+    if run.grad.size and run.grad.shape[0] > 1:
+        # a second model trained from some step on: variables absent at the first step
+        cols = list(run.var_index)
+        first = [int(cols[j]) for j in range(len(cols)) if run.grad[0, j] == 1]
+        later = [int(cols[j]) for j in range(len(cols)) if np.isnan(run.grad[0, j])
+                 and run.var_info(int(cols[j])).get("trainable", True)]
+        k = recreated_at(run, later, first)
+        if k is not None:
+            out.append(Finding(
+                "model_recreated", severity="warning",
+                summary=f"a new copy of the model is trained from step {k}: {len(later)} variable(s) of the first "
+                f"model's shapes appear and take the gradients, the first model's get none after step {k - 1} (a "
+                "model built inside the training loop): training restarts from fresh weights.",
+                steps=[k], variables=[run.var_name(v) for v in later], evidence={"step": k}, explains=0.9))
     nf = first_nonfinite(run)
     if nf:
         where = f" in the gradient of {nf['variable']}" if "variable" in nf else " in the loss"

@@ -27,7 +27,7 @@ logger = logging.getLogger("gradtrace.compare")
 _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast",
            "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
-           "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches",
+           "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches", "model_recreated",
            "loss_not_differentiated",
            "zero_gradient")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
@@ -60,6 +60,27 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         side, run, lone = ("a", a, lone_a) if lone_a else ("b", b, lone_b)
         other = "b" if side == "a" else "a"
         names = [run.var_name(v) for v in lone]
+        paired = [p[0] if side == "a" else p[1] for p in al.var_pairs
+                  if run.var_info(p[0] if side == "a" else p[1]).get("trainable", True)]
+        k = dr.recreated_at(run, lone, paired)
+    else:
+        k = None
+    if k is not None:
+        rows = np.flatnonzero(run.step == k)
+        reset = bool(rows.size and rows[0] > 0 and np.isfinite(run.iterations[rows[0]])
+                     and run.iterations[rows[0]] <= run.iterations[rows[0] - 1])
+        findings.append(Finding(
+            "model_recreated",
+            f"run {side} ('{run.name}') trains a new copy of its model from step {k}: {len(names)} variable(s) of "
+            f"the same shapes as its first model's ({', '.join(names[:4])}{' …' if len(names) > 4 else ''}) appear "
+            f"and get the gradients from step {k} on, while the variables trained until step {k - 1} get none "
+            f"after it" + (", and its optimizer's iteration counter starts over" if reset else "")
+            + f": the model (and optimizer) is built again inside the training loop (e.g. once per epoch), so "
+            f"training restarts from freshly initialised weights and what steps 0-{k - 1} learned is dropped. Run "
+            f"{other} keeps training one model.",
+            steps=[k], variables=names, evidence={"run": side, "step": k, "new_variables": names,
+                                                  "optimizer_restarts": reset}, explains=1.0))
+    elif structure_ok and (lone_a or lone_b):
         findings.append(Finding(
             "missing_gradient",
             f"{len(names)} trainable variable(s) of run {side} never reached run {other}'s optimizer "
