@@ -960,3 +960,29 @@ def tape_gaussian_noise():
     model = _noisy_net()
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     _loop(model, keras.optimizers.Adam(5e-3), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)
+
+
+# --- the model built again inside the epoch loop ---------------------------------------------
+
+def fit_digits_two_epochs_sgd():
+    keras = _keras()
+    x, y = data.digits(4 * BATCH)
+    model = _digits_mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+
+
+def tape_digits_model_built_each_epoch():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(4 * BATCH)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for _epoch in range(2):
+        model = _digits_mlp()  # built (and seeded) inside the epoch loop
+        opt = keras.optimizers.SGD(0.1)
+        for xb, yb in data.batches(x, y, BATCH, 4):
+            with tf.GradientTape() as tape:
+                loss = ce(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))

@@ -205,6 +205,8 @@ CASES += [
      "equivalent", None),
     ("eq_masked_pooling_fit_vs_loop", m.fit_text_masked_pooling, m.tape_text_masked_pooling, "equivalent", None),
     ("eq_gaussian_noise_fit_vs_loop", m.fit_gaussian_noise, m.tape_gaussian_noise, "equivalent", None),
+    ("model_built_each_epoch", m.fit_digits_two_epochs_sgd, m.tape_digits_model_built_each_epoch, "diverged",
+     "model_recreated"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -369,6 +371,10 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["differences (a, b)"]["learning_rate_shift"] == 1 and report.first_divergent_step == 3, text
         assert "step + 1" in (f.fix or "") and "changes once" in (f.fix or ""), text
+    if _id == "model_built_each_epoch":  # the run, the step, the optimizer starting over too
+        f = report.findings[0]
+        assert (f.evidence["run"], f.evidence["step"], f.evidence["optimizer_restarts"]) == ("b", 4, True), text
+        assert len(f.evidence["new_variables"]) == 4 and report.first_divergent_step == 4, text
     if _id == "conv1d_nesterov_one_run":
         assert report.findings[0].evidence["differences (a, b)"] == {"nesterov": [False, True]}, text
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
@@ -410,6 +416,7 @@ CHECKS = [
      "training_mode_mismatch"),
     ("gru_with_dropout_in_inference_mode", m.tape_gru_text_dropout_no_training_flag, "diverged",
      "training_mode_mismatch"),
+    ("model_built_each_epoch", m.tape_digits_model_built_each_epoch, "diverged", "model_recreated"),
 ]
 
 
