@@ -62,7 +62,7 @@ class Result:
     partial: bool = False
 
 
-def run(script: Callable[[], Any], traced_as: str | None, url: str) -> Result:
+def run(script: Callable[[], Any], traced_as: str | None, url: str, stats_every: int = 1) -> Result:
     import gradtrace
 
     _fresh_session()
@@ -72,7 +72,7 @@ def run(script: Callable[[], Any], traced_as: str | None, url: str) -> Result:
         if traced_as is None:
             out = script()
         else:
-            with gradtrace.trace(run=traced_as, project=PROJECT, store=url, stats_every=1) as r:
+            with gradtrace.trace(run=traced_as, project=PROJECT, store=url, stats_every=stats_every) as r:
                 out = script()
     if traced_as is None:
         return Result(out, [str(w.message) for w in caught], lines)
@@ -92,12 +92,14 @@ def _close(a: float | None, b: float, rtol: float) -> bool:
     return a is not None and bool(np.isclose(a, b, rtol=rtol, atol=1e-7))
 
 
-def check(script: Callable[[], Any], url: str) -> list[str]:
-    """Problems found (empty: the record holds), both runs in this process."""
-    return compare(script.__name__, run(script, None, url), run(script, script.__name__, url), url)
+def check(script: Callable[[], Any], url: str, stats_every: int = 1) -> list[str]:
+    """Problems found (empty: the record holds), both runs in this process. With
+    ``stats_every`` > 1 the per-variable statistics are checked on the full steps only."""
+    name = script.__name__ if stats_every == 1 else f"{script.__name__}_every_{stats_every}"
+    return compare(name, run(script, None, url), run(script, name, url, stats_every), url, stats_every)
 
 
-def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
+def compare(name: str, plain: Result, traced: Result, url: str, stats_every: int = 1) -> list[str]:
     """Problems of the traced run ``name`` in the store at ``url``, against the untraced one."""
     from gradtrace.store import open_store
 
@@ -132,6 +134,8 @@ def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
         return problems
     paths = {v["index"]: (v.get("path") or v["name"]).split(":")[0] for v in detail.variables}
     x = out.extra
+    all_steps = steps
+    full = [s for s in steps if s["step"] % stats_every == 0]  # the steps with statistics
 
     def var(suffix: str) -> int | None:
         exact = [i for i, p in sorted(paths.items()) if p == suffix]
@@ -152,7 +156,7 @@ def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
             problems.append(f"losses {rec}, the script's finite ones {pre}")
     if "step0_loss" in x and not _close(steps[0]["loss"], x["step0_loss"], 1e-5):
         problems.append(f"step 0 loss {steps[0]['loss']} != {x['step0_loss']}")
-    for step, suffix, norm in x.get("grads", []):
+    for step, suffix, norm in [g for g in x.get("grads", []) if g[0] % stats_every == 0]:
         v = var(suffix)
         rows = {r["v"]: r for r in steps[step]["vars"]}
         if v is None or v not in rows:
@@ -164,14 +168,18 @@ def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
         want = mode if isinstance(mode, list) else [mode] * len(steps)
         if got != want:
             problems.append(f"mode of {layer}: {got}, expected {want} (step 0: {steps[0]['modes']})")
+    steps = full  # per-variable records: full steps only
     for suffix, changed in x.get("state", {}).items():
         v = var(suffix)
         got = [{r["v"]: r for r in s["state"]}.get(v, {}).get("changed", "<absent>") for s in steps]
-        want = changed if isinstance(changed, list) else [changed] * len(steps)
+        # a full step's change is measured from the previous full step: any of the steps since
+        want = ([any(c is True for c in changed[max(0, s["step"] - stats_every + 1):s["step"] + 1])
+                 if changed[s["step"]] != "<absent>" else "<absent>" for s in steps]
+                if isinstance(changed, list) else [changed] * len(steps))
         if v is None or got != want:
             problems.append(f"state {suffix}: changed {got}, expected {want}")
     for layer, want in x.get("frozen", {}).items():
-        got = [layer in s["frozen"] for s in steps]
+        got = [layer in s["frozen"] for s in all_steps]
         if got != want:
             problems.append(f"{layer} frozen {got}, expected {want}")
     if not x.get("not_applied_until"):
@@ -188,12 +196,15 @@ def compare(name: str, plain: Result, traced: Result, url: str) -> list[str]:
     for suffix, first in x.get("not_applied_until", {}).items():
         v = var(suffix)
         got = [{r["v"]: r for r in s["vars"]}.get(v, {}).get("applied") for s in steps]
-        if v is None or any(a is True for a in got[:first]) or any(a is not True for a in got[first:]):
+        before = [a for s, a in zip(steps, got, strict=True) if s["step"] < first]
+        after = [a for s, a in zip(steps, got, strict=True) if s["step"] >= first]
+        if v is None or any(a is True for a in before) or any(a is not True for a in after):
             problems.append(f"{suffix} applied {got}, expected from step {first} on")
     for key, want in x.get("meta", {}).items():
         got = _get(meta, key)
         if got != want and not (isinstance(want, float) and isinstance(got, float) and np.isclose(got, want)):
             problems.append(f"meta {key}: {got!r}, expected {want!r}")
+    steps = all_steps
     if "reg_losses" in x:
         bad = [(i, s["reg_loss"], r) for i, (s, r) in enumerate(zip(steps, x["reg_losses"], strict=True))
                if not _close(s["reg_loss"], r, 1e-5)]

@@ -1545,3 +1545,28 @@ def diverging_fit_terminate_on_nan():
     assert not np.isfinite(cb.losses[-1]) and n < 30, (n, cb.losses)
     return Out(_weights(model), n, {"losses_finite_prefix": [v for v in cb.losses if np.isfinite(v)],
                                     "last_loss_finite": False})
+
+
+# --- 45. ReduceLROnPlateau lowering the rate between epochs, the rate of every batch read by a
+#         callback -------------------------------------------------------------------------------
+
+def reduce_lr_on_plateau_rates():
+    keras = _keras()
+    x, y = data.digits(128)
+    keras.utils.set_random_seed(77)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12), keras.layers.BatchNormalization(),
+                              keras.layers.Activation("relu"), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rates: list[float] = []
+
+    class Rates(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            rates.append(float(keras.backend.get_value(self.model.optimizer.learning_rate)))
+
+    # min_delta so large that every epoch is a plateau: the rate halves after each one
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0, min_delta=1e9)
+    model.fit(x[:96], y[:96], validation_data=(x[96:], y[96:]), batch_size=32, epochs=3, shuffle=False, verbose=0,
+              callbacks=[Rates(), plateau])
+    assert rates[-1] < rates[0]
+    return Out(_weights(model), _iters(model.optimizer), {"lrs": rates, "modes": {"batch_normalization": True}})

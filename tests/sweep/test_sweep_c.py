@@ -40,6 +40,16 @@ def test_keras3(url, script):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=[f.__name__ for f in SCRIPTS])
+def test_keras3_statistics_every_third_step(url, script):
+    """The same with statistics on steps 0, 3, 6, ... only: the steps between (recorded from a
+    template) still carry their own loss, batch, rate and modes, and a full step's state
+    change covers the steps since the previous full one."""
+    problems = check_c.check(script, url, stats_every=3)
+    assert not problems, "\n".join(problems)
+
+
 def _legacy_check(name: str, tmp: Path) -> list[str]:
     """The untraced and the traced run each in a fresh tf-keras process, then the comparison."""
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", GRADTRACE_STRICT="1", TF_CPP_MIN_LOG_LEVEL="3",
