@@ -631,6 +631,22 @@ def _loss_weights(run: RunData) -> list[float] | None:
     return [] if all(x == 1.0 for x in w) else w
 
 
+def _last_call_mean(a: RunData, b: RunData, s: Step0, n_calls: int) -> list[float] | None:
+    """Both runs' per-sample mean of the last Keras loss call at step ``s``, when both made
+    ``n_calls`` calls of the same loss classes and those means agree (the same outputs and
+    labels); otherwise None."""
+    infos = [run.loss_info.get(s.step) or {} for run in (a, b)]
+    calls = [i.get("calls") or [] for i in infos]
+    if len(calls[0]) != n_calls or len(calls[1]) != n_calls:
+        return None
+    if [c.get("cls") for c in calls[0]] != [c.get("cls") for c in calls[1]]:
+        return None
+    ms = [i.get("per_sample_mean") for i in infos]
+    if not all(isinstance(m, (int, float)) and math.isfinite(m) and m > 0 for m in ms) or rel(ms[0], ms[1]) > 1e-4:
+        return None
+    return [float(m) for m in ms]
+
+
 def _last_weight_measured(a: RunData, b: RunData, side: str, w: list[float], s: Step0) -> float | None:
     """The weight the run without recorded weights gives its last output's loss.
 
@@ -640,14 +656,8 @@ def _last_weight_measured(a: RunData, b: RunData, side: str, w: list[float], s: 
     (w_other - w_last) * m``. Returned when it is a weight a user writes (within float
     noise of a multiple of 0.05) and differs from ``w_last``.
     """
-    infos = [run.loss_info.get(s.step) or {} for run in (a, b)]
-    calls = [i.get("calls") or [] for i in infos]
-    if len(calls[0]) != len(w) or len(calls[1]) != len(w):
-        return None
-    if [c.get("cls") for c in calls[0]] != [c.get("cls") for c in calls[1]]:
-        return None
-    ms = [i.get("per_sample_mean") for i in infos]
-    if not all(isinstance(m, (int, float)) and math.isfinite(m) and m > 0 for m in ms) or rel(ms[0], ms[1]) > 1e-4:
+    ms = _last_call_mean(a, b, s, len(w))
+    if ms is None:
         return None
     known, unknown = (s.loss_a, s.loss_b) if side == "a" else (s.loss_b, s.loss_a)
     m = float(ms[0])
@@ -672,14 +682,8 @@ def _output_weights_measured(a: RunData, b: RunData, side: str, w: list[float], 
     """
     if len(w) != 2 or s.cos is None:
         return None
-    infos = [run.loss_info.get(s.step) or {} for run in (a, b)]
-    calls = [i.get("calls") or [] for i in infos]
-    if len(calls[0]) != 2 or len(calls[1]) != 2:
-        return None
-    if [c.get("cls") for c in calls[0]] != [c.get("cls") for c in calls[1]]:
-        return None
-    ms = [i.get("per_sample_mean") for i in infos]
-    if not all(isinstance(m, (int, float)) and math.isfinite(m) and m > 0 for m in ms) or rel(ms[0], ms[1]) > 1e-4:
+    ms = _last_call_mean(a, b, s, 2)
+    if ms is None:
         return None
     par = np.isfinite(s.ratios) & (s.ratios > 0) & np.isfinite(s.cos) & (s.cos >= 1 - 1e-5)
     cands: list[float] = []
