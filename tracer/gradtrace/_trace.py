@@ -428,8 +428,9 @@ class Run:
             if got is None:
                 import tensorflow as tf
 
+                read: dict[tuple[int, ...], np.ndarray] = {}  # each earlier shadow read once
                 with tf.init_scope():
-                    parts = [self._measured_value(s) for s in state]
+                    parts = [self._measured_value(s, read) for s in state]
                     start = np.concatenate(parts) if parts else np.zeros([0], np.float32)
                     got = _ring.side_variable(tf.constant(start, tf.float32), "gradtrace_state_before")
                 self._state_shadows[key] = got
@@ -438,13 +439,15 @@ class Run:
                                           for s, o in zip(state, offsets, strict=True)}
         return got
 
-    def _measured_value(self, s: StateVar) -> np.ndarray:
+    def _measured_value(self, s: StateVar, read: dict[tuple[int, ...], np.ndarray]) -> np.ndarray:
         """``s``'s value in the newest state shadow that holds it, else its registered value
-        (eager, under the lock)."""
+        (eager, under the lock); ``read`` keeps the shadows already read."""
         for key in reversed(list(self._state_shadows)):
             slot = self._state_slots.get(key, {}).get(s.index)
             if slot is not None and slot[1] == s.initial.size:
-                return np.asarray(self._state_shadows[key].numpy()[slot[0]:slot[0] + slot[1]], np.float32)
+                if key not in read:
+                    read[key] = self._state_shadows[key].numpy()
+                return np.asarray(read[key][slot[0]:slot[0] + slot[1]], np.float32)
         return s.initial
 
     def state_variables(self) -> list[StateVar]:
