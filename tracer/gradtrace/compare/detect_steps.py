@@ -966,6 +966,30 @@ def distribution_scale(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
 STATE_REL = 1e-3
 
 
+def state_finding(a: RunData, b: RunData, al: Alignment, st: dict[str, Any]) -> Finding:
+    """``state_mismatch``: equal training whose non-trainable state moves differently (:func:`state_departs`)."""
+    v = st["variables"][0]
+    said = "; ".join(f"{x['variable']} changes by {x['delta_a']:.4g} in run a, {x['delta_b']:.4g} in run b"
+                     for x in st["variables"][:3])
+    layers = sorted({a.var_info(int(i)).get("layer") or "" for i in a.state_index} - {""})
+    da = [abs(x["delta_a"]) for x in st["variables"]]
+    db = [abs(x["delta_b"]) for x in st["variables"]]
+    larger = "b" if all(y > x for x, y in zip(da, db, strict=True)) else (
+        "a" if all(x > y for x, y in zip(da, db, strict=True)) else None)
+    return Finding(
+        "state_mismatch", severity="warning",
+        summary=f"the losses, gradients and updates agree at every one of the {al.aligned_steps} aligned steps, "
+        f"but the non-trainable state moves differently from step {st['step']} on ({st['steps_differing']} of "
+        f"{st['steps_compared']} steps compared): {said}. Training is the same; what inference uses is not: "
+        + (f"run {larger}'s changes are the larger ones: it likely updates these statistics again within a step "
+           if larger else "one run updates these statistics again within a step, or with another momentum ")
+        + "(an extra forward pass in training mode, e.g. a "
+        "metric computed with `model(x, training=True)` after the tape), so evaluate(), predict() and "
+        "validation results differ.",
+        steps=[st["step"]], variables=[x["variable"] for x in st["variables"]],
+        layers=layers[:8], evidence={**st, "first_variable": v["variable"], "larger_changes": larger}, explains=0.8)
+
+
 def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
     """The first aligned step at which paired non-trainable state (BatchNormalization's moving
     statistics; random generators excluded) changed by different amounts in the two runs.

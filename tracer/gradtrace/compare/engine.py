@@ -198,7 +198,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             if st is not None and explained is not None:
                 explained.evidence["state_departs"] = st
             elif st is not None:
-                findings.append(_state_finding(a, b, al, st))
+                findings.append(ds.state_finding(a, b, al, st))
         findings += _fold(findings, _fold_optimizer(findings, step_f))
         same = ds.same_updates(a, b, al)
         if same is not None:
@@ -424,29 +424,6 @@ def _fold_frozen_layer(a: RunData, b: RunData, al: Alignment, fz: Finding,
             continue
         out.append(f)
     return out
-
-
-def _state_finding(a: RunData, b: RunData, al: Alignment, st: dict) -> Finding:
-    v = st["variables"][0]
-    said = "; ".join(f"{x['variable']} changes by {x['delta_a']:.4g} in run a, {x['delta_b']:.4g} in run b"
-                     for x in st["variables"][:3])
-    layers = sorted({a.var_info(int(i)).get("layer") or "" for i in a.state_index} - {""})
-    da = [abs(x["delta_a"]) for x in st["variables"]]
-    db = [abs(x["delta_b"]) for x in st["variables"]]
-    larger = "b" if all(y > x for x, y in zip(da, db, strict=True)) else (
-        "a" if all(x > y for x, y in zip(da, db, strict=True)) else None)
-    return Finding(
-        "state_mismatch", severity="warning",
-        summary=f"the losses, gradients and updates agree at every one of the {al.aligned_steps} aligned steps, "
-        f"but the non-trainable state moves differently from step {st['step']} on ({st['steps_differing']} of "
-        f"{st['steps_compared']} steps compared): {said}. Training is the same; what inference uses is not: "
-        + (f"run {larger}'s changes are the larger ones: it likely updates these statistics again within a step "
-           if larger else "one run updates these statistics again within a step, or with another momentum ")
-        + "(an extra forward pass in training mode, e.g. a "
-        "metric computed with `model(x, training=True)` after the tape), so evaluate(), predict() and "
-        "validation results differ.",
-        steps=[st["step"]], variables=[x["variable"] for x in st["variables"]],
-        layers=layers[:8], evidence={**st, "first_variable": v["variable"], "larger_changes": larger}, explains=0.8)
 
 
 def _fold(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
