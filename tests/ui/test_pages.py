@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -204,12 +205,17 @@ def test_long_run_is_downsampled_and_marks_non_finite_steps(server: Any, page: A
     page.screenshot(path=str(out_dir / "run-long.png"), full_page=True)
 
 
-def test_statistics_sampled_every_nth_step_are_drawn_as_dots(server: Any, page: Any, out_dir: Path) -> None:
-    # Per-variable statistics on every 50th step only (the default cadence): no two
-    # neighbours to join with a line, so each sampled value is a dot, and only those are.
+def test_statistics_sampled_every_nth_step_are_dots_joined_by_a_line(server: Any, page: Any, out_dir: Path) -> None:
+    # Per-variable statistics on every 50th step only (the default cadence): a line joins
+    # the sampled values across the steps between, and each sampled value is a dot.
     page.goto(f"{server.url}/runs/sampled-run")
     _ready(page)
     assert _series_count(page, "grad-body") == 2
+    for body in ("grad-body", "update-body"):
+        drawn = page.evaluate(f"""(() => {{ const u = document.getElementById('{body}')._plot;
+            return u.series.slice(1).map((s, k) => [s.spanGaps,
+                typeof s.points.show === 'function' ? s.points.show(u, k + 1) : s.points.show]); }})()""")
+        assert drawn == [[True, True]] * len(drawn) and drawn, (body, drawn)
     dots = page.evaluate("""(() => {
         const u = document.getElementById('grad-body')._plot;
         return u.series.slice(1).map((s, k) => {
@@ -219,10 +225,36 @@ def test_statistics_sampled_every_nth_step_are_drawn_as_dots(server: Any, page: 
     })()""")
     for steps in dots:
         assert sorted({int(x) for x in steps}) == list(range(0, 400, 50))
-    # the loss, recorded on every step, is a line without dots
+    # the loss, recorded on every step, is a line without dots that bridges no gap (its NaN step)
     assert page.evaluate("(() => { const u = document.getElementById('loss-body')._plot;"
                          " return u.series[1].points.filter(u, 1, false, null); })()") is None
+    assert page.evaluate("document.getElementById('loss-body')._plot.series[1].spanGaps") is False
     page.screenshot(path=str(out_dir / "run-sampled.png"), full_page=True)
+    assert page.js_errors == []
+
+
+def test_heatmap_columns_are_the_steps_both_runs_measured(server: Any, page: Any, out_dir: Path) -> None:
+    # Statistics every 50th step of 400: the heat map's columns are those 8 steps, not
+    # step buckets of which most would hold nothing.
+    def heatmap(**params: Any) -> dict[str, Any]:
+        r = httpx.get(f"{server.url}/api/v1/plots/compare", params={"a": "sampled-run", "b": "sampled-run", **params},
+                      timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["heatmap"]
+
+    h = heatmap()
+    measured = list(range(0, 400, 50))
+    assert h["cols"] == measured and h["col_last"] == measured and h["col_width"] == 1
+    assert (h["measured_steps"], h["span"]) == (8, 400)
+    assert np.allclose(np.array(h["ratio"], dtype=float), 1.0)  # a run against itself: every cell filled
+    h = heatmap(max_cols=3)  # 8 measured steps in 3 columns of 3
+    assert (h["cols"], h["col_last"], h["col_width"]) == ([0, 150, 300], [100, 250, 350], 3)
+    assert np.allclose(np.array(h["ratio"], dtype=float), 1.0)
+
+    page.goto(f"{server.url}/compare?a=sampled-run&b=sampled-run")
+    _ready(page)
+    assert page.get_attribute("#hm-canvas", "data-cols") == "8"
+    assert "statistics at 8 of 400 steps" in page.inner_text("#heat-note")
     assert page.js_errors == []
 
 

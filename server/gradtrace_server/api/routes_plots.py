@@ -11,10 +11,12 @@
 
 ``GET /api/v1/plots/compare?a=RUN&b=RUN&max_points=1000&max_cols=160&by=variable``
     Two runs on one step axis (loss and global gradient norm of each), and a heat
-    map (rows = variables or layers, columns = step buckets) of the gradient norm
-    ratio ``|g_b| / |g_a|`` and the cosine of the two gradients' sketches, over
-    the steps both runs recorded. Variables are aligned by their structural index
-    (``VariableInfo.index``) when their shapes agree.
+    map (rows = variables or layers) of the gradient norm ratio ``|g_b| / |g_a|``
+    and the cosine of the two gradients' sketches. Its columns cover the steps at
+    which both runs measured per-variable statistics (every step, or every N-th at
+    the default cadence), ``col_width`` measured steps each: ``cols`` and
+    ``col_last`` are each column's first and last step. Variables are aligned by
+    their structural index (``VariableInfo.index``) when their shapes agree.
 
 The database does the work: buckets are ``GROUP BY`` over ``(step - first) / width``,
 so a 10k-step run never travels to Python whole. The per-layer series read the
@@ -23,7 +25,7 @@ row per (layer, step) instead of grouping ``var_steps``. Non-finite values are l
 the lines (and reported as markers): SQLite keeps NaN as the text ``'NaN'``, so
 the finite test is ``-inf < x < inf``, which is false for NaN on both backends.
 The heat map reads sketches (float32 blobs) only at sampled steps: at most
-``max_cols * samples_per_col`` steps per run.
+``max_cols * SAMPLES_PER_COL`` steps per run.
 
 NaN/Infinity in responses are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 """
@@ -379,6 +381,16 @@ def _aligned_variables(conn: Connection, a: int, b: int, groups: Groups) -> list
     ]
 
 
+def _measured_steps(conn: Connection, key: int, first: int, last: int) -> np.ndarray:
+    """The steps of a run in [first, last] with per-variable statistics (a global gradient norm)."""
+    rows = conn.execute(
+        select(Step.step)
+        .where(Step.run_id == key, Step.step.between(first, last), Step.grad_norm.is_not(None))
+        .order_by(Step.step)
+    )
+    return np.fromiter((int(s) for (s,) in rows), dtype=np.int64)
+
+
 def _sketch(blob: bytes | None) -> np.ndarray | None:
     if not blob:
         return None
@@ -400,18 +412,31 @@ def _heatmap(
     else:
         row_of = {v: i for i, (v, _, _) in enumerate(aligned)}
         row_labels = [label for _, label, _ in aligned]
-    col_width = _width(first, last, max_cols)
-    ncols = (last - first) // col_width + 1
+    # Columns cover the steps whose per-variable statistics both runs measured (every step,
+    # or every N-th at the default cadence), not the step axis: no column is left empty
+    # because the steps it spans were recorded without statistics.
+    steps = np.intersect1d(_measured_steps(conn, a.key, first, last), _measured_steps(conn, b.key, first, last))
+    if not steps.size:
+        return {"rows": [], "cols": [], "col_width": 1, "ratio": [], "cosine": [], "by": by,
+                "note": "no step has per-variable statistics in both runs"}
+    col_width = max(1, math.ceil(steps.size / max_cols))  # measured steps per column
+    ncols = math.ceil(steps.size / col_width)
     stride = max(1, col_width // SAMPLES_PER_COL)
-    rows = conn.execute(
-        select(VarStep.run_id, VarStep.step, VarStep.v, VarStep.norm, VarStep.sketch)
-        .where(
-            VarStep.run_id.in_([a.key, b.key]),
-            VarStep.step.between(first, last),
-            ((VarStep.step - first) % stride) == 0,
-            VarStep.v.in_(list(row_of)),
+    pos = np.arange(steps.size)
+    sampled = steps[(pos % col_width) % stride == 0]
+    col_of = {int(s): int(i) // col_width for i, s in zip(pos, steps, strict=True)}
+    rows = (
+        row
+        for chunk in range(0, sampled.size, 500)
+        for row in conn.execute(
+            select(VarStep.run_id, VarStep.step, VarStep.v, VarStep.norm, VarStep.sketch)
+            .where(
+                VarStep.run_id.in_([a.key, b.key]),
+                VarStep.step.in_([int(s) for s in sampled[chunk : chunk + 500]]),
+                VarStep.v.in_(list(row_of)),
+            )
+            .order_by(VarStep.step)
         )
-        .order_by(VarStep.step)
     )
     # (step, row) -> per run: [sum of squared norms, sketches]
     acc: dict[tuple[int, int], dict[int, list[Any]]] = defaultdict(lambda: {a.key: [0.0, {}], b.key: [0.0, {}]})
@@ -430,7 +455,7 @@ def _heatmap(
     cos_sum = np.zeros((nrows, ncols))
     cos_n = np.zeros((nrows, ncols))
     for (step, r), runs in acc.items():
-        c = (step - first) // col_width
+        c = col_of[step]
         sa, sb = runs[a.key], runs[b.key]
         if sa[0] > 0 and sb[0] > 0 and math.isfinite(sa[0]) and math.isfinite(sb[0]):
             log_ratio_sum[r, c] += 0.5 * math.log(sb[0] / sa[0])
@@ -453,8 +478,11 @@ def _heatmap(
     return {
         "by": by,
         "rows": row_labels,
-        "cols": [first + c * col_width for c in range(ncols)],
+        "cols": [int(steps[c * col_width]) for c in range(ncols)],
+        "col_last": [int(steps[min((c + 1) * col_width, steps.size) - 1]) for c in range(ncols)],
         "col_width": col_width,
+        "measured_steps": int(steps.size),
+        "span": last - first + 1,
         "sample_stride": stride,
         "ratio": cells(ratio),
         "cosine": cells(cosine),

@@ -194,7 +194,9 @@ const GT = (() => {
   }
 
   // One line plot over steps. series: [{label, min, max}], x: bucket start steps.
-  function linePlot(container, { x, width, series, log = false, markers = [], yLabel = "", height = 260, dashed = [] }) {
+  // sampled: the series are measured at some steps only (per-variable statistics every N-th
+  // step): a line joins the measured values across the steps between, with a dot on each.
+  function linePlot(container, { x, width, series, log = false, markers = [], yLabel = "", height = 260, dashed = [], sampled = false }) {
     container.innerHTML = "";
     if (!x || x.length === 0 || series.length === 0) {
       container.append(el("div", { class: "empty", text: "nothing recorded" }));
@@ -203,6 +205,8 @@ const GT = (() => {
     const data = envelope(x, width, series);
     if (log) for (let i = 1; i < data.length; i++) data[i] = data[i].map(positiveOrNull);
     const lone = data.map((ys, i) => (i === 0 ? null : isolated(ys, width && width > 1 ? 2 : 1)));
+    // a sampled series with gaps between its values gets a dot at every value
+    const sparse = data.map((ys, i) => i > 0 && sampled && ys.filter((v) => v !== null).length < 0.9 * ys.length);
     const opts = {
       width: Math.max(320, container.clientWidth || 800),
       height,
@@ -210,7 +214,8 @@ const GT = (() => {
       scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
       axes: [
         { label: "step", labelSize: 18, size: 36 },
-        { label: yLabel, labelSize: 18, size: 64, values: (u, vals) => vals.map((v) => fmtNum(v, 3)) },
+        // a log axis leaves its minor ticks unlabelled (null)
+        { label: yLabel, labelSize: 18, size: 64, values: (u, vals) => vals.map((v) => (v === null ? "" : fmtNum(v, 3))) },
       ],
       series: [
         { label: "step", value: (u, v) => (v === null ? "–" : Math.floor(v)) },
@@ -219,10 +224,11 @@ const GT = (() => {
           stroke: s.color || color(i),
           width: 1.5,
           dash: dashed.includes(i) ? [6, 4] : undefined,
-          spanGaps: false,
-          // Values with no neighbour to draw a line to (per-variable statistics are sampled
-          // every N-th step) are drawn as dots; all points on short series.
-          points: { show: x.length < 60, filter: (u, si, show) => (show ? null : lone[si]) },
+          spanGaps: sampled,
+          // Values with no neighbour to draw a line to are drawn as dots, and every value of
+          // a sparse sampled series; all points on short series.
+          points: { show: x.length < 60 || sparse[i + 1], size: sparse[i + 1] ? 4 : undefined,
+                    filter: (u, si, show) => (show ? null : lone[si]) },
           value: (u, v) => fmtNum(v, 4),
         })),
       ],

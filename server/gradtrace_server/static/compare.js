@@ -104,7 +104,7 @@
       series: [{ label: nameA, ...la, color: "#2f6fde" }, { label: nameB, ...lb, color: "#e0592a" }],
     });
     linePlot(document.getElementById("grad-body"), {
-      x: p.x, width: p.bucket_width, yLabel: "‖g‖", log: true, markers: markers(), dashed: [1],
+      x: p.x, width: p.bucket_width, yLabel: "‖g‖", log: true, markers: markers(), dashed: [1], sampled: true,
       series: [{ label: nameA, ...ga, color: "#2f6fde" }, { label: nameB, ...gb, color: "#e0592a" }],
     });
   }
@@ -160,8 +160,8 @@
     const focusRows = focusedRows(h);
     const r0 = state.report;
     if (r0 && r0.first_divergent_step !== null && r0.first_divergent_step !== undefined) {
-      const c = Math.floor((r0.first_divergent_step - h.cols[0]) / h.col_width);
-      if (c >= 0 && c < h.cols.length) {
+      const c = columnOf(h, r0.first_divergent_step);
+      if (c >= 0) {
         ctx.strokeStyle = "#c8333a"; ctx.setLineDash([4, 3]); ctx.lineWidth = 1.5;
         ctx.beginPath(); ctx.moveTo(c * cellW + 0.5, 0); ctx.lineTo(c * cellW + 0.5, canvas.height); ctx.stroke();
         ctx.setLineDash([]);
@@ -176,9 +176,12 @@
     });
     const axis = document.getElementById("hm-axis");
     axis.innerHTML = "";
-    axis.append(el("span", { text: `step ${h.cols[0]}` }), el("span", { text: `step ${h.cols[h.cols.length - 1] + h.col_width - 1}` }));
-    note.textContent = `${h.rows.length} ${h.by === "layer" ? "layers" : "variables"} × ${h.cols.length} step buckets of ${h.col_width}` +
-      (h.sample_stride > 1 ? ` (every ${h.sample_stride}th step sampled)` : "");
+    axis.append(el("span", { text: `step ${h.cols[0]}` }), el("span", { text: `step ${lastOf(h, h.cols.length - 1)}` }));
+    const per = h.col_width === 1 ? "one measured step each" : `${h.col_width} measured steps each`;
+    const measured = h.measured_steps !== undefined && h.span !== undefined && h.measured_steps < h.span
+      ? `; both runs measured per-variable statistics at ${h.measured_steps} of ${h.span} steps` : "";
+    note.textContent = `${h.rows.length} ${h.by === "layer" ? "layers" : "variables"} × ${h.cols.length} columns, ${per}${measured}` +
+      (h.sample_stride > 1 ? ` (every ${h.sample_stride}th sampled)` : "");
     const scale = document.getElementById("hm-scale");
     const sctx = scale.getContext("2d");
     for (let x = 0; x < scale.width; x++) {
@@ -189,7 +192,7 @@
     document.getElementById("hm-lo").textContent = metric === "ratio" ? "≤ 1/8" : "−1";
     document.getElementById("hm-hi").textContent = metric === "ratio" ? "≥ 8×" : "1";
     document.getElementById("hm-legend").textContent = metric === "ratio"
-      ? "‖g_B‖ / ‖g_A‖ (geometric mean over the bucket; white = equal)"
+      ? "‖g_B‖ / ‖g_A‖ (geometric mean over the column's steps; white = equal)"
       : "cosine of the gradients' sketches (1 = same direction)";
     canvas.onmousemove = (e) => {
       const rect = canvas.getBoundingClientRect();
@@ -197,12 +200,19 @@
       const r = Math.floor(((e.clientY - rect.top) / rect.height) * h.rows.length);
       const tip = GT.tooltip();
       if (r < 0 || r >= h.rows.length || c < 0 || c >= h.cols.length) { tip.classList.add("hidden"); return; }
-      const s0 = h.cols[c];
-      tip.textContent = `${h.rows[r]} · steps ${s0}–${s0 + h.col_width - 1} · ratio ${fmtNum(h.ratio[r][c], 4)} · cosine ${fmtNum(h.cosine[r][c], 4)}`;
+      const s0 = h.cols[c], s1 = lastOf(h, c);
+      tip.textContent = `${h.rows[r]} · ${s0 === s1 ? `step ${s0}` : `steps ${s0}–${s1}`} · ratio ${fmtNum(h.ratio[r][c], 4)} · cosine ${fmtNum(h.cosine[r][c], 4)}`;
       tip.style.left = `${e.clientX + 12}px`; tip.style.top = `${e.clientY + 12}px`;
       tip.classList.remove("hidden");
     };
     canvas.onmouseleave = () => GT.tooltip().classList.add("hidden");
+  }
+
+  // A column's last step, and the column holding a step (or the first one after it).
+  function lastOf(h, c) { return h.col_last ? h.col_last[c] : h.cols[c] + h.col_width - 1; }
+  function columnOf(h, step) {
+    for (let c = 0; c < h.cols.length; c++) if (step <= lastOf(h, c)) return c;
+    return -1;
   }
 
   function focusedRows(h) {

@@ -99,16 +99,16 @@
       series: [{ label: "loss", min: p.loss.min, max: p.loss.max, color: "#1d2330" }],
     });
     linePlot(document.getElementById("grad-body"), {
-      x: p.x, width: p.bucket_width, log: true, yLabel: "‖g‖", markers, height: 300,
+      x: p.x, width: p.bucket_width, log: true, yLabel: "‖g‖", markers, height: 300, sampled: true,
       series: p.grad_norm.map((s) => ({ label: s.layer, min: s.min, max: s.max })),
     });
     linePlot(document.getElementById("update-body"), {
-      x: p.x, width: p.bucket_width, log: true, yLabel: "‖Δw‖/‖w‖",
+      x: p.x, width: p.bucket_width, log: true, yLabel: "‖Δw‖/‖w‖", sampled: true,
       series: p.update_ratio.map((s) => ({ label: s.layer, min: s.min, max: s.max })),
     });
     if (p.state.length) {
       linePlot(document.getElementById("state-body"), {
-        x: p.x, width: p.bucket_width, yLabel: "‖Δ‖", height: 220,
+        x: p.x, width: p.bucket_width, yLabel: "‖Δ‖", height: 220, sampled: true,
         series: p.state.map((s) => ({ label: s.layer, min: s.min, max: s.max })),
       });
     } else {
