@@ -95,6 +95,35 @@ def recreated_at(run: RunData, lone: list[int], paired: list[int]) -> int | None
     return int(run.var_rows[k])
 
 
+def model_recreated_finding(run: RunData, k: int, names: list[str], side: str | None = None) -> Finding:
+    """The ``model_recreated`` finding of a run that trains a new copy of its model from step
+    ``k`` (found by :func:`recreated_at`); ``names`` are the new copy's variables. ``side``
+    ("a"/"b") words it for a comparison (an error, the other run keeping one model); without
+    it, for ``gradtrace check`` (a warning)."""
+    if side is None:
+        return Finding(
+            "model_recreated", severity="warning",
+            summary=f"a new copy of the model is trained from step {k}: {len(names)} variable(s) of the first "
+            f"model's shapes appear and take the gradients, the first model's get none after step {k - 1} (a "
+            "model built inside the training loop): training restarts from fresh weights.",
+            steps=[k], variables=names, evidence={"step": k}, explains=0.9)
+    other = "b" if side == "a" else "a"
+    rows = np.flatnonzero(run.step == k)
+    reset = bool(rows.size and rows[0] > 0 and np.isfinite(run.iterations[rows[0]])
+                 and run.iterations[rows[0]] <= run.iterations[rows[0] - 1])
+    return Finding(
+        "model_recreated",
+        f"run {side} ('{run.name}') trains a new copy of its model from step {k}: {len(names)} variable(s) of "
+        f"the same shapes as its first model's ({', '.join(names[:4])}{' …' if len(names) > 4 else ''}) appear "
+        f"and get the gradients from step {k} on, while the variables trained until step {k - 1} get none "
+        f"after it" + (", and its optimizer's iteration counter starts over" if reset else "")
+        + f": the model (and optimizer) is built again inside the training loop (e.g. once per epoch), so "
+        f"training restarts from freshly initialised weights and what steps 0-{k - 1} learned is dropped. Run "
+        f"{other} keeps training one model.",
+        steps=[k], variables=names, evidence={"run": side, "step": k, "new_variables": names,
+                                              "optimizer_restarts": reset}, explains=1.0)
+
+
 def layer_of(run: RunData, name: str) -> dict[str, Any] | None:
     for x in run.layers:
         if x.get("name") == name:
@@ -473,12 +502,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
                  and run.var_info(int(cols[j])).get("trainable", True)]
         k = recreated_at(run, later, first)
         if k is not None:
-            out.append(Finding(
-                "model_recreated", severity="warning",
-                summary=f"a new copy of the model is trained from step {k}: {len(later)} variable(s) of the first "
-                f"model's shapes appear and take the gradients, the first model's get none after step {k - 1} (a "
-                "model built inside the training loop): training restarts from fresh weights.",
-                steps=[k], variables=[run.var_name(v) for v in later], evidence={"step": k}, explains=0.9))
+            out.append(model_recreated_finding(run, k, [run.var_name(v) for v in later]))
     nf = first_nonfinite(run)
     if nf:
         where = f" in the gradient of {nf['variable']}" if "variable" in nf else " in the loss"

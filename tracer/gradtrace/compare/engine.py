@@ -66,20 +66,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     else:
         k = None
     if k is not None:
-        rows = np.flatnonzero(run.step == k)
-        reset = bool(rows.size and rows[0] > 0 and np.isfinite(run.iterations[rows[0]])
-                     and run.iterations[rows[0]] <= run.iterations[rows[0] - 1])
-        findings.append(Finding(
-            "model_recreated",
-            f"run {side} ('{run.name}') trains a new copy of its model from step {k}: {len(names)} variable(s) of "
-            f"the same shapes as its first model's ({', '.join(names[:4])}{' …' if len(names) > 4 else ''}) appear "
-            f"and get the gradients from step {k} on, while the variables trained until step {k - 1} get none "
-            f"after it" + (", and its optimizer's iteration counter starts over" if reset else "")
-            + f": the model (and optimizer) is built again inside the training loop (e.g. once per epoch), so "
-            f"training restarts from freshly initialised weights and what steps 0-{k - 1} learned is dropped. Run "
-            f"{other} keeps training one model.",
-            steps=[k], variables=names, evidence={"run": side, "step": k, "new_variables": names,
-                                                  "optimizer_restarts": reset}, explains=1.0))
+        findings.append(dr.model_recreated_finding(run, k, names, side=side))
     elif structure_ok and (lone_a or lone_b):
         findings.append(Finding(
             "missing_gradient",
@@ -163,34 +150,28 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             # the same thing: context, not a cause.
             for f in findings:
                 if f.kind == "loss_mismatch":
-                    f.severity = "info"
-                    f.summary += " The losses agree step by step: the two compute the same values."
+                    _as_context(f, "The losses agree step by step: the two compute the same values.")
                 elif (f.kind == "optimizer_mismatch" and f.severity == "error"
                       and isinstance(f.evidence.get("differences (a, b)"), dict)
                       and "learning_rate_in_effect" not in f.evidence["differences (a, b)"]):
                     # Settings that differ on paper (AdamW with weight_decay=0 against Adam, a clipnorm
                     # never reached) while every aligned step agrees: no effect on these steps.
-                    f.severity = "info"
-                    f.summary += (f" They made no difference here: the losses, gradients and updates agree at every "
-                                  f"one of the {al.aligned_steps} aligned steps (a setting may still act later, e.g. "
-                                  "clipping once gradients grow).")
+                    _as_context(f, _no_difference("They", al.aligned_steps, " (a setting may still act later, "
+                                                  "e.g. clipping once gradients grow)."))
                 elif (f.kind == "training_mode_mismatch" and dep is None and "frozen_state" not in f.evidence
                       and f.steps and min(f.steps) < int(a.step[al.ia[al.aligned_steps - 1]]) + 1):
                     # Another mode with the same loss, gradients and updates at every aligned step and
                     # no state frozen: at its settings the layer does the same in both modes (a
                     # recurrent layer without dropout), measured on the runs themselves.
-                    f.severity = "info"
-                    f.summary += (f" It made no difference here: the losses, gradients and updates agree at every "
-                                  f"one of the {al.aligned_steps} aligned steps and no state stays frozen (at its "
-                                  "settings the layer computes the same in both modes, e.g. a recurrent layer "
-                                  "without dropout); a dropout or noise rate above 0 would change that.")
-                    f.evidence["same_steps"] = al.aligned_steps
+                    _as_context(f, _no_difference("It", al.aligned_steps, " and no state stays frozen (at its "
+                                                  "settings the layer computes the same in both modes, e.g. a "
+                                                  "recurrent layer without dropout); a dropout or noise rate "
+                                                  "above 0 would change that."),
+                                same_steps=al.aligned_steps)
                 elif f.kind == "sample_weighting" and "dropped_in" in f.evidence:
                     # Weighted by hand in the train step (per-sample losses times the weights):
                     # the same numbers, so the weights were not dropped after all.
-                    f.severity = "info"
-                    f.summary += (" The losses agree step by step: the train step weights its samples "
-                                  "another way.")
+                    _as_context(f, "The losses agree step by step: the train step weights its samples another way.")
         if not step_f and dep is None:
             st = ds.state_departs(a, b, al)
             explained = next((f for f in findings if f.severity == "error" and f.kind in (
@@ -424,6 +405,19 @@ def _fold_frozen_layer(a: RunData, b: RunData, al: Alignment, fz: Finding,
             continue
         out.append(f)
     return out
+
+
+def _as_context(f: Finding, note: str, **evidence: object) -> None:
+    """A cause the aligned steps show had no effect (every loss, gradient and update agrees):
+    kept as context (severity info), the measurement said in its summary and evidence."""
+    f.severity = "info"
+    f.summary += " " + note
+    f.evidence.update(evidence)
+
+
+def _no_difference(subject: str, steps: int, tail: str) -> str:
+    return (f"{subject} made no difference here: the losses, gradients and updates agree at every one of the "
+            f"{steps} aligned steps{tail}")
 
 
 def _fold(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
