@@ -232,12 +232,17 @@ def align(a: RunData, b: RunData) -> Alignment:
     n = int(common.size)
     fp_ia, fp_ib = a.meta.get("init_fingerprint"), b.meta.get("init_fingerprint")
     init_same = None if not fp_ia or not fp_ib else fp_ia == fp_ib
-    init_sets_differ = bool(init_same is False and _fingerprint_count(fp_ia) != _fingerprint_count(fp_ib)
-                            and len(a.variables) != len(b.variables))
+    ca, cb = _fingerprint_count(fp_ia), _fingerprint_count(fp_ib)
+    init_sets_differ = bool(init_same is False and ca != cb
+                            and (len(a.variables) != len(b.variables)
+                                 or (ca is not None and ca < len(a.variables))
+                                 or (cb is not None and cb < len(b.variables))))
     if init_sets_differ:
         # The fingerprint hashes every variable of the models (non-trainable state too): over
         # different sets of variables (a Normalization layer's mean and variance in one model
-        # only) unequal hashes say nothing about the paired trainable weights ...
+        # only, or a model whose layers were built after its fingerprint was taken: fewer
+        # variables hashed than the run's inventory holds) unequal hashes say nothing about the
+        # paired trainable weights ...
         init_same = None
     fa, fb = a.x_fp[ia_rows], b.x_fp[ib_rows]
     ya, yb = a.y_fp[ia_rows], b.y_fp[ib_rows]
