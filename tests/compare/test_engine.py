@@ -900,3 +900,17 @@ def test_an_init_fingerprint_over_fewer_variables_than_the_run_holds_does_not_de
     assert r.verdict == "equivalent" and "init_mismatch" not in kinds(r), r.to_dict()
     assert "init_mismatch" in kinds(compare_runs(a, make_run("b", init="1:bbbb", loss_factor=1.3)))
 
+
+def test_a_layer_that_stops_getting_gradients_in_one_run_only_is_a_trainable_mismatch():
+    """Frozen between two fit() calls in run b: its variables get no gradient from step 3 on while
+    run a keeps training them; a run that stops nothing, or stops both, is not reported."""
+    b = make_run("b")
+    cols = [list(b.var_index).index(v) for v in (0, 1)]
+    b.grad[3:, cols] = 0
+    r = compare_runs(make_run("a"), b)
+    f = next(f for f in r.findings if f.kind == "trainable_mismatch")
+    assert (f.evidence["stopped_in"], f.evidence["step"]) == ("b", 3) and f.severity == "error", r.to_dict()
+    assert len(f.variables) == 2 and "compile()" in f.fix
+    a = make_run("a")
+    a.grad[3:, cols] = 0
+    assert "trainable_mismatch" not in kinds(compare_runs(a, b))

@@ -128,10 +128,13 @@ _KINDS = [
     Kind(
         "trainable_mismatch", "error", False,
         "Variables trained in one run are frozen (not in the model's trainable variables) in the "
-        "other: a layer or sub-model set `trainable=False` in one script only.",
+        "other: a layer or sub-model set `trainable=False` in one script only; or one run stops "
+        "giving them gradients from step k on while the other keeps training them (a layer frozen "
+        "between two fit() calls in one run only, or in both with one fit() keeping the train "
+        "function it built before the freeze: no compile() after it).",
         "Freeze the same layers in both runs, and set `layer.trainable` before `compile()` (fit() "
         "reads it when it builds its train function; a tape loop reads `model.trainable_variables` "
-        "when it is called).",
+        "when it is called); after changing it part way through, call `compile()` again.",
         rank=11,
     ),
     Kind(

@@ -139,6 +139,85 @@ def frozen_state_finding(a: RunData, b: RunData, rows: list[dict[str, Any]]) -> 
     )
 
 
+def _stops_at(run: RunData, v: int) -> int | None:
+    """The step from which a variable that had gradients gets none at every recorded step to the
+    end of the run (None if it never stops, or never had one)."""
+    col = {int(x): j for j, x in enumerate(run.var_index)}
+    if v not in col or run.grad.size == 0:
+        return None
+    g = run.grad[:, col[v]]
+    rec = np.flatnonzero(np.isfinite(g))
+    if rec.size < 2:
+        return None
+    have = rec[g[rec] == 1]
+    if not have.size or have[-1] == rec[-1]:
+        return None
+    after = rec[rec > have[-1]]
+    return int(run.var_rows[after[0]])
+
+
+def _has_gradient_from(run: RunData, v: int, step: int) -> bool:
+    """Every recorded step from ``step`` on gave the variable a gradient (at least one recorded)."""
+    col = {int(x): j for j, x in enumerate(run.var_index)}
+    if v not in col or run.grad.size == 0:
+        return False
+    rows = np.flatnonzero(np.asarray(run.var_rows) >= step)
+    g = run.grad[rows, col[v]]
+    g = g[np.isfinite(g)]
+    return bool(g.size) and bool((g == 1).all())
+
+
+def _starts_at_or_after(run: RunData, step: int) -> bool:
+    """Some variable of the run gets its first gradient at ``step`` or later (a model built again,
+    another part of the model taking over): the run does not just stop training a layer."""
+    if run.grad.size == 0:
+        return False
+    have = run.grad == 1
+    first = np.where(have.any(axis=0), have.argmax(axis=0), -1)
+    steps = np.asarray(run.var_rows)
+    return bool(any(j >= 0 and steps[j] >= step for j in first))
+
+
+def _frozen_part_way(a: RunData, b: RunData, al: Alignment, ng_a: set[int], ng_b: set[int]) -> Finding | None:
+    """Variables one run trains up to step k - 1 and gives no gradient from step k on, while the
+    other run keeps training them: a layer frozen part way through in one run only (set
+    ``trainable = False`` between two fit() calls), or frozen in both scripts with one fit()
+    keeping the train function it built before the freeze (no compile() after it)."""
+    rows: list[dict[str, Any]] = []
+    for va, vb in al.var_pairs:
+        if va in ng_a or vb in ng_b:
+            continue
+        for side, run, v, other, w in (("a", a, va, b, vb), ("b", b, vb, a, va)):
+            k = _stops_at(run, v)
+            if (k is not None and k > 0 and _has_gradient_from(other, w, k)
+                    and not _starts_at_or_after(run, k)):
+                rows.append({"variable": run.var_name(v), "layer": run.var_info(v).get("layer"),
+                             "run": side, "step": k})
+    if not rows:
+        return None
+    side = rows[0]["run"]
+    rows = [r for r in rows if r["run"] == side]
+    k = min(r["step"] for r in rows)
+    run, other = (a, b) if side == "a" else (b, a)
+    oside = "b" if side == "a" else "a"
+    layers = sorted({str(r["layer"]) for r in rows if r["layer"]})
+    said = f"layer(s) {', '.join(layers[:6])}" if layers else ", ".join(r["variable"] for r in rows[:4])
+    refit = (f" Run {oside} is fit(): if its script freezes the layer too, fit() kept the train function it built "
+             "before the freeze (Keras reads `trainable` when compile() is called again)."
+             if other.meta.get("fit") else "")
+    return Finding(
+        "trainable_mismatch",
+        f"run {side} ('{run.name}') stops training {said} from step {k}: {len(rows)} variable(s) that got "
+        f"gradients up to step {k - 1} get none from step {k} on, while run {oside} keeps training them (a layer "
+        f"frozen part way through, e.g. `trainable = False` between two fit() calls, in one run only).{refit}",
+        steps=[k], layers=layers, variables=[r["variable"] for r in rows],
+        evidence={"stopped_in": side, "step": k, "variables": rows},
+        fix=("Freeze the layer at the same step in both runs, and call `model.compile(...)` again after changing "
+             "`trainable` (fit() builds its train function once and keeps it until the next compile(); a tape "
+             "loop reads `model.trainable_variables` at each call)."),
+        explains=0.9)
+
+
 def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     if not a.n_steps or not b.n_steps:
@@ -181,6 +260,9 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             + (f": layer(s) {', '.join(layers[:6])}." if layers else f": {frozen[0]['variable']}."),
             layers=layers, variables=[f["variable"] for f in frozen], evidence={"variables": frozen},
             explains=0.9))
+    stopped = _frozen_part_way(a, b, al, ng_a, ng_b)
+    if stopped is not None:
+        out.append(stopped)
     if missing:
         sides = sorted({m["run"] for m in missing})
         out.append(Finding(
