@@ -45,6 +45,12 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     if not diffs:
         return None
     infer_side = ["a" if False in d["training_a"] and True not in d["training_a"] else "b" for d in diffs]
+    # A model called without `training` whose layers decide their own mode: theirs are compared.
+    kept = [(d, sd) for d, sd in zip(diffs, infer_side, strict=True)
+            if not dr.decided_inside(a if sd == "a" else b, d["layer_" + sd])]
+    if not kept:
+        return None
+    diffs, infer_side = [d for d, _ in kept], [sd for _, sd in kept]
     side = max(set(infer_side), key=infer_side.count)
     run = a if side == "a" else b
     classes = sorted({str(d["class"]) for d in diffs})

@@ -35,6 +35,29 @@ def training_modes(run: RunData) -> dict[str, dict[bool, int]]:
     return out
 
 
+def _holds_layers(run: RunData, layer: str) -> bool:
+    """The layer is a model holding other layers: variables of other layers sit under its name
+    (``model/dense/kernel``), or its config lists layers (Sequential, Functional)."""
+    if any(str(v.get("name") or "").startswith(layer + "/") and v.get("layer") != layer for v in run.variables):
+        return True
+    configs = run.meta.get("layer_configs") or {}
+    idx = next((x.get("index") for x in run.layers if x.get("name") == layer), None)
+    cfg = configs.get(str(idx)) if idx is not None else None
+    return isinstance(cfg, dict) and "layers" in cfg
+
+
+def decided_inside(run: RunData, layer: str) -> bool:
+    """The layer, a model holding other layers, was called without a training argument (``None``
+    at every step) while another layer of the run ran with ``training=True`` at those steps: a model called as
+    ``model(x)`` whose layers decide their own mode (Keras 3's augmentation layers default to
+    training mode). Its own flag says nothing about what its layers computed; theirs are compared."""
+    flags = [(modes or {}).get(layer, "absent") for modes, _f, _n in run.modes]
+    if not flags or any(f is not None and f != "absent" for f in flags) or not _holds_layers(run, layer):
+        return False
+    return all(any(v is True for k, v in (modes or {}).items() if k != layer)
+               for modes, _f, _n in run.modes if (modes or {}).get(layer, "absent") is None)
+
+
 def frozen_layers(run: RunData) -> set[str]:
     """Training-dependent layers that ran with ``trainable=False`` (at some step)."""
     frozen: set[str] = set()
@@ -547,7 +570,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
     # mode is the recipe, not a slip.
     frozen = frozen_layers(run)
     infer = {name: seen[False] for name, seen in modes.items()
-             if False in seen and True not in seen and name not in frozen}
+             if False in seen and True not in seen and name not in frozen and not decided_inside(run, name)}
     same = {name: k for name, k in infer.items() if name in mode_free_layers(run)}
     infer = {name: k for name, k in infer.items() if name not in same}
     if same:
