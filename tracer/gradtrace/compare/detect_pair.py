@@ -459,7 +459,15 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         # What makes the rates differ: a schedule in one run only (a callback setting the same
         # rates per epoch would not differ here).
         sched = [_schedule_name(o) for o in (pairs[0] if pairs else ({}, {}))]
-        if sched[0] != sched[1]:
+        constant = all(n.startswith("constant") for n in sched) and all(
+            not c or c.startswith("constant") for c, _ in (_lr_course(r) for r in (a, b)))
+        if sched[0] != sched[1] and constant and "learning_rate" in diffs:
+            # Two constant rates: the learning rate argument differs, nothing is scheduled.
+            lr_fix = (f"Give both optimizers the same learning rate (run a {float(lr_a[k]):.6g}, run b "
+                      f"{float(lr_b[k]):.6g}, constant over their steps). An optimizer named by a string in "
+                      "compile() (`optimizer='adam'`) takes its class's default rate; construct it with the "
+                      "rate meant (`keras.optimizers.Adam(learning_rate=...)`) in both runs.")
+        elif sched[0] != sched[1]:
             diffs["learning_rate_schedule"] = sched
             courses = [_lr_course(r) for r in (a, b)]
             said = []
@@ -912,14 +920,20 @@ def validation_split_mismatch(a: RunData, b: RunData, al: Alignment | None = Non
     if (al is not None and al.data_known and al.init_same is not False and a.n_steps == b.n_steps
             and al.n_common == a.n_steps and bool(al.data_same.all())):
         return None
-    said = [f"run {side} holds out {v:.0%} for validation" if v else f"run {side} trains on all its data"
-            for side, v in (("a", sa), ("b", sb))]
+    said = [f"run {side} holds out {v:.0%} for validation (fit(validation_split={v:g}))" if v
+            else f"run {side} trains on all its data" for side, v in (("a", sa), ("b", sb))]
+    parts = ""
+    evidence: dict[str, Any] = {"validation_split_a": sa, "validation_split_b": sb, "steps": [a.n_steps, b.n_steps]}
+    if al is not None and al.data_known and 0 < al.aligned_steps < al.n_common:
+        k = int(a.step[al.ia[al.aligned_steps]])
+        parts = (f"; their batches are the same up to step {k - 1} and part at step {k}, where the run that "
+                 "holds data out has used up its share and starts its next epoch")
+        evidence["batches_part_at"] = k
     return Finding(
         "validation_split_mismatch",
-        f"{said[0]} and {said[1]} (fit(validation_split=...)): they train on different examples "
-        f"({a.n_steps} vs {b.n_steps} steps).",
-        evidence={"validation_split_a": sa, "validation_split_b": sb, "steps": [a.n_steps, b.n_steps]},
-        explains=0.8)
+        f"{said[0]} and {said[1]}: they train on different examples ({a.n_steps} vs {b.n_steps} steps){parts}.",
+        steps=[evidence["batches_part_at"]] if "batches_part_at" in evidence else [],
+        evidence=evidence, explains=0.8)
 
 
 def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:

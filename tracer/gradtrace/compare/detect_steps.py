@@ -566,7 +566,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                 out.append(Finding(
                     "optimizer_mismatch",
                     f"step 0 has the same loss and gradients in both runs but different updates "
-                    f"({s.names[j]}: update norms x{s.update_ratio[j]:.4g}): the optimizers act differently "
+                    f"({s.names[j]}: run a's update norm is {s.update_ratio[j]:.4g} x run b's): the optimizers act differently "
                     "(class, learning rate, momentum, clipping or weight decay).",
                     steps=[s.step], variables=differing, evidence=ev, explains=0.9))
         return out, s

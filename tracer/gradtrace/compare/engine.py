@@ -204,11 +204,13 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     "why": f"run {side} ('{run.name}') {status} after {run.n_steps} step(s)"
                            + (f" ({error})" if error else "") + "; the verdict covers the steps both recorded"})
 
-    if repeated or skipped_b:
+    held_out = any(f.kind == "validation_split_mismatch" for f in findings)
+    if repeated or skipped_b or held_out:
         for f in findings:
             if f.kind == "data_mismatch":  # one run's step k is the other's batch k / per_batch (or k * stride)
                 f.severity = "info"
-                f.summary += " The repeated steps explain it." if repeated else " The skipped batches explain it."
+                f.summary += (" The repeated steps explain it." if repeated else " The skipped batches explain it."
+                              if skipped_b else " The validation split explains it.")
     if first is None:
         steps = [s for f in findings if f.severity == "error" for s in f.steps]
         first = min(steps) if steps else None
@@ -357,6 +359,17 @@ def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> 
     if not ra or not rb or al.stochastic:
         return None
     layers = ", ".join(sorted(set(ra) | set(rb)))
+    evidence = {**dep, "random_layers": {"a": ra, "b": rb}}
+    state = ""
+    st = ds.state_departs(a, b, al)
+    if st is not None and st["step"] <= dep["step"]:
+        # Non-random state (BatchNormalization's moving statistics) that moves by other amounts
+        # by the time the losses part: an extra forward pass in training mode updates it too.
+        evidence["state_departs"] = st
+        names = ", ".join(v["variable"] for v in st["variables"][:3])
+        state = (f" Non-random state changes by other amounts from step {st['step']} too ({names}): an extra "
+                 "forward pass in training mode also moves BatchNormalization's moving statistics, which "
+                 "evaluate(), predict() and validation use.")
     return Finding(
         "divergence", severity="warning",
         summary=(f"the runs agree (within float noise) up to step {dep['step'] - 1} and their losses part at step {dep['step']} "
@@ -365,9 +378,10 @@ def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> 
                  f"layers ({layers}) whose generator advances every step; one run draws its random numbers "
                  "differently, most often an extra forward pass in training mode per step (`model(x, "
                  "training=True)` called again to compute a metric) or another random op on the same generator. "
-                 "From then on the masks differ: statistically the same training, not comparable step by step."),
+                 "From then on the masks differ: statistically the same training, not comparable step by step."
+                 + state),
         steps=[dep["step"]], variables=[dep["variable"]] if dep.get("variable") else [],
-        evidence={**dep, "random_layers": {"a": ra, "b": rb}},
+        evidence=evidence,
         fix=("Call the model once per step in training mode and compute metrics from that output (or call it "
              "with `training=False` for metrics); fit() draws each random layer's numbers once per step."),
         explains=0.6)
