@@ -58,7 +58,9 @@ _KINDS = [
         "The Keras loss objects the two runs' steps called differ in class, `from_logits` or an "
         "argument (`label_smoothing`, Huber's `delta`, ...; read from the steps, so a tape loop's "
         "loss object counts as much as compile()'s; a multi-output step's losses are compared "
-        "output by output).",
+        "output by output). Losses that agree step by step make it context: `from_logits=True` on a "
+        "softmax/sigmoid output in Keras 3, which reads the logits under the activation anyway, is "
+        "named with the run to change.",
         "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
         "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
         rank=6,

@@ -150,7 +150,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             # the same thing: context, not a cause.
             for f in findings:
                 if f.kind == "loss_mismatch":
-                    _as_context(f, "The losses agree step by step: the two compute the same values.")
+                    _as_context(f, "The losses agree step by step: the two compute the same values."
+                                + _logits_read_by_keras(f, a, b))
                 elif (f.kind == "optimizer_mismatch" and f.severity == "error"
                       and isinstance(f.evidence.get("differences (a, b)"), dict)
                       and "learning_rate_in_effect" not in f.evidence["differences (a, b)"]):
@@ -427,6 +428,29 @@ def _as_context(f: Finding, note: str, **evidence: object) -> None:
     f.severity = "info"
     f.summary += " " + note
     f.evidence.update(evidence)
+
+
+def _logits_read_by_keras(f: Finding, a: RunData, b: RunData) -> str:
+    """Why a loss with ``from_logits=True`` in one run only agrees with the other step by step.
+
+    Keras 3's cross-entropies take the logits from under a softmax/sigmoid output whatever
+    ``from_logits`` says (warning that the output "does not represent logits"): the run with
+    ``from_logits=True`` on such a model computes the same loss. The setting is still wrong,
+    and the fix says which run to change; tf-keras would apply the activation twice.
+    """
+    fl = (f.evidence.get("differences (a, b)") or {}).get("from_logits")
+    if not fl or True not in fl:
+        return ""
+    side, run = ("a", a) if fl[0] is True else ("b", b)
+    if run.meta.get("keras_flavour") != "keras3":
+        return ""
+    f.evidence["from_logits_on_activation"] = side
+    f.fix = (f"Set `from_logits=False` in run {side}: its model ends in a softmax/sigmoid, so its output is "
+             "probabilities. Keras 3 computes the loss from the logits under that activation anyway (and warns "
+             "that the output does not represent logits); tf-keras, or a model whose activation is applied "
+             "outside a Keras layer, would apply the activation twice.")
+    return (f" Run {side} passes from_logits=True on the output of a softmax/sigmoid layer: Keras 3 takes the "
+            "logits from under that activation whatever from_logits says, so the setting has no effect here.")
 
 
 def _no_difference(subject: str, steps: int, tail: str) -> str:
