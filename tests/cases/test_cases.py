@@ -6,6 +6,7 @@ import pytest
 
 from . import scripts as s
 from . import scripts_models as m
+from . import scripts_more as x
 
 # (id, run a, run b, verdict, top finding kind or None)
 CASES = [
@@ -209,6 +210,64 @@ CASES += [
      "model_recreated"),
 ]
 
+# A third set (scripts_more.py): attention blocks, embeddings, losses by string or with other
+# arguments, optimizer and layer settings, data held out by fit(), initialisations, frozen layers.
+CASES += [
+    ("eq_attention_fit_vs_loop", x.fit_attention, x.tape_attention, "equivalent", None),
+    ("attention_dropout_no_training_flag", x.fit_attention, x.tape_attention_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("embedding_mask_zero_one_run", x.fit_embedding_masked, x.tape_embedding_mask_forgotten, "diverged",
+     "layer_config_mismatch"),
+    ("cce_string_on_logits", x.fit_cce_logits, x.fit_cce_string_on_logits, "diverged", "loss_mismatch"),
+    ("label_smoothing_one_run", x.fit_cce_logits, x.tape_cce_label_smoothing, "diverged", "loss_mismatch"),
+    ("eq_cce_function_from_logits", x.fit_cce_logits, x.tape_cce_function_from_logits, "equivalent", None),
+    ("eq_string_optimizer_and_loss", x.fit_strings, x.tape_objects_defaults, "equivalent", None),
+    ("adam_string_default_lr", x.fit_strings, x.tape_objects_lr_1e2, "diverged", "optimizer_mismatch"),
+    # Keras 3 reads the logits under a softmax/sigmoid whatever from_logits says: the same loss
+    ("eq_softmax_head_from_logits_true", x.fit_strings, x.tape_softmax_from_logits_true, "equivalent",
+     "loss_mismatch"),
+    ("eq_sigmoid_head_from_logits_true", x.fit_sigmoid_bce, x.tape_sigmoid_bce_from_logits, "equivalent",
+     "loss_mismatch"),
+    ("huber_by_hand_other_delta", x.fit_huber_delta_1, x.tape_huber_by_hand_delta_half, "diverged",
+     "gradient_mismatch"),
+    ("mse_vs_mae", x.fit_mse_regression, x.tape_mae_regression, "diverged", "loss_mismatch"),
+    ("schedule_vs_constant_lr", x.fit_digits_decay_schedule, x.tape_digits_constant_lr, "diverged",
+     "optimizer_mismatch"),
+    ("clipvalue_one_run", x.fit_digits_sgd_83, x.tape_digits_clipvalue, "diverged", "optimizer_mismatch"),
+    ("eq_reduce_retracing", x.fit_digits_sgd_83, x.tape_digits_reduce_retracing, "equivalent", None),
+    ("other_seed_same_data", x.fit_digits_sgd_83, x.fit_digits_other_seed, "not_comparable", "init_mismatch"),
+    ("sample_weight_fit_one_run", x.fit_digits_sgd_83, x.fit_digits_sample_weight_one_run, "diverged",
+     "sample_weighting"),
+    ("sample_weight_in_loop_only", x.fit_sigmoid_bce, x.tape_sigmoid_bce_sample_weight, "diverged",
+     "sample_weighting"),
+    ("validation_split_vs_all_data", x.fit_digits_validation_split, x.tape_digits_all_data_two_epochs, "diverged",
+     "validation_split_mismatch"),
+    ("eq_extra_identity_layer", x.fit_digits_sgd_83, x.fit_digits_extra_identity_layer, "equivalent", None),
+    ("eq_train_step_without_metrics", x.fit_digits_sgd_83, x.fit_digits_no_metrics_train_step, "equivalent", None),
+    ("bn_momentum_differs", x.fit_bn_drop, x.fit_bn_momentum_09, "diverged", "layer_config_mismatch"),
+    ("dropout_rate_differs", x.fit_bn_drop, x.fit_dropout_05, "diverged", "layer_config_mismatch"),
+    ("eq_model_variables_in_tape", x.fit_bn_drop, x.tape_bn_drop_model_variables, "equivalent", None),
+    # a validation batch scored with training=True after each step: other masks, BN statistics moved
+    ("bn_dropout_moved_by_validation_forward", x.fit_bn_drop, x.tape_bn_drop_validation_forward_in_training_mode,
+     "diverged", "divergence"),
+    # built by model.build() before its layers exist: the start is judged on the step-0 loss
+    ("eq_subclassed_training_not_passed", x.fit_sequential_dropout, x.tape_subclassed_dropout_training_not_passed,
+     "equivalent", None),
+    ("eq_frozen_after_compile", x.fit_frozen_before_compile, x.fit_frozen_after_compile, "equivalent", None),
+    ("frozen_one_run", x.fit_not_frozen, x.fit_frozen_before_compile, "diverged", "trainable_mismatch"),
+    ("freeze_between_fits_without_recompile", x.fit_freeze_then_recompile, x.fit_freeze_without_recompile,
+     "diverged", "trainable_mismatch"),
+    ("eq_conv2d_fit_vs_eager", x.fit_conv2d, x.tape_conv2d_eager, "equivalent", None),
+    ("rmsprop_rho_differs", x.fit_conv2d, x.tape_conv2d_rmsprop_rho, "diverged", "optimizer_mismatch"),
+    ("other_head_structure", x.fit_conv2d, x.tape_conv2d_global_pooling, "not_comparable", "structure_mismatch"),
+    # augmentation layers in the model: Keras 3's default to training mode when model(x) passes none
+    ("eq_augmentation_fit_vs_loop", x.fit_augmented_conv, x.tape_augmented_conv, "equivalent", None),
+    ("eq_augmentation_no_training_flag", x.fit_augmented_conv, x.tape_augmented_conv_no_training_flag, "equivalent",
+     None),
+    ("augmentation_dropout_no_training_flag", x.fit_augmented_conv_dropout,
+     x.tape_augmented_conv_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -380,6 +439,30 @@ def test_case(traced, case):
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text
+    if _id.startswith("eq_") and _id.endswith("_from_logits_true"):  # the run to change, and why it agrees
+        f = report.findings[0]
+        assert f.evidence["from_logits_on_activation"] == "b" and "from_logits=False` in run b" in (f.fix or ""), text
+    if _id == "adam_string_default_lr":  # two constant rates: the rate, not a schedule
+        f = report.findings[0]
+        assert set(f.evidence["differences (a, b)"]) == {"learning_rate", "learning_rate_in_effect"}, text
+        assert "same learning rate (run a 0.001, run b 0.01" in (f.fix or ""), text
+    if _id == "label_smoothing_one_run":
+        assert {k: list(v) for k, v in report.findings[0].evidence["differences (a, b)"].items()} == {
+            "label_smoothing": [0.0, 0.1]}, text
+    if _id == "other_seed_same_data":  # says so, and invents no cause
+        assert [f.kind for f in report.findings if f.severity != "info"] == ["init_mismatch"], text
+    if _id == "validation_split_vs_all_data":  # where the batches part; the data difference explained
+        assert report.findings[0].evidence["batches_part_at"] == 6, text
+        assert all(f.severity == "info" for f in report.findings if f.kind == "data_mismatch"), text
+    if _id == "bn_dropout_moved_by_validation_forward":  # the statistics named beside the random stream
+        f = report.findings[0]
+        assert f.severity == "warning" and f.evidence["state_departs"]["step"] <= f.steps[0], text
+    if _id == "augmentation_dropout_no_training_flag":  # the Dropout, not the model its layers decide for
+        assert [d["class"] for d in report.findings[0].evidence["layers"]] == ["Dropout"], text
+    if _id == "freeze_between_fits_without_recompile":  # the run that stops, from which step
+        f = report.findings[0]
+        assert (f.evidence["stopped_in"], f.evidence["step"]) == ("a", 4) and report.first_divergent_step == 4, text
+        assert "compile()" in (f.fix or ""), text
 
 
 CHECKS = [
@@ -417,6 +500,10 @@ CHECKS = [
     ("gru_with_dropout_in_inference_mode", m.tape_gru_text_dropout_no_training_flag, "diverged",
      "training_mode_mismatch"),
     ("model_built_each_epoch", m.tape_digits_model_built_each_epoch, "diverged", "model_recreated"),
+    # model(x) without training=: the augmentation layers inside run in training mode all the same
+    ("augmentation_layers_decide_their_mode", x.tape_augmented_conv_no_training_flag, "equivalent", None),
+    ("augmentation_with_dropout_in_inference_mode", x.tape_augmented_conv_dropout_no_training_flag, "diverged",
+     "training_mode_mismatch"),
 ]
 
 
