@@ -350,7 +350,9 @@ _KINDS = [
     ),
     Kind(
         "init_mismatch", "warning", False,
-        "The runs did not start from the same weights.",
+        "The runs did not start from the same weights. The start covers non-trainable state too: "
+        "state that no step changes in either model (a Normalization layer's adapt() statistics) "
+        "is named, since models from the same seed differ when it was computed from other data.",
         "Build both models from the same seed (`keras.utils.set_random_seed`) or copy the weights "
         "(`model_b.set_weights(model_a.get_weights())`).",
         rank=60,

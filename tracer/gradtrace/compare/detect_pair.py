@@ -936,17 +936,41 @@ def validation_split_mismatch(a: RunData, b: RunData, al: Alignment | None = Non
         evidence=evidence, explains=0.8)
 
 
+def _state_set_before_training(a: RunData, b: RunData, al: Alignment) -> list[str]:
+    """Paired non-trainable state (not random generators) that no step of either run changed:
+    set before training (a Normalization layer's adapt() mean and variance), part of the start."""
+    if not al.sa.size or a.state_changed is None or b.state_changed is None:
+        return []
+    out = []
+    for ja, jb in zip(al.sa.tolist(), al.sb.tolist(), strict=True):
+        if a.rng[ja] or b.rng[jb] or a.state_changed[ja] or b.state_changed[jb]:
+            continue
+        out.append(a.var_name(int(a.state_index[ja])))
+    return out
+
+
 def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     still = ("training modes, frozen state, gradient/applied sets, optimizer/loss/metric "
              "configuration, and the scale of losses and gradients in distribution")
     if al.init_same is False:
+        fixed = _state_set_before_training(a, b, al)
+        summary = ("the runs did not start from the same weights: step-by-step numbers are not comparable; "
+                   f"still compared: {still}.")
+        fix = None
+        if fixed:
+            summary += (f" Both models also hold state that training never changes ({', '.join(fixed[:4])}): state "
+                        "set before training, such as a Normalization layer's adapt() statistics. The start "
+                        "covers it too, so models built from the same seed differ when that state was computed "
+                        "from other data (adapt() on another sample).")
+            fix = ("Build both models from the same seed (`keras.utils.set_random_seed`) and compute the state set "
+                   "before training the same way (adapt() on the same data in both runs), or copy the weights "
+                   "and state (`model_b.set_weights(model_a.get_weights())`).")
         out.append(Finding(
-            "init_mismatch",
-            "the runs did not start from the same weights: step-by-step numbers are not comparable; "
-            f"still compared: {still}.",
-            evidence={"init_a": a.meta.get("init_fingerprint"), "init_b": b.meta.get("init_fingerprint")},
-            explains=0.1))
+            "init_mismatch", summary,
+            evidence={"init_a": a.meta.get("init_fingerprint"), "init_b": b.meta.get("init_fingerprint"),
+                      **({"state_set_before_training": fixed} if fixed else {})},
+            fix=fix, explains=0.1))
     imap = al.input_map
     if imap is not None and not imap.get("undone_by_model"):
         said = dd.describe_map(imap)
