@@ -682,3 +682,57 @@ def tape_conv2d_global_pooling():
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
     ce = _sparse_ce()
     _loop(model, keras.optimizers.RMSprop(1e-3), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)
+
+
+# --- a Normalization layer adapted on other data; labels as a column; ignore_class -------------
+
+def _wine_normalized(adapt_x):
+    keras = _keras()
+    keras.utils.set_random_seed(131)
+    norm = keras.layers.Normalization()
+    norm.adapt(adapt_x)
+    return keras.Sequential([keras.Input((13,)), norm, keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(3)])
+
+
+def fit_wine_adapted_on_all():
+    keras = _keras()
+    x, y = data.wine()
+    model = _wine_normalized(x)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=_sparse_ce())
+    _fit(model, x, y, batch=16)
+
+
+def tape_wine_adapted_on_first_batch():
+    """The same seed; the loop adapts the Normalization layer on the first batch only."""
+    keras = _keras()
+    x, y = data.wine()
+    model = _wine_normalized(x[:16])
+    ce = _sparse_ce()
+    _loop(model, keras.optimizers.SGD(0.05), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y, batch=16)
+
+
+def fit_digits_label_column():
+    """Class indices as a (N, 1) column: SparseCategoricalCrossentropy squeezes them."""
+    keras = _keras()
+    x, y = _digits()
+    model = _digits_mlp(seed=137)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=_sparse_ce())
+    _fit(model, x, y.reshape(-1, 1))
+
+
+def tape_digits_label_flat():
+    keras = _keras()
+    x, y = _digits()
+    model = _digits_mlp(seed=137)
+    ce = _sparse_ce()
+    _loop(model, keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)
+
+
+def tape_digits_ignore_class_0():
+    """ignore_class=0 (meant for padding) on digit labels: every zero drops out of the loss."""
+    keras = _keras()
+    x, y = _digits()
+    model = _digits_mlp(seed=137)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    _loop(model, keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)

@@ -266,6 +266,11 @@ CASES += [
      None),
     ("augmentation_dropout_no_training_flag", x.fit_augmented_conv_dropout,
      x.tape_augmented_conv_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
+    # the same seed, a Normalization layer adapted on other data: the start differs in that state
+    ("normalization_adapted_on_other_data", x.fit_wine_adapted_on_all, x.tape_wine_adapted_on_first_batch,
+     "not_comparable", "init_mismatch"),
+    ("eq_label_column_vs_flat", x.fit_digits_label_column, x.tape_digits_label_flat, "equivalent", None),
+    ("ignore_class_one_run", x.fit_digits_label_column, x.tape_digits_ignore_class_0, "diverged", "loss_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -459,6 +464,11 @@ def test_case(traced, case):
         assert f.severity == "warning" and f.evidence["state_departs"]["step"] <= f.steps[0], text
     if _id == "augmentation_dropout_no_training_flag":  # the Dropout, not the model its layers decide for
         assert [d["class"] for d in report.findings[0].evidence["layers"]] == ["Dropout"], text
+    if _id == "normalization_adapted_on_other_data":  # the state set before training named
+        f = report.findings[0]
+        assert len(f.evidence["state_set_before_training"]) == 3 and "adapt()" in (f.fix or ""), text
+    if _id == "other_seed_same_data":
+        assert "state_set_before_training" not in report.findings[0].evidence, text
     if _id == "freeze_between_fits_without_recompile":  # the run that stops, from which step
         f = report.findings[0]
         assert (f.evidence["stopped_in"], f.evidence["step"]) == ("a", 4) and report.first_divergent_step == 4, text
