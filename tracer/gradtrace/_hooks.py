@@ -1247,7 +1247,11 @@ def _grad_scale(opt: Any, flavour: str) -> Any:
     """
     if flavour != "keras3" or getattr(opt, "inner_optimizer", None) is None:
         return None
-    scale = getattr(opt, "dynamic_scale", None)
+    # Not built yet (the first apply of an eager loop builds it, then divides by the
+    # variable it initialised to initial_scale): the initial scale is the one in effect.
+    scale = getattr(opt, "dynamic_scale", None) if getattr(opt, "built", True) else None
+    if scale is None:
+        scale = getattr(opt, "initial_scale", None)
     if scale is None:
         return None
     import tensorflow as tf

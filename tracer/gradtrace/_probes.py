@@ -1068,10 +1068,12 @@ class _Probe:
     def on_scale_loss(self, opt: Any, loss: Any, scaled: Any) -> None:
         import tensorflow as tf
 
-        if hasattr(opt, "dynamic_scale"):
+        if hasattr(opt, "dynamic_scale") or not hasattr(opt, "loss_scale"):
             # keras/src/optimizers/loss_scale_optimizer.py scale_loss: the variable once
-            # built, the Python initial_scale before (baked into a graph traced then).
-            scale = opt.dynamic_scale if getattr(opt, "built", True) else opt.initial_scale
+            # built, the Python initial_scale before (baked into a graph traced then; in an
+            # eager loop the first scale_loss comes before the first apply builds it, and
+            # `dynamic_scale` does not exist yet).
+            scale = opt.dynamic_scale if getattr(opt, "built", True) else getattr(opt, "initial_scale", None)
         else:
             scale = getattr(opt, "loss_scale", None)  # tf-keras
         if scale is None:
