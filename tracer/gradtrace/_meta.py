@@ -229,6 +229,41 @@ def training_dependent(layer: Any) -> bool:
 
 
 _READS_TRAINING: dict[tuple[type, bool], bool] = {}  # per class: its source is parsed once
+_DIRECT_CALLS: dict[type, tuple[str, ...]] = {}
+
+
+def direct_call_attrs(layer: Any) -> tuple[str, ...]:
+    """The attributes ``X`` whose ``call`` the layer's ``call`` runs itself (``self.X.call(...)``
+    instead of ``self.X(...)``): that layer's ``__call__``, where Keras resolves ``training``,
+    never runs (keras/src/layers/rnn/time_distributed.py ``TimeDistributed.call`` runs
+    ``self.layer.call``; keras/src/models/sequential.py ``Sequential.call`` runs
+    ``self._functional.call``, whose layers are called as usual)."""
+    cls = type(layer)
+    cached = _DIRECT_CALLS.get(cls)
+    if cached is None:
+        cached = _DIRECT_CALLS[cls] = _direct_call_attrs(cls)
+    return cached
+
+
+def _direct_call_attrs(cls: type) -> tuple[str, ...]:
+    import ast
+    import textwrap
+
+    call = getattr(cls, "call", None)
+    if call is None:
+        return ()
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(call))))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return ()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "call":
+            owner = node.func.value
+            if (isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name)
+                    and owner.value.id == "self" and owner.attr not in found):
+                found.append(owner.attr)
+    return tuple(found)
 
 
 def _reads_training(cls: type, beyond_passing: bool) -> bool:

@@ -648,8 +648,11 @@ class _Probe:
                 continue
             if list(layer._flatten_layers(include_self=False, recursive=False)):
                 # A container hands `training` on: its leaves tell what ran, unless its own
-                # call branches on it (a user's model or block: `if training: h = aug(h)`).
-                if _library_call(layer) or not _meta.branches_on_training(layer):
+                # call branches on it (a user's model or block: `if training: h = aug(h)`),
+                # or runs a sublayer's `call` itself, bypassing the `__call__` where the
+                # sublayer's mode would be recorded (Keras 3 TimeDistributed).
+                if not _bypasses_a_tracked_leaf(layer) and (
+                        _library_call(layer) or not _meta.branches_on_training(layer)):
                     continue
             if _meta.training_dependent(layer):
                 self.tracked[id(layer)] = self.layer_name(layer)
@@ -1245,6 +1248,18 @@ class _Probe:
 
 
 # --------------------------------------------------------------------------- installation
+
+
+def _bypasses_a_tracked_leaf(layer: Any) -> bool:
+    """Whether ``layer.call`` runs the ``call`` of a training-dependent leaf layer itself
+    (see :func:`_meta.direct_call_attrs`): the leaf's mode is never resolved, the caller's is."""
+    for attr in _meta.direct_call_attrs(layer):
+        inner = getattr(layer, attr, None)
+        flatten = getattr(inner, "_flatten_layers", None)
+        if flatten is not None and not list(flatten(include_self=False, recursive=False)) \
+                and _meta.training_dependent(inner):
+            return True
+    return False
 
 
 def _library_call(layer: Any) -> bool:
