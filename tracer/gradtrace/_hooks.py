@@ -226,6 +226,18 @@ def _install_all() -> None:
 
     # tensorflow/python/eager/backprop.py GradientTape.gradient
     _registry.patch(tf.GradientTape, "gradient", _wrap_gradient)
+    # GradientTape.jacobian / batch_jacobian differentiate each element of the target by
+    # calling self.gradient inside a (vectorised) loop: one tape call of the whole target.
+    _registry.patch(tf.GradientTape, "jacobian", _wrap_jacobian)
+    _registry.patch(tf.GradientTape, "batch_jacobian", _wrap_jacobian)
+    # tensorflow/python/ops/parallel_for/control_flow_ops.py: tf.vectorized_map calls pfor,
+    # jacobian pfor_ops.pfor / pfor_ops.for_loop (module attributes looked up at each call):
+    # a gradient taken inside their loop function is one element's, not a step's.
+    from tensorflow.python.ops.parallel_for import control_flow_ops as pfor_ops
+
+    for name in ("pfor", "for_loop"):
+        if callable(getattr(pfor_ops, name, None)):
+            _registry.patch(pfor_ops, name, _wrap_element_loop)
     # tensorflow/python/saved_model/save.py: save() calls save_and_return_nodes()
     from tensorflow.python.saved_model import save as saved_model_save
 
@@ -415,6 +427,8 @@ def last_tape_targets() -> list[Any]:
 def _wrap_gradient(original: Any) -> Any:
     @functools.wraps(original)
     def gradient(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_local, "in_element_loop", 0):
+            return original(self, target, sources, *args, **kwargs)
         run = _active_run()
         call = None
         if run is not None:
@@ -431,6 +445,57 @@ def _wrap_gradient(original: Any) -> Any:
         return result
 
     return gradient
+
+
+def in_element_loop() -> bool:
+    """Whether the calling thread is inside a pfor / for_loop body (see :func:`_element_loop`)."""
+    return getattr(_local, "in_element_loop", 0) > 0
+
+
+@contextlib.contextmanager
+def _element_loop() -> Iterator[None]:
+    """Inside: ``tape.gradient`` calls differentiate one element of a vectorised or looped
+    computation (pfor / for_loop) and are not recorded as a step's tape call."""
+    _local.in_element_loop = getattr(_local, "in_element_loop", 0) + 1
+    try:
+        yield
+    finally:
+        _local.in_element_loop -= 1
+
+
+def _wrap_element_loop(original: Any) -> Any:
+    """``tf.vectorized_map(fn, ...)`` with a tape inside ``fn`` (per-example gradients, then
+    reduced by the script and applied): no tape call of the step's graph is left, so the
+    step records no loss, rather than one element's loss and batch of one."""
+    @functools.wraps(original)
+    def loop(*args: Any, **kwargs: Any) -> Any:
+        if _active_run() is None:
+            return original(*args, **kwargs)
+        with _element_loop():
+            return original(*args, **kwargs)
+
+    return loop
+
+
+def _wrap_jacobian(original: Any) -> Any:
+    """``tape.jacobian(target, sources)`` is one tape call of the whole ``target`` (its shape
+    recorded, its sum the loss, as for a non-scalar target of ``tape.gradient``). Its rows
+    come from ``self.gradient`` of one element each, called inside a loop that
+    tensorflow/python/eager/backprop.py ``GradientTape.jacobian`` vectorises with
+    ``pfor`` (in a graph of its own when eager): those calls are not the step's."""
+    @functools.wraps(original)
+    def jacobian(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _active_run()
+        call = None
+        if run is not None:
+            call = guard(run, "tape.jacobian", lambda: _remember_gradient(target, sources))
+        with _element_loop():
+            result = original(self, target, sources, *args, **kwargs)
+        if call is not None:
+            guard(run, "tape.jacobian", lambda: _remember_result(call, sources, result))
+        return result
+
+    return jacobian
 
 
 # --- threads ---------------------------------------------------------------------------------

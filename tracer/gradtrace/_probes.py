@@ -686,7 +686,7 @@ class _Probe:
                       under_tape: bool = True) -> None:
         self.close_window()
         self.prepare_model(model)
-        if self.tls.in_train_step:
+        if self.tls.in_train_step or _element_loop():
             return
         x = args[0] if args else kwargs.get("inputs", kwargs.get("x"))
         if x is None:
@@ -736,6 +736,8 @@ class _Probe:
             built = getattr(self.run, "model_built", None)  # optional for a minimal run
             if built is not None:
                 built(model)
+        if _element_loop():
+            return  # one element of a tf.vectorized_map: not the step's batch, output or loss
         shape = _shape_of(_first_tensor(outputs))
         if shape is not None:
             scope.put_static(K_Y_PRED_SHAPE, shape)
@@ -1248,6 +1250,12 @@ class _Probe:
 
 
 # --------------------------------------------------------------------------- installation
+
+
+def _element_loop() -> bool:
+    from gradtrace import _hooks
+
+    return _hooks.in_element_loop()
 
 
 def _bypasses_a_tracked_leaf(layer: Any) -> bool:
