@@ -876,7 +876,7 @@ def _other_replica(run: Run, opt: Any, grads: list[Any], tvars: list[Any]) -> bo
             "replica_share",
             f"{ctx.num_replicas_in_sync} replicas in sync: each step is recorded once, from replica 0; its "
             "loss and gradients are the sums over the replicas (what the optimizer applies), its batch size "
-            "and fingerprints replica 0's share of the batch.")
+            "and fingerprints replica 0's share of the batch.", quiet=True)
         return False
     keys = {var_key(v) for v in tvars}
     call = _find_tape_call(keys, grads)

@@ -210,13 +210,19 @@ class Run:
         if self.strict:
             raise exc
 
-    def warn_once(self, key: str, message: str, stderr: bool = False) -> None:
-        """Log a warning once per run and keep it in ``RunInfo.warnings``."""
+    def warn_once(self, key: str, message: str, stderr: bool = False, quiet: bool = False) -> None:
+        """Log a warning once per run and keep it in ``RunInfo.warnings``. ``quiet``: a note on
+        how a normal run is recorded, nothing lost or wrong: kept, logged at INFO only (a
+        WARNING reaches stderr through logging's last resort when the script configured no
+        logging, and the tracer adds nothing there for a training that works)."""
         with self._lock:
             if key in self._warned:
                 return
             self._warned.add(key)
             self.info.warnings.append(message)
+        if quiet:
+            logger.info("gradtrace: %s", message)
+            return
         logger.warning("gradtrace: %s", message)
         if stderr and logger.hasHandlers() and not _logs_to_stderr(logger):
             # Without any handler, logging's last resort already prints it on stderr.
