@@ -115,8 +115,13 @@ def compare(name: str, plain: Result, traced: Result, url: str, stats_every: int
     new_err = [ln for ln in traced.stderr if ln not in plain.stderr]
     if new_err:
         problems.append(f"stderr only when traced: {new_err[:5]}")
-    if traced.run_warnings:
-        problems.append(f"run warnings: {traced.run_warnings}")
+    expected_warnings = out.extra.get("run_warnings", [])  # substrings of warnings the run must give
+    other = [w for w in traced.run_warnings or [] if not any(e in w for e in expected_warnings)]
+    if other:
+        problems.append(f"run warnings: {other}")
+    missing = [e for e in expected_warnings if not any(e in w for w in traced.run_warnings or [])]
+    if missing:
+        problems.append(f"run warnings {traced.run_warnings} lack {missing}")
     if traced.partial:
         problems.append("run marked partial")
     store = open_store(url)
@@ -148,6 +153,11 @@ def compare(name: str, plain: Result, traced: Result, url: str, stats_every: int
         bad = [(i, r, e) for i, (r, e) in enumerate(zip(rec, x["losses"], strict=True)) if not _close(r, e, rtol)]
         if bad:
             problems.append(f"losses differ (step, recorded, script): {bad[:4]}")
+    if "losses_or_none" in x:  # None: a step whose loss the record must leave out
+        rec = [s["loss"] for s in steps]
+        if not all((e is None and r is None) or (e is not None and _close(r, e, rtol))
+                   for r, e in zip(rec, x["losses_or_none"], strict=True)):
+            problems.append(f"losses {rec}, expected {x['losses_or_none']}")
     if "losses_finite_prefix" in x:  # a diverging run: its finite losses, then a non-finite one
         pre = x["losses_finite_prefix"]
         rec = [s["loss"] for s in steps]
@@ -182,7 +192,12 @@ def compare(name: str, plain: Result, traced: Result, url: str, stats_every: int
         got = [layer in s["frozen"] for s in all_steps]
         if got != want:
             problems.append(f"{layer} frozen {got}, expected {want}")
-    if not x.get("not_applied_until"):
+    for suffix, want in x.get("applied", {}).items():  # the script knows each step's applied flags
+        v = var(suffix)
+        got = [{r["v"]: r for r in s["vars"]}.get(v, {}).get("applied") for s in steps]
+        if v is None or got != [want[s["step"]] for s in steps]:
+            problems.append(f"{suffix} applied {got}, expected {[want[s['step']] for s in steps]}")
+    if not x.get("not_applied_until") and "applied" not in x:
         # every gradient the optimizer received moved its weight (none of these scripts skips one)
         bad = [(s["step"], paths[r["v"]]) for s in steps if not s.get("skipped") for r in s["vars"]
                if r["grad"] and r["norm"] and np.isfinite(r["norm"]) and r["applied"] is not True]
@@ -214,6 +229,8 @@ def compare(name: str, plain: Result, traced: Result, url: str, stats_every: int
         got = [s["lr"] for s in steps]
         if not np.allclose(got, x["lrs"], rtol=1e-6):
             problems.append(f"lr {got}, expected {x['lrs']}")
+    if "iterations" in x and [s["iterations"] for s in steps] != x["iterations"]:
+        problems.append(f"iterations {[s['iterations'] for s in steps]}, expected {x['iterations']}")
     if "batch_sizes" in x and [s["batch_size"] for s in steps] != x["batch_sizes"]:
         problems.append(f"batch sizes {[s['batch_size'] for s in steps]}, expected {x['batch_sizes']}")
     for key in ("x_fp", "y_fp"):
@@ -236,6 +253,8 @@ def compare(name: str, plain: Result, traced: Result, url: str, stats_every: int
         got = [o.get("class") for o in meta.get("optimizers", [])]
         if got != x["optimizers"]:
             problems.append(f"optimizers {got}, expected {x['optimizers']}")
+    if "skipped" in x and [bool(s["skipped"]) for s in steps] != x["skipped"]:
+        problems.append(f"skipped {[s['skipped'] for s in steps]}, expected {x['skipped']}")
     if x.get("loss_scaled"):
         scales = [s["loss_scale"] for s in steps]
         if any(sc is None or sc <= 1 for sc in scales):
@@ -247,17 +266,21 @@ def main(argv: list[str]) -> int:
     """``run SCRIPT DB FILE [--traced]``: one run, pickled into FILE (a fresh process each, so
     that neither run inherits the other's random state); ``compare SCRIPT DB PLAIN TRACED``:
     the problems, as one JSON line."""
-    from . import scripts_c
+    import importlib
+
+    def script(name: str) -> Callable[[], Any]:  # "NAME" (scripts_c) or "MODULE:NAME" (a sibling module)
+        module, _, fn = name.rpartition(":")
+        return getattr(importlib.import_module(f"{__package__}.{module or 'scripts_c'}"), fn)
 
     if argv[0] == "run":
         name, url, path = argv[1:4]
-        res = run(getattr(scripts_c, name), name if "--traced" in argv else None, url)
+        res = run(script(name), name.rpartition(":")[2] if "--traced" in argv else None, url)
         with open(path, "wb") as f:
             pickle.dump(res, f)
         return 0
     name, url, plain, traced = argv[1:5]
     with open(plain, "rb") as f1, open(traced, "rb") as f2:
-        problems = compare(name, pickle.load(f1), pickle.load(f2), url)
+        problems = compare(name.rpartition(":")[2], pickle.load(f1), pickle.load(f2), url)
     print("PROBLEMS " + json.dumps(problems))
     return 0
 
