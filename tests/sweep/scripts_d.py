@@ -1110,8 +1110,8 @@ def _noisy_cell_class():
             self.u = self.add_weight(name="u", shape=(self.units, self.units), initializer="orthogonal")
 
         def call(self, inputs, states, training=None):
-            if training:
-                inputs = tf.nn.dropout(inputs, 0.2, seed=3)
+            if training:  # stateless: a stateful op's seed state may carry over between runs in one process
+                inputs = tf.nn.experimental.stateless_dropout(inputs, 0.2, seed=[3, 4])
             h = tf.tanh(inputs @ self.w + states[0] @ self.u)
             return h, [h]
 
