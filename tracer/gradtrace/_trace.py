@@ -183,6 +183,7 @@ class Run:
         self._init_seen: set[int] = set()
         self._index_pending = False  # a model's variables were not initialised when indexed
         self._init_fps: list[str] = []
+        self._init_fp_of: dict[int, str] = {}  # id(tf.Variable) -> its initial-value fingerprint
         self.steps_recorded = 0
         self._seq = _ring.LazySideVariable(lambda: 0, "int64", "gradtrace_seq")  # the step counter, see :attr:`seq`
         self._poller: Any = None
@@ -337,6 +338,7 @@ class Run:
         """Add ``model``'s initial-weight fingerprint once all its variables hold values."""
         import tensorflow as tf
 
+        from gradtrace._hooks import tf_variable
 
         with self._lock:
             if id(model) in self._init_seen:
@@ -357,6 +359,21 @@ class Run:
             self._pre_build.clear()
             self._init_fps.extend(fps)
             self.info.init_fingerprint = _meta.combine_fingerprints(self._init_fps)
+            for v, fp in zip(variables, fps, strict=True):
+                self._init_fp_of.setdefault(id(tf_variable(v)), fp)
+            self._sync_init_fingerprints()
+
+    def _sync_init_fingerprints(self) -> None:
+        """``info.init_fingerprints`` by inventory index, from the fingerprints taken so far."""
+        if not self._init_fp_of:
+            return
+        fps: list[str | None] = [None] * len(self.info.variables)
+        for key, idx in self._var_index.items():
+            fp = self._init_fp_of.get(key)
+            if fp is not None and 0 <= idx < len(fps):
+                fps[idx] = fp
+        if fps != self.info.init_fingerprints:
+            self.info.init_fingerprints = fps
 
     def claim_train_function(self, model: Any) -> bool:
         """First fit() of ``model`` in this run: remember its cached step; True = rebuild it."""
@@ -571,6 +588,7 @@ class Run:
         if layers and (not self.info.layers or _extends(layers, self.info.layers)):
             self.info.layers = list(layers)  # a lazy build may add sublayers after the known ones
             self.info.layer_configs = configs
+        self._sync_init_fingerprints()  # variables fingerprinted before they had an index
 
     def _describe_optimizer(self, opt: Any, tvars: list[Any]) -> None:
         """Describe ``opt`` into ``info.optimizers`` (and ``info.optimizer``, the first)."""

@@ -153,7 +153,11 @@ class RunInfo(_Model):
     loss: dict[str, Any] | None = None  # {"class", "name", "reduction", "from_logits"}
     metrics: list[dict[str, Any]] = Field(default_factory=list)  # [{"name", "class"}]
     fit: dict[str, Any] | None = None  # class_weight, callbacks, epochs, jit_compile, ...
-    init_fingerprint: str | None = None
+    init_fingerprint: str | None = None  # "<count>:<hash>" over every variable, in registration order
+    # Per variable, by VariableInfo.index: a 16-hex fingerprint of its initial value (None
+    # where none was taken). The comparator decides "same start" on the trainable weights
+    # it pairs by structure; non-trainable state (a Dropout's RNG seed) may differ.
+    init_fingerprints: list[str | None] = Field(default_factory=list)
     seeds: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     # gradients applied to another variable than the one they were computed for (runs

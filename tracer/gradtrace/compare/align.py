@@ -105,6 +105,7 @@ class Alignment:
     data_known: bool
     aligned_steps: int  # leading steps with the same start and the same batches
     stochastic: str | None  # why step-level numbers are not comparable despite alignment
+    stochastic_cause: str | None  # "xla", "flavour" (tf-keras vs Keras 3) or "seed" (RNG seed state)
     noise: Noise = field(default_factory=Noise)
     inputs_known: bool = True  # the inputs' fingerprints were compared, not only the labels'
     # x_b = k * x_a + c at every step (labels equal): {"k", "c", "steps", "labels_equal", ...}
@@ -116,6 +117,8 @@ class Alignment:
     # the same labels at every step, the inputs transformed by no single map (per feature):
     # {"steps", "mean_a", "mean_b", "rms_a", "rms_b", "undone_by_model"}
     input_transformed: dict[str, Any] | None = None
+    # what the per-variable initial fingerprints said (see init_by_variable); {} when not used
+    init_detail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def premise(self) -> str:
@@ -208,10 +211,61 @@ def _labels_inferred(a: RunData, b: RunData) -> bool:
     return any(bool((r.meta.get("extra") or {}).get("labels_inferred")) for r in (a, b))
 
 
+def _init_words(d: dict[str, Any]) -> str:
+    """What the per-variable initial fingerprints said, for the report's noise section."""
+    k = d["weights_compared"]
+    said = (f"{d['weights_differ']} of {k} paired trainable variables start from other values"
+            if d["weights_differ"] else f"the {k} paired trainable variables start from equal values")
+    if d["state_differs"]:
+        said += f"; non-trainable state starts elsewhere in {', '.join(d['state_differs'])}"
+    if d["rng_state_differs"]:
+        said += (f"; RNG seed state differs ({', '.join(d['rng_state_differs'])}): random layers draw "
+                 "other numbers")
+    return said
+
+
 def _fingerprint_count(fp: Any) -> int | None:
     """How many variables an init fingerprint (``"<count>:<hash>"``) covers; None if unknown."""
     head = str(fp).split(":", 1)[0] if fp and ":" in str(fp) else ""
     return int(head) if head.isdigit() else None
+
+
+def init_by_variable(a: RunData, b: RunData, pairs: list[tuple[int, int]]) -> tuple[bool | None, dict[str, Any]]:
+    """Same start, decided on the paired trainable weights by their per-variable initial
+    fingerprints (``RunInfo.init_fingerprints``); None when either run has none for them.
+
+    A random layer's seed state is left out of the decision and reported: a model whose
+    weights were copied with ``set_weights`` keeps its own Dropout RNG seed (not a weight).
+    Other non-trainable state decides with the weights (adapted Normalization statistics).
+    """
+    fa, fb = a.meta.get("init_fingerprints") or [], b.meta.get("init_fingerprints") or []
+    if not fa or not fb:
+        return None, {}
+    trainable_a = {int(v["index"]): bool(v.get("trainable", True)) for v in a.variables}
+    rng_a = {int(v): bool(r) for v, r in zip(a.state_index, a.rng, strict=True)}
+    weights = differ = 0
+    differ_names: list[str] = []
+    state_differ: list[str] = []
+    rng_differ: list[str] = []
+    for ia, ib in pairs:
+        x = fa[ia] if ia < len(fa) else None
+        y = fb[ib] if ib < len(fb) else None
+        if x is None or y is None:
+            continue
+        if trainable_a.get(ia, True):
+            weights += 1
+            if x != y:
+                differ += 1
+                differ_names.append(a.var_name(ia))
+        elif x != y:
+            (rng_differ if rng_a.get(ia) else state_differ).append(a.var_name(ia))
+    if not weights:
+        return None, {}
+    # State other than RNG seeds is part of the start too (a Normalization layer adapted on
+    # other data computes another forward pass); a seed state only changes the random draws.
+    return differ == 0 and not state_differ, {"weights_compared": weights, "weights_differ": differ,
+                         "weights_differ_first": differ_names[:6], "state_differs": state_differ[:6],
+                         "rng_state_differs": rng_differ[:6]}
 
 
 def align(a: RunData, b: RunData) -> Alignment:
@@ -237,6 +291,9 @@ def align(a: RunData, b: RunData) -> Alignment:
                             and (len(a.variables) != len(b.variables)
                                  or (ca is not None and ca < len(a.variables))
                                  or (cb is not None and cb < len(b.variables))))
+    by_variable, init_detail = init_by_variable(a, b, var_pairs)
+    if by_variable is not None:  # the paired trainable weights decide; the hash over all is moot
+        init_same, init_sets_differ = by_variable, False
     if init_sets_differ:
         # The fingerprint hashes every variable of the models (non-trainable state too): over
         # different sets of variables (a Normalization layer's mean and variance in one model
@@ -333,8 +390,9 @@ def align(a: RunData, b: RunData) -> Alignment:
     else:
         bad = np.flatnonzero(~data_same)
         aligned_steps = int(bad[0]) if bad.size else n
-    stochastic = None
+    stochastic = stochastic_cause = None
     if aligned_steps and (_rng_layers(a) or _rng_layers(b)) and _uses_xla(a) != _uses_xla(b):
+        stochastic_cause = "xla"
         stochastic = (
             "random layers (RNG state changes every step) draw different numbers under XLA "
             "than without it, so the runs are not bit-comparable step by step"
@@ -342,11 +400,21 @@ def align(a: RunData, b: RunData) -> Alignment:
     elif aligned_steps and _flavours_draw_differently(a, b) and not _step0_loss_agrees(a, b, ia_rows, ib_rows, noise):
         # Equal step-0 losses say the draws did not matter there (inference mode, rate 0):
         # the steps stay comparable.
+        stochastic_cause = "flavour"
         stochastic = (
             f"random layers ({', '.join(sorted(set(_random_layer_classes(a) + _random_layer_classes(b))))}) draw "
             "their numbers "
             f"from different generators in {a.meta.get('keras_flavour')} and {b.meta.get('keras_flavour')}, so "
             "the runs are not bit-comparable step by step"
+        )
+    elif (aligned_steps and init_same and init_detail.get("rng_state_differs")
+          and not _step0_loss_agrees(a, b, ia_rows, ib_rows, noise)):
+        # The same weights, the random layers seeded elsewhere (weights copied with set_weights,
+        # which leaves a SeedGenerator's state out): their draws differ from the first step.
+        stochastic_cause = "seed"
+        stochastic = (
+            f"the random layers' seed state differs from the start ({', '.join(init_detail['rng_state_differs'])}), "
+            "so they draw other numbers (other dropout masks) and the runs are not bit-comparable step by step"
         )
     al = Alignment(
         var_pairs=var_pairs,
@@ -361,10 +429,12 @@ def align(a: RunData, b: RunData) -> Alignment:
         ia=ia_rows.astype(np.int64),
         ib=ib_rows.astype(np.int64),
         init_same=init_same,
+        init_detail=init_detail,
         data_same=data_same,
         data_known=data_known,
         aligned_steps=aligned_steps,
         stochastic=stochastic,
+        stochastic_cause=stochastic_cause,
         inputs_known=has_x,
         input_map=imap,
         input_permuted=perm,
@@ -391,4 +461,6 @@ def align(a: RunData, b: RunData) -> Alignment:
             + ("" if stochastic is None else " (random layers of two Keras implementations: not checked)"))
     elif n and init_same is None:
         al.noise.observed["init_fingerprint"] = "not recorded: same start assumed from the same first batch"
+    elif init_detail:
+        al.noise.observed["init_fingerprint"] = _init_words(init_detail)
     return al

@@ -350,11 +350,15 @@ _KINDS = [
     ),
     Kind(
         "init_mismatch", "warning", False,
-        "The runs did not start from the same weights. The start covers non-trainable state too: "
-        "state that no step changes in either model (a Normalization layer's adapt() statistics) "
-        "is named, since models from the same seed differ when it was computed from other data.",
+        "The runs did not start from the same weights: decided variable by variable on the weights and "
+        "state paired by structure, each by its initial-value fingerprint, and the differing ones named. "
+        "State that no step changes in either model (a Normalization layer's adapt() statistics) is named, "
+        "since models from the same seed differ when it was computed from other data. Equal weights whose "
+        "random layers start from another seed state (`set_weights` copies weights, not a Dropout's seed) "
+        "are info: the random draws differ, so steps are not compared one by one.",
         "Build both models from the same seed (`keras.utils.set_random_seed`) or copy the weights "
-        "(`model_b.set_weights(model_a.get_weights())`).",
+        "(`model_b.set_weights(model_a.get_weights())`); to compare random layers step by step, seed "
+        "before building each model.",
         rank=60,
     ),
     Kind(

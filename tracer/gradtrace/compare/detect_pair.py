@@ -955,7 +955,15 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
              "configuration, and the scale of losses and gradients in distribution")
     if al.init_same is False:
         fixed = _state_set_before_training(a, b, al)
-        summary = ("the runs did not start from the same weights: step-by-step numbers are not comparable; "
+        d = al.init_detail
+        which = ""
+        if d and d["weights_differ"]:
+            which = (f" ({d['weights_differ']} of {d['weights_compared']} paired trainable variables, first "
+                     f"{', '.join(d['weights_differ_first'][:3])})")
+        elif d and d["state_differs"]:
+            which = (f" (the {d['weights_compared']} paired trainable variables are equal; non-trainable state "
+                     f"differs: {', '.join(d['state_differs'][:3])})")
+        summary = (f"the runs did not start from the same weights{which}: step-by-step numbers are not comparable; "
                    f"still compared: {still}.")
         fix = None
         if fixed:
@@ -969,7 +977,11 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         out.append(Finding(
             "init_mismatch", summary,
             evidence={"init_a": a.meta.get("init_fingerprint"), "init_b": b.meta.get("init_fingerprint"),
-                      **({"state_set_before_training": fixed} if fixed else {})},
+                      **({"state_set_before_training": fixed} if fixed else {}),
+                      **({"variables_compared": d["weights_compared"], "variables_differ": d["weights_differ"],
+                          "first_differing": d["weights_differ_first"], "state_differs": d["state_differs"]}
+                         if d else {})},
+            variables=list(d.get("weights_differ_first", [])) + list(d.get("state_differs", [])),
             fix=fix, explains=0.1))
     imap = al.input_map
     if imap is not None and not imap.get("undone_by_model"):

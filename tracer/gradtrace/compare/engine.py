@@ -127,12 +127,22 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if al.stochastic:
             # Same weights and batches, yet no step-level number can be compared: a verdict
             # resting on the configuration checks alone must say so where it is read.
-            note = (f"Step-by-step numbers were not compared: {al.stochastic}. Losses, gradients and "
-                    "updates are unchecked; the verdict rests on the configuration, mode, state and "
-                    "gradient-set checks. To compare step by step, run both with the same "
-                    + ("jit_compile." if "XLA" in al.stochastic else "Keras implementation."))
+            unchecked = ("Losses, gradients and updates are unchecked; the verdict rests on the configuration, "
+                         "mode, state and gradient-set checks.")
+            note = (f"Step-by-step numbers were not compared: {al.stochastic}. {unchecked} To compare step by "
+                    "step, run both with the same "
+                    + ("jit_compile." if al.stochastic_cause == "xla" else "Keras implementation."))
             mode = next((f for f in findings if f.kind == "execution_mode"), None)
-            if mode is None:
+            if al.stochastic_cause == "seed":  # not how the steps ran: where the random layers started
+                findings.append(Finding(
+                    "init_mismatch", severity="info",
+                    summary=f"the runs start from the same trainable weights ({al.init_detail['weights_compared']} "
+                    f"paired variables), but {al.stochastic}. {unchecked}",
+                    evidence={"stochastic": al.stochastic, **al.init_detail}, explains=0.0,
+                    fix="Seed both models' random layers alike to compare step by step: call "
+                    "`keras.utils.set_random_seed(s)` before building each model (`set_weights` copies the "
+                    "weights, not a random layer's seed state)."))
+            elif mode is None:
                 findings.append(Finding("execution_mode", note, evidence={"stochastic": al.stochastic},
                                         explains=0.0))
             else:
