@@ -71,6 +71,7 @@ K_MODE = "probe.mode:"
 K_FROZEN = "probe.frozen:"
 K_LOSS_INFO = "probe.loss_info"
 MAX_LOSS_CALLS = 32  # Keras loss calls of one step kept in loss_info.calls
+MAX_FIT_CALLS = 32  # fit() calls of a run kept in RunInfo.fit_calls
 K_LOSS_PS = "probe.loss_ps"
 K_LOSS_W = "probe.loss_weights"
 K_BROADCASTS = "probe.broadcasts"
@@ -1008,7 +1009,11 @@ class _Probe:
             if fit is not None and not fit.get("sample_weight") and fit.get("class_weight") is None:
                 # fit() on (x, y, w) batches (a dataset's third element): weighted without
                 # a sample_weight= argument (with class_weight= fit() builds w from the labels)
-                self.run.update_meta(fit={**fit, "sample_weight": True, "sample_weight_from": "data"})
+                weighted = {"sample_weight": True, "sample_weight_from": "data"}
+                calls = list(self.run.info.fit_calls)
+                if calls:
+                    calls[-1] = {**calls[-1], **weighted}
+                self.run.update_meta(fit={**fit, **weighted}, fit_calls=calls)
 
     def after_train_step(self, model: Any) -> None:
         if id(model) in self.meta_done:
@@ -1068,7 +1073,21 @@ class _Probe:
         if fit["run_eagerly"]:
             fit["jit_compile"] = False
         self.prepare_model(model)
-        self.run.update_meta(fit=fit)
+        calls = list(self.run.info.fit_calls)
+        if len(calls) < MAX_FIT_CALLS:
+            calls.append({**fit, "first_step": self._steps_so_far()})
+        self.run.update_meta(fit=fit, fit_calls=calls)
+
+    def _steps_so_far(self) -> int | None:
+        """The run's step counter now: the number of the next step (fit() starts eagerly)."""
+        try:
+            import tensorflow as tf
+
+            with tf.init_scope():
+                return int(self.run.seq.numpy())
+        except Exception:  # no counter readable here: the call is still listed
+            logger.debug("gradtrace: step counter unreadable at fit()", exc_info=True)
+            return None
 
     def on_scale_loss(self, opt: Any, loss: Any, scaled: Any) -> None:
         import tensorflow as tf

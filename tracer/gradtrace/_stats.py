@@ -226,6 +226,7 @@ class Cadence:
         # the provisional N, in effect from the warm-up's end until the first measured choice
         self.started: tuple[int, int] = (self.warmup, self.every)
         self.step_time: float | None = None
+        self._stop = threading.Event()  # the run ended: timing probes give up
 
     @property
     def seq(self) -> Any:
@@ -300,8 +301,15 @@ class Cadence:
             return
         with self._lock:
             self._probes[id(ring)] = (probe, args)
+        # Not a daemon: a thread killed at interpreter exit while TensorFlow compiles or runs
+        # the probe aborts the process ("terminate called ... FATAL: exception not rethrown").
+        # Exit waits for the probe in progress instead; close() makes it stop at the next check.
         threading.Thread(target=self._time_probe, args=(id(ring), probe, args),
-                         name="gradtrace-cadence", daemon=True).start()
+                         name="gradtrace-cadence", daemon=False).start()
+
+    def close(self) -> None:
+        """The run ended: timing probes still running stop at their next check."""
+        self._stop.set()
 
     def _time_probe(self, key: int, probe: Any, args: Any) -> None:
         from gradtrace._hooks import suppressed
@@ -309,11 +317,15 @@ class Cadence:
         last: BaseException | None = None
 
         for attempt in range(_PROBE_ATTEMPTS):
+            if self._stop.is_set():
+                return
             try:
                 with suppressed():
                     probe(*args)  # trace and compile
                     reps = []
                     for _ in range(7):
+                        if self._stop.is_set():
+                            return
                         t0 = time.perf_counter()
                         for out in probe(*args):
                             np.asarray(out)  # .numpy() waits for the result
@@ -324,8 +336,8 @@ class Cadence:
                 # The first step may still be creating and initialising the variables the
                 # statistics read (fit() of a model built lazily): try again a little later.
                 last = exc
-                if attempt + 1 < _PROBE_ATTEMPTS:
-                    time.sleep(_PROBE_RETRY_SECONDS * (attempt + 1))
+                if attempt + 1 < _PROBE_ATTEMPTS and self._stop.wait(_PROBE_RETRY_SECONDS * (attempt + 1)):
+                    return
         logger.warning("gradtrace: timing the statistics failed (%s: %s); keeping stats_every=%d",
                        type(last).__name__, str(last).splitlines()[0][:200] if str(last) else "", self.every)
         logger.debug("gradtrace: timing the statistics failed", exc_info=last)

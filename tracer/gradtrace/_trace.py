@@ -910,6 +910,8 @@ class Run:
         step(_hooks.uninstall, "uninstall")
         step(self._restore_train_functions, "restore train_function")
         step(self.forget_traces, "forget instrumented traces")
+        if self.cadence is not None:
+            step(self.cadence.close, "cadence.close")
         if self._poller is not None:
             step(self._poller.stop, "poller.stop")
             step(self._poller.poll, "final read")

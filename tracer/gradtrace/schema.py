@@ -152,7 +152,9 @@ class RunInfo(_Model):
     optimizers: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
     loss: dict[str, Any] | None = None  # {"class", "name", "reduction", "from_logits"}
     metrics: list[dict[str, Any]] = Field(default_factory=list)  # [{"name", "class"}]
-    fit: dict[str, Any] | None = None  # class_weight, callbacks, epochs, jit_compile, ...
+    fit: dict[str, Any] | None = None  # the last fit() call: class_weight, callbacks, epochs, jit_compile, ...
+    # every fit() call of the run in order (the first 32), each as ``fit`` plus "first_step"
+    fit_calls: list[dict[str, Any]] = Field(default_factory=list)
     init_fingerprint: str | None = None  # "<count>:<hash>" over every variable, in registration order
     # Per variable, by VariableInfo.index: a 16-hex fingerprint of its initial value (None
     # where none was taken). The comparator decides "same start" on the trainable weights

@@ -118,6 +118,13 @@ class RunData:
         by = self._by_index()
         return by.get(int(index), {"index": int(index), "name": f"#{index}"})
 
+    def fit_calls(self) -> list[dict[str, Any]]:
+        """Every fit() call of the run in order (records before ``fit_calls``: the last one
+        only); [] for a run without fit()."""
+        calls = self.meta.get("fit_calls") or []
+        fit = self.meta.get("fit")
+        return [dict(c) for c in calls] if calls else ([dict(fit)] if fit else [])
+
     def var_name(self, index: int) -> str:
         return str(self.var_info(index).get("name") or f"#{index}")
 

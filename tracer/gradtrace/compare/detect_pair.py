@@ -578,7 +578,8 @@ _LR_CALLBACKS = ("LearningRateScheduler", "ReduceLROnPlateau")
 
 
 def _lr_callbacks(run: RunData) -> list[str]:
-    return [c for c in ((run.meta.get("fit") or {}).get("callbacks") or []) if str(c) in _LR_CALLBACKS]
+    found = [str(c) for call in run.fit_calls() for c in call.get("callbacks") or [] if str(c) in _LR_CALLBACKS]
+    return list(dict.fromkeys(found))
 
 
 def _accumulation_fix(diffs: dict[str, Any]) -> str | None:
@@ -697,7 +698,8 @@ def metric_mismatch(a: RunData, b: RunData) -> Finding | None:
 
 
 def _weighted(run: RunData) -> dict[str, Any]:
-    fit = run.meta.get("fit") or {}
+    # the first fit() call that weights its samples, when several calls were made
+    fit = next((c for c in run.fit_calls() if c.get("class_weight") or c.get("sample_weight")), {})
     out: dict[str, Any] = {}
     if fit.get("class_weight"):
         out["class_weight"] = fit.get("class_weight")
@@ -724,8 +726,7 @@ def loss_got_weights(run: RunData) -> bool | None:
 
 def _weights_dropped(a: RunData, b: RunData) -> Finding | None:
     """Both runs give fit() sample or class weights; one run's steps call the loss without them."""
-    fa, fb = (r.meta.get("fit") or {} for r in (a, b))
-    given = [bool(f.get("sample_weight") or f.get("class_weight")) for f in (fa, fb)]
+    given = [any(c.get("sample_weight") or c.get("class_weight") for c in r.fit_calls()) for r in (a, b)]
     got = [loss_got_weights(a), loss_got_weights(b)]
     if not all(given) or None in got or got[0] == got[1]:
         return None
@@ -1080,7 +1081,7 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         if bad.size:
             k = int(a.step[al.ia[bad[0]]])
             shuffled = [side for side, run in (("a", a), ("b", b))
-                        if (run.meta.get("fit") or {}).get("shuffle") is True]
+                        if any(c.get("shuffle") is True for c in run.fit_calls())]
             why = (f" Run {' and '.join(shuffled)} is fit() with shuffle=True (fit()'s default), which "
                    "reorders the examples every epoch." if shuffled else "")
             fix = ("Pass shuffle=False to fit() (or shuffle the loop's data with the same seed) to compare "

@@ -779,8 +779,7 @@ def _unmatched_factor_hints(a: RunData, b: RunData) -> list[str]:
     """Facts of the two runs that make a per-batch factor (no fixed count) plausible."""
     out = []
     for side, run in (("a", a), ("b", b)):
-        fit = run.meta.get("fit") or {}
-        if fit.get("sample_weight") or fit.get("class_weight") or any(
+        if any(c.get("sample_weight") or c.get("class_weight") for c in run.fit_calls()) or any(
                 i.get("sample_weight") for i in run.loss_info.values()):
             out.append(f"run {side} weights its samples: a Keras loss divides the weighted sum by the batch "
                        "size, a hand-written one often by sum(weights)")
