@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gradtrace import _scope, _stats, _tensors
+from gradtrace import _meta, _scope, _stats, _tensors
 
 if TYPE_CHECKING:
     from gradtrace._trace import Run
@@ -1312,11 +1312,7 @@ def _grad_scale(opt: Any, flavour: str) -> Any:
     """
     if flavour != "keras3" or getattr(opt, "inner_optimizer", None) is None:
         return None
-    # Not built yet (the first apply of an eager loop builds it, then divides by the
-    # variable it initialised to initial_scale): the initial scale is the one in effect.
-    scale = getattr(opt, "dynamic_scale", None) if getattr(opt, "built", True) else None
-    if scale is None:
-        scale = getattr(opt, "initial_scale", None)
+    scale = _meta.keras3_loss_scale(opt)
     if scale is None:
         return None
     import tensorflow as tf

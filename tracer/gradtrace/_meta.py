@@ -502,6 +502,15 @@ _OPT_KEYS = (
 )
 
 
+def keras3_loss_scale(opt: Any) -> Any:
+    """The scale a Keras 3 LossScaleOptimizer applies now: its ``dynamic_scale`` variable once
+    built, the Python ``initial_scale`` before (keras/src/optimizers/loss_scale_optimizer.py
+    ``scale_loss``; in an eager loop the first ``scale_loss`` and the first ``apply`` come
+    before ``build`` creates the variable, initialised to ``initial_scale``). None if neither."""
+    scale = getattr(opt, "dynamic_scale", None) if getattr(opt, "built", True) else None
+    return scale if scale is not None else getattr(opt, "initial_scale", None)
+
+
 def optimizer_info(opt: Any) -> dict[str, Any]:
     """Class and full configuration of an optimizer (JSON-able).
 

@@ -1093,11 +1093,7 @@ class _Probe:
         import tensorflow as tf
 
         if hasattr(opt, "dynamic_scale") or not hasattr(opt, "loss_scale"):
-            # keras/src/optimizers/loss_scale_optimizer.py scale_loss: the variable once
-            # built, the Python initial_scale before (baked into a graph traced then; in an
-            # eager loop the first scale_loss comes before the first apply builds it, and
-            # `dynamic_scale` does not exist yet).
-            scale = opt.dynamic_scale if getattr(opt, "built", True) else getattr(opt, "initial_scale", None)
+            scale = _meta.keras3_loss_scale(opt)  # a Python number is baked into a graph traced then
         else:
             scale = getattr(opt, "loss_scale", None)  # tf-keras
         if scale is None:
