@@ -129,10 +129,6 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             # resting on the configuration checks alone must say so where it is read.
             unchecked = ("Losses, gradients and updates are unchecked; the verdict rests on the configuration, "
                          "mode, state and gradient-set checks.")
-            note = (f"Step-by-step numbers were not compared: {al.stochastic}. {unchecked} To compare step by "
-                    "step, run both with the same "
-                    + ("jit_compile." if al.stochastic_cause == "xla" else "Keras implementation."))
-            mode = next((f for f in findings if f.kind == "execution_mode"), None)
             if al.stochastic_cause == "seed":  # not how the steps ran: where the random layers started
                 findings.append(Finding(
                     "init_mismatch", severity="info",
@@ -142,12 +138,17 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     fix="Seed both models' random layers alike to compare step by step: call "
                     "`keras.utils.set_random_seed(s)` before building each model (`set_weights` copies the "
                     "weights, not a random layer's seed state)."))
-            elif mode is None:
-                findings.append(Finding("execution_mode", note, evidence={"stochastic": al.stochastic},
-                                        explains=0.0))
-            else:
-                mode.summary += " " + note
-                mode.evidence["stochastic"] = al.stochastic
+            else:  # XLA in one run only, or two Keras implementations: how the steps ran
+                note = (f"Step-by-step numbers were not compared: {al.stochastic}. {unchecked} To compare step "
+                        "by step, run both with the same "
+                        + ("jit_compile." if al.stochastic_cause == "xla" else "Keras implementation."))
+                mode = next((f for f in findings if f.kind == "execution_mode"), None)
+                if mode is None:
+                    findings.append(Finding("execution_mode", note, evidence={"stochastic": al.stochastic},
+                                            explains=0.0))
+                else:
+                    mode.summary += " " + note
+                    mode.evidence["stochastic"] = al.stochastic
     else:
         step_f, _s0 = ds.analyse_step0(a, b, al)
         dep = ds.first_departure(a, b, al)
