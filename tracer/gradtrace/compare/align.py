@@ -231,8 +231,8 @@ def _fingerprint_count(fp: Any) -> int | None:
 
 
 def init_by_variable(a: RunData, b: RunData, pairs: list[tuple[int, int]]) -> tuple[bool | None, dict[str, Any]]:
-    """Same start, decided on the paired trainable weights by their per-variable initial
-    fingerprints (``RunInfo.init_fingerprints``); None when either run has none for them.
+    """Same start, decided on the paired variables by their per-variable initial fingerprints
+    (``RunInfo.init_fingerprints``); None when either run has none for its trainable ones.
 
     A random layer's seed state is left out of the decision and reported: a model whose
     weights were copied with ``set_weights`` keeps its own Dropout RNG seed (not a weight).
@@ -292,7 +292,7 @@ def align(a: RunData, b: RunData) -> Alignment:
                                  or (ca is not None and ca < len(a.variables))
                                  or (cb is not None and cb < len(b.variables))))
     by_variable, init_detail = init_by_variable(a, b, var_pairs)
-    if by_variable is not None:  # the paired trainable weights decide; the hash over all is moot
+    if by_variable is not None:  # the paired variables decide; the hash over all is moot
         init_same, init_sets_differ = by_variable, False
     if init_sets_differ:
         # The fingerprint hashes every variable of the models (non-trainable state too): over
