@@ -18,10 +18,16 @@ demo: $(STAMP)
 	$(PY) -m gradtrace.demo
 
 # Browser tests drive Debian's chromium (a tool's own browser download does not work offline).
+# apt may be busy (another checkout installing it at the same time): wait and retry.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	  for i in $$(seq 40); do \
+	    command -v chromium >/dev/null 2>&1 && break; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null; } && break; \
+	    echo "apt is busy: retrying in 15 s"; sleep 15; \
+	  done; command -v chromium >/dev/null || { echo "chromium did not install: see apt's message above"; exit 1; }; }
 
 # The PostgreSQL tests use the local server at 127.0.0.1:5432; start it if it stopped.
 postgres:
