@@ -467,6 +467,9 @@ def test_case(traced, case):
     if _id == "normalization_adapted_on_other_data":  # the state set before training named
         f = report.findings[0]
         assert len(f.evidence["state_set_before_training"]) == 3 and "adapt()" in (f.fix or ""), text
+        # only the state differs: the summary names it once, and says what it is
+        first = f.evidence["state_differs"][0]
+        assert f.summary.count(first) == 1 and "set before training" in f.summary, text
     if _id == "other_seed_same_data":
         assert "state_set_before_training" not in report.findings[0].evidence, text
     if _id == "freeze_between_fits_without_recompile":  # the run that stops, from which step

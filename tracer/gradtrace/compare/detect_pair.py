@@ -968,10 +968,15 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                    f"still compared: {still}.")
         fix = None
         if fixed:
-            summary += (f" Both models also hold state that training never changes ({', '.join(fixed[:4])}): state "
-                        "set before training, such as a Normalization layer's adapt() statistics. The start "
-                        "covers it too, so models built from the same seed differ when that state was computed "
-                        "from other data (adapt() on another sample).")
+            # the clause above already names the differing state when only state differs: say once
+            # what it is rather than naming it a second time
+            named = bool(d and d["state_differs"] and not d["weights_differ"]
+                         and set(d["state_differs"]) <= set(fixed))
+            what = ("No step of either run changes that state" if named else
+                    f"Both models also hold state that training never changes ({', '.join(fixed[:4])})")
+            summary += (f" {what}: state set before training, such as a Normalization layer's adapt() "
+                        "statistics. The start covers it too, so models built from the same seed differ when "
+                        "that state was computed from other data (adapt() on another sample).")
             fix = ("Build both models from the same seed (`keras.utils.set_random_seed`) and compute the state set "
                    "before training the same way (adapt() on the same data in both runs), or copy the weights "
                    "and state (`model_b.set_weights(model_a.get_weights())`).")
