@@ -30,7 +30,7 @@ def test_each_fit_call_is_kept_with_the_step_it_started_at(db_url, read_run):
         model.fit(x, y, batch_size=8, epochs=2, shuffle=True, callbacks=[schedule], verbose=0)
         first_steps = int(model.optimizer.iterations.numpy())
         base.trainable = True
-        model.compile(keras.optimizers.SGD(0.01), "mse")
+        model.compile(keras.optimizers.SGD(0.01), "mae", metrics=["mse"])
         model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
                   sample_weight=np.linspace(0.5, 1.5, len(x)).astype("float32"))
         second_steps = int(model.optimizer.iterations.numpy())
@@ -41,7 +41,18 @@ def test_each_fit_call_is_kept_with_the_step_it_started_at(db_url, read_run):
     assert [(c["epochs"], c["batch_size"], c["shuffle"]) for c in calls] == [(2, 8, True), (1, 16, False)]
     assert calls[0]["callbacks"] == ["LearningRateScheduler"] and calls[1]["callbacks"] == []
     assert [c["sample_weight"] for c in calls] == [False, True]
-    assert detail.meta["fit"] == {k: v for k, v in calls[1].items() if k != "first_step"}
+    assert detail.meta["fit"] == {k: v for k, v in calls[1].items() if k not in ("first_step", "loss", "metrics")}
+    # each call with the compile() it trained with; RunInfo.loss/metrics are the latest
+    assert [c["loss"]["class"] for c in calls] == ["MeanSquaredError", "MeanAbsoluteError"], calls
+    assert "metrics" not in calls[0] and [m["class"] for m in calls[1]["metrics"]] == ["MeanSquaredError"]
+    assert detail.meta["loss"] == calls[1]["loss"] and detail.meta["metrics"] == calls[1]["metrics"]
+    # the base was frozen at registration and unfrozen before the second call
+    inventory = {v["index"]: v for v in detail.variables}
+    changes = detail.meta["trainable_changes"]
+    assert [(c["at"], c["step"], c["frozen"]) for c in changes] == [("fit", first_steps, [])], changes
+    base_paths = {v.path for v in base.weights}
+    assert {inventory[i]["name"] for i in changes[0]["trainable"]} == base_paths, (changes, inventory)
+    assert not any(inventory[i]["trainable"] for i in changes[0]["trainable"])
     # the comparator sees the first call's callback and the second call's weights
     with open_store(db_url) as store:
         run = read_data(store, "two-fits")

@@ -537,7 +537,7 @@ class _Probe:
         self.has_losses: dict[int, bool] = {}
         self.eager_probed: dict[int, list[dict[str, Any]]] = {}
         self.loss_wrapped: dict[int, Any] = {}
-        self.meta_done: set[int] = set()
+        self.meta_done: dict[int, tuple[Any, ...]] = {}  # id(model) -> its compile() containers
         self.model_classes: tuple[type, ...] = ()
         self.compile_loss_classes: tuple[type, ...] = ()
         # id(scope) -> what the step's Keras loss calls returned, in call order (graphs only)
@@ -1016,13 +1016,18 @@ class _Probe:
                 self.run.update_meta(fit={**fit, **weighted}, fit_calls=calls)
 
     def after_train_step(self, model: Any) -> None:
-        if id(model) in self.meta_done:
+        # once per compile(): a recompile replaces the loss and metrics containers (Keras 3
+        # Trainer.compile sets _compile_loss/_compile_metrics, tf-keras compiled_loss/_metrics)
+        token = tuple(getattr(model, name, None) for name in
+                      ("_compile_loss", "_compile_metrics", "compiled_loss", "compiled_metrics"))
+        done = self.meta_done.get(id(model))
+        if done is not None and len(done) == len(token) and all(x is y for x, y in zip(done, token, strict=True)):
             return
         losses = _compiled_losses(model)
         metrics = _compiled_metrics(model)
         if not losses and not metrics:
             return  # a custom train_step without compile(): nothing resolved
-        self.meta_done.add(id(model))
+        self.meta_done[id(model)] = token  # the containers kept alive: their ids are not reused
         meta: dict[str, Any] = {}
         if losses:
             desc = describe_loss(losses[0])
@@ -1034,6 +1039,10 @@ class _Probe:
             meta["loss"] = desc
         if metrics:
             meta["metrics"] = metrics
+        calls = list(self.run.info.fit_calls)
+        if calls:  # a new compile() traced in the latest fit() call: the one that call trains with
+            calls[-1] = {**calls[-1], **{k: meta[k] for k in ("loss", "metrics") if k in meta}}
+            meta["fit_calls"] = calls
         self.run.update_meta(**meta)
 
     def on_fit(self, model: Any, bound: inspect.BoundArguments) -> None:
@@ -1075,19 +1084,11 @@ class _Probe:
         self.prepare_model(model)
         calls = list(self.run.info.fit_calls)
         if len(calls) < MAX_FIT_CALLS:
-            calls.append({**fit, "first_step": self._steps_so_far()})
+            # the compile() known so far; after_train_step replaces it when this call traces a new one
+            known = {k: v for k, v in (("loss", self.run.info.loss), ("metrics", self.run.info.metrics)) if v}
+            calls.append({**fit, "first_step": self.run.steps_so_far(), **known})
         self.run.update_meta(fit=fit, fit_calls=calls)
-
-    def _steps_so_far(self) -> int | None:
-        """The run's step counter now: the number of the next step (fit() starts eagerly)."""
-        try:
-            import tensorflow as tf
-
-            with tf.init_scope():
-                return int(self.run.seq.numpy())
-        except Exception:  # no counter readable here: the call is still listed
-            logger.debug("gradtrace: step counter unreadable at fit()", exc_info=True)
-            return None
+        self.run.note_trainable("fit")  # a layer frozen or unfrozen since the last call
 
     def on_scale_loss(self, opt: Any, loss: Any, scaled: Any) -> None:
         import tensorflow as tf

@@ -590,6 +590,53 @@ class Run:
             self.info.layer_configs = configs
         self._sync_init_fingerprints()  # variables fingerprinted before they had an index
 
+    def note_trainable(self, at: str) -> None:
+        """Record the registered models' variables whose trainability changed since the
+        inventory (``VariableInfo.trainable``, at registration) or the last change noted: a
+        layer frozen or unfrozen between fit() calls (``at="fit"``) or by the run's end
+        (``at="end"``), as one ``RunInfo.trainable_changes`` entry with the next step's number."""
+        with self._lock:
+            models = list(self._models)
+            trained = _meta.trainable_ids(models)
+            if trained is None or not models:
+                return
+            owned: set[int] = set()
+            for model in models:
+                for v in _meta.variables_of(model):
+                    owned.update(_meta._inner_ids(v))
+            flags = [v.trainable for v in self.info.variables]
+            for change in self.info.trainable_changes:
+                for i in change.get("trainable", []):
+                    flags[i] = True
+                for i in change.get("frozen", []):
+                    flags[i] = False
+            now_on: list[int] = []
+            now_off: list[int] = []
+            for i, v in enumerate(self._var_refs[:len(flags)]):
+                if not any(k in owned for k in _meta._inner_ids(v)):
+                    continue  # a variable a step met outside the models: no flag to read
+                on = _meta.is_trainable(v, trained)
+                if on != flags[i]:
+                    (now_on if on else now_off).append(i)
+        if now_on or now_off:
+            from gradtrace._probes import MAX_FIT_CALLS
+
+            changes = list(self.info.trainable_changes)
+            if len(changes) < MAX_FIT_CALLS:
+                changes.append({"at": at, "step": self.steps_so_far(), "trainable": now_on, "frozen": now_off})
+                self.update_meta(trainable_changes=changes)
+
+    def steps_so_far(self) -> int | None:
+        """The step counter now: the number of the next step (None if unreadable)."""
+        try:
+            import tensorflow as tf
+
+            with tf.init_scope():
+                return int(self.seq.numpy())
+        except Exception:  # no counter readable here
+            logger.debug("gradtrace: step counter unreadable", exc_info=True)
+            return None
+
     def _describe_optimizer(self, opt: Any, tvars: list[Any]) -> None:
         """Describe ``opt`` into ``info.optimizers`` (and ``info.optimizer``, the first)."""
         self._described.add(id(opt))
@@ -931,6 +978,7 @@ class Run:
         # Variables a step function created and initialised itself join the inventory now
         # (not the initial-weight fingerprint: they have been trained since).
         step(lambda: self._catch_up(fingerprint=False), "inventory")
+        step(lambda: self.note_trainable("end"), "trainable flags")
         _scope.reset()
         _hooks.reset_thread()
         modes = sorted(self._modes)

@@ -155,6 +155,10 @@ class RunInfo(_Model):
     fit: dict[str, Any] | None = None  # the last fit() call: class_weight, callbacks, epochs, jit_compile, ...
     # every fit() call of the run in order (the first 32), each as ``fit`` plus "first_step"
     fit_calls: list[dict[str, Any]] = Field(default_factory=list)
+    # Trainability changed after registration (VariableInfo.trainable): a layer frozen or
+    # unfrozen between fit() calls ("at": "fit") or by the run's end ("at": "end"), each as
+    # {"at", "step": the next step's number, "trainable": [index, ...], "frozen": [index, ...]}.
+    trainable_changes: list[dict[str, Any]] = Field(default_factory=list)
     init_fingerprint: str | None = None  # "<count>:<hash>" over every variable, in registration order
     # Per variable, by VariableInfo.index: a 16-hex fingerprint of its initial value (None
     # where none was taken). The comparator decides "same start" on the trainable weights

@@ -158,6 +158,8 @@ def _stops_at(run: RunData, v: int) -> int | None:
     have = rec[g[rec] == 1]
     if not have.size or have[-1] == rec[-1]:
         return None
+    if (g[rec[rec < have[-1]]] == 0).any():
+        return None  # none at some steps before its last gradient: dropped now and then, not stopped
     after = rec[rec > have[-1]]
     return int(run.var_rows[after[0]])
 
@@ -224,13 +226,27 @@ def _frozen_part_way(a: RunData, b: RunData, al: Alignment, ng_a: set[int], ng_b
         explains=0.9)
 
 
+def _unfrozen_at(run: RunData, v: int) -> int | None:
+    """The step from which a variable frozen at registration is trainable, by the run's
+    ``trainable_changes`` (a layer unfrozen between fit() calls); None if it stays frozen."""
+    for change in run.meta.get("trainable_changes") or []:
+        if v in (change.get("trainable") or []) and change.get("at") == "fit":
+            step = change.get("step")
+            return int(step) if isinstance(step, int) else None
+    return None
+
+
 def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     if not a.n_steps or not b.n_steps:
         return out  # a run without recorded steps says nothing about its variables
     sa, sb = dr.var_sets(a), dr.var_sets(b)
     ng_a, ng_b = set(sa.no_grad), set(sb.no_grad)
+    # a gradient at some of its optimizer's steps only, by inventory index
+    part_a = {r["index"]: r for r in dr.part_gradients(a, sa)}
+    part_b = {r["index"]: r for r in dr.part_gradients(b, sb)}
     missing: list[dict[str, Any]] = []
+    partial: list[dict[str, Any]] = []  # a gradient at some steps only, in one run
     notapp: list[dict[str, Any]] = []
     frozen: list[dict[str, Any]] = []
     for va, vb in al.var_pairs:
@@ -238,7 +254,7 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         if ta != tb:  # frozen in one run only: its own finding, not a missing gradient
             run, v = (b, vb) if ta else (a, va)
             frozen.append({"variable": run.var_name(v), "layer": run.var_info(v).get("layer"),
-                           "frozen_in": "b" if ta else "a"})
+                           "frozen_in": "b" if ta else "a", "unfrozen_at": _unfrozen_at(run, v)})
             continue
         if not ta:
             continue
@@ -248,6 +264,9 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             missing.append({"variable": (a if ina else b).var_name(va if ina else vb), "run": side})
         if ina or inb:
             continue
+        pa, pb = va in part_a, vb in part_b
+        if pa != pb and _stops_at(a if pa else b, va if pa else vb) is None:
+            partial.append({**(part_a[va] if pa else part_b[vb]), "run": "a" if pa else "b"})
         app_a, app_b = va in sa.applied_any, vb in sb.applied_any
         na, nb = va in sa.not_applied, vb in sb.not_applied
         if app_a != app_b or na != nb:
@@ -259,11 +278,19 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         sides = sorted({f["frozen_in"] for f in frozen})
         names = [(a if f["frozen_in"] == "a" else b).name for f in frozen[:1]]
         layers = sorted({str(f["layer"]) for f in frozen if f["layer"]})
+        later = [f["unfrozen_at"] for f in frozen if f["unfrozen_at"] is not None]
+        unfrozen = ""
+        if later:
+            n = "them" if len(later) == len(frozen) else f"{len(later)} of them"
+            side = next(f["frozen_in"] for f in frozen if f["unfrozen_at"] is not None)
+            unfrozen = (f" Run {side} unfreezes {n} from step {min(later)} (`trainable = True` before a later "
+                        "fit() call): it trains them from there, the other run from the start.")
         out.append(Finding(
             "trainable_mismatch",
             f"{len(frozen)} variable(s) are frozen (not trainable) in run {'/'.join(sides)} ('{names[0]}') "
             f"and trained in the other"
-            + (f": layer(s) {', '.join(layers[:6])}." if layers else f": {frozen[0]['variable']}."),
+            + (f": layer(s) {', '.join(layers[:6])}." if layers else f": {frozen[0]['variable']}.")
+            + unfrozen,
             layers=layers, variables=[f["variable"] for f in frozen], evidence={"variables": frozen},
             explains=0.9))
     stopped = _frozen_part_way(a, b, al, ng_a, ng_b)
@@ -276,6 +303,20 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             f"{len(missing)} trainable variable(s) got no gradient in run {'/'.join(sides)} but did in "
             f"the other: {', '.join(m['variable'] for m in missing[:6])}.",
             variables=[m["variable"] for m in missing], evidence={"variables": missing}, explains=0.9))
+    if partial:
+        p0 = partial[0]
+        sides = sorted({p["run"] for p in partial})
+        out.append(Finding(
+            "missing_gradient",
+            f"{len(partial)} trainable variable(s) got no gradient (None) at some steps in run {'/'.join(sides)} "
+            f"and a gradient at every step in the other: {p0['variable']} has {dr.steps_said(p0)}"
+            + (f", and {len(partial) - 1} more" if len(partial) > 1 else "")
+            + ". The loss of those steps does not reach them (a term or an output's loss added at some steps "
+            "only, a branch that leaves them out), so that run leaves them unchanged there.",
+            steps=[min(p["first_step"] for p in partial)], variables=[p["variable"] for p in partial],
+            evidence={"variables": partial},
+            fix="Compute the same loss terms at every step in both runs (every output's loss, every branch).",
+            explains=0.9))
     if notapp:
         sides = sorted({m["run"] for m in notapp})
         out.append(Finding(
@@ -1119,18 +1160,45 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 why = (f" The batch sizes differ: {sizes[0]} in run a, {sizes[1]} in run b "
                        f"({a.n_steps} vs {b.n_steps} steps).") + why
                 fix = "Use the same batch_size in both runs (fit(batch_size=...), the loop's batching)."
+            labels_only = _labels_of_other_losses(a, b, al, bad)
+            if labels_only is not None:
+                why = " " + labels_only
+                fix = ("Compute the same losses at every step in both runs; the inputs are already the same.")
             out.append(Finding(
                 "data_mismatch",
-                f"the runs saw different batches from step {k} on ({bad.size} of {al.n_common} common "
-                f"steps differ): "
+                (f"the runs saw the same inputs but their losses took other labels from step {k} on "
+                 if labels_only is not None else f"the runs saw different batches from step {k} on ")
+                + f"({bad.size} of {al.n_common} common steps differ): "
                 + (f"steps before {k} are compared exactly; after it only {still}." if k > int(a.step[al.ia[0]])
                    else f"no step is compared exactly; only {still}.") + why,
                 steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size),
                                      "fit_shuffle": shuffled or None, "batch_sizes": sizes,
                                      "dataset_shuffle": {k: v for k, v in pipelines.items() if v} or None,
                                      "same_examples_reordered": reordered},
-                fix=fix, explains=0.1))
+                fix=fix, severity="info" if labels_only is not None else None, explains=0.1))
     return out
+
+
+def _labels_of_other_losses(a: RunData, b: RunData, al: Alignment, bad: np.ndarray) -> str | None:
+    """Why the label fingerprints differ at steps whose inputs are equal, when the runs made
+    another number of Keras loss calls there: the labels fingerprinted are those the step's
+    losses took, so a loss one run leaves out (an output's loss added every few steps) leaves
+    its labels out. None when the inputs differ too or the calls do not explain it."""
+    if not bad.size or not np.isfinite(a.x_fp[al.ia[bad]]).any():
+        return None
+    from gradtrace.compare.align import fingerprints_equal
+
+    if not fingerprints_equal(a.x_fp[al.ia[bad]], b.x_fp[al.ib[bad]]).all():
+        return None
+    for i in bad.tolist():
+        sa, sb = int(a.step[al.ia[i]]), int(b.step[al.ib[i]])
+        ca, cb = (len(((r.loss_info.get(s) or {}).get("calls")) or [1]) if r.loss_info.get(s) else None
+                  for r, s in ((a, sa), (b, sb)))
+        if ca is not None and cb is not None and ca != cb:
+            return (f"At step {sa} run a computes {ca} Keras loss(es) and run b {cb}: the labels of a loss one run "
+                    "leaves out are not part of its step, so the label fingerprints differ while the batches "
+                    "are the same.")
+    return None
 
 
 def _dataset_shuffles(run: RunData) -> str | None:

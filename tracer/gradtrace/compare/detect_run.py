@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gradtrace.compare.data import RunData
+from gradtrace.compare.data import HEAD, RunData
 from gradtrace.compare.detect_data import repeated_step_finding
 from gradtrace.compare.detect_lost import lost_records
 from gradtrace.compare.findings import Finding
@@ -202,6 +202,69 @@ def var_sets(run: RunData) -> VarSets:
         if np.isfinite(vs["first_notapplied_nonzero"][j]):
             not_app_nz[v] = int(vs["first_notapplied_nonzero"][j])
     return VarSets(no_grad, some, not_app, not_app_nz, applied_any, update_steps(run))
+
+
+def part_gradients(run: RunData, sets: VarSets) -> list[dict[str, Any]]:
+    """Trainable variables with a gradient at some steps and None at others while their
+    optimizer stepped: at such a step another variable the same optimizer steps
+    (``RunInfo.optimizers``) got a gradient. A step of another optimizer (two optimizers
+    taking turns, a GAN's players) is not one of them. Judged on the per-variable rows read
+    (the first steps, and the steps from the first None on); one row per variable, in order
+    of the first such step."""
+    if not sets.some_no_grad or not run.grad.size:
+        return []
+    firsts = [int(s) for s in sets.some_no_grad.values()]
+    run.ensure_rows(min(firsts), min(firsts) + HEAD)
+    col = {int(v): j for j, v in enumerate(run.var_index.tolist())}
+    groups = [set(int(x) for x in o.get("variables") or []) for o in run.meta.get("optimizers") or []]
+    # A step between two full ones lists only the variables without a gradient (StepRecord.n_grad):
+    # there a variable not listed had one.
+    pos = np.clip(np.searchsorted(run.step, run.var_rows), 0, max(run.n_steps - 1, 0))
+    full = np.asarray(run.stats, dtype=bool)[pos] if run.n_steps else np.zeros(len(run.var_rows), bool)
+    have = (run.grad == 1) | (np.isnan(run.grad) & ~full[:, None])
+    rows: list[dict[str, Any]] = []
+    for v in sets.some_no_grad:
+        mates = set().union(*[g for g in groups if v in g]) - {v} or set(col) - {v}
+        cols = [col[m] for m in mates if m in col]
+        if not cols:
+            continue
+        g = run.grad[:, col[v]]
+        seen = np.isfinite(g) | ~full  # a full step records it; another lists it only without one
+        hit = (g == 0) & have[:, cols].any(axis=1)
+        if not hit.any():
+            continue
+        first = int(run.var_rows[int(np.argmax(hit))])
+        rows.append({"variable": run.var_name(v), "index": int(v), "first_step": first, "steps_without": int(hit.sum()),
+                     "steps": int(seen.sum()), "steps_in_run": int(run.vsum["n_rows"][col[v]])})
+    return sorted(rows, key=lambda r: (r["first_step"], r["variable"]))
+
+
+def steps_said(r: dict[str, Any]) -> str:
+    """``"none at 6 of 9 steps, first at step 1"`` for a :func:`part_gradients` row."""
+    of = (f"{r['steps']} steps" if r["steps"] >= r["steps_in_run"]
+          else f"the {r['steps']} steps read (of {r['steps_in_run']})")
+    return f"none at {r['steps_without']} of {of}, first at step {r['first_step']}"
+
+
+def part_gradient_finding(run: RunData, sets: VarSets) -> Finding | None:
+    """:func:`part_gradients` as a finding of one run (``gradtrace check``): the loss of those
+    steps did not reach the variables (a branch that leaves them out, an output left out of
+    that step's loss), so the optimizer left them unchanged there. ``None`` when none."""
+    rows = part_gradients(run, sets)
+    if not rows:
+        return None
+    r0 = rows[0]
+    more = f", and {len(rows) - 1} more" if len(rows) > 1 else ""
+    return Finding(
+        "missing_gradient", severity="warning",
+        summary=f"{len(rows)} trainable variable(s) got a gradient at some steps and none (None) at others while "
+        f"their optimizer stepped: {r0['variable']} has {steps_said(r0)}{more}. The loss of those steps does not "
+        "reach them (a branch that leaves them out, an output or a term missing from that step's loss, a "
+        "`tf.stop_gradient` on some batches), so the optimizer leaves them unchanged there.",
+        steps=[r0["first_step"]], variables=[r["variable"] for r in rows], evidence={"variables": rows},
+        fix=("If every step should train them, make every step's loss depend on them (compute every output's "
+             "loss at each step); if the schedule is deliberate (alternating heads or tasks), this is expected."),
+        explains=0.5)
 
 
 def first_nonfinite(run: RunData) -> dict[str, Any] | None:
@@ -557,6 +620,9 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "missing_gradient",
             f"{len(names)} trainable variable(s) never got a gradient: {', '.join(names[:6])}.",
             variables=names, evidence={"variables": names}, explains=0.9))
+    part = part_gradient_finding(run, sets)
+    if part:
+        out.append(part)
     pending = {v: s for v, s in sets.not_applied_nonzero.items() if v not in sets.no_grad}
     if pending:
         names = [run.var_name(v) for v in pending]
