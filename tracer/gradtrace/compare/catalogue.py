@@ -246,7 +246,9 @@ _KINDS = [
         "sample_weighting", "error", False,
         "Class or sample weights were used in one run only; or both runs give fit() weights and one run's "
         "steps call the Keras loss without them (a custom train_step that does not pass `sample_weight=` to "
-        "`compute_loss`; read from the weight statistics the loss calls recorded).",
+        "`compute_loss`; read from the weight statistics the loss calls recorded); or both runs weight "
+        "their samples and, on the same batches, the weights the Keras loss received sum differently "
+        "(class weights looked up by the sample's position instead of its label).",
         "Apply the same weights in both runs: `fit(class_weight=...)` multiplies each sample's loss; "
         "in a tape loop pass `sample_weight=` to the Keras loss.",
         rank=20,
@@ -302,8 +304,11 @@ _KINDS = [
         "re-created during training (its state and iteration counter reset). `gradient_accumulation_steps=n` "
         "in one run only is compared update by update (its every n-th micro-batch step against the other "
         "run's steps, or its n micro-batches against one batch n times larger): equal updates make it "
-        "context, a loop applying n times the update is told to divide the accumulated sum by n. Settings "
-        "that differ while every aligned step agrees (AdamW with weight_decay=0 against Adam) are context.",
+        "context, a loop applying n times the update is told to divide the accumulated sum by n. Only the "
+        "class differing while every aligned step agrees (AdamW with weight_decay=0 against Adam) is "
+        "context; another value of a setting that every aligned step agrees on is a warning, since it has "
+        "not acted yet (a clipnorm not reached, amsgrad, use_ema: fit() writes the weights' average into "
+        "the model when it ends; Lion's updates have the same norm whatever their signs).",
         "Create the optimizer once, outside the loop, with the same class and configuration.",
         rank=30,
     ),
@@ -343,7 +348,11 @@ _KINDS = [
     Kind(
         "structure_mismatch", "warning", False,
         "The two models differ in structure: trainable variables of one have no counterpart (same "
-        "layer position, class and shape) in the other, so they are different models.",
+        "layer position, class and shape) in the other, so they are different models. Or, between runs of "
+        "the same Keras, a layer of one model has no counterpart of its class in the other (a Masking "
+        "layer in one model only, LayerNormalization where the other has BatchNormalization): an error "
+        "when the aligned steps part (their symptoms are its evidence), context when every aligned step "
+        "agrees (an identity Activation added).",
         "Compare runs of the same architecture; the listed variables show where the models part "
         "(a layer's units, padding, a layer added or removed).",
         rank=55,

@@ -10,6 +10,7 @@ import logging
 import numpy as np
 
 from gradtrace.compare import detect_data as dd
+from gradtrace.compare import detect_model as dm
 from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
@@ -29,7 +30,7 @@ _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
            "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches", "model_recreated",
            "loss_not_differentiated",
-           "zero_gradient")
+           "zero_gradient", "structure_mismatch")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
 
@@ -98,6 +99,10 @@ def compare_runs(a: RunData, b: RunData) -> Report:
               dp.validation_split_mismatch(a, b, al)):
         if f:
             findings.append(f)
+    if not any(f.kind == "sample_weighting" for f in findings):
+        weights = dm.weights_differ(a, b, al)
+        if weights:
+            findings.append(weights)
     findings += dp.shape_facts(a, b)
     repeated = dd.repeated_steps_pair(a, b)
     if repeated:
@@ -110,6 +115,10 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     findings += dp.init_data(a, b, al)
 
     first: int | None = None
+    lone_layers = dm.lone_layers(a, b, al) if structure_ok else None
+    if lone_layers is not None and (al.aligned_steps == 0 or al.stochastic):
+        # Not comparable step by step: said, without deciding whether the layers change anything.
+        findings.append(dm.layer_structure_finding(lone_layers, "warning", ""))
     if not structure_ok:
         reason = (f"the models differ in structure ({len(trainable_a)} vs {len(trainable_b)} trainable "
                   "variables, or unmatched shapes)")
@@ -156,6 +165,14 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             first = int(dep["step"])
         if not step_f and dep is not None:
             step_f = [_divergence(a, b, dep, al)]
+        if lone_layers is not None:
+            # Layers of one model only: a cause when the aligned steps part (their symptoms fold
+            # into it unless another cause was found first), context when every step agrees.
+            parts = bool(step_f) or dep is not None
+            findings.append(dm.layer_structure_finding(
+                lone_layers, "error" if parts else "info",
+                "" if parts else _no_difference("They", al.aligned_steps, " (at their settings these layers "
+                                                "compute the identity here).")))
         if not step_f:
             # Two loss classes that agree step by step (a user's subclass of the other) compute
             # the same thing: context, not a cause.
@@ -166,10 +183,11 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 elif (f.kind == "optimizer_mismatch" and f.severity == "error"
                       and isinstance(f.evidence.get("differences (a, b)"), dict)
                       and "learning_rate_in_effect" not in f.evidence["differences (a, b)"]):
-                    # Settings that differ on paper (AdamW with weight_decay=0 against Adam, a clipnorm
-                    # never reached) while every aligned step agrees: no effect on these steps.
-                    _as_context(f, _no_difference("They", al.aligned_steps, " (a setting may still act later, "
-                                                  "e.g. clipping once gradients grow)."))
+                    # Settings that differ while every aligned step agrees: only the optimizer's class
+                    # (AdamW with weight_decay=0 against Adam) is the same algorithm; another value of
+                    # a setting has not acted yet (a clipnorm not reached, amsgrad before a second
+                    # moment shrinks, the weights' average fit() swaps in when it ends).
+                    _settings_not_yet_acting(f, al.aligned_steps, a, b, al)
                 elif (f.kind == "training_mode_mismatch" and dep is None and "frozen_state" not in f.evidence
                       and f.steps and min(f.steps) < int(a.step[al.ia[al.aligned_steps - 1]]) + 1):
                     # Another mode with the same loss, gradients and updates at every aligned step and
@@ -464,6 +482,65 @@ def _logits_read_by_keras(f: Finding, a: RunData, b: RunData) -> str:
             "logits from under that activation whatever from_logits says, so the setting has no effect here.")
 
 
+# Optimizer settings that act only when another one is on: their values differ to no effect when
+# it is off in both runs.
+_ACTS_ONLY_WITH = {"ema_momentum": "use_ema", "ema_overwrite_frequency": "use_ema"}
+
+# When a setting that changed none of the compared steps acts (Keras optimizers).
+_ACTS_WHEN = {
+    "use_ema": "with use_ema=True the optimizer keeps a moving average of the weights, and fit() writes it into "
+               "the model when it ends (`optimizer.finalize_variable_values`; every ema_overwrite_frequency "
+               "steps if set): every step agrees, the trained models do not (a loop keeps the raw weights "
+               "unless it calls `optimizer.finalize_variable_values(model.trainable_variables)`)",
+    "amsgrad": "amsgrad divides by the running maximum of the second-moment estimate: the updates part from "
+               "the first step at which an estimate shrinks",
+    "clipnorm": "clipping acts once a gradient's norm exceeds it",
+    "global_clipnorm": "clipping acts once the gradients' global norm exceeds it",
+    "clipvalue": "clipping acts once a gradient entry exceeds it",
+}
+# Optimizers whose update has the same norm whatever its direction (the sign of each entry, times
+# the learning rate): another setting flips signs, which the recorded update norms do not show.
+_SIGN_UPDATES = ("Lion",)
+
+
+def _settings_not_yet_acting(f: Finding, steps: int, a: RunData, b: RunData, al: Alignment) -> None:
+    """An optimizer_mismatch whose aligned steps all agree: context when only the class differs
+    (or settings that act only with a switch off in both runs); otherwise a warning naming what
+    has not acted yet."""
+    diffs = f.evidence["differences (a, b)"]
+
+    def off(x: object) -> bool:
+        return x is None or x is False or x == 0
+
+    pairs = dp.optimizer_pairs(a, b, al)
+    settings = [dp._opt_settings(o) for o in pairs[0]] if len(pairs) == 1 else None
+    live = {}
+    for k, v in diffs.items():
+        switch = _ACTS_ONLY_WITH.get(k)
+        if k == "class" or (switch is not None and settings is not None
+                            and off(settings[0].get(switch)) and off(settings[1].get(switch))):
+            continue
+        live[k] = v
+    if not live:
+        _as_context(f, _no_difference("They", steps, "."))
+        return
+    f.severity = "warning"
+    f.explains = 0.6
+    names = [k.rsplit(": ", 1)[-1] for k in live]
+    when = [_ACTS_WHEN[n] for n in dict.fromkeys(names) if n in _ACTS_WHEN]
+    classes = {str(o.get("class")) for p in pairs for o in p}
+    if classes & set(_SIGN_UPDATES):
+        when.append(f"{'/'.join(sorted(classes & set(_SIGN_UPDATES)))} applies the sign of each update entry "
+                    "times the learning rate, so every update has the same norm whatever its direction: a "
+                    "setting that flips signs shows only in later losses")
+    f.summary += (f" The losses, gradients and updates agree at every one of the {steps} aligned steps, yet "
+                  f"{', '.join(live)} differ{'s' if len(live) == 1 else ''}: a setting that has not acted on these "
+                  "steps"
+                  + (f" ({'; '.join(when)})." if when else ", and may act later (the runs are not the same "
+                     "training)."))
+    f.evidence["not_acted_yet"] = list(live)
+
+
 def _no_difference(subject: str, steps: int, tail: str) -> str:
     return (f"{subject} made no difference here: the losses, gradients and updates agree at every one of the "
             f"{steps} aligned steps{tail}")
@@ -574,8 +651,11 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
+    # A structure_mismatch is a cause only as an error: layers of one model only whose aligned
+    # steps part; otherwise it says why the runs are not comparable.
     serious = [f for f in findings if f.severity in ("error", "warning")
-               and f.kind not in ("init_mismatch", "data_mismatch", "structure_mismatch")]
+               and f.kind not in ("init_mismatch", "data_mismatch")
+               and not (f.kind == "structure_mismatch" and f.severity != "error")]
     if serious:
         return "diverged"
     if not structure_ok or al.aligned_steps == 0:
