@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from . import scripts as s
+from . import scripts_f as f4
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -273,6 +274,67 @@ CASES += [
     ("ignore_class_one_run", x.fit_digits_label_column, x.tape_digits_ignore_class_0, "diverged", "loss_mismatch"),
 ]
 
+# A fourth set (scripts_f.py): LSTMs (masked, bidirectional, recurrent dropout), separable convolutions,
+# spatial dropout, regression losses and reductions, the less common optimizers, warm-up schedules,
+# clipping by hand, class weights as sample weights, train steps with metrics, tf.data, activity
+# regularizers and add_loss, EMA of the weights.
+CASES += [
+    ("eq_lstm_fit_vs_unrolled_loop", f4.fit_lstm_rows, f4.tape_lstm_rows_unrolled, "equivalent", None),
+    ("lstm_recurrent_dropout_no_training_flag", f4.fit_lstm_rows_recurrent_dropout,
+     f4.tape_lstm_rows_recurrent_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
+    ("eq_bilstm_masked_fit_vs_loop", f4.fit_bilstm_masked, f4.tape_bilstm_masked, "equivalent", None),
+    ("bilstm_mask_forgotten", f4.fit_bilstm_masked, f4.tape_bilstm_mask_forgotten, "diverged",
+     "layer_config_mismatch"),
+    ("masking_layer_one_run", f4.fit_lstm_masking_layer, f4.tape_lstm_without_masking_layer, "diverged",
+     "structure_mismatch"),
+    ("eq_separable_fit_vs_eager", f4.fit_separable, f4.tape_separable_eager, "equivalent", None),
+    ("separable_padding_differs", f4.fit_separable, f4.tape_separable_valid_padding, "diverged",
+     "layer_config_mismatch"),
+    ("spatial_dropout_no_training_flag", f4.fit_conv1d_spatial_dropout,
+     f4.tape_conv1d_spatial_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
+    ("layernorm_vs_batchnorm", f4.fit_layernorm_mlp, f4.tape_batchnorm_mlp, "diverged", "structure_mismatch"),
+    ("eq_logcosh_by_hand", f4.fit_logcosh, f4.tape_logcosh_by_hand, "equivalent", None),
+    ("huber_instead_of_logcosh", f4.fit_logcosh, f4.tape_huber_instead_of_logcosh, "diverged", "loss_mismatch"),
+    ("mae_sum_reduction", f4.fit_mae_sgd, f4.tape_mae_sum_reduction, "diverged", "loss_scale"),
+    ("huber_summed_by_hand", f4.fit_huber_default, f4.tape_huber_sum_over_batch_by_hand, "diverged", "loss_scale"),
+    ("adagrad_accumulator_differs", f4.fit_adagrad, f4.tape_adagrad_accumulator_01, "diverged",
+     "optimizer_mismatch"),
+    ("eq_adamax_fit_vs_loop", f4.fit_adamax, f4.tape_adamax, "equivalent", None),
+    ("nadam_for_adam", f4.fit_adam_lr_1e2, f4.tape_nadam_for_adam, "diverged", "optimizer_mismatch"),
+    ("amsgrad_one_run", f4.fit_adam_lr_1e2, f4.tape_adam_amsgrad, "diverged", "optimizer_mismatch"),
+    ("eq_lion_fit_vs_eager", f4.fit_lion, f4.tape_lion_eager, "equivalent", None),
+    ("lion_beta_differs", f4.fit_lion, f4.tape_lion_beta_1_09, "diverged", "optimizer_mismatch"),
+    ("ftrl_l1_one_run", f4.fit_ftrl, f4.tape_ftrl_no_l1, "diverged", "optimizer_mismatch"),
+    ("eq_adamw_fit_vs_loop", f4.fit_adamw_decay_004, f4.tape_adamw_decay_004, "equivalent", None),
+    ("adamw_decay_differs", f4.fit_adamw_decay_004, f4.tape_adamw_decay_01, "diverged", "optimizer_mismatch"),
+    ("eq_cosine_warmup_fit_vs_loop", f4.fit_cosine_warmup, f4.tape_cosine_warmup, "equivalent", None),
+    ("warmup_forgotten", f4.fit_cosine_warmup, f4.tape_constant_peak_rate, "diverged", "optimizer_mismatch"),
+    ("eq_clipnorm_by_hand", f4.fit_sgd_clipnorm, f4.tape_clip_by_norm_by_hand, "equivalent", None),
+    ("eq_global_clipnorm_by_hand", f4.fit_sgd_global_clipnorm, f4.tape_clip_by_global_norm_by_hand, "equivalent",
+     None),
+    ("eq_class_weight_as_sample_weight", f4.fit_class_weight_dict, f4.fit_class_weight_as_sample_weight,
+     "equivalent", None),
+    ("class_weight_by_label_position", f4.fit_class_weight_dict, f4.tape_class_weight_by_label_position,
+     "diverged", "sample_weighting"),
+    ("eq_train_step_with_metrics", f4.fit_dropout_net, f4.fit_train_step_with_metrics, "equivalent", None),
+    ("train_step_no_training_flag", f4.fit_dropout_net, f4.fit_train_step_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("eq_steps_per_execution_dropout", f4.fit_dropout_net, f4.fit_dropout_net_steps_per_execution, "equivalent",
+     None),
+    ("eq_dataset_vs_numpy", f4.fit_bn_net_numpy, f4.fit_bn_net_dataset, "equivalent", None),
+    ("eq_dataset_map_loop_vs_fit", f4.fit_bn_net_numpy, f4.tape_bn_net_dataset_map, "equivalent", None),
+    ("batches_shuffled_whole", f4.fit_bn_net_numpy, f4.tape_bn_net_dataset_batch_then_shuffle, "not_comparable",
+     "data_mismatch"),
+    ("eq_activity_regularizer_added", f4.fit_activity_regularizer, f4.tape_activity_regularizer_added, "equivalent",
+     None),
+    ("activity_regularizer_left_out", f4.fit_activity_regularizer, f4.tape_activity_regularizer_left_out,
+     "diverged", "regularization_mismatch"),
+    ("eq_add_loss_added", f4.fit_add_loss, f4.tape_add_loss_added, "equivalent", None),
+    ("add_loss_left_out", f4.fit_add_loss, f4.tape_add_loss_left_out, "diverged", "regularization_mismatch"),
+    ("ema_overwrite_one_run", f4.fit_adam_lr_1e2, f4.fit_adam_ema_overwrite, "diverged", "optimizer_mismatch"),
+    ("ema_one_run", f4.fit_adam_lr_1e2, f4.fit_adam_ema, "diverged", "optimizer_mismatch"),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -476,6 +538,27 @@ def test_case(traced, case):
         f = report.findings[0]
         assert (f.evidence["stopped_in"], f.evidence["step"]) == ("a", 4) and report.first_divergent_step == 4, text
         assert "compile()" in (f.fix or ""), text
+    if _id == "masking_layer_one_run":  # the layer without variables named, the step-0 gap its evidence
+        f = report.findings[0]
+        assert f.severity == "error" and f.evidence["only_in_a"][0].startswith("Masking"), text
+        assert f.evidence["step_evidence"][0]["witness_step"] == 0, text
+    if _id == "layernorm_vs_batchnorm":  # one class in place of the other, at the same place
+        (la, lb), = report.findings[0].evidence["replaced"]
+        assert la.startswith("LayerNormalization") and lb.startswith("BatchNormalization"), text
+    if _id == "eq_extra_identity_layer":  # the extra layer named, as context
+        f = next(f for f in report.findings if f.kind == "structure_mismatch")
+        assert f.severity == "info" and f.evidence["only_in_b"][0].startswith("Activation"), text
+    if _id == "class_weight_by_label_position":  # the weights differ, the unweighted losses agree
+        f = report.findings[0]
+        assert f.evidence["per_sample_losses_agree"] and f.evidence["weight_sums (step, a, b)"][0][0] == 0, text
+        assert "tf.gather(weights, y)" in (f.fix or ""), text
+    if _id in ("amsgrad_one_run", "lion_beta_differs", "ema_one_run"):  # agreeing steps, a setting not acted yet
+        f = report.findings[0]
+        assert f.severity == "warning" and report.first_divergent_step is None, text
+        assert {"amsgrad_one_run": "amsgrad", "lion_beta_differs": "beta_1",
+                "ema_one_run": "use_ema"}[_id] in f.evidence["not_acted_yet"], text
+    if _id == "ema_one_run":
+        assert "finalize_variable_values" in report.findings[0].summary, text
 
 
 CHECKS = [
@@ -517,6 +600,15 @@ CHECKS = [
     ("augmentation_layers_decide_their_mode", x.tape_augmented_conv_no_training_flag, "equivalent", None),
     ("augmentation_with_dropout_in_inference_mode", x.tape_augmented_conv_dropout_no_training_flag, "diverged",
      "training_mode_mismatch"),
+    # scripts_f.py
+    ("lstm_recurrent_dropout_in_inference_mode", f4.tape_lstm_rows_recurrent_dropout_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("spatial_dropout_in_inference_mode", f4.tape_conv1d_spatial_dropout_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("train_step_with_metrics", f4.fit_train_step_with_metrics, "equivalent", None),
+    ("activity_regularizer_left_out", f4.tape_activity_regularizer_left_out, "diverged", "regularization_mismatch"),
+    ("add_loss_left_out", f4.tape_add_loss_left_out, "diverged", "regularization_mismatch"),
+    ("ema_fit", f4.fit_adam_ema, "equivalent", None),
 ]
 
 
