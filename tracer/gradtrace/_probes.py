@@ -439,6 +439,8 @@ class _ThreadState(threading.local):
         self.cb_installed = False
         self.scaled: tuple[Any, Any, Any] | None = None  # (scope, scaled loss, loss)
         self.in_loss = 0  # inside a Keras loss object's or loss function's call
+        self.modes_seen: dict[str, int] = {}  # tracked layer name -> record_mode calls so far
+        self.stand_in_modes: dict[int, Any] = {}  # id(layer) -> the `training` its call received
 
 
 class _Window:
@@ -528,6 +530,8 @@ class _Probe:
         self.run = run
         self.thread = threading.get_ident()
         self.tls = _ThreadState()
+        # id(recurrent layer) -> {id(cell): cell}: see scan_layers
+        self.stand_ins: dict[int, dict[int, Any]] = {}
         self.undo: list[Callable[[], None]] = []
         self.models: dict[int, Any] = {}  # id -> model (kept alive while tracing)
         self.scanned: set[int] = set()
@@ -658,6 +662,23 @@ class _Probe:
             if _meta.training_dependent(layer):
                 self.tracked[id(layer)] = self.layer_name(layer)
                 self.layer_refs[id(layer)] = layer
+        for layer in flatten(include_self=True, recursive=True):
+            # A Keras layer (not a model) that reads `training` itself may run its
+            # training-dependent sublayer's computation without calling it: tf-keras's
+            # recurrent layers do (tf_keras/src/layers/rnn/gru.py GRU.call and lstm.py
+            # LSTM.call: when `_could_use_gpu_kernel`, on CPU too, `_defun_gru_call` /
+            # the standard LSTM draw the cell's dropout masks with
+            # `self.get_dropout_mask_for_cell(inputs, training)` and never call the cell).
+            # When such a call ends without the sublayer's mode recorded, the mode the
+            # layer received stands for it (see _make_layer_call).
+            if (id(layer) in self.tracked or id(layer) in self.stand_ins or not _library_call(layer)
+                    or hasattr(layer, "fit")  # a model calls its layers (Sequential, Functional)
+                    or not _meta.branches_on_training(layer)):
+                continue
+            leaves = {id(c): c for c in layer._flatten_layers(include_self=False, recursive=False)
+                      if id(c) in self.tracked}
+            if leaves:
+                self.stand_ins[id(layer)] = leaves
 
     def wrap_train_step(self, model: Any) -> None:
         original = getattr(model, "train_step", None)
@@ -778,6 +799,7 @@ class _Probe:
     def record_mode(self, layer: Any, name: str, training: Any) -> None:
         import tensorflow as tf
 
+        self.tls.modes_seen[name] = self.tls.modes_seen.get(name, 0) + 1
         scope = _scope.current()
         key = K_MODE + name
         # A layer called more than once in a step (a training pass and a stop-gradient
@@ -1326,6 +1348,8 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
                     with probe.guard():
                         probe.on_root_enter(self, args, kwargs, taped)
             st.depth = depth + 1
+            stand_in = probe.stand_ins.get(id(self))
+            seen = {k: st.modes_seen.get(probe.tracked[k], 0) for k in stand_in} if stand_in else None
             building = contextlib.nullcontext()
             if root and getattr(self, "built", True) is False:
                 with probe.guard():
@@ -1335,6 +1359,13 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
                     outputs = original(self, *args, **kwargs)
             finally:
                 st.depth = depth
+            if stand_in and id(self) in st.stand_in_modes:
+                training = st.stand_in_modes.pop(id(self))
+                with probe.guard():
+                    for k, leaf in stand_in.items():
+                        name = probe.tracked[k]
+                        if st.modes_seen.get(name, 0) == seen[k]:  # its __call__ did not run
+                            probe.record_mode(leaf, name, training)
             if root:
                 from tensorflow.python import pywrap_tfe
 
@@ -1371,6 +1402,8 @@ def _install_keras3(probe: _Probe) -> None:
                     if name is not None:
                         with probe.guard():
                             probe.record_mode(self, name, kwargs.get("training"))
+                    elif id(self) in probe.stand_ins:
+                        probe.tls.stand_in_modes[id(self)] = kwargs.get("training")
                 return out
 
             return _resolve_and_populate_arg
@@ -1435,11 +1468,14 @@ def _install_tf_keras(probe: _Probe) -> None:
             out = original(self, args, kwargs, call_context, local)
             if probe.here():
                 name = probe.tracked.get(id(self))
-                if name is not None:
+                if name is not None or id(self) in probe.stand_ins:
                     with probe.guard():
                         new_args, new_kwargs, _ = out
                         value = self._call_spec.get_arg_value("training", new_args, new_kwargs)
-                        probe.record_mode(self, name, value)
+                        if name is not None:
+                            probe.record_mode(self, name, value)
+                        else:
+                            probe.tls.stand_in_modes[id(self)] = value
             return out
 
         return _get_propagated_call_context_arguments
