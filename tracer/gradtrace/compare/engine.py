@@ -16,7 +16,7 @@ from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
 from gradtrace.compare import detect_wiring as dw
 from gradtrace.compare.accumulate import accumulation_view
-from gradtrace.compare.align import Alignment, align
+from gradtrace.compare.align import Alignment, _random_layer_classes, align
 from gradtrace.compare.catalogue import CATALOGUE
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding, Report
@@ -118,7 +118,16 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     lone_layers = dm.lone_layers(a, b, al) if structure_ok else None
     if lone_layers is not None and (al.aligned_steps == 0 or al.stochastic):
         # Not comparable step by step: said, without deciding whether the layers change anything.
-        findings.append(dm.layer_structure_finding(lone_layers, "warning", ""))
+        note = ""
+        rnd = set(_random_layer_classes(a)) | set(_random_layer_classes(b))
+        lone_random = [d for d in lone_layers["only_in_a"] + lone_layers["only_in_b"] if d.split(" ", 1)[0] in rnd]
+        if al.init_same is False and lone_random:
+            # Keras 3 seeds a random layer's generator from the global random state when it is
+            # built: one more such layer moves every later layer's initial weights.
+            note = (f"Building {lone_random[0].split(' (', 1)[0]} draws a seed from the global random state "
+                    "(`keras.utils.set_random_seed`), so the layers built after it start from other weights: "
+                    "the different start (init_mismatch) can follow from this layer alone.")
+        findings.append(dm.layer_structure_finding(lone_layers, "warning", note))
     if not structure_ok:
         reason = (f"the models differ in structure ({len(trainable_a)} vs {len(trainable_b)} trainable "
                   "variables, or unmatched shapes)")
