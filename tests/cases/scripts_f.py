@@ -738,3 +738,110 @@ def tape_huber_sum_over_batch_by_hand():
     huber = keras.losses.Huber(delta=0.5, reduction=None)
     _loop(_reg_mlp(), keras.optimizers.SGD(0.05), lambda m, xb, yb: tf.reduce_sum(huber(yb, m(xb, training=True))),
           x, y)
+
+
+# --- causal convolutions; a Dropout layer in one model only -----------------------------------------
+
+def _causal_conv1d(padding: str):
+    keras = _keras()
+    keras.utils.set_random_seed(283)
+    return keras.Sequential([keras.Input((8, 8)), keras.layers.Conv1D(16, 3, padding=padding, activation="relu"),
+                             keras.layers.Conv1D(16, 3, padding=padding, dilation_rate=2, activation="relu"),
+                             keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(10)])
+
+
+def fit_causal_conv1d():
+    keras = _keras()
+    x, y = _digit_rows()
+    model = _causal_conv1d("causal")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=_sparse_ce())
+    _fit(model, x, y)
+
+
+def tape_causal_conv1d_jit():
+    keras = _keras()
+    x, y = _digit_rows()
+    _ce_loop(_causal_conv1d("causal"), keras.optimizers.Adam(1e-2), x, y, jit=True)
+
+
+def tape_same_padding_conv1d():
+    keras = _keras()
+    x, y = _digit_rows()
+    _ce_loop(_causal_conv1d("same"), keras.optimizers.Adam(1e-2), x, y)
+
+
+def _mlp_dropout(dropout: bool):
+    keras = _keras()
+    keras.utils.set_random_seed(293)
+    layers = [keras.Input((64,)), keras.layers.Dense(32, activation="relu")]
+    if dropout:
+        layers.append(keras.layers.Dropout(0.3))
+    return keras.Sequential(layers + [keras.layers.Dense(10)])
+
+
+def fit_mlp_dropout():
+    keras = _keras()
+    x, y = _digits()
+    model = _mlp_dropout(True)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=_sparse_ce())
+    _fit(model, x, y)
+
+
+def tape_mlp_dropout_left_out():
+    """The loop's copy of the model has no Dropout layer."""
+    keras = _keras()
+    x, y = _digits()
+    _ce_loop(_mlp_dropout(False), keras.optimizers.SGD(0.1), x, y)
+
+
+# --- mixed precision in both runs: fit() against a loop that scales the loss itself -------------
+
+def _mixed(script):
+    keras = _keras()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        script()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _mp_mlp():
+    keras = _keras()
+    keras.utils.set_random_seed(307)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(10, dtype="float32")])
+
+
+def fit_mixed_precision_mlp():
+    def script():
+        keras = _keras()
+        x, y = _digits()
+        model = _mp_mlp()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=_sparse_ce())
+        _fit(model, x, y)
+
+    _mixed(script)
+
+
+def tape_mixed_precision_mlp_scaled():
+    """A LossScaleOptimizer in the loop: scale_loss() inside the tape, apply() unscales."""
+    def script():
+        tf = _tf()
+        keras = _keras()
+        x, y = _digits()
+        model = _mp_mlp()
+        opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+        ce = _sparse_ce()
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = ce(yb, model(xb, training=True))
+                scaled = opt.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+        for xb, yb in data.batches(x, y, BATCH, STEPS):
+            step(xb, yb)
+
+    _mixed(script)

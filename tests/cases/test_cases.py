@@ -333,6 +333,14 @@ CASES += [
     ("add_loss_left_out", f4.fit_add_loss, f4.tape_add_loss_left_out, "diverged", "regularization_mismatch"),
     ("ema_overwrite_one_run", f4.fit_adam_lr_1e2, f4.fit_adam_ema_overwrite, "diverged", "optimizer_mismatch"),
     ("ema_one_run", f4.fit_adam_lr_1e2, f4.fit_adam_ema, "diverged", "optimizer_mismatch"),
+    ("eq_causal_conv1d_fit_vs_jit_loop", f4.fit_causal_conv1d, f4.tape_causal_conv1d_jit, "equivalent", None),
+    ("causal_vs_same_padding", f4.fit_causal_conv1d, f4.tape_same_padding_conv1d, "diverged",
+     "layer_config_mismatch"),
+    # the Dropout's seed generator draws from the global seed too: the layers after it start elsewhere
+    ("dropout_layer_left_out", f4.fit_mlp_dropout, f4.tape_mlp_dropout_left_out, "not_comparable",
+     "structure_mismatch"),
+    ("eq_mixed_precision_fit_vs_scaled_loop", f4.fit_mixed_precision_mlp, f4.tape_mixed_precision_mlp_scaled,
+     "equivalent", None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -557,6 +565,8 @@ def test_case(traced, case):
         assert f.severity == "warning" and report.first_divergent_step is None, text
         assert {"amsgrad_one_run": "amsgrad", "lion_beta_differs": "beta_1",
                 "ema_one_run": "use_ema"}[_id] in f.evidence["not_acted_yet"], text
+    if _id == "dropout_layer_left_out":  # the other start said to follow from the extra random layer
+        assert "Building Dropout '" in report.findings[0].summary and "draws a seed" in report.findings[0].summary, text
     if _id == "ema_one_run":
         assert "finalize_variable_values" in report.findings[0].summary, text
 
