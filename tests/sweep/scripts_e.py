@@ -975,3 +975,48 @@ def ema_finalized_after_tape_loop():
     opt.finalize_variable_values(model.trainable_variables)
     return Out(_weights(model), _iters(opt), {"losses": losses, "grads": grads,
                                               "y_fp": [_fp(y[i:i + B]) for i in range(0, 96, B)]})
+
+
+# --- 33. (Keras 3) SGD(gradient_accumulation_steps=2) in fit() compiled with XLA and
+#         steps_per_execution=2: every other step applies --------------------------------------------
+
+def accumulation_xla_steps_per_execution_fit():
+    keras = _keras()
+    x, y = data.digits(128)
+    keras.utils.set_random_seed(233)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12, activation="relu"),
+                              keras.layers.Dropout(0.1), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), loss=_ce(),
+                  jit_compile=True, steps_per_execution=2)
+    model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+    return Out(_weights(model), 128 // B, {"modes": {"dropout": True},
+                                           "applied": {_vname(model.layers[0].kernel): [False, True] * 4},
+                                           "x_fp": [_fp(x[i:i + B]) for i in range(0, 128, B)]})
+
+
+# --- 34. Ftrl stepping an Embedding (IndexedSlices) in a tf.function tape loop --------------------
+
+def ftrl_embedding_sparse_function():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.tokens(64, length=6, vocab=25)
+    keras.utils.set_random_seed(234)
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(25, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    opt = keras.optimizers.Ftrl(0.2, l2_regularization_strength=1e-3)
+    ce = _ce()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        g = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(g, model.trainable_variables))
+        return loss, tf.norm(tf.convert_to_tensor(g[0]))
+
+    losses, grads = [], []
+    for i in range(0, 64, B):
+        loss, gn = step(x[i:i + B], y[i:i + B])
+        grads.append((len(losses), _vname(model.trainable_variables[0]), float(gn)))
+        losses.append(float(loss))
+    return Out(_weights(model), _iters(opt), {"losses": losses, "grads": grads})

@@ -43,6 +43,7 @@ NOT_ON_TF_KERAS: dict[str, str] = {
     "keras_ops_loss_repeat_steps_per_epoch_fit": "keras.ops is Keras 3's",
     "optimizer_gradient_accumulation_eager": "tf-keras optimizers have no gradient_accumulation_steps",
     "optimizer_gradient_accumulation_xla_tape": "tf-keras optimizers have no gradient_accumulation_steps",
+    "accumulation_xla_steps_per_execution_fit": "tf-keras optimizers have no gradient_accumulation_steps",
     "xla_fit_steps_per_execution_cached_data":
         "tf-keras Dropout under jit_compile draws other masks when the script runs a second time in "
         "one process (untraced too): the groups run untraced and traced in one process",
