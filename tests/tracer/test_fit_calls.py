@@ -26,7 +26,7 @@ def test_each_fit_call_is_kept_with_the_step_it_started_at(db_url, read_run):
     base.trainable = False
     model.compile(keras.optimizers.SGD(0.05), "mse")
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)
-    with gradtrace.trace(run="two-fits", store=db_url):
+    with gradtrace.trace(run="two-fits", store=db_url, stats_every=1):
         model.fit(x, y, batch_size=8, epochs=2, shuffle=True, callbacks=[schedule], verbose=0)
         first_steps = int(model.optimizer.iterations.numpy())
         base.trainable = True
@@ -53,6 +53,12 @@ def test_each_fit_call_is_kept_with_the_step_it_started_at(db_url, read_run):
     base_paths = {v.path for v in base.weights}
     assert {inventory[i]["name"] for i in changes[0]["trainable"]} == base_paths, (changes, inventory)
     assert not any(inventory[i]["trainable"] for i in changes[0]["trainable"])
+    # measured as state while frozen, as trained weights once unfrozen (not both)
+    unfrozen = set(changes[0]["trainable"])
+    for k, st in enumerate(steps):
+        state = {x["v"] for x in st["state"]} & unfrozen
+        grads = {x["v"] for x in st["vars"] if x["grad"]} & unfrozen
+        assert (state, grads) == ((set(), unfrozen) if k >= first_steps else (unfrozen, set())), (k, st)
     # the comparator sees the first call's callback and the second call's weights
     with open_store(db_url) as store:
         run = read_data(store, "two-fits")

@@ -618,6 +618,8 @@ class Run:
                 on = _meta.is_trainable(v, trained)
                 if on != flags[i]:
                     (now_on if on else now_off).append(i)
+        if (now_on or now_off) and at == "fit":
+            self._retrack(now_on, now_off)
         if now_on or now_off:
             from gradtrace._probes import MAX_FIT_CALLS
 
@@ -625,6 +627,32 @@ class Run:
             if len(changes) < MAX_FIT_CALLS:
                 changes.append({"at": at, "step": self.steps_so_far(), "trainable": now_on, "frozen": now_off})
                 self.update_meta(trainable_changes=changes)
+
+    def _retrack(self, now_on: list[int], now_off: list[int]) -> None:
+        """Move variables between the trainable set and the tracked state after a change of
+        trainability, before the train function built for the new flags traces its steps: an
+        unfrozen weight is no longer measured as state, a frozen one is, from its value now."""
+        from gradtrace._hooks import tf_variable
+
+        with self._lock:
+            for i in now_on:
+                v = self._var_refs[i]
+                key = id(tf_variable(v))
+                if key in self._state_keys:
+                    self._state_keys.discard(key)
+                    self._state = [sv for sv in self._state if sv.index != i]
+                if key not in self._trainable_keys:
+                    self._trainable_keys.add(key)
+                    self._trainable.append(v)
+            for i in now_off:
+                v = self._var_refs[i]
+                key = id(tf_variable(v))
+                if key in self._trainable_keys:
+                    self._trainable_keys.discard(key)
+                    self._trainable = [t for t in self._trainable if id(tf_variable(t)) != key]
+                if key not in self._state_keys:
+                    self._state_keys.add(key)
+                    self._state.append(StateVar(v, _initial(v), i, _is_rng_state(v)))
 
     def steps_so_far(self) -> int | None:
         """The step counter now: the number of the next step (None if unreadable)."""

@@ -153,6 +153,12 @@ def _stops_at(run: RunData, v: int) -> int | None:
         return None
     g = run.grad[:, col[v]]
     rec = np.flatnonzero(np.isfinite(g))
+    frozen = _changed_at(run, v, "frozen")
+    if frozen is not None and rec.size:
+        # frozen at a fit() call: from then on a state variable, no longer in the step's records
+        had = rec[g[rec] == 1]
+        if had.size and run.var_rows[had[-1]] < frozen <= int(run.step[-1]):
+            return frozen
     if rec.size < 2:
         return None
     have = rec[g[rec] == 1]
@@ -226,14 +232,20 @@ def _frozen_part_way(a: RunData, b: RunData, al: Alignment, ng_a: set[int], ng_b
         explains=0.9)
 
 
-def _unfrozen_at(run: RunData, v: int) -> int | None:
-    """The step from which a variable frozen at registration is trainable, by the run's
-    ``trainable_changes`` (a layer unfrozen between fit() calls); None if it stays frozen."""
+def _changed_at(run: RunData, v: int, how: str) -> int | None:
+    """The first step from which variable ``v`` is ``how`` ("trainable": unfrozen, "frozen"), by
+    the run's ``trainable_changes`` seen at a fit() call; None if no such change."""
     for change in run.meta.get("trainable_changes") or []:
-        if v in (change.get("trainable") or []) and change.get("at") == "fit":
+        if v in (change.get(how) or []) and change.get("at") == "fit":
             step = change.get("step")
             return int(step) if isinstance(step, int) else None
     return None
+
+
+def _unfrozen_at(run: RunData, v: int) -> int | None:
+    """The step from which a variable frozen at registration is trainable (a layer unfrozen
+    between fit() calls); None if it stays frozen."""
+    return _changed_at(run, v, "trainable")
 
 
 def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
