@@ -201,3 +201,27 @@ def traced(url: str, project: str = "digits", steps: int = STEPS) -> dict[str, s
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     return {"fit": fit_run.info.run_id, "tape-loop": tape_run.info.run_id}
+
+
+def fine_tuned(url: str, project: str = "finetune", steps: int = 4) -> tuple[str, int]:
+    """``fit()`` of the head on a frozen first Dense layer, then of the whole model after
+    unfreezing it and compiling again with another loss, traced as one run
+    (``fine-tune``). Returns the run id and the step the second fit() call started at."""
+    import gradtrace
+    import keras
+
+    x, y = _data()
+    n = steps * BATCH
+    model = _model()
+    model.get_layer("dense").trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with gradtrace.trace(run="fine-tune", project=project, store=url) as run:
+        model.fit(x[:n], y[:n], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        second = int(model.optimizer.iterations.numpy())
+        model.get_layer("dense").trainable = True
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01),
+                      loss=keras.losses.CategoricalFocalCrossentropy(from_logits=True))
+        model.fit(x[:n], keras.utils.to_categorical(y[:n], 10), batch_size=2 * BATCH, epochs=1, shuffle=False,
+                  verbose=0)
+    return run.info.run_id, second

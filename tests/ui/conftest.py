@@ -52,12 +52,13 @@ def recorded_batches() -> dict[str, list[Any]]:
 @pytest.fixture(scope="session")
 def ui_db(tmp_path_factory: pytest.TempPathFactory, recorded_batches: dict[str, list[Any]]) -> dict[str, Any]:
     """A SQLite file with model.fit() vs a tape loop traced by gradtrace.trace (project
-    "digits"), the recorded pair (project "recorded") and a long run (project "long")."""
+    "digits"), a fine-tuning run of two fit() calls (project "finetune"), the recorded pair (project "recorded") and a long run (project "long")."""
     import _ui_runs
     from gradtrace.store import open_store
 
     url = "sqlite:///" + str(tmp_path_factory.mktemp("ui") / "runs.db")
     ids = _ui_runs.traced(url, project="digits")
+    fine_tune, second_fit = _ui_runs.fine_tuned(url)
     with open_store(url) as store:
         for batches in recorded_batches.values():
             for b in batches:
@@ -66,7 +67,7 @@ def ui_db(tmp_path_factory: pytest.TempPathFactory, recorded_batches: dict[str, 
             store.ingest(b)
         for b in _ui_runs.synthetic_long("sampled-run", steps=400, n_vars=4, project="sampled", stats_every=50):
             store.ingest(b)
-    return {"url": url, "fit": ids["fit"], "tape": ids["tape-loop"]}
+    return {"url": url, "fit": ids["fit"], "tape": ids["tape-loop"], "fine_tune": fine_tune, "second_fit": second_fit}
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,17 @@
     const loss = m.loss || {};
     const metrics = (m.metrics || []).map((x) => (x.class && x.name && x.class !== x.name ? `${x.name} (${x.class})` : x.name || x.class)).join(", ");
     const fit = m.fit ? describeConfig(m.fit) : null;
+    // several fit() calls: each from the step it started at, with the loss it trained with
+    const calls = (m.fit_calls || []).length > 1 ? el("div", {}, ...m.fit_calls.map((c) => el("div", {
+      text: `from step ${c.first_step ?? "?"}: ${describeConfig({ ...c, first_step: undefined }) || ""}`
+        + (c.loss && (c.loss.class || c.loss.name) ? `; loss ${c.loss.class || c.loss.name}` : ""),
+    }))) : null;
+    const vname = (i) => { const v = (d.variables || []).find((x) => (x.index ?? x.idx) === i); return v ? (v.path || v.name) : `#${i}`; };
+    const changes = (m.trainable_changes || []).length ? el("div", {}, ...m.trainable_changes.map((c) => el("div", {
+      text: `${c.at === "end" ? "by the end of the run" : `at the fit() call starting step ${c.step}`}: `
+        + [[c.trainable, "unfrozen"], [c.frozen, "frozen"]].filter(([xs]) => (xs || []).length)
+          .map(([xs, what]) => `${xs.length} ${what} (${xs.slice(0, 4).map(vname).join(", ")}${xs.length > 4 ? ", …" : ""})`).join("; "),
+    }))) : null;
     kv(document.getElementById("config"), [
       ["optimizer", opt.class || opt.name || null],
       ["optimizer config", describeConfig(opt.config)],
@@ -69,6 +80,8 @@
       ["from_logits", loss.from_logits === undefined || loss.from_logits === null ? null : String(loss.from_logits)],
       ["metrics", metrics],
       ["fit", fit],
+      ["fit() calls", calls],
+      ["trainable changes", changes],
       ["seeds", m.seeds && Object.keys(m.seeds).length ? describeConfig(m.seeds) : null],
     ]);
     if (!document.getElementById("config").children.length) {
@@ -78,6 +91,12 @@
     const layers = Object.fromEntries((d.layers || []).map((l) => [l.index ?? l.idx, l]));
     document.getElementById("inv-count").textContent = `(${vars.length} variables, ${(d.layers || []).length} layers)`;
     const tbody = document.querySelector("#variables tbody");
+    // the step from which a variable's trainability changed (RunInfo.trainable_changes)
+    const flips = {};
+    for (const c of m.trainable_changes || []) {
+      for (const i of c.trainable || []) (flips[i] = flips[i] || []).push(`yes from step ${c.step}`);
+      for (const i of c.frozen || []) (flips[i] = flips[i] || []).push(`no from step ${c.step}`);
+    }
     for (const v of vars) {
       const layer = v.layer || (layers[v.layer_index] || {}).name || "";
       tbody.append(el("tr", {},
@@ -86,7 +105,7 @@
         el("td", { class: "mono", text: v.path || v.name }),
         el("td", { class: "mono", text: JSON.stringify(v.shape || []) }),
         el("td", { text: v.dtype || "" }),
-        el("td", { text: v.trainable === false ? "no" : "yes" }),
+        el("td", { text: [v.trainable === false ? "no" : "yes", ...(flips[v.index ?? v.idx] || [])].join(" → ") }),
         el("td", { class: "mono muted", text: v.struct_key || "" })));
     }
   }
