@@ -316,19 +316,50 @@ _CONFIG_SKIP = {"name", "trainable", "dtype", "dtype_policy", "autocast", "build
 MAX_LAYER_CONFIG = 4000  # characters of JSON; a larger config (a lookup table) is not kept
 
 
-def layer_config(layer: Any) -> dict[str, Any] | None:
-    """What a leaf layer was built with (``get_config()`` without names, dtypes,
-    initializers and seeds), or None for an unreadable or oversized config. A container's
-    config repeats its layers' and is not asked for (see :func:`variable_inventory`)."""
-    import json
-
+def _raw_config(layer: Any) -> dict[str, Any] | None:
     try:
         config = layer.get_config()
     except Exception:  # noqa: BLE001 - a layer without a config is just not compared
         return None
-    if not isinstance(config, dict):
+    return config if isinstance(config, dict) else None
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values without a plain equality (arrays) count as different
+        return False
+
+
+def _is_layer_spec(value: Any) -> bool:
+    """A serialised layer (``{"class_name", "config", ...}``) or a list of them: a wrapper's
+    sublayer inside its config (Bidirectional's ``layer``, a recurrent layer's ``cell``)."""
+    if isinstance(value, list | tuple):
+        return bool(value) and all(_is_layer_spec(v) for v in value)
+    return isinstance(value, dict) and "class_name" in value and isinstance(value.get("config"), dict)
+
+
+def layer_config(layer: Any, subs: list[Any] | None = None) -> dict[str, Any] | None:
+    """What a layer was built with (``get_config()`` without names, dtypes, initializers
+    and seeds), or None for an unreadable or oversized config.
+
+    For a layer holding ``subs`` (a wrapper such as Bidirectional or TimeDistributed, a
+    recurrent layer around its cell), its own arguments only: its sublayers' serialised
+    configs and the arguments a direct sublayer repeats with the same value are left out
+    (the sublayer's own config carries them). A model's config repeats its layers' and is
+    not asked for (see :func:`variable_inventory`)."""
+    import json
+
+    config = _raw_config(layer)
+    if config is None:
         return None
     out = {k: v for k, v in config.items() if k not in _CONFIG_SKIP and not k.endswith("_initializer")}
+    if subs:
+        inner = [c for c in (_raw_config(x) for x in subs) if c is not None]
+        out = {k: v for k, v in out.items()
+               if not _is_layer_spec(v) and not any(k in c and _equal(c[k], v) for c in inner)}
+        if not out:
+            return None
     out = _jsonable(out)
     try:
         if len(json.dumps(out, allow_nan=False)) > MAX_LAYER_CONFIG:
@@ -394,8 +425,8 @@ def variable_inventory(
                 walk(sub)
             return
         index = len(layers)
-        if configs is not None and not subs:
-            config = layer_config(layer)
+        if configs is not None and not (subs and (hasattr(layer, "fit") or hasattr(layer, "layers"))):
+            config = layer_config(layer, subs)  # a leaf, or a wrapper's own arguments (not a model's)
             if config is not None:
                 configs[str(index)] = config
         layers.append(

@@ -353,7 +353,9 @@ def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
 
 
 # A layer config keeps nested configs (a regularizer's `config.l2`); names are not arguments.
-_LAYER_IGNORED = frozenset({"module", "registered_name", "name"})
+# Names, and recurrent layers' choice of how to run the same computation (unrolled or in a
+# loop; tf-keras's implementation 1 or 2), which changes no argument of the math.
+_LAYER_IGNORED = frozenset({"module", "registered_name", "name", "unroll", "implementation"})
 
 
 def _flat(d: Any, prefix: str = "", ignored: Any = None) -> dict[str, Any]:
