@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench chromium postgres clean
+.PHONY: demo test lint bench chromium postgres maps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,15 @@ postgres:
 	  command -v pg_ctlcluster >/dev/null 2>&1 && \
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start || true; }
 
-test: $(STAMP) chromium postgres
+# The suite runs in one process, and XLA never unmaps the code it compiles: at the kernel's default
+# vm.max_map_count (65530) the last tests meet the tracer's "few memory mappings left" fallback
+# (statistics no longer XLA-compiled, with a run warning). Raise the limit where this machine allows.
+maps:
+	@test "$$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 262144)" -ge 262144 || \
+	  { echo 262144 > /proc/sys/vm/max_map_count; } 2>/dev/null || \
+	  echo "vm.max_map_count is $$(cat /proc/sys/vm/max_map_count) and cannot be raised here: tests late in the run may see the tracer's mapping warning"
+
+test: $(STAMP) chromium postgres maps
 	$(VENV)/bin/ruff check tracer server migrations tests bench
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
