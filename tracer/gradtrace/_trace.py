@@ -618,15 +618,16 @@ class Run:
                 on = _meta.is_trainable(v, trained)
                 if on != flags[i]:
                     (now_on if on else now_off).append(i)
-        if (now_on or now_off) and at == "fit":
+        if not now_on and not now_off:
+            return
+        if at == "fit":
             self._retrack(now_on, now_off)
-        if now_on or now_off:
-            from gradtrace._probes import MAX_FIT_CALLS
+        from gradtrace._probes import MAX_FIT_CALLS
 
-            changes = list(self.info.trainable_changes)
-            if len(changes) < MAX_FIT_CALLS:
-                changes.append({"at": at, "step": self.steps_so_far(), "trainable": now_on, "frozen": now_off})
-                self.update_meta(trainable_changes=changes)
+        changes = list(self.info.trainable_changes)
+        if len(changes) < MAX_FIT_CALLS:
+            changes.append({"at": at, "step": self.steps_so_far(), "trainable": now_on, "frozen": now_off})
+            self.update_meta(trainable_changes=changes)
 
     def _retrack(self, now_on: list[int], now_off: list[int]) -> None:
         """Move variables between the trainable set and the tracked state after a change of

@@ -242,12 +242,6 @@ def _changed_at(run: RunData, v: int, how: str) -> int | None:
     return None
 
 
-def _unfrozen_at(run: RunData, v: int) -> int | None:
-    """The step from which a variable frozen at registration is trainable (a layer unfrozen
-    between fit() calls); None if it stays frozen."""
-    return _changed_at(run, v, "trainable")
-
-
 def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     if not a.n_steps or not b.n_steps:
@@ -266,7 +260,7 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         if ta != tb:  # frozen in one run only: its own finding, not a missing gradient
             run, v = (b, vb) if ta else (a, va)
             frozen.append({"variable": run.var_name(v), "layer": run.var_info(v).get("layer"),
-                           "frozen_in": "b" if ta else "a", "unfrozen_at": _unfrozen_at(run, v)})
+                           "frozen_in": "b" if ta else "a", "unfrozen_at": _changed_at(run, v, "trainable")})
             continue
         if not ta:
             continue
