@@ -205,8 +205,8 @@ def traced(url: str, project: str = "digits", steps: int = STEPS) -> dict[str, s
 
 def fine_tuned(url: str, project: str = "finetune", steps: int = 4) -> tuple[str, int]:
     """``fit()`` of the head on a frozen first Dense layer, then of the whole model after
-    unfreezing it and compiling again with another loss, traced as one run
-    (``fine-tune``). Returns the run id and the step the second fit() call started at."""
+    unfreezing it and compiling again with another loss and EarlyStopping(restore_best_weights=True),
+    traced as one run (``fine-tune``). Returns the run id and the step the second fit() call started at."""
     import gradtrace
     import keras
 
@@ -222,6 +222,7 @@ def fine_tuned(url: str, project: str = "finetune", steps: int = 4) -> tuple[str
         model.get_layer("dense").trainable = True
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01),
                       loss=keras.losses.CategoricalFocalCrossentropy(from_logits=True))
+        # EarlyStopping sets the best epoch's weights back when fit() ends: a weight write
         model.fit(x[:n], keras.utils.to_categorical(y[:n], 10), batch_size=2 * BATCH, epochs=1, shuffle=False,
-                  verbose=0)
+                  verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=True)])
     return run.info.run_id, second

@@ -211,6 +211,7 @@ def test_a_run_of_several_fit_calls_shows_each_call_and_what_it_unfroze(
     assert "from step 0: epochs=1, batch_size=32" in config, config
     assert f"from step {k}: epochs=1, batch_size=64" in config and "loss CategoricalFocalCrossentropy" in config
     assert f"at the fit() call starting step {k}: 2 unfrozen (" in config, config
+    assert f"after the last step ({k + 1}): set_weights by EarlyStopping (" in config, config
     # the loss row is the latest compile()'s
     loss_row = page.evaluate("""[...document.querySelectorAll('#config dt')]
         .find((e) => e.textContent === 'loss').nextElementSibling.textContent""")

@@ -441,6 +441,7 @@ class _ThreadState(threading.local):
         self.in_loss = 0  # inside a Keras loss object's or loss function's call
         self.modes_seen: dict[str, int] = {}  # tracked layer name -> record_mode calls so far
         self.stand_in_modes: dict[int, Any] = {}  # id(layer) -> the `training` its call received
+        self.writing_weights = 0  # inside set_weights/load_weights/finalize_variable_values
 
 
 class _Window:
@@ -1112,6 +1113,12 @@ class _Probe:
         self.run.update_meta(fit=fit, fit_calls=calls)
         self.run.note_trainable("fit")  # a layer frozen or unfrozen since the last call
 
+    def on_weights_written(self, how: str, variables: list[Any]) -> None:
+        """``variables`` were overwritten outside an optimizer step (see :func:`_make_weights_write`)."""
+        note = getattr(self.run, "note_weights_written", None)  # optional for a minimal run
+        if note is not None:
+            note(how, variables, _writer_of_weights())
+
     def on_scale_loss(self, opt: Any, loss: Any, scaled: Any) -> None:
         import tensorflow as tf
 
@@ -1421,6 +1428,15 @@ def _install_keras3(probe: _Probe) -> None:
     _patch_loss_functions(probe, ("keras.losses", "keras.metrics", "keras._tf_keras.keras.losses",
                                   "keras._tf_keras.keras.metrics"))
     probe.patch(Model, "fit", _make_fit(probe))
+    # Weights written outside optimizer steps: keras/src/layers/layer.py Layer.set_weights,
+    # keras/src/models/model.py Model.load_weights, keras/src/optimizers/base_optimizer.py
+    # BaseOptimizer.finalize_variable_values (keras/src/backend/tensorflow/trainer.py
+    # TensorFlowTrainer.fit calls it at its end).
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    probe.patch(Layer, "set_weights", _make_weights_write(probe, "set_weights"))
+    probe.patch(Model, "load_weights", _make_weights_write(probe, "load_weights"))
+    probe.patch(BaseOptimizer, "finalize_variable_values", _make_weights_write(probe, "ema"))
 
     from keras.src.optimizers import loss_scale_optimizer as k_lso
 
@@ -1486,6 +1502,14 @@ def _install_tf_keras(probe: _Probe) -> None:
     # tf_keras/src/losses.py's functions (wrapped by TensorFlow's dispatch decorator).
     _patch_loss_functions(probe, ("tf_keras.losses", "tf_keras.metrics"))
     probe.patch(Model, "fit", _make_fit(probe))
+    # tf_keras/src/engine/base_layer.py Layer.set_weights, tf_keras/src/engine/training.py
+    # Model.load_weights, tf_keras/src/optimizers/optimizer.py _BaseOptimizer.finalize_variable_values
+    # (Model.fit calls it at its end).
+    from tf_keras.src.optimizers import optimizer as t_optimizer
+
+    probe.patch(Layer, "set_weights", _make_weights_write(probe, "set_weights"))
+    probe.patch(Model, "load_weights", _make_weights_write(probe, "load_weights"))
+    probe.patch(t_optimizer._BaseOptimizer, "finalize_variable_values", _make_weights_write(probe, "ema"))
 
     from tf_keras.src.mixed_precision import loss_scale_optimizer as t_lso
 
@@ -1666,6 +1690,60 @@ def _make_loss_function(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:
         return loss_function
 
     return make
+
+
+def _make_weights_write(probe: _Probe, how: str) -> Callable[[Any], Callable[..., Any]]:
+    """A wrapper of a method that overwrites a model's weights outside the optimizer's steps.
+
+    ``how`` names it: ``set_weights`` (``Layer``/``Model.set_weights``: EarlyStopping's
+    ``restore_best_weights`` at the end of fit(), a script copying weights), ``load_weights``,
+    ``ema`` (an optimizer's ``finalize_variable_values``, which writes the moving average of
+    the weights into the model when ``use_ema`` is on: fit() calls it when it ends). Recorded
+    after the call returned, once per outermost call (``load_weights`` may call
+    ``set_weights``), with the variables it wrote: for ``ema`` its ``var_list``, otherwise
+    the object's ``weights``.
+    """
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not probe.here():
+                return original(self, *args, **kwargs)
+            probe.tls.writing_weights += 1
+            try:
+                out = original(self, *args, **kwargs)
+            finally:
+                probe.tls.writing_weights -= 1
+            if probe.tls.writing_weights == 0:
+                with probe.guard():
+                    if how == "ema":
+                        if getattr(self, "use_ema", False):
+                            given = args[0] if args else kwargs.get("var_list")
+                            probe.on_weights_written(how, list(given or []))
+                    else:
+                        probe.on_weights_written(how, _meta.variables_of(self))
+            return out
+
+        return write
+
+    return make
+
+
+def _writer_of_weights() -> str | None:
+    """Who overwrote the weights: the Keras callback (``EarlyStopping``) or ``fit`` whose code
+    is on the calling stack, nearest first; None for the script itself."""
+    frame = sys._getframe(2)
+    for _ in range(40):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if owner is not None:
+            names = [c.__name__ for c in type(owner).__mro__]
+            if "Callback" in names:
+                return type(owner).__name__
+            if frame.f_code.co_name == "fit" and "Model" in names:
+                return "fit"
+        frame = frame.f_back
+    return None
 
 
 def _make_fit(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:

@@ -622,12 +622,24 @@ class Run:
             return
         if at == "fit":
             self._retrack(now_on, now_off)
-        from gradtrace._probes import MAX_FIT_CALLS
-
         changes = list(self.info.trainable_changes)
-        if len(changes) < MAX_FIT_CALLS:
+        if len(changes) < MAX_EVENTS:
             changes.append({"at": at, "step": self.steps_so_far(), "trainable": now_on, "frozen": now_off})
             self.update_meta(trainable_changes=changes)
+
+    def note_weights_written(self, how: str, variables: list[Any], by: str | None) -> None:
+        """Record weights overwritten outside the optimizer's steps (``RunInfo.weight_writes``):
+        EarlyStopping restoring its best weights, an optimizer's EMA written into the model at
+        the end of fit(), the script's own ``set_weights``/``load_weights``. Only variables of
+        the inventory count; a write to none of them (another model) is not recorded."""
+        with self._lock:
+            index = {k: i for i, v in enumerate(self._var_refs) for k in _meta._inner_ids(v)}
+            written = sorted({i for v in variables for k in _meta._inner_ids(v) if (i := index.get(k)) is not None})
+            if not written or len(self.info.weight_writes) >= MAX_EVENTS:
+                return
+            writes = [*self.info.weight_writes,
+                      {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}]
+        self.update_meta(weight_writes=writes)
 
     def _retrack(self, now_on: list[int], now_off: list[int]) -> None:
         """Move variables between the trainable set and the tracked state after a change of
@@ -1097,6 +1109,7 @@ class Run:
 
 UNCAPTURED_CHECK_SECONDS = 1.0
 RING_BYTES = 8 * 2**20
+MAX_EVENTS = 32  # trainable_changes and weight_writes kept per run
 RING_MIN_ROWS, RING_MAX_ROWS = 64, 4096
 
 

@@ -159,6 +159,12 @@ class RunInfo(_Model):
     # unfrozen between fit() calls ("at": "fit") or by the run's end ("at": "end"), each as
     # {"at", "step": the next step's number, "trainable": [index, ...], "frozen": [index, ...]}.
     trainable_changes: list[dict[str, Any]] = Field(default_factory=list)
+    # Weights overwritten outside the optimizer's steps (the first 32 times), each as
+    # {"how": "set_weights" | "load_weights" | "ema", "step": the next step's number, "by": the
+    # Keras callback ("EarlyStopping") or "fit" that did it, None for the script itself,
+    # "variables": [index, ...] of the inventory}. "ema": an optimizer with use_ema wrote its
+    # moving average of the weights into the model (fit() does when it ends).
+    weight_writes: list[dict[str, Any]] = Field(default_factory=list)
     init_fingerprint: str | None = None  # "<count>:<hash>" over every variable, in registration order
     # Per variable, by VariableInfo.index: a 16-hex fingerprint of its initial value (None
     # where none was taken). The comparator decides "same start" on the trainable weights

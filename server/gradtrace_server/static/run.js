@@ -71,6 +71,12 @@
         + [[c.trainable, "unfrozen"], [c.frozen, "frozen"]].filter(([xs]) => (xs || []).length)
           .map(([xs, what]) => `${xs.length} ${what} (${xs.slice(0, 4).map(vname).join(", ")}${xs.length > 4 ? ", …" : ""})`).join("; "),
     }))) : null;
+    // weights overwritten outside optimizer steps (RunInfo.weight_writes): EMA, EarlyStopping, set_weights
+    const writeWhat = { ema: "optimizer's moving average written in (use_ema)", set_weights: "set_weights", load_weights: "load_weights" };
+    const writes = (m.weight_writes || []).length ? el("div", {}, ...m.weight_writes.map((w) => el("div", {
+      text: `${w.step != null && s.num_steps != null && w.step >= s.num_steps ? `after the last step (${w.step - 1})` : `before step ${w.step ?? "?"}`}: ${writeWhat[w.how] || w.how} by ${w.by === "fit" ? "fit()" : w.by || "the script"}`
+        + ` (${(w.variables || []).length} variables)`,
+    }))) : null;
     kv(document.getElementById("config"), [
       ["optimizer", opt.class || opt.name || null],
       ["optimizer config", describeConfig(opt.config)],
@@ -82,6 +88,7 @@
       ["fit", fit],
       ["fit() calls", calls],
       ["trainable changes", changes],
+      ["weights overwritten", writes],
       ["seeds", m.seeds && Object.keys(m.seeds).length ? describeConfig(m.seeds) : null],
     ]);
     if (!document.getElementById("config").children.length) {

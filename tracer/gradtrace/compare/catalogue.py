@@ -371,6 +371,18 @@ _KINDS = [
         rank=60,
     ),
     Kind(
+        "weights_replaced", "warning", False,
+        "One run's model weights were overwritten outside its optimizer steps after training started, "
+        "and the other run's were not (or otherwise): EarlyStopping(restore_best_weights=True) setting the "
+        "best epoch's weights back at the end of fit(), fit() writing an optimizer's moving average into "
+        "the model when it ends (`use_ema=True`), the script's `set_weights`/`load_weights`. Every step can "
+        "agree while the models the runs end with, and their accuracy, differ.",
+        "Do the same in both runs: restore the best weights in the loop too or drop "
+        "`restore_best_weights`; after a loop whose optimizer has `use_ema=True`, call "
+        "`optimizer.finalize_variable_values(model.trainable_variables)`.",
+        rank=58,
+    ),
+    Kind(
         "validation_split_mismatch", "warning", False,
         "fit() holds out a different share of the data for validation (`validation_split`) in the two "
         "runs: one trains on fewer examples, and its batches part from the other's once the held-out "

@@ -986,6 +986,76 @@ def validation_split_mismatch(a: RunData, b: RunData, al: Alignment | None = Non
         evidence=evidence, explains=0.8)
 
 
+def _weight_writes(run: RunData) -> list[dict[str, Any]]:
+    """The run's writes of its weights outside optimizer steps after its first step (a write
+    before any step sets the start, which init_mismatch compares)."""
+    return [w for w in run.meta.get("weight_writes") or [] if (w.get("step") or 0) > 0]
+
+
+def _write_said(w: dict[str, Any], run: RunData) -> str:
+    """One write as a clause: who wrote what, and when."""
+    how, by = w.get("how"), w.get("by")
+    if how == "ema":
+        what = (f"{'fit() at its end' if by == 'fit' else by or 'the script'} wrote the optimizer's moving "
+                "average of the weights into the model (use_ema=True, `optimizer.finalize_variable_values`)")
+    elif how == "set_weights" and by == "EarlyStopping":
+        what = "EarlyStopping(restore_best_weights=True) set its best epoch's weights back"
+    else:
+        what = f"{'fit()' if by == 'fit' else by or 'the script'} called {how}"
+    step = w.get("step")
+    when = (f" after its last step ({step - 1})" if step is not None and step >= run.n_steps
+            else f" before its step {step}")
+    return what + when
+
+
+def weights_replaced(a: RunData, b: RunData) -> Finding | None:
+    """One run's model weights were overwritten outside its optimizer steps after training
+    started (EarlyStopping restoring its best epoch, an EMA written in by fit(), the script's
+    set_weights/load_weights) in a way the other run's were not: the models they end with
+    differ even where every step agrees. Writes are matched by what wrote them (how, by)."""
+    def key(w: dict[str, Any]) -> tuple[str, str]:
+        return str(w.get("how")), str(w.get("by"))
+
+    wa, wb = _weight_writes(a), _weight_writes(b)
+    only: dict[str, list[dict[str, Any]]] = {}
+    for side, mine, other in (("a", wa, wb), ("b", wb, wa)):
+        theirs = [key(w) for w in other]
+        for w in mine:
+            if key(w) in theirs:
+                theirs.remove(key(w))
+            else:
+                only.setdefault(side, []).append(w)
+    if not only:
+        return None
+    parts = [f"in run {side}, " + " and ".join(_write_said(w, a if side == "a" else b) for w in writes)
+             for side, writes in only.items()]
+    text = "; ".join(parts) + "."
+    if len(only) == 1:
+        text += f" Run {'b' if 'a' in only else 'a'}'s weights were not overwritten."
+    text += (" The models the runs end with differ even where every step agrees: the one evaluated is not the "
+             "one the last step produced.")
+    writes = [w for ws in only.values() for w in ws]
+    fixes = []
+    if any(w.get("by") == "EarlyStopping" for w in writes):
+        fixes.append("restore the best weights in the other run too (keep `model.get_weights()` at the best "
+                     "validation score and `model.set_weights(...)` them at the end), or drop "
+                     "`restore_best_weights=True`")
+    if any(w.get("how") == "ema" for w in writes):
+        fixes.append("after a loop whose optimizer has `use_ema=True`, call "
+                     "`optimizer.finalize_variable_values(model.trainable_variables)` as fit() does, or "
+                     "compare with `use_ema=False`")
+    if not fixes:
+        fixes.append("evaluate both runs' models at the same point: write the weights in both or in neither")
+    fix = "; ".join(fixes) + "."
+    return Finding(
+        "weights_replaced", text[0].upper() + text[1:],
+        steps=sorted({int(w["step"]) for w in writes if w.get("step") is not None}),
+        evidence={"only_in": {side: [{k: w.get(k) for k in ("how", "by", "step")} for w in ws]
+                              for side, ws in only.items()},
+                  "weight_writes_a": len(wa), "weight_writes_b": len(wb)},
+        fix=fix[0].upper() + fix[1:], explains=0.6)
+
+
 def _state_set_before_training(a: RunData, b: RunData, al: Alignment) -> list[str]:
     """Paired non-trainable state (not random generators) that no step of either run changed:
     set before training (a Normalization layer's adapt() mean and variance), part of the start."""

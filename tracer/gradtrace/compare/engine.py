@@ -96,7 +96,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     findings += dp.optimizer_mismatch(a, b, al)
     for f in (dp.layer_config_mismatch(a, b, al), dp.loss_mismatch(a, b), dp.metric_mismatch(a, b),
               dp.sample_weighting(a, b), dp.loss_scaling(a, b), dp.execution_mode(a, b), dp.numerics(a, b),
-              dp.validation_split_mismatch(a, b, al)):
+              dp.validation_split_mismatch(a, b, al), dp.weights_replaced(a, b)):
         if f:
             findings.append(f)
     if not any(f.kind == "sample_weighting" for f in findings):
