@@ -6,6 +6,7 @@ import pytest
 
 from . import scripts as s
 from . import scripts_f as f4
+from . import scripts_g as g5
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -343,6 +344,59 @@ CASES += [
      "equivalent", None),
 ]
 
+# A fifth set (scripts_g.py): autoencoders (dense, convolutional with UpSampling2D, denoising), Conv1D +
+# GRU, a two-input functional model, residual blocks with Add, self-attention, GroupNormalization,
+# Reshape/Permute, Embedding + max pooling; KLDivergence, Poisson, CosineSimilarity, Hinge, focal loss,
+# label smoothing; Adadelta, Adamax, Nadam, centered RMSprop, weight decay, staircase/cosine schedules.
+CASES += [
+    ("eq_autoencoder_fit_vs_loop", g5.fit_autoencoder, g5.tape_autoencoder, "equivalent", None),
+    ("autoencoder_summed_over_pixels", g5.fit_autoencoder, g5.tape_autoencoder_summed_over_pixels, "diverged",
+     "loss_scale"),
+    ("eq_conv_autoencoder_dataset_map", g5.fit_conv_autoencoder_dataset, g5.tape_conv_autoencoder_dataset_map,
+     "equivalent", None),
+    ("denoising_no_training_flag", g5.fit_denoising, g5.tape_denoising_no_training_flag, "diverged",
+     "training_mode_mismatch"),
+    ("eq_conv_gru_fit_vs_eager", g5.fit_conv_gru, g5.tape_conv_gru_eager, "equivalent", None),
+    ("clipvalue_vs_clipnorm", g5.fit_conv_gru, g5.tape_conv_gru_clipnorm, "diverged", "optimizer_mismatch"),
+    ("eq_two_input_dict_vs_list", g5.fit_two_input_rmsprop_centered, g5.tape_two_input_rmsprop_centered,
+     "equivalent", None),
+    ("rmsprop_centered_one_run", g5.fit_two_input_rmsprop_centered, g5.tape_two_input_rmsprop_plain, "diverged",
+     "optimizer_mismatch"),
+    ("temperature_not_applied", g5.tape_two_input_temperature, g5.tape_two_input_temperature_not_applied,
+     "diverged", "not_applied"),
+    ("eq_residual_fit_vs_loop", g5.fit_residual, g5.tape_residual, "equivalent", None),
+    ("residual_reg_losses_left_out", g5.fit_residual, g5.tape_residual_reg_losses_left_out, "diverged",
+     "regularization_mismatch"),
+    ("eq_row_attention_fit_vs_jit", g5.fit_row_attention, g5.tape_row_attention_jit, "equivalent", None),
+    ("cosine_decay_steps_in_epochs", g5.fit_row_attention, g5.tape_row_attention_decay_steps_in_epochs,
+     "diverged", "optimizer_mismatch"),
+    ("sgd_weight_decay_one_run", g5.fit_groupnorm_weight_decay, g5.tape_groupnorm_no_weight_decay, "diverged",
+     "optimizer_mismatch"),
+    ("groupnorm_conv_frozen_one_run", g5.fit_groupnorm_weight_decay, g5.tape_groupnorm_weight_decay_conv_frozen,
+     "diverged", "trainable_mismatch"),
+    ("permute_left_out", g5.fit_columns_conv, g5.tape_columns_conv_permute_left_out, "diverged",
+     "structure_mismatch"),
+    ("eq_onehot_dataset_map_vs_sparse", g5.fit_text_max_pool, g5.tape_text_max_pool_onehot_dataset, "equivalent",
+     None),
+    ("staircase_one_run", g5.fit_text_max_pool, g5.tape_text_max_pool_smooth_decay, "diverged",
+     "optimizer_mismatch"),
+    ("eq_kl_divergence_by_hand", g5.fit_kl_divergence, g5.tape_kl_divergence_by_hand, "equivalent", None),
+    ("kl_divergence_arguments_swapped", g5.fit_kl_divergence, g5.tape_kl_divergence_arguments_swapped,
+     "diverged", "gradient_mismatch"),
+    ("poisson_flat_targets_broadcast", g5.fit_poisson, g5.tape_poisson_by_hand_flat_targets, "diverged",
+     "shape_broadcast"),
+    ("poisson_exposure_weights_forgotten", g5.fit_poisson_exposure_weights, g5.tape_poisson_exposure_weights_forgotten,
+     "diverged", "sample_weighting"),
+    ("cosine_similarity_sum_reduction", g5.fit_cosine_similarity, g5.tape_cosine_similarity_sum_reduction,
+     "diverged", "loss_scale"),
+    ("eq_hinge_by_hand", g5.fit_hinge, g5.tape_hinge_by_hand, "equivalent", None),
+    ("hinge_labels_not_signed", g5.fit_hinge, g5.tape_hinge_by_hand_labels_not_signed, "diverged",
+     "gradient_mismatch"),
+    ("focal_from_logits_forgotten", g5.fit_focal, g5.tape_focal_from_logits_forgotten, "diverged", "loss_mismatch"),
+    ("label_smoothing_lost_to_sparse", g5.fit_cce_smoothing_adadelta, g5.tape_sparse_ce_smoothing_lost_adadelta,
+     "diverged", "loss_mismatch"),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -362,9 +416,18 @@ MATCHES = {
     "mean_over_batch_then_sum_over_outputs": "the number of outputs",
 }
 
+# Cases the comparator cannot decide yet because the tracer does not record what it needs (the reason
+# names the missing data); strict, so the case fails loudly once the tracer records it.
+XFAIL = {
+    "kl_divergence_arguments_swapped": "tracer: a Keras loss call records y_true's fingerprint as the step's labels "
+    "but nothing about y_pred (no fingerprint, no mark that y_true depends on the trainable variables), so "
+    "predictions passed as y_true read as targets transformed column by column (label_scale)",
+}
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c[0]]))
+                                  if c[0] in XFAIL else c for c in CASES], ids=[c[0] for c in CASES])
 def test_case(traced, case):
     from gradtrace.compare import compare, render_text
 
