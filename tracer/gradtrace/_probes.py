@@ -37,6 +37,7 @@ are statics. Everything is undone by the callable :func:`install` returns.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import inspect
@@ -442,6 +443,8 @@ class _ThreadState(threading.local):
         self.modes_seen: dict[str, int] = {}  # tracked layer name -> record_mode calls so far
         self.stand_in_modes: dict[int, Any] = {}  # id(layer) -> the `training` its call received
         self.writing_weights = 0  # inside set_weights/load_weights/finalize_variable_values
+        # the latest root model calls' outputs under a tape, newest last (see _Probe.swapped)
+        self.outputs: collections.deque[list[Any]] = collections.deque(maxlen=8)
 
 
 class _Window:
@@ -767,6 +770,8 @@ class _Probe:
         self.put_reg_loss(model, scope)
 
         eager = tf.executing_eagerly()
+        if under_tape:
+            self.tls.outputs.append(_tensors_of(outputs))  # held: their ids stay theirs
         if eager:
             if not under_tape:
                 return  # not under a tape: inference, not an optimizer step
@@ -838,11 +843,33 @@ class _Probe:
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": sample_weight is not None,
         }
+        if self.swapped(y_true, y_pred):
+            call["swapped"] = True
         self.put_loss_call(scope, call, y_true, under_tape)
         self.put_weights(sample_weight, y_pred)
         if id(loss) not in self.loss_wrapped:
             self.loss_wrapped[id(loss)] = loss
             self.wrap_loss_call(loss)
+
+    def swapped(self, y_true: Any, y_pred: Any) -> bool:
+        """The loss got the model's output as ``y_true`` and something else (the labels) as
+        ``y_pred``: ``loss(pred, y)``, PyTorch's ``loss(input, target)`` order. Read from the
+        step's loss window (:class:`_Window`): a tensor computed from the trained model's
+        output is "derived" (eagerly after the first step: the output itself); a loss between
+        two models' outputs (distillation) is not swapped, whichever model was called last."""
+        if y_true is None or y_pred is None:
+            return False
+        outputs = self.tls.outputs
+        if not outputs:
+            return False
+        w = self.tls.window
+        # Eagerly the window is open on a model's first step only: later, the output itself.
+        derived = w.derived if w is not None else {id(t) for t in outputs[-1]}
+        t, p = _first_tensor(y_true), _first_tensor(y_pred)
+        if t is None or p is None or id(t) not in derived or id(p) in derived:
+            return False
+        # y_pred another model's output (a teacher called after the student): not labels
+        return not any(id(p) == id(o) for outs in outputs for o in outs)
 
     def put_loss_call(self, scope: _scope.StepScope, call: dict[str, Any], y_true: Any,
                       under_tape: bool) -> None:
@@ -894,6 +921,8 @@ class _Probe:
             "function": name,
             "out_shape": _shape_of(out),
         }
+        if self.swapped(y_true, y_pred):
+            call["swapped"] = True
         self.put_loss_call(scope, call, y_true, True)
         scope.values.pop(K_LOSS_W, None)  # a loss function neither weights nor masks
         self.put_per_sample(out)

@@ -386,6 +386,9 @@ class LossCall(_Model):
     # Whether the value this call returned reaches the tensor handed to tape.gradient
     # (found inside a tf.function by following the graph; None eagerly or when unknown).
     in_target: bool | None = None
+    # The call got the model's output as y_true and other data (the labels) as y_pred:
+    # ``loss(pred, y)``, PyTorch's ``loss(input, target)`` order (True only; None otherwise).
+    swapped: bool | None = None
 
 
 class LossInfo(LossCall):
