@@ -67,3 +67,6 @@ def test_a_loss_given_the_output_as_labels_is_marked_swapped(tmp_path, graph):
     swapped = {name: [(r.get("loss_info") or {}).get("swapped") for r in _steps(url, name)] for name in runs}
     assert swapped == {"swapped": [True] * 3, "right": [None] * 3, "teacher-last": [None] * 3,
                        "teacher-first": [None] * 3, "function": [True] * 3}, swapped
+    # y_fp fingerprints the labels wherever they were passed: the same batch in every run
+    fps = {name: [r.get("y_fp") for r in _steps(url, name)] for name in ("swapped", "right", "function")}
+    assert fps["swapped"] == fps["right"] == fps["function"] and fps["right"][0] is not None, fps

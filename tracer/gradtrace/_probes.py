@@ -843,9 +843,11 @@ class _Probe:
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": sample_weight is not None,
         }
+        labels = y_true
         if self.swapped(y_true, y_pred):
             call["swapped"] = True
-        self.put_loss_call(scope, call, y_true, under_tape)
+            labels = y_pred  # the labels are the step's labels wherever they were passed
+        self.put_loss_call(scope, call, labels, under_tape)
         self.put_weights(sample_weight, y_pred)
         if id(loss) not in self.loss_wrapped:
             self.loss_wrapped[id(loss)] = loss
@@ -921,9 +923,11 @@ class _Probe:
             "function": name,
             "out_shape": _shape_of(out),
         }
+        labels = y_true
         if self.swapped(y_true, y_pred):
             call["swapped"] = True
-        self.put_loss_call(scope, call, y_true, True)
+            labels = y_pred
+        self.put_loss_call(scope, call, labels, True)
         scope.values.pop(K_LOSS_W, None)  # a loss function neither weights nor masks
         self.put_per_sample(out)
         self.note_loss_out(out, tuple(bound.arguments.values()))
