@@ -686,3 +686,27 @@ def tape_sparse_ce_smoothing_lost_adadelta():
     ce = _sparse_ce()
     _loop(_digits_net(), keras.optimizers.Adadelta(1.0),
           lambda m, xb, tb: ce(tf.argmax(tb, axis=-1), m(xb, training=True)), x, t)
+
+
+# --- losses that differ by a term the model does not change: the same gradients -----------------------
+
+def tape_cross_entropy_for_kl_divergence():
+    """CategoricalCrossentropy towards the same soft targets: KL(t || p) minus the targets' entropy."""
+    keras = _keras()
+    x, t = _soft_targets()
+    cce = keras.losses.CategoricalCrossentropy()
+    _loop(_softmax_net(), keras.optimizers.SGD(0.5), lambda m, xb, tb: cce(tb, m(xb, training=True)), x, t)
+
+
+def tape_poisson_full_log_likelihood():
+    """tf.nn.log_poisson_loss(compute_full_loss=True): Keras's Poisson plus Stirling's term for log(y!)."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _counts()
+
+    def loss_of(m, xb, yb):
+        p = m(xb, training=True)
+        return tf.reduce_mean(tf.nn.log_poisson_loss(yb, tf.math.log(p + 1e-7), compute_full_loss=True))
+
+    _loop(_poisson_net(), keras.optimizers.Adam(1e-2), loss_of, x, y.reshape(-1, 1))
+

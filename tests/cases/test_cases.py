@@ -395,6 +395,9 @@ CASES += [
     ("focal_from_logits_forgotten", g5.fit_focal, g5.tape_focal_from_logits_forgotten, "diverged", "loss_mismatch"),
     ("label_smoothing_lost_to_sparse", g5.fit_cce_smoothing_adadelta, g5.tape_sparse_ce_smoothing_lost_adadelta,
      "diverged", "loss_mismatch"),
+    ("eq_cross_entropy_for_kl_divergence", g5.fit_kl_divergence, g5.tape_cross_entropy_for_kl_divergence,
+     "equivalent", None),
+    ("eq_poisson_full_log_likelihood", g5.fit_poisson, g5.tape_poisson_full_log_likelihood, "equivalent", None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -632,6 +635,17 @@ def test_case(traced, case):
         assert "Building Dropout '" in report.findings[0].summary and "draws a seed" in report.findings[0].summary, text
     if _id == "ema_one_run":
         assert "finalize_variable_values" in report.findings[0].summary, text
+    if _id in ("eq_cross_entropy_for_kl_divergence", "eq_poisson_full_log_likelihood"):  # measured, as context
+        f = next(f for f in report.findings if f.kind in ("loss_mismatch", "gradient_mismatch"))
+        assert f.evidence["same_updates"]["losses_differ"], text
+    if _id == "autoencoder_summed_over_pixels":  # the 64 pixels, not the batch
+        assert str(report.findings[0].evidence.get("matches") or "").startswith("the number of outputs"), text
+    if _id == "cosine_similarity_sum_reduction":
+        assert str(report.findings[0].evidence.get("matches") or "").startswith("the batch size"), text
+    if _id == "temperature_not_applied":  # the variable outside the model named
+        assert any("temperature" in v for v in report.findings[0].variables), text
+    if _id == "permute_left_out":  # the layer without variables named
+        assert report.findings[0].evidence["only_in_a"][0].startswith("Permute"), text
 
 
 CHECKS = [

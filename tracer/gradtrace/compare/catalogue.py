@@ -60,7 +60,9 @@ _KINDS = [
         "loss object counts as much as compile()'s; a multi-output step's losses are compared "
         "output by output). Losses that agree step by step make it context: `from_logits=True` on a "
         "softmax/sigmoid output in Keras 3, which reads the logits under the activation anyway, is "
-        "named with the run to change.",
+        "named with the run to change. Losses whose values differ while every gradient and update "
+        "agrees at every compared step differ by a term the weights do not change (KL divergence against "
+        "cross-entropy: the targets' entropy): context too.",
         "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
         "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
         rank=6,

@@ -597,6 +597,18 @@ def _same_training(findings: list[Finding], same: dict) -> None:
                 f"{same['max_update_rel_diff']:.2g}): another setting compensates the factor (e.g. the learning "
                 "rate divided by it), so the runs train identically and only the reported loss values differ.")
     for f in findings:
+        if f.kind == "loss_mismatch" and same.get("losses_differ") and f.severity != "info":
+            # Two loss classes whose values differ while every gradient and update agrees at
+            # every compared step: they differ by a term the weights do not change (KL
+            # divergence is cross-entropy minus the targets' entropy), so they train alike.
+            _as_context(f, f"Yet every gradient and every update agrees at every compared step "
+                           f"({same['steps_compared']} with per-variable numbers; gradients within "
+                           f"{same['max_grad_norm_rel_diff']:.2g}, updates within {same['max_update_rel_diff']:.2g}): "
+                           "the two losses differ by a term that does not depend on the weights (e.g. KL divergence "
+                           "is cross-entropy minus the targets' entropy), so the runs train identically and only "
+                           "the reported loss values differ.")
+            f.evidence["same_updates"] = same
+            continue
         if f.kind == "gradient_scale" and str(f.evidence.get("matches") or "").startswith(ds.NOT_UNSCALED):
             # A loss scale left in the gradients: an optimizer that normalises the gradient's
             # scale (Adam) hides it until the dynamic scale changes.
