@@ -382,7 +382,7 @@ CASES += [
      "optimizer_mismatch"),
     ("eq_kl_divergence_by_hand", g5.fit_kl_divergence, g5.tape_kl_divergence_by_hand, "equivalent", None),
     ("kl_divergence_arguments_swapped", g5.fit_kl_divergence, g5.tape_kl_divergence_arguments_swapped,
-     "diverged", "gradient_mismatch"),
+     "diverged", "loss_mismatch"),
     ("poisson_flat_targets_broadcast", g5.fit_poisson, g5.tape_poisson_by_hand_flat_targets, "diverged",
      "shape_broadcast"),
     ("poisson_exposure_weights_forgotten", g5.fit_poisson_exposure_weights, g5.tape_poisson_exposure_weights_forgotten,
@@ -421,11 +421,7 @@ MATCHES = {
 
 # Cases the comparator cannot decide yet because the tracer does not record what it needs (the reason
 # names the missing data); strict, so the case fails loudly once the tracer records it.
-XFAIL = {
-    "kl_divergence_arguments_swapped": "tracer: a Keras loss call records y_true's fingerprint as the step's labels "
-    "but nothing about y_pred (no fingerprint, no mark that y_true depends on the trainable variables), so "
-    "predictions passed as y_true read as targets transformed column by column (label_scale)",
-}
+XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.slow
@@ -644,6 +640,10 @@ def test_case(traced, case):
         assert str(report.findings[0].evidence.get("matches") or "").startswith("the batch size"), text
     if _id == "temperature_not_applied":  # the variable outside the model named
         assert any("temperature" in v for v in report.findings[0].variables), text
+    if _id == "kl_divergence_arguments_swapped":  # the run whose call is swapped, not a label transform
+        f = report.findings[0]
+        assert list(f.evidence["differences (a, b)"]["arguments swapped"]) == [False, True], text
+        assert "loss(y_true, y_pred)` in run b" in (f.fix or ""), text
     if _id == "permute_left_out":  # the layer without variables named
         assert report.findings[0].evidence["only_in_a"][0].startswith("Permute"), text
 

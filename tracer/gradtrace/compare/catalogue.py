@@ -58,8 +58,9 @@ _KINDS = [
         "The Keras loss objects the two runs' steps called differ in class, `from_logits` or an "
         "argument (`label_smoothing`, Huber's `delta`, ...; read from the steps, so a tape loop's "
         "loss object counts as much as compile()'s; a multi-output step's losses are compared "
-        "output by output). Losses that agree step by step make it context: `from_logits=True` on a "
-        "softmax/sigmoid output in Keras 3, which reads the logits under the activation anyway, is "
+        "output by output), or one run calls it with its arguments swapped (`loss(y_pred, y_true)`, "
+        "PyTorch's order: the model's output reached it as `y_true`). Losses that agree step by step "
+        "make it context: `from_logits=True` on a softmax/sigmoid output in Keras 3, which reads the logits under the activation anyway, is "
         "named with the run to change. Losses whose values differ while every gradient and update "
         "agrees at every compared step differ by a term the weights do not change (KL divergence against "
         "cross-entropy: the targets' entropy): context too.",

@@ -687,7 +687,14 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
         return f"{info.get('cls') or 'a loss'}" + (
             "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
 
-    if "from_logits" in diffs:
+    swapped = diffs.get("arguments swapped")
+    if swapped:
+        run_sw = "a" if swapped[0] else "b"
+        fix = (f"Call the loss as `loss(y_true, y_pred)` in run {run_sw}: labels first, the model's output second "
+               "(Keras's order; PyTorch's `loss(input, target)` is the other way round). Swapped, the loss "
+               "treats the predictions as the targets, and for an asymmetric loss (KL divergence, "
+               "cross-entropy, Poisson) that is another loss with other gradients.")
+    elif "from_logits" in diffs:
         fix = ("Give both runs the same `from_logits`: `True` when the model's last layer has no "
                "softmax/sigmoid (it outputs logits), `False` when it has one; with `False` on logits "
                "the loss clips them as probabilities and the gradients are wrong.")
@@ -696,9 +703,12 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
     else:
         fix = ("Give the loss the same arguments in both runs ("
                + "; ".join(f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items()) + ").")
+    said = (f" Run {run_sw} passes the model's output as `y_true` and the labels as `y_pred` (its arguments "
+            "swapped), so its loss compares the labels against the predictions the other way round."
+            if swapped else "")
     return Finding(
         "loss_mismatch",
-        f"the runs' steps compute different losses{where}: run a calls {desc(ia)}, run b {desc(ib)}.",
+        f"the runs' steps compute different losses{where}: run a calls {desc(ia)}, run b {desc(ib)}.{said}",
         evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls")},
         fix=fix, explains=1.0)
 
@@ -707,6 +717,10 @@ def _loss_differences(ia: dict[str, Any], ib: dict[str, Any]) -> dict[str, tuple
     """Class, from_logits and (for the same class) arguments that differ between two loss calls."""
     diffs = {label: (ia.get(k), ib.get(k)) for k, label in _LOSS_KEYS.items()
              if ia.get(k) is not None and ib.get(k) is not None and ia.get(k) != ib.get(k)}
+    if bool(ia.get("swapped")) != bool(ib.get("swapped")):
+        # One run calls loss(y_pred, y_true): recorded by the tracer when the trained model's
+        # output reached the loss as y_true and other data as y_pred.
+        diffs["arguments swapped"] = (bool(ia.get("swapped")), bool(ib.get("swapped")))
     if "class" not in diffs:  # the same function: its arguments (label_smoothing, delta, ...)
         aa, ab = ia.get("args") or {}, ib.get("args") or {}
         diffs.update({k: (aa[k], ab[k]) for k in sorted(set(aa) & set(ab)) if aa[k] != ab[k]})
