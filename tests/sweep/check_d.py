@@ -1,6 +1,7 @@
 """Check several scripts of :mod:`scripts_d` in one fresh process (each untraced, then traced,
 then compared by :func:`check_c.compare`): what tf-keras (``TF_USE_LEGACY_KERAS=1``) and two
-logical CPU devices need, a process of their own, paid once for a group of scripts.
+logical CPU devices need, and what keeps Keras 3's compiled models out of the pytest process,
+paid once for a group of scripts (see :mod:`groups`).
 
 ``python -m tests.sweep.check_d DB [--two-cpus] SCRIPT...`` prints one ``PROBLEMS name [...]``
 JSON line per script.
@@ -8,24 +9,15 @@ JSON line per script.
 
 from __future__ import annotations
 
-import json
 import sys
 
 
 def main(argv: list[str]) -> int:
-    from . import check_c, scripts_d
+    from . import groups, scripts_d
 
-    url, names = argv[0], [a for a in argv[1:] if not a.startswith("--")]
     if "--two-cpus" in argv:
-        scripts_d.two_cpus()
-    for name in names:
-        script = getattr(scripts_d, name)
-        try:
-            problems = check_c.check(script, url)
-        except Exception as e:  # noqa: BLE001 - reported as the script's problem
-            problems = [f"raised {type(e).__name__}: {e}"]
-        print(f"PROBLEMS {name} " + json.dumps(problems), flush=True)
-    return 0
+        scripts_d.two_cpus()  # before TensorFlow initialises its devices
+    return groups.main(scripts_d, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A third sweep: training scripts the tracer had not seen (scripts_c), each trained untraced
-and traced on the same seed, on Keras 3 (in this process) and tf-keras (a fresh process with
-``TF_USE_LEGACY_KERAS=1``). The record must hold against what the script computed itself:
+and traced on the same seed, on Keras 3 (several scripts per fresh process, see groups.Groups:
+XLA never unmaps the code it compiles, and these models in the pytest process held gigabytes)
+and tf-keras (a fresh process with ``TF_USE_LEGACY_KERAS=1``). The record must hold against what the script computed itself:
 bit-identical weights, nothing new on stderr, one record per optimizer step, the script's
 losses and ``tf.norm`` of its gradients, layer modes, state changes, applied flags and the
 run's metadata (see check_c.check)."""
@@ -9,17 +10,14 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from . import check_c
+from . import groups
 from . import scripts_c as sc
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPTS = [f for n, f in inspect.getmembers(sc, inspect.isfunction)
            if f.__module__ == sc.__name__ and not n.startswith("_")]
@@ -28,38 +26,49 @@ SCRIPTS = [f for n, f in inspect.getmembers(sc, inspect.isfunction)
 NOT_ON_TF_KERAS: dict[str, str] = {}
 
 
+KERAS3_GROUP_SIZE = 8  # scripts per fresh Keras 3 process
+
+
+def _keras3(request: pytest.FixtureRequest, tmp: Path, test: str, every: int) -> groups.Groups:
+    return groups.Groups("groups", [f.__name__ for f in SCRIPTS], tmp, groups.selected(request, test, "script"),
+                         size=KERAS3_GROUP_SIZE, args=("--scripts=scripts_c", f"--stats-every={every}"))
+
+
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('sweep_c') / 'sweep_c.db'}"
+def keras3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> groups.Groups:
+    return _keras3(request, tmp_path_factory.mktemp("sweep_c"), "test_keras3", 1)
+
+
+@pytest.fixture(scope="module")
+def keras3_every_third(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> groups.Groups:
+    return _keras3(request, tmp_path_factory.mktemp("sweep_c_every_3"), "test_keras3_statistics_every_third_step", 3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=[f.__name__ for f in SCRIPTS])
-def test_keras3(url, script):
-    problems = check_c.check(script, url)
+def test_keras3(keras3, script):
+    problems = keras3.problems(script.__name__)
     assert not problems, "\n".join(problems)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=[f.__name__ for f in SCRIPTS])
-def test_keras3_statistics_every_third_step(url, script):
+def test_keras3_statistics_every_third_step(keras3_every_third, script):
     """The same with statistics on steps 0, 3, 6, ... only: the steps between (recorded from a
     template) still carry their own loss, batch, rate and modes, and a full step's state
     change covers the steps since the previous full one."""
-    problems = check_c.check(script, url, stats_every=3)
+    problems = keras3_every_third.problems(script.__name__)
     assert not problems, "\n".join(problems)
 
 
 def _legacy_check(name: str, tmp: Path) -> list[str]:
     """The untraced and the traced run each in a fresh tf-keras process, then the comparison."""
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", GRADTRACE_STRICT="1", TF_CPP_MIN_LOG_LEVEL="3",
-               GRADTRACE_FLUSH_INTERVAL="0.2",
-               PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("tracer", "server", ".")))
+    env = groups.environment(legacy=True, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     db = f"sqlite:///{tmp / 'legacy.db'}"
     plain, traced = str(tmp / "plain.pkl"), str(tmp / "traced.pkl")
     steps = [["run", name, db, plain], ["run", name, db, traced, "--traced"], ["compare", name, db, plain, traced]]
     for args in steps:
-        out = subprocess.run([sys.executable, "-m", "tests.sweep.check_c", *args], cwd=ROOT, env=env,
+        out = subprocess.run([sys.executable, "-m", "tests.sweep.check_c", *args], cwd=groups.ROOT, env=env,
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("PROBLEMS ")]

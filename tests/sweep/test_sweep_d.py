@@ -4,26 +4,22 @@ and traced on the same seed and checked by check_c.check: bit-identical weights,
 on stderr, one record per optimizer step, the script's own losses, gradient norms, layer
 modes, state changes, applied flags and the run's metadata.
 
-Keras 3 runs in this process. The MirroredStrategy scripts need two logical CPU devices
+Every script runs on Keras 3, several scripts per fresh process (check_d, see groups.Groups):
+XLA never unmaps the code it compiles, and these models in the pytest process held gigabytes and
+ran it towards vm.max_map_count. The MirroredStrategy scripts need two logical CPU devices
 (configured before TensorFlow initialises) and a process each (TensorFlow's collectives of a
 second MirroredStrategy model in one process fail, untraced too). tf-keras runs a chosen
-subset, several scripts per fresh process (check_d), to keep the sweep's time small."""
+subset, several scripts per fresh process, to keep the sweep's time small."""
 
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from . import check_c
+from . import groups
 from . import scripts_d as sd
-
-ROOT = Path(__file__).resolve().parents[2]
 
 _ALL = [f for n, f in inspect.getmembers(sd, inspect.isfunction)
         if f.__module__ == sd.__name__ and not n.startswith("_") and n != "two_cpus"]
@@ -53,42 +49,32 @@ NOT_ON_TF_KERAS: dict[str, str] = {
 }
 
 
+KERAS3_GROUP_SIZE = 8  # scripts per fresh Keras 3 process
+
+
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('sweep_d') / 'sweep_d.db'}"
+def keras3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> groups.Groups:
+    return groups.Groups("check_d", [f.__name__ for f in SCRIPTS], tmp_path_factory.mktemp("sweep_d"),
+                         groups.selected(request, "test_keras3", "script"), size=KERAS3_GROUP_SIZE)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=[f.__name__ for f in SCRIPTS])
-def test_keras3(url, script):
-    problems = check_c.check(script, url)
+def test_keras3(keras3, script):
+    problems = keras3.problems(script.__name__)
     assert not problems, "\n".join(problems)
 
 
-def _group(names: list[str], tmp: Path, legacy: bool) -> dict[str, list[str]]:
+def _two_cpus(names: list[str], tmp: Path, legacy: bool) -> dict[str, list[str]]:
     """Each script's problems, checked in one fresh process with two logical CPUs."""
-    env = dict(os.environ, GRADTRACE_STRICT="1", TF_CPP_MIN_LOG_LEVEL="3", GRADTRACE_FLUSH_INTERVAL="0.2",
-               PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("tracer", "server", ".")))
-    if legacy:
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    else:
-        env.pop("TF_USE_LEGACY_KERAS", None)
-    out = subprocess.run([sys.executable, "-m", "tests.sweep.check_d", f"sqlite:///{tmp / 'group.db'}",
-                          "--two-cpus", *names], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-    found = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("PROBLEMS "):
-            name, _, problems = line[len("PROBLEMS "):].partition(" ")
-            found[name] = json.loads(problems)
-    assert sorted(found) == sorted(names), out.stdout[-3000:] + out.stderr[-3000:]
-    return found
+    return groups.run_all("check_d", names, tmp / "group.db", legacy=legacy, args=("--two-cpus",),
+                          env={"TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MIRRORED)
 def test_keras3_mirrored_two_replicas(tmp_path, name):
-    problems = _group([name], tmp_path, legacy=False)[name]
+    problems = _two_cpus([name], tmp_path, legacy=False)[name]
     assert not problems, "\n".join(problems)
 
 
@@ -96,7 +82,7 @@ def test_keras3_mirrored_two_replicas(tmp_path, name):
 @pytest.mark.parametrize("group", range(len(TF_KERAS_GROUPS)), ids=[g[0] for g in TF_KERAS_GROUPS])
 def test_tf_keras(tmp_path, group):
     pytest.importorskip("tf_keras")
-    found = _group(TF_KERAS_GROUPS[group], tmp_path, legacy=True)
+    found = _two_cpus(TF_KERAS_GROUPS[group], tmp_path, legacy=True)
     bad = {n: p for n, p in found.items() if p}
     assert not bad, "\n".join(f"{n}: {p}" for n, p in bad.items())
 

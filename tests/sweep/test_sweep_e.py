@@ -3,24 +3,19 @@ and traced on the same seed and checked by check_c.check: bit-identical weights,
 on stderr, one record per optimizer step, the script's own losses, gradient norms, layer
 modes, state changes, applied flags and the run's metadata.
 
-Keras 3 runs in this process. tf-keras runs a chosen subset, several scripts per fresh process
-(check_e), to keep the sweep's time small."""
+Every script runs on Keras 3, several scripts per fresh process (check_e, see groups.Groups):
+XLA never unmaps the code it compiles, and these models in the pytest process held gigabytes and
+ran it towards vm.max_map_count. tf-keras runs a chosen subset, several scripts per fresh
+process, to keep the sweep's time small."""
 
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from . import check_c
+from . import groups
 from . import scripts_e as se
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPTS = [f for n, f in inspect.getmembers(se, inspect.isfunction)
            if f.__module__ == se.__name__ and not n.startswith("_")]
@@ -50,40 +45,28 @@ NOT_ON_TF_KERAS: dict[str, str] = {
 }
 
 
+KERAS3_GROUP_SIZE = 8  # scripts per fresh Keras 3 process
+
+
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('sweep_e') / 'sweep_e.db'}"
+def keras3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> groups.Groups:
+    return groups.Groups("check_e", [f.__name__ for f in SCRIPTS], tmp_path_factory.mktemp("sweep_e"),
+                         groups.selected(request, "test_keras3", "script"), size=KERAS3_GROUP_SIZE)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=[f.__name__ for f in SCRIPTS])
-def test_keras3(url, script):
-    problems = check_c.check(script, url)
+def test_keras3(keras3, script):
+    problems = keras3.problems(script.__name__)
     assert not problems, "\n".join(problems)
-
-
-def _group(names: list[str], tmp: Path) -> dict[str, list[str]]:
-    """Each script's problems, checked in one fresh tf-keras process."""
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", GRADTRACE_STRICT="1", TF_CPP_MIN_LOG_LEVEL="3",
-               GRADTRACE_FLUSH_INTERVAL="0.2",
-               PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("tracer", "server", ".")))
-    out = subprocess.run([sys.executable, "-m", "tests.sweep.check_e", f"sqlite:///{tmp / 'group.db'}", *names],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-    found = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("PROBLEMS "):
-            name, _, problems = line[len("PROBLEMS "):].partition(" ")
-            found[name] = json.loads(problems)
-    assert sorted(found) == sorted(names), out.stdout[-3000:] + out.stderr[-3000:]
-    return found
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("group", range(len(TF_KERAS_GROUPS)), ids=[g[0] for g in TF_KERAS_GROUPS])
 def test_tf_keras(tmp_path, group):
     pytest.importorskip("tf_keras")
-    found = _group(TF_KERAS_GROUPS[group], tmp_path)
+    found = groups.run_all("check_e", TF_KERAS_GROUPS[group], tmp_path / "group.db", legacy=True,
+                           env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     bad = {n: p for n, p in found.items() if p}
     assert not bad, "\n".join(f"{n}: {p}" for n, p in bad.items())
 
