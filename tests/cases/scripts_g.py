@@ -710,3 +710,31 @@ def tape_poisson_full_log_likelihood():
 
     _loop(_poisson_net(), keras.optimizers.Adam(1e-2), loss_of, x, y.reshape(-1, 1))
 
+
+# --- AdamW excluding biases and LayerNormalization from weight decay in one run (the BERT recipe) ----------
+
+def _ln_net():
+    keras = _keras()
+    keras.utils.set_random_seed(401)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32), keras.layers.LayerNormalization(),
+                             keras.layers.Activation("gelu"), keras.layers.Dense(10)])
+
+
+def _adamw(exclude: bool):
+    opt = _keras().optimizers.AdamW(1e-2, weight_decay=0.1)
+    if exclude:
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
+
+
+def fit_adamw_norms_excluded():
+    x, y = _digits()
+    model = _ln_net()
+    model.compile(optimizer=_adamw(True), loss=_sparse_ce())
+    _fit(model, x, y)
+
+
+def tape_adamw_norms_decayed():
+    """The loop's AdamW decays every variable, LayerNormalization's scale (1.0 at the start) included."""
+    x, y = _digits()
+    _ce_loop(_ln_net(), _adamw(False), x, y)

@@ -398,6 +398,8 @@ CASES += [
     ("eq_cross_entropy_for_kl_divergence", g5.fit_kl_divergence, g5.tape_cross_entropy_for_kl_divergence,
      "equivalent", None),
     ("eq_poisson_full_log_likelihood", g5.fit_poisson, g5.tape_poisson_full_log_likelihood, "equivalent", None),
+    ("adamw_exclusions_one_run", g5.fit_adamw_norms_excluded, g5.tape_adamw_norms_decayed, "diverged",
+     "optimizer_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -644,6 +646,10 @@ def test_case(traced, case):
         f = report.findings[0]
         assert list(f.evidence["differences (a, b)"]["arguments swapped"]) == [False, True], text
         assert "loss(y_true, y_pred)` in run b" in (f.fix or ""), text
+    if _id == "adamw_exclusions_one_run":  # equal recorded configurations: the per-variable setting named
+        f = report.findings[0]
+        assert f.evidence["unrecorded_setting"]["configs_equal"] and "exclude_from_weight_decay" in (f.fix or ""), text
+        assert f.variables and all(v.rsplit("/", 1)[-1] in ("gamma", "beta", "bias") for v in f.variables), text
     if _id == "permute_left_out":  # the layer without variables named
         assert report.findings[0].evidence["only_in_a"][0].startswith("Permute"), text
 

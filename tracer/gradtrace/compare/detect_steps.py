@@ -461,6 +461,43 @@ def _offset_ratios(a: RunData, b: RunData, s: Step0, ftol: float) -> dict[str, A
     return {"ratios": out, "spread": float(np.max(out) - np.min(out))}
 
 
+def _optimizer_config(run: RunData) -> dict[str, Any] | None:
+    opt = run.meta.get("optimizer") or {}
+    cfg = opt.get("config")
+    if not isinstance(cfg, dict):
+        return None
+    return {"class": opt.get("class"), **{k: v for k, v in cfg.items() if k != "name"}}
+
+
+def _per_variable_setting(a: RunData, b: RunData, n_differ: int, n_with_updates: int
+                          ) -> tuple[str, str, dict[str, Any]] | None:
+    """Equal gradients, and updates that differ for some variables only, under optimizers
+    whose recorded configurations are equal: the difference is a per-variable setting that
+    ``get_config()`` does not hold. With weight decay on, that is a variable excluded from
+    it in one run (``exclude_from_weight_decay``, the "no decay on biases and normalisation
+    parameters" recipe); a variable with its own learning rate or optimizer otherwise.
+    Returns (the words for the summary, the fix, evidence), or None."""
+    ca, cb = _optimizer_config(a), _optimizer_config(b)
+    if ca is None or ca != cb or not 0 < n_differ < n_with_updates:
+        return None
+    decay = ca.get("weight_decay")
+    ev = {"configs_equal": True, "variables_differ": n_differ, "variables_updated": n_with_updates}
+    if decay:
+        ev["weight_decay"] = decay
+        return ((f"on {n_differ} of the {n_with_updates} variables only, although both optimizers record the "
+                 f"same configuration (weight_decay={decay:g}): a per-variable setting the configuration does "
+                 "not hold, most likely variables excluded from weight decay in one run only "
+                 "(`optimizer.exclude_from_weight_decay(var_names=[...])`, e.g. biases and normalisation "
+                 "scales; a variable at zero, such as a fresh bias, shows it only once it has moved)."),
+                "Exclude the same variables from weight decay in both runs (call "
+                "`exclude_from_weight_decay` on both optimizers with the same names).", ev)
+    return ((f"on {n_differ} of the {n_with_updates} variables only, although both optimizers record the same "
+             "configuration: a per-variable setting the configuration does not hold (those variables trained "
+             "by another optimizer or with their own learning rate in one run)."),
+            "Update every variable the same way in both runs: one optimizer over the same variables, no "
+            "per-variable settings in one run only.", ev)
+
+
 def _ratio_spread(r: np.ndarray, c: float) -> float:
     r = r[np.isfinite(r)]
     return float(np.max(rel(r, c))) if r.size else 0.0
@@ -563,12 +600,15 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                 j = int(np.nanargmax(np.where(np.isfinite(urel), urel, -1)))
                 order = np.argsort(-np.where(np.isfinite(urel), urel, -1))
                 differing = [s.names[int(i)] for i in order if np.isfinite(urel[i]) and urel[i] > tol]
+                unrecorded = _per_variable_setting(a, b, len(differing), int(np.isfinite(urel).sum()))
                 out.append(Finding(
                     "optimizer_mismatch",
                     f"step 0 has the same loss and gradients in both runs but different updates "
                     f"({s.names[j]}: run a's update norm is {s.update_ratio[j]:.4g} x run b's): the optimizers act differently "
-                    "(class, learning rate, momentum, clipping or weight decay).",
-                    steps=[s.step], variables=differing, evidence=ev, explains=0.9))
+                    + (unrecorded[0] if unrecorded else "(class, learning rate, momentum, clipping or weight decay)."),
+                    steps=[s.step], variables=differing,
+                    evidence={**ev, **({"unrecorded_setting": unrecorded[2]} if unrecorded else {})},
+                    fix=unrecorded[1] if unrecorded else None, explains=0.9))
         return out, s
 
     gr = s.ratios[has_g]
