@@ -61,12 +61,25 @@ def test_a_loss_given_the_output_as_labels_is_marked_swapped(tmp_path, graph):
         # the function form, keras.losses.categorical_crossentropy(pred, y)
         "function": lambda s, o, x, y: keras.ops.mean(
             keras.losses.categorical_crossentropy(s(x, training=True), y)),
+        # symmetric: the same loss either way round
+        "mse": lambda s, o, x, y: keras.losses.MeanSquaredError()(s(x, training=True), y),
     }
     for name, loss_of in runs.items():
         _train(url, name, loss_of, graph)
     swapped = {name: [(r.get("loss_info") or {}).get("swapped") for r in _steps(url, name)] for name in runs}
     assert swapped == {"swapped": [True] * 3, "right": [None] * 3, "teacher-last": [None] * 3,
-                       "teacher-first": [None] * 3, "function": [True] * 3}, swapped
+                       "teacher-first": [None] * 3, "function": [True] * 3, "mse": [True] * 3}, swapped
     # y_fp fingerprints the labels wherever they were passed: the same batch in every run
     fps = {name: [r.get("y_fp") for r in _steps(url, name)] for name in ("swapped", "right", "function")}
     assert fps["swapped"] == fps["right"] == fps["function"] and fps["right"][0] is not None, fps
+
+    # gradtrace check: a loss_mismatch for the asymmetric losses only
+    from gradtrace.compare import check
+    from gradtrace.store import open_store
+
+    with open_store(url) as store:
+        said = {name: [f for f in check(store, name).findings if f.kind == "loss_mismatch"] for name in runs}
+    assert {name: len(fs) for name, fs in said.items()} == {
+        "swapped": 1, "right": 0, "teacher-last": 0, "teacher-first": 0, "function": 1, "mse": 0}, said
+    (f,) = said["swapped"]
+    assert f.severity == "error" and "CategoricalCrossentropy got the model's output as y_true" in f.summary, f

@@ -607,6 +607,9 @@ def single_run_findings(run: RunData) -> list[Finding]:
             f"({count} steps from step {first}); TensorFlow sums it, so the gradient is the sum over "
             "the batch, not the mean.",
             steps=[first], evidence={"target_shape": shape, "steps": count}, explains=0.8))
+    swapped = swapped_loss_finding(run)
+    if swapped:
+        out.append(swapped)
     for bc, first, count in broadcasts(run):
         out.append(Finding(
             "shape_broadcast",
@@ -692,3 +695,42 @@ def single_run_findings(run: RunData) -> list[Finding]:
         out.append(misfit)
     out += lost_records(run)
     return out
+
+
+# Keras losses whose value does not change when y_true and y_pred trade places (squared,
+# absolute or log-cosh differences; the cosine): called as loss(pred, y) they compute the same.
+_SYMMETRIC_LOSSES = frozenset({
+    "MeanSquaredError", "MeanAbsoluteError", "Huber", "LogCosh", "CosineSimilarity",
+    "MeanSquaredLogarithmicError",
+})
+
+
+def swapped_loss_calls(run: RunData) -> list[dict[str, Any]]:
+    """The Keras loss calls of the run's first steps that got the model's output as ``y_true``
+    and the labels as ``y_pred`` (``LossCall.swapped``), for losses that are not symmetric in
+    the two: each distinct loss once, with the first step it was seen at."""
+    found: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for step in sorted(run.loss_info):
+        info = run.loss_info[step]
+        for call in info.get("calls") or [info]:
+            if call.get("swapped") and call.get("cls") not in _SYMMETRIC_LOSSES:
+                found.setdefault((call.get("cls"), call.get("function")), {
+                    "step": int(step), "loss": call.get("function") or call.get("cls")})
+    return list(found.values())
+
+
+def swapped_loss_finding(run: RunData) -> Finding | None:
+    """``gradtrace check``: a Keras loss that got the model's output as labels (``loss(pred, y)``)
+    and is not symmetric in its arguments; a ``loss_mismatch`` of the run with itself (the
+    comparison of two runs reports it through :func:`detect_pair.loss_mismatch`)."""
+    calls = swapped_loss_calls(run)
+    if not calls:
+        return None
+    names = ", ".join(c["loss"] for c in calls)
+    return Finding(
+        "loss_mismatch",
+        f"{names} got the model's output as y_true and the labels as y_pred (from step {calls[0]['step']}): "
+        "Keras losses take (y_true, y_pred), PyTorch's take (input, target). The loss and its gradients are "
+        "those of another function.",
+        steps=[calls[0]["step"]], evidence={"arguments swapped": calls}, explains=1.0,
+        fix="Call the loss as `loss(y_true, y_pred)`: labels first, the model's output second.")
