@@ -1026,9 +1026,11 @@ def weights_replaced(a: RunData, b: RunData) -> Finding | None:
     """One run's model weights were overwritten outside its optimizer steps after training
     started (EarlyStopping restoring its best epoch, an EMA written in by fit(), the script's
     set_weights/load_weights) in a way the other run's were not: the models they end with
-    differ even where every step agrees. Writes are matched by what wrote them (how, by)."""
-    def key(w: dict[str, Any]) -> tuple[str, str]:
-        return str(w.get("how")), str(w.get("by"))
+    differ even where every step agrees. Writes are matched by kind (``how``), not by who made
+    them: EarlyStopping's restore in fit() and a loop's own ``set_weights`` of its best weights
+    both restore weights."""
+    def key(w: dict[str, Any]) -> str:
+        return str(w.get("how"))
 
     wa, wb = _weight_writes(a), _weight_writes(b)
     only: dict[str, list[dict[str, Any]]] = {}
