@@ -13,21 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import data
-from .scripts_models import BATCH, STEPS, _fit, _keras, _loop, _tf
-
-
-def _digits():
-    return data.digits(STEPS * BATCH)
-
-
-def _sparse_ce():
-    return _keras().losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _ce_loop(model, opt, x, y, **kw):
-    ce = _sparse_ce()
-    _loop(model, opt, lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y, **kw)
-
+from .scripts_models import BATCH, STEPS, _ce_loop, _digits, _fit, _keras, _loop, _sparse_ce, _tf
 
 # --- a dense autoencoder on the digits: fit(x, x) with mse ----------------------------------------
 

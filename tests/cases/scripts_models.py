@@ -50,6 +50,21 @@ def _loop(model, opt, loss_of, x, y, batch: int = BATCH, steps: int = STEPS, fun
         step(xb, yb)
 
 
+
+def _digits():
+    """The digits, as many as STEPS batches of BATCH."""
+    return data.digits(STEPS * BATCH)
+
+
+def _sparse_ce():
+    return _keras().losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _ce_loop(model, opt, x, y, **kw):
+    """``_loop`` with sparse cross-entropy on logits and ``training=True``."""
+    ce = _sparse_ce()
+    _loop(model, opt, lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y, **kw)
+
 # --- text: Embedding(mask_zero) + GRU/LSTM classifiers ----------------------------------------
 
 def _text():

@@ -9,16 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import data
-from .scripts_models import BATCH, STEPS, _digits_mlp, _fit, _keras, _loop, _tf
-
-
-def _digits():
-    return data.digits(STEPS * BATCH)
-
-
-def _sparse_ce():
-    return _keras().losses.SparseCategoricalCrossentropy(from_logits=True)
-
+from .scripts_models import BATCH, STEPS, _digits, _digits_mlp, _fit, _keras, _loop, _sparse_ce, _tf
 
 # --- a transformer block: MultiHeadAttention with dropout, LayerNorm, residuals ----------------
 
