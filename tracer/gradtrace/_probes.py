@@ -843,11 +843,7 @@ class _Probe:
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": sample_weight is not None,
         }
-        labels = y_true
-        if self.swapped(y_true, y_pred):
-            call["swapped"] = True
-            labels = y_pred  # the labels are the step's labels wherever they were passed
-        self.put_loss_call(scope, call, labels, under_tape)
+        self.put_loss_call(scope, call, y_true, y_pred, under_tape)
         self.put_weights(sample_weight, y_pred)
         if id(loss) not in self.loss_wrapped:
             self.loss_wrapped[id(loss)] = loss
@@ -873,9 +869,14 @@ class _Probe:
         # y_pred another model's output (a teacher called after the student): not labels
         return not any(id(p) == id(o) for outs in outputs for o in outs)
 
-    def put_loss_call(self, scope: _scope.StepScope, call: dict[str, Any], y_true: Any,
+    def put_loss_call(self, scope: _scope.StepScope, call: dict[str, Any], y_true: Any, y_pred: Any,
                       under_tape: bool) -> None:
-        """One Keras loss call of the step: into loss_info (and its labels' fingerprint)."""
+        """One Keras loss call of the step: into loss_info (and its labels' fingerprint: the
+        labels wherever they were passed, see :meth:`swapped`)."""
+        labels = y_true
+        if self.swapped(y_true, y_pred):
+            call["swapped"] = True
+            labels = y_pred
         # Every Keras loss the step calls under its tape (a multi-output model calls one per
         # output), in order; the record's own fields describe the last. A call outside any
         # tape (validation, a loss printed before the step) is replaced by the step's own.
@@ -889,8 +890,8 @@ class _Probe:
             self.loss_outs.pop(id(scope), None)
         scope.put_static(K_LOSS_INFO, call)
         scope.values.pop(K_LOSS_PS, None)
-        if not self.tls.in_train_step and y_true is not None:
-            fp = fingerprint(y_true)
+        if not self.tls.in_train_step and labels is not None:
+            fp = fingerprint(labels)
             if fp is not None:
                 scope.put(K_Y_FP, fp)
 
@@ -923,11 +924,7 @@ class _Probe:
             "function": name,
             "out_shape": _shape_of(out),
         }
-        labels = y_true
-        if self.swapped(y_true, y_pred):
-            call["swapped"] = True
-            labels = y_pred
-        self.put_loss_call(scope, call, labels, True)
+        self.put_loss_call(scope, call, y_true, y_pred, True)
         scope.values.pop(K_LOSS_W, None)  # a loss function neither weights nor masks
         self.put_per_sample(out)
         self.note_loss_out(out, tuple(bound.arguments.values()))

@@ -632,9 +632,10 @@ class Run:
         EarlyStopping restoring its best weights, an optimizer's EMA written into the model at
         the end of fit(), the script's own ``set_weights``/``load_weights``. Only variables of
         the inventory count; a write to none of them (another model) is not recorded."""
+        from gradtrace._hooks import tf_variable
+
         with self._lock:
-            index = {k: i for i, v in enumerate(self._var_refs) for k in _meta._inner_ids(v)}
-            written = sorted({i for v in variables for k in _meta._inner_ids(v) if (i := index.get(k)) is not None})
+            written = sorted({i for v in variables if (i := self._var_index.get(id(tf_variable(v)))) is not None})
             if not written or len(self.info.weight_writes) >= MAX_EVENTS:
                 return
             writes = [*self.info.weight_writes,
