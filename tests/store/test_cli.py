@@ -38,6 +38,9 @@ def test_runs_table_and_json(db: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["runs", "--db", db, "--json", "--project", "digits"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert {r["name"]: r["num_steps"] for r in runs} == {"fit": 6, "tape-loop": 1}
+    # --store, the name trace(store=...) gives the same setting, reads the same database
+    assert main(["runs", "--store", db, "--json"]) == 0
+    assert {r["name"] for r in json.loads(capsys.readouterr().out)} == {"fit", "tape-loop"}
 
 
 def test_show_prints_the_per_step_table(db: str, capsys: pytest.CaptureFixture[str]) -> None:

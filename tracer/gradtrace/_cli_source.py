@@ -82,8 +82,8 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     """``--db`` / ``--server`` (exclusive) and ``--token`` of the read commands."""
     src = p.add_mutually_exclusive_group()
     src.add_argument(
-        "--db", metavar="URL",
-        help="database URL or SQLite file (default: $GRADTRACE_URL, else ./gradtrace.db)")
+        "--db", "--store", dest="db", metavar="URL",
+        help="database URL or SQLite file, as trace(store=...) (default: $GRADTRACE_URL, else ./gradtrace.db)")
     src.add_argument(
         "--server", metavar="URL",
         help="read through a gradtrace server's REST API (default when $GRADTRACE_URL is http(s)://)")
