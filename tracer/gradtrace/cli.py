@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "gradtrace._cli_compare",  # compare, check
     "gradtrace._cli_server",  # serve, token
     "gradtrace._cli_spool",  # spool
+    "gradtrace._cli_run",  # run
 )
 
 EPILOG = """\
@@ -27,6 +28,7 @@ script writes by default). An http(s):// $GRADTRACE_URL is read through that
 server, token from --token or $GRADTRACE_TOKEN.
 
 Examples:
+  gradtrace run train.py --epochs 3       run a script unchanged, every step traced
   gradtrace runs                          list the runs in ./gradtrace.db
   gradtrace show fit                      per-step table of the latest run named 'fit'
   gradtrace compare fit tape-loop         why do these two runs differ?
