@@ -1029,12 +1029,24 @@ def state_finding(a: RunData, b: RunData, al: Alignment, st: dict[str, Any]) -> 
         layers=layers[:8], evidence={**st, "first_variable": v["variable"], "larger_changes": larger}, explains=0.8)
 
 
+def _state_spans(run: RunData) -> np.ndarray:
+    """Per row: how many steps the row's recorded state change covers (the steps since the
+    run's previous row with a recorded change, or since the start; 0 where none is recorded)."""
+    assert run.state_delta is not None
+    spans = np.zeros(len(run.step), dtype=np.int64)
+    prev = -1
+    for r in np.flatnonzero(np.isfinite(run.state_delta).any(axis=1)):
+        spans[r] = int(run.step[r]) - prev
+        prev = int(run.step[r])
+    return spans
+
+
 def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
     """The first aligned step at which paired non-trainable state (BatchNormalization's moving
     statistics; random generators excluded) changed by different amounts in the two runs.
 
-    Compared over the aligned steps whose state changes both runs recorded (the first
-    ``HEAD``), with a tolerance of ``max(16 x the measured float noise, STATE_REL)``.
+    Compared over the aligned steps whose state changes both runs recorded over the same
+    span of steps (the first ``HEAD``), with a tolerance of ``max(16 x the measured float noise, STATE_REL)``.
     Returns ``{"step", "steps_compared", "variables": [{"variable", "delta_a", "delta_b"}]}``.
     """
     n = al.aligned_steps
@@ -1046,7 +1058,10 @@ def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | Non
         return None
     rows_a, rows_b = al.ia[:n], al.ib[:n]
     da, db = a.state_delta[rows_a][:, sa], b.state_delta[rows_b][:, sb]
-    ok = np.isfinite(da) & np.isfinite(db)
+    # A recorded change spans the steps since that run's previous recorded one (state is read
+    # on full steps only, and each run chooses its own cadence): compared where both spans agree.
+    same_span = _state_spans(a)[rows_a] == _state_spans(b)[rows_b]
+    ok = np.isfinite(da) & np.isfinite(db) & same_span[:, None]
     if not ok.any():
         return None
     steps = a.step[rows_a]
