@@ -33,6 +33,7 @@ import os
 import platform
 import socket
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -309,6 +310,16 @@ def _call_reads_training(cls: type, beyond_passing: bool = False) -> bool:
     )
 
 
+def _config(obj: Any) -> Any:
+    """``obj.get_config()`` without the warnings it gives: Keras 3 serialises a callable
+    argument and warns on a ``lambda`` (keras/src/saving/serialization_lib.py
+    ``serialize_keras_object``: a learning rate given as a lambda, a MultiOptimizer's
+    selector); describing the run adds nothing to the script's own warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return obj.get_config()
+
+
 # Keys of a layer's get_config() that describe its identity or its initial values, not its
 # behaviour (the initial weights are compared by their fingerprint).
 _CONFIG_SKIP = {"name", "trainable", "dtype", "dtype_policy", "autocast", "build_config", "compile_config",
@@ -318,7 +329,7 @@ MAX_LAYER_CONFIG = 4000  # characters of JSON; a larger config (a lookup table) 
 
 def _raw_config(layer: Any) -> dict[str, Any] | None:
     try:
-        config = layer.get_config()
+        config = _config(layer)
     except Exception:  # noqa: BLE001 - a layer without a config is just not compared
         return None
     return config if isinstance(config, dict) else None
@@ -498,7 +509,7 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     get_config = getattr(value, "get_config", None)
     if get_config is not None and callable(get_config):
         try:
-            return {"class": type(value).__name__, "config": _jsonable(get_config(), depth + 1)}
+            return {"class": type(value).__name__, "config": _jsonable(_config(value), depth + 1)}
         except Exception:
             pass
     if callable(value):
@@ -553,7 +564,7 @@ def optimizer_info(opt: Any) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"class": type(opt).__name__, "flavour": keras_flavour(opt)}
     try:
-        config = _jsonable(opt.get_config())
+        config = _jsonable(_config(opt))
     except Exception as exc:
         logger.debug("get_config() of %s failed: %s", type(opt).__name__, exc)
         config = {}
@@ -573,7 +584,7 @@ def optimizer_info(opt: Any) -> dict[str, Any]:
         if schedule is not None:
             out["learning_rate_schedule"] = {
                 "class": type(schedule).__name__,
-                "config": _jsonable(schedule.get_config()),
+                "config": _jsonable(_config(schedule)),
             }
         else:
             out["learning_rate_schedule"] = {
@@ -652,7 +663,7 @@ def loss_info(loss: Any, flavour: Flavour | None = None) -> dict[str, Any] | Non
             "flavour": keras_flavour(loss),
         }
     try:
-        config = _jsonable(loss.get_config())
+        config = _jsonable(_config(loss))
     except Exception:
         config = {}
     config = config if isinstance(config, dict) else {}
