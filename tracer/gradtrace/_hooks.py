@@ -255,6 +255,12 @@ def _install_all() -> None:
     from tensorflow.python.data.ops import dataset_ops
 
     _registry.patch(dataset_ops.DatasetV2, "__iter__", _wrap_dataset_iter)
+    # tensorflow/python/eager/polymorphic_function/concrete_function.py
+    # ConcreteFunction._call_flat runs a traced function (tracing_compilation.call_function
+    # calls it for every tf.function call): a call that raises, see Run.aborted_call
+    from tensorflow.python.eager.polymorphic_function import concrete_function
+
+    _registry.patch(concrete_function.ConcreteFunction, "_call_flat", _wrap_call_flat)
     try:
         from keras.src.optimizers.base_optimizer import BaseOptimizer
     except ImportError:  # a TensorFlow without Keras 3
@@ -973,6 +979,24 @@ def _wrap_tfk_apply_gradients(original: Any) -> Any:
     return apply_gradients
 
 
+def _wrap_call_flat(original: Any) -> Any:
+    @functools.wraps(original)
+    def _call_flat(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        except BaseException:
+            run = _active_run()
+            if run is not None:
+                import tensorflow as tf
+
+                if tf.executing_eagerly():
+                    graph = getattr(self, "_func_graph", None)
+                    guard(run, "tf.function call", lambda: run.aborted_call(graph))
+            raise
+
+    return _call_flat
+
+
 def _wrap_make_train_function(original: Any) -> Any:
     @functools.wraps(original)
     def make_train_function(self: Any, force: bool = False) -> Any:
@@ -1172,6 +1196,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     run.optimizer_seen(opt, flavour, tvars)
     if mode != "eager":
         run.traced_in(_tracing_options())
+        run.applied_in_graph(opt, _graph_key())
     return _StepCtx(opt, flavour, list(grads) + other_grads, all_vars, has_grad,
                     lr, tape, mode, _grad_scale(opt, flavour), full)
 

@@ -168,6 +168,10 @@ class Run:
         self._optimizers: dict[int, tuple[Any, int | None, str]] = {}
         self._described: set[int] = set()  # id() of the optimizers in info.optimizers
         self._steps_by_opt: Counter[int] = Counter()
+        # graph -> Counter(id(optimizer) -> its steps traced in that graph or in a function
+        # it calls), and the steps of calls of such graphs that raised (see aborted_call)
+        self._apply_graphs: weakref.WeakKeyDictionary[Any, Counter[int]] = weakref.WeakKeyDictionary()
+        self._aborted: Counter[int] = Counter()
         # Runs entered inside this one in its thread record the steps meanwhile: live ones here,
         # the counts of finished ones folded in (see _check_uncaptured, absorb).
         self.nested: list[Run] = []
@@ -811,9 +815,36 @@ class Run:
         """Whether a run nested inside this one recorded a step (the steps are in that run)."""
         return self._nested_any or any(r.steps_recorded or r._nested_recorded() for r in list(self.nested))
 
+    def applied_in_graph(self, opt: Any, graph: Any) -> None:
+        """A step of ``opt`` traced into ``graph``: it belongs to that graph and to the graphs
+        of the functions being traced around it (a step function called from a loop
+        function: tensorflow/python/framework/func_graph.py ``FuncGraph.outer_graph``)."""
+        with self._lock:
+            while graph is not None:
+                counts = self._apply_graphs.get(graph)
+                if counts is None:
+                    counts = self._apply_graphs[graph] = Counter()
+                counts[id(opt)] += 1
+                graph = getattr(graph, "outer_graph", None)
+
+    def aborted_call(self, graph: Any) -> None:
+        """A call of the function of ``graph`` raised (the end of a dataset read inside it:
+        ``OutOfRangeError``). The optimizer's counter update in it does not wait for the data
+        (keras/src/optimizers/base_optimizer.py ``apply``: ``iterations.assign_add`` depends
+        on no gradient), so each of its steps may have advanced the counter without a step."""
+        counts = self._apply_graphs.get(graph) if graph is not None else None
+        if counts:
+            with self._lock:
+                self._aborted.update(counts)
+
+    def _aborted_steps(self, key: int) -> int:
+        """Counter advances of optimizer ``key`` that aborted calls may account for."""
+        return self._aborted.get(key, 0) + sum(r._aborted_steps(key) for r in list(self.nested))
+
     def absorb(self, run: Run) -> None:
         """A nested run ended: keep what it recorded as counts, not the run itself."""
         with self._lock:
+            self._aborted.update(run._aborted)
             for key in set(run._steps_by_opt) | set(run._nested_steps):
                 self._nested_steps[key] += run._steps_recorded(key)
             self._nested_any = self._nested_any or bool(run.steps_recorded) or run._nested_recorded()
@@ -837,7 +868,7 @@ class Run:
             now = _iterations_now(opt)
             if now is None:
                 continue
-            missing = now - start - self._steps_recorded(key)
+            missing = now - start - self._steps_recorded(key) - self._aborted_steps(key)
             slack = (1 if interrupted else 0) if final else 2 * (self.ring_size or RING_MAX_ROWS)
             if missing > slack:
                 self.warn_once(
