@@ -412,6 +412,10 @@ class Run:
                 wrapped = self._optimizers.pop(id(inner), None)
                 if known is None and wrapped is not None:
                     known = (opt, wrapped[1], "unknown")
+            for sub in _inner_optimizers(opt):
+                # a MultiOptimizer's own counter counts its steps; its sub-optimizers' steps
+                # are its steps (found by the start-up scan: not optimizers of their own)
+                self._optimizers.pop(id(sub), None)
             # found by the start-up scan: keep its starting iteration count
             self._optimizers[id(opt)] = (opt, None if known is None else known[1], flavour)
             if self.info.keras_flavour is None:
@@ -800,8 +804,9 @@ class Run:
         tb = tuple(bases)
         found = [obj for obj in gc.get_objects() if isinstance(obj, tb)]
         # A loss scale optimizer stands for its inner optimizer (iterations_variable reads
-        # the inner counter, and the hooks record the outer one's steps).
-        inner = {id(getattr(o, "inner_optimizer", None)) for o in found}
+        # the inner counter, and the hooks record the outer one's steps); a MultiOptimizer
+        # for its sub-optimizers (see _inner_optimizers).
+        inner = {id(i) for o in found for i in _inner_optimizers(o)}
         for obj in found:
             if id(obj) not in inner:
                 self._optimizers.setdefault(id(obj), (obj, _iterations_now(obj), "unknown"))
@@ -1243,6 +1248,21 @@ def _initial(v: Any) -> np.ndarray:
 
     with tf.init_scope():  # models are often registered while a step function is traced
         return np.asarray(tf_variable(v).numpy(), dtype=np.float32).reshape(-1)
+
+
+def _inner_optimizers(opt: Any) -> list[Any]:
+    """The optimizers whose steps ``opt``'s steps are (the hooks record only ``opt``'s): a
+    loss scale optimizer's ``inner_optimizer``; a Keras 3 MultiOptimizer's sub-optimizers
+    (keras/src/optimizers/multi_optimizer.py ``MultiOptimizer.apply`` calls each one's
+    ``apply`` with its share of the variables; they are kept in ``_inner_optimizers``)."""
+    out = []
+    inner = getattr(opt, "inner_optimizer", None)
+    if inner is not None:
+        out.append(inner)
+    subs = getattr(opt, "_inner_optimizers", None)
+    if isinstance(subs, list | tuple):
+        out += [o for o in subs if o is not None]
+    return out
 
 
 def _iterations_now(opt: Any) -> int | None:
