@@ -123,6 +123,18 @@ def _is_rng_state(v: Any) -> bool:
     return "seed_generator" in name or "rng" in name.lower().split("/")[-1]
 
 
+def _fixed_shape(v: Any) -> bool:
+    """Whether a variable's shape is static, so that it can be measured as state: the state
+    shadow keeps a fixed slot of values per variable, and a step function reads each one's
+    size from its static shape. tf-keras' adapted Discretization keeps its summary in a
+    variable of shape ``(2, None)`` (tf_keras/src/layers/preprocessing/discretization.py
+    ``Discretization.build``, ``add_weight(name="summary", shape=(2, None))``)."""
+    try:
+        return all(d is not None for d in tuple(v.shape))
+    except (AttributeError, TypeError, ValueError):  # no shape, or an unknown rank
+        return False
+
+
 class Run:
     """One traced run: its metadata, its hooks' per-run state, its exporter.
 
@@ -590,7 +602,7 @@ class Run:
                     if key not in self._trainable_keys:
                         self._trainable_keys.add(key)
                         self._trainable.append(v)
-                elif key not in self._state_keys:
+                elif key not in self._state_keys and _fixed_shape(v):
                     self._state_keys.add(key)
                     self._state.append(StateVar(v, self._initial(v), idx, _is_rng_state(v)))
         if layers and (not self.info.layers or _extends(layers, self.info.layers)):
@@ -672,7 +684,7 @@ class Run:
                 if key in self._trainable_keys:
                     self._trainable_keys.discard(key)
                     self._trainable = [t for t in self._trainable if id(tf_variable(t)) != key]
-                if key not in self._state_keys:
+                if key not in self._state_keys and _fixed_shape(v):
                     self._state_keys.add(key)
                     self._state.append(StateVar(v, _initial(v), i, _is_rng_state(v)))
 
