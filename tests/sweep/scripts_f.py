@@ -635,6 +635,67 @@ def masking_bidirectional_sum_eager():
                                               "x_fp": [_fp(x[i:i + B]) for i in range(0, 64, B)]})
 
 
+# --- 22. a tf.function step that reads its batch from a dataset iterator itself (next() inside
+#         the function), the loop ended by the OutOfRangeError of the call that finds no batch ----
+
+def iterator_read_inside_function_until_end():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.wine()
+    keras.utils.set_random_seed(622)
+    model = keras.Sequential([keras.Input((13,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dropout(0.1, name="drop"), keras.layers.Dense(3)])
+    opt = keras.optimizers.Adam(1e-2)
+    ce = _ce()
+    ds = tf.data.Dataset.from_tensor_slices((x[:80], y[:80])).batch(B)
+
+    @tf.function
+    def step(it):
+        xb, yb = next(it)
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        g = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(g, model.trainable_variables))
+        return loss, tf.norm(g[0])
+
+    losses, grads = [], []
+    for _ in range(2):  # two epochs, each to the end of the data
+        it = iter(ds)
+        while True:
+            try:
+                loss, gn = step(it)
+            except tf.errors.OutOfRangeError:
+                break
+            grads.append((len(losses), _vname(model.trainable_variables[0]), float(gn)))
+            losses.append(float(loss))
+    assert len(losses) == 10, losses
+    # the call that finds no batch may advance the optimizer's counter (see
+    # padded_batch_stacked_cells_fit): the steps are the batches
+    return Out(_weights(model), len(losses), {"losses": losses, "grads": grads, "modes": {"drop": True},
+                                              "x_fp": [_fp(x[i:i + B]) for i in range(0, 80, B)] * 2})
+
+
+# --- 23. fit() on a filtered tf.data pipeline (its length unknown) with steps_per_execution=2:
+#         the last call of each epoch finds one batch ----------------------------------------------
+
+def filtered_dataset_steps_per_execution_fit():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(160)
+    keep = y != 9
+    keras.utils.set_random_seed(623)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12, activation="relu"),
+                              keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=_ce(), steps_per_execution=2)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: b != 9).batch(32)
+    model.fit(ds, epochs=2, verbose=0)
+    xk = x[keep]
+    starts = list(range(0, len(xk), 32))
+    assert len(starts) % 2 == 1, len(xk)  # an odd number of batches: the last call steps once
+    return Out(_weights(model), 2 * len(starts),
+               {"batch_sizes": [min(32, len(xk) - i) for i in starts] * 2,
+                "x_fp": [_fp(xk[i:i + 32]) for i in starts] * 2})
+
 # --- not a script of the sweep: a MultiOptimizer compiled before the trace is entered (the
 #     usual order: compile, then trace the fit() call), checked by check_f in a process of its own -
 

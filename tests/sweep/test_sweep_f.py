@@ -21,11 +21,13 @@ SCRIPTS = [f for n, f in inspect.getmembers(sf, inspect.isfunction)
 
 # tf-keras: the scripts where it differs most from Keras 3 (its preprocessing layers and their
 # variables, its recurrent layers under masking, its optimizers' schedules and clipping of
-# IndexedSlices, its losses, float64 layers, a model copied into another), in one fresh process
+# IndexedSlices, its losses, float64 layers, a model copied into another, a step function
+# reading its own batches to the end of the data), in one fresh process
 TF_KERAS_GROUPS = [
     ["discretization_hashing_multi_hot_fit", "masking_bidirectional_sum_eager",
      "fit_initial_epoch_validation_freq_schedule", "focal_losses_two_outputs_fit",
-     "embedding_regularizer_clipnorm_function", "float64_model_tape", "dqn_target_network_copy_function"],
+     "embedding_regularizer_clipnorm_function", "float64_model_tape", "dqn_target_network_copy_function",
+     "iterator_read_inside_function_until_end"],
 ]
 
 # scripts left out of the tf-keras groups, with the reason
@@ -40,6 +42,8 @@ NOT_ON_TF_KERAS: dict[str, str] = {
         "tf-keras' optimizers call a callable learning rate once, as the initial value of a variable "
         "(tf_keras/src/optimizers/optimizer.py _build_learning_rate): the rates the script sets are "
         "Keras 3's",
+    "filtered_dataset_steps_per_execution_fit":
+        "tf-keras' fit() with steps_per_execution > 1 needs steps_per_epoch on a dataset of unknown length",
     "padded_batch_stacked_cells_fit":
         "tf-keras' GRUCell dropout draws other masks when the script runs a second time in one "
         "process (untraced too): the groups run untraced and traced in one process",
