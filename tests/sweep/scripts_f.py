@@ -696,6 +696,44 @@ def filtered_dataset_steps_per_execution_fit():
                {"batch_sizes": [min(32, len(xk) - i) for i in starts] * 2,
                 "x_fp": [_fp(xk[i:i + 32]) for i in starts] * 2})
 
+# --- 24. a tf.function step that checks its loss (tf.debugging.check_numerics): the batches with
+#         a NaN raise InvalidArgumentError, the loop skips them and goes on ----------------------------
+
+def check_numerics_skips_bad_batches_function():
+    tf = _tf()
+    keras = _keras()
+    x, y = data.regression(112)
+    y = y.copy()
+    bad = {2, 5}
+    for k in bad:
+        y[k * B + 3] = np.nan  # a broken label
+    keras.utils.set_random_seed(624)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam(1e-2)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(yb - model(xb, training=True)[:, 0]))
+            loss = tf.debugging.check_numerics(loss, "loss")
+        g = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(g, model.trainable_variables))
+        return loss, tf.norm(g[0])
+
+    losses, grads, xs, skipped = [], [], [], []
+    for k, i in enumerate(range(0, 112, B)):
+        try:
+            loss, gn = step(x[i:i + B], y[i:i + B])
+        except tf.errors.InvalidArgumentError:
+            skipped.append(k)
+            continue
+        grads.append((len(losses), _vname(model.trainable_variables[0]), float(gn)))
+        losses.append(float(loss))
+        xs.append(_fp(x[i:i + B]))
+    assert skipped == sorted(bad), skipped
+    # a call that raises may advance the optimizer's counter (see padded_batch_stacked_cells_fit)
+    return Out(_weights(model), len(losses), {"losses": losses, "grads": grads, "x_fp": xs})
+
 # --- not a script of the sweep: a MultiOptimizer compiled before the trace is entered (the
 #     usual order: compile, then trace the fit() call), checked by check_f in a process of its own -
 
