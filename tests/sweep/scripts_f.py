@@ -734,6 +734,39 @@ def check_numerics_skips_bad_batches_function():
     # a call that raises may advance the optimizer's counter (see padded_batch_stacked_cells_fit)
     return Out(_weights(model), len(losses), {"losses": losses, "grads": grads, "x_fp": xs})
 
+# --- 25. fit() with BackupAndRestore stopped by an error at the start of its third epoch, then
+#         called again: it restores the backup (weights, optimizer) and resumes at that epoch ------
+
+def backup_and_restore_resumed_fit():
+    import tempfile
+
+    keras = _keras()
+    x, y = data.digits(96)
+    keras.utils.set_random_seed(625)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12, activation="relu"),
+                              keras.layers.Dropout(0.1, name="drop"), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=_ce())
+    stopped: list[int] = []
+
+    class Preempted(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2 and not stopped:
+                stopped.append(epoch)
+                raise RuntimeError("preempted")
+
+    cb = _BatchLosses(_sizes(96, 32))
+    with tempfile.TemporaryDirectory() as backup:
+        callbacks = [keras.callbacks.BackupAndRestore(backup), Preempted(), cb]
+        try:
+            model.fit(x, y, batch_size=32, epochs=4, shuffle=False, verbose=0, callbacks=callbacks)
+        except RuntimeError:
+            pass
+        hist = model.fit(x, y, batch_size=32, epochs=4, shuffle=False, verbose=0, callbacks=callbacks)
+    assert hist.epoch == [2, 3] and len(cb.losses) == 12, (hist.epoch, len(cb.losses))
+    return Out(_weights(model), _iters(model.optimizer),
+               {"losses": cb.losses, "loss_rtol": 1e-4, "modes": {"drop": True},
+                "x_fp": [_fp(x[i:i + 32]) for i in range(0, 96, 32)] * 4})
+
 # --- not a script of the sweep: a MultiOptimizer compiled before the trace is entered (the
 #     usual order: compile, then trace the fit() call), checked by check_f in a process of its own -
 
