@@ -767,6 +767,32 @@ def backup_and_restore_resumed_fit():
                {"losses": cb.losses, "loss_rtol": 1e-4, "modes": {"drop": True},
                 "x_fp": [_fp(x[i:i + 32]) for i in range(0, 96, 32)] * 4})
 
+# --- 26. (Keras 3) the mixed_float16 policy with a MultiOptimizer: compile() wraps it in a
+#         LossScaleOptimizer, which steps it; fit() --------------------------------------------------
+
+def mixed_float16_multi_optimizer_fit():
+    keras = _keras()
+    x, y = data.digits(96)
+    prev = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(626)
+        inp = keras.Input((64,))
+        h = keras.layers.Dense(16, activation="relu", name="encoder")(inp)
+        out = keras.layers.Activation("linear", dtype="float32")(keras.layers.Dense(10, name="head")(h))
+        model = keras.Model(inp, out)
+        opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+            keras.optimizers.SGD(0.05), {"encoder/.*": keras.optimizers.Adam(3e-3)}))
+        model.compile(optimizer=opt, loss=_ce())
+        cb = _BatchLosses(_sizes(96, B))
+        model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0, callbacks=[cb])
+    finally:
+        keras.mixed_precision.set_global_policy(prev)
+    assert type(model.optimizer).__name__ == "LossScaleOptimizer", type(model.optimizer)
+    return Out(_weights(model), _iters(opt),
+               {"losses": cb.losses, "loss_rtol": 2e-3, "loss_scaled": True,
+                "meta": {"dtype_policy": "mixed_float16"}})
+
 # --- not a script of the sweep: a MultiOptimizer compiled before the trace is entered (the
 #     usual order: compile, then trace the fit() call), checked by check_f in a process of its own -
 

@@ -38,6 +38,7 @@ NOT_ON_TF_KERAS: dict[str, str] = {
     "lamb_einsum_attention_fit": "Lamb is Keras 3's",
     "schedule_free_adamw_tape": "ScheduleFreeAdamW is Keras 3's",
     "dice_segmentation_fit": "the Dice loss is Keras 3's",
+    "mixed_float16_multi_optimizer_fit": "MultiOptimizer is Keras 3's",
     "callable_learning_rate_eager":
         "tf-keras' optimizers call a callable learning rate once, as the initial value of a variable "
         "(tf_keras/src/optimizers/optimizer.py _build_learning_rate): the rates the script sets are "
