@@ -706,11 +706,51 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
     said = (f" Run {run_sw} passes the model's output as `y_true` and the labels as `y_pred` (its arguments "
             "swapped), so its loss compares the labels against the predictions the other way round."
             if swapped else "")
+    encodings = _encoding_counterparts(ia, ib) if set(diffs) == {"class"} else None
+    if encodings is not None:
+        # Context: what the comparison of the losses step by step (where it can be made) confirms.
+        return Finding(
+            "loss_mismatch",
+            f"the runs' steps call the cross-entropy for another label encoding{where}: run a {desc(ia)}, run b "
+            f"{desc(ib)}, {encodings}. For labels naming the same classes the two compute the same loss.",
+            severity="info",
+            evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls"),
+                      "label_encodings": encodings},
+            fix="Nothing to fix: the loss suits each run's labels.", explains=0.0)
     return Finding(
         "loss_mismatch",
         f"the runs' steps compute different losses{where}: run a calls {desc(ia)}, run b {desc(ib)}.{said}",
         evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls")},
         fix=fix, explains=1.0)
+
+
+def _encoding_counterparts(ia: dict[str, Any], ib: dict[str, Any]) -> str | None:
+    """The sparse cross-entropy on integer labels against the categorical one on one-hot rows
+    (no label smoothing, no ignored class), on predictions of the same shape: one loss for two
+    label encodings. Returns how each run encodes its labels, or None."""
+    def key(info: dict[str, Any]) -> str:
+        return str(info.get("cls") or "").replace("_", "").lower()
+
+    def shape(info: dict[str, Any], k: str) -> list[Any] | None:
+        v = info.get(k)
+        return list(v) if isinstance(v, list | tuple) else None
+
+    sides = {key(ia): ia, key(ib): ib}
+    sparse, dense = sides.get("sparsecategoricalcrossentropy"), sides.get("categoricalcrossentropy")
+    if sparse is None or dense is None or sparse.get("from_logits") != dense.get("from_logits"):
+        return None
+    ts, ps, td, pd = (shape(sparse, "y_true_shape"), shape(sparse, "y_pred_shape"),
+                      shape(dense, "y_true_shape"), shape(dense, "y_pred_shape"))
+    if not (ts and ps and td and pd) or ps[-1] != pd[-1] or not isinstance(pd[-1], int) or pd[-1] < 2:
+        return None
+    integer = len(ts) == len(ps) - 1 or (len(ts) == len(ps) and ts[-1] == 1)
+    onehot = len(td) == len(pd) and td[-1] == pd[-1]
+    if not (integer and onehot) or (dense.get("args") or {}).get("label_smoothing") not in (None, 0, 0.0) \
+            or (sparse.get("args") or {}).get("ignore_class") is not None:
+        return None
+    side = {id(ia): "a", id(ib): "b"}
+    return (f"run {side[id(sparse)]} on integer class labels (shape {ts}), run {side[id(dense)]} on one-hot "
+            f"rows (shape {td})")
 
 
 def _loss_differences(ia: dict[str, Any], ib: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

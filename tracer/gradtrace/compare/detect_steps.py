@@ -1000,6 +1000,54 @@ def distribution_scale(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     return out
 
 
+# A factor beneath another cause is claimed only when the step-0 ratios (loss and each
+# gradient norm) spread less than this in log around it: a reduction scales every gradient
+# alike, a training mode or layer setting changes each one differently.
+BENEATH_SPREAD = 0.15
+
+
+def scale_beneath(a: RunData, b: RunData, al: Alignment, cause: str) -> Finding | None:
+    """A loss factor seen through another cause that makes step 0 incomparable number by number.
+
+    With another training mode (Dropout off in one run) or another layer setting, step 0's
+    loss and gradients differ by no exact factor, so ``loss_scale`` stays silent. When the
+    loss ratio and every gradient-norm ratio still cluster around one value (spread below
+    :data:`BENEATH_SPREAD` in log), that value is far from 1, and it matches a count the
+    runs explain (batch size, outputs, ...; within twice the spread), the reduction
+    differs too: reported as a warning beside ``cause``, to confirm once it is fixed.
+    """
+    s = step0(a, b, al)
+    if s is None or not (s.loss_a > 0 and s.loss_b > 0):
+        return None
+    r = np.asarray(s.ratios, dtype=np.float64)  # norm_a / norm_b
+    keep = np.isfinite(r) & (r > 0) & ~np.asarray(s.negligible, dtype=bool)
+    if int(keep.sum()) < 2:
+        return None
+    logs = np.concatenate([[math.log(s.loss_a / s.loss_b)], np.log(r[keep])])
+    spread = float(np.std(logs))
+    c = float(math.exp(np.median(logs)))
+    if spread > BENEATH_SPREAD or abs(math.log(c)) <= max(3 * spread, math.log(1.5)):
+        return None
+    m = match_factor(c, candidate_factors(a, b, (s.step, s.step)), max(2 * spread, 0.02))
+    if m is None:
+        return None
+    big, small, cf = ("a", "b", c) if c >= 1 else ("b", "a", 1 / c)
+    lo, hi = float(np.min(r[keep])), float(np.max(r[keep]))
+    lo, hi = (lo, hi) if c >= 1 else (1 / hi, 1 / lo)
+    return Finding(
+        "loss_scale", severity="warning",
+        summary=f"Beneath the {cause}, the scale differs too: at step {s.step} run {big}'s loss is "
+        f"x{(s.loss_a / s.loss_b) ** (1 if c >= 1 else -1):.4g} run {small}'s and its gradient norms x{lo:.4g} "
+        f"to x{hi:.4g} (median x{cf:.4g}). Another mode or setting changes each gradient differently; a "
+        f"factor shared by all of them is a loss reduced differently, and this one matches {m[0]}. Fix the "
+        f"{cause} first and compare again: the factor is then measured exactly.",
+        steps=[s.step],
+        evidence={"factor": c, "larger_loss": big, "matches": m[0], "matched_value": 1 / m[1] if m[2] else m[1],
+                  "log_ratio_spread": spread, "beneath": cause, **s.evidence()},
+        fix=_loss_scale_fix(m[0]),
+        explains=0.6)
+
+
 # Non-trainable state moved by the same computation agrees to float rounding; a state update
 # that differs is of the order of the update itself.
 STATE_REL = 1e-3

@@ -220,6 +220,14 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             elif st is not None:
                 findings.append(ds.state_finding(a, b, al, st))
         findings += _fold(findings, _fold_optimizer(findings, step_f))
+        masked = next((f for f in findings if f.severity == "error" and f.evidence.get("step_evidence")
+                       and f.kind in ("training_mode_mismatch", "layer_config_mismatch")), None)
+        if masked is not None and not any(f.kind in ("loss_scale", "gradient_scale") for f in findings):
+            # Step 0's numbers went to that cause: a reduction that differs as well shows only as
+            # a factor every ratio shares beneath it.
+            beneath = ds.scale_beneath(a, b, al, masked.kind.replace("_mismatch", "").replace("_", " "))
+            if beneath is not None:
+                findings.append(beneath)
         same = ds.same_updates(a, b, al)
         if same is not None:
             _same_training(findings, same)
