@@ -146,3 +146,14 @@ def test_usage_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "t.py").write_text("")
     assert main(["run", "--stats-every", "0", str(tmp_path / "t.py")]) == 2
     assert "--stats-every must be 1 or more" in capsys.readouterr().err
+
+
+def test_a_disabled_tracer_runs_the_script_and_says_nothing_was_recorded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADTRACE_DISABLED", "1")
+    out = tmp_path / "ran.txt"
+    script = tmp_path / "t.py"
+    script.write_text(f"import sys\nopen({str(out)!r}, 'w').write(' '.join(sys.argv[1:]))\n")
+    assert main(["run", "--store", str(tmp_path / "runs.db"), str(script), "--flag", "1"]) == 0
+    assert out.read_text() == "--flag 1"
+    assert "tracing is disabled (GRADTRACE_DISABLED): nothing was recorded" in capsys.readouterr().err

@@ -154,6 +154,9 @@ def _exit_code(exc: SystemExit) -> int:
 
 
 def _summary(run: Any, name: str, store: str | None) -> None:
+    if getattr(run.config, "disabled", False):
+        sys.stderr.write("gradtrace: tracing is disabled (GRADTRACE_DISABLED): nothing was recorded\n")
+        return
     info = run.info
     where = getattr(run.config, "url", "?")
     status = info.status if not info.error else f"{info.status} ({info.error})"
