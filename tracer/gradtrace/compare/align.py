@@ -85,6 +85,48 @@ def _layer_group(x: dict[str, Any]) -> Any:
     return x.get("class_name")
 
 
+def _owner(v: dict[str, Any]) -> int | None:
+    """The index of the layer that owns a variable (its ``layer_index``, else its struct_key's)."""
+    li = v.get("layer_index")
+    if li is None:
+        head = str(v.get("struct_key") or "").split(":", 1)[0]
+        li = int(head) if head.isdigit() else None
+    return None if li is None else int(li)
+
+
+def pair_layers(a: RunData, b: RunData, var_pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+                ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pair layers through the variables they own, the rest by class in order.
+
+    Layers are listed in the order the model tracks them (a subclassed model's attributes
+    in creation order), which need not be the order they are called in: a head created
+    before the hidden layers is the first Dense of one model and the last of a Functional
+    one. Its variables pair by structure (class and shape), so the layers owning paired
+    variables are the same layers; only layers without variables (Dropout, Activation)
+    pair by their order among layers of their class.
+    """
+    la = {int(x.get("index", -1)): x for x in a.layers}
+    lb = {int(y.get("index", -1)): y for y in b.layers}
+    votes: dict[tuple[int, int], int] = defaultdict(int)
+    for x, y in var_pairs:
+        oa, ob = _owner(x), _owner(y)
+        if oa in la and ob in lb and la[oa].get("class_name") == lb[ob].get("class_name"):
+            votes[(oa, ob)] += 1
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    for (oa, ob), _n in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0])):
+        if oa not in used_a and ob not in used_b:
+            used_a.add(oa)
+            used_b.add(ob)
+            pairs.append((la[oa], lb[ob]))
+    rest = pair_items([x for i, x in la.items() if i not in used_a], [y for j, y in lb.items() if j not in used_b],
+                      _layer_group)
+    pairs += rest
+    pairs.sort(key=lambda p: int(p[0].get("index", 0)))
+    return pairs
+
+
 @dataclass
 class Alignment:
     """How two runs line up."""
@@ -280,7 +322,7 @@ def align(a: RunData, b: RunData) -> Alignment:
     sa = _columns(a, [p[0] for p in var_pairs], a.state_index)
     sb = _columns(b, [p[1] for p in var_pairs], b.state_index)
     skeep = (sa >= 0) & (sb >= 0)
-    layer_pairs = pair_items(a.layers, b.layers, _layer_group)
+    layer_pairs = pair_layers(a, b, var_pairs_d)
 
     common, ia_rows, ib_rows = np.intersect1d(a.step, b.step, assume_unique=True, return_indices=True)
     n = int(common.size)

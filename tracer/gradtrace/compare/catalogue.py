@@ -37,8 +37,13 @@ _KINDS = [
     Kind(
         "layer_config_mismatch", "error", False,
         "Structurally paired layers were built with different arguments (a Dropout rate, a "
-        "BatchNormalization momentum or epsilon, an activation, units, a regularizer's factor); "
-        "compared between runs of the same Keras.",
+        "BatchNormalization momentum or epsilon, an activation, units, a regularizer's factor, an "
+        "argument set in one run only such as a kernel constraint or a bias regularizer); compared "
+        "between runs of the same Keras, layers paired through the variables they own (a subclassed "
+        "model may create its layers in another order than it calls them). A weight constraint in one "
+        "run only takes the equal-gradients-other-updates step as its evidence (Keras projects the "
+        "weights right after the update); regularizers of another class (L1 against L2) take the "
+        "measured penalty gap, which no factor relates.",
         "Build both models with the same layer arguments (see the arguments named).",
         rank=4,
     ),
@@ -48,7 +53,9 @@ _KINDS = [
         "found generically) ran in another mode during optimizer steps than in the other run, or "
         "in inference mode while training in a single run. Compared runs whose losses, gradients and "
         "updates agree at every aligned step with no state frozen show that the layer computes the same "
-        "in both modes at its settings (a recurrent layer without dropout): then it is context.",
+        "in both modes at its settings (a recurrent layer without dropout): then it is context. So is a "
+        "layer whose recorded arguments make the mode irrelevant in both runs (every dropout rate 0, no "
+        "state of its own: MultiHeadAttention or a GRU without dropout), whatever the steps do.",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
         "`training` through to every sub-layer of a subclassed model's `call`.",
         rank=5,
@@ -240,8 +247,9 @@ _KINDS = [
         "with no data loss recorded, regularizers of another factor show as `sum(model.losses)` that "
         "differs on the same weights, and a hand-written penalty on a model without regularizers (the "
         "gradients of every unregularized variable agree) as the loss gap's remainder of the other run's "
-        "`sum(model.losses)`. `check` warns when a single run's loss holds `sum(model.losses)` "
-        "twice or not at all next to its Keras loss's data loss.",
+        "`sum(model.losses)`. Regularizers of another class on paired layers (L1 against L2) are a "
+        "layer_config_mismatch with this gap as evidence. `check` warns when a single run's loss holds "
+        "`sum(model.losses)` twice or not at all next to its Keras loss's data loss.",
         "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you); once, and with the "
         "same factor in both runs.",
         rank=18,
@@ -402,7 +410,8 @@ _KINDS = [
         "data_mismatch", "warning", False,
         "The runs did not see the same batch at some step. When the totals of the inputs and labels over "
         "the common steps agree, the runs went through the same examples batched in another order (one "
-        "run shuffles), and it says so.",
+        "run shuffles), and it says so; two tf.data shuffles that differ in an argument (the seed, the "
+        "buffer, `reshuffle_each_iteration`) are named by it.",
         "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "
         "to compare them step by step.",
         rank=61,

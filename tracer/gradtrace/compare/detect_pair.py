@@ -51,6 +51,25 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     if not kept:
         return None
     diffs, infer_side = [d for d, _ in kept], [sd for _, sd in kept]
+    # A layer whose only training-dependent behaviour is a dropout rate, built with rate 0 in
+    # both runs (MultiHeadAttention, a GRU without dropout), computes the same in both modes.
+    free_a, free_b = dr.mode_free_layers(a), dr.mode_free_layers(b)
+    active = [(d, sd) for d, sd in zip(diffs, infer_side, strict=True)
+              if not (d["layer_a"] in free_a and d["layer_b"] in free_b)]
+    inert = [d for d in diffs if all(d is not x for x, _ in active)]
+    if not active:
+        side = max(set(infer_side), key=infer_side.count)
+        classes = sorted({str(d["class"]) for d in inert})
+        return Finding(
+            "training_mode_mismatch",
+            f"{len(inert)} layer(s) ({', '.join(classes)}) ran in inference mode during optimizer steps in "
+            f"run {side} but in training mode in the other; built without dropout in both runs (every random "
+            "rate 0, no state of their own), they compute the same in both modes: context, not a cause.",
+            severity="info", steps=[min(d["first_step"] for d in inert)], layers=[d["layer_a"] for d in inert],
+            evidence={"layers": inert, "inference_run": side, "rates_zero": True}, explains=0.0,
+            fix="Nothing to fix at these settings; pass `training=True` to the model inside the tape all the "
+                "same, so a dropout added later acts in both runs.")
+    diffs, infer_side = [d for d, _ in active], [sd for _, sd in active]
     side = max(set(infer_side), key=infer_side.count)
     run = a if side == "a" else b
     classes = sorted({str(d["class"]) for d in diffs})
@@ -87,6 +106,16 @@ def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | No
             if not _same_value(va[k], vb[k]):
                 diffs.append({"layer_a": _lname(la), "layer_b": _lname(lb), "class": la.get("class_name"),
                               "argument": k, "a": va[k], "b": vb[k]})
+        # An argument set to an object in one run and left empty in the other (a kernel
+        # constraint or a bias regularizer in one model only): the flattened keys differ.
+        for k in sorted(set(va) - set(vb)):
+            if any(x.startswith(k + ".") for x in vb):
+                diffs.append({"layer_a": _lname(la), "layer_b": _lname(lb), "class": la.get("class_name"),
+                              "argument": k, "a": va[k], "b": _spell(_at(xb, k))})
+        for k in sorted(set(vb) - set(va)):
+            if any(x.startswith(k + ".") for x in va):
+                diffs.append({"layer_a": _lname(la), "layer_b": _lname(lb), "class": la.get("class_name"),
+                              "argument": k, "a": _spell(_at(xa, k)), "b": vb[k]})
     if not diffs:
         return None
     said = "; ".join(f"{d['class']} {d['layer_a']}: {d['argument']} {d['a']!r} vs {d['b']!r}" for d in diffs[:4])
@@ -100,6 +129,20 @@ def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | No
             + "; ".join(f"{d['layer_a']}.{d['argument']} = {d['a']!r} in run a, {d['b']!r} in run b"
                         for d in diffs[:3]) + ".",
         explains=0.95)
+
+
+def _at(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _spell(x: Any) -> Any:
+    """A serialised Keras object as its call: ``MaxNorm(max_value=0.5, axis=0)``."""
+    if isinstance(x, dict) and x.get("class_name"):
+        cfg = x.get("config") if isinstance(x.get("config"), dict) else {}
+        return f"{x['class_name']}({', '.join(f'{k}={v!r}' for k, v in cfg.items() if k not in _LAYER_IGNORED)})"
+    return x
 
 
 def _mode_order(run: RunData) -> list[str]:
@@ -523,7 +566,9 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             for i, (name, (course, _every)) in enumerate(zip(sched, courses, strict=True)):
                 if course and name.startswith("constant") and not course.startswith("constant"):
                     # built with a constant rate, moved during training
-                    name = sched[i] = "set during training by the script or a callback"
+                    cbs_i = _lr_callbacks((a, b)[i])
+                    name = sched[i] = (f"set during training by fit()'s {', '.join(cbs_i)} callback" if cbs_i
+                                       else "set during training by the script or a callback")
                 said.append(f"{name} ({course})" if course and not course.startswith("constant") else
                             (course or name))
             diffs["learning_rate_recorded"] = [c for c, _ in courses]
@@ -1286,6 +1331,20 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                     why += " " + text[0].upper() + text[1:]
                     fix = ("Shuffle in neither run, or in both with the same seed (`ds.shuffle(n, seed=s)` built "
                            "identically in both), to compare them step by step.")
+                    sa, sb = _dataset_shuffle(a), _dataset_shuffle(b)
+                    args = sorted(k for k in set(sa or {}) | set(sb or {})
+                                  if sa and sb and sa.get(k) != sb.get(k))
+                    if args:
+                        # Both pipelines shuffle; what differs is named, not the seed they share.
+                        why += (" The two shuffles differ in " + ", ".join(
+                            f"{k} ({sa.get(k)!r} vs {sb.get(k)!r})" for k in args) + ".")
+                        if args == ["reshuffle_each_iteration"]:
+                            why += (" With the same seed, a pipeline that reshuffles draws every epoch's order "
+                                    "(the first one included) from its own seed stream, so the batches differ "
+                                    "from the first epoch on.")
+                        fix = ("Build both pipelines' shuffle with the same arguments ("
+                               + ", ".join(f"{k}={sa.get(k)!r} in run a, {sb.get(k)!r} in run b" for k in args)
+                               + "), to compare them step by step.")
             ba, bb = (float(r.batch_size[i]) if r.batch_size.size > i else float("nan")
                       for r, i in ((a, int(al.ia[bad[0]])), (b, int(al.ib[bad[0]]))))
             sizes = None
@@ -1332,6 +1391,14 @@ def _labels_of_other_losses(a: RunData, b: RunData, al: Alignment, bad: np.ndarr
             return (f"At step {sa} run a computes {ca} Keras loss(es) and run b {cb}: the labels of a loss one run "
                     "leaves out are not part of its step, so the label fingerprints differ while the batches "
                     "are the same.")
+    return None
+
+
+def _dataset_shuffle(run: RunData) -> dict[str, Any] | None:
+    """The shuffle arguments of the first shuffling tf.data pipeline a run iterated."""
+    for d in (run.meta.get("extra") or {}).get("datasets") or []:
+        if isinstance(d, dict) and d.get("shuffle"):
+            return {k: d.get(k) for k in ("buffer_size", "seed", "reshuffle_each_iteration")}
     return None
 
 

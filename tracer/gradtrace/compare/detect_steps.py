@@ -860,10 +860,17 @@ def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None
     factor = 1.0
     if np.isfinite(la[0]) and np.isfinite(lb[0]) and la[0] != 0 and not float(rel(la[0], lb[0])) <= tol[0]:
         factor = float(lb[0] / la[0])
-    losses_follow = bool(np.all(np.where(np.isnan(la) & np.isnan(lb), 0.0, rel(factor * la, lb)) <= tol))
+    follows = np.where(np.isnan(la) & np.isnan(lb), 0.0, rel(factor * la, lb)) <= tol
+    losses_follow = bool(np.all(follows))
     ra, rb = a.rows(steps), b.rows(steps)
     ok = (ra >= 0) & (rb >= 0) & a.stats[rows_a] & b.stats[rows_b]
     if not ok.any():
+        return None
+    # The losses part at a step whose weights the compared updates do not vouch for (an earlier
+    # step without per-variable numbers: its update may differ, e.g. another learning rate from
+    # then on): the losses may part because the weights did.
+    parts = int(np.flatnonzero(~follows)[0]) if not losses_follow else n
+    if not losses_follow and not ok[:parts].all():
         return None
     ra, rb, t = ra[ok], rb[ok], tol[ok][:, None]
     ua, ub = a.update_norm[ra][:, al.ja], b.update_norm[rb][:, al.jb]

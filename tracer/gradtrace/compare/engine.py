@@ -219,7 +219,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 explained.evidence["state_departs"] = st
             elif st is not None:
                 findings.append(ds.state_finding(a, b, al, st))
-        findings += _fold(findings, _fold_optimizer(findings, step_f))
+        findings += _fold(findings, _fold_optimizer(findings, _constraint_explains(findings, step_f, a)))
         masked = next((f for f in findings if f.severity == "error" and f.evidence.get("step_evidence")
                        and f.kind in ("training_mode_mismatch", "layer_config_mismatch")), None)
         if masked is not None and not any(f.kind in ("loss_scale", "gradient_scale") for f in findings):
@@ -267,6 +267,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         # too (by hand, which records no weights), it only divides by another count.
         findings = [f for f in findings if f.kind != "sample_weighting"]
     _decay_instead_of_penalty(findings, a, b, al)
+    findings = _regularizer_kinds_differ(findings)
     _hand_written_loss(findings, a, b)
     findings = _loss_left_unscaled(findings, a, b)
     findings = _dedupe(findings)
@@ -640,6 +641,34 @@ def _same_training(findings: list[Finding], same: dict) -> None:
             f.evidence["same_updates"] = same
 
 
+def _constraint_explains(existing: list[Finding], step_f: list[Finding], a: RunData) -> list[Finding]:
+    """Updates that differ on some variables only, under equal optimizer configurations, where
+    those variables' layers have a weight constraint in one run only (or another one): Keras
+    applies a constraint right after the optimizer's update, so the recorded update holds the
+    projection. The layer's arguments are the cause; the step is their evidence."""
+    layer = next((f for f in existing if f.kind == "layer_config_mismatch" and f.severity == "error"), None)
+    if layer is None:
+        return step_f
+    constrained = {str(d.get("layer_a")) for d in layer.evidence.get("differences") or []
+                   if "constraint" in str(d.get("argument", ""))}
+    if not constrained:
+        return step_f
+    owner = {a.var_name(int(v["index"])): str(v.get("layer")) for v in a.variables}
+    out = []
+    for f in step_f:
+        if (f.kind == "optimizer_mismatch" and "unrecorded_setting" in f.evidence and f.variables
+                and all(owner.get(v) in constrained for v in f.variables)):
+            layer.evidence.setdefault("step_evidence", []).append({"summary": f.summary, **f.evidence})
+            layer.steps = sorted(set(layer.steps) | set(f.steps))
+            layer.variables = sorted(set(layer.variables) | set(f.variables))
+            layer.summary += (" A constraint projects the weights right after each optimizer update: at step "
+                              f"{min(f.steps) if f.steps else 0} the same gradients give other updates of "
+                              f"{', '.join(f.variables[:4])}.")
+            continue
+        out.append(f)
+    return out
+
+
 def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
     """Different updates from equal gradients are the symptom of a configuration difference
     already found (clipnorm vs global_clipnorm, AdamW vs Adam): one finding, the step as evidence."""
@@ -734,6 +763,30 @@ def _decay_instead_of_penalty(findings: list[Finding], a: RunData, b: RunData, a
                f"layer regularizers (`kernel_regularizer=`) in both and no weight_decay on run {other}'s "
                "optimizer. They agree only for plain SGD, where weight_decay = 2 x the L2 factor "
                "(`keras.regularizers.L2(l)` adds l * sum(w**2)).")
+
+
+def _regularizer_kinds_differ(findings: list[Finding]) -> list[Finding]:
+    """Regularizers of another class on paired layers (L1 where the other run has L2).
+
+    The regularization_mismatch measured from the penalties reads their ratio as a factor,
+    but no factor relates two kinds of penalty: the layers' arguments are the cause, and the
+    measured gap is their evidence.
+    """
+    layer = next((f for f in findings if f.kind == "layer_config_mismatch" and f.severity == "error"), None)
+    reg = next((f for f in findings if f.kind == "regularization_mismatch" and f.severity == "error"), None)
+    if layer is None or reg is None:
+        return findings
+    kinds = [d for d in layer.evidence.get("differences") or []
+             if str(d.get("argument", "")).endswith("regularizer.class_name") and d.get("a") and d.get("b")]
+    if not kinds:
+        return findings
+    said = ", ".join(f"{d['a']} vs {d['b']} on {d['layer_a']}" for d in kinds[:3])
+    layer.summary += (f" The regularizers are of another kind ({said}): the losses part by the penalties' "
+                      "difference, which no single factor relates.")
+    layer.evidence["regularization"] = {k: v for k, v in reg.evidence.items() if k != "factor"}
+    layer.steps = sorted(set(layer.steps) | set(reg.steps))
+    layer.explains = max(layer.explains, reg.explains)
+    return [f for f in findings if f is not reg]
 
 
 def _same_accumulation(findings: list[Finding], acc: dict) -> None:
