@@ -7,6 +7,7 @@ import pytest
 from . import scripts as s
 from . import scripts_f as f4
 from . import scripts_g as g5
+from . import scripts_h as h6
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -402,6 +403,59 @@ CASES += [
      "optimizer_mismatch"),
 ]
 
+# A sixth set (scripts_h.py): CategoricalHinge, SquaredHinge, CategoricalFocalCrossentropy, multi-label
+# sigmoid cross-entropy, Huber on a GRU; rates set by a schedule, a LearningRateScheduler callback or the
+# loop; layers created in another order than called, TimeDistributed, Bidirectional merge modes,
+# MultiHeadAttention's causal mask, MaxNorm, L1/L2 and bias regularizers; BatchNormalization with
+# validation passes and train_on_batch; tf.data shuffles reshuffled each epoch or not.
+CASES += [
+    ("eq_categorical_hinge_by_hand", h6.fit_categorical_hinge, h6.tape_categorical_hinge_by_hand, "equivalent",
+     None),
+    ("squared_hinge_for_categorical_hinge", h6.fit_categorical_hinge, h6.tape_squared_hinge_for_categorical,
+     "diverged", "loss_mismatch"),
+    ("eq_focal_gamma0_alpha1_for_cce", h6.fit_iris_cce_logits, h6.tape_iris_focal_gamma0_alpha1, "equivalent",
+     None),
+    ("focal_defaults_for_cce", h6.fit_iris_cce_logits, h6.tape_iris_focal_defaults, "diverged", "loss_mismatch"),
+    ("eq_multilabel_sigmoid_ce_by_hand", h6.fit_multilabel_bce, h6.tape_multilabel_sigmoid_ce_by_hand,
+     "equivalent", None),
+    ("multilabel_softmax_ce", h6.fit_multilabel_bce, h6.tape_multilabel_softmax_ce, "diverged", "loss_mismatch"),
+    ("eq_piecewise_vs_lr_scheduler_callback", h6.fit_piecewise_per_epoch, h6.fit_lr_scheduler_callback,
+     "equivalent", None),
+    ("eq_piecewise_vs_rate_assigned_in_loop", h6.fit_piecewise_per_epoch, h6.tape_lr_assigned_per_step,
+     "equivalent", None),
+    ("lr_scheduler_callback_epoch_late", h6.fit_piecewise_per_epoch, h6.fit_lr_scheduler_callback_epoch_late,
+     "diverged", "optimizer_mismatch"),
+    ("rate_decayed_each_epoch_in_loop", h6.fit_lr_scheduler_callback, h6.tape_lr_assigned_decayed_each_epoch,
+     "diverged", "optimizer_mismatch"),
+    ("eq_exponential_decay_by_hand", h6.fit_exponential_decay, h6.tape_exponential_decay_by_hand, "equivalent",
+     None),
+    ("eq_layers_created_in_other_order", h6.fit_wine_functional, h6.tape_wine_head_first_subclass, "equivalent",
+     None),
+    ("eq_time_distributed_vs_dense_on_sequence", h6.fit_tagger_time_distributed, h6.tape_tagger_dense_on_sequence,
+     "equivalent", None),
+    ("bidirectional_merge_mode_differs", h6.fit_tagger_bidirectional_sum, h6.tape_tagger_bidirectional_ave,
+     "diverged", "layer_config_mismatch"),
+    ("eq_causal_attention_fit_vs_loop", h6.fit_next_row_causal, h6.tape_next_row_causal, "equivalent", None),
+    ("causal_mask_forgotten", h6.fit_next_row_causal, h6.tape_next_row_mask_forgotten, "diverged",
+     "gradient_mismatch"),
+    ("maxnorm_one_run", h6.fit_bc_plain, h6.fit_bc_maxnorm, "diverged", "layer_config_mismatch"),
+    ("l1_for_l2", h6.fit_bc_l2, h6.fit_bc_l1, "diverged", "layer_config_mismatch"),
+    ("bias_regularized_in_one_run", h6.fit_bc_l2, h6.tape_bc_l2_bias_regularized_too, "diverged",
+     "layer_config_mismatch"),
+    ("eq_bn_validation_fit_vs_loop", h6.fit_bn_validation_data, h6.tape_bn_validation_each_step, "equivalent",
+     None),
+    ("eq_bn_train_on_batch_vs_fit", h6.fit_bn_validation_data, h6.fit_bn_train_on_batch, "equivalent", None),
+    ("eq_train_on_batch_class_weight_vs_fit", h6.fit_bc_class_weight, h6.fit_bc_train_on_batch_class_weight,
+     "equivalent", None),
+    ("eq_fixed_shuffle_vs_materialised_order", h6.tape_dataset_shuffled_once, h6.fit_dataset_order_materialised,
+     "equivalent", None),
+    # the same seed; one pipeline reshuffles each epoch: its order differs from the first epoch on
+    ("reshuffled_each_epoch", h6.tape_dataset_shuffled_once, h6.fit_dataset_reshuffled_each_epoch, "not_comparable",
+     "data_mismatch"),
+    ("eq_gru_huber_fit_vs_eager", h6.fit_gru_huber, h6.tape_gru_huber_eager, "equivalent", None),
+    ("huber_delta_differs", h6.fit_gru_huber, h6.tape_gru_huber_delta_2, "diverged", "loss_mismatch"),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -652,6 +706,26 @@ def test_case(traced, case):
         assert f.variables and all(v.rsplit("/", 1)[-1] in ("gamma", "beta", "bias") for v in f.variables), text
     if _id == "permute_left_out":  # the layer without variables named
         assert report.findings[0].evidence["only_in_a"][0].startswith("Permute"), text
+    if _id == "rate_decayed_each_epoch_in_loop":  # the rates part at step 8, where no update was compared
+        f = report.findings[0]
+        assert f.severity == "error" and report.first_divergent_step == 8, text
+    if _id == "maxnorm_one_run":  # the constraint, with the step's other update as its evidence
+        f = report.findings[0]
+        assert f.evidence["differences"][0]["argument"] == "kernel_constraint" and f.evidence["step_evidence"], text
+        assert not any(g.kind == "optimizer_mismatch" for g in report.findings), text
+    if _id == "l1_for_l2":  # another kind of penalty, not another factor
+        f = report.findings[0]
+        assert "regularization" in f.evidence and "another kind" in f.summary, text
+        assert not any(g.kind == "regularization_mismatch" for g in report.findings), text
+    if _id == "bias_regularized_in_one_run":
+        assert report.findings[0].evidence["differences"][0]["argument"] == "bias_regularizer", text
+    if _id in ("causal_mask_forgotten", "eq_causal_attention_fit_vs_loop"):  # attention without dropout
+        assert all(g.severity == "info" for g in report.findings if g.kind == "training_mode_mismatch"), text
+    if _id == "lr_scheduler_callback_epoch_late":  # the callback named as what moves run b's rate
+        assert "LearningRateScheduler callback (changes once" in (report.findings[0].fix or ""), text
+    if _id == "reshuffled_each_epoch":  # the argument that differs, not the seed both share
+        f = report.findings[0]
+        assert "reshuffle_each_iteration=False in run a, True in run b" in (f.fix or ""), text
 
 
 CHECKS = [
@@ -702,6 +776,10 @@ CHECKS = [
     ("activity_regularizer_left_out", f4.tape_activity_regularizer_left_out, "diverged", "regularization_mismatch"),
     ("add_loss_left_out", f4.tape_add_loss_left_out, "diverged", "regularization_mismatch"),
     ("ema_fit", f4.fit_adam_ema, "equivalent", None),
+    # scripts_h.py
+    ("attention_without_dropout_in_inference_mode", h6.tape_next_row_no_training_flag, "equivalent",
+     "training_mode_mismatch"),
+    ("maxnorm_constraint_fit", h6.fit_bc_maxnorm, "equivalent", None),
 ]
 
 
