@@ -73,13 +73,17 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     side = max(set(infer_side), key=infer_side.count)
     run = a if side == "a" else b
     classes = sorted({str(d["class"]) for d in diffs})
+    said, fix = "", None
+    if dr.fit_called_without_training(run, {d["layer_" + side] for d in diffs}):
+        said, fix = f" Run {side} is {dr.FIT_WITHOUT_TRAINING}", dr.FIT_WITHOUT_TRAINING_FIX
     return Finding(
         "training_mode_mismatch",
         f"{len(diffs)} training-dependent layer(s) ({', '.join(classes)}) ran in inference mode "
-        f"during optimizer steps in run {side} ('{run.name}') but in training mode in the other.",
+        f"during optimizer steps in run {side} ('{run.name}') but in training mode in the other.{said}",
         steps=[min(d["first_step"] for d in diffs)],
         layers=[d["layer_a"] for d in diffs],
-        evidence={"layers": diffs, "inference_run": side},
+        evidence={"layers": diffs, "inference_run": side, **({"fit_without_training": True} if said else {})},
+        fix=fix,
         explains=0.9,
     )
 

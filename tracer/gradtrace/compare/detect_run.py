@@ -35,6 +35,29 @@ def training_modes(run: RunData) -> dict[str, dict[bool, int]]:
     return out
 
 
+# Keras 3's train_step passes training=True only to a model whose call() takes a `training`
+# argument (keras/src/backend/tensorflow/trainer.py TensorFlowTrainer.train_step,
+# ``self._call_has_training_arg``); the layers inside a model called without it get None.
+FIT_WITHOUT_TRAINING = ("fit(), which called the model without `training` (no layer got `training=True`): "
+                        "Keras 3 passes it only to a model whose `call` accepts a `training` argument.")
+FIT_WITHOUT_TRAINING_FIX = ("Give the subclassed model's `call` a `training=None` argument and pass it on to its "
+                            "layers (`def call(self, x, training=None): ... self.dropout(h, training=training)`), "
+                            "so that fit() runs them in training mode.")
+
+
+def fit_called_without_training(run: RunData, layers: set[str]) -> bool:
+    """Keras 3 fit() called the model without `training`: these layers ran in inference mode at
+    every fit() step (their flag unset, or their own default), and no layer ever got True there."""
+    calls = run.fit_calls()
+    if not calls or not layers or run.meta.get("keras_flavour") != "keras3":
+        return False
+    start = min(int(c.get("first_step") or 0) for c in calls)
+    flags = [(layer, flag) for modes, first, _count in run.modes if first >= start
+             for layer, flag in (modes or {}).items()]
+    return (any(layer in layers for layer, _ in flags)
+            and not any(flag for _, flag in flags))
+
+
 def _holds_layers(run: RunData, layer: str) -> bool:
     """The layer is a model holding other layers: variables of other layers sit under its name
     (``model/dense/kernel``), or its config lists layers (Sequential, Functional)."""
@@ -652,12 +675,14 @@ def single_run_findings(run: RunData) -> list[Finding]:
             layers=list(same), steps=[min(same.values())], evidence={"layers_inference_same_in_both_modes": list(same)},
             explains=0.0))
     if infer:
+        by_fit = fit_called_without_training(run, set(infer))
         out.append(Finding(
             "training_mode_mismatch", severity="warning",
             summary=f"{len(infer)} training-dependent layer(s) ran in inference mode during every "
-            f"optimizer step: {', '.join(list(infer)[:6])}.",
+            f"optimizer step: {', '.join(list(infer)[:6])}." + (f" The run is {FIT_WITHOUT_TRAINING}" if by_fit else ""),
             layers=list(infer), steps=[min(infer.values())],
-            evidence={"layers_inference": list(infer)}, explains=0.6))
+            evidence={"layers_inference": list(infer), **({"fit_without_training": True} if by_fit else {})},
+            fix=FIT_WITHOUT_TRAINING_FIX if by_fit else None, explains=0.6))
     resets = iteration_resets(run, sets.update_steps)
     if resets:
         out.append(Finding(
