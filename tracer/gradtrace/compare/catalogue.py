@@ -55,7 +55,10 @@ _KINDS = [
         "updates agree at every aligned step with no state frozen show that the layer computes the same "
         "in both modes at its settings (a recurrent layer without dropout): then it is context. So is a "
         "layer whose recorded arguments make the mode irrelevant in both runs (every dropout rate 0, no "
-        "state of its own: MultiHeadAttention or a GRU without dropout), whatever the steps do.",
+        "state of its own: MultiHeadAttention or a GRU without dropout), whatever the steps do. When the "
+        "inference run is a Keras 3 fit() in which no layer got `training=True`, the model's `call` takes no "
+        "`training` argument (fit() passes it only to one that does): the finding says so and the fix is "
+        "the model's signature.",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
         "`training` through to every sub-layer of a subclassed model's `call`.",
         rank=5,
@@ -71,7 +74,10 @@ _KINDS = [
         "make it context: `from_logits=True` on a softmax/sigmoid output in Keras 3, which reads the logits under the activation anyway, is "
         "named with the run to change. Losses whose values differ while every gradient and update "
         "agrees at every compared step differ by a term the weights do not change (KL divergence against "
-        "cross-entropy: the targets' entropy): context too.",
+        "cross-entropy: the targets' entropy): context too. The sparse and the categorical "
+        "cross-entropy, each on its own label encoding (integer labels, one-hot rows of the predictions' "
+        "shape; no label smoothing, no ignored class), are one loss: context, even where the steps "
+        "cannot be compared.",
         "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
         "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
         rank=6,
@@ -271,7 +277,10 @@ _KINDS = [
         "a mean over the last axis as Keras `mse` does; batch size: sum vs mean, or a per-sample "
         "loss vector handed to `tape.gradient`; the valid fraction of a mask; batch/sum(weights)). "
         "The same factor at every aligned step with equal updates (a summed loss with the learning "
-        "rate divided by the batch size) is the same training: context.",
+        "rate divided by the batch size) is the same training: context. Beneath another training mode "
+        "or layer setting, which leaves step 0 with no exact factor, a warning: the step-0 loss ratio "
+        "and every gradient-norm ratio cluster around one value (spread below 0.15 in log) that matches "
+        "such a count.",
         "Reduce the loss the same way in both runs (see the factor it matched).",
         rank=22,
     ),
