@@ -225,7 +225,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if masked is not None and not any(f.kind in ("loss_scale", "gradient_scale") for f in findings):
             # Step 0's numbers went to that cause: a reduction that differs as well shows only as
             # a factor every ratio shares beneath it.
-            beneath = ds.scale_beneath(a, b, al, masked.kind.replace("_mismatch", "").replace("_", " "))
+            beneath = ds.scale_beneath(a, b, al, {"training_mode_mismatch": "training mode"}.get(
+                masked.kind, "layer settings"))
             if beneath is not None:
                 findings.append(beneath)
         same = ds.same_updates(a, b, al)
