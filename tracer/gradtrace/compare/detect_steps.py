@@ -909,7 +909,6 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
         return None
     rows_a, rows_b = al.ia[:n], al.ib[:n]
     steps_all = a.step[rows_a]
-    tol = al.noise.tol(steps_all - steps_all[0])
 
     def both_nan_zero(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(x) & np.isnan(y), 0.0, rel(x, y))
@@ -920,9 +919,21 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
     both_stats = a.stats[rows_a] & b.stats[rows_b]
     dn = np.where(both_stats, both_nan_zero(a.grad_norm[rows_a], b.grad_norm[rows_b]), 0.0)
     d = np.maximum(dl, dn)
+    # The tolerance grows with the steps over which rounding differences accumulate. Runs that
+    # agree bit for bit from the start (the same losses on the same weights) have accumulated
+    # none: the steps after the last identical one are counted from there, so runs that part
+    # at step 60 after sixty identical steps are held to a step-1 tolerance, not to sixty
+    # steps of drift they never had.
+    parted = np.flatnonzero(d != 0)
+    first = int(parted[0]) if parted.size else 0
+    base = steps_all[first - 1] if first > 0 else steps_all[0]
+    tol = al.noise.tol(np.maximum(steps_all - base, 0))
     prev = np.concatenate([[0.0], d[:-1]])
-    # Over the tolerance, and either at the first step or abruptly (not a smooth drift).
-    abrupt = (d > JUMP * np.maximum(prev, tol)) | (np.arange(n) == 0)
+    # Over the tolerance, and either at the first step that differs at all or abruptly (not a
+    # smooth drift). Drift is noise amplified by training; after identical steps there is no
+    # noise to amplify, so the first difference beyond the tolerance is a departure however
+    # smoothly it then grows (weights decayed by hand from some step on).
+    abrupt = (d > JUMP * np.maximum(prev, tol)) | (np.arange(n) == first)
     drift = np.flatnonzero(d > tol)
     over = np.flatnonzero((d > tol) & abrupt)
     if drift.size and (not over.size or drift[0] < over[0]):

@@ -10,7 +10,10 @@ previous steps' noise and adds its own: the tolerance grows like a random walk,
 with the square root of the step. Training dynamics can amplify that noise
 further, but smoothly; a step where the difference jumps by more than ``JUMP``
 times over the previous aligned step is a departure, a slow drift past the
-tolerance is reported as amplified noise, not as a cause.
+tolerance is reported as amplified noise, not as a cause. Runs that agree bit for bit
+from the start have accumulated no noise: the departure search counts the steps from
+the last identical one (a run that parts at step 61 after sixty identical steps is held
+to a step-1 tolerance, not to sixty steps of a drift it never had).
 
 ``MARGIN`` and ``GROWTH`` are checked by measurement (``python bench/bench_compare.py
 --noise`` trains the equivalent case pairs of ``tests/cases`` and prints the
