@@ -43,6 +43,44 @@ def _ce() -> Any:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def _fit(url: str, name: str, freeze: int | None = None, unfreeze: int | None = None,
+         frozen: int | None = None) -> None:
+    """Two fit() calls of one epoch each, compiled again in between: layer ``freeze`` is frozen
+    before the second, layer ``unfreeze`` is frozen for the first and unfrozen for the second,
+    layer ``frozen`` is frozen for both. The optimizer is kept, except where a layer is unfrozen
+    (Keras 3's optimizer steps only the variables it was built with)."""
+    x, y = _data()
+    model = _model()
+    for i in (unfreeze, frozen):
+        if i is not None:
+            model.layers[i].trainable = False
+    opt = keras.optimizers.SGD(0.05)
+    model.compile(opt, _ce())
+    with gradtrace.trace(run=name, project=PROJECT, store=url):
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        if freeze is not None:
+            model.layers[freeze].trainable = False
+        if unfreeze is not None:
+            model.layers[unfreeze].trainable = True
+        if unfreeze is not None:
+            opt = keras.optimizers.SGD(0.05)
+        model.compile(opt, _ce())
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def _fit_one_hot(url: str, name: str, smoothing: float) -> None:
+    """Two fit() calls on one-hot labels; the second compiled with ``label_smoothing``."""
+    x, y = _data()
+    y1 = np.eye(10, dtype="float32")[y]
+    model = _model()
+    opt = keras.optimizers.SGD(0.05)
+    model.compile(opt, keras.losses.CategoricalCrossentropy(from_logits=True))
+    with gradtrace.trace(run=name, project=PROJECT, store=url):
+        model.fit(x, y1, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        model.compile(opt, keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing))
+        model.fit(x, y1, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
 def _fit_adam(url: str) -> None:
     x, y = _data()
     model = _model()
@@ -83,6 +121,12 @@ def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False) -> No
 def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     assert EPOCH > HEAD  # what happens in the second epoch is past the rows read up front
     u = f"sqlite:///{tmp_path_factory.mktemp('long') / 'long.db'}"
+    _fit(u, "fit")
+    _fit(u, "fit-bn-frozen-epoch-2", freeze=1)
+    _fit(u, "fit-dense-frozen", frozen=0)
+    _fit(u, "fit-dense-unfrozen-epoch-2", unfreeze=0)
+    _fit_one_hot(u, "fit-one-hot", 0.0)
+    _fit_one_hot(u, "fit-one-hot-smoothed-epoch-2", 0.1)
     _fit_adam(u)
     _loop_adam(u, "loop-adam")
     _loop_adam(u, "loop-adam-function", jit=True)
@@ -98,6 +142,39 @@ def _compare(url: str, a: str, b: str) -> Any:
         store.close()
 
 
+def test_a_layer_frozen_after_the_first_steps_read_is_named_with_its_step(url: str) -> None:
+    # The other run's gradients from step 70 on are not among the per-variable rows read up
+    # front: that it keeps training the layer is read from the whole run's summary.
+    r = _compare(url, "fit", "fit-bn-frozen-epoch-2")
+    text = render_text(r, verbose=True)
+    assert r.verdict == "diverged", text
+    top = r.findings[0]
+    assert top.kind == "trainable_mismatch", text
+    assert top.evidence["stopped_in"] == "b" and top.evidence["step"] == EPOCH, text
+    assert sorted(v.rsplit("/", 1)[-1] for v in top.variables) == ["beta", "gamma"], text
+
+
+def test_a_layer_unfrozen_in_one_run_only_is_named_with_its_step(url: str) -> None:
+    r = _compare(url, "fit-dense-frozen", "fit-dense-unfrozen-epoch-2")
+    text = render_text(r, verbose=True)
+    assert r.verdict == "diverged", text
+    top = r.findings[0]
+    assert top.kind == "trainable_mismatch", text
+    assert top.evidence["unfrozen_in"] == "b" and top.evidence["step"] == top.steps[0] == EPOCH, text
+    assert len(top.variables) == 2 and all("dense" in v for v in top.variables), text
+
+
+def test_a_loss_compiled_again_with_other_arguments_is_named_with_its_step(url: str) -> None:
+    # The loss details of each step are read for the first steps only: the loss the second fit()
+    # call compiled is read from the run's fit() calls.
+    r = _compare(url, "fit-one-hot", "fit-one-hot-smoothed-epoch-2")
+    text = render_text(r, verbose=True)
+    assert r.verdict == "diverged", text
+    top = r.findings[0]
+    assert top.kind == "loss_mismatch" and top.steps == [EPOCH], text
+    assert top.evidence["differences (a, b)"] == {"label_smoothing": (0.0, 0.1)}, text
+
+
 def test_a_departure_after_many_identical_steps_is_found_where_it_happens(url: str) -> None:
     # Bit-identical for 70 steps, then one run decays its weights by hand: the loss parts by
     # ~7e-4 at step 71 and keeps growing smoothly (to ~10 % at the end). A drift is noise that
@@ -110,14 +187,15 @@ def test_a_departure_after_many_identical_steps_is_found_where_it_happens(url: s
 
 
 def test_the_same_training_over_two_epochs_stays_equivalent(url: str) -> None:
-    for a, b in (("fit-adam", "loop-adam"), ("loop-adam", "loop-adam-function")):
+    for a, b in (("fit-adam", "loop-adam"), ("loop-adam", "loop-adam-function"), ("fit-one-hot", "fit")):
         r = _compare(url, a, b)
         text = render_text(r, verbose=True)
         assert r.verdict == "equivalent", text
         assert not [f for f in r.findings if f.severity != "info"], text
     store = open_store(url)
     try:
-        for name in ("fit-adam", "loop-adam", "loop-adam-decayed-from-epoch-2"):
+        for name in ("fit", "fit-bn-frozen-epoch-2", "fit-dense-unfrozen-epoch-2", "fit-one-hot-smoothed-epoch-2",
+                     "fit-adam", "loop-adam", "loop-adam-decayed-from-epoch-2"):
             rep = check_run(store, name, project=PROJECT)
             assert rep.verdict == "equivalent", (name, render_text(rep, verbose=True))
     finally:

@@ -70,7 +70,9 @@ _KINDS = [
         "loss object counts as much as compile()'s; a multi-output step's losses are compared "
         "output by output), or one run calls it with its arguments swapped (`loss(y_pred, y_true)`, "
         "PyTorch's order: the model's output reached it as `y_true`; `gradtrace check` reports that of a "
-        "single run, for losses not symmetric in their arguments). Losses that agree step by step "
+        "single run, for losses not symmetric in their arguments); or the first steps call the same "
+        "loss and a later fit() call is compiled with another one (read from the run's fit() calls, "
+        "named with the step it starts at). Losses that agree step by step "
         "make it context: `from_logits=True` on a softmax/sigmoid output in Keras 3, which reads the logits under the activation anyway, is "
         "named with the run to change. Losses whose values differ while every gradient and update "
         "agrees at every compared step differ by a term the weights do not change (KL divergence against "
@@ -150,7 +152,9 @@ _KINDS = [
         "other: a layer or sub-model set `trainable=False` in one script only; or one run stops "
         "giving them gradients from step k on while the other keeps training them (a layer frozen "
         "between two fit() calls in one run only, or in both with one fit() keeping the train "
-        "function it built before the freeze: no compile() after it).",
+        "function it built before the freeze: no compile() after it); or, frozen in both at first, "
+        "one run unfreezes them at a later fit() call (fine-tuning) and the other does not, or at "
+        "another step.",
         "Freeze the same layers in both runs, and set `layer.trainable` before `compile()` (fit() "
         "reads it when it builds its train function; a tape loop reads `model.trainable_variables` "
         "when it is called); after changing it part way through, call `compile()` again.",

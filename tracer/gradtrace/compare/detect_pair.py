@@ -217,15 +217,28 @@ def _stops_at(run: RunData, v: int) -> int | None:
     return int(run.var_rows[after[0]])
 
 
+def _vsum_col(run: RunData, v: int) -> int | None:
+    hit = np.flatnonzero(np.asarray(run.var_index) == v)
+    n = run.vsum.get("n_nograd")
+    return int(hit[0]) if hit.size and n is not None and hit[0] < len(n) else None
+
+
 def _has_gradient_from(run: RunData, v: int, step: int) -> bool:
     """Every recorded step from ``step`` on gave the variable a gradient (at least one recorded)."""
     col = {int(x): j for j, x in enumerate(run.var_index)}
-    if v not in col or run.grad.size == 0:
+    if v in col and run.grad.size:
+        rows = np.flatnonzero(np.asarray(run.var_rows) >= step)
+        g = run.grad[rows, col[v]]
+        g = g[np.isfinite(g)]
+        if g.size:
+            return bool((g == 1).all())
+    # No per-variable row read from ``step`` on (they are read for the first steps only, and a
+    # step without statistics lists only the variables that got no gradient): the summary over
+    # the whole run says whether any step left the variable without one.
+    j = _vsum_col(run, v)
+    if j is None or not run.n_steps or int(run.step[-1]) < step:
         return False
-    rows = np.flatnonzero(np.asarray(run.var_rows) >= step)
-    g = run.grad[rows, col[v]]
-    g = g[np.isfinite(g)]
-    return bool(g.size) and bool((g == 1).all())
+    return bool(run.vsum["n_nograd"][j] == 0)
 
 
 def _starts_at_or_after(run: RunData, step: int) -> bool:
@@ -302,6 +315,7 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     partial: list[dict[str, Any]] = []  # a gradient at some steps only, in one run
     notapp: list[dict[str, Any]] = []
     frozen: list[dict[str, Any]] = []
+    unfrozen: list[dict[str, Any]] = []  # frozen in both at first, unfrozen in one run (first)
     for va, vb in al.var_pairs:
         ta, tb = a.var_info(va).get("trainable") is not False, b.var_info(vb).get("trainable") is not False
         if ta != tb:  # frozen in one run only: its own finding, not a missing gradient
@@ -310,6 +324,15 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                            "frozen_in": "b" if ta else "a", "unfrozen_at": _changed_at(run, v, "trainable")})
             continue
         if not ta:
+            # Frozen in both at first: one run may unfreeze them at a later fit() call (fine-tuning)
+            # where the other does not, or at another step.
+            ka, kb = _changed_at(a, va, "trainable"), _changed_at(b, vb, "trainable")
+            if ka != kb:
+                side = "a" if kb is None or (ka is not None and ka < kb) else "b"
+                run, v = (a, va) if side == "a" else (b, vb)
+                unfrozen.append({"variable": run.var_name(v), "layer": run.var_info(v).get("layer"),
+                                 "unfrozen_in": side, "step": ka if side == "a" else kb,
+                                 "other_step": kb if side == "a" else ka})
             continue
         ina, inb = va in ng_a, vb in ng_b
         if ina != inb:
@@ -345,6 +368,27 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             + (f": layer(s) {', '.join(layers[:6])}." if layers else f": {frozen[0]['variable']}.")
             + unfrozen,
             layers=layers, variables=[f["variable"] for f in frozen], evidence={"variables": frozen},
+            explains=0.9))
+    if unfrozen and not frozen:
+        side = unfrozen[0]["unfrozen_in"]
+        rows = [u for u in unfrozen if u["unfrozen_in"] == side]
+        k = min(int(u["step"]) for u in rows)
+        run = a if side == "a" else b
+        oside = "b" if side == "a" else "a"
+        later = sorted({int(u["other_step"]) for u in rows if u["other_step"] is not None})
+        layers = sorted({str(u["layer"]) for u in rows if u["layer"]})
+        said = f"layer(s) {', '.join(layers[:6])}" if layers else ", ".join(u["variable"] for u in rows[:4])
+        other = (f"while run {oside} trains them only from step {later[0]}" if later
+                 else f"while run {oside} keeps them frozen to its end")
+        out.append(Finding(
+            "trainable_mismatch",
+            f"run {side} ('{run.name}') unfreezes {said} from step {k} (`trainable = True` before a later fit() "
+            f"call): {len(rows)} variable(s) frozen in both runs at first are trained in run {side} from step {k}, "
+            f"{other}.",
+            steps=[k], layers=layers, variables=[u["variable"] for u in rows],
+            evidence={"unfrozen_in": side, "step": k, "variables": rows},
+            fix=("Unfreeze the same layers at the same step in both runs, and call `model.compile(...)` again after "
+                 "changing `trainable` (fit() reads it when it builds its train function)."),
             explains=0.9))
     stopped = _frozen_part_way(a, b, al, ng_a, ng_b)
     if stopped is not None:
@@ -726,7 +770,7 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
                 where = f" (loss {i + 1} of {len(pairs)}, on predictions of shape {pa.get('y_pred_shape')})"
             break
     else:
-        return None
+        return _later_loss_mismatch(a, b)
 
     def desc(info: dict[str, Any]) -> str:
         shown = {k: v for k, v in (info.get("args") or {}).items() if k in diffs}
@@ -771,6 +815,66 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
         f"the runs' steps compute different losses{where}: run a calls {desc(ia)}, run b {desc(ib)}.{said}",
         evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls")},
         fix=fix, explains=1.0)
+
+
+def _losses_in_effect(run: RunData) -> list[tuple[int, dict[str, Any]]]:
+    """(first step, loss) of each stretch of steps with its own Keras loss: a fit() call's compiled
+    loss from the step the call started at (compile() again between two fit() calls), else the loss
+    the run's first recorded step called. The loss details are read per step for the first steps
+    only; a fit() call's loss counts when the call that starts the run compiled the loss its first
+    step called (a train_step computing another loss does not)."""
+    first = _first_loss_info(run)
+    if not first:
+        return []
+    calls = []
+    for call in run.fit_calls():
+        loss, step = call.get("loss"), call.get("first_step")
+        if isinstance(loss, dict) and isinstance(step, int):
+            calls.append((step, {"cls": loss.get("class"), "from_logits": loss.get("from_logits"),
+                                 "args": loss.get("args") or {}}))
+    start = min(run.loss_info)
+    if (len(calls) < 2 or calls[0][0] > start or any(s <= start for s, _ in calls[1:])
+            or _loss_differences(calls[0][1], first)):
+        return [(start, first)]
+    return calls
+
+
+def _loss_desc(info: dict[str, Any], diffs: dict[str, Any]) -> str:
+    shown = {k: v for k, v in (info.get("args") or {}).items() if k in diffs}
+    if "from_logits" in diffs:
+        shown = {"from_logits": info.get("from_logits"), **shown}
+    return f"{info.get('cls') or 'a loss'}" + (
+        "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
+
+
+def _later_loss_mismatch(a: RunData, b: RunData) -> Finding | None:
+    """The runs' first steps call the same loss, and from a later step (a fit() call compiled with
+    another loss, label smoothing for fine-tuning) they do not."""
+    ea, eb = _losses_in_effect(a), _losses_in_effect(b)
+    if len(ea) < 2 and len(eb) < 2:
+        return None
+    last = min(int(a.step[-1]), int(b.step[-1])) if a.n_steps and b.n_steps else -1
+
+    def at(effect: list[tuple[int, dict[str, Any]]], step: int) -> dict[str, Any]:
+        return next(loss for s, loss in reversed(effect) if s <= step) if effect[0][0] <= step else effect[0][1]
+
+    for step in sorted({s for s, _ in ea[1:] + eb[1:] if s <= last}):
+        la, lb = at(ea, step), at(eb, step)
+        diffs = _loss_differences(la, lb)
+        if not diffs:
+            continue
+        changed = [side for side, e in zip(AB, (ea, eb), strict=True) if any(s == step for s, _ in e[1:])]
+        return Finding(
+            "loss_mismatch",
+            f"the runs' steps compute the same loss up to step {step - 1} and different losses from step {step} "
+            f"on: run a {_loss_desc(la, diffs)}, run b {_loss_desc(lb, diffs)} (run {' and '.join(changed)} compiled another loss for the "
+            "fit() call that starts there).",
+            steps=[step],
+            evidence={"differences (a, b)": diffs, "from_step": step, "loss_a": la.get("cls"), "loss_b": lb.get("cls")},
+            fix=("Compile the same loss for the same steps in both runs: " + "; ".join(
+                f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items()) + f" from step {step}."),
+            explains=1.0)
+    return None
 
 
 def _encoding_counterparts(ia: dict[str, Any], ib: dict[str, Any]) -> str | None:
