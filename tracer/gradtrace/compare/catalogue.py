@@ -326,7 +326,8 @@ _KINDS = [
     Kind(
         "optimizer_mismatch", "error", False,
         "Optimizer class, hyperparameters, schedule or clipping differ; or an optimizer was "
-        "re-created during training (its state and iteration counter reset). `gradient_accumulation_steps=n` "
+        "re-created during training (its state and iteration counter reset; both runs starting a new "
+        "optimizer at the same step, as for a second fit() call, is no difference). `gradient_accumulation_steps=n` "
         "in one run only is compared update by update (its every n-th micro-batch step against the other "
         "run's steps, or its n micro-batches against one batch n times larger): equal updates make it "
         "context, a loop applying n times the update is told to divide the accumulated sum by n. Only the "

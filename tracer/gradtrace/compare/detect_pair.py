@@ -667,8 +667,12 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             fix=lr_fix or _accumulation_fix(diffs) or (
                 f"Configure both optimizers the same ({settings})." if settings else
                 "Give both runs the same learning rate at every step (value, schedule, callbacks).")))
-    for side, run in zip(AB, (a, b), strict=False):
-        resets = dr.iteration_resets(run, dr.var_sets(run).update_steps)
+    for side, run, other in ((AB[0], a, b), (AB[1], b, a)):
+        # A counter that starts over at the same step in the other run too (both scripts build a
+        # new optimizer for a second fit() call, one of them to train layers it unfroze) is not
+        # a difference between the runs.
+        both = _fresh_counter_steps(other)
+        resets = [s for s in dr.iteration_resets(run, dr.var_sets(run).update_steps) if s not in both]
         if resets:
             out.append(Finding(
                 "optimizer_mismatch",
@@ -682,6 +686,17 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     if warm is not None:
         out.append(warm)
     return out
+
+
+def _fresh_counter_steps(run: RunData) -> set[int]:
+    """Steps after the first at which the run's optimizer counter reads 1 again after more: a
+    new optimizer took its first step there."""
+    it = run.iterations
+    if it.size < 2:
+        return set()
+    prev = np.concatenate([[np.nan], it[:-1]])
+    fresh = np.isfinite(it) & np.isfinite(prev) & (it <= 1) & (prev > 1)
+    return {int(s) for s in run.step[fresh]}
 
 
 def _warm_optimizer(a: RunData, b: RunData) -> Finding | None:
