@@ -90,9 +90,10 @@ def _fit_adam(url: str) -> None:
         model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
 
 
-def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False) -> None:
-    """A tape loop; with ``decay`` the weights are decayed by hand after each step from the second
-    epoch on (decoupled weight decay after a warm-up epoch)."""
+def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False, twice: bool = False) -> None:
+    """A tape loop; from the second epoch on, with ``decay`` the weights are decayed by hand after
+    each step (decoupled weight decay after a warm-up epoch), with ``twice`` the step is called
+    again on each batch (to log its loss)."""
     x, y = _data()
     model = _model()
     ce = _ce()
@@ -114,6 +115,8 @@ def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False) -> No
         for epoch in range(2):
             for i in range(0, len(x), BATCH):
                 run(x[i:i + BATCH], y[i:i + BATCH])
+                if twice and epoch:
+                    run(x[i:i + BATCH], y[i:i + BATCH])
                 if decay and epoch:
                     decayed()
 
@@ -132,6 +135,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     _loop_adam(u, "loop-adam")
     _loop_adam(u, "loop-adam-function", jit=True)
     _loop_adam(u, "loop-adam-decayed-from-epoch-2", decay=1e-3, jit=True)
+    _loop_adam(u, "loop-adam-twice-from-epoch-2", jit=True, twice=True)
     return u
 
 
@@ -189,6 +193,22 @@ def test_a_departure_after_many_identical_steps_is_found_where_it_happens(url: s
     assert r.findings[0].kind == "divergence" and r.findings[0].evidence["step"] == EPOCH + 1, text
 
 
+def test_a_step_repeated_on_every_batch_from_the_second_epoch_is_named(url: str) -> None:
+    # Batches stepped once for a whole epoch, then twice each: the repetition starts part way.
+    r = _compare(url, "loop-adam-function", "loop-adam-twice-from-epoch-2")
+    text = render_text(r, verbose=True)
+    assert r.verdict == "diverged", text
+    top = r.findings[0]
+    assert top.kind == "repeated_step" and top.evidence["run"] == "b", text
+    assert top.evidence["per_batch"] == 2 and top.steps == [EPOCH + 1], text
+    store = open_store(url)
+    try:
+        rep = check_run(store, "loop-adam-twice-from-epoch-2", project=PROJECT)
+    finally:
+        store.close()
+    assert [f.kind for f in rep.findings] == ["repeated_step"], render_text(rep, verbose=True)
+
+
 def test_the_same_training_over_two_epochs_stays_equivalent(url: str) -> None:
     for a, b in (("fit-adam", "loop-adam"), ("loop-adam", "loop-adam-function"), ("fit-one-hot", "fit")):
         r = _compare(url, a, b)
@@ -198,7 +218,7 @@ def test_the_same_training_over_two_epochs_stays_equivalent(url: str) -> None:
     store = open_store(url)
     try:
         for name in ("fit", "fit-bn-frozen-epoch-2", "fit-dense-unfrozen-epoch-2", "fit-one-hot-smoothed-epoch-2",
-                     "fit-adam", "loop-adam", "loop-adam-decayed-from-epoch-2"):
+                     "fit-adam", "loop-adam", "loop-adam-function", "loop-adam-decayed-from-epoch-2"):
             rep = check_run(store, name, project=PROJECT)
             assert rep.verdict == "equivalent", (name, render_text(rep, verbose=True))
     finally:

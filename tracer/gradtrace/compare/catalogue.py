@@ -106,7 +106,8 @@ _KINDS = [
     ),
     Kind(
         "repeated_step", "error", False,
-        "The optimizer steps more than once on every batch: consecutive steps of the same optimizer on "
+        "The optimizer steps more than once on every batch (from some batch on: a loop may start calling "
+        "its step again part way, after an epoch of single steps): consecutive steps of the same optimizer on "
         "the same input and label fingerprints (a train step called again, e.g. to log its loss), or a "
         "step without a batch of its own carrying the previous step's loss (`apply_gradients` called "
         "twice on the same gradients). In a comparison, one run steps k times per batch and the other "

@@ -232,7 +232,7 @@ def describe_map(m: dict[str, Any]) -> dict[str, str]:
 
 
 def repeated_steps(run: RunData) -> dict[str, Any] | None:
-    """The optimizer steps ``k > 1`` times on every batch.
+    """The optimizer steps ``k > 1`` times on every batch (from some batch on).
 
     Consecutive steps belong to one batch when the later one has the same input (and
     label) fingerprints, or records no batch of its own and carries exactly the
@@ -240,8 +240,9 @@ def repeated_steps(run: RunData) -> dict[str, Any] | None:
     again). They count only when the same optimizer stepped again (its iteration
     counter advanced by one; several optimizers taking turns on one batch, a GAN's,
     interleave their counters). Returns the pattern when at least two batches were
-    each stepped the same ``k > 1`` times and no batch was stepped once, else None:
-    full-batch training (one batch, every step) is not a repetition.
+    each stepped the same ``k > 1`` times and no batch after the first of them was
+    stepped once (batches before it may have been: the repeats start part way), else
+    None: full-batch training (one batch, every step) is not a repetition.
     """
     from gradtrace.compare.align import fingerprints_equal
 
@@ -272,6 +273,10 @@ def repeated_steps(run: RunData) -> dict[str, Any] | None:
     starts = np.flatnonzero(~same)
     sizes = np.diff(np.append(starts, S))
     full = sizes[:-1] if sizes.size > 1 else sizes
+    # From the first batch stepped more than once on: a loop may start stepping again part way
+    # (from its second epoch, when a logging call is switched on), after batches stepped once.
+    multi = np.flatnonzero(full > 1)
+    full = full[int(multi[0]):] if multi.size else full
     if full.size < 2 or full.min() < 2:
         return None
     k = int(np.median(full))
