@@ -1,5 +1,6 @@
 """Two mistakes at once, as users make them: a tape loop that calls the model without
-``training=True`` (Dropout off) *and* sums the per-sample losses over the batch. The training
+``training=True`` (Dropout off) *and* sums the per-sample losses over the batch (or leaves
+``model.losses`` out, which each run's own loss measures). The training
 mode makes step 0 incomparable number by number, yet the factor every gradient shares is still
 visible beneath it and is reported beside the mode; a loop with the mode wrong alone gets no
 such claim. The same loss written for the other label encoding (integer labels with the sparse
@@ -28,23 +29,24 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
     return (x[:BATCH * STEPS] / 16).astype("float32"), y[:BATCH * STEPS].astype("int32")
 
 
-def _model():  # type: ignore[no-untyped-def]
+def _model(l2: float = 0.0):  # type: ignore[no-untyped-def]
     keras.utils.set_random_seed(21)
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+    reg = keras.regularizers.L2(l2) if l2 else None
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu", kernel_regularizer=reg),
                              keras.layers.Dropout(0.25), keras.layers.Dense(10)])
 
 
-def _fit(url: str) -> None:
+def _fit(url: str, name: str = "fit", l2: float = 0.0) -> None:
     x, y = _data()
-    model = _model()
+    model = _model(l2)
     model.compile(keras.optimizers.RMSprop(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with gradtrace.trace(run="fit", project="confounded", store=url):
+    with gradtrace.trace(run=name, project="confounded", store=url):
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
 
-def _loop(url: str, name: str, loss_of) -> None:  # type: ignore[no-untyped-def]
+def _loop(url: str, name: str, loss_of, l2: float = 0.0) -> None:  # type: ignore[no-untyped-def]
     x, y = _data()
-    model = _model()
+    model = _model(l2)
     opt = keras.optimizers.RMSprop(1e-3)
 
     @tf.function
@@ -69,13 +71,16 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     _loop(url, "summed", lambda y, logits: tf.reduce_sum(per_sample(y, logits)))
     _loop(url, "mean", mean)
     _loop(url, "onehot", lambda y, logits: onehot(tf.one_hot(y, 10), logits))
+    # a kernel regularizer that fit() adds and the loop leaves out, beside the training mode
+    _fit(url, "fit-l2", l2=1e-2)
+    _loop(url, "no-model-losses", mean, l2=1e-2)
     return url
 
 
-def _report(url: str, b: str):  # type: ignore[no-untyped-def]
+def _report(url: str, b: str, a: str = "fit"):  # type: ignore[no-untyped-def]
     store = open_store(url)
     try:
-        return compare(store, "fit", b, project="confounded")
+        return compare(store, a, b, project="confounded")
     finally:
         store.close()
 
@@ -107,3 +112,12 @@ def test_the_loss_for_the_other_label_encoding_is_not_a_cause(url: str) -> None:
     assert len(loss) == 1 and loss[0].severity == "info", text
     assert "label encoding" in loss[0].summary, text
     assert not any(f.kind in ("loss_scale", "gradient_scale") for f in report.findings), text
+
+
+def test_regularization_left_out_beneath_another_training_mode_is_reported(url: str) -> None:
+    report = _report(url, "no-model-losses", a="fit-l2")
+    text = render_text(report, verbose=True)
+    assert report.findings[0].kind == "training_mode_mismatch", text
+    reg = [f for f in report.findings if f.kind == "regularization_mismatch"]
+    assert len(reg) == 1 and reg[0].severity == "error", text
+    assert reg[0].evidence["count_a"] == 1 and reg[0].evidence["count_b"] == 0 and reg[0].evidence["run"] == "b", text

@@ -460,14 +460,15 @@ def data_loss(run: RunData, step: int) -> float:
     return float(m)
 
 
-def regularization_count(run: RunData) -> dict[str, Any] | None:
+def regularization_count(run: RunData, once_too: bool = False) -> dict[str, Any] | None:
     """How many times the loss handed to tape.gradient includes ``sum(model.losses)``.
 
     On steps where the model has regularization losses ``r`` and a Keras loss object
     recorded the data loss ``d``, ``(loss - d) / r`` is the count: 1 is right, 0 means
     they were left out, 2 that they were added twice. Reported only when every such step
-    of the first ones gives the same whole count other than 1, within the step's float
-    noise (a hand-written penalty on top gives no whole count and is left alone).
+    of the first ones gives the same whole count other than 1 (``once_too``: 1 as well),
+    within the step's float noise (a hand-written penalty on top gives no whole count and
+    is left alone).
     """
     from gradtrace.compare.noise import MARGIN, measure_noise
 
@@ -484,7 +485,7 @@ def regularization_count(run: RunData) -> dict[str, Any] | None:
     if len(counts) < 2:
         return None
     n = round(counts[0])
-    if n == 1 or n < 0 or any(abs(c - n) * r > tol * max(abs(loss), 1.0)
+    if (n == 1 and not once_too) or n < 0 or any(abs(c - n) * r > tol * max(abs(loss), 1.0)
                               for c, (_s, r, loss) in zip(counts, steps, strict=True)):
         return None
     steps = [st for st, _r, _l in steps]

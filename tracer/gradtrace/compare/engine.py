@@ -259,9 +259,12 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 f.severity = "info"
                 f.summary += (" The repeated steps explain it." if repeated else " The skipped batches explain it."
                               if skipped_b else " The validation split explains it.")
-    if first is None:
-        steps = [s for f in findings if f.severity == "error" for s in f.steps]
-        first = min(steps) if steps else None
+    findings += _regularization_counted_differently(findings, a, b)
+    # The first step where anything differs: a departure of the numbers, or an earlier step a
+    # cause names (a learning rate that differs from step k shows in the losses at k + 1).
+    steps = [s for f in findings if f.severity == "error" for s in f.steps]
+    if steps:
+        first = min(steps) if first is None else min(first, min(steps))
     if any(f.kind == "loss_scale" and str(f.evidence.get("matches") or "").startswith("batch/sum(sample weights)")
            for f in findings):
         # The factor is the batch's sum of sample weights: the other run weights its samples
@@ -764,6 +767,36 @@ def _decay_instead_of_penalty(findings: list[Finding], a: RunData, b: RunData, a
                f"layer regularizers (`kernel_regularizer=`) in both and no weight_decay on run {other}'s "
                "optimizer. They agree only for plain SGD, where weight_decay = 2 x the L2 factor "
                "(`keras.regularizers.L2(l)` adds l * sum(w**2)).")
+
+
+def _regularization_counted_differently(findings: list[Finding], a: RunData, b: RunData) -> list[Finding]:
+    """Each run's own count of ``sum(model.losses)`` in its loss (data loss plus n times the
+    regularization losses, measured within the run) where the two differ and nothing else
+    said so: what shows when another cause or other batches leave no step to compare."""
+    if any(f.kind == "regularization_mismatch" for f in findings):
+        return []
+    ca, cb = dr.regularization_count(a, once_too=True), dr.regularization_count(b, once_too=True)
+    if ca is None or cb is None or ca["count"] == cb["count"]:
+        return []
+
+    def said(n: int) -> str:
+        return "leaves them out" if n == 0 else "includes them once" if n == 1 else f"adds them {n} times"
+
+    off = "b" if ca["count"] == 1 else "a"
+    n_off = (cb if off == "b" else ca)["count"]
+    return [Finding(
+        "regularization_mismatch",
+        f"the models have regularization losses, and run a's loss handed to tape.gradient {said(ca['count'])} "
+        f"while run b's {said(cb['count'])}: each run's loss equals its Keras loss's data loss plus that many "
+        f"times sum(model.losses) (run a at {len(ca['steps'])} steps, run b at {len(cb['steps'])}), measured "
+        "within each run.",
+        steps=[min(ca["steps"][0], cb["steps"][0])],
+        evidence={"count_a": ca["count"], "count_b": cb["count"], "reg_loss_a": ca["reg_loss"],
+                  "reg_loss_b": cb["reg_loss"], "run": off},
+        fix=("Add `sum(model.losses)` to the loss inside the tape (fit() does it for you)." if n_off == 0 else
+             "Add the regularization losses once: fit() and `model.compute_loss()` already include "
+             "`model.losses`; remove the extra `sum(self.losses)`."),
+        explains=0.8)]
 
 
 def _regularizer_kinds_differ(findings: list[Finding]) -> list[Finding]:
