@@ -82,6 +82,32 @@ def _fit_one_hot(url: str, name: str, smoothing: float) -> None:
         model.fit(x, y1, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
 
+def _loop_one_hot_smoothed_from_epoch_2(url: str) -> None:
+    """What ``_fit_one_hot`` trains, as a tape loop that switches its loss to label smoothing
+    for the second epoch."""
+    x, y = _data()
+    y1 = np.eye(10, dtype="float32")[y]
+    model = _model()
+    opt = keras.optimizers.SGD(0.05)
+    plain = keras.losses.CategoricalCrossentropy(from_logits=True)
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+
+    def step(loss_fn: Any) -> Any:
+        @tf.function
+        def run(xb: Any, yb: Any) -> None:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return run
+
+    steps = (step(plain), step(smoothed))
+    with gradtrace.trace(run="loop-one-hot-smoothed-epoch-2", project=PROJECT, store=url):
+        for epoch in range(2):
+            for i in range(0, len(x), BATCH):
+                steps[epoch](x[i:i + BATCH], y1[i:i + BATCH])
+
+
 def _fit_adam(url: str) -> None:
     x, y = _data()
     model = _model()
@@ -131,6 +157,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     _fit(u, "fit-dense-unfrozen-epoch-2", unfreeze=0)
     _fit_one_hot(u, "fit-one-hot", 0.0)
     _fit_one_hot(u, "fit-one-hot-smoothed-epoch-2", 0.1)
+    _loop_one_hot_smoothed_from_epoch_2(u)
     _fit_adam(u)
     _loop_adam(u, "loop-adam")
     _loop_adam(u, "loop-adam-function", jit=True)
@@ -175,6 +202,13 @@ def test_a_loss_compiled_again_with_other_arguments_is_named_with_its_step(url: 
     # The loss details of each step are read for the first steps only: the loss the second fit()
     # call compiled is read from the run's fit() calls.
     r = _compare(url, "fit-one-hot", "fit-one-hot-smoothed-epoch-2")
+    text = render_text(r, verbose=True)
+    assert r.verdict == "diverged", text
+    top = r.findings[0]
+    assert top.kind == "loss_mismatch" and top.steps == [EPOCH], text
+    assert top.evidence["differences (a, b)"] == {"label_smoothing": (0.0, 0.1)}, text
+    # A loop that switches its own loss object: found in its later steps' loss details.
+    r = _compare(url, "fit-one-hot", "loop-one-hot-smoothed-epoch-2")
     text = render_text(r, verbose=True)
     assert r.verdict == "diverged", text
     top = r.findings[0]

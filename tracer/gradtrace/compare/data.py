@@ -73,6 +73,8 @@ class RunData:
     frozen: list[tuple[list[str], int, int]] = field(default_factory=list)  # layers that ran with trainable=False
     loss_info: dict[int, dict[str, Any]] = field(default_factory=dict)  # first HEAD steps
     loader: Callable[[int, int], dict[str, np.ndarray]] | None = None
+    # A later step's loss details (read one step at a time, on demand): None if not recorded.
+    loss_info_at: Callable[[int], dict[str, Any] | None] | None = None
     # (S,) bool: the step carries per-variable statistics. The tracer's cadence records
     # them on some steps only; elsewhere norms are "not recorded", not NaN data.
     stats: np.ndarray | None = None

@@ -850,8 +850,31 @@ def _losses_in_effect(run: RunData) -> list[tuple[int, dict[str, Any]]]:
     start = min(run.loss_info)
     if (len(calls) < 2 or calls[0][0] > start or any(s <= start for s, _ in calls[1:])
             or _loss_differences(calls[0][1], first)):
-        return [(start, first)]
+        return [(start, first)] + _later_loss(run, first)
     return calls
+
+
+def _later_loss(run: RunData, first: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The step from which a run's steps call another loss than its first step (a loop that
+    switches to label smoothing at some epoch), past the steps whose details were read: the
+    last step's loss details are read, and when they differ the step they start at is found by
+    bisection (one row per probe). [] when the last step calls the first step's loss."""
+    if run.loss_info_at is None or not run.n_steps:
+        return []
+    lo, hi = max(run.loss_info), int(run.step[-1])
+    if hi <= lo:
+        return []
+    last = run.loss_info_at(hi)
+    if not last or not _loss_differences(first, last):
+        return []
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        info = run.loss_info_at(mid)
+        if info and _loss_differences(first, info):
+            hi, last = mid, info
+        else:
+            lo = mid
+    return [(hi, last)]
 
 
 def _loss_desc(info: dict[str, Any], diffs: dict[str, Any]) -> str:
@@ -864,7 +887,7 @@ def _loss_desc(info: dict[str, Any], diffs: dict[str, Any]) -> str:
 
 def _later_loss_mismatch(a: RunData, b: RunData) -> Finding | None:
     """The runs' first steps call the same loss, and from a later step (a fit() call compiled with
-    another loss, label smoothing for fine-tuning) they do not."""
+    another loss, label smoothing for fine-tuning, or a loop switching its loss) they do not."""
     ea, eb = _losses_in_effect(a), _losses_in_effect(b)
     if len(ea) < 2 and len(eb) < 2:
         return None
@@ -878,15 +901,19 @@ def _later_loss_mismatch(a: RunData, b: RunData) -> Finding | None:
         diffs = _loss_differences(la, lb)
         if not diffs:
             continue
-        changed = [side for side, e in zip(AB, (ea, eb), strict=True) if any(s == step for s, _ in e[1:])]
+        changed = [(side, run) for side, e, run in zip(AB, (ea, eb), (a, b), strict=True)
+                   if any(s == step for s, _ in e[1:])]
+        how = "; ".join(
+            f"run {side} " + ("compiled it for the fit() call that starts there"
+                              if any(c.get("first_step") == step for c in run.fit_calls())
+                              else "calls it from there (the loop's own loss)") for side, run in changed)
         return Finding(
             "loss_mismatch",
             f"the runs' steps compute the same loss up to step {step - 1} and different losses from step {step} "
-            f"on: run a {_loss_desc(la, diffs)}, run b {_loss_desc(lb, diffs)} (run {' and '.join(changed)} compiled another loss for the "
-            "fit() call that starts there).",
+            f"on: run a {_loss_desc(la, diffs)}, run b {_loss_desc(lb, diffs)} ({how}).",
             steps=[step],
             evidence={"differences (a, b)": diffs, "from_step": step, "loss_a": la.get("cls"), "loss_b": lb.get("cls")},
-            fix=("Compile the same loss for the same steps in both runs: " + "; ".join(
+            fix=("Use the same loss for the same steps in both runs: " + "; ".join(
                 f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items()) + f" from step {step}."),
             explains=1.0)
     return None

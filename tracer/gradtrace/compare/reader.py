@@ -3,7 +3,8 @@
 Per-step columns of the ``steps`` table are read whole (a few floats per step);
 the big ``var_steps`` table is summarised per variable by the database
 (``GROUP BY v``) and read row by row only for the first ``HEAD`` steps and, on
-demand, for the window where two runs depart. JSON facts (training modes,
+demand, for the window where two runs depart; a later step's loss details are read one
+step at a time on demand (where a run changes its loss). JSON facts (training modes,
 shapes, broadcasts) are read as distinct values. A 10k-step run with 50
 variables never becomes Python lists of 500k rows.
 """
@@ -259,6 +260,11 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         with engine.connect() as c:
             return _var_rows(c, V, key, var_index, lo, hi)
 
+    def loss_info_at(step: int) -> dict[str, Any] | None:
+        with engine.connect() as c:
+            t = c.execute(select(cast(S.c.loss_info, Text)).where(S.c.run_id == key, S.c.step == step)).scalar()
+        return json.loads(t) if t and t != "null" else None
+
     spos = {int(r[0]): j for j, r in enumerate(state)}
     srow = {int(r[0]): i for i, r in enumerate(rows[:HEAD])}
     state_delta = np.full((len(rows), len(state)), np.nan)
@@ -289,5 +295,5 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         modes=[(m or {}, f, n) for m, f, n in modes], exec_modes=exec_modes, target_shapes=target_shapes,
         frozen=[(z or [], f, n) for z, f, n in facts["frozen"]],
         y_pred_shapes=y_pred_shapes, broadcasts=[(b or [], f, n) for b, f, n in broadcasts],
-        loss_info=loss_info, loader=loader, stats=stats, loss_known=loss_known, state_delta=state_delta,
+        loss_info=loss_info, loader=loader, loss_info_at=loss_info_at, stats=stats, loss_known=loss_known, state_delta=state_delta,
     )
