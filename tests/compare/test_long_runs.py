@@ -116,10 +116,11 @@ def _fit_adam(url: str) -> None:
         model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
 
 
-def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False, twice: bool = False) -> None:
+def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False, twice: bool = False,
+               weighted: bool = False) -> None:
     """A tape loop; from the second epoch on, with ``decay`` the weights are decayed by hand after
     each step (decoupled weight decay after a warm-up epoch), with ``twice`` the step is called
-    again on each batch (to log its loss)."""
+    again on each batch (to log its loss), with ``weighted`` the loss gets class weights."""
     x, y = _data()
     model = _model()
     ce = _ce()
@@ -136,11 +137,20 @@ def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False, twice
         for v in model.trainable_variables:
             v.assign(v * (1.0 - decay))
 
+    class_weights = tf.constant([1.0 + 0.1 * k for k in range(10)])
+
+    @tf.function
+    def weighted_step(xb: Any, yb: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True), sample_weight=tf.gather(class_weights, yb))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
     run = tf.function(step) if jit else step
     with gradtrace.trace(run=name, project=PROJECT, store=url):
         for epoch in range(2):
             for i in range(0, len(x), BATCH):
-                run(x[i:i + BATCH], y[i:i + BATCH])
+                (weighted_step if weighted and epoch else run)(x[i:i + BATCH], y[i:i + BATCH])
                 if twice and epoch:
                     run(x[i:i + BATCH], y[i:i + BATCH])
                 if decay and epoch:
@@ -163,6 +173,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     _loop_adam(u, "loop-adam-function", jit=True)
     _loop_adam(u, "loop-adam-decayed-from-epoch-2", decay=1e-3, jit=True)
     _loop_adam(u, "loop-adam-twice-from-epoch-2", jit=True, twice=True)
+    _loop_adam(u, "loop-adam-weighted-from-epoch-2", jit=True, weighted=True)
     return u
 
 
@@ -241,6 +252,14 @@ def test_a_step_repeated_on_every_batch_from_the_second_epoch_is_named(url: str)
     finally:
         store.close()
     assert [f.kind for f in rep.findings] == ["repeated_step"], render_text(rep, verbose=True)
+
+
+def test_sample_weights_from_the_second_epoch_in_one_run_are_named(url: str) -> None:
+    r = _compare(url, "loop-adam-function", "loop-adam-weighted-from-epoch-2")
+    text = render_text(r, verbose=True)
+    assert r.verdict == "diverged", text
+    top = r.findings[0]
+    assert top.kind == "sample_weighting" and top.evidence["b"] and not top.evidence["a"], text
 
 
 def test_the_same_training_over_two_epochs_stays_equivalent(url: str) -> None:

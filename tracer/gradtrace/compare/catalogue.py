@@ -268,7 +268,7 @@ _KINDS = [
     ),
     Kind(
         "sample_weighting", "error", False,
-        "Class or sample weights were used in one run only; or both runs give fit() weights and one run's "
+        "Class or sample weights were used in one run only (also a loop that weights its later steps only); or both runs give fit() weights and one run's "
         "steps call the Keras loss without them (a custom train_step that does not pass `sample_weight=` to "
         "`compute_loss`; read from the weight statistics the loss calls recorded); or both runs weight "
         "their samples and, on the same batches, the weights the Keras loss received sum differently "

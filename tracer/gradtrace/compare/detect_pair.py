@@ -1005,6 +1005,12 @@ def _weighted(run: RunData) -> dict[str, Any]:
         out["sample_weight"] = "from its (x, y, w) batches" if fit.get("sample_weight_from") == "data" else True
     if any(info.get("sample_weight") for info in run.loss_info.values()):
         out["loss_sample_weight"] = True
+    elif run.loss_info and run.loss_info_at is not None and run.n_steps and int(run.step[-1]) > max(run.loss_info):
+        # The loss details are read for the first steps only: a loop that weights its samples
+        # from some epoch on shows it in its last step's.
+        last = run.loss_info_at(int(run.step[-1]))
+        if last and last.get("sample_weight"):
+            out["loss_sample_weight"] = "in its later steps"
     return out
 
 
