@@ -678,11 +678,17 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["per_sample_losses_agree"] and f.evidence["weight_sums (step, a, b)"][0][0] == 0, text
         assert "tf.gather(weights, y)" in (f.fix or ""), text
-    if _id in ("amsgrad_one_run", "lion_beta_differs", "ema_one_run"):  # agreeing steps, a setting not acted yet
+    if _id in ("amsgrad_one_run", "ema_one_run"):  # agreeing steps, a setting not acted yet
         f = report.findings[0]
         assert f.severity == "warning" and report.first_divergent_step is None, text
-        assert {"amsgrad_one_run": "amsgrad", "lion_beta_differs": "beta_1",
-                "ema_one_run": "use_ema"}[_id] in f.evidence["not_acted_yet"], text
+        assert {"amsgrad_one_run": "amsgrad", "ema_one_run": "use_ema"}[_id] in f.evidence["not_acted_yet"], text
+    if _id == "lion_beta_differs":
+        # Lion's update is sign(beta_1 m + (1 - beta_1) g): equal at step 0 (m = 0), another sign where
+        # the step-1 gradient opposes the step-0 one, so the weights part after step 1 and the
+        # gradients at step 2; that departure is the setting's evidence
+        f = report.findings[0]
+        assert f.severity == "error" and f.evidence["differences (a, b)"] == {"beta_1": [0.9, 0.95]}, text
+        assert report.first_divergent_step == 2 and f.evidence["step_evidence"][0]["step"] == 2, text
     if _id == "dropout_layer_left_out":  # the other start said to follow from the extra random layer
         assert "Building Dropout '" in report.findings[0].summary and "draws a seed" in report.findings[0].summary, text
     if _id == "ema_one_run":
