@@ -117,10 +117,11 @@ def _fit_adam(url: str) -> None:
 
 
 def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False, twice: bool = False,
-               weighted: bool = False) -> None:
+               weighted: bool = False, inference: bool = False) -> None:
     """A tape loop; from the second epoch on, with ``decay`` the weights are decayed by hand after
     each step (decoupled weight decay after a warm-up epoch), with ``twice`` the step is called
-    again on each batch (to log its loss), with ``weighted`` the loss gets class weights."""
+    again on each batch (to log its loss), with ``weighted`` the loss gets class weights, with
+    ``inference`` the model is called with ``training=False`` inside the tape."""
     x, y = _data()
     model = _model()
     ce = _ce()
@@ -146,11 +147,19 @@ def _loop_adam(url: str, name: str, decay: float = 0.0, jit: bool = False, twice
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
 
+    @tf.function
+    def inference_step(xb: Any, yb: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=False))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
     run = tf.function(step) if jit else step
     with gradtrace.trace(run=name, project=PROJECT, store=url):
         for epoch in range(2):
             for i in range(0, len(x), BATCH):
-                (weighted_step if weighted and epoch else run)(x[i:i + BATCH], y[i:i + BATCH])
+                this = weighted_step if weighted else inference_step if inference else run
+                (this if epoch else run)(x[i:i + BATCH], y[i:i + BATCH])
                 if twice and epoch:
                     run(x[i:i + BATCH], y[i:i + BATCH])
                 if decay and epoch:
@@ -174,6 +183,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     _loop_adam(u, "loop-adam-decayed-from-epoch-2", decay=1e-3, jit=True)
     _loop_adam(u, "loop-adam-twice-from-epoch-2", jit=True, twice=True)
     _loop_adam(u, "loop-adam-weighted-from-epoch-2", jit=True, weighted=True)
+    _loop_adam(u, "loop-adam-inference-mode-from-epoch-2", jit=True, inference=True)
     return u
 
 
@@ -260,6 +270,15 @@ def test_sample_weights_from_the_second_epoch_in_one_run_are_named(url: str) -> 
     assert r.verdict == "diverged", text
     top = r.findings[0]
     assert top.kind == "sample_weighting" and top.evidence["b"] and not top.evidence["a"], text
+
+
+def test_a_layer_run_in_inference_mode_from_the_second_epoch_is_named_from_then(url: str) -> None:
+    r = _compare(url, "loop-adam-function", "loop-adam-inference-mode-from-epoch-2")
+    text = render_text(r, verbose=True)
+    assert r.verdict == "diverged", text
+    top = r.findings[0]
+    assert top.kind == "training_mode_mismatch" and top.steps == [EPOCH], text
+    assert r.first_divergent_step == EPOCH, text
 
 
 def test_the_same_training_over_two_epochs_stays_equivalent(url: str) -> None:

@@ -39,7 +39,9 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     for na, nb, cls in pairs:
         sa, sb = ma[na], mb[nb]
         if set(sa) != set(sb):
-            first = min(list(sa.values()) + list(sb.values()))
+            # From the first step of a mode one run only ran the layer in (an inference-mode call
+            # from some epoch on), not the first step of a mode both ran it in.
+            first = min([s for m, s in sa.items() if m not in sb] + [s for m, s in sb.items() if m not in sa])
             diffs.append({"layer_a": na, "layer_b": nb, "class": cls or na,
                           "training_a": sorted(sa), "training_b": sorted(sb), "first_step": first})
     if not diffs:
