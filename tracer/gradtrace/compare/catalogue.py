@@ -261,7 +261,9 @@ _KINDS = [
         "gradients of every unregularized variable agree) as the loss gap's remainder of the other run's "
         "`sum(model.losses)`. Regularizers of another class on paired layers (L1 against L2) are a "
         "layer_config_mismatch with this gap as evidence. `check` warns when a single run's loss holds "
-        "`sum(model.losses)` twice or not at all next to its Keras loss's data loss.",
+        "`sum(model.losses)` twice or not at all next to its Keras loss's data loss; `compare` reports "
+        "those per-run counts where they differ and no step could be compared (another training mode, "
+        "other batches).",
         "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you); once, and with the "
         "same factor in both runs.",
         rank=18,
