@@ -602,9 +602,8 @@ class Run:
                     if key not in self._trainable_keys:
                         self._trainable_keys.add(key)
                         self._trainable.append(v)
-                elif key not in self._state_keys and _fixed_shape(v):
-                    self._state_keys.add(key)
-                    self._state.append(StateVar(v, self._initial(v), idx, _is_rng_state(v)))
+                else:
+                    self._track_state(v, key, idx, self._initial)
         if layers and (not self.info.layers or _extends(layers, self.info.layers)):
             self.info.layers = list(layers)  # a lazy build may add sublayers after the known ones
             self.info.layer_configs = configs
@@ -662,6 +661,13 @@ class Run:
                       {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}]
         self.update_meta(weight_writes=writes)
 
+    def _track_state(self, v: Any, key: int, idx: int, initial: Callable[[Any], np.ndarray]) -> None:
+        """Measure ``v`` as non-trainable state from now on (once; not a variable without a
+        static shape, see :func:`_fixed_shape`), its changes counted from ``initial(v)``."""
+        if key not in self._state_keys and _fixed_shape(v):
+            self._state_keys.add(key)
+            self._state.append(StateVar(v, initial(v), idx, _is_rng_state(v)))
+
     def _retrack(self, now_on: list[int], now_off: list[int]) -> None:
         """Move variables between the trainable set and the tracked state after a change of
         trainability, before the train function built for the new flags traces its steps: an
@@ -684,9 +690,7 @@ class Run:
                 if key in self._trainable_keys:
                     self._trainable_keys.discard(key)
                     self._trainable = [t for t in self._trainable if id(tf_variable(t)) != key]
-                if key not in self._state_keys and _fixed_shape(v):
-                    self._state_keys.add(key)
-                    self._state.append(StateVar(v, _initial(v), i, _is_rng_state(v)))
+                self._track_state(v, key, i, _initial)
 
     def steps_so_far(self) -> int | None:
         """The step counter now: the number of the next step (None if unreadable)."""

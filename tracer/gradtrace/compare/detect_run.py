@@ -492,6 +492,19 @@ def regularization_count(run: RunData, once_too: bool = False) -> dict[str, Any]
     return {"count": int(n), "steps": steps, "ratios": counts[:8], "reg_loss": float(run.reg_loss[0])}
 
 
+def regularization_said(n: int) -> str:
+    """What a loss holding ``n`` x sum(model.losses) does with them."""
+    return ("leaves them out" if n == 0 else "includes them once" if n == 1 else "adds them twice" if n == 2
+            else f"adds them {n} times")
+
+
+def regularization_fix(n: int) -> str:
+    """The fix for a loss holding ``n`` (not 1) x sum(model.losses)."""
+    return ("Add `sum(model.losses)` to the loss inside the tape (fit() does it for you)." if n == 0 else
+            "Add the regularization losses once: fit() and `model.compute_loss()` already include "
+            "`model.losses`; remove the extra `sum(self.losses)`.")
+
+
 def first_loss_info(run: RunData) -> dict[str, Any] | None:
     """The loss details of the run's first step that recorded them."""
     return run.loss_info[min(run.loss_info)] if run.loss_info else None
@@ -702,17 +715,14 @@ def single_run_findings(run: RunData) -> list[Finding]:
     reg = regularization_count(run)
     if reg:
         n = reg["count"]
-        said = ("leaves them out" if n == 0 else "adds them twice" if n == 2 else f"adds them {n} times")
+        said = regularization_said(n)
         out.append(Finding(
             "regularization_mismatch", severity="warning",
             summary=f"the model has regularization losses (sum(model.losses) = {reg['reg_loss']:.6g}) and the "
             f"loss handed to tape.gradient {said}: it equals the Keras loss's data loss plus {n} x "
             f"sum(model.losses) at {len(reg['steps'])} steps.",
             steps=reg["steps"][:1], evidence=reg,
-            fix=("Add `sum(model.losses)` to the loss inside the tape (fit() does it for you)." if n == 0 else
-                 "Add the regularization losses once: fit() and `model.compute_loss()` already include "
-                 "`model.losses`; remove the extra `sum(self.losses)`."),
-            explains=0.9))
+            fix=regularization_fix(n), explains=0.9))
     repeated = repeated_step_finding(run)
     if repeated:
         out.append(repeated)

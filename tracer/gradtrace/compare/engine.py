@@ -779,9 +779,7 @@ def _regularization_counted_differently(findings: list[Finding], a: RunData, b: 
     if ca is None or cb is None or ca["count"] == cb["count"]:
         return []
 
-    def said(n: int) -> str:
-        return "leaves them out" if n == 0 else "includes them once" if n == 1 else f"adds them {n} times"
-
+    said = dr.regularization_said
     off = "b" if ca["count"] == 1 else "a"
     n_off = (cb if off == "b" else ca)["count"]
     return [Finding(
@@ -793,10 +791,7 @@ def _regularization_counted_differently(findings: list[Finding], a: RunData, b: 
         steps=[min(ca["steps"][0], cb["steps"][0])],
         evidence={"count_a": ca["count"], "count_b": cb["count"], "reg_loss_a": ca["reg_loss"],
                   "reg_loss_b": cb["reg_loss"], "run": off},
-        fix=("Add `sum(model.losses)` to the loss inside the tape (fit() does it for you)." if n_off == 0 else
-             "Add the regularization losses once: fit() and `model.compute_loss()` already include "
-             "`model.losses`; remove the extra `sum(self.losses)`."),
-        explains=0.8)]
+        fix=dr.regularization_fix(n_off), explains=0.8)]
 
 
 def _regularizer_kinds_differ(findings: list[Finding]) -> list[Finding]:
