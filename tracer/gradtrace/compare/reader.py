@@ -11,6 +11,7 @@ variables never becomes Python lists of 500k rows.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -260,6 +261,7 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         with engine.connect() as c:
             return _var_rows(c, V, key, var_index, lo, hi)
 
+    @functools.lru_cache(maxsize=64)  # the last step's details are asked for by several checks
     def loss_info_at(step: int) -> dict[str, Any] | None:
         with engine.connect() as c:
             t = c.execute(select(cast(S.c.loss_info, Text)).where(S.c.run_id == key, S.c.step == step)).scalar()
