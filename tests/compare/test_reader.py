@@ -124,3 +124,42 @@ def test_loss_weights_recorded_in_both_runs_that_differ_are_named(store):
     # weights of 1 (or None) are the unweighted sum: no weighting difference to name
     f = compare(store, "unw", "ones", project="t").findings[0]
     assert f.kind == "gradient_mismatch" and "loss_weights" not in f.summary and "loss_weights_a" not in f.evidence
+
+
+def test_loss_switched_after_the_first_steps_is_read_from_memory_as_from_the_store(store):
+    """Loss details past the first HEAD steps are read on demand: a run built from records in
+    memory (the tracer's own, tests) answers those reads as the store does, so a loss switched
+    at step 70 is named the same way by both."""
+    from gradtrace.compare.data import HEAD
+
+    from . import synth
+
+    ce = {"cls": "CategoricalCrossentropy", "name": "categorical_crossentropy",
+          "reduction": "sum_over_batch_size", "from_logits": True, "args": {"label_smoothing": 0.0}}
+    smooth = dict(ce, args={"label_smoothing": 0.1})
+    captured = {}
+    orig = synth.from_records
+
+    def grab(info, recs):
+        captured["info"], captured["recs"] = info, recs
+        return orig(info, recs)
+
+    runs = {}
+    synth.from_records = grab
+    try:
+        for name, switch in (("a", None), ("b", 70)):
+            synth.make_run(name, steps=80, step_extra={"loss_info": ce}, diverge_at=switch)
+            recs = [type(r).model_validate({**r.model_dump(), "loss_info": smooth})
+                    if switch is not None and r.step >= switch else r for r in captured["recs"]]
+            store.ingest(Batch(batch_id=f"b-{name}", run=captured["info"], steps=recs))
+            runs[name] = orig(captured["info"], recs)
+    finally:
+        synth.from_records = orig
+    assert 70 > HEAD and runs["b"].loss_info_at(75)["args"] == {"label_smoothing": 0.1}
+    assert runs["b"].loss_info_at(10)["args"] == {"label_smoothing": 0.0}
+    mem = compare_runs(runs["a"], runs["b"])
+    db = compare(store, "a", "b", project="t")
+    for r in (mem, db):
+        f = next((f for f in r.findings if f.kind == "loss_mismatch"), None)
+        assert f is not None and "label_smoothing" in f.summary, r.to_dict()
+    assert [f.kind for f in db.findings] == [f.kind for f in mem.findings]

@@ -312,6 +312,7 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
         broadcasts=distinct([r.get("broadcasts") or [] for r in recs], step_nums.tolist()),
         frozen=distinct([r.get("frozen") or [] for r in recs], step_nums.tolist()),
         loss_info={r["step"]: r["loss_info"] for r in recs if r["step"] < HEAD and r.get("loss_info")},
+        loss_info_at={int(r["step"]): r["loss_info"] for r in recs if r.get("loss_info")}.get,
         stats=recorded,
         loss_known=np.array([r.get("loss") is not None for r in recs], dtype=bool),
         state_delta=sdelta,
