@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gradtrace import _meta, _scope
+from gradtrace import _callargs, _meta, _scope
 
 logger = logging.getLogger("gradtrace.probes")
 
@@ -434,6 +434,7 @@ def _mark_autograph_artifact(fn: Callable[..., Any]) -> Callable[..., Any]:
 class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.depth = 0  # Layer.__call__ nesting
+        self.calling: Any = None  # the layer whose __call__ runs innermost
         self.busy = 0  # inside our own bookkeeping: see nothing
         self.in_train_step = 0  # fit's data is the authoritative x/y
         self.window: _Window | None = None
@@ -550,6 +551,7 @@ class _Probe:
         self.compile_loss_classes: tuple[type, ...] = ()
         # id(scope) -> what the step's Keras loss calls returned, in call order (graphs only)
         self.loss_outs: dict[int, list[Any]] = {}
+        self.call_args = _callargs.Recorder(self._publish_call_args)
         self.active = True
 
     # ----------------------------------------------------------------- guards
@@ -582,6 +584,21 @@ class _Probe:
             self.run.internal_error(exc)
         finally:
             self.tls.busy -= 1
+
+    def _publish_call_args(self, snapshot: dict[str, Any]) -> None:
+        set_extra = getattr(self.run, "set_extra", None)  # optional for a minimal run
+        if set_extra is not None:
+            set_extra(call_args=snapshot)
+
+    def see_call(self, layer: Any, caller: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The optional arguments of a layer's call (plain Python, no op: see _callargs). Not
+        under :meth:`guard`, which would cost every layer call a tape pause; it touches no tensor."""
+        try:
+            self.call_args.see(layer, caller, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - the tracer never breaks training
+            if getattr(self.run, "strict", False):
+                raise
+            self.run.internal_error(exc)
 
     # ----------------------------------------------------------------- patching
 
@@ -1384,6 +1401,10 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
                     taped = not pywrap_tfe.TFE_Py_TapeSetIsEmpty()  # asked before guard(), as below
                     with probe.guard():
                         probe.on_root_enter(self, args, kwargs, taped)
+            # The caller's own arguments, before keras/src/layers/layer.py Layer.__call__ (or
+            # tf_keras/src/engine/base_layer.py Layer.__call__) resolves `training` and fills masks.
+            caller = st.calling
+            probe.see_call(self, caller, args, kwargs)
             st.depth = depth + 1
             stand_in = probe.stand_ins.get(id(self))
             seen = {k: st.modes_seen.get(probe.tracked[k], 0) for k in stand_in} if stand_in else None
@@ -1391,11 +1412,13 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
             if root and getattr(self, "built", True) is False:
                 with probe.guard():
                     building = probe.before_build(self)
+            st.calling = self
             try:
                 with building:
                     outputs = original(self, *args, **kwargs)
             finally:
                 st.depth = depth
+                st.calling = caller
             if stand_in and id(self) in st.stand_in_modes:
                 training = st.stand_in_modes.pop(id(self))
                 with probe.guard():
@@ -1892,6 +1915,7 @@ def install(run: Any) -> Callable[[], None]:
     the op callback, and is safe to call twice.
     """
     probe = _Probe(run)
+    probe._publish_call_args({})  # recorded: a layer not listed was called with its defaults
     try:
         _install_keras3(probe)
     except ImportError as exc:
@@ -1924,6 +1948,7 @@ def install(run: Any) -> Callable[[], None]:
         probe.undo.clear()
         probe.models.clear()
         probe.layer_refs.clear()
+        probe.call_args.clear()
         probe.loss_wrapped.clear()
 
     return undo

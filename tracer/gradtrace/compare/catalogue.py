@@ -48,6 +48,20 @@ _KINDS = [
         rank=4,
     ),
     Kind(
+        "call_argument_mismatch", "error", False,
+        "Structurally paired layers were called with different optional arguments of their `call` "
+        "(`use_causal_mask=True` on a MultiHeadAttention in one run only, `return_attention_scores`, a "
+        "`mask`, `attention_mask` or `initial_state` tensor given in one run only; any argument with a "
+        "default other than `training`, found from the layer's signature): recorded by the tracer when "
+        "the layer is called by a model or the script (not by a Keras layer's own implementation), "
+        "static values as they are, tensors only as given. An argument left out counts as its "
+        "signature's default, so `use_causal_mask=False` and no flag are the same call. Layers paired "
+        "through the variables they own, compared between runs of the same Keras; the aligned steps' "
+        "differences are its evidence, and every aligned step agreeing makes it context.",
+        "Call the layer with the same arguments in both runs (see the arguments named).",
+        rank=4,
+    ),
+    Kind(
         "training_mode_mismatch", "error", False,
         "A layer whose behaviour depends on `training` (BatchNormalization, Dropout, noise layers, "
         "found generically) ran in another mode during optimizer steps than in the other run, or "

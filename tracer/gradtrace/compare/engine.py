@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 
+from gradtrace.compare import detect_calls as dc
 from gradtrace.compare import detect_data as dd
 from gradtrace.compare import detect_model as dm
 from gradtrace.compare import detect_pair as dp
@@ -25,8 +26,8 @@ logger = logging.getLogger("gradtrace.compare")
 
 # Kinds whose step-level symptoms (a different loss/gradient at step 0, a departure)
 # they explain by themselves: the numeric finding becomes their evidence.
-_CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "loss_mismatch", "shape_broadcast",
-           "sample_weighting", "loss_scaling",
+_CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "call_argument_mismatch", "loss_mismatch",
+           "shape_broadcast", "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
            "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches", "model_recreated",
            "loss_not_differentiated",
@@ -94,7 +95,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         findings.append(fz)
     findings += set_findings
     findings += dp.optimizer_mismatch(a, b, al)
-    for f in (dp.layer_config_mismatch(a, b, al), dp.loss_mismatch(a, b), dp.metric_mismatch(a, b),
+    for f in (dp.layer_config_mismatch(a, b, al), dc.call_argument_mismatch(a, b, al),
+              dp.loss_mismatch(a, b), dp.metric_mismatch(a, b),
               dp.sample_weighting(a, b), dp.loss_scaling(a, b), dp.execution_mode(a, b), dp.numerics(a, b),
               dp.validation_split_mismatch(a, b, al), dp.weights_replaced(a, b)):
         if f:
@@ -207,6 +209,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                                                   "recurrent layer without dropout); a dropout or noise rate "
                                                   "above 0 would change that."),
                                 same_steps=al.aligned_steps)
+                elif f.kind == "call_argument_mismatch" and dep is None and f.severity == "error":
+                    _as_context(f, _no_difference("It", al.aligned_steps, " (at these inputs the argument changes "
+                                                  "nothing the loss sees)."), same_steps=al.aligned_steps)
                 elif f.kind == "sample_weighting" and "dropped_in" in f.evidence:
                     # Weighted by hand in the train step (per-sample losses times the weights):
                     # the same numbers, so the weights were not dropped after all.
@@ -214,7 +219,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if not step_f and dep is None:
             st = ds.state_departs(a, b, al)
             explained = next((f for f in findings if f.severity == "error" and f.kind in (
-                "layer_config_mismatch", "frozen_state", "training_mode_mismatch")), None)
+                "layer_config_mismatch", "call_argument_mismatch", "frozen_state",
+                "training_mode_mismatch")), None)
             if st is not None and explained is not None:
                 explained.evidence["state_departs"] = st
             elif st is not None:
