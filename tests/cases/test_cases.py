@@ -611,7 +611,8 @@ def test_case(traced, case):
         assert f.steps == [1] and f.evidence["larger_changes"] == "b" and report.aligned_steps == 8, text
     if _id == "partial_last_batch_dropped":  # the batch left out, its size, and where the runs part
         f = report.findings[0]
-        assert f.evidence["skipped_steps"] == [7] and f.evidence["skipped_batch_sizes"] == [26], text
+        assert f.evidence["skipped_steps"] == [7, 15] and f.evidence["skipped_batch_sizes"] == [26], text
+        assert "leaves 2 of them out" in f.summary, text  # both epochs' partial batches (16 vs 14 steps)
         assert "drop_remainder=False" in (f.fix or "") and report.first_divergent_step == 7, text
     if _id == "eq_two_losses_differentiated_separately":  # said, as context: the losses are other quantities
         f = next(f for f in report.findings if f.kind == "gradient_mismatch")

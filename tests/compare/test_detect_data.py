@@ -239,8 +239,20 @@ def test_a_partial_last_batch_dropped_is_a_subsequence_with_the_small_batches_le
     a.batch_size = np.array([float(len(x)) for x in xs_a])
     b = _with_batches(make_run("b", steps=8), full + full, ys[:4] + ys[5:9])
     sub = batch_subsequence(a, b)
-    assert sub is not None and sub["run"] == "b" and sub["skipped_steps"] == [4], sub
+    # the last epoch's partial batch, after run b's last step, is left out too
+    assert sub is not None and sub["run"] == "b" and sub["skipped_steps"] == [4, 9], sub
+    assert sub["skipped_count"] == 2 == a.n_steps - b.n_steps, sub
     assert sub["skipped_batch_sizes"] == [26] and sub["batch_size"] == 32 and sub["first_short_step"] == 4
+    # a run that goes on for another epoch after run b's last step: trained longer, not skipped
+    xs_c = xs_a + full
+    c = _with_batches(make_run("c", steps=14), xs_c, ys + ys[:4])
+    c.batch_size = np.array([float(len(x)) for x in xs_c])
+    assert batch_subsequence(c, b)["skipped_steps"] == [4]
+    # a last batch of another size than the ones skipped: not counted either
+    xs_e = xs_a[:9] + [full[0][:20]]
+    e = _with_batches(make_run("e", steps=10), xs_e, ys[:9] + [ys[9][:20]])
+    e.batch_size = np.array([float(len(x)) for x in xs_e])
+    assert batch_subsequence(e, b)["skipped_steps"] == [4]
     # the same batches, or a run that simply stops earlier, leave nothing out
     assert batch_subsequence(a, _with_batches(make_run("c", steps=5), xs_a[:5], ys[:5])) is None
     assert batch_subsequence(a, _with_batches(make_run("d", steps=3), _batches(3, seed=9), ys[:3])) is None

@@ -423,7 +423,24 @@ def batch_subsequence(a: RunData, b: RunData) -> dict[str, Any] | None:
         skipped = sorted(set(range(match[0], match[-1] + 1)) - set(match))
         if not skipped:
             continue
-        sizes = [float(l_run.batch_size[r]) if l_run.batch_size.size > r else float("nan") for r in skipped]
+
+        def size(r: int, bs: np.ndarray = l_run.batch_size) -> float:
+            return float(bs[r]) if bs.size > r else float("nan")
+
+        sizes = [size(r) for r in skipped]
+        # The other run's rows after the short run's last step are skipped too when they look like
+        # the ones skipped in between (a last epoch's partial batch): no more of them in a row than
+        # were skipped in a row before, each of a size skipped before. More rows, or other sizes,
+        # are a run that trained longer.
+        tail = list(range(match[-1] + 1, n_l)) if len(match) == n_s else []
+        longest = run_len = 1
+        for prev, cur in zip(skipped, skipped[1:], strict=False):
+            run_len = run_len + 1 if cur == prev + 1 else 1
+            longest = max(longest, run_len)
+        known = {x for x in sizes if math.isfinite(x)}
+        if tail and len(tail) <= longest and known and all(size(r) in known for r in tail):
+            skipped += tail
+            sizes += [size(r) for r in tail]
         full = float(l_run.batch_size[match[0]]) if l_run.batch_size.size > match[0] else float("nan")
         return {"run": side, "skipped_steps": [int(l_run.step[r]) for r in skipped][:12],
                 "skipped_count": len(skipped),
