@@ -8,6 +8,7 @@ from . import scripts as s
 from . import scripts_f as f4
 from . import scripts_g as g5
 from . import scripts_h as h6
+from . import scripts_i as i7
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -456,6 +457,23 @@ CASES += [
     ("huber_delta_differs", h6.fit_gru_huber, h6.tape_gru_huber_delta_2, "diverged", "loss_mismatch"),
 ]
 
+# A seventh set (scripts_i.py), longer runs (40-100 steps): a GRU tagger over a padding mask, a
+# Transformer encoder block, two inputs and two outputs with loss_weights, a custom train_step with label
+# smoothing, class_weight against weights looked up in a loop.
+CASES += [
+    # the loop's loss function gets no mask and averages over the padding too: no constant factor
+    ("gru_tagger_mask_ignored", i7.fit_masked_gru_tagger, i7.tape_masked_gru_tagger_mask_ignored, "diverged",
+     "gradient_mismatch"),
+    ("eq_gru_tagger_mask_by_hand", i7.fit_masked_gru_tagger, i7.tape_masked_gru_tagger_mask_by_hand, "equivalent",
+     None),
+    ("eq_encoder_block_fit_vs_loop", i7.fit_encoder_block, i7.tape_encoder_block, "equivalent", None),
+    ("eq_two_inputs_two_outputs_loss_weights", i7.fit_two_inputs_two_outputs, i7.tape_two_inputs_two_outputs,
+     "equivalent", None),
+    ("eq_custom_train_step_label_smoothing_by_hand", i7.fit_custom_train_step_label_smoothing,
+     i7.tape_label_smoothing_by_hand, "equivalent", None),
+    ("eq_class_weight_long", i7.fit_class_weight_long, i7.tape_class_weight_gathered, "equivalent", None),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -609,6 +627,10 @@ def test_case(traced, case):
     if _id == "bn_statistics_moved_by_metric_forward":  # from step 1 (the extra pass follows step 0's apply)
         f = report.findings[0]
         assert f.steps == [1] and f.evidence["larger_changes"] == "b" and report.aligned_steps == 8, text
+    if _id == "gru_tagger_mask_ignored":  # names the mask run a's Keras loss honoured, and how to apply it
+        f = report.findings[0]
+        assert f.evidence["masked_run"] == "a" and f.evidence["unmasked_mean_over_all_entries"], text
+        assert f.steps == [0] and "tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)" in (f.fix or ""), text
     if _id == "partial_last_batch_dropped":  # the batch left out, its size, and where the runs part
         f = report.findings[0]
         assert f.evidence["skipped_steps"] == [7, 15] and f.evidence["skipped_batch_sizes"] == [26], text

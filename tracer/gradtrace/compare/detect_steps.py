@@ -580,6 +580,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
         scaled = _data_loss_scale(a, b, s, cands, ftol, ev, al.premise)
         if scaled is not None:
             return [scaled], s
+        unmasked = _mask_ignored(a, b, s, ftol, ev, al.premise, tol)
+        if unmasked is not None:
+            return [unmasked], s
         weighting = _loss_weights_differ(a, b, s)
         out.append(Finding(
             "gradient_mismatch",
@@ -789,6 +792,56 @@ def _loss_weights_differ(a: RunData, b: RunData, s: Step0 | None = None) -> tupl
     text = (f"run {side} weights its outputs' losses by {w} (compile(loss_weights=...)); run {other}'s "
             "weighting is not recorded (hand-written loss), so whether it applies the same weights is unknown")
     return text, {f"loss_weights_{side}": w, f"loss_weights_{other}": "not recorded (hand-written loss)"}, False
+
+
+def _mask_ignored(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, Any], premise: str,
+                  tol: float) -> Finding | None:
+    """One run's Keras loss honoured a mask the other run's loss never received.
+
+    A model whose output carries a Keras mask (``Embedding(mask_zero=True)``, ``Masking``) has
+    its Keras loss objects average over the valid entries only; a loss function called on the
+    output (``keras.losses.sparse_categorical_crossentropy``) or a hand-written loss gets no mask
+    and averages over the padding too. The loss difference then is no constant factor (the padded
+    entries' own losses are added in). Decided on the witness step's loss details: a mask with
+    padding recorded by one run's loss, none by the other's, on predictions of the same shape.
+    """
+    steps = {"a": s.step, "b": int(b.step[s.row_b])}
+    runs = {"a": a, "b": b}
+    info = {side: (runs[side].loss_info.get(steps[side]) or {}) for side in ("a", "b")}
+    masked = [side for side in ("a", "b") if info[side].get("mask_valid") is not None
+              and info[side].get("mask_count") and info[side]["mask_valid"] < info[side]["mask_count"]]
+    if len(masked) != 1:
+        return None
+    side = masked[0]
+    other = "b" if side == "a" else "a"
+    mi, oi = info[side], info[other]
+    if not oi or oi.get("mask_valid") is not None:
+        return None  # nothing recorded for the other run's loss, or it got a mask too
+    if mi.get("y_pred_shape") and oi.get("y_pred_shape") and list(mi["y_pred_shape"]) != list(oi["y_pred_shape"]):
+        return None
+    valid, total = int(mi["mask_valid"]), int(mi["mask_count"])
+    loss_other = s.loss_b if other == "b" else s.loss_a
+    mean_all = [float(x) for x in (mi.get("per_sample_mean"), oi.get("per_sample_mean"))
+                if x is not None and math.isfinite(float(x))]
+    over_all = any(rel(loss_other, m) <= max(ftol, tol) for m in mean_all)
+    name = oi.get("function") or oi.get("cls") or "a hand-written loss"
+    how = (f"run {other}'s loss equals the mean of the per-entry losses over all {total} entries, padding "
+           "included" if over_all else f"run {other}'s loss ({name}) received no mask")
+    return Finding(
+        "gradient_mismatch",
+        f"{premise} the losses differ at step {s.step} ({s.loss_a:.6g} vs {s.loss_b:.6g}) and not by a constant "
+        f"factor: run {side}'s Keras loss ({mi.get('cls') or mi.get('name')}) averaged over the {valid} valid "
+        f"entries of the mask the model's output carries ({valid} of {total}; the padding of Embedding("
+        f"mask_zero=True) or Masking), while {how}.",
+        steps=[s.step], variables=[],
+        evidence={**ev, "masked_run": side, "mask_valid": valid, "mask_count": total,
+                  "unmasked_loss": name, "unmasked_mean_over_all_entries": over_all},
+        fix=(f"Apply the mask in run {other}'s loss: call a Keras loss object on the model's output "
+             "(`loss_fn(y, model(x, training=True))` reads the mask Keras attaches to it, as fit() does), or "
+             "weight the per-entry losses by the mask and divide by its sum "
+             "(`tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`, with `mask = tf.cast(x != 0, loss.dtype)` for "
+             "`mask_zero=True`)."),
+        explains=1.0)
 
 
 def _loss_weights_fix(weighting: tuple[str, dict[str, Any], bool] | None) -> str | None:
