@@ -438,7 +438,7 @@ CASES += [
      "diverged", "layer_config_mismatch"),
     ("eq_causal_attention_fit_vs_loop", h6.fit_next_row_causal, h6.tape_next_row_causal, "equivalent", None),
     ("causal_mask_forgotten", h6.fit_next_row_causal, h6.tape_next_row_mask_forgotten, "diverged",
-     "gradient_mismatch"),
+     "call_argument_mismatch"),
     ("maxnorm_one_run", h6.fit_bc_plain, h6.fit_bc_maxnorm, "diverged", "layer_config_mismatch"),
     ("l1_for_l2", h6.fit_bc_l2, h6.fit_bc_l1, "diverged", "layer_config_mismatch"),
     ("bias_regularized_in_one_run", h6.fit_bc_l2, h6.tape_bc_l2_bias_regularized_too, "diverged",
@@ -469,6 +469,8 @@ CASES += [
     ("eq_encoder_block_fit_vs_loop", i7.fit_encoder_block, i7.tape_encoder_block, "equivalent", None),
     ("eq_two_inputs_two_outputs_loss_weights", i7.fit_two_inputs_two_outputs, i7.tape_two_inputs_two_outputs,
      "equivalent", None),
+    ("two_outputs_losses_averaged", i7.fit_two_inputs_two_outputs, i7.tape_two_outputs_losses_averaged, "diverged",
+     "loss_scale"),
     ("eq_custom_train_step_label_smoothing_by_hand", i7.fit_custom_train_step_label_smoothing,
      i7.tape_label_smoothing_by_hand, "equivalent", None),
     ("eq_class_weight_long", i7.fit_class_weight_long, i7.tape_class_weight_gathered, "equivalent", None),
@@ -491,6 +493,7 @@ MATCHES = {
     "loss_function_summed": "the batch size",
     "mse_sum_reduction": "the batch size",
     "mean_over_batch_then_sum_over_outputs": "the number of outputs",
+    "two_outputs_losses_averaged": "the number of the model's outputs (2",
 }
 
 # Cases the comparator cannot decide yet because the tracer does not record what it needs (the reason
