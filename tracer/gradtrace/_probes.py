@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gradtrace import _callargs, _meta, _scope
+from gradtrace import _callargs, _meta, _outside, _scope
 
 logger = logging.getLogger("gradtrace.probes")
 
@@ -444,6 +444,7 @@ class _ThreadState(threading.local):
         self.modes_seen: dict[str, int] = {}  # tracked layer name -> record_mode calls so far
         self.stand_in_modes: dict[int, Any] = {}  # id(layer) -> the `training` its call received
         self.writing_weights = 0  # inside set_weights/load_weights/finalize_variable_values
+        self.tape_active = False  # a gradient tape recorded when the outermost guard() was entered
         # the latest root model calls' outputs under a tape, newest last (see _Probe.swapped)
         self.outputs: collections.deque[list[Any]] = collections.deque(maxlen=8)
 
@@ -552,6 +553,7 @@ class _Probe:
         # id(scope) -> what the step's Keras loss calls returned, in call order (graphs only)
         self.loss_outs: dict[int, list[Any]] = {}
         self.call_args = _callargs.Recorder(self._publish_call_args)
+        self.outside = _outside.OutsideCalls(self._publish_outside, self._next_step)
         self.active = True
 
     # ----------------------------------------------------------------- guards
@@ -574,6 +576,10 @@ class _Probe:
 
         from gradtrace._hooks import op_callbacks_hidden
 
+        if not self.tls.busy:
+            # Asked before stop_recording(), under which the tape set reads as empty
+            # (tensorflow/python/eager/record.py could_possibly_record: "any tape is active").
+            self.tls.tape_active = record.could_possibly_record()
         self.tls.busy += 1
         try:
             with record.stop_recording(), op_callbacks_hidden():
@@ -584,6 +590,15 @@ class _Probe:
             self.run.internal_error(exc)
         finally:
             self.tls.busy -= 1
+
+    def _publish_outside(self, rows: list[dict[str, Any]]) -> None:
+        update = getattr(self.run, "update_meta", None)  # optional for a minimal run
+        if update is not None:
+            update(training_outside_steps=rows)
+
+    def _next_step(self) -> int | None:
+        steps = getattr(self.run, "steps_so_far", None)  # optional for a minimal run
+        return steps() if steps is not None else None
 
     def _publish_call_args(self, snapshot: dict[str, Any]) -> None:
         set_extra = getattr(self.run, "set_extra", None)  # optional for a minimal run
@@ -823,6 +838,7 @@ class _Probe:
         import tensorflow as tf
 
         self.tls.modes_seen[name] = self.tls.modes_seen.get(name, 0) + 1
+        self.outside.see(name, training, self.tls.tape_active)
         scope = _scope.current()
         key = K_MODE + name
         # A layer called more than once in a step (a training pass and a stop-gradient
@@ -1935,6 +1951,10 @@ def install(run: Any) -> Callable[[], None]:
         if done:
             return
         done = True
+        try:
+            probe.outside.publish()
+        except Exception as exc:  # noqa: BLE001 - undo the rest regardless
+            logger.debug("gradtrace: counting training-mode calls outside the steps failed", exc_info=exc)
         _late_tf_keras.remove(probe)
         probe.active = False
         probe.tls.window = None

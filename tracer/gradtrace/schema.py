@@ -165,6 +165,12 @@ class RunInfo(_Model):
     # "variables": [index, ...] of the inventory}. "ema": an optimizer with use_ema wrote its
     # moving average of the weights into the model (fit() does when it ends).
     weight_writes: list[dict[str, Any]] = Field(default_factory=list)
+    # Train/inference-dependent layers that ran with training=True while no gradient tape
+    # recorded (outside the optimizer steps: a validation pass model(x, training=True), a
+    # BatchNormalization hard-wired to training=True run by evaluate/predict), each as
+    # {"layer": tracked name, "calls": n, "first_step": the next step's number at the first
+    # (for a graph, at its first trace), "how": "eager" | "graph"}. See gradtrace._outside.
+    training_outside_steps: list[dict[str, Any]] = Field(default_factory=list)
     init_fingerprint: str | None = None  # "<count>:<hash>" over every variable, in registration order
     # Per variable, by VariableInfo.index: a 16-hex fingerprint of its initial value (None
     # where none was taken). The comparator decides "same start" on the trainable weights

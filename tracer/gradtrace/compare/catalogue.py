@@ -430,6 +430,21 @@ _KINDS = [
         rank=58,
     ),
     Kind(
+        "training_outside_steps", "warning", False,
+        "Train/inference-dependent layers ran with `training=True` while no gradient tape recorded, "
+        "i.e. outside the optimizer steps, a different number of times in the two runs (`check`: at "
+        "all): a validation pass `model(x_val, training=True)`, or a BatchNormalization hard-wired to "
+        "`training=True` in a functional model that tf-keras's evaluate() and predict() then run in "
+        "training mode. BatchNormalization folds those batches into its moving statistics and Dropout "
+        "perturbs those outputs: every step can agree while the evaluated models differ. Counted per "
+        "layer by the tracer where the calls ran (eager calls one by one, calls inside a tf.function by "
+        "a counter in its graph), compared on layers paired through their variables.",
+        "Call the model with `training=False` outside the training step (validation, evaluation, "
+        "prediction); do not hard-wire `training=True` into a layer's call in a functional model; "
+        "recompute BatchNormalization statistics on purpose in both runs or in neither.",
+        rank=58,
+    ),
+    Kind(
         "validation_split_mismatch", "warning", False,
         "fit() holds out a different share of the data for validation (`validation_split`) in the two "
         "runs: one trains on fewer examples, and its batches part from the other's once the held-out "

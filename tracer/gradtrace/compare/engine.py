@@ -12,6 +12,7 @@ import numpy as np
 from gradtrace.compare import detect_calls as dc
 from gradtrace.compare import detect_data as dd
 from gradtrace.compare import detect_model as dm
+from gradtrace.compare import detect_outside as do
 from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
@@ -101,6 +102,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
               dp.validation_split_mismatch(a, b, al), dp.weights_replaced(a, b)):
         if f:
             findings.append(f)
+    outside = do.outside_steps_pair(a, b, al)
+    if outside:
+        findings.append(outside)
     if not any(f.kind == "sample_weighting" for f in findings):
         weights = dm.weights_differ(a, b, al)
         if weights:
@@ -225,6 +229,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 explained.evidence["state_departs"] = st
             elif st is not None:
                 findings.append(ds.state_finding(a, b, al, st))
+        step_f = do.fold_divergence(findings, step_f)
         findings += _fold(findings, _fold_optimizer(findings, _constraint_explains(findings, step_f, a)))
         masked = next((f for f in findings if f.severity == "error" and f.evidence.get("step_evidence")
                        and f.kind in ("training_mode_mismatch", "layer_config_mismatch")), None)
@@ -295,6 +300,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
 def check_run(run: RunData) -> Report:
     """Single-run findings (``gradtrace check``): the same engine, without a second run."""
     findings = dr.single_run_findings(run) + dw.wiring_findings(run)
+    outside = do.outside_steps_run(run)
+    if outside:
+        findings.append(outside)
     findings.sort(key=lambda f: f.sort_key())
     bad = any(f.severity in ("error", "warning") for f in findings)
     steps = [s for f in findings if f.severity != "info" for s in f.steps]

@@ -1,0 +1,150 @@
+"""Layers that ran in training mode outside the optimizer steps (``RunInfo.training_outside_steps``).
+
+A validation pass ``model(x_val, training=True)``, or a BatchNormalization hard-wired to
+``training=True`` that ``evaluate()``/``predict()`` then runs (tf-keras keeps a mode set in a
+functional model's layer call), folds batches into the moving statistics that no optimizer
+step saw, and runs Dropout on predictions. Every step of two runs can agree while the models
+they evaluate differ. Counted by the tracer (see ``gradtrace._outside``); compared here per
+layer, on layers paired through the variables they own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradtrace.compare.align import Alignment
+from gradtrace.compare.data import RunData
+from gradtrace.compare.findings import Finding
+
+FIX = ("Call the model with `training=False` outside the training step (validation, evaluation, "
+       "prediction), as fit()'s validation and evaluate() do; in a functional model do not hard-wire "
+       "`training=True` into a layer's call (tf-keras keeps it in evaluate() and predict()). To "
+       "recompute BatchNormalization statistics on purpose (after weight averaging), do it in both runs.")
+
+
+def _rows(run: RunData) -> dict[str, dict[str, Any]]:
+    """Layer name -> {"calls", "first_step", "how"} of the run's record (eager and graph summed)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in run.meta.get("training_outside_steps") or []:
+        if not isinstance(r, dict) or not r.get("layer") or not isinstance(r.get("calls"), int):
+            continue
+        row = out.setdefault(str(r["layer"]), {"calls": 0, "first_step": None, "how": []})
+        row["calls"] += int(r["calls"])
+        s = r.get("first_step")
+        if isinstance(s, int) and (row["first_step"] is None or s < row["first_step"]):
+            row["first_step"] = s
+        row["how"].append(str(r.get("how")))
+    return out
+
+
+def _stateful(run: RunData, layer: str) -> bool:
+    """The layer owns non-trainable floating-point state (moving statistics, not an RNG seed)."""
+    return any(v.get("layer") == layer and not v.get("trainable", True)
+               and str(v.get("dtype") or "float32").startswith(("float", "bfloat"))
+               for v in run.variables)
+
+
+def _class(run: RunData, layer: str) -> str:
+    got = next((x.get("class_name") for x in run.layers if x.get("name") == layer), None)
+    return str(got) if got else "layer"
+
+
+def _said(run: RunData, layer: str, row: dict[str, Any]) -> str:
+    when = f", from step {row['first_step']} on" if row.get("first_step") is not None else ""
+    how = ("eager calls such as `model(x_val, training=True)`" if row["how"] == ["eager"]
+           else "in a tf.function no gradient tape records (a validation step, evaluate() or predict())"
+           if row["how"] == ["graph"] else "eagerly and in a tf.function")
+    what = ("its moving statistics took in those batches" if _stateful(run, layer)
+            else "it dropped or perturbed what those calls computed")
+    return f"{_class(run, layer)} '{layer}' {row['calls']} time(s) ({how}{when}): {what}"
+
+
+def _first(rows: dict[str, dict[str, Any]]) -> list[int]:
+    steps = [r["first_step"] for r in rows.values() if isinstance(r.get("first_step"), int)]
+    return [min(steps)] if steps else []
+
+
+def outside_steps_run(run: RunData) -> Finding | None:
+    """``gradtrace check``: layers of one run that ran in training mode outside its steps."""
+    rows = _rows(run)
+    if not rows:
+        return None
+    order = sorted(rows, key=lambda n: (not _stateful(run, n), n))
+    parts = [_said(run, n, rows[n]) for n in order[:4]]
+    more = f"; and {len(order) - 4} more layer(s)" if len(order) > 4 else ""
+    return Finding(
+        "training_outside_steps",
+        "layers ran in training mode outside the optimizer steps: " + "; ".join(parts) + more
+        + ". The model the run evaluates is not the one its steps trained.",
+        steps=_first(rows), layers=order,
+        evidence={"layers": {n: {k: rows[n][k] for k in ("calls", "first_step")} for n in order}},
+        fix=FIX, explains=0.5)
+
+
+def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
+    """Paired layers that ran in training mode outside the steps a different number of times."""
+    ra, rb = _rows(a), _rows(b)
+    if not ra and not rb:
+        return None
+    names = {str(x.get("name")): str(y.get("name")) for x, y in al.layer_pairs}
+    back = {v: k for k, v in names.items()}
+    diffs: list[tuple[str, str | None, str | None]] = []  # (side with more calls, layer a, layer b)
+    for la in sorted(set(ra) | {back.get(n, "") for n in rb} - {""}):
+        lb = names.get(la)
+        ca, cb = ra.get(la, {}).get("calls", 0), rb.get(lb, {}).get("calls", 0) if lb else 0
+        if ca != cb:
+            diffs.append(("a" if ca > cb else "b", la, lb))
+    diffs += [("b", None, n) for n in rb if n not in back]  # a layer of run b with no counterpart
+    if not diffs:
+        return None
+    parts, layers, steps = [], [], []
+    for side in ("a", "b"):
+        run, rows, other_rows = (a, ra, rb) if side == "a" else (b, rb, ra)
+        mine = [(la if side == "a" else lb, lb if side == "a" else la) for s, la, lb in diffs if s == side]
+        if not mine:
+            continue
+        said = []
+        for n, counterpart in mine[:4]:
+            row = rows[n]
+            theirs = other_rows.get(counterpart, {}).get("calls", 0) if counterpart else 0
+            said.append(_said(run, n, row) + (f" (run {'b' if side == 'a' else 'a'}: {theirs})" if theirs else ""))
+            layers.append(n)
+        steps += _first({n: rows[n] for n, _ in mine})
+        parts.append(f"run {side} ran " + "; ".join(said))
+    other = [s for s in ("a", "b") if not any(d[0] == s for d in diffs)]
+    text = "; ".join(parts) + "." + (f" Run {other[0]}'s layers never did." if len(other) == 1 and not (
+        ra if other[0] == "a" else rb) else "")
+    random = [n for s, la, lb in diffs for n in [la if s == "a" else lb]
+              if n and not _stateful(a if s == "a" else b, n)]
+    return Finding(
+        "training_outside_steps",
+        "layers ran in training mode outside the optimizer steps, differently in the two runs: " + text
+        + " The models the runs evaluate differ even where every step agrees.",
+        steps=sorted(set(steps))[:1], layers=layers,
+        evidence={"a": {n: r["calls"] for n, r in ra.items()}, "b": {n: r["calls"] for n, r in rb.items()},
+                  "random_layers": random},
+        fix=FIX, explains=0.5)
+
+
+def fold_divergence(findings: list[Finding], step_f: list[Finding]) -> list[Finding]:
+    """A departure of the steps from the first outside call on, where random layers (Dropout) ran
+    outside the steps in one run more often: their draws advanced the run's generator, so its
+    later masks differ. The departure becomes the evidence of the outside calls, which are then
+    the cause (an error); returns the step findings left."""
+    f = next((g for g in findings if g.kind == "training_outside_steps" and g.evidence.get("random_layers")
+              and g.steps), None)
+    if f is None:
+        return step_f
+    rest = []
+    for g in step_f:
+        if g.kind == "divergence" and g.steps and min(g.steps) >= f.steps[0]:
+            f.evidence.setdefault("step_evidence", []).append({"kind": g.kind, "summary": g.summary, **g.evidence})
+            f.severity = "error"
+            f.explains = 1.0
+            f.summary += (f" The random layers among them ({', '.join(f.evidence['random_layers'][:3])}) drew "
+                          "from their generator in those calls, so the later steps' random numbers differ: "
+                          f"that is why the losses part at step {min(g.steps)}.")
+            f.steps = sorted(set(f.steps) | set(g.steps))
+        else:
+            rest.append(g)
+    return rest
