@@ -166,7 +166,7 @@ def fit_two_inputs_two_outputs():
     model.fit([xa, xb], [yc, yr], batch_size=32, epochs=10, shuffle=False, verbose=0)
 
 
-def tape_two_inputs_two_outputs():
+def tape_two_inputs_two_outputs(average: bool = False):
     tf, keras = _tf(), _keras()
     xa, xb, yc, yr = _two_io_data()
     model = _two_io()
@@ -178,12 +178,19 @@ def tape_two_inputs_two_outputs():
         with tf.GradientTape() as tape:
             p1, p2 = model([a, b], training=True)
             loss = 1.0 * ce(c, p1) + 0.3 * mse(r, p2)
+            if average:
+                loss = loss / 2
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
 
     for _ in range(10):
         for i in range(0, 320, 32):
             step(xa[i:i + 32], xb[i:i + 32], yc[i:i + 32], yr[i:i + 32])
+
+
+def tape_two_outputs_losses_averaged():
+    """The two outputs' weighted losses averaged where fit() adds them up: the loss and every gradient / 2."""
+    tape_two_inputs_two_outputs(average=True)
 
 
 # --- a custom train_step with label smoothing against smoothing written by hand ----------------------

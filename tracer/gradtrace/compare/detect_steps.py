@@ -122,6 +122,11 @@ def candidate_factors(a: RunData, b: RunData, steps: tuple[int, int] | None = No
     nout = max(_n_outputs(a), _n_outputs(b))
     bs = [x for x in (a.batch_size[:1].tolist() + b.batch_size[:1].tolist()) if math.isfinite(x)]
     batch = int(max(bs)) if bs else 0
+    losses = max(_n_output_losses(a), _n_output_losses(b))
+    if losses > 1:  # before the last axis: the same count there is more likely this
+        out[f"the number of the model's outputs ({losses}, each with its own loss): the outputs' losses "
+            "averaged in one run and summed in the other (fit() sums them, each weighted by its "
+            "loss_weights)"] = float(losses)
     if nout > 1:
         out["the number of outputs: a mean over the last axis (as Keras `mse`/`mae` compute per sample) "
             "against a sum over it"] = float(nout)
@@ -147,6 +152,14 @@ def candidate_factors(a: RunData, b: RunData, steps: tuple[int, int] | None = No
             out["the learning rate: a learning rate folded into the loss"] = float(1.0 / lr[0])
             break
     return out
+
+
+def _n_output_losses(run: RunData) -> int:
+    """How many Keras loss calls the first step's loss handed to tape.gradient adds up (one per output
+    of a multi-output model, fit()'s or a loop's), from its loss details; 1 when not recorded."""
+    info = run.loss_info[min(run.loss_info)] if run.loss_info else {}
+    calls = [c for c in (info.get("calls") or []) if isinstance(c, dict) and c.get("in_target") is not False]
+    return max(len(calls), 1)
 
 
 def _denominator_factors(a: RunData, b: RunData, steps: tuple[int, int]) -> dict[str, float]:
@@ -177,6 +190,10 @@ def _loss_scale_fix(meaning: str | None) -> str:
         return head + ("divide the weighted sum by the number of samples as a Keras loss does "
                        "(`tf.reduce_sum(loss * w) / tf.cast(tf.size(loss), loss.dtype)`), or call the same "
                        "Keras loss object with `sample_weight=w` in both.")
+    if meaning.startswith("the number of the model's outputs"):
+        return head + ("add the outputs' losses up as fit() does (`loss = sum(w * l for w, l in zip(loss_weights, "
+                       "output_losses))`) instead of averaging them, or average them in both runs (and so in "
+                       "compile(loss_weights=...), each weight divided by the number of outputs).")
     if meaning.startswith("the mask's valid fraction"):
         return head + ("divide by the number of valid entries as a Keras loss does with a mask "
                        "(`tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`), or call the same Keras loss "
