@@ -85,6 +85,13 @@ def tape_masked_gru_tagger_mask_by_hand():
     _tagger_loop(loss_of)
 
 
+def tape_masked_gru_tagger_mask_as_sample_weight():
+    """The Keras loss object (it reads the output's mask) given the same mask as sample_weight too."""
+    tf, keras = _tf(), _keras()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _tagger_loop(lambda xb, yb, out: ce(yb, out, sample_weight=tf.cast(xb > 0, tf.float32)))
+
+
 # --- a Transformer encoder block -----------------------------------------------------------------
 
 

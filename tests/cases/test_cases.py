@@ -466,6 +466,9 @@ CASES += [
      "gradient_mismatch"),
     ("eq_gru_tagger_mask_by_hand", i7.fit_masked_gru_tagger, i7.tape_masked_gru_tagger_mask_by_hand, "equivalent",
      None),
+    # the padding mask given as sample_weight to a loss that applies it already: weights that change nothing
+    ("eq_mask_as_sample_weight_too", i7.fit_masked_gru_tagger, i7.tape_masked_gru_tagger_mask_as_sample_weight,
+     "equivalent", None),
     ("eq_encoder_block_fit_vs_loop", i7.fit_encoder_block, i7.tape_encoder_block, "equivalent", None),
     ("eq_two_inputs_two_outputs_loss_weights", i7.fit_two_inputs_two_outputs, i7.tape_two_inputs_two_outputs,
      "equivalent", None),
@@ -634,6 +637,8 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["masked_run"] == "a" and f.evidence["unmasked_mean_over_all_entries"], text
         assert f.steps == [0] and "tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)" in (f.fix or ""), text
+    if _id == "eq_mask_as_sample_weight_too":  # the weights named, as context
+        assert any(f.kind == "sample_weighting" and f.severity == "info" for f in report.findings), text
     if _id == "partial_last_batch_dropped":  # the batch left out, its size, and where the runs part
         f = report.findings[0]
         assert f.evidence["skipped_steps"] == [7, 15] and f.evidence["skipped_batch_sizes"] == [26], text

@@ -288,7 +288,9 @@ _KINDS = [
         "steps call the Keras loss without them (a custom train_step that does not pass `sample_weight=` to "
         "`compute_loss`; read from the weight statistics the loss calls recorded); or both runs weight "
         "their samples and, on the same batches, the weights the Keras loss received sum differently "
-        "(class weights looked up by the sample's position instead of its label).",
+        "(class weights looked up by the sample's position instead of its label). Weights in one run only "
+        "that change no loss, gradient or update at any aligned step (all ones, or a padding mask given as "
+        "`sample_weight=` to a loss that applies the output's mask anyway) are context.",
         "Apply the same weights in both runs: `fit(class_weight=...)` multiplies each sample's loss; "
         "in a tape loop pass `sample_weight=` to the Keras loss.",
         rank=20,

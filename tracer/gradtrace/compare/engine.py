@@ -220,6 +220,13 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     # Weighted by hand in the train step (per-sample losses times the weights):
                     # the same numbers, so the weights were not dropped after all.
                     _as_context(f, "The losses agree step by step: the train step weights its samples another way.")
+                elif f.kind == "sample_weighting" and dep is None and f.severity == "error":
+                    # Weights in one run only that change no loss, gradient or update at any aligned
+                    # step: all equal to 1, or 0 exactly where the loss masks the entries anyway (a
+                    # padding mask passed as sample_weight to a loss that already honours it).
+                    _as_context(f, _no_difference("The weights", al.aligned_steps, " (they are 1 wherever they "
+                                                  "count: all ones, or a padding mask the loss already "
+                                                  "applies)."), same_steps=al.aligned_steps)
         if not step_f and dep is None:
             st = ds.state_departs(a, b, al)
             explained = next((f for f in findings if f.severity == "error" and f.kind in (
