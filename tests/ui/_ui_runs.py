@@ -154,8 +154,12 @@ def synthetic_long(run_id: str, steps: int, n_vars: int, project: str = "digits"
                                      shape=[8, 8] if i % 2 == 0 else [8], layer=f"layer_{i // 2}", layer_index=i // 2,
                                      layer_class="Dense") for i in range(n_vars)]
     layers = [schema.LayerInfo(index=i, name=f"layer_{i}", class_name="Dense") for i in range((n_vars + 1) // 2)]
+    # one layer called with a flag off its default, as extra.call_args records it
+    calls = {"attention": {"class": "MultiHeadAttention", "calls": [{"use_causal_mask": True}],
+                           "defaults": {"use_causal_mask": False}},
+             "plain": {"class": "Dense", "calls": [{}], "defaults": {}}}
     info = schema.RunInfo(run_id=run_id, name=run_id, project=project, status="finished",
-                          variables=variables, layers=layers)
+                          variables=variables, layers=layers, extra={"call_args": calls})
     batches = []
     per = 2000
     for k in range(0, steps, per):
@@ -225,4 +229,5 @@ def fine_tuned(url: str, project: str = "finetune", steps: int = 4) -> tuple[str
         # EarlyStopping sets the best epoch's weights back when fit() ends: a weight write
         model.fit(x[:n], keras.utils.to_categorical(y[:n], 10), batch_size=2 * BATCH, epochs=1, shuffle=False,
                   verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=True)])
+        model(x[:BATCH], training=True)  # a forward pass in training mode outside the steps
     return run.info.run_id, second

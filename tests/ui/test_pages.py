@@ -212,6 +212,7 @@ def test_a_run_of_several_fit_calls_shows_each_call_and_what_it_unfroze(
     assert f"from step {k}: epochs=1, batch_size=64" in config and "loss CategoricalFocalCrossentropy" in config
     assert f"at the fit() call starting step {k}: 2 unfrozen (" in config, config
     assert f"after the last step ({k + 1}): set_weights by EarlyStopping (" in config, config
+    assert f"batch_normalization: 1 call(s) after the last step ({k + 1}) (eager)" in config, config
     # the loss row is the latest compile()'s
     loss_row = page.evaluate("""[...document.querySelectorAll('#config dt')]
         .find((e) => e.textContent === 'loss').nextElementSibling.textContent""")
@@ -230,7 +231,12 @@ def test_long_run_is_downsampled_and_marks_non_finite_steps(server: Any, page: A
     assert 0 < points <= 2 * 1200
     assert _series_count(page, "grad-body") == 3
     assert "the first is step 1500" in page.inner_text("#nonfinite-body")
+    # extra.call_args: a layer called with a flag off its default is listed; one at its defaults is not
+    config = page.inner_text("#config")
+    assert "attention (MultiHeadAttention): use_causal_mask=true" in config, config
+    assert "plain (Dense)" not in config
     page.screenshot(path=str(out_dir / "run-long.png"), full_page=True)
+    assert page.js_errors == []
 
 
 def test_statistics_sampled_every_nth_step_are_dots_joined_by_a_line(server: Any, page: Any, out_dir: Path) -> None:

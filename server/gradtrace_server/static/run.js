@@ -77,6 +77,17 @@
       text: `${w.step != null && s.num_steps != null && w.step >= s.num_steps ? `after the last step (${w.step - 1})` : `before step ${w.step ?? "?"}`}: ${writeWhat[w.how] || w.how} by ${w.by === "fit" ? "fit()" : w.by || "the script"}`
         + ` (${(w.variables || []).length} variables)`,
     }))) : null;
+    // train/inference-dependent layers run with training=True outside the steps (RunInfo.training_outside_steps)
+    const outside = (m.training_outside_steps || []).length ? el("div", {}, ...m.training_outside_steps.map((r) => el("div", {
+      text: `${r.layer}: ${r.calls} call(s) `
+        + (r.first_step != null && s.num_steps != null && r.first_step >= s.num_steps ? `after the last step (${r.first_step - 1})` : `from step ${r.first_step ?? "?"} on`)
+        + ` (${r.how === "graph" ? "in a tf.function" : "eager"})`,
+    }))) : null;
+    // layers' optional call arguments that differ from their defaults (extra.call_args)
+    const callArgs = Object.entries((m.extra || {}).call_args || {}).filter(([, e]) => (e.calls || []).some((c) => Object.keys(c).length));
+    const calledWith = callArgs.length ? el("div", {}, ...callArgs.map(([name, e]) => el("div", {
+      text: `${name} (${e.class}): ${(e.calls || []).map((c) => Object.keys(c).length ? describeConfig(c) : "defaults").join(" | ")}`,
+    }))) : null;
     kv(document.getElementById("config"), [
       ["optimizer", opt.class || opt.name || null],
       ["optimizer config", describeConfig(opt.config)],
@@ -89,6 +100,8 @@
       ["fit() calls", calls],
       ["trainable changes", changes],
       ["weights overwritten", writes],
+      ["training=True outside the steps", outside],
+      ["layers called with", calledWith],
       ["seeds", m.seeds && Object.keys(m.seeds).length ? describeConfig(m.seeds) : null],
     ]);
     if (!document.getElementById("config").children.length) {

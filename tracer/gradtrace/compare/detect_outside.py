@@ -50,7 +50,9 @@ def _class(run: RunData, layer: str) -> str:
 
 
 def _said(run: RunData, layer: str, row: dict[str, Any]) -> str:
-    when = f", from step {row['first_step']} on" if row.get("first_step") is not None else ""
+    first = row.get("first_step")
+    when = ("" if first is None else f", after its last step ({first - 1})" if first >= run.n_steps > 0
+            else f", from step {first} on")
     how = ("eager calls such as `model(x_val, training=True)`" if row["how"] == ["eager"]
            else "in a tf.function no gradient tape records (a validation step, evaluate() or predict())"
            if row["how"] == ["graph"] else "eagerly and in a tf.function")
