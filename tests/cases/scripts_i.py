@@ -302,3 +302,42 @@ def tape_class_weight_gathered():
         opt.apply_gradients(zip(grads, model.trainable_variables))
 
     _epochs(step, x, y, 30, 6)
+
+
+# --- a custom train_step that calls the compiled loss object itself: the regularizers left out ---------
+
+
+def _l2_net(model_class=None):
+    keras = _keras()
+    keras.utils.set_random_seed(63)
+    reg = keras.regularizers.L2(1e-3)
+    inp = keras.Input((10,))
+    h = keras.layers.Dense(24, activation="relu", kernel_regularizer=reg)(inp)
+    return (model_class or keras.Model)(inp, keras.layers.Dense(2, kernel_regularizer=reg)(h))
+
+
+def _l2_fit(model):
+    keras = _keras()
+    x, y = _imbalanced()
+    model.compile(optimizer=keras.optimizers.Adam(5e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=30, epochs=4, shuffle=False, verbose=0)
+
+
+def fit_l2_classifier():
+    _l2_fit(_l2_net())
+
+
+def fit_train_step_calls_loss_object():
+    tf, keras = _tf(), _keras()
+
+    class Model(keras.Model):
+        def train_step(self, batch):
+            xb, yb = batch
+            with tf.GradientTape() as tape:
+                loss = self.loss(yb, self(xb, training=True))  # compute_loss would add self.losses
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    _l2_fit(_l2_net(Model))

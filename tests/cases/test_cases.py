@@ -477,6 +477,8 @@ CASES += [
     ("eq_custom_train_step_label_smoothing_by_hand", i7.fit_custom_train_step_label_smoothing,
      i7.tape_label_smoothing_by_hand, "equivalent", None),
     ("eq_class_weight_long", i7.fit_class_weight_long, i7.tape_class_weight_gathered, "equivalent", None),
+    ("train_step_calls_loss_object", i7.fit_l2_classifier, i7.fit_train_step_calls_loss_object, "diverged",
+     "regularization_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -637,6 +639,8 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["masked_run"] == "a" and f.evidence["unmasked_mean_over_all_entries"], text
         assert f.steps == [0] and "tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)" in (f.fix or ""), text
+    if _id == "train_step_calls_loss_object":  # the fix says what a custom train_step calls instead
+        assert "self.compute_loss(x=x, y=y, y_pred=y_pred)" in (report.findings[0].fix or ""), text
     if _id == "eq_mask_as_sample_weight_too":  # the weights named, as context
         assert any(f.kind == "sample_weighting" and f.severity == "info" for f in report.findings), text
     if _id == "partial_last_batch_dropped":  # the batch left out, its size, and where the runs part

@@ -278,8 +278,9 @@ _KINDS = [
         "`sum(model.losses)` twice or not at all next to its Keras loss's data loss; `compare` reports "
         "those per-run counts where they differ and no step could be compared (another training mode, "
         "other batches).",
-        "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you); once, and with the "
-        "same factor in both runs.",
+        "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you; in a custom train_step "
+        "call `self.compute_loss(x=x, y=y, y_pred=y_pred)`, which adds them, not the loss object itself); "
+        "once, and with the same factor in both runs.",
         rank=18,
     ),
     Kind(
@@ -299,7 +300,8 @@ _KINDS = [
         "loss_scale", "error", True,
         "On the same inputs and weights the losses differ by a constant factor (number of outputs: "
         "a mean over the last axis as Keras `mse` does; batch size: sum vs mean, or a per-sample "
-        "loss vector handed to `tape.gradient`; the valid fraction of a mask; batch/sum(weights)). "
+        "loss vector handed to `tape.gradient`; the valid fraction of a mask; batch/sum(weights); the "
+        "number of a multi-output model's outputs: their losses averaged in one run, summed in the other). "
         "The same factor at every aligned step with equal updates (a summed loss with the learning "
         "rate divided by the batch size) is the same training: context. Beneath another training mode "
         "or layer setting, which leaves step 0 with no exact factor, a warning: the step-0 loss ratio "

@@ -500,7 +500,9 @@ def regularization_said(n: int) -> str:
 
 def regularization_fix(n: int) -> str:
     """The fix for a loss holding ``n`` (not 1) x sum(model.losses)."""
-    return ("Add `sum(model.losses)` to the loss inside the tape (fit() does it for you)." if n == 0 else
+    return ("Add `sum(model.losses)` to the loss inside the tape (fit() does it for you; in a custom train_step "
+            "call `self.compute_loss(x=x, y=y, y_pred=y_pred)`, which adds them, not the loss object itself)."
+            if n == 0 else
             "Add the regularization losses once: fit() and `model.compute_loss()` already include "
             "`model.losses`; remove the extra `sum(self.losses)`.")
 
