@@ -9,6 +9,7 @@ from . import scripts_f as f4
 from . import scripts_g as g5
 from . import scripts_h as h6
 from . import scripts_i as i7
+from . import scripts_j as j8
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -481,6 +482,17 @@ CASES += [
      "regularization_mismatch"),
 ]
 
+# An eighth set (scripts_j.py): mixed precision with a LossScaleOptimizer in a tape loop.
+CASES += [
+    # scale_loss() in the tape, the gradients applied by the wrapped optimizer: nothing divides them back
+    ("mixed_scaled_loss_inner_adam_applies", j8.fit_mixed_precision_adam,
+     j8.tape_mixed_scaled_loss_inner_optimizer_applies, "diverged", "loss_scaling"),
+    ("mixed_scaled_loss_inner_sgd_applies", f4.fit_mixed_precision_mlp, j8.tape_mixed_scaled_loss_inner_sgd_applies,
+     "diverged", "loss_scaling"),
+    ("eq_mixed_precision_adam_fit_vs_scale_loss", j8.fit_mixed_precision_adam, j8.tape_mixed_scaled_loss_adam,
+     "equivalent", None),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -591,6 +603,10 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["differences (a, b)"]["learning_rate_callbacks"] == [["LearningRateScheduler"], None], text
         assert "LearningRateScheduler" in (f.fix or "") and "step 4" in (f.fix or ""), text
+    if _id.startswith("mixed_scaled_loss_inner_"):  # the run whose gradients stay scaled, and the wrapper's apply
+        f = report.findings[0]
+        assert f.evidence.get("scaled_gradients_run") == "b" and f.evidence.get("loss_scale") == 32768.0, text
+        assert "inner_optimizer" in (f.fix or ""), text
     if _id == "loss_scale_optimizer_unscaled_loss":  # the run, the factor, and scale_loss as the fix
         f = report.findings[0]
         assert f.evidence["unscaled_loss_run"] == "b" and abs(f.evidence["gradient_factor"] - 32768) < 1, text

@@ -339,7 +339,10 @@ _KINDS = [
         "Mixed precision: the loss scale was applied in one run only, or steps were skipped for "
         "overflow. A run whose optimizer is a LossScaleOptimizer but whose steps scaled no loss, with "
         "gradients the other run's divided by its loss scale, differentiated the unscaled loss (Keras 3's "
-        "optimizer unscales on apply): named with `optimizer.scale_loss(loss)` as the fix. A mixed "
+        "optimizer unscales on apply): named with `optimizer.scale_loss(loss)` as the fix. A run whose loss is "
+        "the other's times the other's loss scale and whose optimizer is no LossScaleOptimizer (`scale_loss` "
+        "in the tape, the gradients applied by `inner_optimizer`) keeps the scale in its gradients: named "
+        "with the wrapper's apply as the fix. A mixed "
         "precision dtype policy in one run only (the other computing in float32) is named as such.",
         "Wrap the optimizer in `LossScaleOptimizer` and scale/unscale the loss in both runs "
         "(fit() does it under a mixed_float16 policy).",

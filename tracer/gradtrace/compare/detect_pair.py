@@ -1093,6 +1093,25 @@ def _loss_scaled(o: dict[str, Any]) -> bool:
     return "inner" in o or "loss_scale" in o or str(o.get("class") or "").startswith("LossScaleOptimizer")
 
 
+def _loss_scale_kept(scaled: RunData, plain: RunData) -> tuple[float, float] | None:
+    """The run without a LossScaleOptimizer differentiated the loss times the other run's loss
+    scale (``scale_loss`` of a wrapper whose ``inner_optimizer`` applies, or a hand-written
+    ``loss * scale``): its first recorded loss is the other's first loss times the scale the
+    other's first step used (a power of two: the product is exact in float). Returns the scale
+    and the measured loss ratio, or None."""
+    def first(x: np.ndarray) -> float | None:
+        ok = np.isfinite(x)
+        return float(x[ok][0]) if ok.any() else None
+
+    if not scaled.n_steps or not plain.n_steps or scaled.step[0] != plain.step[0]:
+        return None
+    ls, la, lb = first(scaled.loss_scale[:1]), first(scaled.loss[:1]), first(plain.loss[:1])
+    if ls is None or la is None or lb is None or ls <= 1.0 or la == 0.0:
+        return None
+    factor = lb / la
+    return (ls, factor) if abs(factor - ls) <= 1e-2 * ls else None
+
+
 def loss_scaling(a: RunData, b: RunData) -> Finding | None:
     def scaled(run: RunData) -> float | None:
         s = run.loss_scale[np.isfinite(run.loss_scale)]
@@ -1121,6 +1140,25 @@ def loss_scaling(a: RunData, b: RunData) -> Finding | None:
                                   "model in both scripts (a tape loop then scales its loss with "
                                   "`optimizer.scale_loss(loss)` of a LossScaleOptimizer), or in neither."),
                 explains=0.9)
+        kept = _loss_scale_kept(a if side == "a" else b, b if side == "a" else a)
+        if kept is not None:
+            scale, factor = kept
+            ev.update({"scaled_gradients_run": other, "loss_scale": scale, "loss_factor": factor})
+            return Finding(
+                "loss_scaling",
+                f"run {other} differentiates its loss multiplied by the loss scale: its step-0 loss is "
+                f"{factor:g} x run {side}'s, the loss scale run {side}'s {ca if side == 'a' else cb} used "
+                f"({scale:g}, what `optimizer.scale_loss(loss)` returns), but run {other} applies the gradients "
+                f"with its {cb if side == 'a' else ca}, no LossScaleOptimizer, which does not divide them back: every update is computed "
+                f"from gradients {scale:g} times too large (Adam-like optimizers absorb most of a constant "
+                "factor, except against epsilon; SGD takes steps that many times too large), and overflowed "
+                "steps are applied instead of skipped.",
+                evidence=ev, explains=1.0,
+                fix=("Apply the gradients of the scaled loss with the LossScaleOptimizer itself "
+                     "(`optimizer.apply_gradients(zip(grads, model.trainable_variables))` on the wrapper, not "
+                     "`optimizer.inner_optimizer`), which divides them by the scale and skips overflowed steps; "
+                     "tf-keras: `grads = optimizer.get_unscaled_gradients(grads)` before applying, or apply "
+                     "with the wrapper."))
         return Finding(
             "loss_scaling",
             f"only run {side} wraps its optimizer in LossScaleOptimizer (mixed precision loss scaling); "

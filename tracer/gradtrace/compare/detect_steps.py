@@ -198,6 +198,11 @@ def _loss_scale_fix(meaning: str | None) -> str:
         return head + ("divide by the number of valid entries as a Keras loss does with a mask "
                        "(`tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`), or call the same Keras loss "
                        "object on the masked predictions in both.")
+    if meaning.startswith(NOT_UNSCALED):
+        return ("Divide the gradients of the scaled loss by the loss scale before they are applied: apply them "
+                "with the LossScaleOptimizer itself (Keras 3 `opt.apply_gradients(zip(grads, vars))` on the "
+                "gradients of `opt.scale_loss(loss)` unscales them; not `opt.inner_optimizer`), tf-keras "
+                "`grads = opt.get_unscaled_gradients(tape.gradient(opt.get_scaled_loss(loss), vars))`.")
     if meaning.startswith("the batch size"):
         return head + ("reduce the per-sample losses to their mean (`tf.reduce_mean(loss)`, or a Keras loss "
                        "object) before `tape.gradient`; a vector target is summed.")

@@ -292,6 +292,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     findings = _regularizer_kinds_differ(findings)
     _hand_written_loss(findings, a, b)
     findings = _loss_left_unscaled(findings, a, b)
+    findings = _scaled_gradients_applied(findings)
     findings = _dedupe(findings)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
@@ -937,6 +938,26 @@ def _hand_written_loss(findings: list[Finding], a: RunData, b: RunData) -> None:
     if effects:
         f.fix = (f"Make run {other}'s hand-written loss compute what run {side}'s {cls} does: "
                  f"{'; '.join(effects)}. Or call the same Keras loss object in both runs.")
+
+
+def _scaled_gradients_applied(findings: list[Finding]) -> list[Finding]:
+    """The gradients of a scaled loss applied by an optimizer that does not unscale them.
+
+    loss_scaling names the run (its loss is the other's times the other's loss scale, and its
+    optimizer is no LossScaleOptimizer); the loss factor the step-0 comparison measures is the
+    same fact, so it becomes that finding's step evidence instead of a second finding whose
+    fix would be to reduce the loss differently.
+    """
+    ls = next((f for f in findings if f.kind == "loss_scaling" and f.evidence.get("scaled_gradients_run")), None)
+    if ls is None:
+        return findings
+    same = [f for f in findings if f.kind in ("loss_scale", "gradient_scale")
+            and str(f.evidence.get("matches") or "").startswith(ds.NOT_UNSCALED)]
+    if not same:
+        return findings
+    ls.evidence["step_evidence"] = [{"kind": f.kind, "summary": f.summary} for f in same]
+    ls.steps = same[0].steps or ls.steps
+    return [f for f in findings if not any(f is g for g in same)]
 
 
 def _loss_left_unscaled(findings: list[Finding], a: RunData, b: RunData) -> list[Finding]:
