@@ -133,8 +133,11 @@ CASES = [
     ("lr_callback_one_run", s.fit_lr_callback_two_epochs, s.fit_two_epochs, "diverged", "optimizer_mismatch"),
     # a LossScaleOptimizer in both runs; the loop differentiates the unscaled loss
     ("loss_scale_optimizer_unscaled_loss", s.fit_mixed_precision, s.tape_loss_scale_optimizer_unscaled_loss,
-     "diverged", "loss_scaling"),    # the loop calls the model again in training mode for a metric: Dropout draws its masks twice a step
-    ("metric_forward_redraws_dropout", s.fit_dropout_mlp, s.tape_dropout_metric_forward, "diverged", "divergence"),    # Dropout in Keras 3 and in tf-keras (the same weights): other random streams, not an init mismatch
+     "diverged", "loss_scaling"),
+    # the loop calls the model again in training mode for a metric: Dropout draws its masks twice a step
+    ("metric_forward_redraws_dropout", s.fit_dropout_mlp, s.tape_dropout_metric_forward, "diverged",
+     "training_outside_steps"),
+    # Dropout in Keras 3 and in tf-keras (the same weights): other random streams, not an init mismatch
     ("eq_dropout_keras3_vs_tf_keras", s.fit_keras3_dropout, s.fit_tf_keras_dropout, "equivalent", None),
 ]
 
@@ -611,10 +614,12 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["unscaled_loss_run"] == "b" and abs(f.evidence["gradient_factor"] - 32768) < 1, text
         assert "scale_loss(loss)" in (f.fix or "") and not any(g.kind == "gradient_scale" for g in report.findings)
-    if _id == "metric_forward_redraws_dropout":  # a warning naming the random layers, from step 1
+    if _id == "metric_forward_redraws_dropout":  # the second forward pass counted, the departure at step 1 its evidence
         f = report.findings[0]
-        assert f.severity == "warning" and f.steps == [1] and f.evidence["random_layers"]["b"] == ["Dropout"], text
-        assert "compute metrics from that output" in (f.fix or ""), text
+        assert f.severity == "error" and f.steps == [1] and report.first_divergent_step == 1, text
+        assert list(f.evidence["b"].values()) == [s.STEPS] and f.evidence["random_layers"], text
+        assert "a forward pass for a metric after the tape" in f.summary, text
+        assert "compute metrics from that pass's output" in (f.fix or ""), text
     if _id == "eq_dropout_keras3_vs_tf_keras":  # says why nothing was compared step by step
         assert "different generators in keras3 and tf_keras" in str(report.to_dict()["skipped"]), text
     if _id == "targets_standardised_per_column":  # no single map: the labels' moments as evidence
@@ -700,7 +705,8 @@ def test_case(traced, case):
         assert all(f.severity == "info" for f in report.findings if f.kind == "data_mismatch"), text
     if _id == "bn_dropout_moved_by_validation_forward":  # the statistics named beside the random stream
         f = report.findings[0]
-        assert f.severity == "warning" and f.evidence["state_departs"]["step"] <= f.steps[0], text
+        assert f.severity == "error" and f.steps == [1] and "moving statistics took in those batches" in f.summary
+        assert f.evidence["step_evidence"][0]["state_departs"]["step"] <= f.steps[0], text
     if _id == "augmentation_dropout_no_training_flag":  # the Dropout, not the model its layers decide for
         assert [d["class"] for d in report.findings[0].evidence["layers"]] == ["Dropout"], text
     if _id == "normalization_adapted_on_other_data":  # the state set before training named

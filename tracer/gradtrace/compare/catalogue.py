@@ -439,15 +439,19 @@ _KINDS = [
     Kind(
         "training_outside_steps", "warning", False,
         "Train/inference-dependent layers ran with `training=True` while no gradient tape recorded, "
-        "i.e. outside the optimizer steps, a different number of times in the two runs (`check`: at "
-        "all): a validation pass `model(x_val, training=True)`, or a BatchNormalization hard-wired to "
+        "i.e. outside the forward passes the optimizer steps differentiate, a different number of times "
+        "in the two runs (`check`: at all): a validation pass `model(x_val, training=True)`, a second "
+        "forward pass for a metric after the tape, or a BatchNormalization hard-wired to "
         "`training=True` in a functional model that tf-keras's evaluate() and predict() then run in "
         "training mode. BatchNormalization folds those batches into its moving statistics and Dropout "
-        "perturbs those outputs: every step can agree while the evaluated models differ. Counted per "
+        "perturbs those outputs: every step can agree while the evaluated models differ; Dropout's draws "
+        "also move its generator, so the later steps' masks differ (the departure they cause is their "
+        "evidence, and the finding an error). Counted per "
         "layer by the tracer where the calls ran (eager calls one by one, calls inside a tf.function by "
         "a counter in its graph), compared on layers paired through their variables.",
-        "Call the model with `training=False` outside the training step (validation, evaluation, "
-        "prediction); do not hard-wire `training=True` into a layer's call in a functional model; "
+        "Call the model in training mode only in the forward pass the gradient is taken of: compute "
+        "metrics from its output and call the model with `training=False` for validation, evaluation "
+        "and prediction; do not hard-wire `training=True` into a layer's call in a functional model; "
         "recompute BatchNormalization statistics on purpose in both runs or in neither.",
         rank=58,
     ),

@@ -16,10 +16,11 @@ from gradtrace.compare.align import Alignment
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding
 
-FIX = ("Call the model with `training=False` outside the training step (validation, evaluation, "
-       "prediction), as fit()'s validation and evaluate() do; in a functional model do not hard-wire "
-       "`training=True` into a layer's call (tf-keras keeps it in evaluate() and predict()). To "
-       "recompute BatchNormalization statistics on purpose (after weight averaging), do it in both runs.")
+FIX = ("Call the model in training mode only in the forward pass the gradient is taken of: compute "
+       "metrics from that pass's output, and call the model with `training=False` wherever no gradient is "
+       "taken (validation, evaluation, prediction), as fit() does; in a functional model do not hard-wire "
+       "`training=True` into a layer's call (tf-keras keeps it in evaluate() and predict()). To recompute "
+       "BatchNormalization statistics on purpose (after weight averaging), do it in both runs.")
 
 
 def _rows(run: RunData) -> dict[str, dict[str, Any]]:
@@ -54,8 +55,9 @@ def _said(run: RunData, layer: str, row: dict[str, Any]) -> str:
     when = ("" if first is None else f", after its last step ({first - 1})" if first >= run.n_steps > 0
             else f", from step {first} on")
     how = ("eager calls such as `model(x_val, training=True)`" if row["how"] == ["eager"]
-           else "in a tf.function no gradient tape records (a validation step, evaluate() or predict())"
-           if row["how"] == ["graph"] else "eagerly and in a tf.function")
+           else "in a tf.function, where no gradient tape recorded: a forward pass for a metric after the "
+           "tape, a validation step, evaluate() or predict()" if row["how"] == ["graph"]
+           else "eagerly and in a tf.function")
     what = ("its moving statistics took in those batches" if _stateful(run, layer)
             else "it dropped or perturbed what those calls computed")
     return f"{_class(run, layer)} '{layer}' {row['calls']} time(s) ({how}{when}): {what}"
@@ -76,7 +78,8 @@ def outside_steps_run(run: RunData) -> Finding | None:
     more = f"; and {len(order) - 4} more layer(s)" if len(order) > 4 else ""
     return Finding(
         "training_outside_steps",
-        "layers ran in training mode outside the optimizer steps: " + "; ".join(parts) + more
+        "layers ran in training mode outside the forward passes the optimizer steps differentiate (no "
+        "gradient tape recorded): " + "; ".join(parts) + more
         + ". The model the run evaluates is not the one its steps trained.",
         steps=_first(rows), layers=order,
         evidence={"layers": {n: {k: rows[n][k] for k in ("calls", "first_step")} for n in order}},
@@ -120,7 +123,8 @@ def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
               if n and not _stateful(a if s == "a" else b, n)]
     return Finding(
         "training_outside_steps",
-        "layers ran in training mode outside the optimizer steps, differently in the two runs: " + text
+        "layers ran in training mode outside the forward passes the optimizer steps differentiate (no "
+        "gradient tape recorded), differently in the two runs: " + text
         + " The models the runs evaluate differ even where every step agrees.",
         steps=sorted(set(steps))[:1], layers=layers,
         evidence={"a": {n: r["calls"] for n, r in ra.items()}, "b": {n: r["calls"] for n, r in rb.items()},
@@ -146,7 +150,7 @@ def fold_divergence(findings: list[Finding], step_f: list[Finding]) -> list[Find
             f.summary += (f" The random layers among them ({', '.join(f.evidence['random_layers'][:3])}) drew "
                           "from their generator in those calls, so the later steps' random numbers differ: "
                           f"that is why the losses part at step {min(g.steps)}.")
-            f.steps = sorted(set(f.steps) | set(g.steps))
+            f.steps = sorted(g.steps)  # where it shows: a graph's calls date from its first trace
         else:
             rest.append(g)
     return rest
