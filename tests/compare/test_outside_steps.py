@@ -135,7 +135,8 @@ def test_check_warns_about_one_run(url: str) -> None:
 def test_tf_keras_hard_wired_training_in_evaluate_and_predict_is_counted(tmp_path: Path) -> None:
     """tf-keras keeps ``training=True`` set in a functional model's layer call when evaluate()
     and predict() run it (Keras 3 lets the outer call's ``training=False`` win). The counter in
-    their graphs counts each batch; fit()'s own steps are under a tape and do not count."""
+    their graphs counts each batch; fit()'s own steps are under a tape and do not count, and a
+    SavedModel export (which traces the layers' calls again) neither counts nor fails."""
     pytest.importorskip("tf_keras")
     db = tmp_path / "legacy.db"
     script = textwrap.dedent(
@@ -154,6 +155,7 @@ def test_tf_keras_hard_wired_training_in_evaluate_and_predict_is_counted(tmp_pat
                 m.fit(x, y, batch_size=16, epochs=1, verbose=0)
                 m.evaluate(x, y, batch_size=16, verbose=0)
                 m.predict(x[:32], batch_size=16, verbose=0)
+                m.save("{tmp_path}/saved-" + name)  # a SavedModel traces the calls: no counter of ours in it
         s = open_store("sqlite:///{db}")
         meta = s.run_detail(s.resolve("hard").id).meta
         assert [(r["calls"], r["how"]) for r in meta["training_outside_steps"]] == [(6, "graph")], meta

@@ -39,6 +39,20 @@ MAX_LAYERS = 64
 """Layers listed at most (the first ones seen); further layers are not counted."""
 
 
+def _saving() -> bool:
+    """A SavedModel export is tracing functions now (``tf.saved_model.save``: tf-keras's
+    ``ModelCheckpoint(save_weights_only=False)``, ``model.save`` to a folder, Keras 3's
+    ``model.export``). A counter captured by a function traced there makes the export fail:
+    tensorflow/python/saved_model/save.py refuses a concrete function that captures a
+    variable the saved object does not track. Asked through
+    tensorflow/python/saved_model/save_context.py ``in_save_context`` (internal)."""
+    try:
+        from tensorflow.python.saved_model import save_context
+    except ImportError:  # moved: count nothing in graphs rather than break an export
+        return True
+    return bool(save_context.in_save_context())
+
+
 class OutsideCalls:
     """Counts of training-mode layer calls that no gradient tape recorded, per layer."""
 
@@ -55,6 +69,8 @@ class OutsideCalls:
             return
         import tensorflow as tf
 
+        if not tf.executing_eagerly() and _saving():
+            return  # a SavedModel export traces the layers' calls: no op of ours may be saved with them
         if tf.is_tensor(training) and not tf.executing_eagerly():
             self._in_graph(name, tf.cast(tf.reshape(training, []), tf.int64))
             return
