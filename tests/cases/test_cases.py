@@ -485,7 +485,8 @@ CASES += [
      "regularization_mismatch"),
 ]
 
-# An eighth set (scripts_j.py): mixed precision with a LossScaleOptimizer in a tape loop.
+# An eighth set (scripts_j.py): mixed precision with a LossScaleOptimizer in a tape loop, a Lambda layer,
+# gradients accumulated by hand, MirroredStrategy with one replica, a GAN.
 CASES += [
     # scale_loss() in the tape, the gradients applied by the wrapped optimizer: nothing divides them back
     ("mixed_scaled_loss_inner_adam_applies", j8.fit_mixed_precision_adam,
@@ -494,6 +495,17 @@ CASES += [
      "diverged", "loss_scaling"),
     ("eq_mixed_precision_adam_fit_vs_scale_loss", j8.fit_mixed_precision_adam, j8.tape_mixed_scaled_loss_adam,
      "equivalent", None),
+    # a Lambda layer's function is compared by what its code computes, not by the file and lines it is in
+    ("eq_same_lambda_written_twice", j8.fit_lambda_halves, j8.tape_lambda_halves, "equivalent", None),
+    ("lambda_other_constant", j8.fit_lambda_halves, j8.tape_lambda_quarters, "diverged", "layer_config_mismatch"),
+    # micro-batch gradients summed, not averaged: the same loss, a factor on the gradients alone (3, which
+    # is also the number of outputs, but a mean over outputs would show in the loss)
+    ("micro_batches_summed_not_averaged", j8.tape_micro_batches_averaged, j8.tape_micro_batches_summed, "diverged",
+     "gradient_scale"),
+    ("eq_mirrored_one_replica_fit_vs_strategy_run", j8.fit_mirrored_one_replica, j8.tape_mirrored_strategy_run,
+     "equivalent", None),
+    ("eq_gan_two_tapes_vs_persistent_tape", j8.gan_two_tapes_function, j8.gan_persistent_tape_eager, "equivalent",
+     None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -606,6 +618,10 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["differences (a, b)"]["learning_rate_callbacks"] == [["LearningRateScheduler"], None], text
         assert "LearningRateScheduler" in (f.fix or "") and "step 4" in (f.fix or ""), text
+    if _id == "micro_batches_summed_not_averaged":  # the factor, not a loss reduction it cannot be
+        f = report.findings[0]
+        assert abs(f.evidence["factor"] - 1 / 3) < 1e-4 and not f.evidence.get("matches"), text
+        assert "micro-batches" in f.summary, text
     if _id.startswith("mixed_scaled_loss_inner_"):  # the run whose gradients stay scaled, and the wrapper's apply
         f = report.findings[0]
         assert f.evidence.get("scaled_gradients_run") == "b" and f.evidence.get("loss_scale") == 32768.0, text

@@ -350,6 +350,44 @@ def _is_layer_spec(value: Any) -> bool:
     return isinstance(value, dict) and "class_name" in value and isinstance(value.get("config"), dict)
 
 
+def _value_key(value: Any) -> str:
+    """A constant, default or closure value by its value where it is a plain one, else by its
+    type (a repr with a memory address would differ from run to run)."""
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return repr(value)
+    if isinstance(value, tuple | list | frozenset):
+        return f"{type(value).__name__}({','.join(_value_key(v) for v in value)})"
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _code_key(code: Any) -> tuple[Any, ...]:
+    """What a code object computes, without where it was written: its bytecode, constants
+    (nested code objects the same way), global and attribute names and argument counts; not
+    its file, line numbers, qualified name or its arguments' and locals' names (the bytecode
+    reads them by position)."""
+    consts = tuple(_code_key(c) if inspect.iscode(c) else _value_key(c) for c in code.co_consts)
+    return (code.co_code, consts, code.co_names, code.co_nlocals, len(code.co_freevars), code.co_argcount,
+            code.co_kwonlyargcount, code.co_flags & ~inspect.CO_NESTED)  # written in a function or not
+
+
+def _function_config(fn: Any) -> dict[str, Any] | None:
+    """A plain Python function a layer holds (a Lambda's ``function``, its ``output_shape`` or
+    ``mask``, an activation given as a lambda; not one get_config() names by a string),
+    described by what it computes: get_config() serialises it with ``marshal``, whose bytes
+    carry the script's file name and line numbers, so the same ``lambda`` written in two scripts
+    looked like two layer arguments. A digest of the code (:func:`_code_key`), its defaults and
+    its closure's values; None for anything else (a Keras object, a builtin)."""
+    code = getattr(fn, "__code__", None)
+    if not inspect.isfunction(fn) or code is None:
+        return None
+    try:
+        cells = tuple(_value_key(c.cell_contents) for c in (fn.__closure__ or ()))
+    except ValueError:  # an empty cell
+        cells = ("<empty>",)
+    key = repr((_code_key(code), _value_key(fn.__defaults__), cells))
+    return {"python_function": hashlib.sha256(key.encode()).hexdigest()[:16]}
+
+
 def layer_config(layer: Any, subs: list[Any] | None = None) -> dict[str, Any] | None:
     """What a layer was built with (``get_config()`` without names, dtypes, initializers
     and seeds), or None for an unreadable or oversized config.
@@ -365,6 +403,11 @@ def layer_config(layer: Any, subs: list[Any] | None = None) -> dict[str, Any] | 
     if config is None:
         return None
     out = {k: v for k, v in config.items() if k not in _CONFIG_SKIP and not k.endswith("_initializer")}
+    for k in list(out):
+        # a function serialised as its code (a lambda, a script's own function), not by a name
+        described = None if isinstance(out[k], str) else _function_config(getattr(layer, k, None))
+        if described is not None:
+            out[k] = described
     if subs:
         inner = [c for c in (_raw_config(x) for x in subs) if c is not None]
         out = {k: v for k, v in out.items()

@@ -416,7 +416,7 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
             loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets])
 
         def stats() -> Any:
-            args = (grads, inv_scale, tvars, before, state_vars, shadow, signs)
+            args = (grads, inv_scale, _by_value(tvars), before, _by_value(state_vars), shadow, signs)
             return live_stats(full_stats, args)(*args)
 
         if cadence.always:
@@ -537,6 +537,27 @@ def _shared_pair(key: tuple[Any, ...]) -> tuple[Any, Any, bool]:
     return fn, probe, jit
 
 
+def _distributed(v: Any) -> bool:
+    import tensorflow as tf
+
+    return isinstance(v, tf.distribute.DistributedValues) or \
+        isinstance(getattr(v, "value", None), tf.distribute.DistributedValues)
+
+
+def _by_value(variables: list[Any]) -> list[Any]:
+    """Distributed variables (a model built under a ``tf.distribute`` strategy: MirroredVariable,
+    also inside a Keras 3 variable) handed to the shared statistics function as their values
+    (read here, after the update). A ``tf.function`` called with a distributed variable captures
+    the one it was traced with, and the function is shared by every run with the same shapes: a
+    later run in the process read the first run's model's weights (its update and weight norms
+    were another model's). Other variables go in as they are."""
+    return [v.read_value() if _distributed(v) else v for v in variables]
+
+
+def _read(v: Any) -> Any:
+    return v.read_value() if hasattr(v, "read_value") else v
+
+
 def live_stats(fn: Any, args: tuple[Any, ...]) -> Any:
     """``fn`` (a function of :func:`stats_function`), or a new one in its place when its
     trace for ``args`` holds variables that no longer exist.
@@ -600,7 +621,7 @@ def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *, 
         n = _numel(v)
         b = b_all[off : off + n]
         off += n
-        a = tf.reshape(tf.cast(v.read_value(), tf.float32), [-1])
+        a = tf.reshape(tf.cast(_read(v), tf.float32), [-1])
         d = a - b
         parts.append(
             tf.stack(
@@ -611,7 +632,7 @@ def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *, 
                 ]
             )
         )
-    st_after = [tf.reshape(tf.cast(sv.read_value(), tf.float32), [-1]) for sv in state_vars]
+    st_after = [tf.reshape(tf.cast(_read(sv), tf.float32), [-1]) for sv in state_vars]
     st_before = state_shadow.read_value() if state_vars else None
     off = 0
     for af in st_after:

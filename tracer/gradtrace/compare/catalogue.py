@@ -314,7 +314,9 @@ _KINDS = [
         "gradient_scale", "error", True,
         "Gradients are parallel but their norms differ by a constant factor the loss does not "
         "explain (replica count, the mixed-precision loss scale left in unscaled gradients, a learning "
-        "rate folded into the loss); per-variable ratios that differ point at per-variable vs global "
+        "rate folded into the loss, micro-batch gradients summed in one run and averaged in the other); "
+        "a factor only a loss reduction gives (a mean over outputs, a mask's count) is not matched, "
+        "the losses being equal; per-variable ratios that differ point at per-variable vs global "
         "clipping. Equal updates make it context (the runs train identically), except a loss scale "
         "left in: a warning, since the optimizer only hides it until the dynamic scale changes.",
         "Scale the gradients the same way in both runs (see the factor it matched).",

@@ -106,6 +106,10 @@ def negligible_grads(na: Any, nb: Any, ga: Any, gb: Any, al: Alignment) -> np.nd
     return (np.nan_to_num(np.asarray(na), nan=0.0) <= floor) & (np.nan_to_num(np.asarray(nb), nan=0.0) <= floor)
 
 
+# Factors with these meanings are a difference in how the loss is reduced: they show in the loss.
+_LOSS_ONLY_FACTORS = ("the number of outputs", "batch size x outputs", "the number of the model's outputs",
+                      "the mask's valid fraction", "batch/sum(sample weights)")
+
 # A factor with this meaning is a mixed-precision loss scale left in the gradients.
 NOT_UNSCALED = "a scaled loss whose gradients were not unscaled (the loss scale "
 
@@ -642,8 +646,13 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
     # never exceeds 1, which a float16 run's tolerance (~0.3, x16) would otherwise swallow.
     if (bool(parallel[has_g].all()) and _ratio_spread(gr, c) <= ftol and c > 0
             and abs(math.log(c)) > math.log1p(ftol)):
-        m = match_factor(c, cands, ftol)
-        what = f", which matches {m[0]}" if m else ""
+        # The losses agree: a factor that a loss reduction would give (a mean over outputs, a
+        # mask's or the sample weights' count) would show in the loss too, so it means nothing here.
+        m = match_factor(c, {k: v for k, v in cands.items() if not k.startswith(_LOSS_ONLY_FACTORS)}, ftol)
+        what = (f", which matches {m[0]}" if m else
+                ": a factor on the gradients alone, after the loss (gradients accumulated over micro-batches "
+                "summed in one run and averaged in the other, or multiplied or divided by hand before they "
+                "are applied)")
         out.append(Finding(
             "gradient_scale",
             f"same loss at step 0, gradients parallel, but run a's gradients are x{c:.6g} run b's{what}.",
