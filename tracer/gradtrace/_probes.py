@@ -1412,11 +1412,8 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
                     probe.remove_callback()
                 if isinstance(self, model_classes) and not _is_symbolic(args[:1] or kwargs):
                     root = True
-                    from tensorflow.python import pywrap_tfe
-
-                    taped = not pywrap_tfe.TFE_Py_TapeSetIsEmpty()  # asked before guard(), as below
-                    with probe.guard():
-                        probe.on_root_enter(self, args, kwargs, taped)
+                    with probe.guard():  # the outermost guard: it noted whether a tape records
+                        probe.on_root_enter(self, args, kwargs, st.tape_active)
             # The caller's own arguments, before keras/src/layers/layer.py Layer.__call__ (or
             # tf_keras/src/engine/base_layer.py Layer.__call__) resolves `training` and fills masks.
             caller = st.calling
@@ -1443,12 +1440,8 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
                         if st.modes_seen.get(name, 0) == seen[k]:  # its __call__ did not run
                             probe.record_mode(leaf, name, training)
             if root:
-                from tensorflow.python import pywrap_tfe
-
-                # Asked before guard(): a stopped tape set reads as empty.
-                under_tape = not pywrap_tfe.TFE_Py_TapeSetIsEmpty()
                 with probe.guard():
-                    probe.on_root_exit(self, outputs, under_tape)
+                    probe.on_root_exit(self, outputs, st.tape_active)
             return outputs
 
         return __call__
