@@ -10,6 +10,7 @@ from . import scripts_g as g5
 from . import scripts_h as h6
 from . import scripts_i as i7
 from . import scripts_j as j8
+from . import scripts_k as k9
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -508,6 +509,19 @@ CASES += [
      None),
 ]
 
+# A ninth set (scripts_k.py): fit(validation_split=...) against a loop over all the data, clipping per
+# variable by hand against an optimizer's global clipping, compute_average_loss with another global batch.
+CASES += [
+    # fit() trains on the first 80%: the loop's extra steps are on the held-out examples, or its
+    # batches part from fit()'s where fit()'s epoch ends on a partial batch
+    ("validation_split_loop_extra_steps", k9.fit_validation_split_one_epoch, k9.tape_all_data_one_epoch, "diverged",
+     "validation_split_mismatch"),
+    ("validation_split_loop_two_epochs", k9.fit_validation_split_fifth, k9.tape_all_data_two_epochs, "diverged",
+     "validation_split_mismatch"),
+    ("eq_validation_split_vs_loop_on_first_80", k9.fit_validation_split_fifth, k9.tape_first_fifth_held_out_two_epochs,
+     "equivalent", None),
+]
+
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
 
 # The factor a regularization_mismatch must measure (run b's added term over run a's).
@@ -716,6 +730,11 @@ def test_case(traced, case):
             "label_smoothing": [0.0, 0.1]}, text
     if _id == "other_seed_same_data":  # says so, and invents no cause
         assert [f.kind for f in report.findings if f.severity != "info"] == ["init_mismatch"], text
+    if _id in ("validation_split_loop_extra_steps", "validation_split_loop_two_epochs"):  # where, and the loop's slice
+        f = report.findings[0]
+        part = 8 if _id == "validation_split_loop_extra_steps" else 6
+        assert f.steps == [part] and report.first_divergent_step == part, text
+        assert "x[:int(len(x) * 0.8)]" in f.fix and "validation_split=0.2" in f.fix, text
     if _id == "validation_split_vs_all_data":  # where the batches part; the data difference explained
         assert report.findings[0].evidence["batches_part_at"] == 6, text
         assert all(f.severity == "info" for f in report.findings if f.kind == "data_mismatch"), text

@@ -1271,14 +1271,70 @@ def validation_split_mismatch(a: RunData, b: RunData, al: Alignment | None = Non
     evidence: dict[str, Any] = {"validation_split_a": sa, "validation_split_b": sb, "steps": [a.n_steps, b.n_steps]}
     if al is not None and al.data_known and 0 < al.aligned_steps < al.n_common:
         k = int(a.step[al.ia[al.aligned_steps]])
-        parts = (f"; their batches are the same up to step {k - 1} and part at step {k}, where the run that "
-                 "holds data out has used up its share and starts its next epoch")
+        ra, rb = int(al.ia[al.aligned_steps]), int(al.ib[al.aligned_steps])
+        na, nb = _batch_size(a, ra), _batch_size(b, rb)
+        smaller = ("a" if na < nb else "b") if na and nb and na != nb else None
+        holder = "a" if sa > sb else "b"
+        why = ("where the run that holds data out has used up its share and starts its next epoch"
+               if smaller is None else f"where run a's batch holds {na} examples and run b's {nb}"
+               + (f" (run {holder} has used up its share: the last, partial batch of its epoch)"
+                  if smaller == holder else ""))
+        parts = f"; their batches are the same up to step {k - 1} and part at step {k}, {why}"
         evidence["batches_part_at"] = k
+    elif al is not None and al.data_known and al.aligned_steps == al.n_common > 0 and a.n_steps != b.n_steps:
+        # Every common step trained on the same batch: the longer run's further steps are where
+        # they part, on examples the other run never trains on (those it holds out).
+        long_side, long, short = ("a", a, b) if a.n_steps > b.n_steps else ("b", b, a)
+        extra = np.arange(al.n_common, long.n_steps)
+        if _batches_unseen(long, extra, short):
+            k = int(long.step[extra[0]])
+            last = int(long.step[extra[-1]])
+            held = max(sa, sb)
+            parts = (f"; their {al.n_common} common steps train on the same batches, and run {long_side}'s "
+                     f"step{'s' if last > k else ''} {k}{f'-{last}' if last > k else ''} train"
+                     f"{'' if last > k else 's'} on examples the other run never sees "
+                     f"(the last {held:.0%}, held out for validation)")
+            evidence["batches_part_at"] = k
+    fix = None
+    if min(sa, sb) == 0:
+        side, v = ("a", sa) if sa else ("b", sb)
+        loop = "b" if side == "a" else "a"
+        other_fit = bool((b if side == "a" else a).meta.get("fit"))
+        keep = f"int(len(x) * {1 - v:g})"
+        fix = (f"Train on the examples fit() trains on: in run {loop}, "
+               + ("pass the same `validation_split` to fit()" if other_fit else
+                  f"loop over `x[:{keep}], y[:{keep}]` (fit() trains on the first {1 - v:.0%} and validates on "
+                  "the rest)")
+               + f"; or drop `validation_split={v:g}` from run {side}'s fit() (pass `validation_data=(x_val, "
+               "y_val)` to validate on other data).")
     return Finding(
         "validation_split_mismatch",
         f"{said[0]} and {said[1]}: they train on different examples ({a.n_steps} vs {b.n_steps} steps){parts}.",
         steps=[evidence["batches_part_at"]] if "batches_part_at" in evidence else [],
-        evidence=evidence, explains=0.8)
+        evidence=evidence, explains=0.8, fix=fix)
+
+
+def _batch_size(run: RunData, row: int) -> int | None:
+    n = float(run.batch_size[row]) if row < len(run.batch_size) else float("nan")
+    return int(n) if np.isfinite(n) and n > 0 else None
+
+
+def _batches_unseen(long: RunData, rows: np.ndarray, short: RunData) -> bool:
+    """Whether none of ``long``'s batches at ``rows`` is any batch ``short`` trains on (their
+    fingerprints, labels and inputs, known at every one of those rows)."""
+    from gradtrace.compare.align import fingerprints_equal
+
+    known = [(fl, fs) for fl, fs in ((long.y_fp, short.y_fp), (long.x_fp, short.x_fp))
+             if len(rows) and not np.isnan(fl[rows]).all(axis=1).any() and not np.isnan(fs).all(axis=1).any()]
+    if not known:
+        return False
+    for r in rows:
+        same = np.ones(short.n_steps, dtype=bool)
+        for fl, fs in known:
+            same &= fingerprints_equal(np.repeat(fl[r:r + 1], short.n_steps, axis=0), fs)
+        if same.any():
+            return False
+    return True
 
 
 def _weight_writes(run: RunData) -> list[dict[str, Any]]:

@@ -277,6 +277,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 f.severity = "info"
                 f.summary += (" The repeated steps explain it." if repeated else " The skipped batches explain it."
                               if skipped_b else " The validation split explains it.")
+    if held_out and first is None:  # where the batches part: the first step the runs train differently
+        first = min((s for f in findings if f.kind == "validation_split_mismatch" for s in f.steps), default=None)
     findings += _regularization_counted_differently(findings, a, b)
     # The first step where anything differs: a departure of the numbers, or an earlier step a
     # cause names (a learning rate that differs from step k shows in the losses at k + 1).
