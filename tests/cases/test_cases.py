@@ -821,6 +821,9 @@ def test_case(traced, case):
         assert all(g.severity == "info" for g in report.findings if g.kind == "training_mode_mismatch"), text
     if _id == "lr_scheduler_callback_epoch_late":  # the callback named as what moves run b's rate
         assert "LearningRateScheduler callback (changes once" in (report.findings[0].fix or ""), text
+    if _id == "lambda_other_constant":  # the functions shown as the code they were written as
+        d = report.findings[0].evidence["differences"][0]
+        assert (d["argument"], d["a"], d["b"]) == ("function", "lambda t: t * 0.5", "lambda h: h * 0.25"), text
     if _id == "reshuffled_each_epoch":  # the argument that differs, not the seed both share
         f = report.findings[0]
         assert "reshuffle_each_iteration=False in run a, True in run b" in (f.fix or ""), text

@@ -385,7 +385,40 @@ def _function_config(fn: Any) -> dict[str, Any] | None:
     except ValueError:  # an empty cell
         cells = ("<empty>",)
     key = repr((_code_key(code), _value_key(fn.__defaults__), cells))
-    return {"python_function": hashlib.sha256(key.encode()).hexdigest()[:16]}
+    out: dict[str, Any] = {"python_function": hashlib.sha256(key.encode()).hexdigest()[:16]}
+    source = _function_source(fn)
+    if source:
+        out["python_source"] = source  # shown to the user, not compared
+    return out
+
+
+def _function_source(fn: Any, limit: int = 160) -> str | None:
+    """The text a function was written as, on one line: the ``lambda`` itself for a lambda
+    (not the whole line around it), the ``def`` for a function; None where the source cannot
+    be read (code typed into a console, exec'd strings)."""
+    import ast
+    import textwrap
+
+    try:
+        lines, _ = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return None
+    text = textwrap.dedent("".join(lines))
+    segment = None
+    if fn.__name__ == "<lambda>":
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:  # a lambda inside an expression cut off by getsourcelines
+            tree = None
+        if tree is not None:
+            argc = fn.__code__.co_argcount
+            names = list(fn.__code__.co_varnames[:argc])
+            found = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)
+                     and [a.arg for a in n.args.args] == names]
+            if len(found) == 1:
+                segment = ast.get_source_segment(text, found[0])
+    text = " ".join((segment or text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def layer_config(layer: Any, subs: list[Any] | None = None) -> dict[str, Any] | None:

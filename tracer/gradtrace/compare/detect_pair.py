@@ -111,7 +111,8 @@ def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | No
         for k in sorted(set(va) & set(vb)):
             if not _same_value(va[k], vb[k]):
                 diffs.append({"layer_a": _lname(la), "layer_b": _lname(lb), "class": la.get("class_name"),
-                              "argument": k, "a": va[k], "b": vb[k]})
+                              "argument": k.removesuffix(".python_function"),
+                              "a": _code_of(xa, k, va[k]), "b": _code_of(xb, k, vb[k])})
         # An argument set to an object in one run and left empty in the other (a kernel
         # constraint or a bias regularizer in one model only): the flattened keys differ.
         for k in sorted(set(va) - set(vb)):
@@ -135,6 +136,16 @@ def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | No
             + "; ".join(f"{d['layer_a']}.{d['argument']} = {d['a']!r} in run a, {d['b']!r} in run b"
                         for d in diffs[:3]) + ".",
         explains=0.95)
+
+
+def _code_of(config: dict[str, Any], dotted: str, value: Any) -> Any:
+    """A function argument (a Lambda's ``function``) is compared by the digest of its code
+    (``gradtrace._meta._function_config``) and shown as the code it was written as."""
+    if dotted.endswith(".python_function"):
+        source = _at(config, dotted.rsplit(".", 1)[0] + ".python_source")
+        if isinstance(source, str):
+            return source
+    return value
 
 
 def _at(d: Any, dotted: str) -> Any:
@@ -442,7 +453,8 @@ def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
 # A layer config keeps nested configs (a regularizer's `config.l2`); names are not arguments.
 # Names, and recurrent layers' choice of how to run the same computation (unrolled or in a
 # loop; tf-keras's implementation 1 or 2), which changes no argument of the math.
-_LAYER_IGNORED = frozenset({"module", "registered_name", "name", "unroll", "implementation"})
+_LAYER_IGNORED = frozenset({"module", "registered_name", "name", "unroll", "implementation",
+                            "python_source"})  # a function's text: its digest is compared
 
 
 def _flat(d: Any, prefix: str = "", ignored: Any = None) -> dict[str, Any]:
