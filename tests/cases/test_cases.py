@@ -11,6 +11,7 @@ from . import scripts_h as h6
 from . import scripts_i as i7
 from . import scripts_j as j8
 from . import scripts_k as k9
+from . import scripts_l as l10
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -881,6 +882,14 @@ CHECKS = [
     ("attention_without_dropout_in_inference_mode", h6.tape_next_row_no_training_flag, "equivalent",
      "training_mode_mismatch"),
     ("maxnorm_constraint_fit", h6.fit_bc_maxnorm, "equivalent", None),
+    # scripts_l.py
+    # the gradients of scale_loss(loss) applied by the wrapper's inner optimizer keep the loss scale
+    ("scaled_gradients_applied_by_inner_adam", j8.tape_mixed_scaled_loss_inner_optimizer_applies, "diverged",
+     "loss_scaling"),
+    ("scaled_gradients_applied_by_inner_sgd", j8.tape_mixed_scaled_loss_inner_sgd_applies, "diverged",
+     "loss_scaling"),
+    ("scaled_loss_applied_by_wrapper", j8.tape_mixed_scaled_loss_adam, "equivalent", None),
+    ("scaled_gradients_unscaled_by_hand", l10.tape_mixed_scaled_loss_unscaled_by_hand, "equivalent", None),
 ]
 
 

@@ -344,7 +344,9 @@ _KINDS = [
         "optimizer unscales on apply): named with `optimizer.scale_loss(loss)` as the fix. A run whose loss is "
         "the other's times the other's loss scale and whose optimizer is no LossScaleOptimizer (`scale_loss` "
         "in the tape, the gradients applied by `inner_optimizer`) keeps the scale in its gradients: named "
-        "with the wrapper's apply as the fix. A mixed "
+        "with the wrapper's apply as the fix; `gradtrace check` names the same in one run from the loss "
+        "handed to tape.gradient being its Keras loss times the loss scale `scale_loss` used, with gradients "
+        "that keep the scale, applied by no LossScaleOptimizer. A mixed "
         "precision dtype policy in one run only (the other computing in float32) is named as such.",
         "Wrap the optimizer in `LossScaleOptimizer` and scale/unscale the loss in both runs "
         "(fit() does it under a mixed_float16 policy).",

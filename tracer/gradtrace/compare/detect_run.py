@@ -460,6 +460,41 @@ def data_loss(run: RunData, step: int) -> float:
     return float(m)
 
 
+def loss_scaled(o: dict[str, Any]) -> bool:
+    """A loss-scale optimizer wrapping another (Keras 3 ``LossScaleOptimizer``, tf-keras'
+    ``LossScaleOptimizer``/``LossScaleOptimizerV3``): described with ``inner`` and ``loss_scale``."""
+    return "inner" in o or "loss_scale" in o or str(o.get("class") or "").startswith("LossScaleOptimizer")
+
+
+def loss_scale_kept(run: RunData) -> dict[str, Any] | None:
+    """Gradients of ``scale_loss(loss)`` applied by an optimizer that does not unscale them.
+
+    The run recorded a loss scale (``scale_loss`` of a LossScaleOptimizer was called in its
+    steps) but no optimizer that applied its gradients is one (the wrapper's
+    ``inner_optimizer`` applied them). The evidence is measured at the first steps: the loss
+    handed to tape.gradient is the Keras loss's data loss times that scale (a power of two,
+    exact in float), and the gradients' norm is nearer the scaled loss than the data loss
+    (gradients divided by the scale by hand before the inner apply are left alone).
+    """
+    opts = [o for o in (run.meta.get("optimizers") or [run.meta.get("optimizer")]) if o]
+    if not opts or any(loss_scaled(o) for o in opts):
+        return None
+    rows = []
+    for i in range(min(run.n_steps, 8)):
+        scale, loss, d = float(run.loss_scale[i]), float(run.loss[i]), data_loss(run, int(run.step[i]))
+        if math.isfinite(scale) and scale > 1.0 and math.isfinite(loss) and math.isfinite(d) and d > 0:
+            rows.append((int(run.step[i]), scale, loss / d, float(run.grad_norm[i]) / d))
+    if not rows or any(abs(r - s) > 1e-2 * s for _st, s, r, _g in rows):
+        return None
+    # The gradient norm against the data loss: about the scale times an ordinary ratio when the
+    # gradients keep the scale, an ordinary ratio when they were unscaled by hand.
+    g = [gr / math.sqrt(s) for _st, s, _r, gr in rows if math.isfinite(gr)]
+    if g and float(np.median(g)) < 1.0:
+        return None
+    return {"step": rows[0][0], "loss_scale": rows[0][1], "loss_factor": rows[0][2], "steps_measured": len(rows),
+            "optimizer": opts[0].get("class")}
+
+
 def regularization_count(run: RunData, once_too: bool = False) -> dict[str, Any] | None:
     """How many times the loss handed to tape.gradient includes ``sum(model.losses)``.
 
@@ -629,15 +664,19 @@ def single_run_findings(run: RunData) -> list[Finding]:
         if k is not None:
             out.append(model_recreated_finding(run, k, [run.var_name(v) for v in later]))
     nf = first_nonfinite(run)
+    kept = loss_scale_kept(run)
     if nf:
         where = f" in the gradient of {nf['variable']}" if "variable" in nf else " in the loss"
         data = " and ".join(nf.get("in_data", []))
+        # Gradients left times the loss scale overflow: that finding is the cause.
+        after_kept = kept is not None and not data and nf["step"] >= kept["step"]
         out.append(Finding(
             "numerics",
             f"NaN/Inf first appears at step {nf['step']}{where}"
-            + (f"; the step's {data} already contain NaN/Inf." if data else "."),
+            + (f"; the step's {data} already contain NaN/Inf." if data else
+               " (the gradients applied keep the loss scale, see loss_scaling)." if after_kept else "."),
             steps=[nf["step"]], variables=[nf["variable"]] if "variable" in nf else [],
-            evidence=nf, explains=1.0,
+            evidence=nf, explains=0.5 if after_kept else 1.0,
             fix=data_fix(data) if data else None))
     for shape, first, count in non_scalar_targets(run):
         out.append(Finding(
@@ -714,6 +753,22 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "loss_scaling", severity="warning",
             summary=f"{len(steps)} step(s) were skipped for overflow under loss scaling (first at step {steps[0]}).",
             steps=steps[:10], evidence={"skipped_steps": len(steps)}, explains=0.3))
+    if kept:
+        scale = kept["loss_scale"]
+        out.append(Finding(
+            "loss_scaling",
+            f"the loss handed to tape.gradient is {kept['loss_factor']:g} x the Keras loss's value from step "
+            f"{kept['step']} on, the loss scale `optimizer.scale_loss(loss)` multiplied it by ({scale:g}), but the "
+            f"gradients are applied by {kept['optimizer']}, no LossScaleOptimizer, which does not divide them back: "
+            f"every update is computed from gradients {scale:g} times too large (Adam-like optimizers absorb most of "
+            "a constant factor, except against epsilon; SGD takes steps that many times too large), and overflowed "
+            "steps are applied instead of skipped.",
+            steps=[kept["step"]], evidence=kept, explains=1.0,
+            fix=("Apply the gradients of the scaled loss with the LossScaleOptimizer itself "
+                 "(`optimizer.apply_gradients(zip(grads, model.trainable_variables))` on the wrapper, not "
+                 "`optimizer.inner_optimizer`), which divides them by the scale and skips overflowed steps; "
+                 "tf-keras: `grads = optimizer.get_unscaled_gradients(grads)` before applying, or apply "
+                 "with the wrapper.")))
     reg = regularization_count(run)
     if reg:
         n = reg["count"]

@@ -1,0 +1,40 @@
+# ruff: noqa: B905  (zip(grads, variables) exactly as users write it)
+"""Single-run scripts for `gradtrace check` (see scripts.py for the conventions): mixed precision
+gradients of scale_loss() unscaled by hand before the inner optimizer applies them.
+"""
+
+from __future__ import annotations
+
+from . import data
+from .scripts_f import _mixed, _mp_mlp
+from .scripts_models import BATCH, STEPS, _digits, _keras, _sparse_ce, _tf
+
+# --- mixed precision: scale_loss() in the tape, the gradients unscaled by hand, the inner optimizer applies ---
+
+
+def tape_mixed_scaled_loss_unscaled_by_hand():
+    """The gradients of scale_loss(loss) divided by the scale by hand, then the inner optimizer
+    applies them: the same updates as the wrapper's apply (without its overflow skipping)."""
+    def script():
+        tf = _tf()
+        keras = _keras()
+        x, y = _digits()
+        model = _mp_mlp()
+        opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3))
+        opt.build(model.trainable_variables)  # creates dynamic_scale
+        ce = _sparse_ce()
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = ce(yb, model(xb, training=True))
+                scaled = opt.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            grads = [g / tf.cast(opt.dynamic_scale, g.dtype) for g in grads]
+            opt.inner_optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+        for xb, yb in data.batches(x, y, BATCH, STEPS):
+            step(xb, yb)
+
+    _mixed(script)
+
