@@ -521,6 +521,13 @@ CASES += [
      "validation_split_mismatch"),
     ("eq_validation_split_vs_loop_on_first_80", k9.fit_validation_split_fifth, k9.tape_first_fifth_held_out_two_epochs,
      "equivalent", None),
+    # clipping by hand in the loop, the other way in the optimizer: the recorded (pre-clip) gradients
+    # of the optimizer's run against the loop's capped ones name the run that clips by hand and how
+    ("clip_by_norm_by_hand_vs_global_clipnorm", k9.fit_global_clipnorm, k9.tape_clip_by_norm_each, "diverged",
+     "gradient_scale"),
+    ("clip_by_global_norm_by_hand_vs_clipnorm", k9.fit_clipnorm, k9.tape_clip_by_global_norm, "diverged",
+     "gradient_scale"),
+    ("eq_clip_by_norm_by_hand_vs_clipnorm", k9.fit_clipnorm, k9.tape_clip_by_norm_each, "equivalent", None),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -736,6 +743,17 @@ def test_case(traced, case):
         part = 8 if _id == "validation_split_loop_extra_steps" else 6
         assert f.steps == [part] and report.first_divergent_step == part, text
         assert "x[:int(len(x) * 0.8)]" in f.fix and "validation_split=0.2" in f.fix, text
+    if _id == "clip_per_variable":  # the run that clips by hand, each gradient at 0.05
+        ev = report.findings[0].evidence
+        assert (ev["hand_clipped_run"], ev["hand_clip"], ev["clip_norm"]) == ("b", "per_variable", 0.05), text
+    if _id in ("clip_by_norm_by_hand_vs_global_clipnorm", "clip_by_global_norm_by_hand_vs_clipnorm"):
+        f = report.findings[0]
+        per_var = _id.startswith("clip_by_norm")
+        assert f.evidence["hand_clipped_run"] == "b" and f.evidence["clip_norm"] == k9.CLIP, text
+        assert ("clips each gradient to norm 0.5 by hand" if per_var else "clips the global norm to 0.5 by hand") \
+            in f.summary, text
+        assert ("tf.clip_by_global_norm(grads, 0.5)" if per_var else "tf.clip_by_norm(g, 0.5)") in f.fix, text
+        assert ("`clipnorm=0.5`" if per_var else "`global_clipnorm=0.5`") in f.fix, text
     if _id == "validation_split_vs_all_data":  # where the batches part; the data difference explained
         assert report.findings[0].evidence["batches_part_at"] == 6, text
         assert all(f.severity == "info" for f in report.findings if f.kind == "data_mismatch"), text

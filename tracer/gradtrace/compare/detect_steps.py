@@ -524,6 +524,110 @@ def _per_variable_setting(a: RunData, b: RunData, n_differ: int, n_with_updates:
             "per-variable settings in one run only.", ev)
 
 
+_CLIP_SETTINGS = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+def _clip_setting(run: RunData) -> tuple[str, float] | None:
+    """The optimizer's clipping setting (the first of ``_CLIP_SETTINGS`` set), or None."""
+    opt = run.meta.get("optimizer") or {}
+    for key in _CLIP_SETTINGS:
+        v = opt.get(key, (opt.get("config") or {}).get(key))
+        if isinstance(v, (int, float)) and v > 0:
+            return key, float(v)
+    return None
+
+
+def _capped_at(values: np.ndarray, c: float, need: int) -> bool:
+    """No finite value above ``c`` and at least ``need`` of them at ``c`` (float32 rounding apart)."""
+    v = values[np.isfinite(values)]
+    return bool(v.size) and bool(np.all(v <= c * (1 + 1e-4))) and int(np.sum(np.abs(v - c) <= 1e-4 * c)) >= need
+
+
+def _hand_clipping(a: RunData, b: RunData, s: Step0, al: Alignment, ftol: float) -> Finding | None:
+    """A run whose optimizer clips nothing but whose recorded gradients are capped: it clips by
+    hand before apply_gradients (the other run's optimizer, clipping, records its gradients
+    before it clips). Each gradient capped at one norm is tf.clip_by_norm on every gradient;
+    the global norm capped is tf.clip_by_global_norm. Named against what the other run does."""
+    for side, h, o, jh, jo in (("b", b, a, al.jb, al.ja), ("a", a, b, al.ja, al.jb)):
+        if _clip_setting(h) is not None:
+            continue
+        setting = _clip_setting(o)
+        rh, ro = int(h.rows(np.array([s.step]))[0]), int(o.rows(np.array([s.step]))[0])
+        if rh < 0 or ro < 0:
+            continue
+        nh, no = h.norm[rh, jh].astype(np.float64), o.norm[ro, jo].astype(np.float64)
+        known = np.isfinite(nh) & np.isfinite(no) & (nh > 0)
+        if not known.any():
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = no / nh
+        clipped = known & (ratio > 1 + ftol)
+        if not clipped.any() or np.any(known & (ratio < 1 - ftol)):
+            continue
+        gh = float(h.grad_norm[s.row_b if side == "b" else s.row_a])
+        per_var = not bool(np.all(rel(ratio[known], float(np.median(ratio[known]))) <= ftol))
+        if per_var:
+            c = float(f"{float(np.median(nh[clipped])):.6g}")  # float32 norms: the value the script wrote
+            if setting is not None and abs(c - setting[1]) <= 1e-4 * setting[1]:
+                c = setting[1]
+            cols = h.norm[:, jh].astype(np.float64).ravel()
+            if not (_capped_at(nh[known], c, int(clipped.sum())) and _capped_at(cols, c, 2)):
+                continue
+            j = int(np.flatnonzero(clipped)[np.argmax(no[clipped])])
+            n_cut = int(clipped.sum())
+            how = (f"clips each gradient to norm {c:.4g} by hand (tf.clip_by_norm): at step {s.step} its "
+                   f"{s.names[j]} gradient has norm {nh[j]:.4g} where run {'a' if side == 'b' else 'b'}'s has "
+                   f"{no[j]:.4g}, and {n_cut} of {int(known.sum())} gradients {'is' if n_cut == 1 else 'are'} "
+                   f"cut to {c:.4g}")
+            match_key = "clipnorm"
+        else:
+            if not math.isfinite(gh) or gh <= 0:
+                continue
+            measured = setting is None or abs(gh - setting[1]) > 1e-4 * setting[1]
+            c = float(f"{gh:.6g}") if measured else setting[1]
+            if not _capped_at(h.grad_norm.astype(np.float64), c, 2 if measured else 1):
+                continue
+            go = float(o.grad_norm[s.row_a if side == "b" else s.row_b])
+            how = (f"clips the global norm to {c:.4g} by hand (tf.clip_by_global_norm): at step {s.step} its "
+                   f"gradients' global norm is {gh:.4g} where run {'a' if side == 'b' else 'b'}'s is {go:.4g}")
+            match_key = "global_clipnorm"
+
+        def by_hand(key: str, v: float) -> str:
+            return {"clipnorm": f"`grads = [tf.clip_by_norm(g, {v:.4g}) for g in grads]`",
+                    "clipvalue": f"`grads = [tf.clip_by_value(g, -{v:.4g}, {v:.4g}) for g in grads]`"}.get(
+                        key, f"`grads, _ = tf.clip_by_global_norm(grads, {v:.4g})`")
+
+        other = "a" if side == "b" else "b"
+        if setting is None:
+            them = f"run {other}'s optimizer does not clip"
+            fix = (f"Clip in both runs or in neither: remove the clipping from run {side}'s loop, or give run "
+                   f"{other}'s optimizer `{match_key}={c:.4g}` (it clips the same way).")
+        else:
+            key, v = setting
+            what = {"clipnorm": "clips each gradient on its own", "global_clipnorm": "clips the global norm",
+                    "clipvalue": "clips each entry"}[key]
+            them = f"run {other}'s optimizer {what} ({key}={v:g})"
+            if key != match_key:
+                fix = (f"Clip the same way in both runs: {by_hand(key, v)} in run {side}'s loop, or "
+                       f"`{match_key}={c:.4g}` in run {other}'s optimizer in place of `{key}={v:g}`.")
+            elif abs(c - v) > 1e-4 * v:
+                them += ", the same way at another norm"
+                fix = (f"Clip at the same norm: {by_hand(key, v)} in run {side}'s loop, or `{key}={c:.4g}` in "
+                       f"run {other}'s optimizer.")
+            else:
+                them += (f", the same clipping: run {side} records its gradients after clipping them, run "
+                         f"{other} before its optimizer clips")
+                fix = "Nothing to change for the clipping: both runs clip the same way."
+        return Finding(
+            "gradient_scale",
+            f"same loss at step {s.step}, gradients parallel, but run {side} {how}; {them}.",
+            steps=[s.step],
+            evidence={**s.evidence(), "hand_clipped_run": side, "hand_clip": "per_variable" if per_var else "global",
+                      "clip_norm": c, "other_clip_setting": {setting[0]: setting[1]} if setting else None},
+            fix=fix, explains=1.0)
+    return None
+
+
 def _ratio_spread(r: np.ndarray, c: float) -> float:
     r = r[np.isfinite(r)]
     return float(np.max(rel(r, c))) if r.size else 0.0
@@ -649,6 +753,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
         # The losses agree: a factor that a loss reduction would give (a mean over outputs, a
         # mask's or the sample weights' count) would show in the loss too, so it means nothing here.
         m = match_factor(c, {k: v for k, v in cands.items() if not k.startswith(_LOSS_ONLY_FACTORS)}, ftol)
+        clip = None if m else _hand_clipping(a, b, s, al, ftol)
+        if clip is not None:
+            return [clip], s
         what = (f", which matches {m[0]}" if m else
                 ": a factor on the gradients alone, after the loss (gradients accumulated over micro-batches "
                 "summed in one run and averaged in the other, or multiplied or divided by hand before they "
@@ -660,6 +767,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
             explains=1.0))
         return out, s
     if bool(parallel[has_g].all()):
+        clip = _hand_clipping(a, b, s, al, ftol)
+        if clip is not None:
+            return [clip], s
         out.append(Finding(
             "gradient_scale",
             f"same loss at step 0 and parallel gradients, but the norm ratios differ per variable "
