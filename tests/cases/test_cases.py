@@ -528,6 +528,12 @@ CASES += [
     ("clip_by_global_norm_by_hand_vs_clipnorm", k9.fit_clipnorm, k9.tape_clip_by_global_norm, "diverged",
      "gradient_scale"),
     ("eq_clip_by_norm_by_hand_vs_clipnorm", k9.fit_clipnorm, k9.tape_clip_by_norm_each, "equivalent", None),
+    # compute_average_loss(per_example_loss, global_batch_size=2 x the batch): the divisor measured from the
+    # recorded per-example losses, under a one-replica MirroredStrategy and without a strategy
+    ("average_loss_global_batch_doubled_mirrored", k9.fit_mirrored_sgd, k9.tape_mirrored_global_batch_doubled,
+     "diverged", "loss_scale"),
+    ("average_loss_global_batch_doubled_no_strategy", k9.fit_mirrored_sgd,
+     k9.tape_average_loss_no_strategy_global_batch_doubled, "diverged", "loss_scale"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -548,6 +554,8 @@ MATCHES = {
     "mse_sum_reduction": "the batch size",
     "mean_over_batch_then_sum_over_outputs": "the number of outputs",
     "two_outputs_losses_averaged": "the number of the model's outputs (2",
+    "average_loss_global_batch_doubled_mirrored": "a divisor of 64 for a batch of 32",
+    "average_loss_global_batch_doubled_no_strategy": "a divisor of 64 for a batch of 32",
 }
 
 # Cases the comparator cannot decide yet because the tracer does not record what it needs (the reason
@@ -743,6 +751,8 @@ def test_case(traced, case):
         part = 8 if _id == "validation_split_loop_extra_steps" else 6
         assert f.steps == [part] and report.first_divergent_step == part, text
         assert "x[:int(len(x) * 0.8)]" in f.fix and "validation_split=0.2" in f.fix, text
+    if _id.startswith("average_loss_global_batch_doubled"):  # the batch the fix divides by
+        assert "global_batch_size=32)" in report.findings[0].fix, text
     if _id == "clip_per_variable":  # the run that clips by hand, each gradient at 0.05
         ev = report.findings[0].evidence
         assert (ev["hand_clipped_run"], ev["hand_clip"], ev["clip_norm"]) == ("b", "per_variable", 0.05), text

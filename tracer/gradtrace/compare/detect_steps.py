@@ -185,6 +185,15 @@ def _denominator_factors(a: RunData, b: RunData, steps: tuple[int, int]) -> dict
     return out
 
 
+def _divisor_fix(div: dict[str, Any]) -> str:
+    """The concrete change for a per-example loss summed and divided by a count not the batch's."""
+    n = div["batch"]
+    return (f"Divide by the examples the step trains on: in run {div['run']}, "
+            f"`tf.nn.compute_average_loss(per_example_loss, global_batch_size={n})` (the batch across all "
+            f"replicas: the per-replica batch x `strategy.num_replicas_in_sync`), or "
+            f"`tf.reduce_sum(per_example_loss) / {n}`, or leave global_batch_size out to divide by the batch.")
+
+
 def _loss_scale_fix(meaning: str | None) -> str:
     """The concrete change for a matched loss factor."""
     head = "Reduce the loss the same way in both runs: "
@@ -688,7 +697,14 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
             m = match_factor(c, cands, ftol)
             u = float(np.nanmedian(s.update_ratio)) if np.isfinite(s.update_ratio).any() else float("nan")
             hints = _unmatched_factor_hints(a, b) if not m else []
-            what = (f"; it matches {m[0]}" if m else
+            div = None if m else _sum_divisor(a, b, s, c, ftol)
+            if div is not None:
+                d, n, side = div["divisor"], div["batch"], div["run"]
+                m = (f"a divisor of {d} for a batch of {n} ({d / n:g} x the batch: global_batch_size={d})", c, False)
+                hints = [f"run {side}'s loss divides the sum of its {n} per-example losses by {d}, {d / n:g} times "
+                         f"the step's {n} examples: `tf.nn.compute_average_loss(per_example_loss, "
+                         f"global_batch_size={d})` or a sum divided by a fixed count"]
+            what = (f"; {hints[0]}" if div is not None else f"; it matches {m[0]}" if m else
                     ("; it matches no batch or output count: a mask's valid fraction or "
                      "batch/sum(sample weights) would give such a factor"
                      + (f" ({'; '.join(hints)})" if hints else "")))
@@ -703,8 +719,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                           "hints": hints,
                           "matched_value": (1 / m[1] if m and m[2] else m[1]) if m else None,
                           "first_update_ratio": u, "optimizer": (a.meta.get("optimizer") or {}).get("class"),
-                          **ev},
-                fix=_reduction_fix(a, b) or _loss_scale_fix(m[0] if m else None),
+                          **({"sum_divided_by": div} if div is not None else {}), **ev},
+                fix=(_divisor_fix(div) if div is not None else
+                     _reduction_fix(a, b) or _loss_scale_fix(m[0] if m else None)),
                 explains=1.0))
             return out, s
         scaled = _data_loss_scale(a, b, s, cands, ftol, ev, al.premise)
@@ -1007,6 +1024,42 @@ _WEIGHTED_SUM = "`loss = sum(w * l for w, l in zip(loss_weights, output_losses))
 
 
 _MASKING = ("Masking", "Embedding")  # layers that can attach a mask Keras losses then honour
+
+
+def _sum_divisor(a: RunData, b: RunData, s: Step0, c: float, ftol: float) -> dict[str, Any] | None:
+    """A run whose Keras loss returns per-example losses (``reduction="none"``) and whose step
+    loss is their sum over a whole count that is not the batch's: the divisor a hand-written
+    mean used (``tf.nn.compute_average_loss(per_example_loss, global_batch_size=D)``, or
+    ``reduce_sum(loss) / D``), measured from the recorded per-example mean and count. The other
+    run's loss must be its own per-example mean, and the loss factor ``c`` (a over b) what
+    the divisor gives."""
+    for side, run, other in (("a", a, b), ("b", b, a)):
+        info = run.loss_info.get(s.step) or {}
+        if info.get("reduction") != "none" or info.get("calls"):
+            continue
+        pm, n = info.get("per_sample_mean"), info.get("per_sample_count")
+        row = s.row_a if side == "a" else s.row_b
+        loss = float(run.loss[row])
+        reg = float(run.reg_loss[row]) if run.reg_loss.size else float("nan")
+        if math.isfinite(reg) and reg > 0:
+            continue
+        if not (isinstance(pm, (int, float)) and isinstance(n, (int, float)) and n >= 1 and pm > 0
+                and math.isfinite(loss) and loss > 0):
+            continue
+        d = pm * n / loss
+        di = round(d)
+        if di < 1 or abs(d - di) > ftol * d or di == int(n):
+            continue
+        oinfo = other.loss_info.get(s.step) or {}
+        opm = oinfo.get("per_sample_mean")
+        ol = float(other.loss[s.row_b if side == "a" else s.row_a])
+        if not (isinstance(opm, (int, float)) and rel(opm, ol) <= ftol):
+            continue  # the other run's loss is not the mean of its per-example losses
+        factor = di / n if side == "b" else n / di  # a's loss over b's
+        if rel(factor, c) > ftol:
+            continue
+        return {"run": side, "divisor": di, "batch": int(n), "times_batch": di / n}
+    return None
 
 
 def _unmatched_factor_hints(a: RunData, b: RunData) -> list[str]:
