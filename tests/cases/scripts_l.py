@@ -38,3 +38,16 @@ def tape_mixed_scaled_loss_unscaled_by_hand():
 
     _mixed(script)
 
+
+# --- a GRU tagger over Embedding(mask_zero=True): a Keras loss object in the tape applies the output's mask ---
+
+
+def tape_masked_gru_tagger_loss_object():
+    """SparseCategoricalCrossentropy()(y, out) on the masked output: Keras 3's Loss.__call__ reads
+    the mask the output carries and averages over the valid entries, as fit() does."""
+    from .scripts_i import _tagger_loop
+
+    keras = _keras()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _tagger_loop(lambda xb, yb, out: ce(yb, out))
+

@@ -918,6 +918,11 @@ CHECKS = [
      "loss_scaling"),
     ("scaled_loss_applied_by_wrapper", j8.tape_mixed_scaled_loss_adam, "equivalent", None),
     ("scaled_gradients_unscaled_by_hand", l10.tape_mixed_scaled_loss_unscaled_by_hand, "equivalent", None),
+    # a GRU tagger over Embedding(mask_zero=True): the loss's mean counts the padding, or only the valid entries
+    ("loss_mean_counts_padding", i7.tape_masked_gru_tagger_mask_ignored, "diverged", "sample_weighting"),
+    ("masked_loss_fit", i7.fit_masked_gru_tagger, "equivalent", None),
+    ("masked_loss_object_in_tape", l10.tape_masked_gru_tagger_loss_object, "equivalent", None),
+    ("masked_loss_by_hand", i7.tape_masked_gru_tagger_mask_by_hand, "equivalent", None),
 ]
 
 
@@ -942,6 +947,10 @@ def test_check(traced, case):
         assert report.findings[0].evidence["count"] == (2 if _id == "reg_losses_added_twice" else 0), text
     if _id == "gru_without_dropout_in_inference_mode":
         assert [f.severity for f in report.findings] == ["info"], text
+    if _id == "loss_mean_counts_padding":  # the mask's counts, a warning, and the fix
+        f = report.findings[0]
+        assert (f.severity, f.evidence["valid"], f.evidence["total"]) == ("warning", 167, 240), text
+        assert "tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)" in (f.fix or ""), text
     if top is None:
         assert not report.findings, text
     else:

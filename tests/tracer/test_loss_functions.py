@@ -283,3 +283,24 @@ def test_two_losses_each_differentiated_by_its_own_call_are_both_trained(tmp_pat
     calls = steps[0]["loss_info"]["calls"]
     assert [(c["cls"], c["in_target"]) for c in calls] == [
         ("SparseCategoricalCrossentropy", True), ("MeanSquaredError", True)]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "function"])
+def test_the_mask_of_the_output_a_function_gets_is_recorded(tmp_path, compiled):
+    """A loss function applies no mask: the one its y_pred carries (Embedding(mask_zero=True))
+    is recorded as output_mask_valid/count; a loss object applies it (mask_valid/count)."""
+    db = f"sqlite:///{tmp_path / 'fn.db'}"
+    x = np.array([[3, 1, 0, 0], [2, 0, 0, 0]] * 4, dtype="int32")  # 3 valid of 8 entries a pair
+    y = (x % 2).astype("int32")
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(5, 4, mask_zero=True),
+                              keras.layers.Dense(2)])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    fn = lambda t, p: keras.losses.sparse_categorical_crossentropy(t, p, from_logits=True)  # noqa: E731
+    for name, loss_of in (("function", fn), ("object", ce)):
+        with gradtrace.trace(run=name, store=db):
+            _train(model, loss_of, x, y, keras.optimizers.SGD(0.1), compiled)
+    info = _steps(db, "function")[0]["loss_info"]
+    assert (info["output_mask_valid"], info["output_mask_count"], info["mask_valid"]) == (12, 32, None)
+    info = _steps(db, "object")[0]["loss_info"]
+    assert (info["mask_valid"], info["mask_count"], info["output_mask_valid"]) == (12, 32, None)

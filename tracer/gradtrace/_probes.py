@@ -75,6 +75,7 @@ MAX_LOSS_CALLS = 32  # Keras loss calls of one step kept in loss_info.calls
 MAX_FIT_CALLS = 32  # fit() calls of a run kept in RunInfo.fit_calls
 K_LOSS_PS = "probe.loss_ps"
 K_LOSS_W = "probe.loss_weights"
+K_LOSS_OUT_MASK = "probe.loss_output_mask"  # the mask of y_pred a loss function did not apply
 K_BROADCASTS = "probe.broadcasts"
 K_Y_PRED_SHAPE = "probe.y_pred_shape"
 K_BATCH = "probe.batch_size"
@@ -959,6 +960,7 @@ class _Probe:
         }
         self.put_loss_call(scope, call, y_true, y_pred, True)
         scope.values.pop(K_LOSS_W, None)  # a loss function neither weights nor masks
+        self.put_output_mask(y_pred)
         self.put_per_sample(out)
         self.note_loss_out(out, tuple(bound.arguments.values()))
 
@@ -1067,6 +1069,7 @@ class _Probe:
 
         scope = _scope.current()
         scope.values.pop(K_LOSS_W, None)
+        scope.values.pop(K_LOSS_OUT_MASK, None)
         mask = getattr(_first_tensor(y_pred), "_keras_mask", None) if y_pred is not None else None
         if sample_weight is None and mask is None:
             return
@@ -1080,6 +1083,20 @@ class _Probe:
             m = tf.reshape(tf.cast(mask, tf.float32), [-1])
             parts[3:] = [tf.reduce_sum(m), tf.cast(tf.size(m), tf.float32)]
         scope.put(K_LOSS_W, tf.stack(parts))
+
+    def put_output_mask(self, y_pred: Any) -> None:
+        """Valid and total entries of the mask the model's output carries (``y_pred._keras_mask``:
+        ``Embedding(mask_zero=True)``, ``Masking``) when a loss *function* got it: a Keras loss
+        object applies that mask, a loss function returns every entry's loss, padding included."""
+        import tensorflow as tf
+
+        scope = _scope.current()
+        scope.values.pop(K_LOSS_OUT_MASK, None)
+        mask = getattr(_first_tensor(y_pred), "_keras_mask", None) if y_pred is not None else None
+        if mask is None or not tf.is_tensor(mask):
+            return
+        m = tf.reshape(tf.cast(mask, tf.float32), [-1])
+        scope.put(K_LOSS_OUT_MASK, tf.stack([tf.reduce_sum(m), tf.cast(tf.size(m), tf.float32)]))
 
     def on_train_step(self, data: Any) -> None:
         x, y, sw = data, None, None
@@ -2028,6 +2045,7 @@ def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> lis
     info = base.get("loss_info")
     ps = cols.get(K_LOSS_PS) if info is not None else None
     lw = cols.get(K_LOSS_W) if info is not None else None
+    om = cols.get(K_LOSS_OUT_MASK) if info is not None else None
     out: list[dict[str, Any]] = []
     for j in range(n):
         rec = dict(base)
@@ -2038,7 +2056,7 @@ def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> lis
                 s = f[0] if f else None
                 modes[name] = None if s is None or s != s else s > 0.5
             rec["modes"] = modes
-        if ps is not None or lw is not None:
+        if ps is not None or lw is not None or om is not None:
             row_info = dict(info)  # type: ignore[arg-type]
             # All NaN: a step that applied already-taken stashed gradients (_hooks._from_stash).
             if ps is not None and len(ps[j]) == 4 and ps[j][3] == ps[j][3]:
@@ -2049,6 +2067,8 @@ def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> lis
                 for (name, whole), x in zip(_WEIGHT_FIELDS, lw[j], strict=True):
                     if x == x:
                         row_info[name] = int(x) if whole else x
+            if om is not None and len(om[j]) == 2 and om[j][1] == om[j][1]:
+                row_info.update(output_mask_valid=int(om[j][0]), output_mask_count=int(om[j][1]))
             rec["loss_info"] = row_info
         if "batch_size" not in base and K_BATCH in cols:
             f = cols[K_BATCH][j]

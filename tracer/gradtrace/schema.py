@@ -413,6 +413,10 @@ class LossInfo(LossCall):
     weight_count: int | None = None
     mask_valid: int | None = None
     mask_count: int | None = None
+    # A loss function (which applies no mask) called on a model output that carries one: that
+    # mask's valid entries and size (its reduction, written by the script, may count the padding).
+    output_mask_valid: int | None = None
+    output_mask_count: int | None = None
 
 
 class Broadcast(_Model):

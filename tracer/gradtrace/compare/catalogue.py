@@ -291,7 +291,10 @@ _KINDS = [
         "their samples and, on the same batches, the weights the Keras loss received sum differently "
         "(class weights looked up by the sample's position instead of its label). Weights in one run only "
         "that change no loss, gradient or update at any aligned step (all ones, or a padding mask given as "
-        "`sample_weight=` to a loss that applies the output's mask anyway) are context.",
+        "`sample_weight=` to a loss that applies the output's mask anyway) are context. `gradtrace check` warns "
+        "of one run whose model output carries a mask (`Embedding(mask_zero=True)`, `Masking`) and whose loss "
+        "handed to tape.gradient is the mean of a Keras loss function's per-entry losses over every entry, "
+        "padding included (a loss function applies no mask; a loss object does).",
         "Apply the same weights in both runs: `fit(class_weight=...)` multiplies each sample's loss; "
         "in a tape loop pass `sample_weight=` to the Keras loss.",
         rank=20,

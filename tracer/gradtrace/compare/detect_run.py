@@ -495,6 +495,41 @@ def loss_scale_kept(run: RunData) -> dict[str, Any] | None:
             "optimizer": opts[0].get("class")}
 
 
+def padding_counted(run: RunData) -> dict[str, Any] | None:
+    """A loss that averaged over the padding of the mask the model's output carries.
+
+    A Keras loss *function* (``keras.losses.sparse_categorical_crossentropy(y, out)``) returns
+    every entry's loss and applies no mask; the tracer records the valid and total entries of
+    the mask its ``y_pred`` carried (``Embedding(mask_zero=True)``, ``Masking``). When the loss
+    handed to tape.gradient (less the regularization losses) is the mean of those per-entry
+    losses, the reduction counted the padding. Measured at the first steps; a mean over the
+    valid entries (``reduce_sum(loss * mask) / reduce_sum(mask)``) differs from it.
+    """
+    rows = []
+    for i in range(min(run.n_steps, 8)):
+        step = int(run.step[i])
+        info = run.loss_info.get(step) or {}
+        valid, total = info.get("output_mask_valid"), info.get("output_mask_count")
+        mean, n = info.get("per_sample_mean"), info.get("per_sample_count")
+        if (not info.get("function") or len(info.get("calls") or []) > 1 or valid is None or not total
+                or mean is None or n != total):
+            continue
+        loss, reg = float(run.loss[i]), float(run.reg_loss[i]) if run.reg_loss.size else float("nan")
+        if math.isfinite(reg):
+            loss -= reg
+        if not math.isfinite(loss):
+            continue
+        rows.append({"step": step, "loss": loss, "mean_over_all": float(mean), "valid": int(valid),
+                     "total": int(total)})
+    padded = [r for r in rows if r["valid"] < r["total"]]
+    if not padded or any(abs(r["loss"] - r["mean_over_all"]) > 1e-5 * max(abs(r["mean_over_all"]), 1e-6)
+                         for r in rows):
+        return None
+    first = run.loss_info[padded[0]["step"]]
+    return {**padded[0], "loss_function": first.get("function"), "loss_class": first.get("cls"),
+            "from_logits": first.get("from_logits"), "steps_measured": len(rows)}
+
+
 def regularization_count(run: RunData, once_too: bool = False) -> dict[str, Any] | None:
     """How many times the loss handed to tape.gradient includes ``sum(model.losses)``.
 
@@ -769,6 +804,21 @@ def single_run_findings(run: RunData) -> list[Finding]:
                  "`optimizer.inner_optimizer`), which divides them by the scale and skips overflowed steps; "
                  "tf-keras: `grads = optimizer.get_unscaled_gradients(grads)` before applying, or apply "
                  "with the wrapper.")))
+    pad = padding_counted(run)
+    if pad:
+        out.append(Finding(
+            "sample_weighting", severity="warning",
+            summary=f"the model's output carries a mask ({pad['valid']} valid of {pad['total']} entries at step "
+            f"{pad['step']}: the padding of Embedding(mask_zero=True) or Masking), but the loss handed to "
+            f"tape.gradient ({pad['loss']:.6g}) is the mean of {pad['loss_function']}'s per-entry losses over all "
+            f"{pad['total']} entries, padding included: a loss function applies no mask, so the padded positions "
+            f"are trained on and weigh {pad['total'] - pad['valid']} of every {pad['total']} entries in the loss.",
+            steps=[pad["step"]], evidence=pad, explains=0.8,
+            fix=("Average over the valid entries only: call a Keras loss object on the model's output "
+                 f"(`keras.losses.{pad['loss_class']}({'from_logits=True' if pad['from_logits'] else ''})"
+                 "(y, model(x, training=True))` reads the mask Keras attaches to it, as fit() does), or weight "
+                 "the per-entry losses by the mask and divide by its sum (`mask = tf.cast(x != 0, loss.dtype)`; "
+                 "`tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`).")))
     reg = regularization_count(run)
     if reg:
         n = reg["count"]
