@@ -193,3 +193,50 @@ def tape_average_loss_no_strategy_global_batch_doubled():
 
     for xb, yb in data.batches(x, y, BATCH, STEPS):
         step(xb, yb)
+
+
+# --- a GRU tagger over a padding mask whose first batch has no padding: the loop averages over all ---
+
+
+def _tags_full_first():
+    """The tagger's sequences with full-length ones moved to the front: the first batch pads nothing."""
+    import numpy as np
+
+    from .scripts_i import _tags
+
+    x, y = _tags()
+    full = (x != 0).all(axis=1)
+    order = np.concatenate([np.flatnonzero(full)[:24], np.flatnonzero(~full), np.flatnonzero(full)[24:]])
+    return x[order], y[order]
+
+
+def fit_masked_tagger_full_first_batch():
+    from .scripts_i import _tagger
+
+    keras = _keras()
+    x, y = _tags_full_first()
+    model = _tagger()
+    model.compile(optimizer=keras.optimizers.Adam(5e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=24, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_masked_tagger_full_first_batch_mask_ignored():
+    """The loss function on the output, then a mean over every entry: the padding counts from step 1."""
+    from .scripts_i import _tagger
+
+    tf, keras = _tf(), _keras()
+    x, y = _tags_full_first()
+    model = _tagger()
+    opt = keras.optimizers.Adam(5e-3)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            out = model(xb, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, out, from_logits=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for i in range(0, len(x), 24):
+        step(x[i:i + 24], y[i:i + 24])

@@ -534,6 +534,10 @@ CASES += [
      "diverged", "loss_scale"),
     ("average_loss_global_batch_doubled_no_strategy", k9.fit_mirrored_sgd,
      k9.tape_average_loss_no_strategy_global_batch_doubled, "diverged", "loss_scale"),
+    # a padding mask that pads nothing in the first batch: the losses part at the first padded batch,
+    # where the mask's valid entries and the loop's mean over all are read
+    ("mask_ignored_from_first_padded_batch", k9.fit_masked_tagger_full_first_batch,
+     k9.tape_masked_tagger_full_first_batch_mask_ignored, "diverged", "gradient_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -753,6 +757,10 @@ def test_case(traced, case):
         assert "x[:int(len(x) * 0.8)]" in f.fix and "validation_split=0.2" in f.fix, text
     if _id.startswith("average_loss_global_batch_doubled"):  # the batch the fix divides by
         assert "global_batch_size=32)" in report.findings[0].fix, text
+    if _id == "mask_ignored_from_first_padded_batch":  # named where the padding first counts
+        f = report.findings[0]
+        assert f.steps == [1] and f.evidence["masked_run"] == "a" and f.evidence["unmasked_mean_over_all_entries"], text
+        assert f.evidence["mask_valid"] < f.evidence["mask_count"], text
     if _id == "clip_per_variable":  # the run that clips by hand, each gradient at 0.05
         ev = report.findings[0].evidence
         assert (ev["hand_clipped_run"], ev["hand_clip"], ev["clip_norm"]) == ("b", "per_variable", 0.05), text

@@ -727,7 +727,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
         scaled = _data_loss_scale(a, b, s, cands, ftol, ev, al.premise)
         if scaled is not None:
             return [scaled], s
-        unmasked = _mask_ignored(a, b, s, ftol, ev, al.premise, tol)
+        unmasked = _mask_ignored(a, b, s.step, (s.row_a, s.row_b), ftol, ev, al.premise, tol)
         if unmasked is not None:
             return [unmasked], s
         weighting = _loss_weights_differ(a, b, s)
@@ -952,20 +952,44 @@ def _loss_weights_differ(a: RunData, b: RunData, s: Step0 | None = None) -> tupl
     return text, {f"loss_weights_{side}": w, f"loss_weights_{other}": "not recorded (hand-written loss)"}, False
 
 
-def _mask_ignored(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, Any], premise: str,
-                  tol: float) -> Finding | None:
+def mask_ignored_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment) -> Finding | None:
+    """``_mask_ignored`` at the first step where the aligned runs part: a mask that pads nothing in
+    the first batches (every sequence at full length) leaves the losses equal until the first
+    batch with padding, where one run averages over the valid entries and the other over all."""
+    k = int(dep["step"])
+    at = np.flatnonzero(a.step[al.ia[:al.aligned_steps]] == k)
+    if not at.size:
+        return None
+    ra, rb = int(al.ia[at[0]]), int(al.ib[at[0]])
+    tol = float(al.noise.tol(k - int(a.step[al.ia[0]])))
+    ev = {"step": k, "loss_a": float(a.loss[ra]), "loss_b": float(b.loss[rb]),
+          "loss_rel_diff": float(rel(a.loss[ra], b.loss[rb]))}
+    return _mask_ignored(a, b, k, (ra, rb), 16 * tol, ev, al.premise, tol)
+
+
+def _step_loss_info(run: RunData, step: int) -> dict[str, Any]:
+    """The loss details the run recorded at ``step`` (the first steps held, later ones read)."""
+    info = run.loss_info.get(step)
+    if info is None and run.loss_info_at is not None:
+        info = run.loss_info_at(step)
+    return info or {}
+
+
+def _mask_ignored(a: RunData, b: RunData, step: int, rows: tuple[int, int], ftol: float, ev: dict[str, Any],
+                  premise: str, tol: float) -> Finding | None:
     """One run's Keras loss honoured a mask the other run's loss never received.
 
     A model whose output carries a Keras mask (``Embedding(mask_zero=True)``, ``Masking``) has
     its Keras loss objects average over the valid entries only; a loss function called on the
     output (``keras.losses.sparse_categorical_crossentropy``) or a hand-written loss gets no mask
     and averages over the padding too. The loss difference then is no constant factor (the padded
-    entries' own losses are added in). Decided on the witness step's loss details: a mask with
-    padding recorded by one run's loss, none by the other's, on predictions of the same shape.
+    entries' own losses are added in). Decided on one step's loss details (the witness step, or the
+    step where the runs part): a mask with padding recorded by one run's loss, none by the other's,
+    on predictions of the same shape.
     """
-    steps = {"a": s.step, "b": int(b.step[s.row_b])}
     runs = {"a": a, "b": b}
-    info = {side: (runs[side].loss_info.get(steps[side]) or {}) for side in ("a", "b")}
+    info = {side: _step_loss_info(runs[side], step) for side in ("a", "b")}
+    loss_a, loss_b = float(a.loss[rows[0]]), float(b.loss[rows[1]])
     masked = [side for side in ("a", "b") if info[side].get("mask_valid") is not None
               and info[side].get("mask_count") and info[side]["mask_valid"] < info[side]["mask_count"]]
     if len(masked) != 1:
@@ -978,7 +1002,7 @@ def _mask_ignored(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, A
     if mi.get("y_pred_shape") and oi.get("y_pred_shape") and list(mi["y_pred_shape"]) != list(oi["y_pred_shape"]):
         return None
     valid, total = int(mi["mask_valid"]), int(mi["mask_count"])
-    loss_other = s.loss_b if other == "b" else s.loss_a
+    loss_other = loss_b if other == "b" else loss_a
     mean_all = [float(x) for x in (mi.get("per_sample_mean"), oi.get("per_sample_mean"))
                 if x is not None and math.isfinite(float(x))]
     over_all = any(rel(loss_other, m) <= max(ftol, tol) for m in mean_all)
@@ -987,11 +1011,11 @@ def _mask_ignored(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, A
            "included" if over_all else f"run {other}'s loss ({name}) received no mask")
     return Finding(
         "gradient_mismatch",
-        f"{premise} the losses differ at step {s.step} ({s.loss_a:.6g} vs {s.loss_b:.6g}) and not by a constant "
+        f"{premise} the losses differ at step {step} ({loss_a:.6g} vs {loss_b:.6g}) and not by a constant "
         f"factor: run {side}'s Keras loss ({mi.get('cls') or mi.get('name')}) averaged over the {valid} valid "
         f"entries of the mask the model's output carries ({valid} of {total}; the padding of Embedding("
         f"mask_zero=True) or Masking), while {how}.",
-        steps=[s.step], variables=[],
+        steps=[step], variables=[],
         evidence={**ev, "masked_run": side, "mask_valid": valid, "mask_count": total,
                   "unmasked_loss": name, "unmasked_mean_over_all_entries": over_all},
         fix=(f"Apply the mask in run {other}'s loss: call a Keras loss object on the model's output "
