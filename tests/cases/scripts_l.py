@@ -1,6 +1,7 @@
 # ruff: noqa: B905  (zip(grads, variables) exactly as users write it)
 """Single-run scripts for `gradtrace check` (see scripts.py for the conventions): mixed precision
-gradients of scale_loss() unscaled by hand before the inner optimizer applies them.
+gradients of scale_loss() unscaled by hand before the inner optimizer applies them, a GRU tagger whose
+loss object in the tape applies the output's mask, a mean teacher called in training mode outside the tape.
 """
 
 from __future__ import annotations
@@ -51,3 +52,36 @@ def tape_masked_gru_tagger_loss_object():
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     _tagger_loop(lambda xb, yb, out: ce(yb, out))
 
+
+# --- a mean teacher: a copy of the student, called in training mode outside the tape, averaged with assign ---
+
+
+def tape_mean_teacher_ema():
+    """The teacher (a clone of the student, its weights an exponential moving average of the
+    student's, written with assign) makes noisy targets with teacher(x, training=True) before the
+    tape; only the student is trained. The teacher's BatchNormalization and Dropout in training
+    mode are the recipe (its noise), not the student's layers run outside the steps."""
+    from .scripts_more import _bn_drop_mlp
+
+    tf = _tf()
+    keras = _keras()
+    x, y = data.classification()
+    student = _bn_drop_mlp()
+    teacher = keras.models.clone_model(student)
+    teacher.set_weights(student.get_weights())
+    opt = keras.optimizers.SGD(0.05)
+    ce = _sparse_ce()
+
+    @tf.function
+    def step(xb, yb):
+        target = tf.nn.softmax(teacher(xb, training=True))
+        with tf.GradientTape() as tape:
+            out = student(xb, training=True)
+            loss = ce(yb, out) + tf.reduce_mean(tf.square(tf.nn.softmax(out) - target))
+        grads = tape.gradient(loss, student.trainable_variables)
+        opt.apply_gradients(zip(grads, student.trainable_variables))
+        for tw, sw in zip(teacher.weights, student.weights):
+            tw.assign(0.99 * tw + 0.01 * sw)
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)

@@ -931,6 +931,12 @@ CHECKS = [
     ("masked_loss_fit", i7.fit_masked_gru_tagger, "equivalent", None),
     ("masked_loss_object_in_tape", l10.tape_masked_gru_tagger_loss_object, "equivalent", None),
     ("masked_loss_by_hand", i7.tape_masked_gru_tagger_mask_by_hand, "equivalent", None),
+    # training mode outside the steps: a mean teacher's own noise (a model no optimizer trains), or the
+    # trained model's validation pass
+    ("mean_teacher_in_training_mode_outside_the_tape", l10.tape_mean_teacher_ema, "equivalent",
+     "training_outside_steps"),
+    ("validation_forward_in_training_mode", x.tape_bn_drop_validation_forward_in_training_mode, "diverged",
+     "training_outside_steps"),
 ]
 
 
@@ -955,6 +961,9 @@ def test_check(traced, case):
         assert report.findings[0].evidence["count"] == (2 if _id == "reg_losses_added_twice" else 0), text
     if _id == "gru_without_dropout_in_inference_mode":
         assert [f.severity for f in report.findings] == ["info"], text
+    if _id == "mean_teacher_in_training_mode_outside_the_tape":  # the teacher's layers, as context only
+        assert [f.severity for f in report.findings] == ["info"], text
+        assert "layers of a model the optimizer does not train ('sequential" in report.findings[0].summary, text
     if _id == "loss_mean_counts_padding":  # the mask's counts, a warning, and the fix
         f = report.findings[0]
         assert (f.severity, f.evidence["valid"], f.evidence["total"]) == ("warning", 167, 240), text

@@ -594,8 +594,15 @@ class _Probe:
 
     def _publish_outside(self, rows: list[dict[str, Any]]) -> None:
         update = getattr(self.run, "update_meta", None)  # optional for a minimal run
-        if update is not None:
-            update(training_outside_steps=rows)
+        if update is None:
+            return
+        model_of = getattr(self.run, "model_of", None)
+        layers = {name: self.layer_refs.get(key) for key, name in self.tracked.items()}
+        for row in rows:  # the root model the layer belongs to (RunInfo.untrained_models numbers them alike)
+            layer = layers.get(row["layer"])
+            if model_of is not None and layer is not None:
+                row["model"] = model_of(layer)
+        update(training_outside_steps=rows)
 
     def _next_step(self) -> int | None:
         steps = getattr(self.run, "steps_so_far", None)  # optional for a minimal run

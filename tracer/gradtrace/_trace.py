@@ -275,6 +275,42 @@ class Run:
             self._index_models()
             self.model_built(model, called=False)
 
+    def _note_untrained_models(self) -> None:
+        """``RunInfo.untrained_models``: registered root models none of whose variables any
+        optimizer of the run was given (nothing when no optimizer was seen, or none of the
+        models' variables was one it was given)."""
+        from gradtrace._hooks import tf_variable
+
+        with self._lock:
+            given = {k for ids, _i in self._opt_vars.values() for k in ids}
+            models = list(self._models)
+        if not given:
+            return
+        out, trained = [], False
+        for i, model in enumerate(models):
+            variables = list(_meta.variables_of(model))
+            if not variables:
+                continue
+            if any(id(v) in given or id(tf_variable(v)) in given for v in variables):
+                trained = True
+                continue
+            indices = sorted({self._var_index[id(tf_variable(v))] for v in variables
+                              if id(tf_variable(v)) in self._var_index})
+            out.append({"model": i, "name": str(getattr(model, "name", type(model).__name__)), "variables": indices})
+        if trained:  # else the optimizer's variables were matched to no model: say nothing
+            self.info.untrained_models = out
+
+    def model_of(self, layer: Any) -> int | None:
+        """The registration position of the first root model that holds ``layer`` (as
+        ``RunInfo.untrained_models`` numbers them), or None."""
+        with self._lock:
+            models = list(self._models)
+        for i, model in enumerate(models):
+            flatten = getattr(model, "_flatten_layers", None)
+            if flatten is not None and any(x is layer for x in flatten(include_self=True, recursive=True)):
+                return i
+        return None
+
     def model_built(self, model: Any, called: bool = True) -> None:
         """Index a registered model's variables and fingerprint its initial weights.
 
@@ -1073,6 +1109,7 @@ class Run:
         # (not the initial-weight fingerprint: they have been trained since).
         step(lambda: self._catch_up(fingerprint=False), "inventory")
         step(lambda: self.note_trainable("end"), "trainable flags")
+        step(self._note_untrained_models, "untrained models")
         _scope.reset()
         _hooks.reset_thread()
         modes = sorted(self._modes)

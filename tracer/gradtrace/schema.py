@@ -169,8 +169,14 @@ class RunInfo(_Model):
     # recorded (outside the optimizer steps: a validation pass model(x, training=True), a
     # BatchNormalization hard-wired to training=True run by evaluate/predict), each as
     # {"layer": tracked name, "calls": n, "first_step": the next step's number at the first
-    # (for a graph, at its first trace), "how": "eager" | "graph"}. See gradtrace._outside.
+    # (for a graph, at its first trace), "how": "eager" | "graph", "model": the registration
+    # position of the root model holding the layer}. See gradtrace._outside.
     training_outside_steps: list[dict[str, Any]] = Field(default_factory=list)
+    # Registered root models none of whose variables an optimizer of the run was given (a
+    # mean teacher or a target network updated by assign, a frozen teacher), each as
+    # {"model": registration position (training_outside_steps rows' "model"), "name",
+    # "variables": their inventory indices}.
+    untrained_models: list[dict[str, Any]] = Field(default_factory=list)
     init_fingerprint: str | None = None  # "<count>:<hash>" over every variable, in registration order
     # Per variable, by VariableInfo.index: a 16-hex fingerprint of its initial value (None
     # where none was taken). The comparator decides "same start" on the trainable weights

@@ -157,7 +157,8 @@ _KINDS = [
     Kind(
         "missing_gradient", "error", False,
         "Trainable variables got no gradient (None) in one run (\"Gradients do not exist for "
-        "variables\").",
+        "variables\"). The variables of a model no optimizer of the run was given (a mean teacher or a "
+        "target network written by assign) are not counted.",
         "Differentiate with respect to `model.trainable_variables` and make sure every variable "
         "takes part in the loss (no `tf.stop_gradient`, no numpy round trip inside the tape).",
         rank=10,
@@ -455,7 +456,9 @@ _KINDS = [
         "also move its generator, so the later steps' masks differ (the departure they cause is their "
         "evidence, and the finding an error). Counted per "
         "layer by the tracer where the calls ran (eager calls one by one, calls inside a tf.function by "
-        "a counter in its graph), compared on layers paired through their variables.",
+        "a counter in its graph), compared on layers paired through their variables. Layers of a model no "
+        "optimizer of the run was given (a mean teacher called with `training=True` for noisy targets) are "
+        "context for `check`: the trained model is not affected.",
         "Call the model in training mode only in the forward pass the gradient is taken of: compute "
         "metrics from its output and call the model with `training=False` for validation, evaluation "
         "and prediction; do not hard-wire `training=True` into a layer's call in a functional model; "

@@ -29,7 +29,7 @@ def _rows(run: RunData) -> dict[str, dict[str, Any]]:
     for r in run.meta.get("training_outside_steps") or []:
         if not isinstance(r, dict) or not r.get("layer") or not isinstance(r.get("calls"), int):
             continue
-        row = out.setdefault(str(r["layer"]), {"calls": 0, "first_step": None, "how": []})
+        row = out.setdefault(str(r["layer"]), {"calls": 0, "first_step": None, "how": [], "model": r.get("model")})
         row["calls"] += int(r["calls"])
         s = r.get("first_step")
         if isinstance(s, int) and (row["first_step"] is None or s < row["first_step"]):
@@ -68,11 +68,40 @@ def _first(rows: dict[str, dict[str, Any]]) -> list[int]:
     return [min(steps)] if steps else []
 
 
+def untrained(run: RunData) -> dict[int, str]:
+    """Registration position -> name of the root models none of whose variables an optimizer
+    of the run was given (``RunInfo.untrained_models``: a mean teacher, a target network)."""
+    return {int(m["model"]): str(m.get("name") or "model") for m in run.meta.get("untrained_models") or []
+            if isinstance(m, dict) and isinstance(m.get("model"), int)}
+
+
 def outside_steps_run(run: RunData) -> Finding | None:
-    """``gradtrace check``: layers of one run that ran in training mode outside its steps."""
+    """``gradtrace check``: layers of one run that ran in training mode outside its steps.
+
+    Layers of a root model whose variables no optimizer of the run was given (a mean teacher
+    called with ``training=True`` for noisy targets, its weights an average written with
+    assign) are not the trained model's: said as context when they are the only ones."""
     rows = _rows(run)
     if not rows:
         return None
+    others = untrained(run)
+    theirs = {n: r for n, r in rows.items() if r.get("model") in others}
+    rows = {n: r for n, r in rows.items() if n not in theirs}
+    if not rows:
+        order = sorted(theirs, key=lambda n: (not _stateful(run, n), n))
+        names = sorted({f"'{others[theirs[n]['model']]}'" for n in order})
+        parts = [_said(run, n, theirs[n]) for n in order[:4]]
+        return Finding(
+            "training_outside_steps", severity="info",
+            summary=f"layers of a model the optimizer does not train ({', '.join(names)}: no optimizer of the run "
+            "was given its variables) ran in training mode outside the steps: " + "; ".join(parts)
+            + (f"; and {len(order) - 4} more layer(s)" if len(order) > 4 else "")
+            + ". The model the steps train is not affected (a teacher or target model computing targets with "
+            "its noise on is a recipe).",
+            steps=_first(theirs), layers=order,
+            evidence={"untrained_model_layers": {n: {k: theirs[n][k] for k in ("calls", "first_step")}
+                                                 for n in order}},
+            explains=0.0)
     order = sorted(rows, key=lambda n: (not _stateful(run, n), n))
     parts = [_said(run, n, rows[n]) for n in order[:4]]
     more = f"; and {len(order) - 4} more layer(s)" if len(order) > 4 else ""

@@ -730,8 +730,13 @@ def single_run_findings(run: RunData) -> list[Finding]:
             f"'{bc.get('op')}' into {bc.get('out_shape')} ({count} steps from step {first}).",
             steps=[first], evidence={"broadcast": bc}, explains=1.0))
     sets = var_sets(run)
-    if sets.no_grad:
-        names = [run.var_name(v) for v in sets.no_grad]
+    # The variables of a model no optimizer of the run was given (a teacher, a target network
+    # written by assign) are not the trained model's: no gradient is their recipe.
+    untrained = {int(v) for m in run.meta.get("untrained_models") or [] if isinstance(m, dict)
+                 for v in m.get("variables") or []}
+    no_grad = [v for v in sets.no_grad if v not in untrained]
+    if no_grad:
+        names = [run.var_name(v) for v in no_grad]
         out.append(Finding(
             "missing_gradient",
             f"{len(names)} trainable variable(s) never got a gradient: {', '.join(names[:6])}.",
