@@ -1099,10 +1099,7 @@ def _weighting_fix(run: RunData, how: dict[str, Any], other: RunData) -> str:
     return head + f"`fit(sample_weight=...)` multiplies each sample's loss; in a tape loop {to_loss}."
 
 
-def _loss_scaled(o: dict[str, Any]) -> bool:
-    """A loss-scale optimizer wrapping another (Keras 3 ``LossScaleOptimizer``, tf-keras'
-    ``LossScaleOptimizer``/``LossScaleOptimizerV3``): described with ``inner`` and ``loss_scale``."""
-    return "inner" in o or "loss_scale" in o or str(o.get("class") or "").startswith("LossScaleOptimizer")
+_loss_scaled = dr.loss_scaled
 
 
 def _loss_scale_kept(scaled: RunData, plain: RunData) -> tuple[float, float] | None:
