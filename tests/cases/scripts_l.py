@@ -56,16 +56,13 @@ def tape_masked_gru_tagger_loss_object():
 # --- a mean teacher: a copy of the student, called in training mode outside the tape, averaged with assign ---
 
 
-def tape_mean_teacher_ema():
-    """The teacher (a clone of the student, its weights an exponential moving average of the
-    student's, written with assign) makes noisy targets with teacher(x, training=True) before the
-    tape; only the student is trained. The teacher's BatchNormalization and Dropout in training
-    mode are the recipe (its noise), not the student's layers run outside the steps."""
+def _mean_teacher(validate_in_training_mode: bool):
     from .scripts_more import _bn_drop_mlp
 
     tf = _tf()
     keras = _keras()
     x, y = data.classification()
+    x_val = x[STEPS * BATCH:STEPS * BATCH + 64]
     student = _bn_drop_mlp()
     teacher = keras.models.clone_model(student)
     teacher.set_weights(student.get_weights())
@@ -85,3 +82,18 @@ def tape_mean_teacher_ema():
 
     for xb, yb in data.batches(x, y, BATCH, STEPS):
         step(xb, yb)
+        if validate_in_training_mode:
+            student(x_val, training=True)
+
+
+def tape_mean_teacher_ema():
+    """The teacher (a clone of the student, its weights an exponential moving average of the
+    student's, written with assign) makes noisy targets with teacher(x, training=True) before the
+    tape; only the student is trained. The teacher's BatchNormalization and Dropout in training
+    mode are the recipe (its noise), not the student's layers run outside the steps."""
+    _mean_teacher(False)
+
+
+def tape_mean_teacher_student_validated_in_training_mode():
+    """The same, and the student scores a validation batch with student(x_val, training=True)."""
+    _mean_teacher(True)

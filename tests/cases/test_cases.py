@@ -937,6 +937,8 @@ CHECKS = [
      "training_outside_steps"),
     ("validation_forward_in_training_mode", x.tape_bn_drop_validation_forward_in_training_mode, "diverged",
      "training_outside_steps"),
+    ("mean_teacher_student_validated_in_training_mode", l10.tape_mean_teacher_student_validated_in_training_mode,
+     "diverged", "training_outside_steps"),
 ]
 
 
@@ -961,6 +963,11 @@ def test_check(traced, case):
         assert report.findings[0].evidence["count"] == (2 if _id == "reg_losses_added_twice" else 0), text
     if _id == "gru_without_dropout_in_inference_mode":
         assert [f.severity for f in report.findings] == ["info"], text
+    if _id == "mean_teacher_student_validated_in_training_mode":  # the student's layers, the teacher's aside
+        f = report.findings[0]
+        assert f.severity == "warning" and len(f.layers) == 2, text
+        assert "its moving statistics took in those batches" in f.summary, text  # the student's BN, named as such
+        assert "2 layer(s) of a model the optimizer does not train" in f.summary, text
     if _id == "mean_teacher_in_training_mode_outside_the_tape":  # the teacher's layers, as context only
         assert [f.severity for f in report.findings] == ["info"], text
         assert "layers of a model the optimizer does not train ('sequential" in report.findings[0].summary, text

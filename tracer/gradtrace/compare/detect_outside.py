@@ -38,16 +38,28 @@ def _rows(run: RunData) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _layer(run: RunData, layer: str) -> dict[str, Any] | None:
+    """The inventory's layer for a tracked name: the tracer names the k-th layer it tracks under
+    a name already taken ``name#k`` (a cloned model's layers keep their names), in the order the
+    models were first called, which is the inventory's order too."""
+    base, _, k = layer.partition("#")
+    same = [x for x in run.layers if x.get("name") == base]
+    n = int(k) if k.isdigit() else 1
+    return same[n - 1] if len(same) >= n else (same[0] if same else None)
+
+
 def _stateful(run: RunData, layer: str) -> bool:
     """The layer owns non-trainable floating-point state (moving statistics, not an RNG seed)."""
-    return any(v.get("layer") == layer and not v.get("trainable", True)
+    info = _layer(run, layer)
+    return any((v.get("layer_index") == info.get("index") if info is not None and v.get("layer_index") is not None
+                else v.get("layer") == layer) and not v.get("trainable", True)
                and str(v.get("dtype") or "float32").startswith(("float", "bfloat"))
                for v in run.variables)
 
 
 def _class(run: RunData, layer: str) -> str:
-    got = next((x.get("class_name") for x in run.layers if x.get("name") == layer), None)
-    return str(got) if got else "layer"
+    info = _layer(run, layer)
+    return str(info.get("class_name")) if info is not None and info.get("class_name") else "layer"
 
 
 def _said(run: RunData, layer: str, row: dict[str, Any]) -> str:
@@ -105,11 +117,13 @@ def outside_steps_run(run: RunData) -> Finding | None:
     order = sorted(rows, key=lambda n: (not _stateful(run, n), n))
     parts = [_said(run, n, rows[n]) for n in order[:4]]
     more = f"; and {len(order) - 4} more layer(s)" if len(order) > 4 else ""
+    besides = (f" (and {len(theirs)} layer(s) of a model the optimizer does not train, "
+               f"{', '.join(sorted({repr(others[r['model']]) for r in theirs.values()}))}: context)" if theirs else "")
     return Finding(
         "training_outside_steps",
         "layers ran in training mode outside the forward passes the optimizer steps differentiate (no "
         "gradient tape recorded): " + "; ".join(parts) + more
-        + ". The model the run evaluates is not the one its steps trained.",
+        + f". The model the run evaluates is not the one its steps trained{besides}.",
         steps=_first(rows), layers=order,
         evidence={"layers": {n: {k: rows[n][k] for k in ("calls", "first_step")} for n in order}},
         fix=FIX, explains=0.5)
