@@ -113,6 +113,9 @@ def outside_steps_run(run: RunData) -> Finding | None:
             steps=_first(theirs), layers=order,
             evidence={"untrained_model_layers": {n: {k: theirs[n][k] for k in ("calls", "first_step")}
                                                  for n in order}},
+            fix="Nothing to fix if that model's noise is meant (a mean teacher's targets); call it with "
+                "`training=False` for deterministic targets, which also leaves its BatchNormalization statistics "
+                "as its weight average writes them.",
             explains=0.0)
     order = sorted(rows, key=lambda n: (not _stateful(run, n), n))
     parts = [_said(run, n, rows[n]) for n in order[:4]]
