@@ -971,7 +971,7 @@ def test_check(traced, case):
     if _id == "mean_teacher_in_training_mode_outside_the_tape":  # the teacher's layers, as context only
         assert [f.severity for f in report.findings] == ["info"], text
         assert "layers of a model the optimizer does not train ('sequential" in report.findings[0].summary, text
-        assert "a mean teacher.s targets" in (report.findings[0].fix or ""), text  # its own fix, not the catalogue's
+        assert "a mean teacher's targets" in (report.findings[0].fix or ""), text  # its own fix, not the catalogue's
     if _id == "loss_mean_counts_padding":  # the mask's counts, a warning, and the fix
         f = report.findings[0]
         assert (f.severity, f.evidence["valid"], f.evidence["total"]) == ("warning", 167, 240), text
