@@ -310,7 +310,8 @@ _KINDS = [
         "rate divided by the batch size) is the same training: context. Beneath another training mode "
         "or layer setting, which leaves step 0 with no exact factor, a warning: the step-0 loss ratio "
         "and every gradient-norm ratio cluster around one value (spread below 0.15 in log) that matches "
-        "such a count.",
+        "such a count. A factor that matches no count is measured as the divisor of a per-example loss "
+        "summed and divided by a fixed count (`tf.nn.compute_average_loss` with another `global_batch_size`).",
         "Reduce the loss the same way in both runs (see the factor it matched).",
         rank=22,
     ),
@@ -321,7 +322,9 @@ _KINDS = [
         "rate folded into the loss, micro-batch gradients summed in one run and averaged in the other); "
         "a factor only a loss reduction gives (a mean over outputs, a mask's count) is not matched, "
         "the losses being equal; per-variable ratios that differ point at per-variable vs global "
-        "clipping. Equal updates make it context (the runs train identically), except a loss scale "
+        "clipping, and a run whose optimizer clips nothing but whose gradients are capped (each cut one at "
+        "one norm, or the step's global norm at one value) is named as clipping by hand "
+        "(`tf.clip_by_norm`, `tf.clip_by_global_norm`) against the other's optimizer setting. Equal updates make it context (the runs train identically), except a loss scale "
         "left in: a warning, since the optimizer only hides it until the dynamic scale changes.",
         "Scale the gradients the same way in both runs (see the factor it matched).",
         rank=24,
@@ -469,7 +472,8 @@ _KINDS = [
         "validation_split_mismatch", "warning", False,
         "fit() holds out a different share of the data for validation (`validation_split`) in the two "
         "runs: one trains on fewer examples, and its batches part from the other's once the held-out "
-        "examples would have come.",
+        "examples would have come, or, where every common step trained on the same batch, the longer "
+        "run's further steps train on examples the other never sees; the step where they part is named.",
         "Train on the same examples: the same `validation_split` in both runs (the loop on the first "
         "(1 - split) of the data), or pass `validation_data=` explicitly.",
         rank=60,
