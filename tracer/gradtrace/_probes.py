@@ -1077,7 +1077,7 @@ class _Probe:
         scope = _scope.current()
         scope.values.pop(K_LOSS_W, None)
         scope.values.pop(K_LOSS_OUT_MASK, None)
-        mask = getattr(_first_tensor(y_pred), "_keras_mask", None) if y_pred is not None else None
+        mask = _mask_counts(y_pred)
         if sample_weight is None and mask is None:
             return
         nan = tf.constant(float("nan"), tf.float32)
@@ -1086,9 +1086,8 @@ class _Probe:
             w = tf.reshape(tf.cast(tf.convert_to_tensor(sample_weight), tf.float32), [-1])
             parts[:3] = [tf.reduce_sum(w), tf.cast(tf.math.count_nonzero(w), tf.float32),
                          tf.cast(tf.size(w), tf.float32)]
-        if mask is not None and tf.is_tensor(mask):
-            m = tf.reshape(tf.cast(mask, tf.float32), [-1])
-            parts[3:] = [tf.reduce_sum(m), tf.cast(tf.size(m), tf.float32)]
+        if mask is not None:
+            parts[3:] = mask
         scope.put(K_LOSS_W, tf.stack(parts))
 
     def put_output_mask(self, y_pred: Any) -> None:
@@ -1099,11 +1098,9 @@ class _Probe:
 
         scope = _scope.current()
         scope.values.pop(K_LOSS_OUT_MASK, None)
-        mask = getattr(_first_tensor(y_pred), "_keras_mask", None) if y_pred is not None else None
-        if mask is None or not tf.is_tensor(mask):
-            return
-        m = tf.reshape(tf.cast(mask, tf.float32), [-1])
-        scope.put(K_LOSS_OUT_MASK, tf.stack([tf.reduce_sum(m), tf.cast(tf.size(m), tf.float32)]))
+        mask = _mask_counts(y_pred)
+        if mask is not None:
+            scope.put(K_LOSS_OUT_MASK, tf.stack(mask))
 
     def on_train_step(self, data: Any) -> None:
         x, y, sw = data, None, None
@@ -2030,6 +2027,19 @@ def _columns(block: Any) -> list[list[float]]:
     import numpy as np
 
     return np.asarray(block, dtype=np.float64).tolist()  # type: ignore[no-any-return]
+
+
+
+def _mask_counts(y_pred: Any) -> list[Any] | None:
+    """Valid and total entries (float32 scalars) of the Keras mask ``y_pred`` carries
+    (``_keras_mask``: ``Embedding(mask_zero=True)``, ``Masking``), or None without one."""
+    import tensorflow as tf
+
+    mask = getattr(_first_tensor(y_pred), "_keras_mask", None) if y_pred is not None else None
+    if mask is None or not tf.is_tensor(mask):
+        return None
+    m = tf.reshape(tf.cast(mask, tf.float32), [-1])
+    return [tf.reduce_sum(m), tf.cast(tf.size(m), tf.float32)]
 
 
 def decode_block(values: dict[str, Any], statics: dict[str, Any], n: int) -> list[dict[str, Any]]:

@@ -120,6 +120,14 @@ class RunData:
         by = self._by_index()
         return by.get(int(index), {"index": int(index), "name": f"#{index}"})
 
+    def loss_info_of(self, step: int) -> dict[str, Any]:
+        """The loss details recorded at ``step`` (the first steps held, a later one read on
+        demand), or {}."""
+        info = self.loss_info.get(step)
+        if info is None and self.loss_info_at is not None:
+            info = self.loss_info_at(step)
+        return info or {}
+
     def fit_calls(self) -> list[dict[str, Any]]:
         """Every fit() call of the run in order (records before ``fit_calls``: the last one
         only); [] for a run without fit()."""

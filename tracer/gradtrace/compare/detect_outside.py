@@ -87,6 +87,12 @@ def untrained(run: RunData) -> dict[int, str]:
             if isinstance(m, dict) and isinstance(m.get("model"), int)}
 
 
+def untrained_variables(run: RunData) -> set[int]:
+    """Inventory indices of the variables of those models: no gradient is their recipe."""
+    return {int(v) for m in run.meta.get("untrained_models") or [] if isinstance(m, dict)
+            for v in m.get("variables") or []}
+
+
 def outside_steps_run(run: RunData) -> Finding | None:
     """``gradtrace check``: layers of one run that ran in training mode outside its steps.
 

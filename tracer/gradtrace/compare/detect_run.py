@@ -17,6 +17,7 @@ import numpy as np
 from gradtrace.compare.data import HEAD, RunData
 from gradtrace.compare.detect_data import repeated_step_finding
 from gradtrace.compare.detect_lost import lost_records
+from gradtrace.compare.detect_outside import untrained_variables
 from gradtrace.compare.findings import Finding
 
 
@@ -732,8 +733,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
     sets = var_sets(run)
     # The variables of a model no optimizer of the run was given (a teacher, a target network
     # written by assign) are not the trained model's: no gradient is their recipe.
-    untrained = {int(v) for m in run.meta.get("untrained_models") or [] if isinstance(m, dict)
-                 for v in m.get("variables") or []}
+    untrained = untrained_variables(run)
     no_grad = [v for v in sets.no_grad if v not in untrained]
     if no_grad:
         names = [run.var_name(v) for v in no_grad]

@@ -967,14 +967,6 @@ def mask_ignored_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment) 
     return _mask_ignored(a, b, k, (ra, rb), 16 * tol, ev, al.premise, tol)
 
 
-def _step_loss_info(run: RunData, step: int) -> dict[str, Any]:
-    """The loss details the run recorded at ``step`` (the first steps held, later ones read)."""
-    info = run.loss_info.get(step)
-    if info is None and run.loss_info_at is not None:
-        info = run.loss_info_at(step)
-    return info or {}
-
-
 def _mask_ignored(a: RunData, b: RunData, step: int, rows: tuple[int, int], ftol: float, ev: dict[str, Any],
                   premise: str, tol: float) -> Finding | None:
     """One run's Keras loss honoured a mask the other run's loss never received.
@@ -988,7 +980,7 @@ def _mask_ignored(a: RunData, b: RunData, step: int, rows: tuple[int, int], ftol
     on predictions of the same shape.
     """
     runs = {"a": a, "b": b}
-    info = {side: _step_loss_info(runs[side], step) for side in ("a", "b")}
+    info = {side: runs[side].loss_info_of(step) for side in ("a", "b")}
     loss_a, loss_b = float(a.loss[rows[0]]), float(b.loss[rows[1]])
     masked = [side for side in ("a", "b") if info[side].get("mask_valid") is not None
               and info[side].get("mask_count") and info[side]["mask_valid"] < info[side]["mask_count"]]
