@@ -56,7 +56,7 @@ def tape_masked_gru_tagger_loss_object():
 # --- a mean teacher: a copy of the student, called in training mode outside the tape, averaged with assign ---
 
 
-def _mean_teacher(validate_in_training_mode: bool):
+def _mean_teacher(validate_in_training_mode: bool, teacher_training: bool = True):
     from .scripts_more import _bn_drop_mlp
 
     tf = _tf()
@@ -71,7 +71,7 @@ def _mean_teacher(validate_in_training_mode: bool):
 
     @tf.function
     def step(xb, yb):
-        target = tf.nn.softmax(teacher(xb, training=True))
+        target = tf.nn.softmax(teacher(xb, training=teacher_training))
         with tf.GradientTape() as tape:
             out = student(xb, training=True)
             loss = ce(yb, out) + tf.reduce_mean(tf.square(tf.nn.softmax(out) - target))
@@ -97,3 +97,9 @@ def tape_mean_teacher_ema():
 def tape_mean_teacher_student_validated_in_training_mode():
     """The same, and the student scores a validation batch with student(x_val, training=True)."""
     _mean_teacher(True)
+
+
+def tape_mean_teacher_in_inference_mode():
+    """The same mean teacher making its targets with teacher(x, training=False): no Dropout on
+    the targets, its BatchNormalization on the moving statistics its weight average writes."""
+    _mean_teacher(False, teacher_training=False)

@@ -538,6 +538,11 @@ CASES += [
     # where the mask's valid entries and the loop's mean over all are read
     ("mask_ignored_from_first_padded_batch", k9.fit_masked_tagger_full_first_batch,
      k9.tape_masked_tagger_full_first_batch_mask_ignored, "diverged", "gradient_mismatch"),
+    # a mean teacher (a clone of the student, no optimizer) makes its targets in training mode in one run,
+    # in inference mode in the other: the teacher's layers are named, the student's run alike, and the
+    # consistency term it feeds is not taken for a regularizer of another factor
+    ("mean_teacher_targets_in_training_mode_in_one_run", l10.tape_mean_teacher_ema,
+     l10.tape_mean_teacher_in_inference_mode, "diverged", "training_mode_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -612,6 +617,12 @@ def test_case(traced, case):
         assert report.findings[0].evidence.get("last_output_weight_b") == 1.0, text
     if _id in MATCHES:
         assert str(report.findings[0].evidence.get("matches") or "").startswith(MATCHES[_id]), text
+    if _id == "mean_teacher_targets_in_training_mode_in_one_run":  # the teacher's layers, not the student's
+        f = report.findings[0]
+        assert "of a model no optimizer of the runs trains" in f.summary and "teacher(x," in (f.fix or ""), text
+        assert f.evidence["inference_run"] == "b" and len(f.layers) == 2, text
+        assert not any(g.kind == "training_outside_steps" for g in report.findings), text  # the same calls
+        assert all(g.severity != "error" for g in report.findings[1:]), text  # the added term is no factor
     if _id == "dataset_weights_forgotten":  # the fix says where fit()'s weights came from
         assert "third element of (x, y, w) batches" in (report.findings[0].fix or ""), text
         # recorded by the tracer, not inferred: fit() saw (x, y, w) batches

@@ -93,6 +93,7 @@ def test_tracer_counts_the_eager_validation_calls(url: str) -> None:
     assert {r["how"] for r in rows.values()} == {"eager"}
     assert sorted(rows) == ["bn", "drop"]
     assert rows["bn"]["first_step"] == STEPS  # after the first epoch's steps
+    assert bad["layer_models"] == {"bn": 0, "drop": 0}  # the tracked layers' root model, the only one
     # fit()'s validation runs with training=False; the correct loop's too: nothing outside.
     assert not good.get("training_outside_steps") and not fit.get("training_outside_steps")
 

@@ -604,6 +604,20 @@ class _Probe:
                 row["model"] = model_of(layer)
         update(training_outside_steps=rows)
 
+    def publish_layer_models(self) -> None:
+        """``RunInfo.layer_models``: the root model of each tracked layer, at the run's end."""
+        update = getattr(self.run, "update_meta", None)  # optional for a minimal run
+        model_of = getattr(self.run, "model_of", None)
+        if update is None or model_of is None:
+            return
+        out: dict[str, int] = {}
+        for key, name in self.tracked.items():
+            layer = self.layer_refs.get(key)
+            model = model_of(layer) if layer is not None else None
+            if model is not None:
+                out[name] = model
+        update(layer_models=out)
+
     def _next_step(self) -> int | None:
         steps = getattr(self.run, "steps_so_far", None)  # optional for a minimal run
         return steps() if steps is not None else None
@@ -1969,6 +1983,11 @@ def install(run: Any) -> Callable[[], None]:
             probe.outside.publish()
         except Exception as exc:  # noqa: BLE001 - undo the rest regardless
             logger.debug("gradtrace: counting training-mode calls outside the steps failed", exc_info=exc)
+        failed: Exception | None = None
+        try:
+            probe.publish_layer_models()
+        except Exception as exc:  # noqa: BLE001 - undo the rest regardless, then say so
+            failed = exc
         _late_tf_keras.remove(probe)
         probe.active = False
         probe.tls.window = None
@@ -1984,6 +2003,8 @@ def install(run: Any) -> Callable[[], None]:
         probe.layer_refs.clear()
         probe.call_args.clear()
         probe.loss_wrapped.clear()
+        if failed is not None:  # the run's closing records it (an internal error, raised when strict)
+            raise failed
 
     return undo
 

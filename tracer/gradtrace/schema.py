@@ -177,6 +177,9 @@ class RunInfo(_Model):
     # {"model": registration position (training_outside_steps rows' "model"), "name",
     # "variables": their inventory indices}.
     untrained_models: list[dict[str, Any]] = Field(default_factory=list)
+    # Tracked layer name (as in StepRecord.layer_modes and training_outside_steps) -> the
+    # registration position of the root model holding it: which layers are a teacher's.
+    layer_models: dict[str, int] = Field(default_factory=dict)
     init_fingerprint: str | None = None  # "<count>:<hash>" over every variable, in registration order
     # Per variable, by VariableInfo.index: a 16-hex fingerprint of its initial value (None
     # where none was taken). The comparator decides "same start" on the trainable weights

@@ -72,7 +72,9 @@ _KINDS = [
         "state of its own: MultiHeadAttention or a GRU without dropout), whatever the steps do. When the "
         "inference run is a Keras 3 fit() in which no layer got `training=True`, the model's `call` takes no "
         "`training` argument (fit() passes it only to one that does): the finding says so and the fix is "
-        "the model's signature.",
+        "the model's signature. Layers of a model no optimizer of the runs trains (a mean teacher or a "
+        "target network called in the step, `RunInfo.untrained_models`) are named as that model's: its "
+        "mode changes the targets it hands the loss, and the fix is its call's `training` argument.",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
         "`training` through to every sub-layer of a subclassed model's `call`.",
         rank=5,
@@ -278,7 +280,9 @@ _KINDS = [
         "layer_config_mismatch with this gap as evidence. `check` warns when a single run's loss holds "
         "`sum(model.losses)` twice or not at all next to its Keras loss's data loss; `compare` reports "
         "those per-run counts where they differ and no step could be compared (another training mode, "
-        "other batches).",
+        "other batches). Added terms whose ratio swings over the first steps are no penalty of another "
+        "factor but a term computed from something that differs (a teacher's outputs, an auxiliary loss): "
+        "a warning that says so.",
         "Add `sum(model.losses)` to the loss inside the tape (fit() does it for you; in a custom train_step "
         "call `self.compute_loss(x=x, y=y, y_pred=y_pred)`, which adds them, not the loss object itself); "
         "once, and with the same factor in both runs.",

@@ -135,6 +135,25 @@ class RunData:
         fit = self.meta.get("fit")
         return [dict(c) for c in calls] if calls else ([dict(fit)] if fit else [])
 
+    def tracked_name(self, layer: dict[str, Any]) -> str:
+        """The name the tracer records an inventory layer's modes and calls under: its own, or
+        ``name#k`` for the k-th layer of the run with that name (a cloned model keeps its
+        layers' names; ``gradtrace._probes._Probe.layer_name``), in inventory order, which is
+        the order the models were first called."""
+        names = self.__dict__.get("_tracked")
+        if names is None:
+            names, seen = {}, {}
+            for x in sorted(self.layers, key=lambda x: int(x.get("index") or 0)):
+                base = str(x.get("name"))
+                seen[base] = seen.get(base, 0) + 1
+                names[int(x.get("index") or 0)] = base if seen[base] == 1 else f"{base}#{seen[base]}"
+            self.__dict__["_tracked"] = names
+        return names.get(int(layer.get("index") or 0), str(layer.get("name")))
+
+    def layer_tracked_as(self, name: str) -> dict[str, Any] | None:
+        """The inventory's layer the tracer records as ``name`` (see :meth:`tracked_name`)."""
+        return next((x for x in self.layers if self.tracked_name(x) == name), None)
+
     def var_name(self, index: int) -> str:
         return str(self.var_info(index).get("name") or f"#{index}")
 

@@ -39,13 +39,11 @@ def _rows(run: RunData) -> dict[str, dict[str, Any]]:
 
 
 def _layer(run: RunData, layer: str) -> dict[str, Any] | None:
-    """The inventory's layer for a tracked name: the tracer names the k-th layer it tracks under
-    a name already taken ``name#k`` (a cloned model's layers keep their names), in the order the
-    models were first called, which is the inventory's order too."""
-    base, _, k = layer.partition("#")
-    same = [x for x in run.layers if x.get("name") == base]
-    n = int(k) if k.isdigit() else 1
-    return same[n - 1] if len(same) >= n else (same[0] if same else None)
+    """The inventory's layer for a tracked name (``name#k``: see ``RunData.tracked_name``)."""
+    found = run.layer_tracked_as(layer)
+    if found is None:  # a layer the inventory has fewer of: its first namesake
+        found = next((x for x in run.layers if x.get("name") == layer.partition("#")[0]), None)
+    return found
 
 
 def _stateful(run: RunData, layer: str) -> bool:
@@ -85,6 +83,12 @@ def untrained(run: RunData) -> dict[int, str]:
     of the run was given (``RunInfo.untrained_models``: a mean teacher, a target network)."""
     return {int(m["model"]): str(m.get("name") or "model") for m in run.meta.get("untrained_models") or []
             if isinstance(m, dict) and isinstance(m.get("model"), int)}
+
+
+def untrained_layers(run: RunData) -> set[str]:
+    """Tracked names of the layers of those models (``RunInfo.layer_models``)."""
+    models = untrained(run)
+    return {str(n) for n, m in (run.meta.get("layer_models") or {}).items() if m in models}
 
 
 def untrained_variables(run: RunData) -> set[int]:
@@ -141,9 +145,14 @@ def outside_steps_run(run: RunData) -> Finding | None:
 def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     """Paired layers that ran in training mode outside the steps a different number of times."""
     ra, rb = _rows(a), _rows(b)
+    # A model no optimizer trains that ran during the steps too (a teacher making targets in the
+    # step function): its mode there is the steps' record, compared by training_mode_mismatch.
+    ra, rb = ({n: r for n, r in rows.items()
+               if n not in untrained_layers(run) or not any(n in (m or {}) for m, _, _ in run.modes)}
+              for run, rows in ((a, ra), (b, rb)))
     if not ra and not rb:
         return None
-    names = {str(x.get("name")): str(y.get("name")) for x, y in al.layer_pairs}
+    names = {a.tracked_name(x): b.tracked_name(y) for x, y in al.layer_pairs}
     back = {v: k for k, v in names.items()}
     diffs: list[tuple[str, str | None, str | None]] = []  # (side with more calls, layer a, layer b)
     for la in sorted(set(ra) | {back.get(n, "") for n in rb} - {""}):

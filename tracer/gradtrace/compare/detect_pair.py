@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gradtrace.compare import detect_data as dd
+from gradtrace.compare import detect_outside as do
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare.align import Alignment
 from gradtrace.compare.data import RunData
@@ -29,8 +30,8 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     if not ma and not mb:
         return None
     diffs: list[dict[str, Any]] = []
-    pairs = [(_lname(la), _lname(lb), la.get("class_name")) for la, lb in al.layer_pairs
-             if _lname(la) in ma and _lname(lb) in mb]
+    pairs = [(a.tracked_name(la), b.tracked_name(lb), la.get("class_name")) for la, lb in al.layer_pairs
+             if a.tracked_name(la) in ma and b.tracked_name(lb) in mb]
     if not pairs:
         # No layer inventory to pair on: layers report their mode in call order.
         oa, ob = _mode_order(a), _mode_order(b)
@@ -72,6 +73,15 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
             fix="Nothing to fix at these settings; pass `training=True` to the model inside the tape all the "
                 "same, so a dropout added later acts in both runs.")
     diffs, infer_side = [d for d, _ in active], [sd for _, sd in active]
+    # Layers of a model no optimizer trains (a mean teacher, a target network) called during the
+    # steps: their mode changes what that model hands the loss, not how the trained model ran.
+    theirs = [(d, sd) for d, sd in zip(diffs, infer_side, strict=True)
+              if d["layer_a"] in do.untrained_layers(a) and d["layer_b"] in do.untrained_layers(b)]
+    if len(theirs) < len(diffs):
+        kept = [(d, sd) for d, sd in zip(diffs, infer_side, strict=True) if all(d is not x for x, _ in theirs)]
+        diffs, infer_side = [d for d, _ in kept], [sd for _, sd in kept]
+    else:
+        return _untrained_mode_mismatch(a, b, diffs, infer_side)
     side = max(set(infer_side), key=infer_side.count)
     run = a if side == "a" else b
     classes = sorted({str(d["class"]) for d in diffs})
@@ -88,6 +98,30 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
         fix=fix,
         explains=0.9,
     )
+
+
+def _untrained_mode_mismatch(a: RunData, b: RunData, diffs: list[dict[str, Any]],
+                             infer_side: list[str]) -> Finding:
+    """The layers whose mode differs all belong to a model no optimizer of the runs trains."""
+    side = max(set(infer_side), key=infer_side.count)
+    run = a if side == "a" else b
+    models = do.untrained(run)
+    owners = {run.meta.get("layer_models", {}).get(d["layer_" + side]) for d in diffs}
+    names = ", ".join(sorted(f"'{models[m]}'" for m in owners if m in models))
+    classes = sorted({str(d["class"]) for d in diffs})
+    return Finding(
+        "training_mode_mismatch",
+        f"{len(diffs)} training-dependent layer(s) ({', '.join(classes)}) of a model no optimizer of the runs "
+        f"trains ({names}: a mean teacher or a target network, its weights written by assign) ran in inference "
+        f"mode in run {side} ('{run.name}') and in training mode in the other, called during the steps: what "
+        "that model hands the loss (its targets) differs, Dropout's random masks and BatchNormalization's batch "
+        "statistics in one run only, so the losses and gradients differ while the trained model's layers run "
+        "alike.",
+        steps=[min(d["first_step"] for d in diffs)], layers=[d["layer_a"] for d in diffs],
+        evidence={"layers": diffs, "inference_run": side, "untrained_models": names},
+        fix="Call that model with the same `training` argument in both runs: `teacher(x, training=False)` for "
+            "deterministic targets, or `training=True` in both for a mean teacher's noise.",
+        explains=0.9)
 
 
 def layer_config_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | None:

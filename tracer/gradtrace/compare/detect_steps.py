@@ -366,7 +366,18 @@ def _extra_terms(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, An
     factor = ob / oa
     big, small, f = ("b", "a", factor) if abs(factor) >= 1 else ("a", "b", 1.0 / factor)
     evidence["factor"] = factor
-    evidence["steady"] = _offset_ratios(a, b, s, ftol)
+    steady = evidence["steady"] = _offset_ratios(a, b, s, ftol)
+    if steady is not None and steady["spread"] > 0.5 * float(np.median(np.abs(steady["ratios"]))):
+        # A penalty with another factor keeps the ratio while the weights stay close; this one
+        # swings: the added terms depend on something else the runs compute differently.
+        lo, hi = min(steady["ratios"]), max(steady["ratios"])
+        return Finding(
+            "regularization_mismatch", severity="warning", steps=[s.step], evidence=evidence, explains=0.3,
+            summary=f"{said} ({oa:.6g} vs {ob:.6g}), and their ratio swings from {lo:.3g} to {hi:.3g} over the "
+            f"first {len(steady['ratios'])} steps: not one penalty with another factor, but a term that depends "
+            "on something the runs compute differently (another model's outputs, an auxiliary loss, the batch).",
+            fix="Compare what each run adds to its Keras loss (a consistency term against a teacher's outputs, an "
+                "auxiliary loss, a penalty) and compute it the same way in both runs.")
     ua, ub = units.get("a"), units.get("b")
     whole = [u is not None and abs(u - round(u)) <= ftol * max(abs(u), 1.0) and round(u) >= 1 for u in (ua, ub)]
     if reg and all(whole):
