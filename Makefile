@@ -45,12 +45,12 @@ maps:
 
 # Two pytest-xdist workers (the suite's training is mostly single-threaded Python and graph
 # building): each module's tests stay on one worker, the case pairs spread one by one
-# (tests/conftest.py, pytest_collection_modifyitems). TEST_WORKERS=0 runs in this process.
+# (tests/conftest.py, pytest_xdist_make_scheduler). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) chromium postgres maps
 	$(VENV)/bin/ruff check tracer server migrations tests bench
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tracer server migrations tests bench
