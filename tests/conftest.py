@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,21 @@ os.environ["GRADTRACE_STRICT"] = "1"
 os.environ.pop("GRADTRACE_URL", None)
 
 _TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _keras_name_scopes_closed() -> Iterator[None]:
+    """Each test starts with Keras 3's name-scope stack empty, as in a fresh process.
+
+    Keras 3.15's first eager call of a subclassed model holding a layer that holds another
+    leaves the model's scope on the stack (keras/src/backend/common/name_scope.py, the
+    ``name_scope_stack`` global): every variable made later in the process gets its name as
+    a prefix (``__net/parity/kernel``). The suite's tests share two processes in an order
+    that varies, so a scope one test leaked would rename another's variables."""
+    yield
+    state = sys.modules.get("keras.src.backend.common.global_state")
+    if state is not None and state.get_global_attribute("name_scope_stack"):
+        state.set_global_attribute("name_scope_stack", [])
 
 
 def _worker_group(nodeid: str) -> str | None:

@@ -80,8 +80,11 @@ def server(ui_db: dict[str, Any]) -> Iterator[ServerThread]:
     srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium, one per module: Playwright's sync API keeps an asyncio loop running in this
+    thread until it stops, and the next tests of this worker (``asyncio.run`` in a server
+    test) need none running."""
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"Debian's chromium is not at {CHROMIUM}: run `make chromium`")
     from playwright.sync_api import sync_playwright
