@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ["GRADTRACE_STRICT"] = "1"
 # Never let a test write into the developer's ./gradtrace.db by accident.
 os.environ.pop("GRADTRACE_URL", None)
-
-_TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(autouse=True)

@@ -596,27 +596,30 @@ class _Probe:
         update = getattr(self.run, "update_meta", None)  # optional for a minimal run
         if update is None:
             return
-        model_of = getattr(self.run, "model_of", None)
-        layers = {name: self.layer_refs.get(key) for key, name in self.tracked.items()}
+        models = self.layer_models()
         for row in rows:  # the root model the layer belongs to (RunInfo.untrained_models numbers them alike)
-            layer = layers.get(row["layer"])
-            if model_of is not None and layer is not None:
-                row["model"] = model_of(layer)
+            if row["layer"] in models:
+                row["model"] = models[row["layer"]]
         update(training_outside_steps=rows)
 
-    def publish_layer_models(self) -> None:
-        """``RunInfo.layer_models``: the root model of each tracked layer, at the run's end."""
-        update = getattr(self.run, "update_meta", None)  # optional for a minimal run
-        model_of = getattr(self.run, "model_of", None)
-        if update is None or model_of is None:
-            return
+    def layer_models(self) -> dict[str, int]:
+        """Tracked layer name -> the registration position of the root model holding it."""
+        model_of = getattr(self.run, "model_of", None)  # optional for a minimal run
+        if model_of is None:
+            return {}
         out: dict[str, int] = {}
         for key, name in self.tracked.items():
             layer = self.layer_refs.get(key)
             model = model_of(layer) if layer is not None else None
             if model is not None:
                 out[name] = model
-        update(layer_models=out)
+        return out
+
+    def publish_layer_models(self) -> None:
+        """``RunInfo.layer_models``, at the run's end."""
+        update = getattr(self.run, "update_meta", None)  # optional for a minimal run
+        if update is not None:
+            update(layer_models=self.layer_models())
 
     def _next_step(self) -> int | None:
         steps = getattr(self.run, "steps_so_far", None)  # optional for a minimal run

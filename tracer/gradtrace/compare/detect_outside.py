@@ -91,6 +91,11 @@ def untrained_layers(run: RunData) -> set[str]:
     return {str(n) for n, m in (run.meta.get("layer_models") or {}).items() if m in models}
 
 
+def _in_steps(run: RunData) -> set[str]:
+    """Tracked names of the layers whose mode the steps recorded."""
+    return {str(n) for m, _, _ in run.modes for n in (m or {})}
+
+
 def untrained_variables(run: RunData) -> set[int]:
     """Inventory indices of the variables of those models: no gradient is their recipe."""
     return {int(v) for m in run.meta.get("untrained_models") or [] if isinstance(m, dict)
@@ -147,9 +152,8 @@ def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     ra, rb = _rows(a), _rows(b)
     # A model no optimizer trains that ran during the steps too (a teacher making targets in the
     # step function): its mode there is the steps' record, compared by training_mode_mismatch.
-    ra, rb = ({n: r for n, r in rows.items()
-               if n not in untrained_layers(run) or not any(n in (m or {}) for m, _, _ in run.modes)}
-              for run, rows in ((a, ra), (b, rb)))
+    ra, rb = ({n: r for n, r in rows.items() if n not in drop}
+              for rows, drop in ((ra, untrained_layers(a) & _in_steps(a)), (rb, untrained_layers(b) & _in_steps(b))))
     if not ra and not rb:
         return None
     names = {a.tracked_name(x): b.tracked_name(y) for x, y in al.layer_pairs}

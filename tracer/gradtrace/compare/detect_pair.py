@@ -75,13 +75,12 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     diffs, infer_side = [d for d, _ in active], [sd for _, sd in active]
     # Layers of a model no optimizer trains (a mean teacher, a target network) called during the
     # steps: their mode changes what that model hands the loss, not how the trained model ran.
-    theirs = [(d, sd) for d, sd in zip(diffs, infer_side, strict=True)
-              if d["layer_a"] in do.untrained_layers(a) and d["layer_b"] in do.untrained_layers(b)]
-    if len(theirs) < len(diffs):
-        kept = [(d, sd) for d, sd in zip(diffs, infer_side, strict=True) if all(d is not x for x, _ in theirs)]
-        diffs, infer_side = [d for d, _ in kept], [sd for _, sd in kept]
-    else:
+    ua, ub = do.untrained_layers(a), do.untrained_layers(b)
+    ours = [(d, sd) for d, sd in zip(diffs, infer_side, strict=True)
+            if not (d["layer_a"] in ua and d["layer_b"] in ub)]
+    if not ours:
         return _untrained_mode_mismatch(a, b, diffs, infer_side)
+    diffs, infer_side = [d for d, _ in ours], [sd for _, sd in ours]
     side = max(set(infer_side), key=infer_side.count)
     run = a if side == "a" else b
     classes = sorted({str(d["class"]) for d in diffs})
