@@ -460,6 +460,49 @@ def tape_text_max_pool_smooth_decay():
     _ce_loop(_bag_max(), keras.optimizers.SGD(_staircase(False)), x, y)
 
 
+
+# --- the same text classifier clipped to a global norm: its Embedding's gradient is an IndexedSlices ------
+
+def fit_text_max_pool_global_clipnorm():
+    keras = _keras()
+    x, y = _text4()
+    model = _bag_max()
+    model.compile(optimizer=keras.optimizers.SGD(0.5, global_clipnorm=0.3), loss=_sparse_ce())
+    _fit(model, x, y)
+
+
+def _text_clip_loop(clip):
+    tf = _tf()
+    keras = _keras()
+    x, y = _text4()
+    model = _bag_max()
+    opt = keras.optimizers.SGD(0.5)
+    ce = _sparse_ce()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = clip(tape.gradient(loss, model.trainable_variables))
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_text_max_pool_clip_by_global_norm():
+    """tf.clip_by_global_norm(grads, 0.3) before apply_gradients, the Embedding's gradient an
+    IndexedSlices: the global norm over its values, repeated rows apart, as the optimizer's own."""
+    _text_clip_loop(lambda grads: _tf().clip_by_global_norm(grads, 0.3)[0])
+
+
+def tape_text_max_pool_clip_each_norm():
+    """Each gradient clipped to 0.3 (tf.clip_by_norm) where fit() clips their global norm to 0.3:
+    every gradient stays under 0.3, while their global norm passes it at one step, whose update
+    only fit() scales down (the losses agree until then; the update is what parts)."""
+    _text_clip_loop(lambda grads: [_tf().clip_by_norm(g, 0.3) for g in grads])
+
+
 # --- KLDivergence towards smoothed targets (softmax output) -------------------------------------------
 
 def _soft_targets():

@@ -373,8 +373,10 @@ _KINDS = [
         "context, a loop applying n times the update is told to divide the accumulated sum by n. Only the "
         "class differing while every aligned step agrees (AdamW with weight_decay=0 against Adam) is "
         "context; another value of a setting that every aligned step agrees on is a warning, since it has "
-        "not acted yet (a clipnorm not reached, amsgrad, use_ema: fit() writes the weights' average into "
-        "the model when it ends; Lion's updates have the same norm whatever their signs). Equal gradients "
+        "not acted yet (a clipnorm not reached, amsgrad before an estimate shrinks, use_ema: fit() writes "
+        "the weights' average into the model when it ends; Lion's updates have the same norm whatever their "
+        "signs). Equal losses and gradients with other updates in the first steps are the setting acting (a "
+        "global clipnorm passed at one step in one run). Equal gradients "
         "with updates that differ on some variables only, under equal recorded configurations, are a "
         "per-variable setting `get_config()` does not hold: with weight decay on, variables excluded from "
         "it in one run only (`exclude_from_weight_decay`).",

@@ -1171,12 +1171,18 @@ def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None
     return out
 
 
+UPDATE_WINDOW = 32
+"""Aligned steps whose per-variable update norms :func:`first_departure` checks when neither the
+loss nor the gradient norm departs (the warm-up steps, which always carry per-variable numbers)."""
+
+
 def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
     """The first aligned step whose loss, gradient norms or update norms differ beyond noise.
 
     Loss and global gradient norm are checked over every aligned step; the
-    per-variable numbers over the first steps and the window before the first
-    step-level departure (a variable that departs moves the loss one step later).
+    per-variable numbers over the window before the first step-level departure (a
+    variable that departs moves the loss one step later) or, without one, the updates
+    over the first :data:`UPDATE_WINDOW` steps.
     """
     n = al.aligned_steps
     if n < 1 or al.stochastic:
@@ -1214,12 +1220,14 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
         al.noise.observed["noise_amplified_past_tolerance_from_step"] = int(steps_all[drift[0]])
     al.noise.observed["loss_rel_diff_by_step"] = [float(x) for x in dl[: min(n, 8)]]
     al.noise.observed["max_loss_rel_diff_over_aligned_steps"] = float(np.max(dl))
-    if not over.size:
-        return None
-    # Which variable departed first: per-variable numbers in the steps leading to it.
-    k0 = int(over[0])
-    lo = int(steps_all[max(0, k0 - 8)])
-    hi = int(steps_all[k0]) + 1
+    # Which variable departed first: per-variable numbers in the steps leading to it. With no
+    # departure of the loss or the gradient norm, the first steps' updates are checked on their
+    # own: an optimizer that applies another update to the same gradients (a clipping threshold
+    # crossed in one run, a decay or a rescaling of the update) moves the loss only a step later,
+    # and by less than the tolerance when that step is the last or the rate is small.
+    k0 = int(over[0]) if over.size else None
+    lo = int(steps_all[max(0, k0 - 8)]) if k0 is not None else int(steps_all[0])
+    hi = int(steps_all[k0]) + 1 if k0 is not None else int(steps_all[min(n, UPDATE_WINDOW) - 1]) + 1
     for run in (a, b):
         run.ensure_rows(lo, hi)
     pos = np.flatnonzero((steps_all >= lo) & (steps_all < hi))
@@ -1236,7 +1244,11 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
         quiet = negligible_grads(ga, gb, a.grad_norm[rows_a[pos]], b.grad_norm[rows_b[pos]], al)
         dg, du = np.where(quiet, 0.0, dg), np.where(quiet, 0.0, du)
         t = tol[pos][:, None]
-        bad = (dg > t) | (du > t)
+        if k0 is not None:
+            bad = (dg > t) | (du > t)
+        else:  # as for the loss: beyond the tolerance, and abruptly or after identical updates
+            prev = np.vstack([np.zeros((1, du.shape[1])), du[:-1]])
+            bad = (du > t) & ((du > JUMP * np.maximum(prev, t)) | (prev == 0))
         rows = np.flatnonzero(bad.any(axis=1))
         if rows.size:
             r = int(rows[0])
