@@ -16,6 +16,7 @@ or from a store with :func:`gradtrace.compare.reader.read_run`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,11 @@ class RunData:
             self.__dict__["_vcache"] = cache
         return cache
 
+    def batch_at(self, row: int) -> float:
+        """The batch size recorded at ``row`` (NaN where none was: the row is past the run's end,
+        or the step's batch had no leading dimension)."""
+        return float(self.batch_size[row]) if 0 <= row < self.batch_size.size else float("nan")
+
     def describe(self) -> dict[str, Any]:
         """Identity of the run for the report."""
         return {
@@ -173,6 +179,12 @@ class RunData:
             "steps": self.n_steps,
             "status": self.meta.get("status"),
         }
+
+
+def first_batch(a: RunData, b: RunData, default: int) -> int:
+    """The larger of the two runs' first batch sizes, ``default`` when neither recorded one."""
+    sizes = [x for x in (a.batch_at(0), b.batch_at(0)) if math.isfinite(x)]
+    return int(max(sizes)) if sizes else default
 
 
 def _f(x: Any) -> float:

@@ -424,9 +424,7 @@ def batch_subsequence(a: RunData, b: RunData) -> dict[str, Any] | None:
         if not skipped:
             continue
 
-        def size(r: int, bs: np.ndarray = l_run.batch_size) -> float:
-            return float(bs[r]) if bs.size > r else float("nan")
-
+        size = l_run.batch_at
         sizes = [size(r) for r in skipped]
         # The other run's rows after the short run's last step are skipped too when they look like
         # the ones skipped in between (a last epoch's partial batch): no more of them in a row than
@@ -441,7 +439,7 @@ def batch_subsequence(a: RunData, b: RunData) -> dict[str, Any] | None:
         if tail and len(tail) <= longest and known and all(size(r) in known for r in tail):
             skipped += tail
             sizes += [size(r) for r in tail]
-        full = float(l_run.batch_size[match[0]]) if l_run.batch_size.size > match[0] else float("nan")
+        full = l_run.batch_at(match[0])
         return {"run": side, "skipped_steps": [int(l_run.step[r]) for r in skipped][:12],
                 "skipped_count": len(skipped),
                 "skipped_batch_sizes": sorted({int(x) for x in sizes if math.isfinite(x)}),

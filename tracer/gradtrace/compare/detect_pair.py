@@ -1357,7 +1357,7 @@ def validation_split_mismatch(a: RunData, b: RunData, al: Alignment | None = Non
 
 
 def _batch_size(run: RunData, row: int) -> int | None:
-    n = float(run.batch_size[row]) if row < len(run.batch_size) else float("nan")
+    n = run.batch_at(row)
     return int(n) if np.isfinite(n) and n > 0 else None
 
 
@@ -1639,8 +1639,7 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                         fix = ("Build both pipelines' shuffle with the same arguments ("
                                + ", ".join(f"{k}={sa.get(k)!r} in run a, {sb.get(k)!r} in run b" for k in args)
                                + "), to compare them step by step.")
-            ba, bb = (float(r.batch_size[i]) if r.batch_size.size > i else float("nan")
-                      for r, i in ((a, int(al.ia[bad[0]])), (b, int(al.ib[bad[0]]))))
+            ba, bb = a.batch_at(int(al.ia[bad[0]])), b.batch_at(int(al.ib[bad[0]]))
             sizes = None
             if np.isfinite(ba) and np.isfinite(bb) and ba != bb:
                 sizes = [int(ba), int(bb)]

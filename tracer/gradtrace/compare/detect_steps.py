@@ -19,7 +19,7 @@ import numpy as np
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare.align import Alignment
 from gradtrace.compare.catalogue import get
-from gradtrace.compare.data import RunData
+from gradtrace.compare.data import RunData, first_batch
 from gradtrace.compare.findings import Finding
 from gradtrace.compare.noise import JUMP, _n_outputs, rel
 
@@ -124,8 +124,7 @@ def candidate_factors(a: RunData, b: RunData, steps: tuple[int, int] | None = No
     if steps is not None:
         out.update(_denominator_factors(a, b, steps))
     nout = max(_n_outputs(a), _n_outputs(b))
-    bs = [x for x in (a.batch_size[:1].tolist() + b.batch_size[:1].tolist()) if math.isfinite(x)]
-    batch = int(max(bs)) if bs else 0
+    batch = first_batch(a, b, 0)
     losses = max(_n_output_losses(a), _n_output_losses(b))
     if losses > 1:  # before the last axis: the same count there is more likely this
         out[f"the number of the model's outputs ({losses}, each with its own loss): the outputs' losses "

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gradtrace.compare.data import RunData
+from gradtrace.compare.data import RunData, first_batch
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float16": float(np.finfo(np.float16).eps),
        "bfloat16": 2.0**-7, "float64": float(np.finfo(np.float64).eps)}
@@ -107,8 +107,7 @@ def measure_noise(a: RunData, b: RunData, aligned_steps: int) -> Noise:
     """The tolerance model for this pair plus the step-0 differences actually observed."""
     dt = max((_compute_dtype(a), _compute_dtype(b)), key=lambda d: EPS[d])
     eps = EPS[dt]
-    bs = [x for x in (a.batch_size[:1].tolist() + b.batch_size[:1].tolist()) if math.isfinite(x)]
-    batch = int(max(bs)) if bs else 1
+    batch = first_batch(a, b, 1)
     terms = max(1, batch * max(_n_outputs(a), _n_outputs(b)))
     noise = Noise(eps=eps, terms=terms, tol0=MARGIN * eps * math.sqrt(terms))
     return noise
