@@ -103,3 +103,58 @@ def tape_mean_teacher_in_inference_mode():
     """The same mean teacher making its targets with teacher(x, training=False): no Dropout on
     the targets, its BatchNormalization on the moving statistics its weight average writes."""
     _mean_teacher(False, teacher_training=False)
+
+
+# --- a second loss differentiated apart: its gradients added to the applied ones, or dropped ---------
+
+
+def fit_digits_ce_plus_output_penalty():
+    """fit() with one loss function: cross-entropy plus 0.01 x the mean squared logit."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits()
+    from .scripts_models import _digits_mlp, _fit
+
+    model = _digits_mlp(seed=251)
+    ce = _sparse_ce()
+
+    def loss(yt, yp):
+        return ce(yt, yp) + 0.01 * tf.reduce_mean(tf.square(yp))
+
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+    _fit(model, x, y)
+
+
+def _two_losses(add: bool):
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits()
+    from .scripts_models import _digits_mlp
+
+    model = _digits_mlp(seed=251)
+    ce = _sparse_ce()
+    opt = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape(persistent=True) as tape:
+            out = model(xb, training=True)
+            l1 = ce(yb, out)
+            l2 = 0.01 * tf.reduce_mean(tf.square(out))
+        g1 = tape.gradient(l1, model.trainable_variables)
+        g2 = tape.gradient(l2, model.trainable_variables)
+        grads = [a + b for a, b in zip(g1, g2)] if add else g1
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_two_losses_gradients_added():
+    """The same two terms differentiated one by one with a persistent tape, their gradients added."""
+    _two_losses(True)
+
+
+def tape_second_loss_gradients_dropped():
+    """The penalty's gradients computed and never used: only the cross-entropy's are applied."""
+    _two_losses(False)

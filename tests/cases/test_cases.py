@@ -550,6 +550,12 @@ CASES += [
      g5.tape_text_max_pool_clip_by_global_norm, "equivalent", None),
     ("global_clipnorm_as_each_norm", g5.fit_text_max_pool_global_clipnorm, g5.tape_text_max_pool_clip_each_norm,
      "diverged", "optimizer_mismatch"),
+    # a penalty differentiated apart from the loss: its gradients added to the applied ones (the same
+    # training as fit()'s one loss function), or computed and dropped
+    ("eq_second_loss_gradients_added", l10.fit_digits_ce_plus_output_penalty, l10.tape_two_losses_gradients_added,
+     "equivalent", None),
+    ("second_loss_gradients_dropped", l10.fit_digits_ce_plus_output_penalty,
+     l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -899,6 +905,8 @@ def test_case(traced, case):
 
 
 CHECKS = [
+    ("second_loss_gradients_dropped", l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
+    ("second_loss_gradients_added", l10.tape_two_losses_gradients_added, "equivalent", None),
     ("per_sample_vector", s.tape_per_sample_loss, "diverged", "non_scalar_loss"),
     ("no_training_flag", s.tape_bn_dropout_no_training_flag, "diverged", "training_mode_mismatch"),
     ("nan_after_saturation", s.tape_hand_log_loss, "diverged", "numerics"),

@@ -231,3 +231,68 @@ def test_zeros_put_in_place_of_none_gradients_are_recorded(function, db_url):
     assert run.info.misapplied_gradients == []
     run, _ = run_with(False, "zeroed")
     assert run.info.replaced_none_gradients == []
+
+
+# --- gradients computed in the step and never used --------------------------------------------------
+
+
+def _two_loss_step(use: str, model, opt):
+    """A step differentiating a second loss (an output penalty) apart from the first, whose
+    gradients are: dropped, added to the applied ones, accumulated into variables, returned,
+    or logged (a tf.print of their norm)."""
+    x, y = data()
+    loss_fn = keras.losses.MeanSquaredError()
+    acc = [tf.Variable(tf.zeros_like(v), trainable=False) for v in model.trainable_variables]
+
+    def step():
+        with tf.GradientTape(persistent=True) as tape:
+            out = model(x, training=True)
+            l1 = loss_fn(y, out)
+            l2 = 0.01 * tf.reduce_mean(tf.square(out))
+        g1 = tape.gradient(l1, model.trainable_variables)
+        g2 = tape.gradient(l2, model.trainable_variables)
+        if use == "added":
+            g1 = [a + b for a, b in zip(g1, g2, strict=True)]
+        elif use == "accumulated":
+            for a, g in zip(acc, g2, strict=True):
+                a.assign_add(g)
+        elif use == "logged":
+            tf.print(tf.linalg.global_norm(g2), output_stream="file:///dev/null")
+        opt.apply_gradients(zip(g1, model.trainable_variables, strict=True))
+        if use == "returned":
+            return g2
+        return None
+
+    return step
+
+
+@pytest.mark.parametrize("use", ["dropped", "added", "accumulated", "returned", "logged"])
+def test_gradient_computed_and_never_used_is_recorded(db_url, read_run, use):
+    model = square_net()
+    opt = keras.optimizers.SGD(0.05)
+    with gradtrace.trace(run=f"second-loss-{use}", store=db_url) as run:
+        fn = tf.function(_two_loss_step(use, model, opt))
+        for _ in range(3):
+            fn()
+    found = run.info.discarded_gradients
+    if use != "dropped":
+        assert found == [], found
+        return
+    assert len(found) == 1, found
+    assert found[0].variables == sorted(run.var_index(v) for v in model.trainable_variables)
+    assert found[0].target_shape == [] and found[0].step == 0
+    assert any("nothing uses" in w for w in run.info.warnings)
+    detail, _ = read_run("second-loss-dropped")  # stored with the run: `gradtrace check` reads it there
+    assert detail.meta["discarded_gradients"] == [d.model_dump() for d in found]
+
+
+def test_dropped_gradients_of_an_eager_step_are_not_claimed(db_url):
+    """Eagerly there is no graph to follow: nothing is recorded (and nothing is guessed)."""
+    model = square_net()
+    opt = keras.optimizers.SGD(0.05)
+    with gradtrace.trace(run="second-loss-eager", store=db_url) as run:
+        step = _two_loss_step("dropped", model, opt)
+        for _ in range(2):
+            step()
+    assert run.info.discarded_gradients == []
+    assert run.steps_so_far() == 2  # both steps recorded

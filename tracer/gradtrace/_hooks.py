@@ -685,6 +685,56 @@ def _stash_unapplied(run: Run) -> None:
     run.traced_in(_tracing_options())
 
 
+# Ops that use a tensor for good: a function call or control flow (what its body does is
+# not followed) besides every stateful op (a variable assign, an optimizer's apply, a print).
+_CALL_OPS = frozenset({"If", "StatelessIf", "While", "StatelessWhile", "Case", "StatelessCase",
+                       "PartitionedCall", "StatefulPartitionedCall"})
+_USE_WALK = 200_000  # ops visited at most per call (a trace's graph; more is taken as used)
+
+
+def _note_discarded(run: Run, outputs: Any) -> None:
+    """At the end of a trace: ``tape.gradient`` calls with respect to variables whose
+    gradients nothing in the graph uses, in a graph where an optimizer step took another
+    call's gradients (a training step). Followed forward, consumer by consumer: gradients
+    that reach a stateful op (an optimizer's update, an accumulator's ``assign_add``), a
+    function call or control flow, or the function's outputs are used; a second loss's
+    gradients computed and dropped reach none of them."""
+    import tensorflow as tf
+
+    graph = tf.compat.v1.get_default_graph()
+    dq = _tape_calls().get(graph)
+    if not dq or not any(c.consumed for c in dq):
+        return
+    out = {id(t) for t in tf.nest.flatten(outputs, expand_composites=True) if isinstance(t, tf.Tensor)}
+    for call in dq:
+        if call.consumed or not call.variables or not call.grads or _used(call.grads.values(), out):
+            continue
+        keys = set(call.grads)
+        variables = [v for v in call.variables if var_key(v) in keys and bool(getattr(v, "trainable", True))]
+        if variables:
+            run.note_discarded_gradient(variables, call.shape)
+
+
+def _used(grads: Any, out: set[int]) -> bool:
+    """Whether any of ``grads`` (graph tensors) reaches a use (see :func:`_note_discarded`)."""
+    import tensorflow as tf
+
+    todo = [t for t in tf.nest.flatten(list(grads), expand_composites=True) if isinstance(t, tf.Tensor)]
+    seen: set[int] = set()
+    while todo:
+        t = todo.pop()
+        if id(t) in out:
+            return True
+        for op in t.consumers():
+            if id(op) in seen:
+                continue
+            seen.add(id(op))
+            if len(seen) > _USE_WALK or op.type in _CALL_OPS or getattr(op, "_is_stateful", True):
+                return True
+            todo.extend(op.outputs)
+    return False
+
+
 def _write_stashes(run: Run, latest: dict[frozenset[int], TapeCall]) -> None:
     """Copy each call's target (summed) and the current step scope's values into the stash of
     its sources (graph ops while a function is traced; eagerly, done at once)."""
@@ -825,6 +875,7 @@ def _wrap_trace_end(original: Any) -> Any:
             caller = sys._getframe(1).f_code
             if caller.co_name == "func_graph_from_py_func":
                 guard(run, "tf.function trace end", lambda: _stash_unapplied(run))
+                guard(run, "tf.function trace end", lambda: _note_discarded(run, values))
         return original(values)
 
     return convert_variables_to_tensors

@@ -697,6 +697,27 @@ class Run:
                       {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}]
         self.update_meta(weight_writes=writes)
 
+    def note_discarded_gradient(self, variables: list[Any], target_shape: list[int | None] | None) -> None:
+        """Record a traced ``tape.gradient`` call whose gradients the step never uses
+        (``RunInfo.discarded_gradients``), once per set of variables; only variables of the
+        inventory count."""
+        from gradtrace._hooks import tf_variable
+        from gradtrace.schema import DiscardedGradient
+
+        with self._lock:
+            idx = sorted({i for v in variables if (i := self._var_index.get(id(tf_variable(v)))) is not None})
+            known = [d for d in self.info.discarded_gradients if d.variables != idx]
+            if not idx or len(known) < len(self.info.discarded_gradients) or len(known) >= MAX_EVENTS:
+                return
+            found = [*(d.model_dump() for d in known),
+                     DiscardedGradient(variables=idx, target_shape=target_shape, step=self.steps_so_far()).model_dump()]
+        self.update_meta(discarded_gradients=found)
+        self.warn_once(
+            f"discarded_gradient:{idx}",
+            f"a tape.gradient call of the training step computes gradients for {len(idx)} trainable variable(s) "
+            "that nothing uses (no optimizer applies them, nothing added to the applied gradients depends on "
+            "them): its loss does not train the model. Differentiate the total loss, or add the gradients.")
+
     def _track_state(self, v: Any, key: int, idx: int, initial: Callable[[Any], np.ndarray]) -> None:
         """Measure ``v`` as non-trainable state from now on (once; not a variable without a
         static shape, see :func:`_fixed_shape`), its changes counted from ``initial(v)``."""

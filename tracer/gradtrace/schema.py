@@ -109,6 +109,17 @@ class LayerInfo(_Model):
     struct_key: Annotated[str, Field(max_length=1000)] | None = None
 
 
+class DiscardedGradient(_Model):
+    """A ``tape.gradient`` call with respect to trainable variables, traced into a training
+    step's ``tf.function``, whose gradients nothing in the step uses: no optimizer applies them,
+    no sum handed to one depends on them, no variable is assigned from them, the function does
+    not return them (``g2 = tape.gradient(loss2, vars)`` next to the applied ``g1``)."""
+
+    variables: list[int] = Field(default_factory=list, max_length=MAX_VARS)  # VariableInfo indices
+    target_shape: list[int | None] | None = None  # of the tensor differentiated ([] for a scalar loss)
+    step: int | None = Field(default=None, ge=0, le=MAX_STEP)  # the step counter when it was traced
+
+
 class MisappliedGradient(_Model):
     """A gradient the optimizer was handed with another variable than the one
     ``tape.gradient`` computed it for: ``zip(grads, vars_b)`` with ``vars_b`` the
@@ -194,6 +205,9 @@ class RunInfo(_Model):
     # optimizer was handed a tensor for them (zeros put in place of None: a tf.stop_gradient
     # or another cut between them and the loss, hidden from Keras' warning)
     replaced_none_gradients: list[int] = Field(default_factory=list, max_length=MAX_VARS)
+    # tape.gradient calls of a traced training step whose gradients nothing uses (runs
+    # recorded before this field read as an empty list)
+    discarded_gradients: list[DiscardedGradient] = Field(default_factory=list, max_length=64)
     partial: bool = False  # a tracer failure left the trace incomplete
     lost: dict[str, int] = Field(default_factory=dict)  # records lost, by reason
     extra: dict[str, Any] = Field(default_factory=dict)

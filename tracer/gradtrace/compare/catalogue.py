@@ -188,6 +188,20 @@ _KINDS = [
         rank=12,
     ),
     Kind(
+        "discarded_gradient", "error", False,
+        "A `tape.gradient` call of the training step computes gradients with respect to trainable "
+        "variables that nothing uses: no optimizer applies them, no applied gradient is computed from "
+        "them (`g1 + g2`), no variable is assigned from them (an accumulator) and the step does not "
+        "return them: `g1 = tape.gradient(loss1, vars); g2 = tape.gradient(loss2, vars); "
+        "apply_gradients(zip(g1, vars))`. That loss trains nothing. Seen by the tracer inside "
+        "`tf.function` steps (followed op by op when the function is traced); an eager loop's dropped "
+        "gradients leave no trace to follow.",
+        "Differentiate the total loss once (`tape.gradient(loss1 + loss2, vars)`), or add the gradients "
+        "before applying them (`[a + b for a, b in zip(g1, g2)]`); delete the call if its loss is not meant "
+        "to train.",
+        rank=2,
+    ),
+    Kind(
         "misapplied_gradient", "error", False,
         "`apply_gradients` received gradients paired with other variables than `tape.gradient` "
         "computed them for: `zip(grads, vars_b)` with `vars_b` the differentiated variables in another "

@@ -13,6 +13,10 @@ place of ``None``).
 order. The tracer matches each applied gradient to the source the tape computed it for
 and keeps the pairs in ``RunInfo.misapplied_gradients``; a defect of the run by itself,
 so ``check`` and ``compare`` report it the same way.
+
+``discarded_gradient``: a ``tape.gradient`` call of a traced training step whose gradients
+nothing uses (``g2 = tape.gradient(loss2, vars)`` beside the applied ``g1``), kept by the
+tracer in ``RunInfo.discarded_gradients``; that loss does not train the model.
 """
 
 from __future__ import annotations
@@ -177,7 +181,33 @@ def absorb_zero_gradient(a: RunData, b: RunData, al: Alignment, set_findings: li
     return out
 
 
+def discarded_gradient(run: RunData, side: str | None = None) -> Finding | None:
+    """``tape.gradient`` calls of the run's traced training step whose gradients nothing used."""
+    recs = [r for r in run.meta.get("discarded_gradients") or [] if r.get("variables")]
+    if not recs:
+        return None
+    names = [run.var_name(int(v)) for v in dict.fromkeys(v for r in recs for v in r["variables"])]
+    shapes = [r.get("target_shape") for r in recs]
+    what = "a scalar" if all(s == [] for s in shapes) else f"a tensor of shape {shapes[0]}"
+    who = f"run {side} ('{run.name}')" if side else f"run '{run.name}'"
+    summary = (
+        f"{who} differentiates {what} with respect to {len(names)} trainable variable(s) "
+        f"({', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}) in its training step and never "
+        "uses the result: no optimizer applies those gradients, no gradient it applies is computed from them, "
+        "and the step neither stores nor returns them. What was differentiated (a second loss, a penalty "
+        "computed apart) does not train the model; only the gradients handed to the optimizer do.")
+    steps = sorted(int(r["step"]) for r in recs if r.get("step") is not None)
+    return Finding(
+        "discarded_gradient", summary,
+        steps=steps[:1], variables=names,
+        evidence={"calls": [{"variables": [run.var_name(int(v)) for v in r["variables"]][:_SHOWN],
+                             "n_variables": len(r["variables"]), "target_shape": r.get("target_shape"),
+                             "traced_at_step": r.get("step")} for r in recs],
+                  **({"run": side} if side else {})},
+        explains=1.0)
+
+
 def wiring_findings(run: RunData, side: str | None = None) -> list[Finding]:
     """Every wiring finding of one run (``check``; ``compare`` asks each run with its side)."""
-    found = (misapplied_gradient(run, side), loss_not_differentiated(run, side))
+    found = (misapplied_gradient(run, side), loss_not_differentiated(run, side), discarded_gradient(run, side))
     return [f for f in found if f is not None]

@@ -31,7 +31,7 @@ _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "call_argument_mis
            "shape_broadcast", "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
            "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches", "model_recreated",
-           "loss_not_differentiated",
+           "loss_not_differentiated", "discarded_gradient",
            "zero_gradient", "structure_mismatch")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
