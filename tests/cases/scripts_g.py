@@ -472,22 +472,8 @@ def fit_text_max_pool_global_clipnorm():
 
 
 def _text_clip_loop(clip):
-    tf = _tf()
-    keras = _keras()
     x, y = _text4()
-    model = _bag_max()
-    opt = keras.optimizers.SGD(0.5)
-    ce = _sparse_ce()
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = ce(yb, model(xb, training=True))
-        grads = clip(tape.gradient(loss, model.trainable_variables))
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for xb, yb in data.batches(x, y, BATCH, STEPS):
-        step(xb, yb)
+    _ce_loop(_bag_max(), _keras().optimizers.SGD(0.5), x, y, then=clip)
 
 
 def tape_text_max_pool_clip_by_global_norm():

@@ -33,14 +33,17 @@ def _fit(model, x, y, batch: int = BATCH, steps: int = STEPS, **kw):
 
 
 def _loop(model, opt, loss_of, x, y, batch: int = BATCH, steps: int = STEPS, function: bool = True,
-          jit: bool = False):
-    """A tape loop over the batches fit(shuffle=False) sees: loss_of(model, xb, yb) -> scalar."""
+          jit: bool = False, then=None):
+    """A tape loop over the batches fit(shuffle=False) sees: loss_of(model, xb, yb) -> scalar;
+    ``then(grads) -> grads`` between the tape and apply_gradients (clipping by hand)."""
     tf = _tf()
 
     def step(xb, yb):
         with tf.GradientTape() as tape:
             loss = loss_of(model, xb, yb)
         grads = tape.gradient(loss, model.trainable_variables)
+        if then is not None:
+            grads = then(grads)
         opt.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
