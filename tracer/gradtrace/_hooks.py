@@ -666,14 +666,23 @@ def _stash_store(run: Run, create: bool) -> _StashStore | None:
     return store
 
 
-def _stash_unapplied(run: Run) -> None:
-    """At the end of a trace: stash what the graph's unapplied gradient calls would have recorded."""
+def _at_trace_end(run: Run, outputs: Any) -> None:
+    """The end of a trace with ``tape.gradient`` calls: a graph whose optimizer step took a
+    call's gradients (a training step) is searched for calls nothing uses; a graph without
+    one hands its gradients on, and what they would have recorded is stashed."""
     import tensorflow as tf
 
-    graph = tf.compat.v1.get_default_graph()
-    dq = _tape_calls().get(graph)
-    if not dq or any(c.consumed for c in dq):
-        return  # an optimizer step of this graph took its gradients: nothing leaves it
+    dq = _tape_calls().get(tf.compat.v1.get_default_graph())
+    if not dq:
+        return
+    if any(c.consumed for c in dq):
+        _note_discarded(run, dq, outputs)
+    else:
+        _stash_unapplied(run, dq)
+
+
+def _stash_unapplied(run: Run, dq: collections.deque[TapeCall]) -> None:
+    """Stash what the unapplied gradient calls of a graph no optimizer step took would have recorded."""
     calls = [c for c in dq if c.variables and c.targets]
     if not calls:
         return
@@ -692,19 +701,14 @@ _CALL_OPS = frozenset({"If", "StatelessIf", "While", "StatelessWhile", "Case", "
 _USE_WALK = 200_000  # ops visited at most per call (a trace's graph; more is taken as used)
 
 
-def _note_discarded(run: Run, outputs: Any) -> None:
-    """At the end of a trace: ``tape.gradient`` calls with respect to variables whose
-    gradients nothing in the graph uses, in a graph where an optimizer step took another
-    call's gradients (a training step). Followed forward, consumer by consumer: gradients
-    that reach a stateful op (an optimizer's update, an accumulator's ``assign_add``), a
-    function call or control flow, or the function's outputs are used; a second loss's
-    gradients computed and dropped reach none of them."""
+def _note_discarded(run: Run, dq: collections.deque[TapeCall], outputs: Any) -> None:
+    """``tape.gradient`` calls with respect to variables whose gradients nothing in a training
+    step's graph uses. Followed forward, consumer by consumer: gradients that reach a stateful
+    op (an optimizer's update, an accumulator's ``assign_add``), a function call or control
+    flow, or the function's outputs are used; a second loss's gradients computed and dropped
+    reach none of them."""
     import tensorflow as tf
 
-    graph = tf.compat.v1.get_default_graph()
-    dq = _tape_calls().get(graph)
-    if not dq or not any(c.consumed for c in dq):
-        return
     out = {id(t) for t in tf.nest.flatten(outputs, expand_composites=True) if isinstance(t, tf.Tensor)}
     for call in dq:
         if call.consumed or not call.variables or not call.grads or _used(call.grads.values(), out):
@@ -874,8 +878,7 @@ def _wrap_trace_end(original: Any) -> Any:
         if run is not None and _tape_calls():
             caller = sys._getframe(1).f_code
             if caller.co_name == "func_graph_from_py_func":
-                guard(run, "tf.function trace end", lambda: _stash_unapplied(run))
-                guard(run, "tf.function trace end", lambda: _note_discarded(run, values))
+                guard(run, "tf.function trace end", lambda: _at_trace_end(run, values))
         return original(values)
 
     return convert_variables_to_tensors

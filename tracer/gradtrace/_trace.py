@@ -706,8 +706,8 @@ class Run:
 
         with self._lock:
             idx = sorted({i for v in variables if (i := self._var_index.get(id(tf_variable(v)))) is not None})
-            known = [d for d in self.info.discarded_gradients if d.variables != idx]
-            if not idx or len(known) < len(self.info.discarded_gradients) or len(known) >= MAX_EVENTS:
+            known = self.info.discarded_gradients
+            if not idx or any(d.variables == idx for d in known) or len(known) >= MAX_EVENTS:
                 return
             found = [*(d.model_dump() for d in known),
                      DiscardedGradient(variables=idx, target_shape=target_shape, step=self.steps_so_far()).model_dump()]

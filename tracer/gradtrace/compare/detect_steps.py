@@ -1224,9 +1224,12 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
     # own: an optimizer that applies another update to the same gradients (a clipping threshold
     # crossed in one run, a decay or a rescaling of the update) moves the loss only a step later,
     # and by less than the tolerance when that step is the last or the rate is small.
-    k0 = int(over[0]) if over.size else None
-    lo = int(steps_all[max(0, k0 - 8)]) if k0 is not None else int(steps_all[0])
-    hi = int(steps_all[k0]) + 1 if k0 is not None else int(steps_all[min(n, UPDATE_WINDOW) - 1]) + 1
+    if over.size:
+        k0: int | None = int(over[0])
+        lo, hi = int(steps_all[max(0, k0 - 8)]), int(steps_all[k0]) + 1
+    else:
+        k0 = None
+        lo, hi = int(steps_all[0]), int(steps_all[min(n, UPDATE_WINDOW) - 1]) + 1
     for run in (a, b):
         run.ensure_rows(lo, hi)
     pos = np.flatnonzero((steps_all >= lo) & (steps_all < hi))
@@ -1245,9 +1248,11 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
         t = tol[pos][:, None]
         if k0 is not None:
             bad = (dg > t) | (du > t)
-        else:  # as for the loss: beyond the tolerance, and abruptly or after identical updates
+        else:  # as for the loss: beyond the tolerance, and abruptly or after identical updates;
+            # only the updates count here, so they also name the variable and what departed
             prev = np.vstack([np.zeros((1, du.shape[1])), du[:-1]])
             bad = (du > t) & ((du > JUMP * np.maximum(prev, t)) | (prev == 0))
+            dg = np.zeros_like(dg)
         rows = np.flatnonzero(bad.any(axis=1))
         if rows.size:
             r = int(rows[0])
