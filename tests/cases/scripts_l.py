@@ -158,3 +158,44 @@ def tape_two_losses_gradients_added():
 def tape_second_loss_gradients_dropped():
     """The penalty's gradients computed and never used: only the cross-entropy's are applied."""
     _two_losses(False)
+
+
+# --- a partial last batch: the per-example losses summed and divided by the full batch's size ---
+
+
+def _digits_partial_batch_loop(reduce):
+    """250 digits in batches of 32 (a last batch of 26 per epoch, as fit() keeps it), two epochs;
+    ``reduce(per_example_losses)`` -> the step's loss."""
+    from .scripts_models import _digits_mlp_small
+
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(250)
+    model = _digits_mlp_small()
+    opt = keras.optimizers.SGD(0.1)
+    per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = reduce(per_example(yb, model(xb, training=True)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for _epoch in range(2):
+        for xb, yb in ds:
+            step(xb, yb)
+
+
+def tape_digits_partial_batch_mean():
+    """The batch's own mean: equal to fit() on the partial batch too."""
+    tf = _tf()
+    _digits_partial_batch_loop(tf.reduce_mean)
+
+
+def tape_digits_partial_batch_fixed_divisor():
+    """compute_average_loss with global_batch_size=32: right on full batches, 26/32 of the mean on the
+    last batch of each epoch."""
+    tf = _tf()
+    _digits_partial_batch_loop(lambda losses: tf.nn.compute_average_loss(losses, global_batch_size=32))

@@ -554,6 +554,12 @@ CASES += [
     # training as fit()'s one loss function), or computed and dropped
     ("eq_second_loss_gradients_added", l10.fit_digits_ce_plus_output_penalty, l10.tape_two_losses_gradients_added,
      "equivalent", None),
+    # a last, partial batch of 26 per epoch: the loop's mean agrees with fit() on it; a sum divided by
+    # the full batch of 32 (compute_average_loss with global_batch_size) parts there, by 26/32
+    ("eq_partial_batch_mean_fit_vs_loop", m.fit_digits_partial_last_batch, l10.tape_digits_partial_batch_mean,
+     "equivalent", None),
+    ("partial_batch_fixed_divisor", m.fit_digits_partial_last_batch, l10.tape_digits_partial_batch_fixed_divisor,
+     "diverged", "loss_scale"),
     ("second_loss_gradients_dropped", l10.fit_digits_ce_plus_output_penalty,
      l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
 ]
@@ -578,6 +584,7 @@ MATCHES = {
     "two_outputs_losses_averaged": "the number of the model's outputs (2",
     "average_loss_global_batch_doubled_mirrored": "a divisor of 64 for a batch of 32",
     "average_loss_global_batch_doubled_no_strategy": "a divisor of 64 for a batch of 32",
+    "partial_batch_fixed_divisor": "a fixed divisor of 32 for a batch of 26",
 }
 
 # Cases the comparator cannot decide yet because the tracer does not record what it needs (the reason
@@ -751,6 +758,11 @@ def test_case(traced, case):
         assert f.evidence["skipped_steps"] == [7, 15] and f.evidence["skipped_batch_sizes"] == [26], text
         assert "leaves 2 of them out" in f.summary, text  # both epochs' partial batches (16 vs 14 steps)
         assert "drop_remainder=False" in (f.fix or "") and report.first_divergent_step == 7, text
+    if _id == "partial_batch_fixed_divisor":  # the run, the divisor and the partial batch it parts at
+        f = report.findings[0]
+        assert report.first_divergent_step == 7 and f.steps == [7], text
+        assert (f.evidence["fixed_divisor_run"], f.evidence["divisor"], f.evidence["batch"]) == ("b", 32, 26), text
+        assert abs(f.evidence["loss_b"] / f.evidence["loss_a"] - 26 / 32) < 1e-4, text
     if _id == "eq_two_losses_differentiated_separately":  # said, as context: the losses are other quantities
         f = next(f for f in report.findings if f.kind == "gradient_mismatch")
         assert f.evidence["same_updates"]["losses_differ"] and "train identically" in f.summary, text

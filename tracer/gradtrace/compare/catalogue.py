@@ -329,7 +329,10 @@ _KINDS = [
         "or layer setting, which leaves step 0 with no exact factor, a warning: the step-0 loss ratio "
         "and every gradient-norm ratio cluster around one value (spread below 0.15 in log) that matches "
         "such a count. A factor that matches no count is measured as the divisor of a per-example loss "
-        "summed and divided by a fixed count (`tf.nn.compute_average_loss` with another `global_batch_size`).",
+        "summed and divided by a fixed count (`tf.nn.compute_average_loss` with another `global_batch_size`). "
+        "A fixed count equal to the full batch agrees on every full batch: the runs then part at the first "
+        "batch of another size (the last, partial batch of an epoch), by that batch's size over the full "
+        "batch's in the loss and every gradient, which names the run that divides by the fixed count.",
         "Reduce the loss the same way in both runs (see the factor it matched).",
         rank=22,
     ),

@@ -977,6 +977,64 @@ def mask_ignored_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment) 
     return _mask_ignored(a, b, k, (ra, rb), 16 * tol, ev, al.premise, tol)
 
 
+def fixed_divisor_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment) -> Finding | None:
+    """The runs part at the first step whose batch has another size than the steps before, by that
+    size's ratio: one run divides its summed per-example losses by a fixed count (the full batch:
+    ``tf.reduce_sum(l) / BATCH``, ``tf.nn.compute_average_loss(l, global_batch_size=BATCH)``), the
+    other takes the batch's own mean. The two agree on every full batch and part at the last,
+    partial batch of an epoch, where the fixed count weighs its examples less.
+
+    Decided on the departing step alone: the same batch in both runs (equal size), the loss ratio
+    (and the global gradient norm's, where both runs recorded it) equal to ``n / D`` for the
+    step's ``n`` examples and ``D`` the size of the batches before it.
+    """
+    k = int(dep["step"])
+    at = np.flatnonzero(a.step[al.ia[:al.aligned_steps]] == k)
+    if not at.size or at[0] < 1:
+        return None
+    p = int(at[0])
+    ra, rb = int(al.ia[p]), int(al.ib[p])
+    n, nb, full = a.batch_at(ra), b.batch_at(rb), a.batch_at(int(al.ia[p - 1]))
+    if not (math.isfinite(n) and n == nb and math.isfinite(full) and full != n and n >= 1):
+        return None
+    la, lb = float(a.loss[ra]), float(b.loss[rb])
+    if not (math.isfinite(la) and math.isfinite(lb) and la > 0 and lb > 0):
+        return None
+    c = la / lb
+    ftol = 16 * float(al.noise.tol(k - int(a.step[al.ia[0]])))
+    side = "b" if c > 1 else "a"  # the run with the fixed divisor has the smaller loss on a smaller batch
+    if n > full:
+        side = "a" if side == "b" else "b"
+    ratio = min(n, full) / max(n, full)
+    if rel(min(c, 1 / c), ratio) > ftol:
+        return None
+    ga, gb = float(a.grad_norm[ra]), float(b.grad_norm[rb])
+    grads = math.isfinite(ga) and math.isfinite(gb) and ga > 0 and gb > 0
+    if grads and rel(ga / gb, c) > ftol:
+        return None  # the gradients do not carry the factor: something else changed the loss
+    d, m = int(full), int(n)
+    other = "a" if side == "b" else "b"
+    f = lb / la if side == "b" else la / lb  # the fixed divisor's run over the other: m / d
+    return Finding(
+        "loss_scale",
+        f"{al.premise} the runs agree on every batch of {d} and part at step {k}, the first batch of {m} "
+        f"examples, where run {side}'s loss is x{f:.6g} run {other}'s"
+        + (" and every gradient carries the same factor" if grads else "") +
+        f" ({m}/{d}): run {side} divides the sum of its per-example losses by a fixed {d} (the full batch: "
+        f"`tf.reduce_sum(per_example_loss) / {d}` or `tf.nn.compute_average_loss(per_example_loss, "
+        f"global_batch_size={d})`), run {other} averages over the examples the step has.",
+        steps=[k], variables=[],
+        evidence={"step": k, "loss_a": la, "loss_b": lb, "factor": c, "batch": m, "full_batch": d,
+                  "fixed_divisor_run": side, "divisor": d, "grad_norm_a": ga if grads else None,
+                  "grad_norm_b": gb if grads else None, "matches": f"a fixed divisor of {d} for a batch of {m}",
+                  "tolerance": ftol},
+        fix=(f"Divide by the examples each step has in run {side}: `tf.reduce_mean(per_example_loss)` or "
+             "`tf.nn.compute_average_loss(per_example_loss)` without global_batch_size (under a strategy its "
+             "global batch is the step's batch across replicas, smaller on a partial batch); or drop the "
+             "partial batch in both runs (`drop_remainder=True`, and as many examples given to fit())."),
+        explains=1.0)
+
+
 def _mask_ignored(a: RunData, b: RunData, step: int, rows: tuple[int, int], ftol: float, ev: dict[str, Any],
                   premise: str, tol: float) -> Finding | None:
     """One run's Keras loss honoured a mask the other run's loss never received.

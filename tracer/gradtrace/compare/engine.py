@@ -179,7 +179,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if dep is not None:
             first = int(dep["step"])
         if not step_f and dep is not None:
-            step_f = [ds.mask_ignored_at(a, b, dep, al) or _divergence(a, b, dep, al)]
+            step_f = [ds.mask_ignored_at(a, b, dep, al) or ds.fixed_divisor_at(a, b, dep, al)
+                      or _divergence(a, b, dep, al)]
         if lone_layers is not None:
             # Layers of one model only: a cause when the aligned steps part (their symptoms fold
             # into it unless another cause was found first), context when every step agrees.
