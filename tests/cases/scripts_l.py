@@ -199,3 +199,41 @@ def tape_digits_partial_batch_fixed_divisor():
     last batch of each epoch."""
     tf = _tf()
     _digits_partial_batch_loop(lambda losses: tf.nn.compute_average_loss(losses, global_batch_size=32))
+
+
+# --- trained weights clipped by hand after each update (a WGAN critic's clipping) ---
+
+
+def _digits_weights_clipped_loop(c: float):
+    """The digits MLP of fit_digits_adam_eps in a tape loop that clips every trained variable to
+    [-c, c] after apply_gradients, in the step function."""
+    from .scripts_models import _digits_mlp
+
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits()
+    model = _digits_mlp()
+    opt = keras.optimizers.Adam(1e-2, epsilon=1e-7)
+    ce = _sparse_ce()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        for w in model.trainable_variables:
+            w.assign(tf.clip_by_value(w, -c, c))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_digits_weights_clipped():
+    """Clipped at 0.1: the kernel's larger weights are cut after every update."""
+    _digits_weights_clipped_loop(0.1)
+
+
+def tape_digits_weights_clip_never_reached():
+    """Clipped at 100: no weight comes near it, the writes leave the weights as they were."""
+    _digits_weights_clipped_loop(100.0)

@@ -560,6 +560,12 @@ CASES += [
      "equivalent", None),
     ("partial_batch_fixed_divisor", m.fit_digits_partial_last_batch, l10.tape_digits_partial_batch_fixed_divisor,
      "diverged", "loss_scale"),
+    # the trained weights clipped by hand after every update in one run (assign in the step function):
+    # the step after the first clip parts; a clip no weight reaches changes nothing (context)
+    ("weights_clipped_by_hand_one_run", m.fit_digits_adam_eps, l10.tape_digits_weights_clipped, "diverged",
+     "weights_assigned"),
+    ("eq_weights_clip_never_reached", m.fit_digits_adam_eps, l10.tape_digits_weights_clip_never_reached,
+     "equivalent", None),
     ("second_loss_gradients_dropped", l10.fit_digits_ce_plus_output_penalty,
      l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
 ]
@@ -763,6 +769,13 @@ def test_case(traced, case):
         assert report.first_divergent_step == 7 and f.steps == [7], text
         assert (f.evidence["fixed_divisor_run"], f.evidence["divisor"], f.evidence["batch"]) == ("b", 32, 26), text
         assert abs(f.evidence["loss_b"] / f.evidence["loss_a"] - 26 / 32) < 1e-4, text
+    if _id == "weights_clipped_by_hand_one_run":  # the run, where, and the departure folded into it
+        f = report.findings[0]
+        assert f.evidence["assigned_run"] == "b" and f.evidence["where"] == "step_function", text
+        assert f.steps[0] == 1 and report.first_divergent_step == 1 and f.evidence["step_evidence"], text
+    if _id == "eq_weights_clip_never_reached":  # said, as context
+        f = next(f for f in report.findings if f.kind == "weights_assigned")
+        assert f.severity == "info" and "made no difference here" in f.summary, text
     if _id == "eq_two_losses_differentiated_separately":  # said, as context: the losses are other quantities
         f = next(f for f in report.findings if f.kind == "gradient_mismatch")
         assert f.evidence["same_updates"]["losses_differ"] and "train identically" in f.summary, text

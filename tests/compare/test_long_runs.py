@@ -241,11 +241,17 @@ def test_a_departure_after_many_identical_steps_is_found_where_it_happens(url: s
     # Bit-identical for 70 steps, then one run decays its weights by hand: the loss parts by
     # ~7e-4 at step 71 and keeps growing smoothly (to ~10 % at the end). A drift is noise that
     # training amplifies; identical runs have none, so this is a departure at step 71, not drift.
+    # The decay is a tf.function assigning the trained weights after step 70: named as the cause,
+    # with the departure it explains as its evidence.
     r = _compare(url, "loop-adam-function", "loop-adam-decayed-from-epoch-2")
     text = render_text(r, verbose=True)
     assert r.verdict == "diverged", text
     assert r.first_divergent_step == EPOCH + 1, text
-    assert r.findings[0].kind == "divergence" and r.findings[0].evidence["step"] == EPOCH + 1, text
+    top = r.findings[0]
+    assert top.kind == "weights_assigned" and top.evidence["assigned_run"] == "b", text
+    assert top.evidence["first_step"] == EPOCH + 1 and top.evidence["where"] == "function", text
+    assert [e["kind"] for e in top.evidence["step_evidence"]] == ["divergence"], text
+    assert top.evidence["step_evidence"][0]["step"] == EPOCH + 1, text
 
 
 def test_a_step_repeated_on_every_batch_from_the_second_epoch_is_named(url: str) -> None:

@@ -1214,6 +1214,14 @@ class _Probe:
         self.run.update_meta(fit=fit, fit_calls=calls)
         self.run.note_trainable("fit")  # a layer frozen or unfrozen since the last call
 
+    def on_assign(self, v: Any) -> None:
+        """A variable was assigned by the script (see :func:`_make_assign`)."""
+        import tensorflow as tf
+
+        note = getattr(self.run, "note_assigned", None)  # optional for a minimal run
+        if note is not None:
+            note(v, not tf.executing_eagerly())
+
     def on_weights_written(self, how: str, variables: list[Any]) -> None:
         """``variables`` were overwritten outside an optimizer step (see :func:`_make_weights_write`)."""
         note = getattr(self.run, "note_weights_written", None)  # optional for a minimal run
@@ -1537,6 +1545,11 @@ def _install_keras3(probe: _Probe) -> None:
     probe.patch(Layer, "set_weights", _make_weights_write(probe, "set_weights"))
     probe.patch(Model, "load_weights", _make_weights_write(probe, "load_weights"))
     probe.patch(BaseOptimizer, "finalize_variable_values", _make_weights_write(probe, "ema"))
+    # A trained variable written outside the optimizer's steps (weights clipped by hand):
+    # keras/src/backend/common/variables.py ``Variable.assign`` (assign_add/assign_sub call it).
+    from keras.src.backend.common.variables import Variable as KerasVariable
+
+    probe.patch(KerasVariable, "assign", _make_assign(probe))
 
     from keras.src.optimizers import loss_scale_optimizer as k_lso
 
@@ -1610,6 +1623,14 @@ def _install_tf_keras(probe: _Probe) -> None:
     probe.patch(Layer, "set_weights", _make_weights_write(probe, "set_weights"))
     probe.patch(Model, "load_weights", _make_weights_write(probe, "load_weights"))
     probe.patch(t_optimizer._BaseOptimizer, "finalize_variable_values", _make_weights_write(probe, "ema"))
+    # tf-keras weights are tf.Variables: their own assign methods, defined on both classes
+    # (tensorflow/python/ops/resource_variable_ops.py ``BaseResourceVariable.assign*`` and
+    # ``ResourceVariable.assign*``; a write seen by both is noted once).
+    from tensorflow.python.ops.resource_variable_ops import BaseResourceVariable, ResourceVariable
+
+    for cls in (BaseResourceVariable, ResourceVariable):
+        for name in ("assign", "assign_add", "assign_sub"):
+            probe.patch(cls, name, _make_assign(probe))
 
     from tf_keras.src.mixed_precision import loss_scale_optimizer as t_lso
 
@@ -1824,6 +1845,29 @@ def _make_weights_write(probe: _Probe, how: str) -> Callable[[Any], Callable[...
             return out
 
         return write
+
+    return make
+
+
+def _make_assign(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:
+    """A wrapper of a variable's ``assign`` (``assign_add``, ``assign_sub``): a variable an
+    optimizer of the run steps, written outside an optimizer's apply and outside
+    set_weights/load_weights/finalize_variable_values (recorded as such), is noted once
+    (:meth:`_Probe.on_assign`). Inside a ``tf.function`` this runs when it is traced."""
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def assign(self: Any, *args: Any, **kwargs: Any) -> Any:
+            out = original(self, *args, **kwargs)
+            if probe.tls.writing_weights or not probe.here():
+                return out
+            from gradtrace._hooks import _apply_depth
+
+            if _apply_depth() == 0:
+                with probe.guard():
+                    probe.on_assign(self)
+            return out
+
+        return assign
 
     return make
 

@@ -171,6 +171,11 @@ class Run:
         # id(tf.Variable) -> its value before the eager call that built its model (see
         # before_build): the initial values, not what that first forward pass left.
         self._pre_build: dict[int, np.ndarray] = {}
+        # id(tf.Variable) of every variable an optimizer step of this run was given, and of
+        # those of them the script assigned outside the steps (see note_assigned)
+        self._stepped: set[int] = set()
+        self._assigned: set[int] = set()
+        self._stepping_graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # graphs an optimizer step was traced in
         # id(optimizer) -> (id()s of the variables it stepped, its place in info.optimizers)
         self._opt_vars: dict[int, tuple[set[int], int]] = {}
         self._state_shadows: dict[tuple[int, ...], Any] = {}
@@ -695,6 +700,50 @@ class Run:
                 return
             writes = [*self.info.weight_writes,
                       {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}]
+        self.update_meta(weight_writes=writes)
+
+    def note_stepped(self, keys: set[int], graph: Any) -> None:
+        """Variables (``id`` of their tf.Variable) an optimizer step was given, in ``graph``
+        (``"eager"`` or the graph being traced)."""
+        if not keys <= self._stepped:
+            with self._lock:
+                self._stepped |= keys
+        if graph != "eager" and graph not in self._stepping_graphs:
+            with self._lock:
+                self._stepping_graphs.add(graph)
+
+    def note_assigned(self, v: Any, in_graph: bool) -> None:
+        """A variable an optimizer of this run steps was written by the script outside the
+        optimizer's steps (``v.assign(...)``, ``assign_add``/``assign_sub``: weights clipped or
+        projected by hand, a model's weights averaged into another one): merged into one
+        ``RunInfo.weight_writes`` entry of ``how="assign"`` naming every such variable and the
+        first step it precedes. Inside a ``tf.function`` it is recorded once, when the function
+        is traced; traced in the same function as an optimizer step traced before it (an assign
+        after ``apply_gradients``), it follows that step, which the counter does not count yet
+        while tracing: the first step it precedes is the next one."""
+        from gradtrace._hooks import _graph_key, tf_variable
+
+        key = id(tf_variable(v))
+        if key not in self._stepped or key in self._assigned:
+            return
+        with self._lock:
+            idx = self._var_index.get(key)
+            if idx is None:
+                return
+            self._assigned.add(key)
+        step = self.steps_so_far()
+        where = "eager" if not in_graph else "step_function" if _graph_key() in self._stepping_graphs else "function"
+        if step is not None and where == "step_function":
+            step += 1
+        with self._lock:
+            writes = [dict(w) for w in self.info.weight_writes]
+            entry = next((w for w in writes if w.get("how") == "assign"), None)
+            if entry is None:
+                if len(writes) >= MAX_EVENTS:
+                    return
+                writes.append({"how": "assign", "step": step, "by": None, "variables": [idx], "where": where})
+            else:
+                entry["variables"] = sorted({*entry["variables"], idx})
         self.update_meta(weight_writes=writes)
 
     def note_discarded_gradient(self, variables: list[Any], target_shape: list[int | None] | None) -> None:

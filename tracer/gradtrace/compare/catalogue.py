@@ -459,6 +459,21 @@ _KINDS = [
         rank=60,
     ),
     Kind(
+        "weights_assigned", "error", False,
+        "Variables one run's optimizer trains are also written by its script outside the optimizer's steps "
+        "(`variable.assign(...)`, `assign_add`/`assign_sub`: weights clipped or projected by hand after "
+        "`apply_gradients`, a WGAN critic's clipping), and the other run's are not: each later step starts "
+        "from weights the update did not leave. Recorded by the tracer (inside a `tf.function` when it is "
+        "traced, eagerly when first called) with the first step it precedes; writes by set_weights, "
+        "load_weights, an optimizer (its constraints, its EMA) or to a model no optimizer trains are not "
+        "counted. Every aligned step agreeing makes it context (the writes left the weights as they were: "
+        "a clip that never clipped).",
+        "Where the write is a weight constraint, give the layer a `kernel_constraint`/`bias_constraint` in "
+        "both runs (Keras applies it right after every update, in fit() and apply_gradients alike); "
+        "otherwise write the weights the same way in both runs, or in neither.",
+        rank=13,
+    ),
+    Kind(
         "weights_replaced", "warning", False,
         "One run's model weights were overwritten outside its optimizer steps after training started, "
         "and the other run's were not (or otherwise): EarlyStopping(restore_best_weights=True) setting the "

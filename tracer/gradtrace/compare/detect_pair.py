@@ -1382,7 +1382,36 @@ def _batches_unseen(long: RunData, rows: np.ndarray, short: RunData) -> bool:
 def _weight_writes(run: RunData) -> list[dict[str, Any]]:
     """The run's writes of its weights outside optimizer steps after its first step (a write
     before any step sets the start, which init_mismatch compares)."""
-    return [w for w in run.meta.get("weight_writes") or [] if (w.get("step") or 0) > 0]
+    return [w for w in run.meta.get("weight_writes") or [] if (w.get("step") or 0) > 0 and w.get("how") != "assign"]
+
+
+def weights_assigned(a: RunData, b: RunData) -> Finding | None:
+    """One run's script writes variables its optimizer trains outside the optimizer's steps
+    (``RunInfo.weight_writes`` entries of ``how="assign"``, see ``Run.note_assigned``), the
+    other run's does not. Its steps are the first step the writes precede, so a departure from
+    there on folds into it; the engine makes it context when every aligned step agrees."""
+    entries = {side: next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
+               for side, run in (("a", a), ("b", b))}
+    only = [side for side in ("a", "b") if entries[side] and not entries["b" if side == "a" else "a"]]
+    if len(only) != 1:
+        return None
+    side = only[0]
+    run, w = (a if side == "a" else b), entries[side]
+    names = [run.var_name(int(i)) for i in w.get("variables") or []]
+    step = w.get("step")
+    where = {"step_function": "in its step function, on every step", "function": "in a tf.function",
+             "eager": "in its loop"}.get(str(w.get("where")), "")
+    when = f", first before step {step}" if isinstance(step, int) else ""
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return Finding(
+        "weights_assigned",
+        f"run {side}'s script writes {len(names)} of the variables its optimizer trains outside the optimizer's "
+        f"steps (`variable.assign(...)`{' ' + where if where else ''}{when}: {shown}); run {'b' if side == 'a' else 'a'}'s does not. "
+        "Each later step starts from the weights these writes leave, not from the update's.",
+        steps=[step] if isinstance(step, int) else [], variables=names[:8],
+        evidence={"assigned_run": side, "first_step": step, "where": w.get("where"),
+                  "variables_assigned": len(names)},
+        explains=0.9)
 
 
 def _write_said(w: dict[str, Any], run: RunData) -> str:

@@ -31,7 +31,7 @@ _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "call_argument_mis
            "shape_broadcast", "sample_weighting", "loss_scaling",
            "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
            "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches", "model_recreated",
-           "loss_not_differentiated", "discarded_gradient",
+           "loss_not_differentiated", "discarded_gradient", "weights_assigned",
            "zero_gradient", "structure_mismatch")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
@@ -99,7 +99,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     for f in (dp.layer_config_mismatch(a, b, al), dc.call_argument_mismatch(a, b, al),
               dp.loss_mismatch(a, b), dp.metric_mismatch(a, b),
               dp.sample_weighting(a, b), dp.loss_scaling(a, b), dp.execution_mode(a, b), dp.numerics(a, b),
-              dp.validation_split_mismatch(a, b, al), dp.weights_replaced(a, b)):
+              dp.validation_split_mismatch(a, b, al), dp.weights_replaced(a, b), dp.weights_assigned(a, b)):
         if f:
             findings.append(f)
     outside = do.outside_steps_pair(a, b, al)
@@ -204,6 +204,10 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     # a setting has not acted yet (a clipnorm not reached, amsgrad before a second
                     # moment shrinks, the weights' average fit() swaps in when it ends).
                     _settings_not_yet_acting(f, al.aligned_steps, a, b, al)
+                elif f.kind == "weights_assigned" and dep is None and f.severity == "error":
+                    _as_context(f, _no_difference("The writes", al.aligned_steps, " (they left the weights as the "
+                                                  "updates did, e.g. a clip that never clipped)."),
+                                same_steps=al.aligned_steps)
                 elif (f.kind == "training_mode_mismatch" and dep is None and "frozen_state" not in f.evidence
                       and f.steps and min(f.steps) < int(a.step[al.ia[al.aligned_steps - 1]]) + 1):
                     # Another mode with the same loss, gradients and updates at every aligned step and
