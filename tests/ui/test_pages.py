@@ -212,6 +212,8 @@ def test_a_run_of_several_fit_calls_shows_each_call_and_what_it_unfroze(
     assert f"from step {k}: epochs=1, batch_size=64" in config and "loss CategoricalFocalCrossentropy" in config
     assert f"at the fit() call starting step {k}: 2 unfrozen (" in config, config
     assert f"after the last step ({k + 1}): set_weights by EarlyStopping (" in config, config
+    assert f"after the last step ({k + 1}): variable.assign outside the optimizer's steps by the script in the loop " \
+        "(1 variables)" in config, config
     assert f"batch_normalization: 1 call(s) after the last step ({k + 1}) (eager)" in config, config
     # the loss row is the latest compile()'s
     loss_row = page.evaluate("""[...document.querySelectorAll('#config dt')]

@@ -72,10 +72,13 @@
           .map(([xs, what]) => `${xs.length} ${what} (${xs.slice(0, 4).map(vname).join(", ")}${xs.length > 4 ? ", …" : ""})`).join("; "),
     }))) : null;
     // weights overwritten outside optimizer steps (RunInfo.weight_writes): EMA, EarlyStopping, set_weights
-    const writeWhat = { ema: "optimizer's moving average written in (use_ema)", set_weights: "set_weights", load_weights: "load_weights" };
+    // (how "assign": the script's own variable.assign of trained variables, from that step on)
+    const writeWhat = { ema: "optimizer's moving average written in (use_ema)", set_weights: "set_weights", load_weights: "load_weights",
+      assign: "variable.assign outside the optimizer's steps" };
+    const assignWhere = { step_function: " in the step function", function: " in a tf.function", eager: " in the loop" };
     const writes = (m.weight_writes || []).length ? el("div", {}, ...m.weight_writes.map((w) => el("div", {
-      text: `${w.step != null && s.num_steps != null && w.step >= s.num_steps ? `after the last step (${w.step - 1})` : `before step ${w.step ?? "?"}`}: ${writeWhat[w.how] || w.how} by ${w.by === "fit" ? "fit()" : w.by || "the script"}`
-        + ` (${(w.variables || []).length} variables)`,
+      text: `${w.step != null && s.num_steps != null && w.step >= s.num_steps ? `after the last step (${w.step - 1})` : `${w.how === "assign" ? "from" : "before"} step ${w.step ?? "?"}`}: ${writeWhat[w.how] || w.how} by ${w.by === "fit" ? "fit()" : w.by || "the script"}`
+        + `${w.how === "assign" ? assignWhere[w.where] || "" : ""} (${(w.variables || []).length} variables)`,
     }))) : null;
     // train/inference-dependent layers run with training=True outside the steps (RunInfo.training_outside_steps)
     const outside = (m.training_outside_steps || []).length ? el("div", {}, ...m.training_outside_steps.map((r) => el("div", {
