@@ -237,3 +237,36 @@ def tape_digits_weights_clipped():
 def tape_digits_weights_clip_never_reached():
     """Clipped at 100: no weight comes near it, the writes leave the weights as they were."""
     _digits_weights_clipped_loop(100.0)
+
+
+def _digits_maxnorm_by_hand(max_value: float):
+    """fit_digits_maxnorm's model without the constraint, in a tape loop that projects the kernel by
+    hand after every update (``kernel.assign(MaxNorm(max_value)(kernel))``)."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits()
+    keras.utils.set_random_seed(47)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    opt = keras.optimizers.SGD(0.5)
+    ce = _sparse_ce()
+    project = keras.constraints.MaxNorm(max_value)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        kernel = model.layers[0].kernel
+        kernel.assign(project(kernel))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_digits_maxnorm_by_hand():
+    _digits_maxnorm_by_hand(0.5)
+
+
+def tape_digits_maxnorm_by_hand_other_value():
+    _digits_maxnorm_by_hand(0.3)

@@ -566,6 +566,13 @@ CASES += [
      "weights_assigned"),
     ("eq_weights_clip_never_reached", m.fit_digits_adam_eps, l10.tape_digits_weights_clip_never_reached,
      "equivalent", None),
+    # fit()'s kernel_constraint against the same projection assigned by hand after each update: the
+    # recorded updates differ (Keras projects inside the update), the weights every step starts from
+    # do not; another max value by hand parts from step 1
+    ("eq_maxnorm_constraint_vs_projection_by_hand", m.fit_digits_maxnorm, l10.tape_digits_maxnorm_by_hand,
+     "equivalent", None),
+    ("maxnorm_by_hand_other_value", m.fit_digits_maxnorm, l10.tape_digits_maxnorm_by_hand_other_value,
+     "diverged", "layer_config_mismatch"),
     ("second_loss_gradients_dropped", l10.fit_digits_ce_plus_output_penalty,
      l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
 ]
@@ -776,6 +783,9 @@ def test_case(traced, case):
     if _id == "eq_weights_clip_never_reached":  # said, as context
         f = next(f for f in report.findings if f.kind == "weights_assigned")
         assert f.severity == "info" and "made no difference here" in f.summary, text
+    if _id == "eq_maxnorm_constraint_vs_projection_by_hand":  # both said, as context
+        kinds = {f.kind: f.severity for f in report.findings}
+        assert kinds.get("weights_assigned") == "info" and kinds.get("layer_config_mismatch") == "info", text
     if _id == "eq_two_losses_differentiated_separately":  # said, as context: the losses are other quantities
         f = next(f for f in report.findings if f.kind == "gradient_mismatch")
         assert f.evidence["same_updates"]["losses_differ"] and "train identically" in f.summary, text

@@ -467,7 +467,9 @@ _KINDS = [
         "traced, eagerly when first called) with the first step it precedes; writes by set_weights, "
         "load_weights, an optimizer (its constraints, its EMA) or to a model no optimizer trains are not "
         "counted. Every aligned step agreeing makes it context (the writes left the weights as they were: "
-        "a clip that never clipped).",
+        "a clip that never clipped); so do losses and gradients agreeing at every aligned step where the "
+        "other run's layers carry a weight constraint the writes reproduce by hand (Keras projects inside "
+        "the optimizer's update, the script after it: only the recorded updates differ).",
         "Where the write is a weight constraint, give the layer a `kernel_constraint`/`bias_constraint` in "
         "both runs (Keras applies it right after every update, in fit() and apply_gradients alike); "
         "otherwise write the weights the same way in both runs, or in neither.",

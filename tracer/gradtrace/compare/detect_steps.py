@@ -1326,7 +1326,9 @@ def first_departure(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | N
                            "loss_b": float(b.loss[rows_b[k]]),
                            "loss_rel_diff": float(dl[k]), "grad_norm_rel_diff": float(dn[k]),
                            "tolerance": float(tol[k]),
-                           "what": what if k1 == k else ("loss" if dl[k] > tol[k] else "gradient_norm")}
+                           "what": what if k1 == k else ("loss" if dl[k] > tol[k] else "gradient_norm"),
+                           # the losses or global gradient norms part at some aligned step (not the updates alone)
+                           "loss_departs": k0 is not None}
     if k1 == k and j1 is not None:
         out["variable"] = a.var_name(int(a.var_index[al.ja[j1]]))
     return out

@@ -243,6 +243,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 findings.append(ds.state_finding(a, b, al, st))
         step_f = do.fold_divergence(findings, step_f)
         findings += _fold(findings, _fold_optimizer(findings, _constraint_explains(findings, step_f, a)))
+        _constraint_by_hand(findings, dep, al.aligned_steps)
         masked = next((f for f in findings if f.severity == "error" and f.evidence.get("step_evidence")
                        and f.kind in ("training_mode_mismatch", "layer_config_mismatch")), None)
         if masked is not None and not any(f.kind in ("loss_scale", "gradient_scale") for f in findings):
@@ -700,6 +701,35 @@ def _constraint_explains(existing: list[Finding], step_f: list[Finding], a: RunD
             continue
         out.append(f)
     return out
+
+
+def _constraint_by_hand(findings: list[Finding], dep: dict | None, steps: int) -> None:
+    """One run projects its weights by hand after each update (``weights_assigned``) where the
+    other's layers carry a weight constraint (a ``layer_config_mismatch`` of constraints only, in
+    the other run): Keras applies the constraint inside the optimizer's update, the script's
+    assign comes after the update is recorded, so the recorded updates differ even when the
+    weights every step starts from agree. With the losses and gradients equal at every aligned
+    step (``dep`` none, or the updates alone departing) the two are the same training: both
+    become context."""
+    if dep is not None and dep.get("loss_departs", True):
+        return
+    hand = next((f for f in findings if f.kind == "weights_assigned" and f.severity == "error"), None)
+    layer = next((f for f in findings if f.kind == "layer_config_mismatch" and f.severity == "error"), None)
+    if hand is None or layer is None:
+        return
+    side = hand.evidence.get("assigned_run")
+    diffs = layer.evidence.get("differences") or []
+    if not diffs or not all("constraint" in str(d.get("argument", "")) and d.get(side) is None
+                            and d.get("b" if side == "a" else "a") is not None for d in diffs):
+        return
+    other = "b" if side == "a" else "a"
+    named = ", ".join(f"{d.get('layer_' + other)}.{d.get('argument')}" for d in diffs[:4])
+    note = (f"The losses and gradients agree at every one of the {steps} aligned steps: run {side}'s writes "
+            f"project the weights as run {other}'s constraints ({named}) do. Keras applies a constraint inside "
+            "the optimizer's update and the script's assign follows the recorded update, so the recorded "
+            "updates differ while the weights every step starts from agree.")
+    _as_context(hand, note, same_steps=steps)
+    _as_context(layer, note, same_steps=steps)
 
 
 def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Finding]:
