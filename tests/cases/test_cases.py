@@ -940,6 +940,9 @@ def test_case(traced, case):
 
 
 CHECKS = [
+    # a loss summed and divided by the full batch's size: the last, partial batch of each epoch weighs less
+    ("partial_batch_sum_over_full_batch", l10.tape_digits_partial_batch_fixed_divisor, "diverged", "loss_scale"),
+    ("partial_batch_mean", l10.tape_digits_partial_batch_mean, "equivalent", None),
     ("second_loss_gradients_dropped", l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
     ("second_loss_gradients_added", l10.tape_two_losses_gradients_added, "equivalent", None),
     ("per_sample_vector", s.tape_per_sample_loss, "diverged", "non_scalar_loss"),
@@ -1047,6 +1050,10 @@ def test_check(traced, case):
         assert [f.severity for f in report.findings] == ["info"], text
         assert "layers of a model the optimizer does not train ('sequential" in report.findings[0].summary, text
         assert "a mean teacher's targets" in (report.findings[0].fix or ""), text  # its own fix, not the catalogue's
+    if _id == "partial_batch_sum_over_full_batch":  # the divisor, the partial batch, both epochs' steps
+        f = report.findings[0]
+        assert f.severity == "warning" and f.steps == [7], text
+        assert (f.evidence["batch"], f.evidence["divisor"], f.evidence["partial_steps"]) == (26, 32, 2), text
     if _id == "loss_mean_counts_padding":  # the mask's counts, a warning, and the fix
         f = report.findings[0]
         assert (f.severity, f.evidence["valid"], f.evidence["total"]) == ("warning", 167, 240), text

@@ -332,7 +332,9 @@ _KINDS = [
         "summed and divided by a fixed count (`tf.nn.compute_average_loss` with another `global_batch_size`). "
         "A fixed count equal to the full batch agrees on every full batch: the runs then part at the first "
         "batch of another size (the last, partial batch of an epoch), by that batch's size over the full "
-        "batch's in the loss and every gradient, which names the run that divides by the fixed count.",
+        "batch's in the loss and every gradient, which names the run that divides by the fixed count. "
+        "`gradtrace check` warns of that in a single run whose Keras loss returns per-example losses: their "
+        "mean on every full batch, their sum over the full batch's size on a smaller one.",
         "Reduce the loss the same way in both runs (see the factor it matched).",
         rank=22,
     ),

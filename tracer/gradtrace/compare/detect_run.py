@@ -531,6 +531,40 @@ def padding_counted(run: RunData) -> dict[str, Any] | None:
             "from_logits": first.get("from_logits"), "steps_measured": len(rows)}
 
 
+def fixed_divisor(run: RunData) -> dict[str, Any] | None:
+    """A loss that divides its per-example losses' sum by the full batch's size on a smaller,
+    partial batch (``tf.nn.compute_average_loss(l, global_batch_size=BATCH)``, ``reduce_sum(l) /
+    BATCH``): read from the steps whose Keras loss returned per-example losses
+    (``reduction="none"``, one call, no weights). On every full batch the loss handed to
+    tape.gradient (less the regularization losses) is their mean; on each batch of fewer examples
+    it is their sum over the full batch's count, so those examples weigh less than a full batch's.
+    """
+    rows = []
+    for i in range(run.n_steps):
+        step = int(run.step[i])
+        info = run.loss_info.get(step) or {}
+        pm, n = info.get("per_sample_mean"), info.get("per_sample_count")
+        if (info.get("reduction") != "none" or info.get("calls") or info.get("sample_weight")
+                or not isinstance(pm, (int, float)) or not isinstance(n, (int, float)) or n < 1 or pm <= 0):
+            continue
+        loss, reg = float(run.loss[i]), float(run.reg_loss[i]) if run.reg_loss.size else float("nan")
+        if math.isfinite(reg):
+            loss -= reg
+        if math.isfinite(loss) and loss > 0:
+            rows.append((step, int(n), float(pm) * n / loss))
+    if len(rows) < 2:
+        return None
+    sizes = [n for _, n, _ in rows]
+    full = max(set(sizes), key=sizes.count)  # the batch most steps have
+    if any(n == full and abs(d - n) > 1e-4 * n for _, n, d in rows):
+        return None  # a full batch not averaged over its examples: another reduction
+    partial = [(st, n, d) for st, n, d in rows if n < full]
+    if not partial or any(abs(d - full) > 1e-4 * full for _, _, d in partial):
+        return None
+    st, n, _ = partial[0]
+    return {"step": st, "batch": n, "divisor": full, "partial_steps": len(partial), "steps_measured": len(rows)}
+
+
 def regularization_count(run: RunData, once_too: bool = False) -> dict[str, Any] | None:
     """How many times the loss handed to tape.gradient includes ``sum(model.losses)``.
 
@@ -824,6 +858,21 @@ def single_run_findings(run: RunData) -> list[Finding]:
                  "(y, model(x, training=True))` reads the mask Keras attaches to it, as fit() does), or weight "
                  "the per-entry losses by the mask and divide by its sum (`mask = tf.cast(x != 0, loss.dtype)`; "
                  "`tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`).")))
+    fixed = fixed_divisor(run)
+    if fixed:
+        m, d = fixed["batch"], fixed["divisor"]
+        out.append(Finding(
+            "loss_scale", severity="warning",
+            summary=f"at step {fixed['step']} the batch has {m} examples, and the loss handed to tape.gradient is "
+            f"the sum of their per-example losses divided by {d}, the size of the full batches (whose loss is "
+            f"their mean): `tf.nn.compute_average_loss(per_example_loss, global_batch_size={d})` or "
+            f"`tf.reduce_sum(per_example_loss) / {d}`. The {fixed['partial_steps']} smaller batch(es) weigh "
+            f"{m}/{d} of what fit() or a mean gives them.",
+            steps=[fixed["step"]], evidence=fixed, explains=0.8,
+            fix=("Divide by the examples each step has: `tf.reduce_mean(per_example_loss)` or "
+                 "`tf.nn.compute_average_loss(per_example_loss)` without global_batch_size (under a strategy "
+                 "its global batch is the step's batch across replicas); or drop the partial batch "
+                 "(`drop_remainder=True`).")))
     reg = regularization_count(run)
     if reg:
         n = reg["count"]
