@@ -270,3 +270,27 @@ def tape_digits_maxnorm_by_hand():
 
 def tape_digits_maxnorm_by_hand_other_value():
     _digits_maxnorm_by_hand(0.3)
+
+
+def tape_digits_repeat_then_batch():
+    """The 250 digits repeated for two epochs and then batched: the batch at the first epoch's end
+    holds its last 26 examples and the next epoch's first 6 (fit() steps on a partial batch of 26)."""
+    from .scripts_models import _digits_mlp_small
+
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits(250)
+    model = _digits_mlp_small()
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat(2).batch(32)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in ds:
+        step(xb, yb)

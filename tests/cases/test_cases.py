@@ -573,6 +573,10 @@ CASES += [
      "equivalent", None),
     ("maxnorm_by_hand_other_value", m.fit_digits_maxnorm, l10.tape_digits_maxnorm_by_hand_other_value,
      "diverged", "layer_config_mismatch"),
+    # the loop repeats its dataset before batching it: its batches run across the epoch boundary where
+    # fit() ends each epoch with a partial batch
+    ("batched_across_epochs", m.fit_digits_partial_last_batch, l10.tape_digits_repeat_then_batch, "diverged",
+     "data_mismatch"),
     ("second_loss_gradients_dropped", l10.fit_digits_ce_plus_output_penalty,
      l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
 ]
@@ -786,6 +790,12 @@ def test_case(traced, case):
     if _id == "eq_maxnorm_constraint_vs_projection_by_hand":  # both said, as context
         kinds = {f.kind: f.severity for f in report.findings}
         assert kinds.get("weights_assigned") == "info" and kinds.get("layer_config_mismatch") == "info", text
+    if _id == "batched_across_epochs":  # the partial batch, the run that has it, and the fix
+        f = report.findings[0]
+        assert f.severity == "warning" and f.steps == [7], text
+        across = f.evidence["batched_across_epochs"]
+        assert (across["partial_run"], across["partial_batch"], across["full_batch"]) == ("a", 26, 32), text
+        assert "ds.batch(32).repeat(n)" in (f.fix or ""), text
     if _id == "eq_two_losses_differentiated_separately":  # said, as context: the losses are other quantities
         f = next(f for f in report.findings if f.kind == "gradient_mismatch")
         assert f.evidence["same_updates"]["losses_differ"] and "train identically" in f.summary, text

@@ -525,7 +525,10 @@ _KINDS = [
         "The runs did not see the same batch at some step. When the totals of the inputs and labels over "
         "the common steps agree, the runs went through the same examples batched in another order (one "
         "run shuffles), and it says so; two tf.data shuffles that differ in an argument (the seed, the "
-        "buffer, `reshuffle_each_iteration`) are named by it.",
+        "buffer, `reshuffle_each_iteration`) are named by it. Other batches are context for the verdict "
+        "(the steps up to them are compared), except one run ending each epoch with a partial batch where "
+        "the other, over as many examples, batches straight across the epoch boundary "
+        "(`ds.repeat(n).batch(B)`): a warning, and the runs diverged.",
         "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "
         "to compare them step by step.",
         rank=61,

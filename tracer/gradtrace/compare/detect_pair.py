@@ -1675,6 +1675,18 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 why = (f" The batch sizes differ: {sizes[0]} in run a, {sizes[1]} in run b "
                        f"({a.n_steps} vs {b.n_steps} steps).") + why
                 fix = "Use the same batch_size in both runs (fit(batch_size=...), the loop's batching)."
+            across = _batched_across_epochs(a, b, int(al.ia[bad[0]]), int(al.ib[bad[0]]))
+            if across is not None:
+                p, o = across["partial_run"], "b" if across["partial_run"] == "a" else "a"
+                m, full = across["partial_batch"], across["full_batch"]
+                why = (f" Both runs went through the same {across['examples']} examples ({a.n_steps} vs {b.n_steps} "
+                       f"steps), batched differently: at step {k} run {p}'s epoch ends with a partial batch of {m} "
+                       f"while run {o}'s batch of {full} takes those {m} and the first {full - m} of the next epoch "
+                       f"(a tf.data pipeline repeated before it is batched: `ds.repeat(n).batch({full})`), so every "
+                       "later batch differs.")
+                fix = (f"Batch each epoch on its own, as fit() does: `ds.batch({full}).repeat(n)` or a loop over "
+                       f"epochs of `ds.batch({full})`; or drop the partial batch in both runs "
+                       "(`drop_remainder=True`, and as many examples given to fit()).")
             labels_only = _labels_of_other_losses(a, b, al, bad)
             if labels_only is not None:
                 why = " " + labels_only
@@ -1689,9 +1701,34 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 steps=[k], evidence={"first_step": k, "steps_differing": int(bad.size),
                                      "fit_shuffle": shuffled or None, "batch_sizes": sizes,
                                      "dataset_shuffle": {k: v for k, v in pipelines.items() if v} or None,
-                                     "same_examples_reordered": reordered},
-                fix=fix, severity="info" if labels_only is not None else None, explains=0.1))
+                                     "same_examples_reordered": reordered,
+                                     **({"batched_across_epochs": across} if across and labels_only is None else {})},
+                fix=fix, severity="info" if labels_only is not None else None,
+                explains=0.9 if across and labels_only is None else 0.1))
     return out
+
+
+def _batched_across_epochs(a: RunData, b: RunData, ra: int, rb: int) -> dict[str, Any] | None:
+    """One run ends each epoch with a partial batch where the other batches straight across the
+    epoch boundary (``ds.repeat(n).batch(B)``): both go through the same number of examples, the
+    batches part at the first partial one (rows ``ra``/``rb``), the other run's batches are all full
+    but its last. Read from the recorded batch sizes."""
+    sizes = {side: np.array([run.batch_at(i) for i in range(run.n_steps)]) for side, run in (("a", a), ("b", b))}
+    if any(not np.isfinite(v).all() or v.size < 2 for v in sizes.values()):
+        return None
+    if sizes["a"].sum() != sizes["b"].sum():
+        return None
+    at = {"a": ra, "b": rb}
+    for p, o in (("a", "b"), ("b", "a")):
+        sp, so = sizes[p], sizes[o]
+        full = so[0]
+        if not (sp[at[p]] < full and so[at[o]] == full and at[p] < sp.size - 1):
+            continue
+        if np.any(so[:-1] != full) or np.any(sp > full) or sp[0] != full:
+            continue
+        return {"partial_run": p, "partial_batch": int(sp[at[p]]), "full_batch": int(full),
+                "examples": int(sp.sum()), "partial_batches": int(np.sum(sp[:-1] < full) + (sp[-1] < full))}
+    return None
 
 
 def _labels_of_other_losses(a: RunData, b: RunData, al: Alignment, bad: np.ndarray) -> str | None:
