@@ -1217,7 +1217,7 @@ def _cache_entries(cache: Any) -> list[tuple[Any, Any]] | None:
 def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
     keys = [var_key(v) for v in tvars]
     key_set = set(keys)
-    run.note_stepped(key_set, _graph_key())
+    run.note_stepped(key_set, _graph_key(), tvars)
     others = [v for v in run.trainable_variables() if var_key(v) not in key_set]
     tape = _find_tape_call(key_set, list(grads))
     if tape is None:

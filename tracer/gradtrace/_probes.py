@@ -1218,9 +1218,7 @@ class _Probe:
         """A variable was assigned by the script (see :func:`_make_assign`)."""
         import tensorflow as tf
 
-        note = getattr(self.run, "note_assigned", None)  # optional for a minimal run
-        if note is not None:
-            note(v, not tf.executing_eagerly())
+        self.run.note_assigned(v, not tf.executing_eagerly())
 
     def on_weights_written(self, how: str, variables: list[Any]) -> None:
         """``variables`` were overwritten outside an optimizer step (see :func:`_make_weights_write`)."""
@@ -1855,14 +1853,20 @@ def _make_assign(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:
     set_weights/load_weights/finalize_variable_values (recorded as such), is noted once
     (:meth:`_Probe.on_assign`). Inside a ``tf.function`` this runs when it is traced."""
 
+    from gradtrace._hooks import _apply_depth
+
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         def assign(self: Any, *args: Any, **kwargs: Any) -> Any:
             out = original(self, *args, **kwargs)
-            if probe.tls.writing_weights or not probe.here():
+            # cheapest tests first: an eager loop's optimizer and metrics assign on every step
+            if _apply_depth() or probe.tls.writing_weights or not probe.here():
                 return out
-            from gradtrace._hooks import _apply_depth
-
-            if _apply_depth() == 0:
+            newly = getattr(probe.run, "newly_assigned", None)  # optional for a minimal run
+            try:
+                new = newly is not None and newly(self)
+            except Exception:  # never into the user's assign
+                new = False
+            if new:
                 with probe.guard():
                     probe.on_assign(self)
             return out

@@ -174,6 +174,7 @@ class Run:
         # id(tf.Variable) of every variable an optimizer step of this run was given, and of
         # those of them the script assigned outside the steps (see note_assigned)
         self._stepped: set[int] = set()
+        self._stepped_ids: set[int] = set()  # and the ids of the objects given (Keras 3 Variables)
         self._assigned: set[int] = set()
         self._stepping_graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # graphs an optimizer step was traced in
         # id(optimizer) -> (id()s of the variables it stepped, its place in info.optimizers)
@@ -702,15 +703,27 @@ class Run:
                       {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}]
         self.update_meta(weight_writes=writes)
 
-    def note_stepped(self, keys: set[int], graph: Any) -> None:
-        """Variables (``id`` of their tf.Variable) an optimizer step was given, in ``graph``
-        (``"eager"`` or the graph being traced)."""
+    def note_stepped(self, keys: set[int], graph: Any, variables: list[Any]) -> None:
+        """Variables an optimizer step was given (``keys``: ``id`` of their tf.Variable; the
+        objects themselves, whose ids the assign hook tests first), in ``graph`` (``"eager"``
+        or the graph being traced)."""
         if not keys <= self._stepped:
             with self._lock:
                 self._stepped |= keys
+                self._stepped_ids |= keys | {id(v) for v in variables}
         if graph != "eager" and graph not in self._stepping_graphs:
             with self._lock:
                 self._stepping_graphs.add(graph)
+
+    def newly_assigned(self, v: Any) -> bool:
+        """``v`` is a variable an optimizer step of this run was given, not yet noted as assigned
+        (:meth:`note_assigned`): the test of every assign outside an optimizer's apply, by the
+        object's own id first (a set lookup: an eager loop's metrics assign on every step)."""
+        if id(v) not in self._stepped_ids:
+            return False
+        from gradtrace._hooks import tf_variable
+
+        return id(tf_variable(v)) not in self._assigned
 
     def note_assigned(self, v: Any, in_graph: bool) -> None:
         """A variable an optimizer of this run steps was written by the script outside the
