@@ -36,6 +36,8 @@ def loop(model, opt, where: str | None, steps: int = 3, teacher=None) -> None:
     clip_fn = tf.function(lambda: clip(model.trainable_variables))
 
     def step():
+        if where == "before_apply":  # at the top of the step function, before its first apply is traced
+            clip(model.trainable_variables)
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
@@ -57,7 +59,7 @@ def assigns(run) -> list[dict]:
     return [w for w in run.info.weight_writes if w["how"] == "assign"]
 
 
-@pytest.mark.parametrize("where", ["step_function", "eager", "function"])
+@pytest.mark.parametrize("where", ["step_function", "eager", "function", "before_apply"])
 def test_weights_clipped_by_hand_are_recorded(db_url, read_run, where):
     model = net()
     with gradtrace.trace(run=f"clip-{where}", store=db_url) as run:
@@ -66,8 +68,10 @@ def test_weights_clipped_by_hand_are_recorded(db_url, read_run, where):
     assert len(found) == 1, run.info.weight_writes  # one entry, every variable merged into it
     w = found[0]
     assert w["variables"] == sorted(run.var_index(v) for v in model.trainable_variables), w
-    # after step 0's update: the first step that starts from the clipped weights is step 1
-    assert w["step"] == 1 and w["where"] == where, w
+    if where == "before_apply":  # seen at the end of the trace: it precedes step 0's forward pass
+        assert w["step"] == 0 and w["where"] == "step_function", w
+    else:  # after step 0's update: the first step that starts from the clipped weights is step 1
+        assert w["step"] == 1 and w["where"] == where, w
     detail, _ = read_run(f"clip-{where}")  # stored with the run
     assert [x for x in detail.meta["weight_writes"] if x["how"] == "assign"] == found
 

@@ -667,12 +667,15 @@ def _stash_store(run: Run, create: bool) -> _StashStore | None:
 
 
 def _at_trace_end(run: Run, outputs: Any) -> None:
-    """The end of a trace with ``tape.gradient`` calls: a graph whose optimizer step took a
-    call's gradients (a training step) is searched for calls nothing uses; a graph without
+    """The end of a trace with ``tape.gradient`` calls: its assigns of trained variables made
+    before its optimizer step are noted (``Run.assigns_traced``); a graph whose optimizer step
+    took a call's gradients (a training step) is searched for calls nothing uses; a graph without
     one hands its gradients on, and what they would have recorded is stashed."""
     import tensorflow as tf
 
-    dq = _tape_calls().get(tf.compat.v1.get_default_graph())
+    graph = tf.compat.v1.get_default_graph()
+    run.assigns_traced(graph)
+    dq = _tape_calls().get(graph)
     if not dq:
         return
     if any(c.consumed for c in dq):

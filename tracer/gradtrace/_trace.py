@@ -177,6 +177,8 @@ class Run:
         self._stepped_ids: set[int] = set()  # and the ids of the objects given (Keras 3 Variables)
         self._assigned: set[int] = set()
         self._stepping_graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # graphs an optimizer step was traced in
+        # graph being traced -> variables it assigned before any optimizer step was given them
+        self._pending_assigns: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
         # id(optimizer) -> (id()s of the variables it stepped, its place in info.optimizers)
         self._opt_vars: dict[int, tuple[set[int], int]] = {}
         self._state_shadows: dict[tuple[int, ...], Any] = {}
@@ -716,11 +718,14 @@ class Run:
                 self._stepping_graphs.add(graph)
 
     def newly_assigned(self, v: Any) -> bool:
-        """``v`` is a variable an optimizer step of this run was given, not yet noted as assigned
-        (:meth:`note_assigned`): the test of every assign outside an optimizer's apply, by the
-        object's own id first (a set lookup: an eager loop's metrics assign on every step)."""
+        """Whether an assign of ``v`` outside an optimizer's apply is to be noted
+        (:meth:`note_assigned`): a variable an optimizer step of this run was given and not yet
+        noted, tested by the object's own id first (a set lookup: an eager loop's metrics assign
+        on every step); while a function is traced, any variable (its step may come later in it)."""
         if id(v) not in self._stepped_ids:
-            return False
+            import tensorflow as tf
+
+            return not tf.executing_eagerly()
         from gradtrace._hooks import tf_variable
 
         return id(tf_variable(v)) not in self._assigned
@@ -731,24 +736,47 @@ class Run:
         projected by hand, a model's weights averaged into another one): merged into one
         ``RunInfo.weight_writes`` entry of ``how="assign"`` naming every such variable and the
         first step it precedes. Inside a ``tf.function`` it is recorded once, when the function
-        is traced; traced in the same function as an optimizer step traced before it (an assign
+        is traced. Traced in the same function as an optimizer step traced before it (an assign
         after ``apply_gradients``), it follows that step, which the counter does not count yet
-        while tracing: the first step it precedes is the next one."""
+        while tracing: the first step it precedes is the next one. A variable not stepped yet
+        when its assign is traced waits for the end of the trace (:meth:`assigns_traced`): the
+        assign may precede the step's apply (weights clipped before the forward pass)."""
         from gradtrace._hooks import _graph_key, tf_variable
 
         key = id(tf_variable(v))
-        if key not in self._stepped or key in self._assigned:
+        if key in self._assigned:
             return
+        if key not in self._stepped:
+            if in_graph:
+                with self._lock:
+                    self._pending_assigns.setdefault(_graph_key(), []).append(v)
+            return
+        where = "eager" if not in_graph else "step_function" if _graph_key() in self._stepping_graphs else "function"
+        step = self.steps_so_far()
+        self._record_assign(key, step + 1 if step is not None and where == "step_function" else step, where)
+
+    def assigns_traced(self, graph: Any) -> None:
+        """The end of ``graph``'s trace: its assigns of variables an optimizer step of the same
+        graph was given after them (the weights written before the step's update) precede the
+        step being traced."""
+        from gradtrace._hooks import tf_variable
+
+        with self._lock:
+            pending = self._pending_assigns.pop(graph, [])
+        if not pending or graph not in self._stepping_graphs:
+            return
+        step = self.steps_so_far()
+        for v in pending:
+            key = id(tf_variable(v))
+            if key in self._stepped and key not in self._assigned:
+                self._record_assign(key, step, "step_function")
+
+    def _record_assign(self, key: int, step: int | None, where: str) -> None:
         with self._lock:
             idx = self._var_index.get(key)
-            if idx is None:
+            if idx is None or key in self._assigned:
                 return
             self._assigned.add(key)
-        step = self.steps_so_far()
-        where = "eager" if not in_graph else "step_function" if _graph_key() in self._stepping_graphs else "function"
-        if step is not None and where == "step_function":
-            step += 1
-        with self._lock:
             writes = [dict(w) for w in self.info.weight_writes]
             entry = next((w for w in writes if w.get("how") == "assign"), None)
             if entry is None:
