@@ -163,29 +163,25 @@ def tape_second_loss_gradients_dropped():
 # --- a partial last batch: the per-example losses summed and divided by the full batch's size ---
 
 
-def _digits_partial_batch_loop(reduce):
-    """250 digits in batches of 32 (a last batch of 26 per epoch, as fit() keeps it), two epochs;
-    ``reduce(per_example_losses)`` -> the step's loss."""
-    from .scripts_models import _digits_mlp_small
+def _digits_250(loss_of, batches_of):
+    """fit_digits_partial_last_batch's model and SGD in a tf.function tape loop over
+    ``batches_of(dataset of the 250 digits)``: loss_of(model, xb, yb) -> the step's loss."""
+    from .scripts_models import _digits_mlp_small, _loop
 
     tf = _tf()
     keras = _keras()
     x, y = data.digits(250)
-    model = _digits_mlp_small()
-    opt = keras.optimizers.SGD(0.1)
+    batches = batches_of(tf.data.Dataset.from_tensor_slices((x, y)))
+    _loop(_digits_mlp_small(), keras.optimizers.SGD(0.1), loss_of, x, y, batches=batches)
+
+
+def _digits_partial_batch_loop(reduce):
+    """Batches of 32 (a last batch of 26 per epoch, as fit() keeps it), two epochs;
+    ``reduce(per_example_losses)`` -> the step's loss."""
+    keras = _keras()
     per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = reduce(per_example(yb, model(xb, training=True)))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for _epoch in range(2):
-        for xb, yb in ds:
-            step(xb, yb)
+    _digits_250(lambda m, xb, yb: reduce(per_example(yb, m(xb, training=True))),
+                lambda ds: [b for _epoch in range(2) for b in ds.batch(32)])
 
 
 def tape_digits_partial_batch_mean():
@@ -201,32 +197,31 @@ def tape_digits_partial_batch_fixed_divisor():
     _digits_partial_batch_loop(lambda losses: tf.nn.compute_average_loss(losses, global_batch_size=32))
 
 
-# --- trained weights clipped by hand after each update (a WGAN critic's clipping) ---
+def tape_digits_repeat_then_batch():
+    """The 250 digits repeated for two epochs and then batched: the batch at the first epoch's end
+    holds its last 26 examples and the next epoch's first 6 (fit() steps on a partial batch of 26)."""
+    ce = _sparse_ce()
+    _digits_250(lambda m, xb, yb: ce(yb, m(xb, training=True)), lambda ds: ds.repeat(2).batch(32))
+
+
+# --- trained weights written by hand after each update (a WGAN critic's clipping, a max-norm) ---
 
 
 def _digits_weights_clipped_loop(c: float):
     """The digits MLP of fit_digits_adam_eps in a tape loop that clips every trained variable to
     [-c, c] after apply_gradients, in the step function."""
-    from .scripts_models import _digits_mlp
+    from .scripts_models import _ce_loop, _digits_mlp
 
     tf = _tf()
     keras = _keras()
     x, y = _digits()
     model = _digits_mlp()
-    opt = keras.optimizers.Adam(1e-2, epsilon=1e-7)
-    ce = _sparse_ce()
 
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = ce(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+    def clip():
         for w in model.trainable_variables:
             w.assign(tf.clip_by_value(w, -c, c))
 
-    for xb, yb in data.batches(x, y, BATCH, STEPS):
-        step(xb, yb)
+    _ce_loop(model, keras.optimizers.Adam(1e-2, epsilon=1e-7), x, y, after=clip)
 
 
 def tape_digits_weights_clipped():
@@ -242,26 +237,15 @@ def tape_digits_weights_clip_never_reached():
 def _digits_maxnorm_by_hand(max_value: float):
     """fit_digits_maxnorm's model without the constraint, in a tape loop that projects the kernel by
     hand after every update (``kernel.assign(MaxNorm(max_value)(kernel))``)."""
-    tf = _tf()
+    from .scripts_models import _ce_loop
+
     keras = _keras()
     x, y = _digits()
     keras.utils.set_random_seed(47)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
-    opt = keras.optimizers.SGD(0.5)
-    ce = _sparse_ce()
     project = keras.constraints.MaxNorm(max_value)
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = ce(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        kernel = model.layers[0].kernel
-        kernel.assign(project(kernel))
-
-    for xb, yb in data.batches(x, y, BATCH, STEPS):
-        step(xb, yb)
+    kernel = model.layers[0].kernel
+    _ce_loop(model, keras.optimizers.SGD(0.5), x, y, after=lambda: kernel.assign(project(kernel)))
 
 
 def tape_digits_maxnorm_by_hand():
@@ -270,27 +254,3 @@ def tape_digits_maxnorm_by_hand():
 
 def tape_digits_maxnorm_by_hand_other_value():
     _digits_maxnorm_by_hand(0.3)
-
-
-def tape_digits_repeat_then_batch():
-    """The 250 digits repeated for two epochs and then batched: the batch at the first epoch's end
-    holds its last 26 examples and the next epoch's first 6 (fit() steps on a partial batch of 26)."""
-    from .scripts_models import _digits_mlp_small
-
-    tf = _tf()
-    keras = _keras()
-    x, y = data.digits(250)
-    model = _digits_mlp_small()
-    opt = keras.optimizers.SGD(0.1)
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat(2).batch(32)
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = ce(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for xb, yb in ds:
-        step(xb, yb)

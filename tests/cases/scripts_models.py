@@ -33,9 +33,11 @@ def _fit(model, x, y, batch: int = BATCH, steps: int = STEPS, **kw):
 
 
 def _loop(model, opt, loss_of, x, y, batch: int = BATCH, steps: int = STEPS, function: bool = True,
-          jit: bool = False, then=None):
-    """A tape loop over the batches fit(shuffle=False) sees: loss_of(model, xb, yb) -> scalar;
-    ``then(grads) -> grads`` between the tape and apply_gradients (clipping by hand)."""
+          jit: bool = False, then=None, after=None, batches=None):
+    """A tape loop over the batches fit(shuffle=False) sees (or over ``batches``, an iterable of
+    (x, y)): loss_of(model, xb, yb) -> scalar; ``then(grads) -> grads`` between the tape and
+    apply_gradients (clipping by hand); ``after()`` in the step after apply_gradients (weights
+    written by hand)."""
     tf = _tf()
 
     def step(xb, yb):
@@ -45,11 +47,13 @@ def _loop(model, opt, loss_of, x, y, batch: int = BATCH, steps: int = STEPS, fun
         if then is not None:
             grads = then(grads)
         opt.apply_gradients(zip(grads, model.trainable_variables))
+        if after is not None:
+            after()
         return loss
 
     if function:
         step = tf.function(step, jit_compile=jit)
-    for xb, yb in data.batches(x, y, batch, steps):
+    for xb, yb in data.batches(x, y, batch, steps) if batches is None else batches:
         step(xb, yb)
 
 
