@@ -747,7 +747,7 @@ class Run:
         if key in self._assigned:
             return
         if key not in self._stepped:
-            if in_graph:
+            if in_graph:  # its step may come later in the trace (the inventory may not hold it yet either)
                 with self._lock:
                     self._pending_assigns.setdefault(_graph_key(), []).append(v)
             return

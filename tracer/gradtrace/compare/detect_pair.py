@@ -1727,7 +1727,7 @@ def _batched_across_epochs(a: RunData, b: RunData, ra: int, rb: int) -> dict[str
         if np.any(so[:-1] != full) or np.any(sp > full) or sp[0] != full:
             continue
         return {"partial_run": p, "partial_batch": int(sp[at[p]]), "full_batch": int(full),
-                "examples": int(sp.sum()), "partial_batches": int(np.sum(sp[:-1] < full) + (sp[-1] < full))}
+                "examples": int(sp.sum()), "partial_batches": int(np.sum(sp < full))}
     return None
 
 

@@ -531,6 +531,22 @@ def padding_counted(run: RunData) -> dict[str, Any] | None:
             "from_logits": first.get("from_logits"), "steps_measured": len(rows)}
 
 
+def fixed_divisor_code(d: int) -> str:
+    """The two ways a loop divides its per-example losses' sum by a fixed ``d``."""
+    return (f"`tf.nn.compute_average_loss(per_example_loss, global_batch_size={d})` or "
+            f"`tf.reduce_sum(per_example_loss) / {d}`")
+
+
+def fixed_divisor_fix(side: str | None = None) -> str:
+    """The fix for a loss divided by the full batch's size on a partial batch (``side``: the run
+    that does it, in a comparison)."""
+    return ("Divide by the examples each step has" + (f" in run {side}" if side else "") + ": "
+            "`tf.reduce_mean(per_example_loss)` or `tf.nn.compute_average_loss(per_example_loss)` without "
+            "global_batch_size (under a strategy its global batch is the step's batch across replicas, smaller "
+            "on a partial batch); or drop the partial batch (`drop_remainder=True`"
+            + (" in both runs, and as many examples given to fit())." if side else ")."))
+
+
 def fixed_divisor(run: RunData) -> dict[str, Any] | None:
     """A loss that divides its per-example losses' sum by the full batch's size on a smaller,
     partial batch (``tf.nn.compute_average_loss(l, global_batch_size=BATCH)``, ``reduce_sum(l) /
@@ -865,14 +881,9 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "loss_scale", severity="warning",
             summary=f"at step {fixed['step']} the batch has {m} examples, and the loss handed to tape.gradient is "
             f"the sum of their per-example losses divided by {d}, the size of the full batches (whose loss is "
-            f"their mean): `tf.nn.compute_average_loss(per_example_loss, global_batch_size={d})` or "
-            f"`tf.reduce_sum(per_example_loss) / {d}`. The {fixed['partial_steps']} smaller batch(es) weigh "
+            f"their mean): {fixed_divisor_code(d)}. The {fixed['partial_steps']} smaller batch(es) weigh "
             f"{m}/{d} of what fit() or a mean gives them.",
-            steps=[fixed["step"]], evidence=fixed, explains=0.8,
-            fix=("Divide by the examples each step has: `tf.reduce_mean(per_example_loss)` or "
-                 "`tf.nn.compute_average_loss(per_example_loss)` without global_batch_size (under a strategy "
-                 "its global batch is the step's batch across replicas); or drop the partial batch "
-                 "(`drop_remainder=True`).")))
+            steps=[fixed["step"]], evidence=fixed, explains=0.8, fix=fixed_divisor_fix()))
     reg = regularization_count(run)
     if reg:
         n = reg["count"]

@@ -967,14 +967,20 @@ def mask_ignored_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment) 
     the first batches (every sequence at full length) leaves the losses equal until the first
     batch with padding, where one run averages over the valid entries and the other over all."""
     k = int(dep["step"])
-    at = np.flatnonzero(a.step[al.ia[:al.aligned_steps]] == k)
-    if not at.size:
+    p = _aligned_at(a, al, k)
+    if p is None:
         return None
-    ra, rb = int(al.ia[at[0]]), int(al.ib[at[0]])
+    ra, rb = int(al.ia[p]), int(al.ib[p])
     tol = float(al.noise.tol(k - int(a.step[al.ia[0]])))
     ev = {"step": k, "loss_a": float(a.loss[ra]), "loss_b": float(b.loss[rb]),
           "loss_rel_diff": float(rel(a.loss[ra], b.loss[rb]))}
     return _mask_ignored(a, b, k, (ra, rb), 16 * tol, ev, al.premise, tol)
+
+
+def _aligned_at(a: RunData, al: Alignment, step: int) -> int | None:
+    """The aligned position of run a's ``step`` (None when it is not aligned)."""
+    at = np.flatnonzero(a.step[al.ia[:al.aligned_steps]] == step)
+    return int(at[0]) if at.size else None
 
 
 def fixed_divisor_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment) -> Finding | None:
@@ -989,10 +995,9 @@ def fixed_divisor_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment)
     step's ``n`` examples and ``D`` the size of the batches before it.
     """
     k = int(dep["step"])
-    at = np.flatnonzero(a.step[al.ia[:al.aligned_steps]] == k)
-    if not at.size or at[0] < 1:
+    p = _aligned_at(a, al, k)
+    if not p:  # not aligned, or the first aligned step: no batches before it
         return None
-    p = int(at[0])
     ra, rb = int(al.ia[p]), int(al.ib[p])
     n, nb, full = a.batch_at(ra), b.batch_at(rb), a.batch_at(int(al.ia[p - 1]))
     if not (math.isfinite(n) and n == nb and math.isfinite(full) and full != n and n >= 1):
@@ -1000,39 +1005,31 @@ def fixed_divisor_at(a: RunData, b: RunData, dep: dict[str, Any], al: Alignment)
     la, lb = float(a.loss[ra]), float(b.loss[rb])
     if not (math.isfinite(la) and math.isfinite(lb) and la > 0 and lb > 0):
         return None
-    c = la / lb
     ftol = 16 * float(al.noise.tol(k - int(a.step[al.ia[0]])))
-    side = "b" if c > 1 else "a"  # the run with the fixed divisor has the smaller loss on a smaller batch
-    if n > full:
-        side = "a" if side == "b" else "b"
-    ratio = min(n, full) / max(n, full)
-    if rel(min(c, 1 / c), ratio) > ftol:
+    # the run with the fixed divisor: its loss is the other's times n / D
+    side = next((s for s, f in (("b", lb / la), ("a", la / lb)) if rel(f, n / full) <= ftol), None)
+    if side is None:
         return None
     ga, gb = float(a.grad_norm[ra]), float(b.grad_norm[rb])
     grads = math.isfinite(ga) and math.isfinite(gb) and ga > 0 and gb > 0
-    if grads and rel(ga / gb, c) > ftol:
+    if grads and rel(ga / gb, la / lb) > ftol:
         return None  # the gradients do not carry the factor: something else changed the loss
     d, m = int(full), int(n)
     other = "a" if side == "b" else "b"
-    f = lb / la if side == "b" else la / lb  # the fixed divisor's run over the other: m / d
+    f = lb / la if side == "b" else la / lb
     return Finding(
         "loss_scale",
         f"{al.premise} the runs agree on every batch of {d} and part at step {k}, the first batch of {m} "
         f"examples, where run {side}'s loss is x{f:.6g} run {other}'s"
         + (" and every gradient carries the same factor" if grads else "") +
         f" ({m}/{d}): run {side} divides the sum of its per-example losses by a fixed {d} (the full batch: "
-        f"`tf.reduce_sum(per_example_loss) / {d}` or `tf.nn.compute_average_loss(per_example_loss, "
-        f"global_batch_size={d})`), run {other} averages over the examples the step has.",
+        f"{dr.fixed_divisor_code(d)}), run {other} averages over the examples the step has.",
         steps=[k], variables=[],
-        evidence={"step": k, "loss_a": la, "loss_b": lb, "factor": c, "batch": m, "full_batch": d,
+        evidence={"step": k, "loss_a": la, "loss_b": lb, "factor": la / lb, "batch": m,
                   "fixed_divisor_run": side, "divisor": d, "grad_norm_a": ga if grads else None,
                   "grad_norm_b": gb if grads else None, "matches": f"a fixed divisor of {d} for a batch of {m}",
                   "tolerance": ftol},
-        fix=(f"Divide by the examples each step has in run {side}: `tf.reduce_mean(per_example_loss)` or "
-             "`tf.nn.compute_average_loss(per_example_loss)` without global_batch_size (under a strategy its "
-             "global batch is the step's batch across replicas, smaller on a partial batch); or drop the "
-             "partial batch in both runs (`drop_remainder=True`, and as many examples given to fit())."),
-        explains=1.0)
+        fix=dr.fixed_divisor_fix(side), explains=1.0)
 
 
 def _mask_ignored(a: RunData, b: RunData, step: int, rows: tuple[int, int], ftol: float, ev: dict[str, Any],
