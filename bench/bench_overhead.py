@@ -17,7 +17,8 @@ of those per-repeat ratios is reported with their quartiles: this machine's spee
   loss, learning rate, iterations and probes every step, per-variable statistics on a warm-up
   of 8 steps and then every N-th, N chosen from measured costs within ``overhead_budget`` 0.02;
 - ``gradtrace/1``: the same with ``stats_every=1`` (per-variable statistics every step);
-- ``gt/1-nojit``: ``stats_every=1, stats_jit=False`` (the statistics without XLA; mlp-tape);
+- ``gt-jit``: default capture with ``stats_jit=True`` (the statistics as a separate XLA function);
+- ``gt/1-jit``: ``stats_every=1, stats_jit=True`` (mlp-tape);
 - ``tb-hist``: per-step ``tf.summary.histogram`` of every gradient (tape workloads);
 - ``tb-norms``: per-step ``tf.summary.scalar`` of every gradient's norm (tape workloads).
 ``--breakdown`` times the MLP tape loop with parts of the default capture switched off
@@ -107,8 +108,10 @@ def _scope(variant: str, name: str, db: str) -> Any:
         return gradtrace.trace(run=name, store=db)
     if variant == "gradtrace/1":
         return gradtrace.trace(run=name, store=db, stats_every=1)
-    if variant == "gt/1-nojit":
-        return gradtrace.trace(run=name, store=db, stats_every=1, stats_jit=False)
+    if variant == "gt-jit":
+        return gradtrace.trace(run=name, store=db, stats_jit=True)
+    if variant == "gt/1-jit":
+        return gradtrace.trace(run=name, store=db, stats_every=1, stats_jit=True)
     if variant.startswith("ab/"):
         return _ablation(variant, name, db)
     return nullcontext()
@@ -213,11 +216,11 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="gradtrace-bench-")
     db = f"sqlite:///{tmp}/bench.db"
     workloads: list[tuple[str, list[str], Callable[[str], float]]] = [
-        ("mlp-tape", ["plain", "gradtrace", "gradtrace/1", "gt/1-nojit", "tb-hist", "tb-norms"],
+        ("mlp-tape", ["plain", "gradtrace", "gt-jit", "gradtrace/1", "gt/1-jit", "tb-hist", "tb-norms"],
          lambda v: time_tape("mlp", v, args.steps, db, f"{tmp}/tb", args.warmup)),
-        ("mlp-fit", ["plain", "gradtrace", "gradtrace/1"],
+        ("mlp-fit", ["plain", "gradtrace", "gt-jit", "gradtrace/1"],
          lambda v: time_fit("mlp", v, args.steps, db, args.warmup)),
-        ("cnn-tape", ["plain", "gradtrace", "gradtrace/1", "tb-hist", "tb-norms"],
+        ("cnn-tape", ["plain", "gradtrace", "gt-jit", "gradtrace/1", "tb-hist", "tb-norms"],
          lambda v: time_tape("cnn", v, args.steps, db, f"{tmp}/tb", args.warmup)),
     ]
     if args.breakdown:

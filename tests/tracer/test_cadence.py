@@ -137,10 +137,10 @@ def test_full_steps_are_exact(db_url, read_run):
         assert moving and all(s["changed"] for s in moving)
 
 
-def train_every_step(db_url: str, name: str, model: keras.Model, x, y, steps: int):
+def train_every_step(db_url: str, name: str, model: keras.Model, x, y, steps: int, **options):
     """``steps`` tape steps with statistics on every step; returns the run and each step's
     gradients computed here before the step."""
-    with gradtrace.trace(run=name, store=db_url, stats_every=1, sketch_dim=0) as run:
+    with gradtrace.trace(run=name, store=db_url, stats_every=1, sketch_dim=0, **options) as run:
         step = tape_step(model, keras.optimizers.SGD(0.01))
         gs = []
         for _ in range(steps):
@@ -178,7 +178,7 @@ def test_statistics_unfused_when_the_process_runs_short_of_memory_mappings(db_ur
     x, y = data(d=11)  # shapes no other test compiles
     keras.utils.set_random_seed(4)
     model = keras.Sequential([keras.Input((11,)), keras.layers.Dense(7, activation="relu"), keras.layers.Dense(1)])
-    run, gs = train_every_step(db_url, "unfused", model, x, y, 3)
+    run, gs = train_every_step(db_url, "unfused", model, x, y, 3, stats_jit=True)
     assert run.info.extra["stats_jit"] is False
     assert any("memory mappings" in w for w in run.info.warnings)
     keys = [key for key in _stats._SHARED if key[0] == ((11, 7), (7,), (7, 1), (1,))]

@@ -417,7 +417,7 @@ def test_many_traced_runs_compile_the_statistics_once(tmp_path, every):
                     loss = tf.reduce_mean((m(xb, training=True) - yb) ** 2)
                 opt.apply_gradients(zip(t.gradient(loss, m.trainable_variables), m.trainable_variables))
 
-            with gradtrace.trace(run=f"r{{r}}", store="sqlite:///{db}", stats_every={every}):
+            with gradtrace.trace(run=f"r{{r}}", store="sqlite:///{db}", stats_every={every}, stats_jit=True):
                 for _ in range(3):
                     step(x, y)
             counts.append(maps())
