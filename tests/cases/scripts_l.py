@@ -207,9 +207,9 @@ def tape_digits_repeat_then_batch():
 # --- trained weights written by hand after each update (a WGAN critic's clipping, a max-norm) ---
 
 
-def _digits_weights_clipped_loop(c: float):
-    """The digits MLP of fit_digits_adam_eps in a tape loop that clips every trained variable to
-    [-c, c] after apply_gradients, in the step function."""
+def _digits_weights_clipped_loop(c: float, first_kernel_only: bool = False):
+    """The digits MLP of fit_digits_adam_eps in a tape loop that clips every trained variable (or
+    only the first layer's kernel) to [-c, c] after apply_gradients, in the step function."""
     from .scripts_models import _ce_loop, _digits_mlp
 
     tf = _tf()
@@ -218,7 +218,7 @@ def _digits_weights_clipped_loop(c: float):
     model = _digits_mlp()
 
     def clip():
-        for w in model.trainable_variables:
+        for w in [model.layers[0].kernel] if first_kernel_only else model.trainable_variables:
             w.assign(tf.clip_by_value(w, -c, c))
 
     _ce_loop(model, keras.optimizers.Adam(1e-2, epsilon=1e-7), x, y, after=clip)
@@ -232,6 +232,21 @@ def tape_digits_weights_clipped():
 def tape_digits_weights_clip_never_reached():
     """Clipped at 100: no weight comes near it, the writes leave the weights as they were."""
     _digits_weights_clipped_loop(100.0)
+
+
+def tape_digits_weights_clipped_wider():
+    """Clipped at 0.2: tape_digits_weights_clipped's writes with another value."""
+    _digits_weights_clipped_loop(0.2)
+
+
+def tape_digits_weights_clip_at_50():
+    """Clipped at 50: like tape_digits_weights_clip_never_reached, another value no weight reaches."""
+    _digits_weights_clipped_loop(50.0)
+
+
+def tape_digits_first_kernel_clipped():
+    """Clipped at 0.1 like tape_digits_weights_clipped, the first layer's kernel only."""
+    _digits_weights_clipped_loop(0.1, first_kernel_only=True)
 
 
 def _digits_maxnorm_by_hand(max_value: float):

@@ -566,6 +566,14 @@ CASES += [
      "weights_assigned"),
     ("eq_weights_clip_never_reached", m.fit_digits_adam_eps, l10.tape_digits_weights_clip_never_reached,
      "equivalent", None),
+    # both runs clip by hand: with another value the writes are the cause (the recorded updates precede
+    # them and agree); values no weight reaches are context; another set of variables clipped is the cause
+    ("both_clip_other_value", l10.tape_digits_weights_clipped, l10.tape_digits_weights_clipped_wider,
+     "diverged", "weights_assigned"),
+    ("eq_both_clip_never_reached", l10.tape_digits_weights_clip_never_reached, l10.tape_digits_weights_clip_at_50,
+     "equivalent", None),
+    ("clip_other_variables", l10.tape_digits_weights_clipped, l10.tape_digits_first_kernel_clipped,
+     "diverged", "weights_assigned"),
     # fit()'s kernel_constraint against the same projection assigned by hand after each update: the
     # recorded updates differ (Keras projects inside the update), the weights every step starts from
     # do not; another max value by hand parts from step 1
@@ -787,6 +795,18 @@ def test_case(traced, case):
     if _id == "eq_weights_clip_never_reached":  # said, as context
         f = next(f for f in report.findings if f.kind == "weights_assigned")
         assert f.severity == "info" and "made no difference here" in f.summary, text
+    if _id == "both_clip_other_value":  # both runs named, the departure folded into the writes
+        f = report.findings[0]
+        assert f.evidence["both_runs"] and not f.evidence.get("only_in_a") and not f.evidence.get("only_in_b"), text
+        assert f.steps[0] == 1 and report.first_divergent_step == 1 and f.evidence["step_evidence"], text
+    if _id == "eq_both_clip_never_reached":  # said, as context
+        f = next(f for f in report.findings if f.kind == "weights_assigned")
+        assert f.severity == "info" and "leave the same weights in both runs" in f.summary, text
+    if _id == "clip_other_variables":  # the variables run a writes and run b does not, paired by structure
+        f = report.findings[0]
+        assert f.evidence["assigned_run"] == "a" and not f.evidence["only_in_b"], text
+        only = f.evidence["only_in_a"]  # the second layer's kernel and both biases
+        assert len(only) == 3 and sum(n.endswith("/bias") for n in only) == 2, text
     if _id == "eq_maxnorm_constraint_vs_projection_by_hand":  # both said, as context
         kinds = {f.kind: f.severity for f in report.findings}
         assert kinds.get("weights_assigned") == "info" and kinds.get("layer_config_mismatch") == "info", text

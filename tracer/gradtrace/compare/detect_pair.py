@@ -1385,33 +1385,94 @@ def _weight_writes(run: RunData) -> list[dict[str, Any]]:
     return [w for w in run.meta.get("weight_writes") or [] if (w.get("step") or 0) > 0 and w.get("how") != "assign"]
 
 
-def weights_assigned(a: RunData, b: RunData) -> Finding | None:
-    """One run's script writes variables its optimizer trains outside the optimizer's steps
-    (``RunInfo.weight_writes`` entries of ``how="assign"``, see ``Run.note_assigned``), the
-    other run's does not. Its steps are the first step the writes precede, so a departure from
-    there on folds into it; the engine makes it context when every aligned step agrees."""
+_WHERE = {"step_function": "in its step function, on every step", "function": "in a tf.function",
+          "eager": "in its loop"}
+
+
+def _assign_said(run: RunData, w: dict[str, Any]) -> str:
+    """Where and from when one run's script writes its trained variables."""
+    where = _WHERE.get(str(w.get("where")), "")
+    step = w.get("step")
+    return where + (f"{', ' if where else ''}first before step {step}" if isinstance(step, int) else "")
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def weights_assigned(a: RunData, b: RunData, al: Alignment | None = None) -> Finding | None:
+    """A run's script writes variables its optimizer trains outside the optimizer's steps
+    (``RunInfo.weight_writes`` entries of ``how="assign"``, see ``Run.note_assigned``).
+
+    In one run only: its steps are the first step the writes precede, so a departure from there
+    on folds into it; the engine makes it context when every aligned step agrees. In both runs,
+    the written variables are paired by structure (``al.var_pairs``): variables written in one
+    run only are the finding, as above; the same variables written in both make a finding the
+    engine keeps only where the runs part after the writes with nothing else found
+    (``evidence["both_runs"]``; see ``engine._both_write``): the recorded updates precede the
+    writes, so what the writes leave (another clip value, another projection) is not recorded."""
     entries = {side: next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
                for side, run in (("a", a), ("b", b))}
-    only = [side for side in ("a", "b") if entries[side] and not entries["b" if side == "a" else "a"]]
+    if entries["a"] and entries["b"]:
+        return _both_assigned(a, b, al, entries["a"], entries["b"]) if al is not None else None
+    only = [side for side in ("a", "b") if entries[side]]
     if len(only) != 1:
         return None
     side = only[0]
     run, w = (a if side == "a" else b), entries[side]
     names = [run.var_name(int(i)) for i in w.get("variables") or []]
     step = w.get("step")
-    where = {"step_function": "in its step function, on every step", "function": "in a tf.function",
-             "eager": "in its loop"}.get(str(w.get("where")), "")
-    when = f", first before step {step}" if isinstance(step, int) else ""
-    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    said = _assign_said(run, w)
+    sep = " " if w.get("where") in _WHERE else ", "
     return Finding(
         "weights_assigned",
         f"run {side}'s script writes {len(names)} of the variables its optimizer trains outside the optimizer's "
-        f"steps (`variable.assign(...)`{' ' + where if where else ''}{when}: {shown}); run {'b' if side == 'a' else 'a'}'s does not. "
-        "Each later step starts from the weights these writes leave, not from the update's.",
+        f"steps (`variable.assign(...)`{sep + said if said else ''}: {_shown(names)}); "
+        f"run {'b' if side == 'a' else 'a'}'s does not. Each later step starts from the weights these writes leave, not from the update's.",
         steps=[step] if isinstance(step, int) else [], variables=names[:8],
         evidence={"assigned_run": side, "first_step": step, "where": w.get("where"),
                   "variables_assigned": len(names)},
         explains=0.9)
+
+
+def _both_assigned(a: RunData, b: RunData, al: Alignment, wa: dict[str, Any], wb: dict[str, Any]) -> Finding:
+    """Both runs' scripts write trained variables by hand: the same ones (paired by structure) or not."""
+    va = {int(i) for i in wa.get("variables") or []}
+    vb = {int(i) for i in wb.get("variables") or []}
+    to_b = dict(al.var_pairs)
+    to_a = {j: i for i, j in al.var_pairs}
+    only_a = sorted(i for i in va if to_b.get(i) not in vb)
+    only_b = sorted(j for j in vb if to_a.get(j) not in va)
+    steps = [s for s in (wa.get("step"), wb.get("step")) if isinstance(s, int)]
+    evidence: dict[str, Any] = {"both_runs": True, "first_step_a": wa.get("step"), "first_step_b": wb.get("step"),
+                                "where_a": wa.get("where"), "where_b": wb.get("where"),
+                                "variables_assigned_a": len(va), "variables_assigned_b": len(vb)}
+    both = f"run a {_assign_said(a, wa)}; run b {_assign_said(b, wb)}"
+    if only_a or only_b:
+        names_a = [a.var_name(i) for i in only_a]
+        names_b = [b.var_name(j) for j in only_b]
+        parts = [f"run {side} also writes {_shown(names)}, which run {other} does not"
+                 for side, other, names in (("a", "b", names_a), ("b", "a", names_b)) if names]
+        evidence.update(only_in_a=names_a[:8], only_in_b=names_b[:8])
+        sides = [(w.get("step"), side) for side, w, names in (("a", wa, names_a), ("b", wb, names_b)) if names]
+        first = [s for s, _ in sides if isinstance(s, int)]
+        evidence["assigned_run"] = sides[0][1] if len(sides) == 1 else None
+        return Finding(
+            "weights_assigned",
+            "both runs' scripts write variables their optimizers train outside the optimizer's steps "
+            f"(`variable.assign(...)`: {both}), but not the same ones: {'; '.join(parts)}. Each later step "
+            "starts from the weights the writes leave, in one run for these variables and from the update's in "
+            "the other.",
+            steps=[min(first)] if first else [], variables=(names_a + names_b)[:8], evidence=evidence,
+            explains=0.9)
+    names = [a.var_name(i) for i in sorted(va)]
+    return Finding(
+        "weights_assigned",
+        f"both runs' scripts write the same {len(names)} trained variables outside the optimizer's steps "
+        f"(`variable.assign(...)`: {both}: {_shown(names)}). The recorded updates precede these writes, so the "
+        "weights they leave are not recorded: where the runs part after the writes with every earlier step "
+        "equal, the writes differ (another clip value, another projection or another order of writes).",
+        steps=[max(steps)] if steps else [], variables=names[:8], evidence=evidence, explains=0.6)
 
 
 def _write_said(w: dict[str, Any], run: RunData) -> str:

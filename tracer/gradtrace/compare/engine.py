@@ -99,7 +99,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     for f in (dp.layer_config_mismatch(a, b, al), dc.call_argument_mismatch(a, b, al),
               dp.loss_mismatch(a, b), dp.metric_mismatch(a, b),
               dp.sample_weighting(a, b), dp.loss_scaling(a, b), dp.execution_mode(a, b), dp.numerics(a, b),
-              dp.validation_split_mismatch(a, b, al), dp.weights_replaced(a, b), dp.weights_assigned(a, b)):
+              dp.validation_split_mismatch(a, b, al), dp.weights_replaced(a, b), dp.weights_assigned(a, b, al)):
         if f:
             findings.append(f)
     outside = do.outside_steps_pair(a, b, al)
@@ -181,6 +181,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if not step_f and dep is not None:
             step_f = [ds.mask_ignored_at(a, b, dep, al) or ds.fixed_divisor_at(a, b, dep, al)
                       or _divergence(a, b, dep, al)]
+        _both_write(findings, step_f, dep, al.aligned_steps)
         if lone_layers is not None:
             # Layers of one model only: a cause when the aligned steps part (their symptoms fold
             # into it unless another cause was found first), context when every step agrees.
@@ -701,6 +702,30 @@ def _constraint_explains(existing: list[Finding], step_f: list[Finding], a: RunD
             continue
         out.append(f)
     return out
+
+
+def _both_write(findings: list[Finding], step_f: list[Finding], dep: dict | None, steps: int) -> None:
+    """Both runs write the same trained variables by hand (``weights_assigned`` with
+    ``evidence["both_runs"]`` and no variable written in one run only): the writes are a cause
+    only where the runs part after them and nothing else was found. Every aligned step agreeing,
+    a departure before the first write, or another cause makes them context."""
+    f = next((g for g in findings if g.kind == "weights_assigned" and g.severity == "error"
+              and g.evidence.get("both_runs") and not g.evidence.get("only_in_a") and not g.evidence.get("only_in_b")),
+             None)
+    if f is None:
+        return
+    if dep is None:
+        _as_context(f, f"The writes leave the same weights in both runs: the losses, gradients and updates agree at "
+                    f"every one of the {steps} aligned steps.", same_steps=steps)
+        return
+    first = min(f.steps) if f.steps else None
+    if first is not None and int(dep["step"]) < first:
+        _as_context(f, f"The runs part at step {dep['step']}, before the writes.")
+        return
+    other = [g.kind for g in (*findings, *step_f) if g is not f and g.severity == "error"
+             and g.kind in (*_CAUSES, "loss_scale", "gradient_scale", "data_mismatch", "init_mismatch")]
+    if other:
+        _as_context(f, f"Other causes were found ({', '.join(sorted(set(other)))}).")
 
 
 def _constraint_by_hand(findings: list[Finding], dep: dict | None, steps: int) -> None:
