@@ -474,7 +474,7 @@ _KINDS = [
         "the optimizer's update, the script after it: only the recorded updates differ). Where both runs "
         "write by hand, variables written in one run only (paired by structure) are the cause in the same way; "
         "the same variables written in both are the cause only where the runs part after the writes with "
-        "nothing else found (the recorded updates precede the writes, so the values written, another clip "
+        "nothing else found (the recorded updates leave the writes out, so the values written, another clip "
         "value or projection, are not recorded), context otherwise.",
         "Where the write is a weight constraint, give the layer a `kernel_constraint`/`bias_constraint` in "
         "both runs (Keras applies it right after every update, in fit() and apply_gradients alike); "

@@ -1409,8 +1409,8 @@ def weights_assigned(a: RunData, b: RunData, al: Alignment | None = None) -> Fin
     the written variables are paired by structure (``al.var_pairs``): variables written in one
     run only are the finding, as above; the same variables written in both make a finding the
     engine keeps only where the runs part after the writes with nothing else found
-    (``evidence["both_runs"]``; see ``engine._both_write``): the recorded updates precede the
-    writes, so what the writes leave (another clip value, another projection) is not recorded."""
+    (``evidence["both_runs"]``; see ``engine._both_write``): the recorded updates leave the
+    writes out, so what the writes leave (another clip value, another projection) is not recorded."""
     entries = {side: next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
                for side, run in (("a", a), ("b", b))}
     if entries["a"] and entries["b"]:
@@ -1469,10 +1469,10 @@ def _both_assigned(a: RunData, b: RunData, al: Alignment, wa: dict[str, Any], wb
     return Finding(
         "weights_assigned",
         f"both runs' scripts write the same {len(names)} trained variables outside the optimizer's steps "
-        f"(`variable.assign(...)`: {both}: {_shown(names)}). The recorded updates precede these writes, so the "
+        f"(`variable.assign(...)`: {both}: {_shown(names)}). The recorded updates leave these writes out, so the "
         "weights they leave are not recorded: where the runs part after the writes with every earlier step "
         "equal, the writes differ (another clip value, another projection or another order of writes).",
-        steps=[max(steps)] if steps else [], variables=names[:8], evidence=evidence, explains=0.6)
+        steps=[min(steps)] if steps else [], variables=names[:8], evidence=evidence, explains=0.6)
 
 
 def _write_said(w: dict[str, Any], run: RunData) -> str:
