@@ -207,9 +207,10 @@ def tape_digits_repeat_then_batch():
 # --- trained weights written by hand after each update (a WGAN critic's clipping, a max-norm) ---
 
 
-def _digits_weights_clipped_loop(c: float, first_kernel_only: bool = False):
+def _digits_weights_clipped_loop(c: float, first_kernel_only: bool = False, top_eagerly: bool = False):
     """The digits MLP of fit_digits_adam_eps in a tape loop that clips every trained variable (or
-    only the first layer's kernel) to [-c, c] after apply_gradients, in the step function."""
+    only the first layer's kernel) to [-c, c] after apply_gradients, in the step function (or at
+    the top of an eager step, before the forward pass)."""
     from .scripts_models import _ce_loop, _digits_mlp
 
     tf = _tf()
@@ -221,7 +222,11 @@ def _digits_weights_clipped_loop(c: float, first_kernel_only: bool = False):
         for w in [model.layers[0].kernel] if first_kernel_only else model.trainable_variables:
             w.assign(tf.clip_by_value(w, -c, c))
 
-    _ce_loop(model, keras.optimizers.Adam(1e-2, epsilon=1e-7), x, y, after=clip)
+    opt = keras.optimizers.Adam(1e-2, epsilon=1e-7)
+    if top_eagerly:
+        _ce_loop(model, opt, x, y, before=clip, function=False)
+    else:
+        _ce_loop(model, opt, x, y, after=clip)
 
 
 def tape_digits_weights_clipped():
@@ -242,6 +247,12 @@ def tape_digits_weights_clipped_wider():
 def tape_digits_weights_clip_at_50():
     """Clipped at 50: like tape_digits_weights_clip_never_reached, another value no weight reaches."""
     _digits_weights_clipped_loop(50.0)
+
+
+def tape_digits_weights_clipped_at_the_top_eagerly():
+    """Clipped at 0.1 at the top of an eager step: the first write precedes step 0 (and the
+    initial-weight fingerprint, taken at the first step)."""
+    _digits_weights_clipped_loop(0.1, top_eagerly=True)
 
 
 def tape_digits_first_kernel_clipped():

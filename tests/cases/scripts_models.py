@@ -33,14 +33,16 @@ def _fit(model, x, y, batch: int = BATCH, steps: int = STEPS, **kw):
 
 
 def _loop(model, opt, loss_of, x, y, batch: int = BATCH, steps: int = STEPS, function: bool = True,
-          jit: bool = False, then=None, after=None, batches=None):
+          jit: bool = False, then=None, after=None, batches=None, before=None):
     """A tape loop over the batches fit(shuffle=False) sees (or over ``batches``, an iterable of
     (x, y)): loss_of(model, xb, yb) -> scalar; ``then(grads) -> grads`` between the tape and
-    apply_gradients (clipping by hand); ``after()`` in the step after apply_gradients (weights
-    written by hand)."""
+    apply_gradients (clipping by hand); ``after()`` in the step after apply_gradients and
+    ``before()`` at its top (weights written by hand)."""
     tf = _tf()
 
     def step(xb, yb):
+        if before is not None:
+            before()
         with tf.GradientTape() as tape:
             loss = loss_of(model, xb, yb)
         grads = tape.gradient(loss, model.trainable_variables)

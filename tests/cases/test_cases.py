@@ -574,6 +574,9 @@ CASES += [
      "equivalent", None),
     ("clip_other_variables", l10.tape_digits_weights_clipped, l10.tape_digits_first_kernel_clipped,
      "diverged", "weights_assigned"),
+    # clipped at the top of an eager step: the writes precede step 0, and the start they change is theirs
+    ("weights_clipped_before_step0", m.fit_digits_adam_eps, l10.tape_digits_weights_clipped_at_the_top_eagerly,
+     "diverged", "weights_assigned"),
     # fit()'s kernel_constraint against the same projection assigned by hand after each update: the
     # recorded updates differ (Keras projects inside the update), the weights every step starts from
     # do not; another max value by hand parts from step 1
@@ -802,6 +805,12 @@ def test_case(traced, case):
     if _id == "eq_both_clip_never_reached":  # said, as context
         f = next(f for f in report.findings if f.kind == "weights_assigned")
         assert f.severity == "info" and "leave the same weights in both runs" in f.summary, text
+    if _id == "weights_clipped_before_step0":  # dated at step 0; the different start said as their context
+        f = report.findings[0]
+        assert f.evidence["first_step"] == 0 and f.evidence["where"] == "eager", text
+        assert f.evidence["start_differs_where_written"] >= 1, text
+        init = next(g for g in report.findings if g.kind == "init_mismatch")
+        assert init.severity == "info" and "before step 0" in init.summary, text
     if _id == "clip_other_variables":  # the variables run a writes and run b does not, paired by structure
         f = report.findings[0]
         assert f.evidence["assigned_run"] == "a" and not f.evidence["only_in_b"], text

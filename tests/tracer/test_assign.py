@@ -36,7 +36,7 @@ def loop(model, opt, where: str | None, steps: int = 3, teacher=None) -> None:
     clip_fn = tf.function(lambda: clip(model.trainable_variables))
 
     def step():
-        if where == "before_apply":  # at the top of the step function, before its first apply is traced
+        if where in ("before_apply", "eager_before_apply"):  # at the top of the step, before its apply
             clip(model.trainable_variables)
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
@@ -48,7 +48,7 @@ def loop(model, opt, where: str | None, steps: int = 3, teacher=None) -> None:
             for t, s in zip(teacher.trainable_variables, model.trainable_variables, strict=True):
                 t.assign(0.9 * t + 0.1 * s)
 
-    fn = step if where == "eager" else tf.function(step)
+    fn = step if where in ("eager", "eager_before_apply") else tf.function(step)
     for _ in range(steps):
         fn()
         if where == "function":
@@ -59,7 +59,7 @@ def assigns(run) -> list[dict]:
     return [w for w in run.info.weight_writes if w["how"] == "assign"]
 
 
-@pytest.mark.parametrize("where", ["step_function", "eager", "function", "before_apply"])
+@pytest.mark.parametrize("where", ["step_function", "eager", "function", "before_apply", "eager_before_apply"])
 def test_weights_clipped_by_hand_are_recorded(db_url, read_run, where):
     model = net()
     with gradtrace.trace(run=f"clip-{where}", store=db_url) as run:
@@ -70,6 +70,8 @@ def test_weights_clipped_by_hand_are_recorded(db_url, read_run, where):
     assert w["variables"] == sorted(run.var_index(v) for v in model.trainable_variables), w
     if where == "before_apply":  # seen at the end of the trace: it precedes step 0's forward pass
         assert w["step"] == 0 and w["where"] == "step_function", w
+    elif where == "eager_before_apply":  # the write before step 0 came through the same lines as step 1's
+        assert w["step"] == 0 and w["where"] == "eager", w
     else:  # after step 0's update: the first step that starts from the clipped weights is step 1
         assert w["step"] == 1 and w["where"] == where, w
     detail, _ = read_run(f"clip-{where}")  # stored with the run
@@ -92,6 +94,18 @@ def test_writes_that_are_not_the_scripts_own_are_not_recorded(db_url):
         loop(model, opt, None, steps=1)
     assert assigns(run) == [], run.info.weight_writes
     assert [w["how"] for w in run.info.weight_writes] == ["set_weights"]
+
+
+def test_an_eager_write_before_the_first_step_is_dated_by_the_lines_that_made_it(db_url):
+    """Before the first step an eager write is set-up; the loop's own writes, through the same
+    helper but called from another line, are dated from the step they follow (step 1)."""
+    model = net()
+    opt = keras.optimizers.SGD(0.5)
+    with gradtrace.trace(run="setup-then-loop", store=db_url) as run:
+        clip(model.trainable_variables, 0.3)  # set-up: the same helper, called from here
+        loop(model, opt, "eager")
+    found = assigns(run)
+    assert len(found) == 1 and found[0]["step"] == 1 and found[0]["where"] == "eager", found
 
 
 def test_tf_keras_weights_clipped_by_hand_are_recorded(db_url):

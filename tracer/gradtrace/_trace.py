@@ -25,6 +25,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import socket
 import sys
 import threading
@@ -179,6 +180,8 @@ class Run:
         self._stepping_graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # graphs an optimizer step was traced in
         # graph being traced -> variables it assigned before any optimizer step was given them
         self._pending_assigns: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+        # eager writes before the run's first step: key -> the script line that made them
+        self._early_writes: dict[int, tuple[tuple[str, int], ...]] = {}
         # id(optimizer) -> (id()s of the variables it stepped, its place in info.optimizers)
         self._opt_vars: dict[int, tuple[set[int], int]] = {}
         self._state_shadows: dict[tuple[int, ...], Any] = {}
@@ -731,7 +734,9 @@ class Run:
         if id(v) not in self._stepped_ids:
             import tensorflow as tf
 
-            return not tf.executing_eagerly()
+            # eagerly before the run's first step: noted with the script lines that wrote it (a
+            # loop writing at the top of every step wrote before step 0 too)
+            return not tf.executing_eagerly() or (not self._stepped and len(self._early_writes) < MAX_EARLY_WRITES)
         from gradtrace._hooks import tf_variable
 
         return id(tf_variable(v)) not in self._assigned
@@ -746,7 +751,12 @@ class Run:
         after ``apply_gradients``), it follows that step, which the counter does not count yet
         while tracing: the first step it precedes is the next one. A variable not stepped yet
         when its assign is traced waits for the end of the trace (:meth:`assigns_traced`): the
-        assign may precede the step's apply (weights clipped before the forward pass)."""
+        assign may precede the step's apply (weights clipped before the forward pass).
+
+        An eager write before the run's first step is set-up (weights loaded, copied,
+        initialised) unless the script writes the same variable again through the same calls
+        (the same lines) once steps are made: a loop writing at the top of every step, whose first write preceded
+        step 0 (and the initial-weight fingerprint, taken at the first step)."""
         from gradtrace._hooks import _graph_key, tf_variable
 
         key = id(tf_variable(v))
@@ -756,9 +766,14 @@ class Run:
             if in_graph:  # its step may come later in the trace (the inventory may not hold it yet either)
                 with self._lock:
                     self._pending_assigns.setdefault(_graph_key(), []).append(v)
+            elif not self._stepped:
+                with self._lock:
+                    self._early_writes.setdefault(key, _script_lines())
             return
         where = "eager" if not in_graph else "step_function" if _graph_key() in self._stepping_graphs else "function"
         step = self.steps_so_far()
+        if where == "eager" and step is not None and self._early_writes.get(key) == _script_lines():
+            step = 0
         self._record_assign(key, step + 1 if step is not None and where == "step_function" else step, where)
 
     def assigns_traced(self, graph: Any) -> None:
@@ -1317,6 +1332,30 @@ class Run:
 UNCAPTURED_CHECK_SECONDS = 1.0
 RING_BYTES = 8 * 2**20
 MAX_EVENTS = 32  # trainable_changes and weight_writes kept per run
+MAX_EARLY_WRITES = 4096  # eager writes before the first step whose script line is kept
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> tuple[str, ...]:
+    """Directories of the code between a script and a variable's assign: TensorFlow, Keras,
+    tf-keras, this package and the standard library."""
+    mods = [sys.modules.get(name) for name in ("tensorflow", "keras", "tf_keras", __package__ or "gradtrace")]
+    files = [f for m in (*mods, os) if m is not None and (f := getattr(m, "__file__", None))]
+    return tuple(os.path.dirname(f) + os.sep for f in files)
+
+
+def _script_lines(depth: int = 6) -> tuple[tuple[str, int], ...]:
+    """The script's calls running now, innermost first: the lines of up to ``depth`` frames
+    outside :func:`_library_dirs` (one helper called before the loop and in it is two paths)."""
+    skip = _library_dirs()
+    out: list[tuple[str, int]] = []
+    frame = sys._getframe(1)
+    while frame is not None and len(out) < depth:
+        name = frame.f_code.co_filename
+        if not name.startswith(skip) and not name.startswith("<"):
+            out.append((name, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(out)
 RING_MIN_ROWS, RING_MAX_ROWS = 64, 4096
 
 

@@ -119,6 +119,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         findings.append(skipped_b)
     findings += dw.wiring_findings(a, "a") + dw.wiring_findings(b, "b")
     findings += dp.init_data(a, b, al)
+    _init_written(findings, a, b, al)
 
     first: int | None = None
     lone_layers = dm.lone_layers(a, b, al) if structure_ok else None
@@ -702,6 +703,36 @@ def _constraint_explains(existing: list[Finding], step_f: list[Finding], a: RunD
             continue
         out.append(f)
     return out
+
+
+def _init_written(findings: list[Finding], a: RunData, b: RunData, al: Alignment) -> None:
+    """The initial-weight fingerprints are taken at a run's first step: a script that writes
+    trained weights at the top of every step (``weights_assigned`` first before step 0) has
+    changed them by then. An ``init_mismatch`` whose differing weights are all among those
+    written is the writes' doing: context of them, not a second cause."""
+    init = next((f for f in findings if f.kind == "init_mismatch" and f.severity != "info"), None)
+    hand = next((f for f in findings if f.kind == "weights_assigned" and f.severity == "error"), None)
+    d = al.init_detail
+    if init is None or hand is None or not d or d.get("state_differs") or not d.get("weights_differ"):
+        return
+    to_a = {j: i for i, j in al.var_pairs}
+    written: set[str] = set()
+    sides = []
+    for side, run in (("a", a), ("b", b)):
+        w = next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
+        if w is None or w.get("step") != 0:
+            continue
+        sides.append(side)
+        for i in w.get("variables") or []:
+            ia = int(i) if side == "a" else to_a.get(int(i))
+            if ia is not None:
+                written.add(a.var_name(ia))
+    if not written or d["weights_differ"] > len(written) or not set(d["weights_differ_first"]) <= written:
+        return
+    who = f"run {sides[0]}'s script writes" if len(sides) == 1 else "both runs' scripts write"
+    _as_context(init, f"They differ only where {who} them before step 0 (weights_assigned); the fingerprints "
+                "are taken at the first step, after those writes.")
+    hand.evidence["start_differs_where_written"] = d["weights_differ"]
 
 
 def _both_write(findings: list[Finding], step_f: list[Finding], dep: dict | None, steps: int) -> None:
