@@ -207,7 +207,8 @@ def tape_digits_repeat_then_batch():
 # --- trained weights written by hand after each update (a WGAN critic's clipping, a max-norm) ---
 
 
-def _digits_weights_clipped_loop(c: float, first_kernel_only: bool = False, top_eagerly: bool = False):
+def _digits_weights_clipped_loop(c: float, first_kernel_only: bool = False, top_eagerly: bool = False,
+                                 seed: int = 43):
     """The digits MLP of fit_digits_adam_eps in a tape loop that clips every trained variable (or
     only the first layer's kernel) to [-c, c] after apply_gradients, in the step function (or at
     the top of an eager step, before the forward pass)."""
@@ -216,7 +217,7 @@ def _digits_weights_clipped_loop(c: float, first_kernel_only: bool = False, top_
     tf = _tf()
     keras = _keras()
     x, y = _digits()
-    model = _digits_mlp()
+    model = _digits_mlp(seed)
 
     def clip():
         for w in [model.layers[0].kernel] if first_kernel_only else model.trainable_variables:
@@ -253,6 +254,11 @@ def tape_digits_weights_clipped_at_the_top_eagerly():
     """Clipped at 0.1 at the top of an eager step: the first write precedes step 0 (and the
     initial-weight fingerprint, taken at the first step)."""
     _digits_weights_clipped_loop(0.1, top_eagerly=True)
+
+
+def tape_digits_weights_clipped_other_seed():
+    """tape_digits_weights_clipped with the model built from another seed."""
+    _digits_weights_clipped_loop(0.1, seed=5)
 
 
 def tape_digits_first_kernel_clipped():

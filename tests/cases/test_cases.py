@@ -574,6 +574,10 @@ CASES += [
      "equivalent", None),
     ("clip_other_variables", l10.tape_digits_weights_clipped, l10.tape_digits_first_kernel_clipped,
      "diverged", "weights_assigned"),
+    # the same writes in both runs from other starting weights: the steps are not compared, so the
+    # writes cannot be judged (context, not a cause)
+    ("both_clip_not_comparable", l10.tape_digits_weights_clipped_other_seed, l10.tape_digits_weights_clipped,
+     "not_comparable", None),
     # clipped at the top of an eager step: the writes precede step 0, and the start they change is theirs
     ("weights_clipped_before_step0", m.fit_digits_adam_eps, l10.tape_digits_weights_clipped_at_the_top_eagerly,
      "diverged", "weights_assigned"),
@@ -805,6 +809,9 @@ def test_case(traced, case):
     if _id == "eq_both_clip_never_reached":  # said, as context
         f = next(f for f in report.findings if f.kind == "weights_assigned")
         assert f.severity == "info" and "leave the same weights in both runs" in f.summary, text
+    if _id == "both_clip_not_comparable":  # said, as context
+        f = next(f for f in report.findings if f.kind == "weights_assigned")
+        assert f.severity == "info" and "not compared one by one" in f.summary, text
     if _id == "weights_clipped_before_step0":  # dated at step 0; the different start said as their context
         f = report.findings[0]
         assert f.evidence["first_step"] == 0 and f.evidence["where"] == "eager", text

@@ -141,10 +141,12 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         for k in _needs_alignment():
             skipped.append({"check": k, "why": reason})
         findings.append(_structure_finding(a, b, lone_a, lone_b, len(trainable_a), len(trainable_b)))
+        _both_write(findings, [], None, None)
         for f in findings:
             if f.kind == "init_mismatch":  # different models start from different weights
                 f.severity = "info"
     elif al.aligned_steps == 0 or al.stochastic:
+        _both_write(findings, [], None, None)
         why = al.stochastic or _why_unaligned(al, a, b)
         for k in _needs_alignment():
             skipped.append({"check": k, "why": why})
@@ -735,15 +737,19 @@ def _init_written(findings: list[Finding], a: RunData, b: RunData, al: Alignment
     hand.evidence["start_differs_where_written"] = d["weights_differ"]
 
 
-def _both_write(findings: list[Finding], step_f: list[Finding], dep: dict | None, steps: int) -> None:
+def _both_write(findings: list[Finding], step_f: list[Finding], dep: dict | None, steps: int | None) -> None:
     """Both runs write the same trained variables by hand (``weights_assigned`` with
     ``evidence["both_runs"]`` and no variable written in one run only): the writes are a cause
     only where the runs part after them and nothing else was found. Every aligned step agreeing,
-    a departure before the first write, or another cause makes them context."""
+    a departure before the first write, or another cause makes them context; so do steps not
+    compared at all (``steps`` None)."""
     f = next((g for g in findings if g.kind == "weights_assigned" and g.severity == "error"
               and g.evidence.get("both_runs") and not g.evidence.get("only_in_a") and not g.evidence.get("only_in_b")),
              None)
     if f is None:
+        return
+    if steps is None:
+        _as_context(f, "The steps were not compared one by one, so whether the writes differ is not known.")
         return
     if dep is None:
         _as_context(f, f"The writes leave the same weights in both runs: the losses, gradients and updates agree at "
