@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from bench_overhead import build  # noqa: E402
+from bench_overhead import build, tape_step  # noqa: E402
 
 
 def _switch_off(part: str) -> None:
@@ -74,18 +74,7 @@ def main() -> None:
     _switch_off(args.without)
 
     def make(model: Any) -> Any:
-        opt = keras.optimizers.Adam(1e-3)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        @tf.function
-        def step(x: Any, y: Any) -> Any:
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
-
-        return step
+        return tape_step(model, keras.optimizers.Adam(1e-3), "plain", None)
 
     plain_model, x, y = build(args.kind)
     traced_model, _, _ = build(args.kind)
