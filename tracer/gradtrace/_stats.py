@@ -530,8 +530,12 @@ def _shared_pair(key: tuple[Any, ...]) -> tuple[Any, Any, bool]:
     import tensorflow as tf
 
     grad_shapes, k, sign_at, jit = key
+    # Unfused, it stays one call all the same (``_noinline``): inlined into the step's graph,
+    # Grappler's arithmetic optimizer rewrote the step's own gradient arithmetic differently
+    # once these ops also read the gradients (tf-keras BiGRU fit: weights 1e-9 apart).
+    attrs = None if jit else {"_noinline": True}
     fn = tf.function(functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
-                     jit_compile=jit, autograph=False, reduce_retracing=False)
+                     jit_compile=jit, autograph=False, reduce_retracing=False, experimental_attributes=attrs)
     probe = tf.function(lambda *args: fn(*args), jit_compile=False, autograph=False, reduce_retracing=False)
     _KEY_OF[fn] = key
     return fn, probe, jit
