@@ -589,11 +589,11 @@ class Run:
         """Compile the statistics with XLA? Only when asked (``stats_jit=True``).
 
         Measured on CPU (2 cores), a separately compiled statistics function costs more than
-        the same ops run by TensorFlow's executor, on light steps too: the MLP 784-256-128-10
-        tape loop's light steps took ~4 % longer with the compiled function in the graph
-        (paired per-step medians, the full-step branch not taken), and its full steps 1.95 ms
-        more than a light one against 1.44 ms unfused; a 5.8M-parameter MLP 36 ms against
-        23 ms. Inside an XLA step the statistics are compiled with the step either way.
+        the same ops run by TensorFlow's executor (as one call, see ``_stats._shared_pair``):
+        a full step of the MLP 784-256-128-10 tape loop cost 1.9-2.0 ms more than a light one
+        compiled against 1.4 ms unfused, a 5.8M-parameter MLP's 36 ms against 23 ms; light
+        steps cost the same (bench/bench_paired.py), and the first step skips the XLA compile.
+        Inside an XLA step the statistics are compiled with the step either way.
         """
         return bool(self._jit)
 
