@@ -180,7 +180,7 @@ class Run:
         self._stepping_graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # graphs an optimizer step was traced in
         # graph being traced -> variables it assigned before any optimizer step was given them
         self._pending_assigns: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
-        # eager writes before the run's first step: key -> the script line that made them
+        # eager writes before the run's first step: key -> the script lines that made them
         self._early_writes: dict[int, tuple[tuple[str, int], ...]] = {}
         # id(optimizer) -> (id()s of the variables it stepped, its place in info.optimizers)
         self._opt_vars: dict[int, tuple[set[int], int]] = {}
@@ -755,8 +755,9 @@ class Run:
 
         An eager write before the run's first step is set-up (weights loaded, copied,
         initialised) unless the script writes the same variable again through the same calls
-        (the same lines) once steps are made: a loop writing at the top of every step, whose first write preceded
-        step 0 (and the initial-weight fingerprint, taken at the first step)."""
+        (the same lines) once steps are made: a loop writing at the top of every step, whose
+        first write preceded step 0 (and the initial-weight fingerprint, taken at the first
+        step)."""
         from gradtrace._hooks import _graph_key, tf_variable
 
         key = id(tf_variable(v))
@@ -772,7 +773,7 @@ class Run:
             return
         where = "eager" if not in_graph else "step_function" if _graph_key() in self._stepping_graphs else "function"
         step = self.steps_so_far()
-        if where == "eager" and step is not None and self._early_writes.get(key) == _script_lines():
+        if where == "eager" and step is not None and (early := self._early_writes.get(key)) and early == _script_lines():
             step = 0
         self._record_assign(key, step + 1 if step is not None and where == "step_function" else step, where)
 
@@ -1332,13 +1333,14 @@ class Run:
 UNCAPTURED_CHECK_SECONDS = 1.0
 RING_BYTES = 8 * 2**20
 MAX_EVENTS = 32  # trainable_changes and weight_writes kept per run
-MAX_EARLY_WRITES = 4096  # eager writes before the first step whose script line is kept
+MAX_EARLY_WRITES = 4096  # eager writes before the first step whose script lines are kept
+RING_MIN_ROWS, RING_MAX_ROWS = 64, 4096
 
 
-@functools.lru_cache(maxsize=1)
 def _library_dirs() -> tuple[str, ...]:
     """Directories of the code between a script and a variable's assign: TensorFlow, Keras,
-    tf-keras, this package and the standard library."""
+    tf-keras, this package and the standard library (read each time: tf-keras may be imported
+    after a first call)."""
     mods = [sys.modules.get(name) for name in ("tensorflow", "keras", "tf_keras", __package__ or "gradtrace")]
     files = [f for m in (*mods, os) if m is not None and (f := getattr(m, "__file__", None))]
     return tuple(os.path.dirname(f) + os.sep for f in files)
@@ -1356,7 +1358,6 @@ def _script_lines(depth: int = 6) -> tuple[tuple[str, int], ...]:
             out.append((name, frame.f_lineno))
         frame = frame.f_back
     return tuple(out)
-RING_MIN_ROWS, RING_MAX_ROWS = 64, 4096
 
 
 # Function caches (tensorflow/core/function/polymorphism/function_cache.py ``FunctionCache``)

@@ -1400,7 +1400,12 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
-def weights_assigned(a: RunData, b: RunData, al: Alignment | None = None) -> Finding | None:
+def assign_entry(run: RunData) -> dict[str, Any] | None:
+    """The run's ``weight_writes`` entry of the script's own assigns (``how="assign"``), if any."""
+    return next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
+
+
+def weights_assigned(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     """A run's script writes variables its optimizer trains outside the optimizer's steps
     (``RunInfo.weight_writes`` entries of ``how="assign"``, see ``Run.note_assigned``).
 
@@ -1411,10 +1416,9 @@ def weights_assigned(a: RunData, b: RunData, al: Alignment | None = None) -> Fin
     engine keeps only where the runs part after the writes with nothing else found
     (``evidence["both_runs"]``; see ``engine._both_write``): the recorded updates leave the
     writes out, so what the writes leave (another clip value, another projection) is not recorded."""
-    entries = {side: next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
-               for side, run in (("a", a), ("b", b))}
+    entries = {"a": assign_entry(a), "b": assign_entry(b)}
     if entries["a"] and entries["b"]:
-        return _both_assigned(a, b, al, entries["a"], entries["b"]) if al is not None else None
+        return _both_assigned(a, b, al, entries["a"], entries["b"])
     only = [side for side in ("a", "b") if entries[side]]
     if len(only) != 1:
         return None

@@ -721,7 +721,7 @@ def _init_written(findings: list[Finding], a: RunData, b: RunData, al: Alignment
     written: set[str] = set()
     sides = []
     for side, run in (("a", a), ("b", b)):
-        w = next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
+        w = dp.assign_entry(run)
         if w is None or w.get("step") != 0:
             continue
         sides.append(side)
