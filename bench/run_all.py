@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run_all.py [--quick]
 
-``--quick`` passes smaller sizes (a minute or two instead of ~15). The ingest
+``--quick`` passes smaller sizes (a few minutes instead of ~30). The ingest
 benchmark needs the PostgreSQL at 127.0.0.1:5432 and, for the MLflow column, an
 MLflow install of its own (see ``bench_ingest.py``); a benchmark that fails is
 reported and the others still run.
@@ -19,6 +19,9 @@ HERE = Path(__file__).resolve().parent
 
 FULL = [
     ["bench_overhead.py", "--steps", "500", "--repeats", "7"],
+    ["bench_paired.py", "--kind", "mlp", "--repeats", "6"],
+    ["bench_paired.py", "--kind", "fit", "--repeats", "6"],
+    ["bench_paired.py", "--kind", "cnn", "--repeats", "6"],
     ["bench_startup.py"],
     ["bench_ingest.py"],
     ["bench_store.py"],
@@ -26,6 +29,7 @@ FULL = [
 ]
 QUICK = [
     ["bench_overhead.py", "--steps", "200", "--repeats", "3", "--only", "mlp-tape,gradtrace"],
+    ["bench_paired.py", "--kind", "mlp", "--pairs", "1000", "--repeats", "2"],
     ["bench_startup.py", "--runs", "2"],
     ["bench_ingest.py", "--steps", "400", "--no-mlflow"],
     ["bench_store.py", "--steps", "400", "--repeats", "1"],
