@@ -11,7 +11,11 @@ Variants alternate in the same process, in reversed order on every other repeat,
 as the mean step time over ``--steps`` steps after a warm-up. A ratio is taken within each
 repeat (a variant against ``plain`` of the same repeat, measured seconds apart) and the median
 of those per-repeat ratios is reported with their quartiles: this machine's speed drifts by
-±20 % over seconds, which the pairing cancels and a ratio of medians would not. Variants:
+±20 % over seconds, which the pairing cancels and a ratio of medians would not. Blocks seconds
+apart still scatter by several percent (quartiles of 0.96-1.15x for the MLP loop): to decide a
+few percent, use ``bench_paired.py`` (every step paired, repeated over fresh processes), which
+also reports the tracer threads' CPU time. This script's part is the TensorBoard recipes beside
+the tracer and the statistics-every-step variants. Variants:
 - ``plain``: no instrumentation;
 - ``gradtrace``: inside ``gradtrace.trace`` at default capture (records to a temp SQLite file):
   loss, learning rate, iterations and probes every step, per-variable statistics on a warm-up
