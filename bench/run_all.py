@@ -22,6 +22,7 @@ FULL = [
     ["bench_paired.py", "--kind", "mlp", "--repeats", "6"],
     ["bench_paired.py", "--kind", "fit", "--repeats", "6"],
     ["bench_paired.py", "--kind", "cnn", "--repeats", "6"],
+    ["bench_defer.py", "--repeats", "6"],
     ["bench_startup.py"],
     ["bench_ingest.py"],
     ["bench_store.py"],
@@ -30,6 +31,7 @@ FULL = [
 QUICK = [
     ["bench_overhead.py", "--steps", "200", "--repeats", "3", "--only", "mlp-tape,gradtrace"],
     ["bench_paired.py", "--kind", "mlp", "--pairs", "1000", "--repeats", "2"],
+    ["bench_defer.py", "--rounds", "500"],
     ["bench_startup.py", "--runs", "2"],
     ["bench_ingest.py", "--steps", "400", "--no-mlflow"],
     ["bench_store.py", "--steps", "400", "--repeats", "1"],
