@@ -24,15 +24,18 @@ percent from one process to the next).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _processes import emit, in_fresh_processes  # noqa: E402
+from bench_overhead import build  # noqa: E402
 
 VARIANTS = ("plain", "ring", "end", "next")
 EVERY = 1000
@@ -45,15 +48,13 @@ def _stats(grads: list[Any], weights: list[Any]) -> Any:
     return tf.concat(parts, 0) + tf.add_n([tf.norm(w) for w in weights])
 
 
-def make_step(variant: str, x: Any, y: Any) -> Any:
+def make_step(variant: str) -> Any:
     import keras
     import tensorflow as tf
     from gradtrace._stats import cond
     from tensorflow.python.data.ops import optional_ops
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(256, activation="relu"),
-                              keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+    model, x, y = build("mlp")
     opt = keras.optimizers.Adam(1e-3)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     tv = model.trainable_variables
@@ -100,7 +101,7 @@ def make_step(variant: str, x: Any, y: Any) -> Any:
             kept.assign(tf.experimental.Optional.from_value(tuple(grads) + (full,))._variant_tensor)
         return loss
 
-    step(x, y)
+    step(tf.constant(x), tf.constant(y))
     return step
 
 
@@ -108,10 +109,9 @@ def one(rounds: int) -> dict[str, float]:
     import numpy as np
     import tensorflow as tf
 
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(32, 784)).astype("float32"))
-    y = tf.constant(rng.integers(0, 10, size=(32,)).astype("int32"))
-    steps = {v: make_step(v, x, y) for v in VARIANTS}
+    _, x, y = build("mlp")
+    x, y = tf.constant(x), tf.constant(y)
+    steps = {v: make_step(v) for v in VARIANTS}
     for _ in range(300):
         for f in steps.values():
             f(x, y)
@@ -126,6 +126,10 @@ def one(rounds: int) -> dict[str, float]:
     return {"plain_ms": base * 1e3, **{v: float(np.median(times[v])) / base for v in VARIANTS[1:]}}
 
 
+def _line(r: dict[str, float]) -> str:
+    return f"plain {r['plain_ms']:.3f} ms; " + ", ".join(f"{v} {r[v]:.3f}x" for v in VARIANTS[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3000, help="calls of each step function timed")
@@ -134,20 +138,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats <= 1:
         r = one(args.rounds)
-        print(("RESULT " + json.dumps(r)) if args.json else
-              f"plain {r['plain_ms']:.3f} ms; " + ", ".join(f"{v} {r[v]:.3f}x" for v in VARIANTS[1:]))
+        if args.json:
+            emit(r)
+        else:
+            print(_line(r))
         return
-    results = []
-    for k in range(args.repeats):
-        out = subprocess.run([sys.executable, __file__, "--json", "--rounds", str(args.rounds)],
-                             capture_output=True, text=True, check=False)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            raise SystemExit(f"process {k + 1} failed:\n{out.stderr[-2000:]}")
-        results.append(json.loads(line[len("RESULT "):]))
-        r = results[-1]
-        print(f"[{k + 1}/{args.repeats}] plain {r['plain_ms']:.3f} ms; "
-              + ", ".join(f"{v} {r[v]:.3f}x" for v in VARIANTS[1:]), flush=True)
+
+    def show(i: int, r: dict[str, Any]) -> None:
+        print(f"[{i + 1}/{args.repeats}] {_line(r)}", flush=True)
+
+    results = in_fresh_processes(__file__, args.repeats, show)
     print(f"median over {args.repeats} processes: "
           + ", ".join(f"{v} {statistics.median(r[v] for r in results):.3f}x "
                       f"({min(r[v] for r in results):.3f}-{max(r[v] for r in results):.3f})" for v in VARIANTS[1:]))

@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,6 +58,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from _processes import emit, in_fresh_processes  # noqa: E402
 from bench_overhead import build, tape_step  # noqa: E402
 
 WARM = 500  # pairs run before timing (tape kinds; fit: 5 chunk pairs), and at least
@@ -185,7 +184,7 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
     _switch_off(args.without)
     db = f"sqlite:///{tempfile.mkdtemp(prefix='gradtrace-paired-')}/paired.db"
     p, t, host, run = (_pairs_fit if args.kind == "fit" else _pairs_tape)(args, db)
-    block = 10 if args.kind == "fit" else max(500 // args.block, 10)
+    block = min(10 if args.kind == "fit" else max(500 // args.block, 10), len(p))  # short runs: one block
     blocks = [float(np.median(t[i:i + block]) / np.median(p[i:i + block])) for i in range(0, len(p) - block + 1, block)]
     q = statistics.quantiles(blocks, n=4) if len(blocks) > 1 else [blocks[0]] * 3
     return {
@@ -230,28 +229,23 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one process, for --repeats
     args = parser.parse_args()
 
-    head = (f"{args.kind}, {args.pairs} pairs{f' in blocks of {args.block}' if args.block > 1 else ''}, stats_jit={args.stats_jit}, without={args.without or '-'}")
+    head = (f"{args.kind}, {args.pairs} pairs{f' in blocks of {args.block}' if args.block > 1 else ''}, "
+            f"stats_jit={args.stats_jit}, without={args.without or '-'}")
     if args.repeats <= 1:
         r = one(args)
         if args.json:
-            print("RESULT " + json.dumps(r))
+            emit(r)
         else:
             print(head)
             _print_one(r)
         return
     print(f"{head}, {args.repeats} processes", flush=True)
-    cmd = [sys.executable, __file__, "--json", "--kind", args.kind, "--pairs", str(args.pairs),
-           "--chunk", str(args.chunk), "--block", str(args.block), *(["--stats-jit"] if args.stats_jit else []),
-           *(["--without", args.without] if args.without else [])]
-    results = []
-    for i in range(args.repeats):
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            raise SystemExit(f"process {i + 1} failed:\n{out.stderr[-2000:]}")
-        results.append(json.loads(line[len("RESULT "):]))
+
+    def show(i: int, r: dict[str, Any]) -> None:
         print(f"[{i + 1}/{args.repeats}] ", end="")
-        _print_one(results[-1])
+        _print_one(r)
+
+    results = in_fresh_processes(__file__, args.repeats, show)
 
     def summary(key: str) -> str:
         vals = [r[key] for r in results]
