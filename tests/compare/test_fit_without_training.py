@@ -1,7 +1,9 @@
 """fit() of a subclassed Keras 3 model whose ``call`` takes no ``training`` argument calls it
 without one (keras/src/backend/tensorflow/trainer.py, ``train_step``), so its Dropout never
 drops: the run is the one in inference mode, and the fix is the model's signature, not the
-tape. A tape loop that forgets ``training=True`` keeps the usual fix. Real trainings on digits."""
+tape. A custom ``train_step`` calling ``self(x)`` is named as such, with its own fix, under Keras 3
+and tf-keras alike. A tape loop that forgets ``training=True`` keeps the usual fix. Real trainings
+on digits."""
 
 from __future__ import annotations
 
@@ -54,6 +56,27 @@ def _fit(url: str, name: str, takes_training: bool) -> None:
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
 
+def _fit_custom_step(url: str, name: str) -> None:
+    """A Sequential model (its call takes `training`) fit() with a train_step that calls `self(x)`."""
+
+    class Stepped(keras.Sequential):
+        def train_step(self, data):  # type: ignore[no-untyped-def]
+            xb, yb = data
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(x=xb, y=yb, y_pred=self(xb))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+            return {"loss": loss}
+
+    x, y = _data()
+    keras.utils.set_random_seed(31)
+    model = Stepped([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dropout(0.3),
+                     keras.layers.Dense(10)])
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with gradtrace.trace(run=name, project="fitmode", store=url):
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
 def _loop(url: str, name: str, training: bool | None) -> None:
     x, y = _data()
     model = _model(True)
@@ -79,6 +102,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     _fit(url, "fit", takes_training=True)
     _loop(url, "loop", training=True)
     _loop(url, "loop-no-flag", training=None)
+    _fit_custom_step(url, "custom-step-no-flag")
     return url
 
 
@@ -102,3 +126,16 @@ def test_a_loop_without_the_flag_keeps_the_tape_fix(url: str) -> None:
     top = report.findings[0]
     assert top.kind == "training_mode_mismatch" and top.evidence["inference_run"] == "b", text
     assert "fit_without_training" not in top.evidence and "inside the tape" in str(top.fix), text
+
+
+def test_a_custom_train_step_without_the_flag_is_named(url: str) -> None:
+    with open_store(url) as store:
+        report = compare(store, "loop", "custom-step-no-flag", project="fitmode")
+        single = check(store, "custom-step-no-flag", project="fitmode")
+    text = render_text(report, verbose=True)
+    top = report.findings[0]
+    assert top.kind == "training_mode_mismatch" and top.evidence["inference_run"] == "b", text
+    assert top.evidence.get("fit_without_training") is True, text
+    assert "custom `train_step`" in top.summary and "self(x, training=True)" in str(top.fix), text
+    mode = next(f for f in single.findings if f.kind == "training_mode_mismatch")
+    assert "custom `train_step`" in mode.summary and "self(x, training=True)" in str(mode.fix), render_text(single)

@@ -1189,6 +1189,9 @@ class _Probe:
             "shuffle": _fit_shuffle(a),
             "steps_per_epoch": a.get("steps_per_epoch"),
             "run_eagerly": bool(getattr(model, "run_eagerly", False)),
+            # a train_step of the user's own (not Keras's Trainer.train_step): it decides itself
+            # how the model is called, `training` included
+            "custom_train_step": not _library_method(model, "train_step"),
         }
         spe = getattr(model, "steps_per_execution", None)
         if spe is None:
@@ -1428,7 +1431,13 @@ def _library_call(layer: Any) -> bool:
     A user's model or block may branch on ``training`` itself (``if training: h = aug(h)``)
     with no training-dependent leaf: its own mode is then the only trace of it.
     """
-    module = getattr(getattr(type(layer), "call", None), "__module__", "") or ""
+    return _library_method(layer, "call")
+
+
+def _library_method(obj: Any, name: str) -> bool:
+    """Whether ``type(obj).<name>`` is Keras's own (its class attribute: an instance wrapper of
+    the tracer's does not count)."""
+    module = getattr(getattr(type(obj), name, None), "__module__", "") or ""
     return module.split(".", 1)[0] in ("keras", "tf_keras")
 
 

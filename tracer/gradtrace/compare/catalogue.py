@@ -72,7 +72,8 @@ _KINDS = [
         "state of its own: MultiHeadAttention or a GRU without dropout), whatever the steps do. When the "
         "inference run is a Keras 3 fit() in which no layer got `training=True`, the model's `call` takes no "
         "`training` argument (fit() passes it only to one that does): the finding says so and the fix is "
-        "the model's signature. Layers of a model no optimizer of the runs trains (a mean teacher or a "
+        "the model's signature; when that fit() ran a custom `train_step` (Keras 3 or tf-keras), it is the "
+        "`train_step` that called `self(x)` without `training=True`, and the fix is that call. Layers of a model no optimizer of the runs trains (a mean teacher or a "
         "target network called in the step, `RunInfo.untrained_models`) are named as that model's: its "
         "mode changes the targets it hands the loss, and the fix is its call's `training` argument.",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "

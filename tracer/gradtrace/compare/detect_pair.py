@@ -85,8 +85,9 @@ def training_mode_mismatch(a: RunData, b: RunData, al: Alignment) -> Finding | N
     run = a if side == "a" else b
     classes = sorted({str(d["class"]) for d in diffs})
     said, fix = "", None
-    if dr.fit_called_without_training(run, {d["layer_" + side] for d in diffs}):
-        said, fix = f" Run {side} is {dr.FIT_WITHOUT_TRAINING}", dr.FIT_WITHOUT_TRAINING_FIX
+    by_fit = dr.fit_without_training(run, {d["layer_" + side] for d in diffs})
+    if by_fit:
+        said, fix = f" Run {side} is {by_fit[0]}", by_fit[1]
     return Finding(
         "training_mode_mismatch",
         f"{len(diffs)} training-dependent layer(s) ({', '.join(classes)}) ran in inference mode "

@@ -44,19 +44,34 @@ FIT_WITHOUT_TRAINING = ("fit(), which called the model without `training` (no la
 FIT_WITHOUT_TRAINING_FIX = ("Give the subclassed model's `call` a `training=None` argument and pass it on to its "
                             "layers (`def call(self, x, training=None): ... self.dropout(h, training=training)`), "
                             "so that fit() runs them in training mode.")
+# A train_step of the user's own calls the model itself: `self(x)` without `training=True` runs
+# its layers in inference mode under Keras 3 and tf-keras alike (the flag resolves to the layer's
+# default, or tf-keras's learning phase, 0 unless set).
+TRAIN_STEP_WITHOUT_TRAINING = ("fit() with a custom `train_step` that called the model without "
+                               "`training=True` (no layer got `training=True` in it).")
+TRAIN_STEP_WITHOUT_TRAINING_FIX = ("Call the model as `self(x, training=True)` inside the custom `train_step` "
+                                   "(and `training=False` in `test_step`), as Keras's own train_step does.")
 
 
-def fit_called_without_training(run: RunData, layers: set[str]) -> bool:
-    """Keras 3 fit() called the model without `training`: these layers ran in inference mode at
-    every fit() step (their flag unset, or their own default), and no layer ever got True there."""
+def fit_without_training(run: RunData, layers: set[str]) -> tuple[str, str] | None:
+    """fit() called the model without `training`, so these layers ran in inference mode at every
+    fit() step (their flag unset, or their own default) and no layer ever got True there: what
+    did it, and its fix. Either a custom ``train_step`` calling ``self(x)``, or Keras 3's own
+    train_step with a model whose ``call`` takes no ``training``."""
     calls = run.fit_calls()
-    if not calls or not layers or run.meta.get("keras_flavour") != "keras3":
-        return False
+    if not calls or not layers:
+        return None
+    custom = any(c.get("custom_train_step") for c in calls)
+    if not custom and run.meta.get("keras_flavour") != "keras3":
+        return None
     start = min(int(c.get("first_step") or 0) for c in calls)
     flags = [(layer, flag) for modes, first, _count in run.modes if first >= start
              for layer, flag in (modes or {}).items()]
-    return (any(layer in layers for layer, _ in flags)
-            and not any(flag for _, flag in flags))
+    if not any(layer in layers for layer, _ in flags) or any(flag for _, flag in flags):
+        return None
+    if custom:
+        return TRAIN_STEP_WITHOUT_TRAINING, TRAIN_STEP_WITHOUT_TRAINING_FIX
+    return FIT_WITHOUT_TRAINING, FIT_WITHOUT_TRAINING_FIX
 
 
 def _holds_layers(run: RunData, layer: str) -> bool:
@@ -820,14 +835,14 @@ def single_run_findings(run: RunData) -> list[Finding]:
             layers=list(same), steps=[min(same.values())], evidence={"layers_inference_same_in_both_modes": list(same)},
             explains=0.0))
     if infer:
-        by_fit = fit_called_without_training(run, set(infer))
+        by_fit = fit_without_training(run, set(infer))
         out.append(Finding(
             "training_mode_mismatch", severity="warning",
             summary=f"{len(infer)} training-dependent layer(s) ran in inference mode during every "
-            f"optimizer step: {', '.join(list(infer)[:6])}." + (f" The run is {FIT_WITHOUT_TRAINING}" if by_fit else ""),
+            f"optimizer step: {', '.join(list(infer)[:6])}." + (f" The run is {by_fit[0]}" if by_fit else ""),
             layers=list(infer), steps=[min(infer.values())],
             evidence={"layers_inference": list(infer), **({"fit_without_training": True} if by_fit else {})},
-            fix=FIT_WITHOUT_TRAINING_FIX if by_fit else None, explains=0.6))
+            fix=by_fit[1] if by_fit else None, explains=0.6))
     resets = iteration_resets(run, sets.update_steps)
     if resets:
         out.append(Finding(
