@@ -286,3 +286,28 @@ def tape_digits_maxnorm_by_hand():
 
 def tape_digits_maxnorm_by_hand_other_value():
     _digits_maxnorm_by_hand(0.3)
+
+
+# --- gradients accumulated by hand over two micro-batches of 16, applied once per batch of 32 ---
+
+
+def tape_digits_two_micro_batches_summed():
+    """Each batch of 32 as two micro-batches of 16: their gradients summed (not averaged) and
+    applied once, as many steps as fit()'s batches of 32 (scripts.fit_digits_sgd_sparse)."""
+    import tensorflow as tf
+
+    from .scripts import _digits_slice, _mlp
+
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        total = None
+        for lo in (0, BATCH // 2):
+            with tf.GradientTape() as tape:
+                loss = ce(yb[lo:lo + BATCH // 2], model(xb[lo:lo + BATCH // 2], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            total = grads if total is None else [t + g for t, g in zip(total, grads)]
+        opt.apply_gradients(zip(total, model.trainable_variables))

@@ -594,6 +594,10 @@ CASES += [
      "data_mismatch"),
     ("second_loss_gradients_dropped", l10.fit_digits_ce_plus_output_penalty,
      l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
+    # two micro-batches of 16 per apply by hand against fit()'s batches of 32: each step records its
+    # last micro-batch, so the batches cannot be matched; the finding says how such a loop looks
+    ("micro_batches_by_hand", s.fit_digits_sgd_sparse, l10.tape_digits_two_micro_batches_summed,
+     "not_comparable", "data_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -768,6 +772,12 @@ def test_case(traced, case):
         assert f.evidence["steps_other"] == [0, 2, 4, 6] and report.first_divergent_step == 1, text
     if _id == "batch_size_differs":
         assert report.findings[0].evidence["batch_sizes"] == [32, 64], text
+        assert "micro-batches" not in report.findings[0].summary, text
+    if _id == "micro_batches_by_hand":
+        f = report.findings[0]
+        assert f.evidence["batch_sizes"] == [32, 16], text
+        assert "accumulates 2 micro-batches of 16 by hand" in f.summary, text
+        assert "gradient_accumulation_steps=2" in (f.fix or ""), text
     if _id == "mixed_precision_policy_one_run":  # the policy, not an unscaled float16 gradient
         f = report.findings[0]
         assert "mixed_float16" in f.summary and "underflow" not in f.summary, text

@@ -1741,6 +1741,17 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 why = (f" The batch sizes differ: {sizes[0]} in run a, {sizes[1]} in run b "
                        f"({a.n_steps} vs {b.n_steps} steps).") + why
                 fix = "Use the same batch_size in both runs (fit(batch_size=...), the loop's batching)."
+                small = 0 if sizes[0] < sizes[1] else 1
+                factor = max(sizes) // min(sizes)
+                if factor >= 2 and max(sizes) == factor * min(sizes) and a.n_steps == b.n_steps:
+                    # As many steps on batches `factor` times smaller: micro-batches applied once, by hand.
+                    why += (f" Run {'ab'[small]} takes as many optimizer steps on batches {factor} times smaller: "
+                            f"if it accumulates {factor} micro-batches of {min(sizes)} by hand before each apply, "
+                            "each of its steps records its last micro-batch only, so the batches cannot be matched.")
+                    fix += (f" To accumulate on purpose, sum the {factor} micro-batches' gradients and divide by "
+                            f"{factor} before applying, or let the optimizer do it (`gradient_accumulation_steps="
+                            f"{factor}` on a Keras 3 optimizer), which is compared update by update with the run of "
+                            f"batch {max(sizes)}.")
             across = _batched_across_epochs(a, b, int(al.ia[bad[0]]), int(al.ib[bad[0]]))
             if across is not None:
                 p, o = across["partial_run"], "b" if across["partial_run"] == "a" else "a"
