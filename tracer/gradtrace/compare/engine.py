@@ -191,8 +191,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             parts = bool(step_f) or dep is not None
             findings.append(dm.layer_structure_finding(
                 lone_layers, "error" if parts else "info",
-                "" if parts else _no_difference("They", al.aligned_steps, " (at their settings these layers "
-                                                "compute the identity here).")))
+                "" if parts else _no_difference("They", al.aligned_steps, ": the other model computes the same "
+                                                "without them (an activation applied as a function in its "
+                                                "`call`, or layers that are the identity at their settings).")))
         if not step_f:
             # Two loss classes that agree step by step (a user's subclass of the other) compute
             # the same thing: context, not a cause.
