@@ -24,6 +24,7 @@ FULL = [
     ["bench_paired.py", "--kind", "cnn", "--repeats", "6"],
     ["bench_defer.py", "--repeats", "6"],
     ["bench_startup.py"],
+    ["bench_startup.py", "--model", "mobilenet", "--runs", "2"],
     ["bench_ingest.py"],
     ["bench_store.py"],
     ["bench_compare.py"],
