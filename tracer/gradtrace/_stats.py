@@ -643,18 +643,21 @@ def _min_max(flat: Any, ids: Any, sizes: list[int]) -> tuple[Any, Any]:
     return tf.where(has_nan, nan, lo), tf.where(has_nan, nan, hi)
 
 
-def _in_order(rows: dict[int, Any], group: list[int], grouped: Any, count: int) -> Any:
-    """Every variable's row (``rows[j]`` on its own, or row ``i`` of ``grouped`` for the
-    ``i``-th variable of ``group``), in variable order, flattened."""
+def _in_order(rows: dict[int, list[Any]], group: list[int], grouped: Any, count: int) -> Any:
+    """Every variable's row (the pieces ``rows[j]`` on its own, or row ``i`` of ``grouped``
+    for the ``i``-th variable of ``group``), in variable order, flattened."""
     import tensorflow as tf
 
-    if not group:
-        return tf.concat([rows[j] for j in range(count)], axis=0)
+    if not group:  # the ops of the one-by-one statistics as they always were
+        return tf.concat([piece for j in range(count) for piece in rows[j]], axis=0)
     inside = set(group)
     own = [j for j in range(count) if j not in inside]
     at = {j: len(own) + i for i, j in enumerate(group)}
     at.update({j: i for i, j in enumerate(own)})
-    table = tf.concat([tf.stack([rows[j] for j in own])] + [grouped], axis=0) if own else grouped
+    table = grouped
+    if own:
+        mine = tf.stack([tf.concat(rows[j], axis=0) if len(rows[j]) > 1 else rows[j][0] for j in own])
+        table = tf.concat([mine, grouped], axis=0)
     return tf.reshape(tf.gather(table, [at[j] for j in range(count)]), [-1])
 
 
@@ -680,9 +683,10 @@ def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *, 
         flats.append(tf.reshape(tf.cast(dense_grad(g, shp), tf.float32), [-1 if n is None else n]) * inv_scale)
         sizes.append(n)
     group = _grouped(sizes)
-    rows: dict[int, Any] = {}
+    inside = set(group)
+    rows: dict[int, list[Any]] = {}
     for j, g in enumerate(flats):
-        if j in group:
+        if j in inside:
             continue
         n = sizes[j] if sizes[j] is not None else g.shape[0]
         # One pass each: XLA fuses these reductions over the same input into one loop.
@@ -698,7 +702,7 @@ def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *, 
             sg = all_signs[sign_at[j] : sign_at[j] + m]
             gp = tf.pad(g, [[0, m - n]]) if m > n else g
             row.append(tf.reduce_sum(tf.reshape(gp * sg, [-1, k]), axis=0))
-        rows[j] = tf.concat(row, axis=0) if len(row) > 1 else row[0]
+        rows[j] = row
     grouped = None
     if group:
         gs = [int(sizes[j]) for j in group]  # type: ignore[arg-type]
@@ -731,17 +735,18 @@ def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *, 
         sizes.append(n)
         off += n
     group = _grouped(sizes)
+    inside = set(group)
     rows = {}
     for j, a in enumerate(after):
-        if j in group:
+        if j in inside:
             continue
         b = b_all[offs[j] : offs[j] + sizes[j]]
         d = a - b
-        rows[j] = tf.stack([
+        rows[j] = [tf.stack([
             tf.reduce_sum(tf.cast(tf.not_equal(a, b), tf.float32)),
             tf.sqrt(tf.reduce_sum(tf.square(d))),
             tf.sqrt(tf.reduce_sum(tf.square(a))),
-        ])
+        ])]
     grouped = None
     if group:
         gs = [sizes[j] for j in group]
@@ -761,15 +766,16 @@ def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *, 
         st_all = tf.concat(st_after, axis=0)
         sizes = [int(af.shape[0]) for af in st_after]
         group = _grouped(sizes)
+        inside = set(group)
         rows, off = {}, 0
         for j, af in enumerate(st_after):
             n = sizes[j]
-            if j not in group:
+            if j not in inside:
                 b = st_before[off : off + n]
-                rows[j] = tf.stack([
+                rows[j] = [tf.stack([
                     tf.reduce_sum(tf.cast(tf.not_equal(af, b), tf.float32)),
                     tf.sqrt(tf.reduce_sum(tf.square(af - b))),
-                ])
+                ])]
             off += n
         grouped = None
         if group:
