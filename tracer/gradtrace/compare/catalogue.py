@@ -535,7 +535,9 @@ _KINDS = [
         "buffer, `reshuffle_each_iteration`) are named by it. Other batches are context for the verdict "
         "(the steps up to them are compared), except one run ending each epoch with a partial batch where "
         "the other, over as many examples, batches straight across the epoch boundary "
-        "(`ds.repeat(n).batch(B)`): a warning, and the runs diverged.",
+        "(`ds.repeat(n).batch(B)`): a warning, and the runs diverged. Batches k times smaller in a run "
+        "with as many steps are named as a possible hand-written accumulation of k micro-batches per "
+        "apply (a step records its last micro-batch).",
         "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "
         "to compare them step by step.",
         rank=61,
