@@ -11,6 +11,8 @@ turn, and every call is timed, so drift hits both alike:
 - ``mlp``, ``cnn`` (the workloads of ``bench_overhead.py``): a ``tf.function`` tape step each;
   the plain one is traced before ``trace`` is entered, so it runs its plain graph. A pair is
   one step of each.
+- ``eager``: the MLP's tape step without ``tf.function`` (every op dispatched from Python, the
+  tracer's too); the plain model's steps run inside the tracer's ``suppressed()`` block.
 - ``fit``: the MLP under ``model.fit()`` (Keras' default ``jit_compile``), in chunks of
   ``--chunk`` steps: one ``fit()`` call of each model per pair, the plain model's inside the
   tracer's ``suppressed()`` block (fit() inside ``trace`` would otherwise instrument it too).
@@ -104,14 +106,25 @@ def _pairs_tape(args: argparse.Namespace, db: str) -> tuple[np.ndarray, np.ndarr
     import gradtrace
     import keras
     import tensorflow as tf
+    from gradtrace._hooks import suppressed
+
+    eager = args.kind == "eager"
 
     def make(model: Any) -> Any:
-        return tape_step(model, keras.optimizers.Adam(1e-3), "plain", None)
+        step = tape_step(model, keras.optimizers.Adam(1e-3), "plain", None)
+        return step.python_function if eager else step
 
-    plain_model, x, y = build(args.kind)
-    traced_model, _, _ = build(args.kind)
+    kind = "mlp" if eager else args.kind
+    plain_model, x, y = build(kind)
+    traced_model, _, _ = build(kind)
     xt, yt = tf.constant(x), tf.constant(y)
-    plain = make(plain_model)
+    plain_step = make(plain_model)
+
+    def plain(xb: Any, yb: Any) -> None:
+        # Eagerly every call runs the hooks: the plain model's run inside `suppressed()`.
+        with suppressed() if eager else contextlib.nullcontext():
+            plain_step(xb, yb)
+
     plain(xt, yt)
     tp: list[float] = []
     tt: list[float] = []
@@ -211,9 +224,10 @@ def _print_one(r: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=["mlp", "cnn", "fit"], default="mlp",
+    parser.add_argument("--kind", choices=["mlp", "cnn", "fit", "eager"], default="mlp",
                         help="mlp: 784-256-128-10 tape loop, batch 32; cnn: small CNN with BatchNormalization "
-                             "and Dropout, tape loop; fit: the MLP under model.fit()")
+                             "and Dropout, tape loop; fit: the MLP under model.fit(); eager: the MLP tape loop without "
+                             "tf.function")
     parser.add_argument("--pairs", type=int, default=3000,
                         help="steps of each model timed, after a warm-up of 500 pairs (fit: 5 chunks) and "
                              f"at least {WARM_SECONDS:g} s; fit in chunks")
