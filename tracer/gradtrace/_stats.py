@@ -725,75 +725,51 @@ def _stats(grads, inv_scale, tvars, before, state_vars, state_shadow, signs, *, 
             grouped = tf.concat([grouped, tf.reshape(sk, [len(gs), k])], axis=1)
     if grads:
         parts.append(_in_order(rows, group, grouped, len(grads)))
-    b_all = before.read_value()
-    after, offs, sizes = [], [], []
-    off = 0
-    for v in tvars:
-        n = _numel(v)
-        after.append(tf.reshape(tf.cast(_read(v), tf.float32), [-1]))
-        offs.append(off)
-        sizes.append(n)
-        off += n
+    if tvars:
+        after = [tf.reshape(tf.cast(_read(v), tf.float32), [-1]) for v in tvars]
+        parts.append(_changes(after, before.read_value(), [_numel(v) for v in tvars], norm=True))
+    if state_vars:
+        st_after = [tf.reshape(tf.cast(_read(sv), tf.float32), [-1]) for sv in state_vars]
+        st_all = tf.concat(st_after, axis=0)
+        parts.append(_changes(st_after, state_shadow.read_value(), [int(af.shape[0]) for af in st_after],
+                              norm=False))
+    out = tf.concat(parts, axis=0) if parts else tf.zeros([0], tf.float32)
+    if state_vars:
+        with tf.control_dependencies([out]):
+            state_shadow.assign(st_all)
+    return tf.identity(out)
+
+
+def _changes(after: list[Any], before: Any, sizes: list[int], norm: bool) -> Any:
+    """Per variable ``[elements changed, change norm]`` (``norm``: then its own norm) between its
+    flat value ``after[j]`` and its stretch of the flat ``before``, in variable order: small
+    variables reduced together (:data:`SMALL_VAR`), the others one by one."""
+    import tensorflow as tf
+
+    offs = np.cumsum([0] + sizes[:-1]).astype(np.int32)
     group = _grouped(sizes)
     inside = set(group)
     rows = {}
     for j, a in enumerate(after):
         if j in inside:
             continue
-        b = b_all[offs[j] : offs[j] + sizes[j]]
-        d = a - b
-        rows[j] = [tf.stack([
-            tf.reduce_sum(tf.cast(tf.not_equal(a, b), tf.float32)),
-            tf.sqrt(tf.reduce_sum(tf.square(d))),
-            tf.sqrt(tf.reduce_sum(tf.square(a))),
-        ])]
+        b = before[int(offs[j]) : int(offs[j]) + sizes[j]]
+        cols = [tf.reduce_sum(tf.cast(tf.not_equal(a, b), tf.float32)), tf.sqrt(tf.reduce_sum(tf.square(a - b)))]
+        if norm:
+            cols.append(tf.sqrt(tf.reduce_sum(tf.square(a))))
+        rows[j] = [tf.stack(cols)]
     grouped = None
     if group:
         gs = [sizes[j] for j in group]
-        a = tf.concat([after[j] for j in group], axis=0)
         ids, pos = _segments(gs)
-        b = tf.gather(b_all, tf.gather(tf.constant([offs[j] for j in group], tf.int32), ids) + pos)
-        grouped = tf.stack([
-            tf.math.unsorted_segment_sum(tf.cast(tf.not_equal(a, b), tf.float32), ids, len(gs)),
-            tf.sqrt(tf.math.unsorted_segment_sum(tf.square(a - b), ids, len(gs))),
-            tf.sqrt(tf.math.unsorted_segment_sum(tf.square(a), ids, len(gs))),
-        ], axis=1)
-    if tvars:
-        parts.append(_in_order(rows, group, grouped, len(tvars)))
-    st_after = [tf.reshape(tf.cast(_read(sv), tf.float32), [-1]) for sv in state_vars]
-    if state_vars:
-        st_before = state_shadow.read_value()
-        st_all = tf.concat(st_after, axis=0)
-        sizes = [int(af.shape[0]) for af in st_after]
-        group = _grouped(sizes)
-        inside = set(group)
-        rows, off = {}, 0
-        for j, af in enumerate(st_after):
-            n = sizes[j]
-            if j not in inside:
-                b = st_before[off : off + n]
-                rows[j] = [tf.stack([
-                    tf.reduce_sum(tf.cast(tf.not_equal(af, b), tf.float32)),
-                    tf.sqrt(tf.reduce_sum(tf.square(af - b))),
-                ])]
-            off += n
-        grouped = None
-        if group:
-            gs = [sizes[j] for j in group]
-            starts = np.cumsum([0] + sizes[:-1]).astype(np.int32)
-            ids, pos = _segments(gs)
-            at = tf.gather(tf.constant([int(starts[j]) for j in group], tf.int32), ids) + pos
-            a, b = tf.gather(st_all, at), tf.gather(st_before, at)
-            grouped = tf.stack([
-                tf.math.unsorted_segment_sum(tf.cast(tf.not_equal(a, b), tf.float32), ids, len(gs)),
-                tf.sqrt(tf.math.unsorted_segment_sum(tf.square(a - b), ids, len(gs))),
-            ], axis=1)
-        parts.append(_in_order(rows, group, grouped, len(st_after)))
-    out = tf.concat(parts, axis=0) if parts else tf.zeros([0], tf.float32)
-    if state_vars:
-        with tf.control_dependencies([out]):
-            state_shadow.assign(st_all)
-    return tf.identity(out)
+        a = tf.concat([after[j] for j in group], axis=0)
+        b = tf.gather(before, tf.gather(tf.constant([int(offs[j]) for j in group], tf.int32), ids) + pos)
+        cols = [tf.math.unsorted_segment_sum(tf.cast(tf.not_equal(a, b), tf.float32), ids, len(gs)),
+                tf.sqrt(tf.math.unsorted_segment_sum(tf.square(a - b), ids, len(gs)))]
+        if norm:
+            cols.append(tf.sqrt(tf.math.unsorted_segment_sum(tf.square(a), ids, len(gs))))
+        grouped = tf.stack(cols, axis=1)
+    return _in_order(rows, group, grouped, len(after))
 
 
 def _numel(v: Any) -> int:
