@@ -7,11 +7,11 @@ assign through a variable index, ``ring[i].assign(v)``, recompiles every step
 under XLA) and bumps a counter; a background :class:`Poller` reads the counter
 and the rows, never blocking the training thread.
 
-Column 0 of every row holds ``i mod 2**22`` of the row's own write index, so
-the reader can tell a slot that was claimed (counter bumped) but not yet
-written from a written one. A writer that laps the reader overwrites rows
-before they are read: those are counted as lost (``ring_overrun``), never
-silently missing.
+Columns 0-1 of every row hold the row's own write index plus one, an int64
+bitcast into two float32 columns (:meth:`Ring.claim`), so the reader can tell a
+slot that was claimed (counter bumped) but not yet written from a written one.
+A writer that laps the reader overwrites rows before they are read: those are
+counted as lost (``ring_overrun``), never silently missing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gradtrace._stats import SEQ_SPLIT, Layout
+from gradtrace._stats import Layout, int_column
 
 logger = logging.getLogger("gradtrace.ring")
 
@@ -93,6 +93,31 @@ class Ring:
         self.read = 0  # host side: rows [0, read) are consumed (or counted lost)
         self.lock = threading.Lock()
 
+    def claim(self) -> tuple[Any, Any]:
+        """Graph ops: claim the next row. Returns ``(row id, slot)``: the two float32
+        columns every row starts with and the slot to write it into.
+
+        The counter is bumped atomically, so concurrent writers never share a slot. Write
+        index ``i`` is stored as ``i + 1`` (the counter's new value, no subtraction) in
+        slot ``(i + 1) mod size``, its int64 bits split into two float32 columns by a
+        bitcast (copied, never computed with, so exact for any index): two ops where
+        splitting it into float32-exact parts took six.
+        """
+        import tensorflow as tf
+
+        i1 = self.count.assign_add(1)
+        return tf.bitcast(i1, tf.float32), tf.math.floormod(i1, self.size)
+
+    def put(self, slot: Any, row: Any) -> None:
+        """Graph op: write ``row`` (float32, ``[width]``) into ``slot``.
+
+        ``scatter_nd_update``, not ``buf[slot].assign``: under XLA an assign through a
+        variable index recompiles every step (see the module docstring).
+        """
+        import tensorflow as tf
+
+        self.buf.scatter_nd_update(tf.reshape(slot, [1, 1]), tf.reshape(row, [1, -1]))
+
     def drain(self) -> tuple[list[np.ndarray], int]:
         """Rows written since the last drain, and how many were overwritten unread.
 
@@ -104,18 +129,18 @@ class Ring:
             if n1 <= self.read:
                 return [], 0
             first = max(self.read, n1 - self.size)
-            idx = np.arange(first, n1, dtype=np.int64) % self.size
+            idx = np.arange(first + 1, n1 + 1, dtype=np.int64) % self.size  # see claim()
             data = self.buf.sparse_read(idx).numpy()
+            ids = int_column(data, 0)
             n2 = int(self.count.numpy())
             # Rows below n2 - size may have been overwritten while they were read.
             start = max(first, n2 - self.size)
             lost = start - self.read
             rows: list[np.ndarray] = []
             for i in range(start, n1):
-                row = data[i - first]
-                if row[0] != float(i % SEQ_SPLIT):
+                if ids[i - first] != i + 1:
                     break  # claimed but not written yet: the next drain takes it
-                rows.append(row)
+                rows.append(data[i - first])
             self.read = start + len(rows)
             return rows, lost
 

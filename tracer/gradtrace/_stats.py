@@ -38,8 +38,17 @@ logger = logging.getLogger("gradtrace.stats")
 SKETCH_SEED = 0x6772  # changing it makes sketches incomparable with older runs
 VAR_GRAD_STATS = ("norm", "mean", "min", "max", "nonfinite")
 VAR_APPLY_STATS = ("applied", "update_norm", "weight_norm")
-HEADER = ("row", "seq_hi", "seq_lo", "loss", "lr", "iterations", "full")
-SEQ_SPLIT = 1 << 22  # integers below 2**24 are exact in float32
+# The columns every step row starts with. "row"/"seq": int64 values bitcast into two float32
+# columns each (read with int_column): the row's write index + 1 (gradtrace._ring.Ring.claim)
+# and the run-wide step number + 1 (the counters' new values, stored without a subtraction).
+HEADER = ("row", "row_hi", "seq", "seq_hi", "loss", "lr", "iterations", "full")
+SEQ, LOSS, FULL = HEADER.index("seq"), HEADER.index("loss"), HEADER.index("full")
+
+
+def int_column(block: np.ndarray, col: int) -> np.ndarray:
+    """The int64 values bitcast into columns ``col, col + 1`` of a float32 ``(n, width)`` block."""
+    pair = np.ascontiguousarray(block[:, col : col + 2], dtype=np.float32)
+    return pair.view(np.int64)[:, 0]
 
 
 @dataclass
@@ -396,7 +405,6 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
 
     layout: Layout = ring.layout
     k = layout.sketch_dim
-    buf, count = ring.buf, ring.count
     grad_slots = [slot for slot in layout.vars if slot.grad]
     signs, sign_at = SIGNS.packed([slot.size for slot in grad_slots], k) if k else (None, [])
     before = cadence.shadow(tvars)
@@ -407,12 +415,15 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     _, probe, _ = stats_function(grad_shapes, k, tuple(sign_at), jit or layout.mode == "xla")
 
     def compute(targets, lr, iters, grads, extra, inv_scale, full):  # type: ignore[no-untyped-def]
-        # full: this step gets the statistics (Cadence.snapshot decided it before the update)
-        # Claim a ring row and a run-wide step number; both are exact in float32 below 2**22.
-        i = count.assign_add(1) - 1
-        s = seq.assign_add(1) - 1
+        # full: this step gets the statistics (Cadence.snapshot decided it before the update).
+        # Every op here runs on every step, most of them on scalars, where each graph node's
+        # scheduling costs more than its arithmetic: no op that can be spared (HEADER).
+        row_id, slot = ring.claim()
+        s1 = seq.assign_add(1)  # the run-wide step number + 1
         loss = tf.constant(float("nan"), tf.float32)
-        if targets:
+        if len(targets) == 1 and targets[0].shape.rank == 0:
+            loss = tf.cast(targets[0], tf.float32)
+        elif targets:
             loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in targets])
 
         def stats() -> Any:
@@ -423,21 +434,11 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
             vals = stats()
         else:
             vals = cond(full, stats, lambda: tf.fill([mid], float("nan")))
-        header = tf.stack(
-            [
-                tf.cast(tf.math.floormod(i, SEQ_SPLIT), tf.float32),
-                tf.cast(tf.math.floordiv(s, SEQ_SPLIT), tf.float32),
-                tf.cast(tf.math.floormod(s, SEQ_SPLIT), tf.float32),
-                loss,
-                tf.cast(lr, tf.float32),
-                tf.cast(iters, tf.float32),
-                tf.cast(full, tf.float32),
-            ]
-        )
-        extras = [tf.reshape(tf.cast(e, tf.float32), [-1]) for e in extra]
-        vec = tf.concat([header, vals, *extras], axis=0)
-        slot = tf.math.floormod(i, ring.size)
-        buf.scatter_nd_update(tf.reshape(slot, [1, 1]), tf.reshape(vec, [1, -1]))
+        tail = tf.stack([loss, tf.cast(lr, tf.float32), tf.cast(iters, tf.float32), tf.cast(full, tf.float32)])
+        extras = [tf.cast(e, tf.float32) for e in extra]
+        extras = [e if e.shape.rank == 1 else tf.reshape(e, [-1]) for e in extras]
+        vec = tf.concat([row_id, tf.bitcast(s1, tf.float32), tail, vals, *extras], axis=0)
+        ring.put(slot, vec)
         return vec
 
     shadow = state_shadow if state_vars else None
@@ -840,14 +841,14 @@ def plan(
 
 
 def decode_full(rows: np.ndarray, layout: Layout) -> list[dict[str, Any]]:
-    """Turn full steps' vectors (a ``(m, width)`` block, ``row[6] == 1``) into StepRecord
+    """Turn full steps' vectors (a ``(m, width)`` block, ``row[FULL] == 1``) into StepRecord
     fields, ``vars`` and ``state`` in column form (:class:`~gradtrace.schema.VarColumns`).
 
     Each statistic is gathered for every variable and row at once (one numpy index per
     field, one conversion to Python floats): the cost is a few numpy calls per block,
     not a few objects per variable. The values are ours and already typed, so the
     columns are built without validating them again. Rows between two full ones
-    (``row[6] == 0``) measured nothing per variable: the caller turns them into copies
+    (``row[FULL] == 0``) measured nothing per variable: the caller turns them into copies
     of a template record (``Run._decode_block``).
     """
     from gradtrace import schema
@@ -894,11 +895,11 @@ def decode_full(rows: np.ndarray, layout: Layout) -> list[dict[str, Any]]:
         row = rows[r]
         d: dict[str, Any] = {"mode": layout.mode}
         if layout.has_loss:
-            d["loss"] = float(row[3])
+            d["loss"] = float(row[LOSS])
             d["target_shape"] = layout.target_shape
         if layout.has_lr:
-            d["lr"] = float(row[4])
-        d["iterations"] = int(row[5]) if np.isfinite(row[5]) else None
+            d["lr"] = float(row[LOSS + 1])
+        d["iterations"] = int(row[LOSS + 2]) if np.isfinite(row[LOSS + 2]) else None
         if slots:
             d["vars"] = make_vars(
                 v=list(vs), grad=list(grads), applied=applied[r], update_norm=update_norm[r],

@@ -41,7 +41,7 @@ logger = logging.getLogger("gradtrace.tensors")
 BANK_BYTES = 64 * 2**20
 """Memory a bank's ring may take; it holds up to :data:`MAX_SLOTS` copies within it (at least one)."""
 MAX_SLOTS = 4
-_HEADER = 3  # write index mod SEQ_SPLIT, step // SEQ_SPLIT, step mod SEQ_SPLIT
+_HEADER = 4  # the row id (gradtrace._ring.Ring.claim), the step number as an int64 bitcast
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class FullTensors:
         import tensorflow as tf
 
         from gradtrace._hooks import tf_variable
-        from gradtrace._stats import SEQ_SPLIT, cond, dense_grad
+        from gradtrace._stats import cond, dense_grad
 
         indices = [run.var_index(v) for v in ctx.vars]
         shapes = [tuple(int(d) for d in tf_variable(v).shape) for v in ctx.vars]
@@ -124,21 +124,11 @@ class FullTensors:
         weights = [tf_variable(v) for v in ctx.vars]
 
         def write() -> Any:
-            i = ring.count.assign_add(1) - 1
+            row_id, slot = ring.claim()
             flat = [tf.reshape(tf.cast(dense_grad(g, s), tf.float32), [-1]) for g, s in grads]
             flat += [tf.reshape(tf.cast(w.read_value(), tf.float32), [-1]) for w in weights]
-            header = tf.stack(
-                [
-                    tf.cast(tf.math.floormod(i, SEQ_SPLIT), tf.float32),
-                    tf.cast(tf.math.floordiv(step, SEQ_SPLIT), tf.float32),
-                    tf.cast(tf.math.floormod(step, SEQ_SPLIT), tf.float32),
-                ]
-            )
-            row = tf.concat([header, *flat], axis=0)
-            slot = tf.math.floormod(i, ring.size)
-            # scatter_nd_update, not ring.buf[slot].assign: under XLA an assign through a
-            # variable index recompiles every step (see gradtrace._ring).
-            ring.buf.scatter_nd_update(tf.reshape(slot, [1, 1]), tf.reshape(row, [1, -1]))
+            row = tf.concat([row_id, tf.bitcast(tf.cast(step, tf.int64), tf.float32), *flat], axis=0)
+            ring.put(slot, row)
             return tf.constant(True)
 
         if tf.executing_eagerly():
@@ -153,7 +143,7 @@ class FullTensors:
 
     def drain(self) -> tuple[list[schema.TensorRecord], int]:
         """Tensors written since the last drain, and how many rows were overwritten unread."""
-        from gradtrace._stats import SEQ_SPLIT
+        from gradtrace._stats import int_column
 
         records: list[schema.TensorRecord] = []
         lost = 0
@@ -163,8 +153,8 @@ class FullTensors:
             for bank in banks:
                 rows, n_lost = bank.ring.drain()
                 lost += n_lost
-                for row in rows:
-                    step = int(row[1]) * SEQ_SPLIT + int(row[2])
+                steps = int_column(np.stack(rows), 2).tolist() if rows else []
+                for row, step in zip(rows, steps, strict=True):
                     records.extend(_records(step, row, bank.parts))
         return records, lost
 

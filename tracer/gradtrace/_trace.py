@@ -1095,6 +1095,8 @@ class Run:
             self._exporter.put_tensors(records)
 
     def _on_rows(self, rows: list[tuple[Any, np.ndarray]], lost: list[tuple[Any, int]]) -> None:
+        from gradtrace._stats import FULL
+
         if lost:
             n = sum(k for _, k in lost)
             with self._lock:
@@ -1115,7 +1117,7 @@ class Run:
         self.steps_recorded += len(steps)
         if self.cadence is not None and steps:
             try:
-                n = self.cadence.observe(len(rows), sum(1 for _, r in rows if r[6] == 1), time.monotonic())
+                n = self.cadence.observe(len(rows), sum(1 for _, r in rows if r[FULL] == 1), time.monotonic())
                 if n is not None:
                     with self._lock:
                         self.cadence.changes.append((steps[-1].step + 1, n))
@@ -1135,12 +1137,12 @@ class Run:
         (most of them) is a copy of the layout's template record with its own numbers
         filled in: no validation per step, its values are ours and already typed.
         """
-        from gradtrace._stats import SEQ_SPLIT, decode_full, decode_values
+        from gradtrace._stats import FULL, LOSS, SEQ, decode_full, decode_values, int_column
 
         n = len(block)
-        seqs = (block[:, 1].astype(np.int64) * SEQ_SPLIT + block[:, 2].astype(np.int64)).tolist()
-        fulls = (block[:, 6] != 0).tolist()
-        head = block[:, 3:6].astype(np.float64).tolist()  # loss, lr, iterations
+        seqs = (int_column(block, SEQ) - 1).tolist()  # stored + 1 (see _stats.HEADER)
+        fulls = (block[:, FULL] != 0).tolist()
+        head = block[:, LOSS : LOSS + 3].astype(np.float64).tolist()  # loss, lr, iterations
         probed: list[dict[str, Any]] = [{} for _ in range(n)]
         if self._probes_decode is not None and (layout.values or layout.statics):
             probed = self._probes_decode(decode_values(block, layout), layout.statics, n)
