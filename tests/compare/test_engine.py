@@ -655,7 +655,28 @@ def test_check_of_a_run_without_steps_is_not_a_clean_bill():
 
     r = check_run(make_run("empty", steps=0))
     assert r.verdict == "not_comparable" and "no optimizer step" in r.skipped[0]["why"]
+    assert "see its warnings" in r.skipped[0]["why"]
     assert "NOTHING TO CHECK" in render_text(r)
+
+
+def test_a_run_without_steps_is_explained_in_the_tracers_words():
+    """The tracer's exit warning names what it does not see (a hand-written
+    ``v.assign_sub(lr * g)``): compare and check repeat it instead of pointing elsewhere."""
+    from gradtrace.compare import render_text
+
+    said = ("no optimizer step was recorded. gradtrace records the apply()/apply_gradients() calls of "
+            "Keras 3 and tf-keras optimizers made inside trace: ... a hand-written update "
+            "(v.assign_sub(lr * g)) is not seen")
+    empty = make_run("b", steps=0, meta={"status": "finished", "warnings": ["other warning", said]})
+    why = check_run(empty).skipped[0]["why"]
+    assert why.startswith("the run recorded no optimizer step (the tracer said: gradtrace records"), why
+    assert "v.assign_sub(lr * g)" in why
+    text = " ".join(render_text(check_run(empty)).split())
+    assert "why: the run recorded no optimizer step (the tracer said:" in text and "(v.assign_sub(lr * g))" in text
+    r = compare_runs(make_run("a"), empty)
+    assert r.verdict == "not_comparable"
+    assert any("run b ('b') recorded no optimizer step: the tracer said: gradtrace records" in s["why"]
+               for s in r.skipped), r.skipped
 
 
 def test_accuracy_classes_that_fit_each_runs_labels_are_the_same_metric():

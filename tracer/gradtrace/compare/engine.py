@@ -333,7 +333,7 @@ def check_run(run: RunData) -> Report:
     if not run.n_steps:  # nothing to judge: not a clean bill of health
         verdict = "not_comparable"
         skipped.insert(0, {"check": "every single-run check",
-                           "why": "the run recorded no optimizer step (see its warnings)"})
+                           "why": f"the run recorded no optimizer step ({_no_steps_why(run)})"})
     return Report(
         verdict=verdict, a=run.describe(), b=None,
         first_divergent_step=min(steps) if steps else None, aligned_steps=0, findings=findings,
@@ -362,6 +362,16 @@ def _needs_alignment() -> list[str]:
     return [k.kind for k in CATALOGUE.values() if k.needs_alignment]
 
 
+def _no_steps_why(r: RunData) -> str:
+    """Why a run that ended normally has no step: the tracer's own warning where it gave one
+    (it names what it does not see: another kind of optimizer, a hand-written update, a
+    function traced before ``trace``), else a pointer to the run's warnings."""
+    for w in r.meta.get("warnings") or []:
+        if isinstance(w, str) and w.startswith("no optimizer step was recorded"):
+            return "the tracer said: " + w.removeprefix("no optimizer step was recorded. ")
+    return "see its warnings"
+
+
 def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
     if al.n_common == 0:
         empty = [(k, r) for k, r in (("a", a), ("b", b)) if not r.n_steps]
@@ -371,7 +381,7 @@ def _why_unaligned(al: Alignment, a: RunData, b: RunData) -> str:
         for k, r in empty:
             status, error = r.meta.get("status"), r.meta.get("error")
             how = (f"it {status} before its first step ({error})" if error and status not in (None, "finished")
-                   else f"its status is '{status}'" if status not in (None, "finished") else "see its warnings")
+                   else f"its status is '{status}'" if status not in (None, "finished") else _no_steps_why(r))
             parts.append(f"run {k} ('{r.name}') recorded no optimizer step: {how}")
         return "; ".join(parts)
     if al.init_same is False:

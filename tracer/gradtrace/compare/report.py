@@ -59,6 +59,8 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
         result = {"equivalent": "OK (no single-run findings)",
                   "not_comparable": "NOTHING TO CHECK: no optimizer step recorded (exit code 1)"}
         lines.append("result: " + result.get(d["verdict"], "FINDINGS (exit code 1)"))
+        if d["verdict"] == "not_comparable" and d["skipped"]:
+            lines += textwrap.wrap("why: " + d["skipped"][0]["why"], 96, subsequent_indent="     ")
     if d["first_divergent_step"] is not None:
         # One run diverges from nothing: its step is where the first finding is.
         what = "first divergent step" if b else "first finding at step"
