@@ -42,7 +42,7 @@ VAR_APPLY_STATS = ("applied", "update_norm", "weight_norm")
 # columns each (read with int_column): the row's write index + 1 (gradtrace._ring.Ring.claim)
 # and the run-wide step number + 1 (the counters' new values, stored without a subtraction).
 HEADER = ("row", "row_hi", "seq", "seq_hi", "loss", "lr", "iterations", "full")
-SEQ, LOSS, FULL = HEADER.index("seq"), HEADER.index("loss"), HEADER.index("full")
+SEQ, LOSS, LR, ITERS, FULL = (HEADER.index(c) for c in ("seq", "loss", "lr", "iterations", "full"))
 
 
 def int_column(block: np.ndarray, col: int) -> np.ndarray:
@@ -898,8 +898,8 @@ def decode_full(rows: np.ndarray, layout: Layout) -> list[dict[str, Any]]:
             d["loss"] = float(row[LOSS])
             d["target_shape"] = layout.target_shape
         if layout.has_lr:
-            d["lr"] = float(row[LOSS + 1])
-        d["iterations"] = int(row[LOSS + 2]) if np.isfinite(row[LOSS + 2]) else None
+            d["lr"] = float(row[LR])
+        d["iterations"] = int(row[ITERS]) if np.isfinite(row[ITERS]) else None
         if slots:
             d["vars"] = make_vars(
                 v=list(vs), grad=list(grads), applied=applied[r], update_norm=update_norm[r],

@@ -41,7 +41,8 @@ logger = logging.getLogger("gradtrace.tensors")
 BANK_BYTES = 64 * 2**20
 """Memory a bank's ring may take; it holds up to :data:`MAX_SLOTS` copies within it (at least one)."""
 MAX_SLOTS = 4
-_HEADER = 4  # the row id (gradtrace._ring.Ring.claim), the step number as an int64 bitcast
+_STEP = 2  # columns 0-1: the row id (gradtrace._ring.Ring.claim); 2-3: the step number, an int64 bitcast
+_HEADER = 4
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class FullTensors:
             for bank in banks:
                 rows, n_lost = bank.ring.drain()
                 lost += n_lost
-                steps = int_column(np.stack(rows), 2).tolist() if rows else []
+                steps = int_column(np.stack(rows), _STEP).tolist() if rows else []
                 for row, step in zip(rows, steps, strict=True):
                     records.extend(_records(step, row, bank.parts))
         return records, lost

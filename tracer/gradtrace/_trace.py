@@ -1137,12 +1137,21 @@ class Run:
         (most of them) is a copy of the layout's template record with its own numbers
         filled in: no validation per step, its values are ours and already typed.
         """
-        from gradtrace._stats import FULL, LOSS, SEQ, decode_full, decode_values, int_column
+        from gradtrace._stats import (
+            FULL,
+            ITERS,
+            LOSS,
+            LR,
+            SEQ,
+            decode_full,
+            decode_values,
+            int_column,
+        )
 
         n = len(block)
         seqs = (int_column(block, SEQ) - 1).tolist()  # stored + 1 (see _stats.HEADER)
         fulls = (block[:, FULL] != 0).tolist()
-        head = block[:, LOSS : LOSS + 3].astype(np.float64).tolist()  # loss, lr, iterations
+        head = block[:, [LOSS, LR, ITERS]].astype(np.float64).tolist()
         probed: list[dict[str, Any]] = [{} for _ in range(n)]
         if self._probes_decode is not None and (layout.values or layout.statics):
             probed = self._probes_decode(decode_values(block, layout), layout.statics, n)
@@ -1235,7 +1244,7 @@ class Run:
                 and not any(k.startswith("uncaptured") for k in self._warned)):
             self.warn_once(
                 "no_steps",
-                "no optimizer step was recorded. gradtrace records the apply()/apply_gradients() "
+                schema.NO_STEPS_WARNING + "gradtrace records the apply()/apply_gradients() "
                 "calls of Keras 3 and tf-keras optimizers made inside trace: an optimizer of "
                 "another kind (tf.compat.v1.train) or a hand-written update (v.assign_sub(lr * g)) "
                 "is not seen, nor is a tf.function traced before trace was entered.",

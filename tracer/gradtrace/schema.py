@@ -62,6 +62,10 @@ MAX_SKETCH = 256
 MAX_STEP = 2**31 - 1  # the stores' INTEGER step column
 MAX_COUNT = 2**63 - 1  # the stores' BIGINT count columns
 
+#: How the tracer's warning (in ``RunInfo.warnings``) for a run without any optimizer step
+#: begins; the rest names what it does not see. The comparator quotes it as the reason.
+NO_STEPS_WARNING = "no optimizer step was recorded. "
+
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 Dim = int | None
 Shape = list[Dim]

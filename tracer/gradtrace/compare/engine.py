@@ -22,6 +22,7 @@ from gradtrace.compare.align import Alignment, _random_layer_classes, align
 from gradtrace.compare.catalogue import CATALOGUE
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding, Report
+from gradtrace.schema import NO_STEPS_WARNING
 
 logger = logging.getLogger("gradtrace.compare")
 
@@ -367,8 +368,8 @@ def _no_steps_why(r: RunData) -> str:
     (it names what it does not see: another kind of optimizer, a hand-written update, a
     function traced before ``trace``), else a pointer to the run's warnings."""
     for w in r.meta.get("warnings") or []:
-        if isinstance(w, str) and w.startswith("no optimizer step was recorded"):
-            return "the tracer said: " + w.removeprefix("no optimizer step was recorded. ")
+        if isinstance(w, str) and w.startswith(NO_STEPS_WARNING):
+            return "the tracer said: " + w.removeprefix(NO_STEPS_WARNING)
     return "see its warnings"
 
 
