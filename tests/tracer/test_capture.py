@@ -660,16 +660,19 @@ def test_step_traced_with_unknown_feature_dimensions_is_recorded(db_url, read_ru
 
 
 def test_a_run_whose_updates_no_hook_sees_says_so(db_url, read_run):
-    """A hand-written update (v.assign_sub(lr * g)) is not an optimizer step: the run says
-    that nothing was recorded and why, instead of finishing silently empty."""
+    """An update through a raw op (what tf.compat.v1.train optimizers run) is no optimizer step
+    and no write the assign hooks see: the run says that nothing was recorded and why, instead of
+    finishing silently empty. (Writes by ``assign_sub`` are steps: tests/tracer/test_manual.py.)"""
     x, y = data()
-    model = mlp(seed=7)
+    w = tf.Variable(tf.zeros([x.shape[1], 1]))
     with gradtrace.trace(run="by-hand", store=db_url) as run:
         for _ in range(2):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(y - model(x, training=True)))
-            for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables), strict=True):
-                v.assign_sub(0.01 * g)
+                loss = tf.reduce_mean(tf.square(y - x @ w))
+            g = tape.gradient(loss, w)
+            tf.raw_ops.ResourceApplyGradientDescent(var=w.handle, alpha=tf.constant(0.01), delta=g)
+    assert float(tf.reduce_sum(tf.abs(w))) > 0  # it did train
     assert any("no optimizer step was recorded" in w for w in run.info.warnings), run.info.warnings
+    assert any("update through raw ops is not seen" in w for w in run.info.warnings), run.info.warnings
     detail, steps = read_run("by-hand")
     assert not steps and any("no optimizer step" in w for w in detail.meta["warnings"])

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gradtrace import _meta, _scope, _stats, _tensors
+from gradtrace import _manual, _meta, _scope, _stats, _tensors
 
 if TYPE_CHECKING:
     from gradtrace._trace import Run
@@ -322,6 +322,7 @@ class TapeCall:
     # gradient call after an optimizer step took them (``consumed``): one step's worth at most.
     grads: dict[int, Any] = field(default_factory=dict)
     consumed: bool = False
+    by_hand: bool = False  # consumed by a hand-written update (see _manual)
     seq: int = 0  # order of the calls in the thread (see tape_seq)
 
     def gradient(self, key: int) -> Any:
@@ -438,6 +439,8 @@ def _wrap_gradient(original: Any) -> Any:
         run = _active_run()
         call = None
         if run is not None:
+            if _manual.any_open():
+                guard(run, "hand-written update", lambda: _manual.close(run))
             call = guard(run, "tape.gradient", lambda: _remember_gradient(target, sources))
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
@@ -674,6 +677,7 @@ def _at_trace_end(run: Run, outputs: Any) -> None:
     import tensorflow as tf
 
     graph = tf.compat.v1.get_default_graph()
+    _manual.close(run, graph)  # a hand-written step that left some of its variables unwritten
     run.assigns_traced(graph)
     dq = _tape_calls().get(graph)
     if not dq:
@@ -1220,7 +1224,7 @@ def _cache_entries(cache: Any) -> list[tuple[Any, Any]] | None:
 def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str) -> _StepCtx:
     keys = [var_key(v) for v in tvars]
     key_set = set(keys)
-    run.note_stepped(key_set, _graph_key(), tvars)
+    run.note_stepped(key_set, _graph_key(), tvars, by_hand=flavour == "manual")
     others = [v for v in run.trainable_variables() if var_key(v) not in key_set]
     tape = _find_tape_call(key_set, list(grads))
     if tape is None:
@@ -1235,6 +1239,14 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     all_vars = list(tvars) + others
     mode = execution_mode()
     if tape is not None:
+        if tape.by_hand and flavour != "manual":
+            run.warn_once(
+                "manual_then_optimizer",
+                "variables were written by the script between tape.gradient and this optimizer's apply of the "
+                "same gradients, and those writes were recorded as a hand-written update step (ManualUpdate) "
+                "before the optimizer's step: eagerly the tracer cannot tell an update from a weight decayed or "
+                "clipped by hand there. Inside a tf.function such writes are told apart; else write them after "
+                "apply_gradients.", stderr=True)
         tape.consumed = True
         if tape.grads:
             _check_pairing(run, tape, grads, tvars, keys, mode)
@@ -1246,7 +1258,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     # `value()` here would make the optimizer's in-place assign copy every buffer.
     full = run.cadence.snapshot([tf_variable(v) for v in all_vars])
     lr = None
-    if _lr_before_update(opt, flavour):
+    if flavour != "manual" and _lr_before_update(opt, flavour):
         try:
             lr = _learning_rate(opt, flavour)
         except Exception:  # an exotic learning rate: recorded as missing
@@ -1407,7 +1419,7 @@ def _after(run: Run, ctx: _StepCtx) -> None:
     import tensorflow as tf
 
     lr = ctx.lr
-    if lr is None and not _lr_before_update(ctx.opt, ctx.flavour):
+    if lr is None and ctx.flavour != "manual" and not _lr_before_update(ctx.opt, ctx.flavour):
         try:
             # tf_keras/src/optimizers/optimizer.py: a schedule's value is cached in
             # `_current_learning_rate` by apply_gradients, so read it afterwards.

@@ -445,6 +445,7 @@ class _ThreadState(threading.local):
         self.modes_seen: dict[str, int] = {}  # tracked layer name -> record_mode calls so far
         self.stand_in_modes: dict[int, Any] = {}  # id(layer) -> the `training` its call received
         self.writing_weights = 0  # inside set_weights/load_weights/finalize_variable_values
+        self.assigning = 0  # inside a variable's assign (see _make_assign)
         self.tape_active = False  # a gradient tape recorded when the outermost guard() was entered
         # the latest root model calls' outputs under a tape, newest last (see _Probe.swapped)
         self.outputs: collections.deque[list[Any]] = collections.deque(maxlen=8)
@@ -1556,7 +1557,11 @@ def _install_keras3(probe: _Probe) -> None:
     # keras/src/backend/common/variables.py ``Variable.assign`` (assign_add/assign_sub call it).
     from keras.src.backend.common.variables import Variable as KerasVariable
 
-    probe.patch(KerasVariable, "assign", _make_assign(probe))
+    probe.patch(KerasVariable, "assign", _make_assign(probe, "assign"))
+    probe.patch(KerasVariable, "assign_add", _make_assign(probe, "assign_add"))
+    probe.patch(KerasVariable, "assign_sub", _make_assign(probe, "assign_sub"))
+    # A tf.Variable of the script's own (a tf.Module's weights, TensorFlow's basic training loop)
+    _patch_tf_assign(probe)
 
     from keras.src.optimizers import loss_scale_optimizer as k_lso
 
@@ -1633,11 +1638,7 @@ def _install_tf_keras(probe: _Probe) -> None:
     # tf-keras weights are tf.Variables: their own assign methods, defined on both classes
     # (tensorflow/python/ops/resource_variable_ops.py ``BaseResourceVariable.assign*`` and
     # ``ResourceVariable.assign*``; a write seen by both is noted once).
-    from tensorflow.python.ops.resource_variable_ops import BaseResourceVariable, ResourceVariable
-
-    for cls in (BaseResourceVariable, ResourceVariable):
-        for name in ("assign", "assign_add", "assign_sub"):
-            probe.patch(cls, name, _make_assign(probe))
+    _patch_tf_assign(probe)
 
     from tf_keras.src.mixed_precision import loss_scale_optimizer as t_lso
 
@@ -1856,19 +1857,39 @@ def _make_weights_write(probe: _Probe, how: str) -> Callable[[Any], Callable[...
     return make
 
 
-def _make_assign(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:
-    """A wrapper of a variable's ``assign`` (``assign_add``, ``assign_sub``): a variable an
-    optimizer of the run steps, written outside an optimizer's apply and outside
-    set_weights/load_weights/finalize_variable_values (recorded as such), is noted once
-    (:meth:`_Probe.on_assign`). Inside a ``tf.function`` this runs when it is traced."""
+def _make_assign(probe: _Probe, method: str) -> Callable[[Any], Callable[..., Any]]:
+    """A wrapper of a variable's ``method`` (``assign``, ``assign_add``, ``assign_sub``) for
+    writes by the script, outside an optimizer's apply and outside
+    set_weights/load_weights/finalize_variable_values (recorded as such). Only the outermost
+    of nested writes counts (a Keras 3 Variable's ``assign_sub`` calls its ``assign``, which
+    assigns its tf.Variable). A write of a variable a ``tape.gradient`` call returned a
+    gradient for that no optimizer took is a hand-written update (``_manual``); any other write
+    of a variable an optimizer of the run steps is noted once (:meth:`_Probe.on_assign`).
+    Inside a ``tf.function`` this runs when it is traced."""
 
-    from gradtrace._hooks import _apply_depth
+    from gradtrace import _manual
+    from gradtrace._hooks import _apply_depth, guard, is_suppressed
 
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         def assign(self: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original(self, *args, **kwargs)
             # cheapest tests first: an eager loop's optimizer and metrics assign on every step
-            if _apply_depth() or probe.tls.writing_weights or not probe.here():
+            tls = probe.tls
+            if _apply_depth() or tls.writing_weights or tls.assigning or is_suppressed() or not probe.here():
+                return original(self, *args, **kwargs)
+            manual = False
+            if _manual.may_claim(self):
+                with probe.guard():
+                    value = args[0] if args else kwargs.get("value", kwargs.get("delta"))
+                    manual = bool(guard(probe.run, "hand-written update",
+                                        lambda: _manual.before_write(probe.run, self, method, value)))
+            tls.assigning += 1
+            try:
+                out = original(self, *args, **kwargs)
+            finally:
+                tls.assigning -= 1
+            if manual:
+                with probe.guard():
+                    guard(probe.run, "hand-written update", lambda: _manual.after_write(probe.run, self))
                 return out
             newly = getattr(probe.run, "newly_assigned", None)  # optional for a minimal run
             try:
@@ -1883,6 +1904,18 @@ def _make_assign(probe: _Probe) -> Callable[[Any], Callable[..., Any]]:
         return assign
 
     return make
+
+
+def _patch_tf_assign(probe: _Probe) -> None:
+    """The assign methods of tf.Variables, defined on both classes
+    (tensorflow/python/ops/resource_variable_ops.py ``BaseResourceVariable.assign*`` and
+    ``ResourceVariable.assign*``; a write seen by both counts once, see :func:`_make_assign`)."""
+    from tensorflow.python.ops.resource_variable_ops import BaseResourceVariable, ResourceVariable
+
+    for cls in (BaseResourceVariable, ResourceVariable):
+        for name in ("assign", "assign_add", "assign_sub"):
+            if name in cls.__dict__:
+                probe.patch(cls, name, _make_assign(probe, name))
 
 
 def _writer_of_weights() -> str | None:

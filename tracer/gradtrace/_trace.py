@@ -175,6 +175,7 @@ class Run:
         # id(tf.Variable) of every variable an optimizer step of this run was given, and of
         # those of them the script assigned outside the steps (see note_assigned)
         self._stepped: set[int] = set()
+        self._optimizer_stepped: set[int] = set()  # the same, for optimizers' steps only (not by hand)
         self._stepped_ids: set[int] = set()  # and the ids of the objects given (Keras 3 Variables)
         self._assigned: set[int] = set()
         self._stepping_graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # graphs an optimizer step was traced in
@@ -478,7 +479,9 @@ class Run:
             # found by the start-up scan: keep its starting iteration count
             self._optimizers[id(opt)] = (opt, None if known is None else known[1], flavour)
             if self.info.keras_flavour is None:
-                self.info.keras_flavour = flavour  # type: ignore[assignment]
+                # a hand-written update's flavour is its models' (none for a tf.Module)
+                self.info.keras_flavour = flavour if flavour != "manual" else next(  # type: ignore[assignment]
+                    (f for m in self._models if (f := _meta.keras_flavour(m)) is not None), None)  # type: ignore[assignment]
             if id(opt) not in self._described:
                 self._describe_optimizer(opt, tvars or [])
 
@@ -714,10 +717,13 @@ class Run:
                       {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}]
         self.update_meta(weight_writes=writes)
 
-    def note_stepped(self, keys: set[int], graph: Any, variables: list[Any]) -> None:
+    def note_stepped(self, keys: set[int], graph: Any, variables: list[Any], by_hand: bool = False) -> None:
         """Variables an optimizer step was given (``keys``: ``id`` of their tf.Variable; the
         objects themselves, whose ids the assign hook tests first), in ``graph`` (``"eager"``
-        or the graph being traced)."""
+        or the graph being traced); ``by_hand``: a hand-written update's step (``_manual``)."""
+        if not by_hand and not keys <= self._optimizer_stepped:
+            with self._lock:
+                self._optimizer_stepped |= keys
         if not keys <= self._stepped:
             with self._lock:
                 self._stepped |= keys
@@ -725,6 +731,11 @@ class Run:
         if graph != "eager" and graph not in self._stepping_graphs:
             with self._lock:
                 self._stepping_graphs.add(graph)
+
+    def stepped_by_optimizer(self, key: int) -> bool:
+        """Whether an optimizer's step (not a hand-written one) of this run was given the
+        variable (``key``: ``id`` of its tf.Variable)."""
+        return key in self._optimizer_stepped
 
     def newly_assigned(self, v: Any) -> bool:
         """Whether an assign of ``v`` outside an optimizer's apply is to be noted
@@ -1211,7 +1222,7 @@ class Run:
         return rec
 
     def _finish(self, exc: BaseException | None) -> None:
-        from gradtrace import _hooks, _scope
+        from gradtrace import _hooks, _manual, _scope
 
         errors: list[BaseException] = []
 
@@ -1226,6 +1237,7 @@ class Run:
                 except Exception:
                     pass
 
+        step(lambda: _manual.close(self, "eager"), "hand-written update")
         if self._probes_undo is not None:
             step(self._probes_undo, "probes.undo")
         step(_hooks.uninstall, "uninstall")
@@ -1245,9 +1257,10 @@ class Run:
             self.warn_once(
                 "no_steps",
                 schema.NO_STEPS_WARNING + "gradtrace records the apply()/apply_gradients() "
-                "calls of Keras 3 and tf-keras optimizers made inside trace: an optimizer of "
-                "another kind (tf.compat.v1.train) or a hand-written update (v.assign_sub(lr * g)) "
-                "is not seen, nor is a tf.function traced before trace was entered.",
+                "calls of Keras 3 and tf-keras optimizers made inside trace, and variables written "
+                "by the script after tape.gradient (v.assign_sub(lr * g)): an optimizer of another "
+                "kind (tf.compat.v1.train) or an update through raw ops is not seen, nor is a "
+                "tf.function traced before trace was entered.",
                 stderr=True)
         # Variables a step function created and initialised itself join the inventory now
         # (not the initial-weight fingerprint: they have been trained since).
@@ -1256,6 +1269,7 @@ class Run:
         step(self._note_untrained_models, "untrained models")
         _scope.reset()
         _hooks.reset_thread()
+        _manual.reset_thread()
         modes = sorted(self._modes)
         self.info.execution_mode = modes[0] if len(modes) == 1 else ("mixed" if modes else None)
         self.info.ended_at = datetime.now(timezone.utc)
