@@ -399,7 +399,10 @@ _KINDS = [
         "global clipnorm passed at one step in one run). Equal gradients "
         "with updates that differ on some variables only, under equal recorded configurations, are a "
         "per-variable setting `get_config()` does not hold: with weight decay on, variables excluded from "
-        "it in one run only (`exclude_from_weight_decay`).",
+        "it in one run only (`exclude_from_weight_decay`). A run that updates its weights by hand "
+        "(`v.assign_sub(lr * g)`: the tracer's ManualUpdate) has its rate measured, update norm over "
+        "gradient norm: one rate for every variable is plain gradient descent, named against the other "
+        "run's optimizer and rate.",
         "Create the optimizer once, outside the loop, with the same class and configuration.",
         rank=30,
     ),

@@ -474,7 +474,36 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
 # Names and serialisation details, not settings: a tf-keras LossScaleOptimizer's
 # `inner_optimizer.module` is "keras.optimizers" or "keras.optimizers.legacy".
 _IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config", "variables", "module",
-                   "registered_name"}
+                   "registered_name",
+                   "writes"}  # the methods a hand-written update wrote with (ManualUpdate): not a setting
+
+# The class name the tracer gives the stand-in optimizer of hand-written updates (gradtrace/_manual.py).
+MANUAL = "ManualUpdate"
+
+
+def manual_fix(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str | None:
+    """The fix when one run writes its updates by hand and the other steps an optimizer."""
+    for oa, ob in pairs:
+        classes = [oa.get("class"), ob.get("class")]
+        if classes.count(MANUAL) != 1:
+            continue
+        side, other = ("a", ob) if classes[0] == MANUAL else ("b", oa)
+        writes = ", ".join((oa if side == "a" else ob).get("config", {}).get("writes") or ["assign"])
+        lr = other.get("learning_rate")
+        rate = f"{lr:.6g}" if isinstance(lr, (int, float)) else "its learning rate"
+        cls = other.get("class")
+        if cls == "SGD":
+            return (f"Run {side} updates its weights by hand ({writes} after tape.gradient) where the other run "
+                    f"steps SGD. `v.assign_sub(lr * g)` is plain SGD: it matches `SGD(learning_rate={rate})` "
+                    "without momentum, weight decay or clipping; anything else (momentum, Nesterov) must be written "
+                    "exactly as SGD computes it, or use the optimizer in both runs "
+                    "(`optimizer.apply_gradients(zip(grads, vars))`).")
+        return (f"Run {side} updates its weights by hand ({writes} after tape.gradient) where the other run steps "
+                f"{cls}: the hand-written rule must be {cls}'s exactly (its learning rate {rate}, moments, bias "
+                f"correction, epsilon, weight decay); the simplest is `{cls}.apply_gradients(zip(grads, vars))` "
+                "in both runs.")
+    return None
+
 
 
 def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
@@ -712,7 +741,7 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             f"the optimizers differ: {keys}.",
             steps=[step] if step is not None else [],
             evidence={"differences (a, b)": diffs}, explains=0.7,
-            fix=lr_fix or _accumulation_fix(diffs) or (
+            fix=lr_fix or _accumulation_fix(diffs) or manual_fix(pairs) or (
                 f"Configure both optimizers the same ({settings})." if settings else
                 "Give both runs the same learning rate at every step (value, schedule, callbacks).")))
     for side, run, other in ((AB[0], a, b), (AB[1], b, a)):

@@ -826,6 +826,8 @@ def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Find
             cause = config[0]
             cause.evidence.setdefault("step_evidence", []).append({"summary": f.summary, **f.evidence})
             cause.summary += f" Its effect: {f.summary}"
+            if f.fix and "hand_written_update" in f.evidence:
+                cause.fix = f.fix  # the rates measured, not the configurations' difference
             cause.steps = sorted(set(cause.steps) | set(f.steps))
             cause.variables = cause.variables or f.variables
             cause.explains = max(cause.explains, f.explains, 1.0)
