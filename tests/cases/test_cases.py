@@ -13,6 +13,7 @@ from . import scripts_i as i7
 from . import scripts_j as j8
 from . import scripts_k as k9
 from . import scripts_l as l10
+from . import scripts_m as m11
 from . import scripts_models as m
 from . import scripts_more as x
 
@@ -142,6 +143,22 @@ CASES = [
      "training_outside_steps"),
     # Dropout in Keras 3 and in tf-keras (the same weights): other random streams, not an init mismatch
     ("eq_dropout_keras3_vs_tf_keras", s.fit_keras3_dropout, s.fit_tf_keras_dropout, "equivalent", None),
+    # weights updated by hand (`v.assign_sub(lr * g)`): steps of the tracer's ManualUpdate optimizer
+    ("hand_written_sgd", s.fit_digits_sgd_sparse, m11.tape_digits_by_hand, "equivalent", None),
+    ("hand_written_sgd_eager_assign", s.tape_digits_sgd_sparse, m11.tape_digits_by_hand_eager, "equivalent", None),
+    ("hand_written_sgd_xla", m11.tape_digits_by_hand, m11.tape_digits_by_hand_xla, "equivalent", None),
+    ("hand_written_other_rate", s.fit_digits_sgd_sparse, m11.tape_digits_by_hand_half_rate, "diverged",
+     "optimizer_mismatch"),
+    ("hand_written_momentum", s.fit_digits_momentum, m11.tape_digits_momentum_by_hand, "equivalent", None),
+    ("hand_written_against_adam", s.fit_digits_adam, m11.tape_digits_by_hand, "diverged", "optimizer_mismatch"),
+    ("adam_written_by_hand", s.fit_digits_adam, m11.tape_digits_adam_by_hand, "equivalent", None),
+    ("hand_written_training_flag_forgotten", m11.fit_bn_dropout_sgd, m11.tape_bn_dropout_by_hand_no_training_flag,
+     "diverged", "training_mode_mismatch"),
+    ("hand_written_bn_dropout", m11.fit_bn_dropout_sgd, m11.tape_bn_dropout_by_hand, "equivalent", None),
+    ("module_by_hand_eager_vs_function", m11.tape_module_regression_eager, m11.tape_module_regression_function,
+     "equivalent", None),
+    ("module_by_hand_other_rate", m11.tape_module_regression_function, m11.tape_module_regression_other_rate,
+     "diverged", "optimizer_mismatch"),
 ]
 
 # Other models, layers, losses and optimizers (scripts_models.py): recurrent and convolutional text and
@@ -647,6 +664,9 @@ def test_case(traced, case):
         assert report.findings and report.findings[0].kind == top, text
     if verdict == "equivalent":
         assert all(f.severity == "info" for f in report.findings), text
+    if _id in ("hand_written_other_rate", "module_by_hand_other_rate"):  # the rates measured, in the fix
+        rates = ("0.05", "0.1") if _id == "hand_written_other_rate" else ("0.1", "0.02")
+        assert all(f"assign_sub({r} * g)" in (report.findings[0].fix or "") for r in rates), text
     if _id == "accuracy_per_label_encoding":  # named, as context: each metric fits its labels
         assert any(f.kind == "metric_mismatch" and f.severity == "info" for f in report.findings), text
     if _id == "metric_does_not_fit_labels":  # names the run whose metric does not fit
