@@ -152,6 +152,18 @@ CASES = [
     ("hand_written_momentum", s.fit_digits_momentum, m11.tape_digits_momentum_by_hand, "equivalent", None),
     ("hand_written_against_adam", s.fit_digits_adam, m11.tape_digits_by_hand, "diverged", "optimizer_mismatch"),
     ("adam_written_by_hand", s.fit_digits_adam, m11.tape_digits_adam_by_hand, "equivalent", None),
+    ("gan_halves_by_hand", m11.tape_gan_two_sgds, m11.tape_gan_by_hand, "equivalent", None),
+    ("gan_generator_rate_by_hand_wrong", m11.tape_gan_two_sgds, m11.tape_gan_by_hand_generator_rate_wrong,
+     "diverged", "optimizer_mismatch"),
+    ("clipnorm_left_out_by_hand", m11.fit_digits_sgd_clipnorm, m11.tape_digits_by_hand, "diverged",
+     "optimizer_mismatch"),
+    ("schedule_by_hand", m11.fit_digits_sgd_exponential_decay, m11.tape_digits_by_hand_decayed, "equivalent", None),
+    ("schedule_by_hand_staircase", m11.fit_digits_sgd_exponential_decay, m11.tape_digits_by_hand_staircase,
+     "diverged", "optimizer_mismatch"),
+    ("weight_decay_by_hand_beside_adam", m11.fit_digits_adamw, m11.tape_digits_adam_decay_by_hand, "equivalent",
+     None),
+    ("weight_decay_by_hand_too_strong", m11.fit_digits_adamw, m11.tape_digits_adam_decay_by_hand_too_strong,
+     "diverged", "optimizer_mismatch"),
     ("hand_written_training_flag_forgotten", m11.fit_bn_dropout_sgd, m11.tape_bn_dropout_by_hand_no_training_flag,
      "diverged", "training_mode_mismatch"),
     ("hand_written_bn_dropout", m11.fit_bn_dropout_sgd, m11.tape_bn_dropout_by_hand, "equivalent", None),
@@ -665,8 +677,15 @@ def test_case(traced, case):
     if verdict == "equivalent":
         assert all(f.severity == "info" for f in report.findings), text
     if _id in ("hand_written_other_rate", "module_by_hand_other_rate"):  # the rates measured, in the fix
-        rates = ("0.05", "0.1") if _id == "hand_written_other_rate" else ("0.1", "0.02")
-        assert all(f"assign_sub({r} * g)" in (report.findings[0].fix or "") for r in rates), text
+        said = (("learning_rate=0.05", "assign_sub(0.1 * g)") if _id == "hand_written_other_rate" else
+                ("assign_sub(0.1 * g)", "assign_sub(0.02 * g)"))
+        assert all(x in (report.findings[0].fix or "") for x in said), text
+    if _id == "gan_generator_rate_by_hand_wrong":  # the generator's rates, not the discriminator's
+        assert "optimizer 2: Make the two updates the same: give the SGD `learning_rate=0.1`" in report.findings[0].fix
+    if _id == "clipnorm_left_out_by_hand":  # the setting the hand-written update leaves out, and how
+        assert "clipnorm=0.5" in report.findings[0].fix and "tf.clip_by_norm" in report.findings[0].fix, text
+    if _id == "schedule_by_hand_staircase":  # both rates step by step
+        assert "0.1, 0.09, 0.081" in report.findings[0].fix and "0.1, 0.1, 0.1" in report.findings[0].fix, text
     if _id == "accuracy_per_label_encoding":  # named, as context: each metric fits its labels
         assert any(f.kind == "metric_mismatch" and f.severity == "info" for f in report.findings), text
     if _id == "metric_does_not_fit_labels":  # names the run whose metric does not fit

@@ -666,7 +666,7 @@ def test_a_run_without_steps_is_explained_in_the_tracers_words():
 
     said = ("no optimizer step was recorded. gradtrace records the apply()/apply_gradients() calls of "
             "Keras 3 and tf-keras optimizers made inside trace, ...: an optimizer of another kind "
-            "(tf.compat.v1.train) or an update through raw ops is not seen")
+            "(tf.compat.v1.train) or an update through raw ops ... is not seen")
     empty = make_run("b", steps=0, meta={"status": "finished", "warnings": ["other warning", said]})
     why = check_run(empty).skipped[0]["why"]
     assert why.startswith("the run recorded no optimizer step (the tracer said: gradtrace records"), why

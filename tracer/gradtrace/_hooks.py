@@ -1245,8 +1245,9 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
                 "variables were written by the script between tape.gradient and this optimizer's apply of the "
                 "same gradients, and those writes were recorded as a hand-written update step (ManualUpdate) "
                 "before the optimizer's step: eagerly the tracer cannot tell an update from a weight decayed or "
-                "clipped by hand there. Inside a tf.function such writes are told apart; else write them after "
-                "apply_gradients.", stderr=True)
+                "clipped by hand there. Inside a tf.function it can (a write not computed from the gradients is "
+                "a weight write): decorate the training step with @tf.function to have them recorded as such.",
+                stderr=True)
         tape.consumed = True
         if tape.grads:
             _check_pairing(run, tape, grads, tvars, keys, mode)

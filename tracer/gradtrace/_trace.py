@@ -1258,8 +1258,9 @@ class Run:
                 "no_steps",
                 schema.NO_STEPS_WARNING + "gradtrace records the apply()/apply_gradients() "
                 "calls of Keras 3 and tf-keras optimizers made inside trace, and variables written "
-                "by the script after tape.gradient (v.assign_sub(lr * g)): an optimizer of another "
-                "kind (tf.compat.v1.train) or an update through raw ops is not seen, nor is a "
+                "by the script after tape.gradient in the same function (v.assign_sub(lr * g)): an "
+                "optimizer of another kind (tf.compat.v1.train), an update through raw ops, or one "
+                "written by hand in another function than the gradient's is not seen, nor is a "
                 "tf.function traced before trace was entered.",
                 stderr=True)
         # Variables a step function created and initialised itself join the inventory now

@@ -401,8 +401,10 @@ _KINDS = [
         "per-variable setting `get_config()` does not hold: with weight decay on, variables excluded from "
         "it in one run only (`exclude_from_weight_decay`). A run that updates its weights by hand "
         "(`v.assign_sub(lr * g)`: the tracer's ManualUpdate) has its rate measured, update norm over "
-        "gradient norm: one rate for every variable is plain gradient descent, named against the other "
-        "run's optimizer and rate.",
+        "gradient norm on its first full steps: one rate for every variable and step is plain gradient "
+        "descent, set against the other run's optimizer, its rate step by step and the SGD settings "
+        "(momentum, clipping, weight decay) the hand-written update does not do; an SGD of the same rate "
+        "without them makes the class difference context.",
         "Create the optimizer once, outside the loop, with the same class and configuration.",
         rank=30,
     ),

@@ -14,6 +14,7 @@ import numpy as np
 from gradtrace.compare import detect_data as dd
 from gradtrace.compare import detect_outside as do
 from gradtrace.compare import detect_run as dr
+from gradtrace.compare import manual
 from gradtrace.compare.align import Alignment
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding
@@ -477,35 +478,6 @@ _IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config", 
                    "registered_name",
                    "writes"}  # the methods a hand-written update wrote with (ManualUpdate): not a setting
 
-# The class name the tracer gives the stand-in optimizer of hand-written updates (gradtrace/_manual.py).
-MANUAL = "ManualUpdate"
-
-
-def manual_fix(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str | None:
-    """The fix when one run writes its updates by hand and the other steps an optimizer."""
-    for oa, ob in pairs:
-        classes = [oa.get("class"), ob.get("class")]
-        if classes.count(MANUAL) != 1:
-            continue
-        side, other = ("a", ob) if classes[0] == MANUAL else ("b", oa)
-        writes = ", ".join((oa if side == "a" else ob).get("config", {}).get("writes") or ["assign"])
-        lr = other.get("learning_rate")
-        rate = f"{lr:.6g}" if isinstance(lr, (int, float)) else "its learning rate"
-        cls = other.get("class")
-        if cls == "SGD":
-            return (f"Run {side} updates its weights by hand ({writes} after tape.gradient) where the other run "
-                    f"steps SGD. `v.assign_sub(lr * g)` is plain SGD: it matches `SGD(learning_rate={rate})` "
-                    "without momentum, weight decay or clipping; anything else (momentum, Nesterov) must be written "
-                    "exactly as SGD computes it, or use the optimizer in both runs "
-                    "(`optimizer.apply_gradients(zip(grads, vars))`).")
-        return (f"Run {side} updates its weights by hand ({writes} after tape.gradient) where the other run steps "
-                f"{cls}: the hand-written rule must be {cls}'s exactly (its learning rate {rate}, moments, bias "
-                f"correction, epsilon, weight decay); the simplest is `{cls}.apply_gradients(zip(grads, vars))` "
-                "in both runs.")
-    return None
-
-
-
 def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
     """The optimizer's ``config`` merged with the settings recorded beside it (those win)."""
     out = _flat(o.get("config") or {})
@@ -730,20 +702,26 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 said = ", ".join(f"{k}: {v[0]!r} vs {v[1]!r}" for k, v in args.items())
                 lr_fix = (f"Build both runs' {sched[0]} with the same arguments ({said}); a schedule counts "
                           "optimizer steps, not epochs.")
+    hand = manual.describe(a, b, pairs)
     if diffs:
         keys = ", ".join(list(diffs)[:5])
         step = diffs.get("learning_rate_in_effect", {}).get("step") if isinstance(
             diffs.get("learning_rate_in_effect"), dict) else None
         settings = "; ".join(f"{k}: {v[0]!r} vs {v[1]!r}" for k, v in list(diffs.items())[:5]
                              if isinstance(v, list))
-        out.append(Finding(
+        f = Finding(
             "optimizer_mismatch",
-            f"the optimizers differ: {keys}.",
+            f"the optimizers differ: {keys}" + (f"; {hand[0]}" if hand else "."),
             steps=[step] if step is not None else [],
-            evidence={"differences (a, b)": diffs}, explains=0.7,
-            fix=lr_fix or _accumulation_fix(diffs) or manual_fix(pairs) or (
+            evidence={"differences (a, b)": diffs, **(hand[3] if hand else {})}, explains=0.7,
+            fix=lr_fix or _accumulation_fix(diffs) or (hand[1] if hand else None) or (
                 f"Configure both optimizers the same ({settings})." if settings else
-                "Give both runs the same learning rate at every step (value, schedule, callbacks).")))
+                "Give both runs the same learning rate at every step (value, schedule, callbacks)."))
+        if hand is not None and hand[2] and all(k.rsplit(": ", 1)[-1] == "class" for k in diffs):
+            # A hand-written `v.assign_sub(lr * g)` against an SGD of that rate without extras: the
+            # same rule, measured on the runs' own steps.
+            f.severity, f.explains = "info", 0.0
+        out.append(f)
     for side, run, other in ((AB[0], a, b), (AB[1], b, a)):
         # A counter that starts over at the same step in the other run too (both scripts build a
         # new optimizer for a second fit() call, one of them to train layers it unfroze) is not

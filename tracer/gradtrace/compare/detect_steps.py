@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
+from gradtrace.compare import manual
 from gradtrace.compare.align import Alignment
 from gradtrace.compare.catalogue import get
 from gradtrace.compare.data import RunData, first_batch
-from gradtrace.compare.detect_pair import MANUAL
 from gradtrace.compare.findings import Finding
 from gradtrace.compare.noise import JUMP, _n_outputs, rel
 
@@ -507,70 +508,6 @@ def _offset_ratios(a: RunData, b: RunData, s: Step0, ftol: float) -> dict[str, A
     return {"ratios": out, "spread": float(np.max(out) - np.min(out))}
 
 
-def _hand_written_rate(a: RunData, b: RunData, step: int, al: Alignment, has_g: np.ndarray
-                       ) -> tuple[str, str, dict[str, Any]] | None:
-    """A run that updates by hand (the tracer's ``ManualUpdate``): the rate its update applied,
-    measured as each variable's update norm over its gradient norm at ``step``. The same for
-    every variable, it is plain gradient descent at that rate, set against the other run's
-    optimizer or hand-written rate; otherwise the hand-written rule is something else (momentum,
-    a per-variable rate)."""
-    classes = [str((r.meta.get("optimizer") or {}).get("class")) for r in (a, b)]
-    if MANUAL not in classes:
-        return None
-    rates: dict[str, float | None] = {}
-    ev: dict[str, Any] = {}
-    for side, run, cols, cls in (("a", a, al.ja, classes[0]), ("b", b, al.jb, classes[1])):
-        if cls != MANUAL:
-            continue
-        row = int(run.rows(np.array([step]))[0])
-        if row < 0:
-            return None
-        g, u = run.norm[row, cols][has_g], run.update_norm[row, cols][has_g]
-        ok = np.isfinite(g) & np.isfinite(u) & (g > 0)
-        if not ok.any():
-            return None
-        r = u[ok] / g[ok]
-        mid = float(np.median(r))
-        plain = mid > 0 and float(r.max() - r.min()) <= 1e-3 * mid
-        rates[side] = mid if plain else None
-        ev[side] = {"rate": mid, "rates_min": float(r.min()), "rates_max": float(r.max()), "plain": plain}
-
-    def said(side: str) -> str:
-        e = ev[side]
-        if rates[side] is not None:
-            return f"run {side} writes its update by hand, {e['rate']:.6g} x each gradient (plain gradient descent)"
-        return (f"run {side} writes its update by hand and it is not one rate times the gradient (update/gradient "
-                f"norms {e['rates_min']:.4g} to {e['rates_max']:.4g} across variables: an adaptive rule such as "
-                "Adam, a per-variable rate or clipping written by hand)")
-
-    if len(ev) == 2:
-        text = f": {said('a')}; {said('b')}."
-        if rates["a"] is not None and rates["b"] is not None:
-            fix = (f"Use the same rate in both hand-written updates: run a's is `v.assign_sub({rates['a']:.6g} * g)`, "
-                   f"run b's `v.assign_sub({rates['b']:.6g} * g)`.")
-        else:
-            fix = "Write the same update rule in both runs, or use one Keras optimizer in both (`apply_gradients`)."
-        return text, fix, {"hand_written_update": ev}
-    side = next(iter(ev))
-    oside, ocls = ("b", classes[1]) if side == "a" else ("a", classes[0])
-    other = b if side == "a" else a
-    olr = other.lr[np.isfinite(other.lr)]
-    orate = f" at learning rate {float(olr[0]):.6g}" if olr.size else ""
-    text = f": {said(side)}; run {oside} steps {ocls}{orate}."
-    r = rates[side]
-    if r is None:
-        fix = (f"Use the same optimizer in both runs: `{ocls}.apply_gradients(zip(grads, vars))` in run {side} "
-               "instead of the hand-written update, or write exactly its rule.")
-    elif ocls == "SGD" and olr.size:
-        fix = (f"Make the two updates the same: run {side}'s hand-written update is `v.assign_sub({r:.6g} * g)`, run "
-               f"{oside}'s SGD steps at {float(olr[0]):.6g}; give the SGD `learning_rate={r:.6g}` or write "
-               f"`v.assign_sub({float(olr[0]):.6g} * g)`.")
-    else:
-        fix = (f"Run {side}'s hand-written update is plain gradient descent at {r:.6g}; {ocls} is another rule: use "
-               f"`{ocls}.apply_gradients(zip(grads, vars))` in both runs.")
-    return text, fix, {"hand_written_update": ev}
-
-
 def _optimizer_config(run: RunData) -> dict[str, Any] | None:
     opt = run.meta.get("optimizer") or {}
     cfg = opt.get("config")
@@ -826,16 +763,17 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                 order = np.argsort(-np.where(np.isfinite(urel), urel, -1))
                 differing = [s.names[int(i)] for i in order if np.isfinite(urel[i]) and urel[i] > tol]
                 unrecorded = _per_variable_setting(a, b, len(differing), int(np.isfinite(urel).sum()))
-                hand = _hand_written_rate(a, b, s.step, al, has_g)
+                hand = manual.describe(a, b, dp.optimizer_pairs(a, b, al))
                 out.append(Finding(
                     "optimizer_mismatch",
                     f"step 0 has the same loss and gradients in both runs but different updates "
                     f"({s.names[j]}: run a's update norm is {s.update_ratio[j]:.4g} x run b's): the optimizers act differently"
-                    + ("" if hand and not unrecorded else " ") + (unrecorded[0] if unrecorded else hand[0] if hand else
+                    + (": " if hand and not unrecorded else " ") + (unrecorded[0] if unrecorded else hand[0] if hand else
                        "(class, learning rate, momentum, clipping or weight decay)."),
                     steps=[s.step], variables=differing,
                     evidence={**ev, **({"unrecorded_setting": unrecorded[2]} if unrecorded else
-                                       hand[2] if hand else {})},
+                                       {"hand_written_update": hand[3], "hand_written_words": hand[0]}
+                                       if hand else {})},
                     fix=unrecorded[1] if unrecorded else hand[1] if hand else None, explains=0.9))
         return out, s
 

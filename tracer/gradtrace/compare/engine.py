@@ -250,6 +250,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         step_f = do.fold_divergence(findings, step_f)
         findings += _fold(findings, _fold_optimizer(findings, _constraint_explains(findings, step_f, a)))
         _constraint_by_hand(findings, dep, al.aligned_steps)
+        _writes_make_up_updates(findings, dep, al.aligned_steps)
         masked = next((f for f in findings if f.severity == "error" and f.evidence.get("step_evidence")
                        and f.kind in ("training_mode_mismatch", "layer_config_mismatch")), None)
         if masked is not None and not any(f.kind in ("loss_scale", "gradient_scale") for f in findings):
@@ -584,13 +585,16 @@ def _settings_not_yet_acting(f: Finding, steps: int, a: RunData, b: RunData, al:
     settings = [dp._opt_settings(o) for o in pairs[0]] if len(pairs) == 1 else None
     live = {}
     for k, v in diffs.items():
-        switch = _ACTS_ONLY_WITH.get(k)
-        if k == "class" or (switch is not None and settings is not None
+        name = k.rsplit(": ", 1)[-1]  # several optimizers: "optimizer 2 (SGD, 4 variables): class"
+        switch = _ACTS_ONLY_WITH.get(name)
+        if name == "class" or (switch is not None and settings is not None
                             and off(settings[0].get(switch)) and off(settings[1].get(switch))):
             continue
         live[k] = v
     if not live:
         _as_context(f, _no_difference("They", steps, "."))
+        if any(k.startswith("hand_written") for k in f.evidence):
+            f.fix = "Nothing to change: the hand-written update made the other optimizer's updates at every aligned step."
         return
     f.severity = "warning"
     f.explains = 0.6
@@ -777,6 +781,37 @@ def _both_write(findings: list[Finding], step_f: list[Finding], dep: dict | None
         _as_context(f, f"Other causes were found ({', '.join(sorted(set(other)))}).")
 
 
+# Aligned steps whose losses and gradients must all agree before writes by hand are taken to make
+# up another run's update (see _writes_make_up_updates): one step would not show a weight gone astray.
+_MAKE_UP_STEPS = 4
+
+
+def _writes_make_up_updates(findings: list[Finding], dep: dict | None, steps: int) -> None:
+    """One run writes the trained weights by hand in its steps (``weights_assigned``: a weight
+    decay written out beside ``Adam``) where the other's optimizer does that inside its update
+    (``AdamW``'s ``weight_decay``): the recorded updates leave the writes out, so they differ
+    (an ``optimizer_mismatch``), while the losses and gradients agree at every aligned step, which
+    they would not for long if the weights each step starts from did not. Both become context."""
+    if dep is None or dep.get("loss_departs", True) or steps < _MAKE_UP_STEPS:
+        return
+    hand = next((f for f in findings if f.kind == "weights_assigned" and f.severity == "error"
+                 and f.evidence.get("assigned_run") and not f.evidence.get("both_runs")), None)
+    opt = next((f for f in findings if f.kind == "optimizer_mismatch" and f.severity == "error"), None)
+    if hand is None or opt is None:
+        return
+    side = hand.evidence["assigned_run"]
+    other = "b" if side == "a" else "a"
+    diffs = opt.evidence.get("differences (a, b)") or {}
+    named = ", ".join(f"{k}: {v[0]!r} vs {v[1]!r}" for k, v in list(diffs.items())[:4] if isinstance(v, list))
+    note = (f"The losses and gradients agree at every one of the {steps} aligned steps, and only the recorded "
+            f"updates differ: run {side}'s writes in its steps do what run {other}'s optimizer does inside its update"
+            + (f" ({named})" if named else "") + ". The recorded update leaves a write by hand out, so the updates "
+            "differ while the weights every step starts from agree.")
+    _as_context(hand, note, same_steps=steps)
+    _as_context(opt, note, same_steps=steps)
+    opt.fix = hand.fix = "Nothing to change while the losses and gradients agree; the runs train the same weights."
+
+
 def _constraint_by_hand(findings: list[Finding], dep: dict | None, steps: int) -> None:
     """One run projects its weights by hand after each update (``weights_assigned``) where the
     other's layers carry a weight constraint (a ``layer_config_mismatch`` of constraints only, in
@@ -825,7 +860,11 @@ def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Find
         if f.kind == "optimizer_mismatch" and config:
             cause = config[0]
             cause.evidence.setdefault("step_evidence", []).append({"summary": f.summary, **f.evidence})
-            cause.summary += f" Its effect: {f.summary}"
+            words = f.evidence.pop("hand_written_words", None)
+            effect = f.summary.replace(f": {words}", ".") if words and words in cause.summary else f.summary
+            cause.summary += f" Its effect: {effect}"
+            if cause.severity == "info":  # judged the same rule from the runs' own steps, yet they part
+                cause.severity = f.severity
             if f.fix and "hand_written_update" in f.evidence:
                 cause.fix = f.fix  # the rates measured, not the configurations' difference
             cause.steps = sorted(set(cause.steps) | set(f.steps))
