@@ -283,7 +283,7 @@ def tape_digits_by_hand_staircase():
 # --- decoupled weight decay written beside Adam, against AdamW ----------------------------------
 
 
-def fit_digits_adamw():
+def fit_digits_adamw_decay_05():
     keras = _keras()
     x, y = _digits_slice()
     model = _mlp(64, 10)

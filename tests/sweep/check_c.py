@@ -112,7 +112,9 @@ def compare(name: str, plain: Result, traced: Result, url: str, stats_every: int
     new_warn = sorted(set(traced.warnings) - set(plain.warnings))
     if new_warn:
         problems.append(f"warnings only when traced: {new_warn}")
-    new_err = [ln for ln in traced.stderr if ln not in plain.stderr]
+    # tf-keras times the script's own batch callbacks against the batch (tf_keras/src/callbacks.py
+    # ``CallbackList._call_batch_end_hook``): whether it warns depends on this machine's load.
+    new_err = [ln for ln in traced.stderr if ln not in plain.stderr and "is slow compared to the batch time" not in ln]
     if new_err:
         problems.append(f"stderr only when traced: {new_err[:5]}")
     expected_warnings = out.extra.get("run_warnings", [])  # substrings of warnings the run must give

@@ -31,6 +31,33 @@ def compiled(fn, how: str):
     return fn if how == "eager" else tf.function(fn, jit_compile=how == "xla")
 
 
+def hand_step(model, x, y, head_only: bool = False, clip: bool = False, decay_then=None):
+    """The step function of a loop on Keras' MSE: ``v.assign_sub(LR * g)`` for every variable (the
+    last layer's only with ``head_only``), then each weight clipped with ``clip``; with
+    ``decay_then`` (an optimizer) each weight is decayed by hand and the optimizer applies."""
+    loss_fn = keras.losses.MeanSquaredError()
+    head = [id(v) for v in model.layers[-1].trainable_variables]
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        if decay_then is not None:
+            for v in model.trainable_variables:
+                v.assign(v * 0.99)
+            decay_then.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        for v, g in zip(model.trainable_variables, grads):
+            if not head_only or id(v) in head:
+                v.assign_sub(LR * g)
+        if clip:
+            for v in model.trainable_variables:
+                v.assign(tf.clip_by_value(v, -0.3, 0.3))
+        return loss
+
+    return step
+
+
 def manual_optimizers(run) -> list[dict]:
     return [o for o in run.info.optimizers if o["class"] == "ManualUpdate"]
 
@@ -39,19 +66,9 @@ def manual_optimizers(run) -> list[dict]:
 def test_keras_model_updated_by_hand(db_url, read_run, how):
     model = net()
     x, y = data()
-    loss_fn = keras.losses.MeanSquaredError()
     expected = [grads_of(model, x, y)]  # the first step's gradients, before any update
     w0 = [v.numpy().copy() for v in model.trainable_variables]
-
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        for v, g in zip(model.trainable_variables, grads):
-            v.assign_sub(LR * g)
-        return loss
-
-    fn = compiled(step, how)
+    fn = compiled(hand_step(model, x, y), how)
     losses = []
     with gradtrace.trace(run=f"hand-{how}", store=db_url, stats_every=1) as run:
         for _ in range(4):
@@ -121,17 +138,8 @@ def test_variables_left_unwritten_are_not_applied(db_url, read_run, how):
     end of the trace, with the other variables' gradients recorded and not applied."""
     model = net()
     x, y = data()
-    loss_fn = keras.losses.MeanSquaredError()
     head = model.layers[-1].trainable_variables
-
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        for v, g in zip(model.trainable_variables[-2:], grads[-2:]):
-            v.assign_sub(LR * g)
-
-    fn = compiled(step, how)
+    fn = compiled(hand_step(model, x, y, head_only=True), how)
     with gradtrace.trace(run=f"head-{how}", store=db_url, stats_every=1) as run:
         for _ in range(3):
             fn()
@@ -148,18 +156,7 @@ def test_variables_left_unwritten_are_not_applied(db_url, read_run, how):
 def test_clip_after_the_update_is_a_weight_write(db_url, read_run, how):
     model = net()
     x, y = data()
-    loss_fn = keras.losses.MeanSquaredError()
-
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        for v, g in zip(model.trainable_variables, grads):
-            v.assign_sub(LR * g)
-        for v in model.trainable_variables:
-            v.assign(tf.clip_by_value(v, -0.3, 0.3))
-
-    fn = compiled(step, how)
+    fn = compiled(hand_step(model, x, y, clip=True), how)
     with gradtrace.trace(run=f"clip-{how}", store=db_url) as run:
         for _ in range(3):
             fn()
@@ -232,18 +229,7 @@ def test_weights_decayed_between_gradient_and_apply_are_no_step(db_url, read_run
     per iteration, the optimizer's."""
     model = net()
     x, y = data()
-    opt = keras.optimizers.SGD(LR)
-    loss_fn = keras.losses.MeanSquaredError()
-
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        for v in model.trainable_variables:
-            v.assign(v * 0.99)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    fn = compiled(step, how)
+    fn = compiled(hand_step(model, x, y, decay_then=keras.optimizers.SGD(LR)), how)
     with gradtrace.trace(run=f"decay-{how}", store=db_url) as run:
         for _ in range(3):
             fn()
@@ -259,16 +245,10 @@ def test_an_eager_write_between_gradient_and_apply_is_said(db_url, read_run):
     optimizer's by then) are weight writes."""
     model = net()
     x, y = data()
-    opt = keras.optimizers.SGD(LR)
-    loss_fn = keras.losses.MeanSquaredError()
+    step = hand_step(model, x, y, decay_then=keras.optimizers.SGD(LR))
     with gradtrace.trace(run="decay-eager", store=db_url) as run:
         for _ in range(3):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            for v in model.trainable_variables:
-                v.assign(v * 0.99)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
+            step()
     _, steps = read_run("decay-eager")
     assert len(steps) == 4 and len(manual_optimizers(run)) == 1
     assert any("between tape.gradient and this optimizer's apply" in w for w in run.info.warnings)
