@@ -680,6 +680,11 @@ def test_case(traced, case):
         said = (("learning_rate=0.05", "assign_sub(0.1 * g)") if _id == "hand_written_other_rate" else
                 ("assign_sub(0.1 * g)", "assign_sub(0.02 * g)"))
         assert all(x in (report.findings[0].fix or "") for x in said), text
+    if _id == "hand_written_against_adam":  # the rule measured is worded once, by the cause; step 0 its effect
+        f = report.findings[0]
+        assert f.summary.split(" Its effect: ", 1)[1].endswith("the optimizers act differently."), text
+        assert f.evidence["step_evidence"][0]["summary"].endswith("act differently."), text
+    assert not any("symptom" in f.evidence for f in report.findings), text  # the engine's, not the user's
     if _id == "gan_generator_rate_by_hand_wrong":  # the generator's rates, not the discriminator's
         assert "optimizer 2: Make the two updates the same: give the SGD `learning_rate=0.1`" in report.findings[0].fix
     if _id == "clipnorm_left_out_by_hand":  # the setting the hand-written update leaves out, and how

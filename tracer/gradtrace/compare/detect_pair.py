@@ -478,6 +478,7 @@ _IGNORED_CONFIG = {"name", "is_legacy_optimizer", "class", "flavour", "config", 
                    "registered_name",
                    "writes"}  # the methods a hand-written update wrote with (ManualUpdate): not a setting
 
+
 def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
     """The optimizer's ``config`` merged with the settings recorded beside it (those win)."""
     out = _flat(o.get("config") or {})
@@ -626,7 +627,9 @@ def _schedule_args(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, list[Any
             if k != "name" and not _same_value(ca.get(k), cb.get(k))}
 
 
-def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
+def optimizer_mismatch(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | None) -> list[Finding]:
+    """Optimizer configurations that differ, and counters that start over; ``hand``: the runs'
+    hand-written updates (:func:`manual.describe`)."""
     out: list[Finding] = []
     pairs = optimizer_pairs(a, b, al)
     diffs: dict[str, Any] = {}
@@ -702,7 +705,6 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 said = ", ".join(f"{k}: {v[0]!r} vs {v[1]!r}" for k, v in args.items())
                 lr_fix = (f"Build both runs' {sched[0]} with the same arguments ({said}); a schedule counts "
                           "optimizer steps, not epochs.")
-    hand = manual.describe(a, b, pairs)
     if diffs:
         keys = ", ".join(list(diffs)[:5])
         step = diffs.get("learning_rate_in_effect", {}).get("step") if isinstance(
@@ -711,13 +713,13 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                              if isinstance(v, list))
         f = Finding(
             "optimizer_mismatch",
-            f"the optimizers differ: {keys}" + (f"; {hand[0]}" if hand else "."),
+            f"the optimizers differ: {keys}" + (f"; {hand.what}" if hand else "."),
             steps=[step] if step is not None else [],
-            evidence={"differences (a, b)": diffs, **(hand[3] if hand else {})}, explains=0.7,
-            fix=lr_fix or _accumulation_fix(diffs) or (hand[1] if hand else None) or (
+            evidence={"differences (a, b)": diffs, **(hand.evidence if hand else {})}, explains=0.7,
+            fix=lr_fix or _accumulation_fix(diffs) or (hand.fix if hand else None) or (
                 f"Configure both optimizers the same ({settings})." if settings else
                 "Give both runs the same learning rate at every step (value, schedule, callbacks)."))
-        if hand is not None and hand[2] and all(k.rsplit(": ", 1)[-1] == "class" for k in diffs):
+        if hand is not None and hand.same and all(k.rsplit(": ", 1)[-1] == "class" for k in diffs):
             # A hand-written `v.assign_sub(lr * g)` against an SGD of that rate without extras: the
             # same rule, measured on the runs' own steps.
             f.severity, f.explains = "info", 0.0

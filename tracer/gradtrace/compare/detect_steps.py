@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import manual
 from gradtrace.compare.align import Alignment
@@ -654,8 +653,10 @@ def _ratio_spread(r: np.ndarray, c: float) -> float:
     return float(np.max(rel(r, c))) if r.size else 0.0
 
 
-def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding], Step0 | None]:
-    """Findings that step 0 proves, and the numbers behind them."""
+def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | None
+                  ) -> tuple[list[Finding], Step0 | None]:
+    """Findings that step 0 proves, and the numbers behind them; ``hand``: the runs' hand-written
+    updates (:func:`manual.describe`), which explain updates that differ from equal gradients."""
     if al.aligned_steps < 1 or al.stochastic:
         return [], None
     s = step0(a, b, al)
@@ -763,18 +764,20 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment) -> tuple[list[Finding],
                 order = np.argsort(-np.where(np.isfinite(urel), urel, -1))
                 differing = [s.names[int(i)] for i in order if np.isfinite(urel[i]) and urel[i] > tol]
                 unrecorded = _per_variable_setting(a, b, len(differing), int(np.isfinite(urel).sum()))
-                hand = manual.describe(a, b, dp.optimizer_pairs(a, b, al))
+                symptom = (f"step 0 has the same loss and gradients in both runs but different updates "
+                           f"({s.names[j]}: run a's update norm is {s.update_ratio[j]:.4g} x run b's): the "
+                           "optimizers act differently")
+                if unrecorded:
+                    why, why_ev, fix = " " + unrecorded[0], {"unrecorded_setting": unrecorded[2]}, unrecorded[1]
+                elif hand:
+                    # `symptom`: what the configuration finding keeps when it already words the rule.
+                    why, why_ev, fix = ": " + hand.what, {"hand_written_update": hand.evidence,
+                                                          "symptom": symptom + "."}, hand.fix
+                else:
+                    why, why_ev, fix = " (class, learning rate, momentum, clipping or weight decay).", {}, None
                 out.append(Finding(
-                    "optimizer_mismatch",
-                    f"step 0 has the same loss and gradients in both runs but different updates "
-                    f"({s.names[j]}: run a's update norm is {s.update_ratio[j]:.4g} x run b's): the optimizers act differently"
-                    + (": " if hand and not unrecorded else " ") + (unrecorded[0] if unrecorded else hand[0] if hand else
-                       "(class, learning rate, momentum, clipping or weight decay)."),
-                    steps=[s.step], variables=differing,
-                    evidence={**ev, **({"unrecorded_setting": unrecorded[2]} if unrecorded else
-                                       {"hand_written_update": hand[3], "hand_written_words": hand[0]}
-                                       if hand else {})},
-                    fix=unrecorded[1] if unrecorded else hand[1] if hand else None, explains=0.9))
+                    "optimizer_mismatch", symptom + why, steps=[s.step], variables=differing,
+                    evidence={**ev, **why_ev}, fix=fix, explains=0.9))
         return out, s
 
     gr = s.ratios[has_g]

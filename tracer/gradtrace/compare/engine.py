@@ -17,6 +17,7 @@ from gradtrace.compare import detect_pair as dp
 from gradtrace.compare import detect_run as dr
 from gradtrace.compare import detect_steps as ds
 from gradtrace.compare import detect_wiring as dw
+from gradtrace.compare import manual
 from gradtrace.compare.accumulate import accumulation_view
 from gradtrace.compare.align import Alignment, _random_layer_classes, align
 from gradtrace.compare.catalogue import CATALOGUE
@@ -96,7 +97,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         set_findings = _fold_frozen_layer(a, b, al, fz, set_findings)
         findings.append(fz)
     findings += set_findings
-    findings += dp.optimizer_mismatch(a, b, al)
+    hand = manual.describe(a, b, dp.optimizer_pairs(a, b, al))
+    findings += dp.optimizer_mismatch(a, b, al, hand)
     for f in (dp.layer_config_mismatch(a, b, al), dc.call_argument_mismatch(a, b, al),
               dp.loss_mismatch(a, b), dp.metric_mismatch(a, b),
               dp.sample_weighting(a, b), dp.loss_scaling(a, b), dp.execution_mode(a, b), dp.numerics(a, b),
@@ -178,7 +180,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     mode.summary += " " + note
                     mode.evidence["stochastic"] = al.stochastic
     else:
-        step_f, _s0 = ds.analyse_step0(a, b, al)
+        step_f, _s0 = ds.analyse_step0(a, b, al, hand)
         dep = ds.first_departure(a, b, al)
         if dep is not None:
             first = int(dep["step"])
@@ -851,6 +853,7 @@ def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Find
             and f.severity == "error"]
     out = []
     for f in step_f:
+        symptom = f.evidence.pop("symptom", None)
         cover = next((c for c in sets if f.kind == "optimizer_mismatch" and f.variables
                       and set(f.variables) <= set(c.variables)), None)
         if cover is not None:
@@ -859,9 +862,9 @@ def _fold_optimizer(existing: list[Finding], step_f: list[Finding]) -> list[Find
             continue
         if f.kind == "optimizer_mismatch" and config:
             cause = config[0]
-            cause.evidence.setdefault("step_evidence", []).append({"summary": f.summary, **f.evidence})
-            words = f.evidence.pop("hand_written_words", None)
-            effect = f.summary.replace(f": {words}", ".") if words and words in cause.summary else f.summary
+            # The cause words a hand-written rule already (its evidence holds the rates measured).
+            effect = symptom if symptom and any(k.startswith("hand_written_") for k in cause.evidence) else f.summary
+            cause.evidence.setdefault("step_evidence", []).append({"summary": effect, **f.evidence})
             cause.summary += f" Its effect: {effect}"
             if cause.severity == "info":  # judged the same rule from the runs' own steps, yet they part
                 cause.severity = f.severity

@@ -14,7 +14,7 @@ step).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -189,11 +189,19 @@ def compare_pair(side: str, hand: HandRate, other: dict[str, Any], other_run: Ru
     return what, "Make the two updates the same: " + "; ".join(parts) + ".", False
 
 
-def describe(a: RunData, b: RunData, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
-             ) -> tuple[str, str, bool, dict[str, Any]] | None:
-    """The hand-written updates among paired optimizers, in words: ``(what, fix, all_same,
-    evidence)``, or None when neither run updates by hand. ``all_same``: every pair involving a
-    hand-written update is the same rule at the same rate and nothing else differs in them."""
+class Hand(NamedTuple):
+    """The hand-written updates of a comparison, set against the other run's optimizers."""
+
+    what: str  # the rule each applied against the other optimizer, in words
+    fix: str
+    same: bool  # every pair involving one is the same rule at the same rate, nothing else differing
+    evidence: dict[str, Any]  # per run (and optimizer): the rates measured
+
+
+def describe(a: RunData, b: RunData, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> Hand | None:
+    """The hand-written updates among paired optimizers (:func:`gradtrace.compare.detect_pair.
+    optimizer_pairs`), or None when neither run updates by hand. Computed once per comparison by
+    the engine and handed to the configuration and the step-0 detectors."""
     whats, fixes, same, ev = [], [], True, {}
     for n, (oa, ob) in enumerate(pairs):
         for side, run, mine, other, orun in (("a", a, oa, ob, b), ("b", b, ob, oa, a)):
@@ -211,4 +219,4 @@ def describe(a: RunData, b: RunData, pairs: list[tuple[dict[str, Any], dict[str,
             ev[f"hand_written_{side}" + (f"_{n + 1}" if len(pairs) > 1 else "")] = hand.evidence()
     if not whats:
         return None
-    return " ".join(whats), " ".join(fixes), same, ev
+    return Hand(" ".join(whats), " ".join(fixes), same, ev)
