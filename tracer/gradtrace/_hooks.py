@@ -1244,9 +1244,10 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
                 "manual_then_optimizer",
                 "variables were written by the script between tape.gradient and this optimizer's apply of the "
                 "same gradients, and those writes were recorded as a hand-written update step (ManualUpdate) "
-                "before the optimizer's step: eagerly the tracer cannot tell an update from a weight decayed or "
-                "clipped by hand there. Inside a tf.function it can (a write not computed from the gradients is "
-                "a weight write): decorate the training step with @tf.function to have them recorded as such.",
+                "before the optimizer's step (eagerly, a write whose change follows the gradient more closely "
+                "than the weights is taken for an update). If the script applies these gradients twice, remove "
+                "one of the updates; inside a tf.function only a write computed from the gradients counts as an "
+                "update.",
                 stderr=True)
         tape.consumed = True
         if tape.grads:

@@ -12,8 +12,9 @@ the variables after the assigns (automatic control dependencies order ops on one
 
 Which writes are updates: inside a ``tf.function``, those whose value is computed from the
 call's gradients, directly or through variables the function wrote from them (momentum or Adam's
-moments kept by hand; :func:`_derived`); eagerly, where values carry no history, any write of such
-a variable that no optimizer of the run steps. A write a step did not claim (weights clipped
+moments kept by hand; :func:`_derived`); eagerly, where values carry no history, a write of such
+a variable that no optimizer of the run steps whose change is aligned with the gradient at least
+as closely as with the weights (:func:`_along_gradient`). A write a step did not claim (weights clipped
 after the update, or decayed between ``tape.gradient`` and ``apply_gradients``) stays a weight
 write (``Run.note_assigned``). Each set of variables updated by hand gets its own ``ManualUpdate``
 (a GAN's two halves are two optimizers, as with Keras optimizers), whose ``iterations`` counts
@@ -181,6 +182,40 @@ def _derived(value: Any, calls: list[TapeCall]) -> bool:
     return False
 
 
+def _along_gradient(v: Any, method: str, value: Any, grad: Any) -> bool:
+    """Eagerly, where a value carries no history: whether the change a write makes to ``v`` is
+    aligned with the variable's gradient at least as closely as with the variable itself.
+
+    An update computed from the gradient (``lr * g``, momentum, Adam's ``m / sqrt(v)``) moves the
+    weights along the gradient; a decay, a clip, a constraint or a reset written by hand moves
+    them along the weights (``|cos(change, w)| = 1`` for a decay). Measured by ``|cos|`` against
+    each. A write that changes nothing, or of a variable whose gradient is zero, is none; one of a
+    zero weight (nothing to decay) is. True where it cannot be measured (a scalar, a sparse
+    gradient, non-finite values), as every write of a differentiated variable was taken before."""
+    import numpy as np
+    import tensorflow as tf
+
+    try:
+        if isinstance(grad, tf.IndexedSlices) or method not in ("assign", "assign_add", "assign_sub"):
+            return True
+        w = tf.reshape(tf.cast(tf.convert_to_tensor(v), tf.float32), [-1])
+        new = tf.reshape(tf.cast(tf.convert_to_tensor(value), tf.float32), [-1])
+        change = new - w if method == "assign" else -new if method == "assign_sub" else new
+        g = tf.reshape(tf.cast(grad, tf.float32), [-1])
+        norms = tf.stack([tf.norm(change), tf.norm(g), tf.norm(w)]).numpy()
+        if not np.isfinite(norms).all():
+            return True
+        if norms[0] == 0 or norms[1] == 0:
+            return False  # no change, or no gradient to move along: nothing this gradient did
+        if norms[2] == 0 or int(w.shape[0]) < 2:
+            return True  # nothing to decay or clip (a zero-initialised bias); a scalar: |cos| = 1 both
+        along_g = abs(float(tf.tensordot(change, g, 1))) / (norms[0] * norms[1])
+        along_w = abs(float(tf.tensordot(change, w, 1))) / (norms[0] * norms[2])
+        return along_g >= along_w
+    except Exception:  # noqa: BLE001 - shapes that do not line up: decided as before
+        return True
+
+
 def _unconsumed() -> list[TapeCall]:
     """The current graph's latest gradient calls no step took (as :func:`_candidate` looks)."""
     from gradtrace import _hooks
@@ -199,7 +234,8 @@ def before_write(run: Run, v: Any, method: str, value: Any) -> bool:
     """The script is about to write ``value`` into ``v`` (inside the assign hook, before the
     write): whether the write belongs to a hand-written step (then :func:`after_write` follows).
 
-    Eagerly a write of a differentiated variable no optimizer of the run steps is one. Inside a
+    Eagerly a write of a differentiated variable no optimizer of the run steps is one when it
+    moves the weights along the gradient (:func:`_along_gradient`). Inside a
     ``tf.function`` the written value must also be computed from the gradients (:func:`_derived`):
     a weight decayed or clipped by hand between ``tape.gradient`` and ``apply_gradients`` is not
     an update. A variable written there from the gradients that is no source of the call (a
@@ -222,6 +258,8 @@ def before_write(run: Run, v: Any, method: str, value: Any) -> bool:
         return False  # not an update (a velocity written by hand, a metric): the open step goes on
     if eager and run.stepped_by_optimizer(key):
         return False  # an optimizer of the run steps it: a write beside its steps
+    if eager and not _along_gradient(v, method, value, call.grads[key]):
+        return False  # a weight decayed, clipped or reset by hand before an optimizer's first step
     if not eager and not _derived(value, [call]):
         return False
     if step is not None:
