@@ -130,6 +130,9 @@ def test_tf_module_updated_by_hand(db_url, read_run, how):
             np.testing.assert_allclose(r["norm"], abs(float(g)), rtol=1e-5)
             np.testing.assert_allclose(r["update_norm"], 0.1 * abs(float(g)), rtol=1e-3)
     assert run.info.keras_flavour is None  # no Keras object took part
+    # named by their attribute in the module (TensorFlow names both `Variable:0`), also as stored
+    names = {v["index"]: v["name"] for v in detail.variables}
+    assert names == {run.var_index(model.w): "Linear.w", run.var_index(model.b): "Linear.b"}
 
 
 @pytest.mark.parametrize("how", ["eager", "function"])

@@ -665,6 +665,23 @@ class Run:
             self.info.layer_configs = configs
         self._sync_init_fingerprints()  # variables fingerprinted before they had an index
 
+    def _name_loose_variables(self) -> None:
+        """Name the variables steps met outside every registered model by their attribute path in
+        the ``tf.Module`` that holds them (``MLP.layers[0].w``): TensorFlow names a
+        ``tf.Variable`` created without a name ``Variable:0``, so a module's variables would all
+        read alike in the comparator's findings. Run once at the run's end, and only when there
+        are such variables: finding the modules walks the interpreter's objects (``gc``)."""
+        with self._lock:
+            loose = {i: self._var_refs[i] for i, info in enumerate(self.info.variables)
+                     if info.layer is None and (info.struct_key or "").startswith("?") and i < len(self._var_refs)}
+        if loose:
+            names = _module_paths(list(loose.values()))
+            with self._lock:
+                for i, v in loose.items():
+                    name = names.get(id(v))
+                    if name:
+                        self.info.variables[i] = self.info.variables[i].model_copy(update={"name": name})
+
     def note_trainable(self, at: str) -> None:
         """Record the registered models' variables whose trainability changed since the
         inventory (``VariableInfo.trainable``, at registration) or the last change noted: a
@@ -1266,6 +1283,7 @@ class Run:
         # Variables a step function created and initialised itself join the inventory now
         # (not the initial-weight fingerprint: they have been trained since).
         step(lambda: self._catch_up(fingerprint=False), "inventory")
+        step(self._name_loose_variables, "variable names")
         step(lambda: self.note_trainable("end"), "trainable flags")
         step(self._note_untrained_models, "untrained models")
         _scope.reset()
@@ -1511,6 +1529,35 @@ def _iterations_now(opt: Any) -> int | None:
         return int(np.asarray(it.numpy() if hasattr(it, "numpy") else it))
     except Exception:  # an optimizer not built yet has no counter
         return None
+
+
+def _module_paths(variables: list[Any]) -> dict[int, str]:
+    """``id(v)`` -> ``"Module.attr[0].w"`` for each of ``variables`` a live ``tf.Module`` holds
+    (not a Keras layer, named by its model, nor an optimizer), by the longest attribute path found (the
+    outermost module). ``tf.Module._flatten(with_path=True)`` (tensorflow/python/module/module.py)
+    yields each variable with the attribute path that reaches it."""
+    import gc
+
+    import tensorflow as tf
+
+    from gradtrace._hooks import tf_variable
+
+    want = {id(tf_variable(v)): id(v) for v in variables}
+    best: dict[int, tuple[int, str]] = {}
+    for obj in gc.get_objects():
+        if not isinstance(obj, tf.Module) or hasattr(obj, "_flatten_layers") or hasattr(obj, "apply_gradients"):
+            continue
+        try:
+            found = obj._flatten(predicate=lambda x: isinstance(x, tf.Variable), with_path=True)
+            for path, var in found:
+                key = want.get(id(var))
+                if key is None or (key in best and best[key][0] >= len(path)):
+                    continue
+                parts = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+                best[key] = (len(path), type(obj).__name__ + parts)
+        except Exception:  # noqa: BLE001 - a module whose attributes cannot be walked: skip it
+            continue
+    return {k: name for k, (_n, name) in best.items()}
 
 
 def _variable_inventory(models: list[Any], configs: dict[str, dict[str, Any]] | None = None,
