@@ -16,9 +16,20 @@ from . import scripts_l as l10
 from . import scripts_m as m11
 from . import scripts_models as m
 from . import scripts_more as x
+from . import scripts_n as n12
 
 # (id, run a, run b, verdict, top finding kind or None)
 CASES = [
+    # layer arguments that change nothing at their settings: context, measured on the steps
+    ("relu_as_activation_layer", n12.fit_digits_plain_net, n12.fit_digits_relu_as_layer, "equivalent", None),
+    ("max_norm_never_binds", n12.fit_digits_plain_net, n12.fit_digits_max_norm_never_binds, "equivalent", None),
+    ("l2_by_compute_loss", n12.fit_digits_l2_regularizers, n12.fit_digits_l2_in_compute_loss, "equivalent", None),
+    # label smoothing in the class that has it, against one without: named beside the class
+    ("label_smoothing_beside_sparse", n12.fit_digits_one_hot_smoothed, n12.fit_digits_plain_net, "diverged",
+     "loss_mismatch"),
+    # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
+    ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
+     "equivalent", None),
     # seed 002: Keras mse (mean over 10 outputs) vs reduce_sum(square)/batch
     ("seed002_mse_vs_sum_sgd", s.fit_mse_sgd, s.tape_sum_over_batch_sgd, "diverged", "loss_scale"),
     ("seed002_mse_vs_sum_adam", s.fit_mse_adam, s.tape_sum_over_batch_adam, "diverged", "loss_scale"),
@@ -680,6 +691,12 @@ def test_case(traced, case):
         said = (("learning_rate=0.05", "assign_sub(0.1 * g)") if _id == "hand_written_other_rate" else
                 ("assign_sub(0.1 * g)", "assign_sub(0.02 * g)"))
         assert all(x in (report.findings[0].fix or "") for x in said), text
+    if _id == "label_smoothing_beside_sparse":  # the argument, not only the class
+        f = report.findings[0]
+        assert f.evidence["differences (a, b)"]["label_smoothing"] == (0.1, None), text
+        assert "label_smoothing=0.1" in f.summary and "label_smoothing: 0.1 vs None" in (f.fix or ""), text
+    if _id in ("relu_as_activation_layer", "max_norm_never_binds", "l2_by_compute_loss"):  # named, as context
+        assert any(f.kind == "layer_config_mismatch" for f in report.findings), text
     if _id == "hand_written_against_adam":  # the rule measured is worded once, by the cause; step 0 its effect
         f = report.findings[0]
         assert f.summary.split(" Its effect: ", 1)[1].endswith("the optimizers act differently."), text
@@ -1040,6 +1057,9 @@ def test_case(traced, case):
 
 
 CHECKS = [
+    ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
+    ("penalty_gradients_added", n12.tape_penalty_gradients_added, "equivalent", None),
+    ("penalty_gradients_added_eagerly", n12.tape_penalty_gradients_added_eagerly, "equivalent", None),
     # a loss summed and divided by the full batch's size: the last, partial batch of each epoch weighs less
     ("partial_batch_sum_over_full_batch", l10.tape_digits_partial_batch_fixed_divisor, "diverged", "loss_scale"),
     ("partial_batch_mean", l10.tape_digits_partial_batch_mean, "equivalent", None),

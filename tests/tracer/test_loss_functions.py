@@ -285,6 +285,45 @@ def test_two_losses_each_differentiated_by_its_own_call_are_both_trained(tmp_pat
         ("SparseCategoricalCrossentropy", True), ("MeanSquaredError", True)]
 
 
+@pytest.mark.parametrize("how", ["eager", "function", "xla"])
+def test_gradients_of_two_losses_added_record_the_sum_as_the_loss(tmp_path, how):
+    """A data loss and the regularization losses differentiated by calls of their own (a
+    persistent tape) and their gradients added before one apply train the sum: the step's loss
+    is data + penalty, as for one gradient of the sum. A second call whose gradients are not
+    added (a norm for logging) leaves the loss alone."""
+    db = f"sqlite:///{tmp_path / 'sum.db'}"
+    x, y, _ = _data()
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(4, activation="tanh",
+                                                                    kernel_regularizer=keras.regularizers.L2(0.1)),
+                              keras.layers.Dense(C, kernel_regularizer=keras.regularizers.L2(0.1))])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.05)
+    seen = []
+
+    def step(add):
+        with tf.GradientTape(persistent=True) as tape:
+            data = ce(y, model(x, training=True))
+            reg = tf.add_n(model.losses)
+        v = model.trainable_variables
+        g1, g2 = tape.gradient(data, v), tape.gradient(reg, v)
+        grads = [a if b is None else a + b for a, b in zip(g1, g2, strict=True)] if add else g1
+        opt.apply_gradients(zip(grads, v, strict=True))
+        return data, reg
+
+    fns = {add: step if how == "eager" else tf.function(lambda add=add: step(add), jit_compile=how == "xla")
+           for add in (True, False)}
+    with gradtrace.trace(run="sum", store=db):
+        for add in (True, True, False):
+            d, r = fns[add]() if how != "eager" else step(add)
+            seen.append((float(d), float(r)))
+    steps = _steps(db, "sum")
+    assert len(steps) == 3
+    for st, (d, r), add in zip(steps, seen, (True, True, False), strict=True):
+        np.testing.assert_allclose(st["loss"], d + r if add else d, rtol=1e-6)
+        np.testing.assert_allclose(st["reg_loss"], r, rtol=1e-6)
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "function"])
 def test_the_mask_of_the_output_a_function_gets_is_recorded(tmp_path, compiled):
     """A loss function applies no mask: the one its y_pred carries (Embedding(mask_zero=True))

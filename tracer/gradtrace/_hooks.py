@@ -425,6 +425,53 @@ def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeC
     return None
 
 
+_SUM_OPS = frozenset({"AddV2", "Add", "AddN"})
+
+
+def _with_summands(tape: TapeCall, grads: list[Any], keys: list[int]) -> TapeCall:
+    """``tape``, or ``tape`` with the targets of the other gradient calls whose gradients the
+    applied ones add to its own: a loss's and a penalty's gradients taken one by one (a
+    persistent tape) and summed before one apply train their sum, so the step's loss is that sum.
+
+    Looked for at the first variable whose applied gradient is not the call's own: inside a
+    ``tf.function`` it must be an addition whose every input is a gradient a call of the graph
+    returned for that variable; eagerly, where values carry no history, the sum of this
+    call's gradient and other unconsumed calls' must equal it (within float rounding). The
+    other calls are marked consumed with it."""
+    import tensorflow as tf
+
+    dq = _tape_calls().get(_graph_key()) or ()
+    others = [c for c in dq if c is not tape and not c.consumed and not c.by_hand and c.targets]
+    if not others:
+        return tape
+    for g, k in zip(grads, keys, strict=False):
+        own = tape.grads.get(k)
+        if g is None or own is None or g is own or isinstance(g, tf.IndexedSlices):
+            continue
+        mates = [c for c in others if c.grads.get(k) is not None and not isinstance(c.grads[k], tf.IndexedSlices)]
+        if not mates:
+            return tape
+        if tf.executing_eagerly():
+            total = own + tf.add_n([c.grads[k] for c in mates]) if len(mates) > 1 else own + mates[0].grads[k]
+            close = bool(tf.reduce_all(tf.abs(total - g) <= 1e-6 * (tf.abs(g) + 1e-30)))
+            used = mates if close else []
+        else:
+            op = getattr(g, "op", None)
+            if op is None or op.type not in _SUM_OPS:
+                return tape
+            names = {t.name for t in op.inputs}
+            used = [c for c in mates if c.grads[k].name in names]
+            if own.name not in names or len(used) + 1 != len(names):
+                used = []
+        if not used:
+            return tape
+        for c in (tape, *used):
+            c.consumed = True
+        return TapeCall([*tape.targets, *(t for c in used for t in c.targets)], tape.shape, tape.sources,
+                        tape.variables, tape.grads, consumed=True, by_hand=tape.by_hand, seq=tape.seq)
+    return tape
+
+
 def last_tape_targets() -> list[Any]:
     """The targets of the calling thread's latest ``tape.gradient`` in the current graph."""
     dq = _tape_calls().get(_graph_key())
@@ -1227,6 +1274,8 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     run.note_stepped(key_set, _graph_key(), tvars, by_hand=flavour == "manual")
     others = [v for v in run.trainable_variables() if var_key(v) not in key_set]
     tape = _find_tape_call(key_set, list(grads))
+    if tape is not None:
+        tape = guard(run, "tape.gradient", lambda: _with_summands(tape, list(grads), keys)) or tape
     if tape is None:
         tape = _from_stash(run, key_set)
         if tape is None and execution_mode() != "eager" and _stash_eager(run, key_set):

@@ -43,7 +43,10 @@ _KINDS = [
         "model may create its layers in another order than it calls them). A weight constraint in one "
         "run only takes the equal-gradients-other-updates step as its evidence (Keras projects the "
         "weights right after the update); regularizers of another class (L1 against L2) take the "
-        "measured penalty gap, which no factor relates.",
+        "measured penalty gap, which no factor relates. Arguments that differ while the losses, "
+        "gradients, updates and the layers' state agree at every aligned step are context: at those "
+        "settings the layers compute the same (a constraint that never binds, an activation given as a "
+        "layer of its own, a penalty the other run adds to its loss by hand).",
         "Build both models with the same layer arguments (see the arguments named).",
         rank=4,
     ),
@@ -83,7 +86,8 @@ _KINDS = [
     Kind(
         "loss_mismatch", "error", False,
         "The Keras loss objects the two runs' steps called differ in class, `from_logits` or an "
-        "argument (`label_smoothing`, Huber's `delta`, ...; read from the steps, so a tape loop's "
+        "argument (`label_smoothing`, Huber's `delta`, ...; with classes that differ, also an argument "
+        "only one of them takes, set to a value that acts; read from the steps, so a tape loop's "
         "loss object counts as much as compile()'s; a multi-output step's losses are compared "
         "output by output), or one run calls it with its arguments swapped (`loss(y_pred, y_true)`, "
         "PyTorch's order: the model's output reached it as `y_true`; `gradtrace check` reports that of a "

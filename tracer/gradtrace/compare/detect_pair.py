@@ -864,7 +864,9 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
                "softmax/sigmoid (it outputs logits), `False` when it has one; with `False` on logits "
                "the loss clips them as probabilities and the gradients are wrong.")
     elif "class" in diffs:
-        fix = "Use the same loss class (and arguments) in both runs."
+        args = [f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items() if k != "class"]
+        fix = ("Use the same loss class and arguments in both runs (" + "; ".join(args) + ")." if args else
+               "Use the same loss class (and arguments) in both runs.")
     else:
         fix = ("Give the loss the same arguments in both runs ("
                + "; ".join(f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items()) + ").")
@@ -1013,9 +1015,14 @@ def _loss_differences(ia: dict[str, Any], ib: dict[str, Any]) -> dict[str, tuple
         # One run calls loss(y_pred, y_true): recorded by the tracer when the trained model's
         # output reached the loss as y_true and other data as y_pred.
         diffs["arguments swapped"] = (bool(ia.get("swapped")), bool(ib.get("swapped")))
-    if "class" not in diffs:  # the same function: its arguments (label_smoothing, delta, ...)
-        aa, ab = ia.get("args") or {}, ib.get("args") or {}
-        diffs.update({k: (aa[k], ab[k]) for k in sorted(set(aa) & set(ab)) if aa[k] != ab[k]})
+    aa, ab = ia.get("args") or {}, ib.get("args") or {}
+    # The same function: its arguments (label_smoothing, delta, ...) that differ. Other classes:
+    # also an argument only one of them takes, where it is set to a value that acts
+    # (CategoricalCrossentropy(label_smoothing=0.1) against SparseCategoricalCrossentropy).
+    diffs.update({k: (aa[k], ab[k]) for k in sorted(set(aa) & set(ab)) if aa[k] != ab[k]})
+    if "class" in diffs:
+        diffs.update({k: (aa.get(k), ab.get(k)) for k in sorted(set(aa) ^ set(ab))
+                      if aa.get(k, ab.get(k)) not in (None, False, 0, "none")})
     return diffs
 
 

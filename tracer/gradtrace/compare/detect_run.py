@@ -247,7 +247,8 @@ def part_gradients(run: RunData, sets: VarSets) -> list[dict[str, Any]]:
     """Trainable variables with a gradient at some steps and None at others while their
     optimizer stepped: at such a step another variable the same optimizer steps
     (``RunInfo.optimizers``) got a gradient. A step of another optimizer (two optimizers
-    taking turns, a GAN's players) is not one of them. Judged on the per-variable rows read
+    taking turns, a GAN's players, a head fine-tuned by a new optimizer after fit()) is not one
+    of them: one whose gradients all belong to an optimizer that does not step the variable. Judged on the per-variable rows read
     (the first steps, and the steps from the first None on); one row per variable, in order
     of the first such step."""
     if not sets.some_no_grad or not run.grad.size:
@@ -270,6 +271,11 @@ def part_gradients(run: RunData, sets: VarSets) -> list[dict[str, Any]]:
         g = run.grad[:, col[v]]
         seen = np.isfinite(g) | ~full  # a full step records it; another lists it only without one
         hit = (g == 0) & have[:, cols].any(axis=1)
+        for other in (grp for grp in groups if v not in grp):
+            # A step whose gradients all belong to an optimizer that does not step this variable
+            # is that optimizer's step (a head fine-tuned by a new optimizer after fit()).
+            outside = [j for m, j in col.items() if m not in other]
+            hit &= have[:, outside].any(axis=1)
         if not hit.any():
             continue
         first = int(run.var_rows[int(np.argmax(hit))])

@@ -249,6 +249,16 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                 explained.evidence["state_departs"] = st
             elif st is not None:
                 findings.append(ds.state_finding(a, b, al, st))
+            if st is None:
+                for f in findings:
+                    if f.kind == "layer_config_mismatch" and f.severity == "error":
+                        # Arguments that differ while every aligned step and the layers' state agree:
+                        # at these settings the layers compute the same, measured on the runs.
+                        _as_context(f, _no_difference(
+                            "They", al.aligned_steps, ", and so does the layers' state (at these settings "
+                            "the layers compute the same: a constraint that never binds, an activation "
+                            "applied by a layer of its own, a penalty the other run adds to its loss by hand)."),
+                            same_steps=al.aligned_steps)
         step_f = do.fold_divergence(findings, step_f)
         findings += _fold(findings, _fold_optimizer(findings, _constraint_explains(findings, step_f, a)))
         _constraint_by_hand(findings, dep, al.aligned_steps)

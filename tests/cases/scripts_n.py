@@ -1,0 +1,146 @@
+# ruff: noqa: B905  (zip(grads, variables) exactly as users write it)
+"""A tenth set (see scripts.py for the conventions), from scripts written for kinds of training the
+other sets cover little: layer arguments that change nothing at their settings (a max-norm
+constraint that never binds, an activation given as a layer of its own, L2 penalties added by an
+overridden ``compute_loss`` instead of ``kernel_regularizer``), label smoothing beside a loss class
+that has none, a head fine-tuned by a new optimizer after fit(), and the penalties' gradients taken
+by a gradient call of their own and added to the data loss's.
+"""
+
+from __future__ import annotations
+
+from . import data
+from .scripts import BATCH, STEPS, _digits_slice, _keras
+from .scripts_models import _fit, _tf
+
+L2 = 1e-3
+
+
+def _net(seed: int = 31, activation_layer: bool = False, l2: float | None = None, max_norm: float | None = None,
+         model_class=None):
+    """The digits MLP 64-32-10 (logits), its arguments as given."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    kw = {}
+    if l2 is not None:
+        kw["kernel_regularizer"] = keras.regularizers.L2(l2)
+    if max_norm is not None:
+        kw["kernel_constraint"] = keras.constraints.MaxNorm(max_norm)
+    inp = keras.Input((64,))
+    if activation_layer:
+        h = keras.layers.Activation("relu")(keras.layers.Dense(32, **kw)(inp))
+    else:
+        h = keras.layers.Dense(32, activation="relu", **kw)(inp)
+    out = keras.layers.Dense(10, **kw)(h)
+    return (model_class or keras.Model)(inp, out)
+
+
+def _fit_net(model, one_hot: bool = False, label_smoothing: float | None = None):
+    keras = _keras()
+    x, y = _digits_slice()
+    loss = (keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing or 0.0)
+            if one_hot else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+    _fit(model, x, keras.utils.to_categorical(y, 10) if one_hot else y)
+
+
+def fit_digits_plain_net():
+    _fit_net(_net())
+
+
+def fit_digits_relu_as_layer():
+    """``Dense(32)`` then ``Activation("relu")``: the same function as ``Dense(32, activation="relu")``."""
+    _fit_net(_net(activation_layer=True))
+
+
+def fit_digits_max_norm_never_binds():
+    """``MaxNorm(100)`` on every kernel: no column's norm comes near 100 in these steps."""
+    _fit_net(_net(max_norm=100.0))
+
+
+def fit_digits_l2_regularizers():
+    _fit_net(_net(l2=L2))
+
+
+def fit_digits_l2_strong():
+    """The regularizers of the tape loops below (``L2(1e-2)``), in fit()."""
+    _fit_net(_net(l2=1e-2))
+
+
+def fit_digits_l2_in_compute_loss():
+    """The same L2 penalty added by an overridden ``compute_loss`` instead of the layers' regularizers."""
+    tf = _tf()
+    keras = _keras()
+
+    class Penalised(keras.Model):
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+            kernels = [layer.kernel for layer in self.layers if hasattr(layer, "kernel")]
+            return loss + L2 * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+
+    _fit_net(_net(model_class=Penalised))
+
+
+def fit_digits_one_hot_smoothed():
+    """Categorical cross-entropy on one-hot labels with ``label_smoothing=0.1``."""
+    _fit_net(_net(), one_hot=True, label_smoothing=0.1)
+
+
+def fit_digits_one_hot():
+    _fit_net(_net(), one_hot=True)
+
+
+def fit_then_head_fine_tuned():
+    """fit() trains a backbone (Dense + BatchNormalization) and a head; then the backbone is
+    frozen and a new optimizer fine-tunes the head in a tape loop: the backbone's variables get
+    no gradient from then on, by design."""
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits()
+    keras.utils.set_random_seed(33)
+    backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32), keras.layers.BatchNormalization(),
+                                 keras.layers.Activation("relu")])
+    head = keras.layers.Dense(10)
+    model = keras.Sequential([backbone, head])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=ce)
+    _fit(model, x, y, steps=6)
+    backbone.trainable = False
+    opt = keras.optimizers.Adam(1e-2)
+    for xb, yb in data.batches(x[6 * BATCH:], y[6 * BATCH:], BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def _penalty_gradients_added(function: bool):
+    """The data loss and ``add_n(model.losses)`` differentiated one by one (a persistent tape), their
+    gradients added before one apply: the same training as one gradient of their sum."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net(l2=1e-2)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.1)
+
+    def step(xb, yb):
+        with tf.GradientTape(persistent=True) as tape:
+            data_loss = ce(yb, model(xb, training=True))
+            penalty = tf.add_n(model.losses)
+        v = model.trainable_variables
+        g1, g2 = tape.gradient(data_loss, v), tape.gradient(penalty, v)
+        opt.apply_gradients(zip([a if b is None else a + b for a, b in zip(g1, g2)], v))
+
+    if function:
+        step = tf.function(step)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_penalty_gradients_added():
+    _penalty_gradients_added(True)
+
+
+def tape_penalty_gradients_added_eagerly():
+    _penalty_gradients_added(False)
