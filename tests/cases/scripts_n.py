@@ -144,3 +144,56 @@ def tape_penalty_gradients_added():
 
 def tape_penalty_gradients_added_eagerly():
     _penalty_gradients_added(False)
+
+
+def _tf_keras_base_and_head():
+    """A tf-keras Sequential base (Dense 64-32) inside a Sequential with a Dense head."""
+    import tf_keras
+
+    keras = tf_keras
+    keras.utils.set_random_seed(35)
+    base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu")], name="base")
+    return keras, base, keras.Sequential([base, keras.layers.Dense(10)])
+
+
+def fit_tf_keras_frozen_after_compile():
+    """``base.trainable = False`` set after compile(): tf-keras's fit() still trains the base."""
+    keras, base, model = _tf_keras_base_and_head()
+    x, y = _digits_slice()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    base.trainable = False
+    _fit(model, x, y)
+
+
+def _tf_keras_head_loop(freeze: bool):
+    """The head trained in a tf.function tape loop: over ``model.trainable_variables`` with the
+    base frozen (``freeze``), else over the head's own variables."""
+    tf = _tf()
+    keras, base, model = _tf_keras_base_and_head()
+    x, y = _digits_slice()
+    model(x[:1])
+    if freeze:
+        base.trainable = False
+    opt = keras.optimizers.Adam(1e-2)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    head = model.layers[-1].trainable_variables
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        variables = model.trainable_variables if freeze else head
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_tf_keras_frozen_base():
+    _tf_keras_head_loop(True)
+
+
+def tape_tf_keras_head_variables_only():
+    _tf_keras_head_loop(False)

@@ -27,6 +27,11 @@ CASES = [
     # label smoothing in the class that has it, against one without: named beside the class
     ("label_smoothing_beside_sparse", n12.fit_digits_one_hot_smoothed, n12.fit_digits_plain_net, "diverged",
      "loss_mismatch"),
+    # tf-keras: a freeze set after compile() that fit() does not take in, against a loop that freezes
+    ("tf_keras_frozen_after_compile", n12.fit_tf_keras_frozen_after_compile, n12.tape_tf_keras_frozen_base,
+     "diverged", "trainable_mismatch"),
+    ("tf_keras_frozen_after_compile_head_only", n12.fit_tf_keras_frozen_after_compile,
+     n12.tape_tf_keras_head_variables_only, "diverged", "trainable_mismatch"),
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),
@@ -695,6 +700,9 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["differences (a, b)"]["label_smoothing"] == (0.1, None), text
         assert "label_smoothing=0.1" in f.summary and "label_smoothing: 0.1 vs None" in (f.fix or ""), text
+    if _id.startswith("tf_keras_frozen_after_compile"):  # names the run whose freeze did not take, and how to mend it
+        f = report.findings[0]
+        assert f.evidence.get("frozen_late_in") == "a" and "compile()" in (f.fix or ""), text
     if _id in ("relu_as_activation_layer", "max_norm_never_binds", "l2_by_compute_loss"):  # named, as context
         assert any(f.kind == "layer_config_mismatch" for f in report.findings), text
     if _id == "hand_written_against_adam":  # the rule measured is worded once, by the cause; step 0 its effect

@@ -178,7 +178,9 @@ _KINDS = [
         "between two fit() calls in one run only, or in both with one fit() keeping the train "
         "function it built before the freeze: no compile() after it); or, frozen in both at first, "
         "one run unfreezes them at a later fit() call (fine-tuning) and the other does not, or at "
-        "another step.",
+        "another step. A run whose model flags them frozen by its end while its fit() trained them "
+        "throughout (`trainable = False` set after compile(), which tf-keras's fit() does not take in) "
+        "is named as the run whose freeze did not take effect.",
         "Freeze the same layers in both runs, and set `layer.trainable` before `compile()` (fit() "
         "reads it when it builds its train function; a tape loop reads `model.trainable_variables` "
         "when it is called); after changing it part way through, call `compile()` again.",

@@ -350,6 +350,12 @@ def _changed_at(run: RunData, v: int, how: str) -> int | None:
     return None
 
 
+def _frozen_at_end(run: RunData, v: int) -> bool:
+    """Whether variable ``v`` is flagged non-trainable at the run's end while the inventory took it
+    as trainable (``trainable_changes`` seen at the end, see ``Run.note_trainable``)."""
+    return any(v in (c.get("frozen") or []) and c.get("at") == "end" for c in run.meta.get("trainable_changes") or [])
+
+
 def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     if not a.n_steps or not b.n_steps:
@@ -368,8 +374,10 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         ta, tb = a.var_info(va).get("trainable") is not False, b.var_info(vb).get("trainable") is not False
         if ta != tb:  # frozen in one run only: its own finding, not a missing gradient
             run, v = (b, vb) if ta else (a, va)
+            trained, tv = (a, va) if ta else (b, vb)
             frozen.append({"variable": run.var_name(v), "layer": run.var_info(v).get("layer"),
-                           "frozen_in": "b" if ta else "a", "unfrozen_at": _changed_at(run, v, "trainable")})
+                           "frozen_in": "b" if ta else "a", "unfrozen_at": _changed_at(run, v, "trainable"),
+                           "frozen_by_end_in_other": _frozen_at_end(trained, tv)})
             continue
         if not ta:
             # Frozen in both at first: one run may unfreeze them at a later fit() call (fine-tuning)
@@ -385,7 +393,10 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         ina, inb = va in ng_a, vb in ng_b
         if ina != inb:
             side = "a" if ina else "b"
-            missing.append({"variable": (a if ina else b).var_name(va if ina else vb), "run": side})
+            trained, tv, sets = (b, vb, sb) if ina else (a, va, sa)
+            missing.append({"variable": (a if ina else b).var_name(va if ina else vb), "run": side,
+                            "frozen_by_end_in_other": tv in sets.applied_any and _frozen_at_end(trained, tv),
+                            "layer": trained.var_info(tv).get("layer")})
         if ina or inb:
             continue
         pa, pb = va in part_a, vb in part_b
@@ -409,13 +420,21 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             side = next(f["frozen_in"] for f in frozen if f["unfrozen_at"] is not None)
             unfrozen = (f" Run {side} unfreezes {n} from step {min(later)} (`trainable = True` before a later "
                         "fit() call): it trains them from there, the other run from the start.")
+        late = len(sides) == 1 and all(f["frozen_by_end_in_other"] for f in frozen)
+        oside = "b" if sides[0] == "a" else "a"
         out.append(Finding(
             "trainable_mismatch",
             f"{len(frozen)} variable(s) are frozen (not trainable) in run {'/'.join(sides)} ('{names[0]}') "
             f"and trained in the other"
             + (f": layer(s) {', '.join(layers[:6])}." if layers else f": {frozen[0]['variable']}.")
-            + unfrozen,
-            layers=layers, variables=[f["variable"] for f in frozen], evidence={"variables": frozen},
+            + unfrozen
+            + (f" Run {oside}'s model flags them frozen too by its end, yet trains them: there the freeze did not "
+               "take effect (fit() trains the variables its train function was built with; a `trainable` "
+               "changed after compile() is read only when compile() is called again)." if late else ""),
+            layers=layers, variables=[f["variable"] for f in frozen],
+            evidence={"variables": frozen, **({"frozen_late_in": oside} if late else {})},
+            fix=(f"In run {oside}, set `trainable = False` before compile(), or call `model.compile(...)` again "
+                 "after changing it." if late else None),
             explains=0.9))
     if unfrozen and not frozen:
         side = unfrozen[0]["unfrozen_in"]
@@ -441,6 +460,27 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     stopped = _frozen_part_way(a, b, al, ng_a, ng_b)
     if stopped is not None:
         out.append(stopped)
+    if missing and all(m["frozen_by_end_in_other"] for m in missing) and len({m["run"] for m in missing}) == 1:
+        # The run that trains them flags them frozen by its end: a freeze set after compile() that
+        # fit() did not take in (its train function kept the variables it was built with).
+        side = missing[0]["run"]
+        oside = "b" if side == "a" else "a"
+        trained = b if side == "a" else a
+        layers = sorted({str(m["layer"]) for m in missing if m["layer"]})
+        out.append(Finding(
+            "trainable_mismatch",
+            f"run {oside} ('{trained.name}') trains {len(missing)} variable(s) its model flags as frozen "
+            f"(`trainable = False`) by the run's end"
+            + (f", layer(s) {', '.join(layers[:6])}" if layers else "")
+            + f", while run {side} gives them no gradient: in run {oside} the freeze did not take effect. "
+            "fit() trains the variables its train function was built with; a `trainable` changed after "
+            "compile() is read only when compile() is called again.",
+            layers=layers, variables=[m["variable"] for m in missing],
+            evidence={"frozen_late_in": oside, "variables": missing},
+            fix=(f"In run {oside}, set `trainable = False` before compile(), or call `model.compile(...)` again "
+                 "after changing it, so that fit() freezes what the other run freezes."),
+            explains=0.9))
+        missing = []
     if missing:
         sides = sorted({m["run"] for m in missing})
         out.append(Finding(
