@@ -676,3 +676,22 @@ def test_a_run_whose_updates_no_hook_sees_says_so(db_url, read_run):
     assert any("an update through raw ops" in w for w in run.info.warnings), run.info.warnings
     detail, steps = read_run("by-hand")
     assert not steps and any("no optimizer step" in w for w in detail.meta["warnings"])
+
+
+def test_an_optimizer_created_every_step_gets_no_retracing_warning_for_the_tracer(db_url, read_run, caplog):
+    """Each new optimizer gets a statistics writer of its own (a tf.function): TensorFlow's
+    frequent-retracing warning must not name the tracer's functions to the user as theirs."""
+    import logging
+
+    model = mlp()
+    x, y = data()
+    with caplog.at_level(logging.WARNING, logger="tensorflow"), gradtrace.trace(run="fresh-opt", store=db_url):
+        for _ in range(8):
+            opt = keras.optimizers.SGD(0.01)
+            with tf.GradientTape() as tape:
+                loss = keras.losses.MeanSquaredError()(y, model(x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    _, steps = read_run("fresh-opt")
+    assert len(steps) == 8
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()], [r.getMessage() for r in caplog.records]

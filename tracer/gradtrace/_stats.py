@@ -442,7 +442,7 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
         return vec
 
     shadow = state_shadow if state_vars else None
-    writer = tf.function(compute, jit_compile=False, autograph=False, reduce_retracing=False)
+    writer = _quiet(tf.function(compute, jit_compile=False, autograph=False, reduce_retracing=False))
     with tf.init_scope():
         scratch = side_variable(tf.zeros_like(state_shadow), "gradtrace_probe_state") if state_vars else None
         probe_args = ([tf.zeros(shp, tf.float32) for shp in grad_shapes], tf.constant(1.0), tvars, before,
@@ -454,7 +454,7 @@ def make_writer(ring: Any, seq: Any, cadence: Cadence, tvars: list[Any], state_v
     # trace holds weak references to the first run's variables, which a graph call
     # dereferences: tensorflow/python/eager/polymorphic_function/concrete_function.py
     # ``ConcreteFunction._call_flat`` -> ``FuncGraph.variables``).
-    copy = tf.function(lambda: tf.reduce_max(flat_values(tvars)), autograph=False)
+    copy = _quiet(tf.function(lambda: tf.reduce_max(flat_values(tvars)), autograph=False))
 
     def full_step_work(*args: Any) -> tuple[Any, Any]:
         return probe(*args), copy()
@@ -535,11 +535,22 @@ def _shared_pair(key: tuple[Any, ...]) -> tuple[Any, Any, bool]:
     # Grappler's arithmetic optimizer rewrote the step's own gradient arithmetic differently
     # once these ops also read the gradients (tf-keras BiGRU fit: weights 1e-9 apart).
     attrs = None if jit else {"_noinline": True}
-    fn = tf.function(functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
-                     jit_compile=jit, autograph=False, reduce_retracing=False, experimental_attributes=attrs)
-    probe = tf.function(lambda *args: fn(*args), jit_compile=False, autograph=False, reduce_retracing=False)
+    fn = _quiet(tf.function(functools.partial(_stats, grad_shapes=grad_shapes, k=k, sign_at=sign_at),
+                            jit_compile=jit, autograph=False, reduce_retracing=False, experimental_attributes=attrs))
+    probe = _quiet(tf.function(lambda *args: fn(*args), jit_compile=False, autograph=False, reduce_retracing=False))
     _KEY_OF[fn] = key
     return fn, probe, jit
+
+
+def _quiet(fn: Any) -> Any:
+    """``fn`` (a ``tf.function`` of the tracer's) without TensorFlow's frequent-retracing warning:
+    a new writer per optimizer (a script that re-creates its optimizer every step) would have
+    TensorFlow warn the user that *their* code retraces. The flag is the one TensorFlow checks:
+    tensorflow/python/eager/polymorphic_function/polymorphic_function.py
+    ``Function._omit_frequent_tracing_warning`` (read in ``Function.__call__``)."""
+    if hasattr(fn, "_omit_frequent_tracing_warning"):
+        fn._omit_frequent_tracing_warning = True
+    return fn
 
 
 def _distributed(v: Any) -> bool:
