@@ -197,3 +197,22 @@ def tape_tf_keras_frozen_base():
 
 def tape_tf_keras_head_variables_only():
     _tf_keras_head_loop(False)
+
+
+def tape_numpy_round_trip_zeros():
+    """The first layer's output goes through ``.numpy()`` inside the tape (to look at it), so the tape
+    returns None for that layer, and the script puts zeros in their place: it never trains."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    first, head = model.layers[1], model.layers[2]
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.1)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            h = first(xb).numpy()
+            loss = ce(yb, head(h))
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, model.trainable_variables)]
+        opt.apply_gradients(zip(grads, model.trainable_variables))

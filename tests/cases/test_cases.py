@@ -1066,6 +1066,7 @@ def test_case(traced, case):
 
 CHECKS = [
     ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
+    ("numpy_round_trip_zero_gradients", n12.tape_numpy_round_trip_zeros, "diverged", "zero_gradient"),
     ("penalty_gradients_added", n12.tape_penalty_gradients_added, "equivalent", None),
     ("penalty_gradients_added_eagerly", n12.tape_penalty_gradients_added_eagerly, "equivalent", None),
     # a loss summed and divided by the full batch's size: the last, partial batch of each epoch weighs less

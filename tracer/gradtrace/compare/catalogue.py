@@ -274,7 +274,7 @@ _KINDS = [
         "other: nothing in its loss depends on them (a `tf.stop_gradient` or a numpy round trip above "
         "them) and zeros stand in for the None gradients TensorFlow returned "
         "(`[tf.zeros_like(v) if g is None else g ...]`), so no warning is raised and the optimizer "
-        "leaves them unchanged.",
+        "leaves them unchanged. `gradtrace check` warns of such variables in one run.",
         "Remove the `tf.stop_gradient` between these variables and the loss (in the model's `call` or "
         "the tape); to freeze them on purpose set `layer.trainable = False` in both runs instead of "
         "feeding zero gradients.",

@@ -166,6 +166,28 @@ def zero_gradient(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     return None
 
 
+def zero_gradient_run(run: RunData) -> Finding | None:
+    """One run (``gradtrace check``): trainable variables the optimizer got an all-zero gradient for
+    at every recorded step, put in place of the ``None`` the tape returned (``replaced_none_gradients``):
+    nothing in the loss depends on them. Zeros the script computed itself are not taken for it."""
+    zero, _nonzero = _zero_and_nonzero(run)
+    zero &= {int(v) for v in run.meta.get("replaced_none_gradients") or []}
+    if not zero:
+        return None
+    names = [run.var_name(v) for v in sorted(zero)]
+    return Finding(
+        "zero_gradient", severity="warning",
+        summary=f"{len(names)} trainable variable(s) get a gradient that is exactly zero at every recorded step "
+        f"({', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}), put in place of the None "
+        "TensorFlow returned for them: nothing in the loss depends on them, and the optimizer leaves them "
+        "unchanged. A `tf.stop_gradient`, or a NumPy round trip (`.numpy()`, `np.` functions) inside the tape, "
+        "cuts them off from the loss.",
+        variables=names, evidence={"zero_gradient": names}, explains=1.0,
+        fix=("Keep the computation from these variables to the loss in TensorFlow ops inside the tape (no "
+             "`.numpy()` or NumPy functions, no `tf.stop_gradient`); if they are meant to stay fixed, set "
+             "`trainable = False` instead of replacing their gradients by zeros."))
+
+
 def absorb_zero_gradient(a: RunData, b: RunData, al: Alignment, set_findings: list[Finding]) -> list[Finding]:
     """The gradient-set findings with :func:`zero_gradient` first: a ``not_applied`` of exactly
     those variables is its consequence (a zero gradient moves nothing) and becomes evidence."""

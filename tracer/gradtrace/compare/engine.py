@@ -335,6 +335,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
 def check_run(run: RunData) -> Report:
     """Single-run findings (``gradtrace check``): the same engine, without a second run."""
     findings = dr.single_run_findings(run) + dw.wiring_findings(run)
+    zero = dw.zero_gradient_run(run)
+    if zero:
+        findings.append(zero)
     outside = do.outside_steps_run(run)
     if outside:
         findings.append(outside)
