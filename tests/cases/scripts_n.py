@@ -216,3 +216,13 @@ def tape_numpy_round_trip_zeros():
         grads = tape.gradient(loss, model.trainable_variables)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, model.trainable_variables)]
         opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def fit_digits_logits_as_probabilities():
+    """A model that outputs logits (no activation on its last layer) compiled with the sparse
+    cross-entropy at its default ``from_logits=False``."""
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    _fit(model, x, y)

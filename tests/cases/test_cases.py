@@ -1067,6 +1067,7 @@ def test_case(traced, case):
 CHECKS = [
     ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
     ("numpy_round_trip_zero_gradients", n12.tape_numpy_round_trip_zeros, "diverged", "zero_gradient"),
+    ("logits_read_as_probabilities", n12.fit_digits_logits_as_probabilities, "diverged", "loss_mismatch"),
     ("penalty_gradients_added", n12.tape_penalty_gradients_added, "equivalent", None),
     ("penalty_gradients_added_eagerly", n12.tape_penalty_gradients_added_eagerly, "equivalent", None),
     # a loss summed and divided by the full batch's size: the last, partial batch of each epoch weighs less
@@ -1179,6 +1180,9 @@ def test_check(traced, case):
         assert [f.severity for f in report.findings] == ["info"], text
         assert "layers of a model the optimizer does not train ('sequential" in report.findings[0].summary, text
         assert "a mean teacher's targets" in (report.findings[0].fix or ""), text  # its own fix, not the catalogue's
+    if _id == "logits_read_as_probabilities":  # a warning naming the setting to change
+        f = report.findings[0]
+        assert f.severity == "warning" and "from_logits=True" in (f.fix or ""), text
     if _id == "partial_batch_sum_over_full_batch":  # the divisor, the partial batch, both epochs' steps
         f = report.findings[0]
         assert f.severity == "warning" and f.steps == [7], text

@@ -117,6 +117,41 @@ def _first_tensor(x: Any) -> Any:
     return None
 
 
+# Ops that hand a tensor on unchanged in value, and what the op that computed a loss's y_pred says
+# it is: probabilities from a softmax/sigmoid, or logits from a layer without an activation (its
+# matmul/convolution plus bias).
+_PASS_OPS = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "ExpandDims", "EnsureShape"})
+_PROB_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid"}
+_LINEAR_OPS = frozenset({"BiasAdd", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "AddV2", "Add", "Einsum",
+                         "Conv2D", "Conv3D", "DepthwiseConv2dNative"})
+
+
+def pred_activation(y_pred: Any) -> str | None:
+    """"softmax", "sigmoid" or "linear" for a graph tensor ``y_pred`` computed by that kind of op
+    (through ops that only cast or reshape it); None eagerly (a value has no producer) or when
+    another op computed it."""
+    import tensorflow as tf
+
+    t = _first_tensor(y_pred)
+    if t is None or tf.executing_eagerly() or isinstance(t, tf.Variable):
+        return None
+    try:
+        op = t.op
+        for _ in range(8):
+            if op is None:
+                return None
+            if op.type in _PROB_OPS:
+                return _PROB_OPS[op.type]
+            if op.type in _LINEAR_OPS:
+                return "linear"
+            if op.type not in _PASS_OPS or not op.inputs:
+                return None
+            op = op.inputs[0].op
+    except (AttributeError, ValueError):  # an eager tensor has no op
+        return None
+    return None
+
+
 def _is_symbolic(x: Any) -> bool:
     import tensorflow as tf
 
@@ -901,6 +936,7 @@ class _Probe:
             "y_true_shape": _shape_of(_first_tensor(y_true)) if y_true is not None else None,
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": sample_weight is not None,
+            "pred_activation": pred_activation(y_pred) if y_pred is not None else None,
         }
         self.put_loss_call(scope, call, y_true, y_pred, under_tape)
         self.put_weights(sample_weight, y_pred)
@@ -980,6 +1016,7 @@ class _Probe:
             "y_true_shape": _shape_of(_first_tensor(y_true)) if y_true is not None else None,
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": False,
+            "pred_activation": pred_activation(y_pred) if y_pred is not None else None,
             "function": name,
             "out_shape": _shape_of(out),
         }

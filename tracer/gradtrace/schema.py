@@ -422,6 +422,9 @@ class LossCall(_Model):
     # The call got the model's output as y_true and other data (the labels) as y_pred:
     # ``loss(pred, y)``, PyTorch's ``loss(input, target)`` order (True only; None otherwise).
     swapped: bool | None = None
+    # What computed y_pred, read from the graph (None eagerly or when it is something else):
+    # "softmax" / "sigmoid" (probabilities) or "linear" (a Dense or convolution's output, logits).
+    pred_activation: Literal["softmax", "sigmoid", "linear"] | None = None
 
 
 class LossInfo(LossCall):

@@ -758,6 +758,34 @@ def data_fix(data: str) -> str:
             "before training, or filter them out of the dataset).")
 
 
+# Keras losses that take probabilities unless ``from_logits=True``.
+_CROSS_ENTROPIES = frozenset({"CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
+                              "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy"})
+
+
+def logits_as_probabilities(run: RunData) -> Finding | None:
+    """A cross-entropy called with ``from_logits=False`` on a layer's output that no softmax or
+    sigmoid follows (``LossCall.pred_activation == "linear"``, read from the step's graph): the
+    loss takes those logits for probabilities (normalises or clips them), so loss and gradients
+    are wrong. Eagerly the producer is not recorded and nothing is said."""
+    info = first_loss_info(run) or {}
+    for call in info.get("calls") or [info]:
+        if (call.get("cls") in _CROSS_ENTROPIES and call.get("from_logits") is False
+                and call.get("pred_activation") == "linear"):
+            cls = call.get("cls")
+            return Finding(
+                "loss_mismatch", severity="warning",
+                summary=f"{cls} is called with from_logits=False on the output of a layer without an activation "
+                "(a Dense or convolution's output: logits): the loss reads them as probabilities, clipping them "
+                "into (0, 1)" + (" and normalising each row" if "Categorical" in str(cls) else "")
+                + ", so the loss and its gradients are not the cross-entropy of the model's predictions.",
+                evidence={"loss": cls, "from_logits": False, "pred_activation": "linear",
+                          "y_pred_shape": call.get("y_pred_shape")}, explains=0.9,
+                fix=f"Pass `from_logits=True` to {cls}, or end the model in a "
+                    + ("sigmoid" if "Binary" in str(cls) else "softmax") + " activation (not both).")
+    return None
+
+
 def single_run_findings(run: RunData) -> list[Finding]:
     """Findings about one run alone (``gradtrace check``)."""
     out: list[Finding] = []
@@ -905,6 +933,9 @@ def single_run_findings(run: RunData) -> list[Finding]:
             f"their mean): {fixed_divisor_code(d)}. The {fixed['partial_steps']} smaller batch(es) weigh "
             f"{m}/{d} of what fit() or a mean gives them.",
             steps=[fixed["step"]], evidence=fixed, explains=0.8, fix=fixed_divisor_fix()))
+    logits = logits_as_probabilities(run)
+    if logits:
+        out.append(logits)
     reg = regularization_count(run)
     if reg:
         n = reg["count"]
