@@ -226,3 +226,30 @@ def fit_digits_logits_as_probabilities():
     model = _net()
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     _fit(model, x, y)
+
+
+def fit_train_step_broadcast_loss():
+    """A custom train_step (traced by fit() for any batch size: shapes ``(None, 1)``) computes a
+    binary cross-entropy by hand between ``(N, 1)`` labels and the squeezed ``(N,)`` predictions:
+    they broadcast to ``(N, N)``."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    y = (y % 2).astype("float32").reshape(-1, 1)
+
+    class HandLoss(keras.Model):
+        def train_step(self, batch):
+            xb, yb = batch
+            with tf.GradientTape() as tape:
+                p = tf.clip_by_value(tf.squeeze(self(xb, training=True), -1), 1e-6, 1 - 1e-6)
+                loss = -tf.reduce_mean(yb * tf.math.log(p) + (1 - yb) * tf.math.log(1 - p))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    keras.utils.set_random_seed(37)
+    inp = keras.Input((64,))
+    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(16, activation="relu")(inp))
+    model = HandLoss(inp, out)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    _fit(model, x, y)

@@ -1068,6 +1068,7 @@ CHECKS = [
     ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
     ("numpy_round_trip_zero_gradients", n12.tape_numpy_round_trip_zeros, "diverged", "zero_gradient"),
     ("logits_read_as_probabilities", n12.fit_digits_logits_as_probabilities, "diverged", "loss_mismatch"),
+    ("train_step_broadcast_unknown_batch", n12.fit_train_step_broadcast_loss, "diverged", "shape_broadcast"),
     ("penalty_gradients_added", n12.tape_penalty_gradients_added, "equivalent", None),
     ("penalty_gradients_added_eagerly", n12.tape_penalty_gradients_added_eagerly, "equivalent", None),
     # a loss summed and divided by the full batch's size: the last, partial batch of each epoch weighs less

@@ -286,7 +286,9 @@ _KINDS = [
     Kind(
         "shape_broadcast", "error", False,
         "Labels and predictions of different shapes ((N,) vs (N, 1)) were combined elementwise in "
-        "the loss and broadcast to (N, N): the loss differs while the predictions are identical.",
+        "the loss and broadcast to (N, N): the loss differs while the predictions are identical. In a "
+        "step traced for any batch size (fit(), a custom train_step: shapes (None, 1) and (None,)) the "
+        "unknown sizes are the step's recorded batch size.",
         "Make the shapes agree before the loss: `y = tf.reshape(y, (-1, 1))` or "
         "`tf.squeeze(y_pred, -1)`; Keras losses do this for you.",
         rank=15,

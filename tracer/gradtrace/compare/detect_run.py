@@ -377,11 +377,16 @@ def non_scalar_targets(run: RunData) -> list[tuple[list[Any], int, int]]:
 
 
 def broadcasts(run: RunData) -> list[tuple[dict[str, Any], int, int]]:
-    """Elementwise broadcasts in the loss that grew a (N,)/(N,1) pair into (N,N)."""
+    """Elementwise broadcasts in the loss that grew a (N,)/(N,1) pair into (N,N). A size the graph
+    left unknown (a step traced for any batch size: fit()'s, a custom train_step's) is the step's
+    recorded batch size, which is what both unknown sizes of such a pair are."""
     out = []
     for items, first, count in run.broadcasts:
+        row = int(np.searchsorted(run.step, first)) if run.n_steps else -1
+        batch = run.batch_at(row)
         for bc in items or []:
             a, b, o = bc.get("a_shape") or [], bc.get("b_shape") or [], bc.get("out_shape") or []
+            o = [int(batch) if d is None and math.isfinite(batch) else d for d in o]
             if len(o) >= 2 and len(o) > min(len(a), len(b)) and o[-1] not in (1, None) and o[-2] not in (1, None):
                 if len(a) != len(b):
                     out.append((bc, first, count))
