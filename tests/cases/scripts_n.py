@@ -253,3 +253,43 @@ def fit_train_step_broadcast_loss():
     model = HandLoss(inp, out)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     _fit(model, x, y)
+
+
+def _bn_base_and_head():
+    keras = _keras()
+    keras.utils.set_random_seed(39)
+    base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32), keras.layers.BatchNormalization(),
+                             keras.layers.Activation("relu")], name="base")
+    return keras, base, keras.Sequential([base, keras.layers.Dense(10)])
+
+
+def fit_bn_base_frozen():
+    """The base (with BatchNormalization) frozen, the head fine-tuned by fit(): in Keras 3 the
+    frozen BatchNormalization runs in inference mode."""
+    keras, base, model = _bn_base_and_head()
+    x, y = _digits_slice()
+    base.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def tape_bn_head_variables_only():
+    """The head's variables alone differentiated and applied: the base is not trained either, but
+    its BatchNormalization runs in training mode (batch statistics, moving statistics updated)."""
+    tf = _tf()
+    keras, _base, model = _bn_base_and_head()
+    x, y = _digits_slice()
+    head = model.layers[-1].trainable_variables
+    opt = keras.optimizers.Adam(1e-2)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, head)
+        opt.apply_gradients(zip(grads, head))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)

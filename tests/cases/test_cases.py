@@ -32,6 +32,9 @@ CASES = [
      "diverged", "trainable_mismatch"),
     ("tf_keras_frozen_after_compile_head_only", n12.fit_tf_keras_frozen_after_compile,
      n12.tape_tf_keras_head_variables_only, "diverged", "trainable_mismatch"),
+    # a base frozen in one run, its weights left out of the other's gradients: only BatchNormalization's mode differs
+    ("frozen_base_against_head_only", n12.fit_bn_base_frozen, n12.tape_bn_head_variables_only, "diverged",
+     "frozen_state"),
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),
@@ -703,6 +706,8 @@ def test_case(traced, case):
     if _id.startswith("tf_keras_frozen_after_compile"):  # names the run whose freeze did not take, and how to mend it
         f = report.findings[0]
         assert f.evidence.get("frozen_late_in") == "a" and "compile()" in (f.fix or ""), text
+    if _id == "frozen_base_against_head_only":  # neither run trains the base's weights: that is context
+        assert [f.severity for f in report.findings if f.kind == "trainable_mismatch"] == ["info"], text
     if _id in ("relu_as_activation_layer", "max_norm_never_binds", "l2_by_compute_loss"):  # named, as context
         assert any(f.kind == "layer_config_mismatch" for f in report.findings), text
     if _id == "hand_written_against_adam":  # the rule measured is worded once, by the cause; step 0 its effect

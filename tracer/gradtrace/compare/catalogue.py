@@ -112,7 +112,9 @@ _KINDS = [
     Kind(
         "frozen_state", "error", False,
         "Non-trainable state (BatchNormalization moving statistics) changes in one run and stays "
-        "fixed in the other.",
+        "fixed in the other. A layer frozen in one run (`trainable = False`, in Keras 3 a "
+        "BatchNormalization in inference mode) whose weights the other run leaves out of its gradients "
+        "is this finding alone: the weights' `trainable_mismatch` is context, as neither run trains them.",
         "Run BatchNormalization in training mode during optimizer steps (`training=True`); in Keras 3 "
         "a layer with `trainable=False` also freezes its statistics.",
         rank=8,

@@ -68,7 +68,8 @@ def _said(run: RunData, layer: str, row: dict[str, Any]) -> str:
            else "in a tf.function, where no gradient tape recorded: a forward pass for a metric after the "
            "tape, a validation step, evaluate() or predict()" if row["how"] == ["graph"]
            else "eagerly and in a tf.function")
-    what = ("its moving statistics took in those batches" if _stateful(run, layer)
+    what = (("its moving statistics took in those batches" if _class(run, layer).endswith("Normalization")
+             else "its non-trainable state changed in those calls as in a training step") if _stateful(run, layer)
             else "it dropped or perturbed what those calls computed")
     return f"{_class(run, layer)} '{layer}' {row['calls']} time(s) ({how}{when}): {what}"
 

@@ -377,7 +377,8 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             trained, tv = (a, va) if ta else (b, vb)
             frozen.append({"variable": run.var_name(v), "layer": run.var_info(v).get("layer"),
                            "frozen_in": "b" if ta else "a", "unfrozen_at": _changed_at(run, v, "trainable"),
-                           "frozen_by_end_in_other": _frozen_at_end(trained, tv)})
+                           "frozen_by_end_in_other": _frozen_at_end(trained, tv),
+                           "updated_in_other": tv in (sa if ta else sb).applied_any})
             continue
         if not ta:
             # Frozen in both at first: one run may unfreeze them at a later fit() call (fine-tuning)
@@ -409,6 +410,22 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             run, v = (a, va) if side == "a" else (b, vb)
             notapp.append({"variable": run.var_name(v), "run": side,
                            "updated_in_a": app_a, "updated_in_b": app_b})
+    if frozen and not any(f["updated_in_other"] or f["unfrozen_at"] is not None for f in frozen):
+        # Flagged trainable in one run only, but that run never updates them either (its steps
+        # differentiate other variables): the same weights train in both runs.
+        side = frozen[0]["frozen_in"]
+        oside = "b" if side == "a" else "a"
+        layers = sorted({str(f["layer"]) for f in frozen if f["layer"]})
+        out.append(Finding(
+            "trainable_mismatch",
+            f"{len(frozen)} variable(s) are frozen (not trainable) in run {side} and left trainable in run "
+            f"{oside}, which never updates them either (its steps differentiate other variables)"
+            + (f": layer(s) {', '.join(layers[:6])}" if layers else "") + ". Neither run trains them.",
+            severity="info", layers=layers, variables=[f["variable"] for f in frozen],
+            evidence={"variables": frozen}, explains=0.0,
+            fix="Nothing to fix for their weights. A frozen layer's other behaviour may still differ (in Keras 3 "
+                "a frozen BatchNormalization runs in inference mode): see the other findings."))
+        frozen = []
     if frozen:
         sides = sorted({f["frozen_in"] for f in frozen})
         names = [(a if f["frozen_in"] == "a" else b).name for f in frozen[:1]]

@@ -828,12 +828,18 @@ def single_run_findings(run: RunData) -> list[Finding]:
     swapped = swapped_loss_finding(run)
     if swapped:
         out.append(swapped)
+    said: dict[tuple[str, str, str], Finding] = {}
     for bc, first, count in broadcasts(run):
-        out.append(Finding(
+        key = (str(bc.get("a_shape")), str(bc.get("b_shape")), str(bc.get("out_shape")))
+        if key in said:  # the same pair of shapes in another op of the loss (both terms of a BCE)
+            said[key].evidence.setdefault("also_in", []).append(bc.get("op"))
+            continue
+        said[key] = Finding(
             "shape_broadcast",
             f"the loss combined shapes {bc.get('a_shape')} and {bc.get('b_shape')} with "
             f"'{bc.get('op')}' into {bc.get('out_shape')} ({count} steps from step {first}).",
-            steps=[first], evidence={"broadcast": bc}, explains=1.0))
+            steps=[first], evidence={"broadcast": bc}, explains=1.0)
+        out.append(said[key])
     sets = var_sets(run)
     # The variables of a model no optimizer of the run was given (a teacher, a target network
     # written by assign) are not the trained model's: no gradient is their recipe.

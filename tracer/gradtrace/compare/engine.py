@@ -31,7 +31,7 @@ logger = logging.getLogger("gradtrace.compare")
 # they explain by themselves: the numeric finding becomes their evidence.
 _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "call_argument_mismatch", "loss_mismatch",
            "shape_broadcast", "sample_weighting", "loss_scaling",
-           "missing_gradient", "not_applied", "trainable_mismatch", "numerics", "optimizer_mismatch",
+           "missing_gradient", "not_applied", "trainable_mismatch", "frozen_state", "numerics", "optimizer_mismatch",
            "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches", "model_recreated",
            "loss_not_differentiated", "discarded_gradient", "weights_assigned",
            "zero_gradient", "structure_mismatch")
