@@ -207,6 +207,7 @@ def test_cli_check_names_the_first_finding_not_a_divergent_step(tmp_path, capsys
     assert main(["check", "nan-run", "--db", url]) == 1
     out = capsys.readouterr().out
     assert "first divergent step" not in out and "first finding at step: 3" in out, out
+    assert "after the run's last step" not in out, out
     assert "numerics" in out
     assert main(["check", "clean", "--db", url]) == 0
     out = capsys.readouterr().out
@@ -266,3 +267,15 @@ def test_cli_check_reports_lost_steps(tmp_path, capsys):
     assert main(["check", "e_rq", "--db", url]) == 1
     out = capsys.readouterr().out
     assert "OK" not in out and "lost_records" in out
+
+
+def test_a_first_finding_after_the_last_step_is_said_so():
+    """A finding dated after a run's last step (layers run in training mode after it): the header
+    names the step and says that it follows the last one."""
+    from gradtrace.compare import Finding, Report, render_text
+
+    report = Report(verdict="diverged", a={"id": "x", "name": "r", "project": "p", "steps": 20,
+                                           "status": "finished"},
+                    b=None, first_divergent_step=20, aligned_steps=0,
+                    findings=[Finding("training_outside_steps", "after the end", severity="warning", steps=[20])])
+    assert "first finding at step: 20 (after the run's last step, 19)" in render_text(report)

@@ -88,6 +88,10 @@ def test_errors_say_what_to_do(db: str, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["show", "fitt", "--db", db]) == 2
     err = capsys.readouterr().err
     assert "no run 'fitt'" in err and "did you mean: fit" in err and "gradtrace runs" in err
+    for cmd in (["check", "nosuch"], ["compare", "fit", "nosuch"]):  # every command that reads a run says it
+        assert main([*cmd, "--db", db]) == 2
+        err = capsys.readouterr().err
+        assert "no run 'nosuch'" in err and "List runs with: gradtrace runs" in err, err
     assert main(["show", "fit", "--db", db, "--steps", "5:2"]) == 2
     assert "--steps" in capsys.readouterr().err
     assert main(["runs", "--db", str(tmp_path / "missing.db")]) == 2

@@ -30,9 +30,20 @@ Examples:
 """
 
 CHECK_EPILOG = """\
-Single-run findings of the same engine: a non-scalar loss handed to tape.gradient,
-variables without gradients or never updated, training-dependent layers run in
-inference mode, NaN/Inf, an optimizer re-created every step, broadcasting losses.
+Single-run findings of the same engine, what one run shows by itself:
+  - the loss: a non-scalar tensor handed to tape.gradient, labels and predictions
+    broadcast to (N, N), arguments swapped (loss(pred, y)), a cross-entropy reading
+    logits as probabilities (from_logits=False on a layer without activation,
+    seen inside tf.function and fit()), regularization losses left out or added
+    twice, a partial batch divided by the full batch's size;
+  - the gradients: variables that never get one or only at some steps, zeros put
+    in place of None, gradients paired with the wrong variables, computed and
+    never used, NaN/Inf;
+  - the steps: training-dependent layers in inference mode, layers run in training
+    mode outside the steps, an optimizer or model re-created in the loop, a step
+    applied twice per batch, a metric that does not fit the labels.
+What needs a second run to tell (another optimizer setting, learning rate, data
+order, initial weights, a different loss class) is `gradtrace compare A B`'s.
 
 Records are read as for compare: --db URL, --server URL, else $GRADTRACE_URL
 (http(s):// reads through that server), else ./gradtrace.db.
@@ -92,10 +103,10 @@ def _local(fn: Any, *refs: str, db: str | None, project: str | None) -> dict[str
             try:
                 runs.append(read_run(store, ref, project))
             except LookupError as exc:
-                raise _usage(str(exc)) from None
+                raise _usage(f"{exc}. List runs with: gradtrace runs") from None
             except Exception as exc:
                 if type(exc).__name__ in ("RunNotFound", "AmbiguousRun"):
-                    raise _usage(str(exc)) from None
+                    raise _usage(f"{exc}. List runs with: gradtrace runs") from None
                 raise
         doc: dict[str, Any] = fn(*runs).to_dict()
         return doc

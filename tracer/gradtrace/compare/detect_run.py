@@ -955,7 +955,8 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "regularization_mismatch", severity="warning",
             summary=f"the model has regularization losses (sum(model.losses) = {reg['reg_loss']:.6g}) and the "
             f"loss handed to tape.gradient {said}: it equals the Keras loss's data loss plus {n} x "
-            f"sum(model.losses) at {len(reg['steps'])} steps.",
+            f"sum(model.losses) at each of the {len(reg['steps'])} steps checked (the first ones with "
+            "regularization losses).",
             steps=reg["steps"][:1], evidence=reg,
             fix=regularization_fix(n), explains=0.9))
     repeated = repeated_step_finding(run)

@@ -64,7 +64,10 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
     if d["first_divergent_step"] is not None:
         # One run diverges from nothing: its step is where the first finding is.
         what = "first divergent step" if b else "first finding at step"
-        lines.append(f"{what}: {d['first_divergent_step']}")
+        k = d["first_divergent_step"]
+        steps = (d.get("a") or {}).get("steps")
+        after = not b and isinstance(steps, int) and k >= steps > 0  # said of what follows the last step
+        lines.append(f"{what}: {k}" + (f" (after the run's last step, {steps - 1})" if after else ""))
     if b:
         lines.append(f"aligned steps: {d['aligned_steps']}")
     noise = d.get("noise") or {}
