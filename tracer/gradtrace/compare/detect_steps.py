@@ -648,6 +648,14 @@ def _hand_clipping(a: RunData, b: RunData, s: Step0, al: Alignment, ftol: float)
     return None
 
 
+def _ratio_said(ratio: float, what: str) -> str:
+    """``run a's <what> is 1.25 x run b's``; near 1, where four digits would read "1 x", the
+    relative difference instead (an update that differs in its 5th digit)."""
+    if math.isfinite(ratio) and ratio > 0 and abs(ratio - 1) < 5e-4:
+        return f"run a's {what} differs from run b's by {abs(ratio - 1):.2g} (relative)"
+    return f"run a's {what} is {ratio:.4g} x run b's"
+
+
 def _ratio_spread(r: np.ndarray, c: float) -> float:
     r = r[np.isfinite(r)]
     return float(np.max(rel(r, c))) if r.size else 0.0
@@ -765,7 +773,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | Non
                 differing = [s.names[int(i)] for i in order if np.isfinite(urel[i]) and urel[i] > tol]
                 unrecorded = _per_variable_setting(a, b, len(differing), int(np.isfinite(urel).sum()))
                 symptom = (f"step 0 has the same loss and gradients in both runs but different updates "
-                           f"({s.names[j]}: run a's update norm is {s.update_ratio[j]:.4g} x run b's): the "
+                           f"({s.names[j]}: {_ratio_said(float(s.update_ratio[j]), 'update norm')}): the "
                            "optimizers act differently")
                 if unrecorded:
                     why, why_ev, fix = " " + unrecorded[0], {"unrecorded_setting": unrecorded[2]}, unrecorded[1]
