@@ -293,3 +293,56 @@ def tape_bn_head_variables_only():
 
     for xb, yb in data.batches(x, y, BATCH, STEPS):
         step(xb, yb)
+
+
+def _warmup_net():
+    """The digits MLP with a layer that scales its input up over its first 20 training calls,
+    counted in a non-trainable variable of its own."""
+    tf = _tf()
+    keras = _keras()
+
+    class WarmupScale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+        def call(self, x, training=None):
+            if training:
+                self.count.assign_add(1.0)
+            return x * tf.minimum(1.0, (self.count + 1.0) / 20.0)
+
+    keras.utils.set_random_seed(41)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), WarmupScale(),
+                             keras.layers.Dense(10)])
+
+
+def fit_warmup_counter():
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _warmup_net()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    _fit(model, x, y)
+
+
+def tape_warmup_counter_metric_in_training_mode():
+    """The loop's metric calls the updated model again with ``training=True``, outside the tape:
+    the counter advances twice per step, so the scale the next step's forward pass uses differs."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _warmup_net()
+    opt = keras.optimizers.Adam(1e-2)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    acc = keras.metrics.SparseCategoricalAccuracy()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        acc.update_state(yb, model(xb, training=True))
+        return loss
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)

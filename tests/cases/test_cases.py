@@ -35,6 +35,9 @@ CASES = [
     # a base frozen in one run, its weights left out of the other's gradients: only BatchNormalization's mode differs
     ("frozen_base_against_head_only", n12.fit_bn_base_frozen, n12.tape_bn_head_variables_only, "diverged",
      "frozen_state"),
+    # a layer's own counter advanced again by a training-mode pass outside the tape: the cause of the departure
+    ("state_advanced_outside_the_steps", n12.fit_warmup_counter, n12.tape_warmup_counter_metric_in_training_mode,
+     "diverged", "training_outside_steps"),
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),
@@ -706,6 +709,9 @@ def test_case(traced, case):
     if _id.startswith("tf_keras_frozen_after_compile"):  # names the run whose freeze did not take, and how to mend it
         f = report.findings[0]
         assert f.evidence.get("frozen_late_in") == "a" and "compile()" in (f.fix or ""), text
+    if _id == "state_advanced_outside_the_steps":  # the state layer named as the reason the steps part
+        f = report.findings[0]
+        assert f.severity == "error" and f.evidence.get("state_layers") and "start from other state" in f.summary, text
     if _id == "frozen_base_against_head_only":  # neither run trains the base's weights: that is context
         assert [f.severity for f in report.findings if f.kind == "trainable_mismatch"] == ["info"], text
     if _id in ("relu_as_activation_layer", "max_norm_never_binds", "l2_by_compute_loss"):  # named, as context

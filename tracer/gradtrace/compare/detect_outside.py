@@ -187,6 +187,10 @@ def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
         ra if other[0] == "a" else rb) else "")
     random = [n for s, la, lb in diffs for n in [la if s == "a" else lb]
               if n and not _stateful(a if s == "a" else b, n)]
+    # Layers with state of their own other than normalization statistics (which a training-mode
+    # forward pass does not read): the extra calls moved the state the steps' forward passes read.
+    state = [n for s, la, lb in diffs for n in [la if s == "a" else lb]
+             if n and _stateful(a if s == "a" else b, n) and not _class(a if s == "a" else b, n).endswith("Normalization")]
     return Finding(
         "training_outside_steps",
         "layers ran in training mode outside the forward passes the optimizer steps differentiate (no "
@@ -194,17 +198,19 @@ def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
         + " The models the runs evaluate differ even where every step agrees.",
         steps=sorted(set(steps))[:1], layers=layers,
         evidence={"a": {n: r["calls"] for n, r in ra.items()}, "b": {n: r["calls"] for n, r in rb.items()},
-                  "random_layers": random},
+                  "random_layers": random, "state_layers": state},
         fix=FIX, explains=0.5)
 
 
 def fold_divergence(findings: list[Finding], step_f: list[Finding]) -> list[Finding]:
     """A departure of the steps from the first outside call on, where random layers (Dropout) ran
     outside the steps in one run more often: their draws advanced the run's generator, so its
-    later masks differ. The departure becomes the evidence of the outside calls, which are then
-    the cause (an error); returns the step findings left."""
-    f = next((g for g in findings if g.kind == "training_outside_steps" and g.evidence.get("random_layers")
-              and g.steps), None)
+    later masks differ; or layers with state of their own that a training-mode pass changes (a
+    counter, a running scale; not normalization statistics, which such a pass does not read). The
+    departure becomes the evidence of the outside calls, which are then the cause (an error);
+    returns the step findings left."""
+    f = next((g for g in findings if g.kind == "training_outside_steps"
+              and (g.evidence.get("random_layers") or g.evidence.get("state_layers")) and g.steps), None)
     if f is None:
         return step_f
     rest = []
@@ -213,9 +219,13 @@ def fold_divergence(findings: list[Finding], step_f: list[Finding]) -> list[Find
             f.evidence.setdefault("step_evidence", []).append({"kind": g.kind, "summary": g.summary, **g.evidence})
             f.severity = "error"
             f.explains = 1.0
-            f.summary += (f" The random layers among them ({', '.join(f.evidence['random_layers'][:3])}) drew "
-                          "from their generator in those calls, so the later steps' random numbers differ: "
-                          f"that is why the losses part at step {min(g.steps)}.")
+            rnd, st = f.evidence.get("random_layers") or [], f.evidence.get("state_layers") or []
+            f.summary += (
+                (f" The random layers among them ({', '.join(rnd[:3])}) drew from their generator in those calls, "
+                 "so the later steps' random numbers differ" if rnd else
+                 f" The layers among them with state of their own ({', '.join(st[:3])}) changed it in those calls, "
+                 "so the later steps' forward passes start from other state")
+                + f": that is why the losses part at step {min(g.steps)}.")
             f.steps = sorted(g.steps)  # where it shows: a graph's calls date from its first trace
         else:
             rest.append(g)
