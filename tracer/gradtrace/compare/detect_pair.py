@@ -410,7 +410,8 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             run, v = (a, va) if side == "a" else (b, vb)
             notapp.append({"variable": run.var_name(v), "run": side,
                            "updated_in_a": app_a, "updated_in_b": app_b})
-    if frozen and not any(f["updated_in_other"] or f["unfrozen_at"] is not None for f in frozen):
+    if (frozen and len({f["frozen_in"] for f in frozen}) == 1
+            and not any(f["updated_in_other"] or f["unfrozen_at"] is not None for f in frozen)):
         # Flagged trainable in one run only, but that run never updates them either (its steps
         # differentiate other variables): the same weights train in both runs.
         side = frozen[0]["frozen_in"]
