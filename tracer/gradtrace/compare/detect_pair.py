@@ -1774,10 +1774,9 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                    "reorders the examples every epoch." if shuffled else "")
             fix = ("Pass shuffle=False to fit() (or shuffle the loop's data with the same seed) to compare "
                    "the runs step by step." if shuffled else None)
-            reordered = bool(not shuffled and dd.same_examples_reordered(
-                a.x_fp[al.ia], b.x_fp[al.ib], a.y_fp[al.ia], b.y_fp[al.ib]))
+            reordered = bool(dd.same_examples_reordered(a.x_fp[al.ia], b.x_fp[al.ib], a.y_fp[al.ia], b.y_fp[al.ib]))
             pipelines = {side: _dataset_shuffles(run) for side, run in (("a", a), ("b", b))}
-            if reordered:
+            if reordered and not shuffled:
                 why = (" Over the common steps both runs went through the same examples (the totals of their "
                        "inputs and labels agree), grouped into batches differently: one run shuffles or orders "
                        "its data otherwise (a tf.data `.shuffle()`, fit()'s default shuffle=True, a sampler).")
