@@ -854,7 +854,7 @@ def fit_wine_unweighted():
 
 def tape_wine_two_gradients_summed():
     """Each output's loss differentiated on its own (a persistent tape) and the gradients added: the
-    gradient of the sum, though the step records the last loss differentiated."""
+    gradient of the sum, and the step records the sum of both losses (the tracer sees the addition)."""
     tf = _tf()
     keras = _keras()
     x, y, alc = _wine_two_targets()

@@ -324,6 +324,27 @@ def test_gradients_of_two_losses_added_record_the_sum_as_the_loss(tmp_path, how)
         np.testing.assert_allclose(st["reg_loss"], r, rtol=1e-6)
 
 
+def test_gradients_of_other_tapes_added_keep_the_steps_own_loss(tmp_path):
+    """Micro-batches accumulated by hand (a tape each, their gradients summed before one apply)
+    are other batches: the step's loss stays the last call's, not their sum."""
+    db = f"sqlite:///{tmp_path / 'acc.db'}"
+    x, y, _ = _data()
+    model = _model()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.05)
+    with gradtrace.trace(run="acc", store=db):
+        acc, losses = None, []
+        for xb, yb in ((x[:8], y[:8]), (x[8:], y[8:])):
+            with tf.GradientTape() as tape:
+                loss = ce(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            acc = grads if acc is None else [a + g for a, g in zip(acc, grads, strict=True)]
+            losses.append(float(loss))
+        opt.apply_gradients(zip(acc, model.trainable_variables, strict=True))
+    (st,) = _steps(db, "acc")
+    np.testing.assert_allclose(st["loss"], losses[-1], rtol=1e-6)
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "function"])
 def test_the_mask_of_the_output_a_function_gets_is_recorded(tmp_path, compiled):
     """A loss function applies no mask: the one its y_pred carries (Embedding(mask_zero=True))

@@ -324,6 +324,7 @@ class TapeCall:
     consumed: bool = False
     by_hand: bool = False  # consumed by a hand-written update (see _manual)
     seq: int = 0  # order of the calls in the thread (see tape_seq)
+    tape: int = 0  # which GradientTape made the call (see _tape_number): a persistent tape makes several
 
     def gradient(self, key: int) -> Any:
         return self.grads.get(key)
@@ -351,7 +352,25 @@ def reset_thread() -> None:
     _local.tape_calls = {}
 
 
-def _remember_gradient(target: Any, sources: Any) -> TapeCall:
+_TAPE_NUMBERS = iter(range(1, 1 << 62))
+
+
+def _tape_number(tape: Any) -> int:
+    """A number for a ``GradientTape`` object, unique in the process (an ``id()`` is reused once a
+    tape is freed: a loop makes a tape per micro-batch). Kept on the tape as an attribute."""
+    if tape is None:
+        return 0
+    n = getattr(tape, "_gradtrace_tape", None)
+    if n is None:
+        n = next(_TAPE_NUMBERS)
+        try:
+            tape._gradtrace_tape = n
+        except AttributeError:  # a tape class that takes no attributes: each call on its own
+            return 0
+    return int(n)
+
+
+def _remember_gradient(target: Any, sources: Any, tape: Any = None) -> TapeCall:
     import tensorflow as tf
 
     ensure_tf_keras()
@@ -370,7 +389,7 @@ def _remember_gradient(target: Any, sources: Any) -> TapeCall:
         dq = calls[gk] = collections.deque(maxlen=8)
     variables = [v for v in tf.nest.flatten(sources) if v is not None and hasattr(v, "assign")]
     _local.tape_seq = tape_seq() + 1
-    call = TapeCall(targets, shape, keys, variables, seq=_local.tape_seq)
+    call = TapeCall(targets, shape, keys, variables, seq=_local.tape_seq, tape=_tape_number(tape))
     dq.append(call)
     return call
 
@@ -429,9 +448,11 @@ _SUM_OPS = frozenset({"AddV2", "Add", "AddN"})
 
 
 def _with_summands(tape: TapeCall, grads: list[Any], keys: list[int]) -> TapeCall:
-    """``tape``, or ``tape`` with the targets of the other gradient calls whose gradients the
-    applied ones add to its own: a loss's and a penalty's gradients taken one by one (a
-    persistent tape) and summed before one apply train their sum, so the step's loss is that sum.
+    """``tape``, or ``tape`` with the targets of the same tape's other gradient calls whose
+    gradients the applied ones add to its own: a loss's and a penalty's gradients taken one by one
+    (a persistent tape) and summed before one apply train their sum, so the step's loss is that
+    sum. Gradients of other tapes summed (micro-batches accumulated by hand) are other batches':
+    the step's loss stays its own call's.
 
     Looked for at the first variable whose applied gradient is not the call's own: inside a
     ``tf.function`` it must be an addition whose every input is a gradient a call of the graph
@@ -441,7 +462,9 @@ def _with_summands(tape: TapeCall, grads: list[Any], keys: list[int]) -> TapeCal
     import tensorflow as tf
 
     dq = _tape_calls().get(_graph_key()) or ()
-    others = [c for c in dq if c is not tape and not c.consumed and not c.by_hand and c.targets]
+    # The same tape only: gradients of other tapes added up are other batches' (accumulation).
+    others = [c for c in dq if c is not tape and c.tape == tape.tape and tape.tape
+              and not c.consumed and not c.by_hand and c.targets]
     if not others:
         return tape
     for g, k in zip(grads, keys, strict=False):
@@ -468,7 +491,8 @@ def _with_summands(tape: TapeCall, grads: list[Any], keys: list[int]) -> TapeCal
         for c in (tape, *used):
             c.consumed = True
         return TapeCall([*tape.targets, *(t for c in used for t in c.targets)], tape.shape, tape.sources,
-                        tape.variables, tape.grads, consumed=True, by_hand=tape.by_hand, seq=tape.seq)
+                        tape.variables, tape.grads, consumed=True, by_hand=tape.by_hand, seq=tape.seq,
+                        tape=tape.tape)
     return tape
 
 
@@ -488,7 +512,7 @@ def _wrap_gradient(original: Any) -> Any:
         if run is not None:
             if _manual.any_open():
                 guard(run, "hand-written update", lambda: _manual.close(run))
-            call = guard(run, "tape.gradient", lambda: _remember_gradient(target, sources))
+            call = guard(run, "tape.gradient", lambda: _remember_gradient(target, sources, self))
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
             guard(run, "tape.gradient", lambda: _remember_result(call, sources, result))
