@@ -346,3 +346,54 @@ def tape_warmup_counter_metric_in_training_mode():
 
     for xb, yb in data.batches(x, y, BATCH, STEPS):
         step(xb, yb)
+
+
+def _transfer_model():
+    """keras.io's transfer-learning recipe on the digits: a base (Dense, BatchNormalization, Dense)
+    frozen and called with ``training=False``, a new head."""
+    keras = _keras()
+    keras.utils.set_random_seed(43)
+    base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.BatchNormalization(), keras.layers.Dense(16, activation="relu")],
+                            name="base")
+    base.trainable = False
+    inputs = keras.Input((64,))
+    outputs = keras.layers.Dense(10)(base(inputs, training=False))
+    return keras, base, keras.Model(inputs, outputs)
+
+
+def fit_transfer_then_fine_tune():
+    """The head trained by fit(), then the base unfrozen and the whole model recompiled with a low
+    learning rate and fitted again."""
+    keras, base, model = _transfer_model()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=ce)
+    _fit(model, x, y)
+    base.trainable = True
+    model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=ce)
+    _fit(model, x, y)
+
+
+def tape_transfer_then_fine_tune():
+    """The same two phases as tape loops: a step function per phase, each with its optimizer."""
+    tf = _tf()
+    keras, base, model = _transfer_model()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def make_step(opt):
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = ce(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+        return step
+
+    for lr in (1e-3, 1e-5):
+        base.trainable = lr < 1e-3
+        step = make_step(keras.optimizers.Adam(lr))
+        for xb, yb in data.batches(x, y, BATCH, STEPS):
+            step(xb, yb)

@@ -38,6 +38,9 @@ CASES = [
     # a layer's own counter advanced again by a training-mode pass outside the tape: the cause of the departure
     ("state_advanced_outside_the_steps", n12.fit_warmup_counter, n12.tape_warmup_counter_metric_in_training_mode,
      "diverged", "training_outside_steps"),
+    # keras.io's fine-tuning: the base unfrozen for a second phase, by fit() and by a loop's new optimizer
+    ("transfer_then_fine_tune", n12.fit_transfer_then_fine_tune, n12.tape_transfer_then_fine_tune,
+     "equivalent", None),
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),

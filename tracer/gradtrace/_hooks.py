@@ -1296,6 +1296,10 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
     keys = [var_key(v) for v in tvars]
     key_set = set(keys)
     run.note_stepped(key_set, _graph_key(), tvars, by_hand=flavour == "manual")
+    if flavour != "manual" and not run.optimizer_known(opt) and run.steps_so_far():
+        # A new optimizer after the first steps: a loop's next phase, often with layers unfrozen
+        # (fit() notes them when it is called again).
+        guard(run, "trainable flags", lambda: run.note_trainable("step"))
     others = [v for v in run.trainable_variables() if var_key(v) not in key_set]
     tape = _find_tape_call(key_set, list(grads))
     if tape is not None:

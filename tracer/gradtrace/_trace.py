@@ -448,6 +448,10 @@ class Run:
             self._train_functions.append((weakref.ref(model), getattr(model, "train_function", None)))
             return True
 
+    def optimizer_known(self, opt: Any) -> bool:
+        """Whether ``opt`` has made a step of this run already (cheap: every eager step asks)."""
+        return id(opt) in self._optimizers
+
     def optimizer_seen(self, opt: Any, flavour: str, tvars: list[Any] | None = None) -> None:
         """An optimizer makes a step (trace time; every step when eager): account for it,
         describe it once.
@@ -685,8 +689,9 @@ class Run:
     def note_trainable(self, at: str) -> None:
         """Record the registered models' variables whose trainability changed since the
         inventory (``VariableInfo.trainable``, at registration) or the last change noted: a
-        layer frozen or unfrozen between fit() calls (``at="fit"``) or by the run's end
-        (``at="end"``), as one ``RunInfo.trainable_changes`` entry with the next step's number."""
+        layer frozen or unfrozen between fit() calls (``at="fit"``), before a new optimizer's first
+        step (``at="step"``: a loop's fine-tuning phase) or by the run's end (``at="end"``), as one
+        ``RunInfo.trainable_changes`` entry with the next step's number."""
         with self._lock:
             models = list(self._models)
             trained = _meta.trainable_ids(models)
@@ -712,7 +717,7 @@ class Run:
                     (now_on if on else now_off).append(i)
         if not now_on and not now_off:
             return
-        if at == "fit":
+        if at in ("fit", "step"):
             self._retrack(now_on, now_off)
         changes = list(self.info.trainable_changes)
         if len(changes) < MAX_EVENTS:

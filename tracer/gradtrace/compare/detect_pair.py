@@ -342,9 +342,10 @@ def _frozen_part_way(a: RunData, b: RunData, al: Alignment, ng_a: set[int], ng_b
 
 def _changed_at(run: RunData, v: int, how: str) -> int | None:
     """The first step from which variable ``v`` is ``how`` ("trainable": unfrozen, "frozen"), by
-    the run's ``trainable_changes`` seen at a fit() call; None if no such change."""
+    the run's ``trainable_changes`` seen at a fit() call or at a new optimizer's first step (a
+    loop's next phase); None if no such change."""
     for change in run.meta.get("trainable_changes") or []:
-        if v in (change.get(how) or []) and change.get("at") == "fit":
+        if v in (change.get(how) or []) and change.get("at") in ("fit", "step"):
             step = change.get("step")
             return int(step) if isinstance(step, int) else None
     return None
