@@ -120,7 +120,7 @@ def _first_tensor(x: Any) -> Any:
 # Ops that hand a tensor on unchanged in value, and what the op that computed a loss's y_pred says
 # it is: probabilities from a softmax/sigmoid, or logits from a layer without an activation (its
 # matmul/convolution plus bias).
-_PASS_OPS = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "ExpandDims", "EnsureShape"})
+_SAME_VALUE_OPS = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "ExpandDims", "EnsureShape"})
 _PROB_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid"}
 _LINEAR_OPS = frozenset({"BiasAdd", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "AddV2", "Add", "Einsum",
                          "Conv2D", "Conv3D", "DepthwiseConv2dNative"})
@@ -132,8 +132,10 @@ def pred_activation(y_pred: Any) -> str | None:
     another op computed it."""
     import tensorflow as tf
 
+    if tf.executing_eagerly():
+        return None
     t = _first_tensor(y_pred)
-    if t is None or tf.executing_eagerly() or isinstance(t, tf.Variable):
+    if t is None or isinstance(t, tf.Variable):
         return None
     try:
         op = t.op
@@ -144,7 +146,7 @@ def pred_activation(y_pred: Any) -> str | None:
                 return _PROB_OPS[op.type]
             if op.type in _LINEAR_OPS:
                 return "linear"
-            if op.type not in _PASS_OPS or not op.inputs:
+            if op.type not in _SAME_VALUE_OPS or not op.inputs:
                 return None
             op = op.inputs[0].op
     except (AttributeError, ValueError):  # an eager tensor has no op

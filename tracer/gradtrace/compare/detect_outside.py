@@ -60,6 +60,12 @@ def _class(run: RunData, layer: str) -> str:
     return str(info.get("class_name")) if info is not None and info.get("class_name") else "layer"
 
 
+def _own_state(run: RunData, layer: str) -> bool:
+    """The layer keeps state of its own that a training-mode forward pass reads (a counter, a
+    running value), not normalization statistics, which only inference reads."""
+    return _stateful(run, layer) and not _class(run, layer).endswith("Normalization")
+
+
 def _said(run: RunData, layer: str, row: dict[str, Any]) -> str:
     first = row.get("first_step")
     when = ("" if first is None else f", after its last step ({first - 1})" if first >= run.n_steps > 0
@@ -68,8 +74,8 @@ def _said(run: RunData, layer: str, row: dict[str, Any]) -> str:
            else "in a tf.function, where no gradient tape recorded: a forward pass for a metric after the "
            "tape, a validation step, evaluate() or predict()" if row["how"] == ["graph"]
            else "eagerly and in a tf.function")
-    what = (("its moving statistics took in those batches" if _class(run, layer).endswith("Normalization")
-             else "its non-trainable state changed in those calls as in a training step") if _stateful(run, layer)
+    what = (("its non-trainable state changed in those calls as in a training step" if _own_state(run, layer)
+             else "its moving statistics took in those batches") if _stateful(run, layer)
             else "it dropped or perturbed what those calls computed")
     return f"{_class(run, layer)} '{layer}' {row['calls']} time(s) ({how}{when}): {what}"
 
@@ -187,10 +193,8 @@ def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
         ra if other[0] == "a" else rb) else "")
     random = [n for s, la, lb in diffs for n in [la if s == "a" else lb]
               if n and not _stateful(a if s == "a" else b, n)]
-    # Layers with state of their own other than normalization statistics (which a training-mode
-    # forward pass does not read): the extra calls moved the state the steps' forward passes read.
-    state = [n for s, la, lb in diffs for n in [la if s == "a" else lb]
-             if n and _stateful(a if s == "a" else b, n) and not _class(a if s == "a" else b, n).endswith("Normalization")]
+    # the extra calls moved state the steps' own forward passes read
+    state = [n for s, la, lb in diffs for n in [la if s == "a" else lb] if n and _own_state(a if s == "a" else b, n)]
     return Finding(
         "training_outside_steps",
         "layers ran in training mode outside the forward passes the optimizer steps differentiate (no "

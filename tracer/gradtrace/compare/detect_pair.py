@@ -340,21 +340,28 @@ def _frozen_part_way(a: RunData, b: RunData, al: Alignment, ng_a: set[int], ng_b
         explains=0.9)
 
 
-def _changed_at(run: RunData, v: int, how: str) -> int | None:
-    """The first step from which variable ``v`` is ``how`` ("trainable": unfrozen, "frozen"), by
-    the run's ``trainable_changes`` seen at a fit() call or at a new optimizer's first step (a
-    loop's next phase); None if no such change."""
+def _trainable_change(run: RunData, v: int, how: str, at: tuple[str, ...]) -> dict[str, Any] | None:
+    """The first of the run's ``trainable_changes`` (see ``Run.note_trainable``) that lists variable
+    ``v`` under ``how`` ("trainable": unfrozen, "frozen") and was seen ``at`` one of the given points
+    ("fit": a fit() call, "step": a new optimizer's first step, "end": the run's end); None if none."""
     for change in run.meta.get("trainable_changes") or []:
-        if v in (change.get(how) or []) and change.get("at") in ("fit", "step"):
-            step = change.get("step")
-            return int(step) if isinstance(step, int) else None
+        if v in (change.get(how) or []) and change.get("at") in at:
+            return change
     return None
+
+
+def _changed_at(run: RunData, v: int, how: str) -> int | None:
+    """The first step from which variable ``v`` is ``how``, by a change seen at a fit() call or at a
+    new optimizer's first step (a loop's next phase); None if no such change."""
+    change = _trainable_change(run, v, how, ("fit", "step"))
+    step = change.get("step") if change else None
+    return int(step) if isinstance(step, int) else None
 
 
 def _frozen_at_end(run: RunData, v: int) -> bool:
     """Whether variable ``v`` is flagged non-trainable at the run's end while the inventory took it
-    as trainable (``trainable_changes`` seen at the end, see ``Run.note_trainable``)."""
-    return any(v in (c.get("frozen") or []) and c.get("at") == "end" for c in run.meta.get("trainable_changes") or [])
+    as trainable."""
+    return _trainable_change(run, v, "frozen", ("end",)) is not None
 
 
 def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:

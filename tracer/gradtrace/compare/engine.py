@@ -199,7 +199,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                                                 "`call`, or layers that are the identity at their settings).")))
         if not step_f:
             # Two loss classes that agree step by step (a user's subclass of the other) compute
-            # the same thing: context, not a cause.
+            # the same thing: context, not a cause. (A layer_config_mismatch needs the layers'
+            # state to agree too: it is made context below, after state_departs.)
             for f in findings:
                 if f.kind == "loss_mismatch":
                     _as_context(f, "The losses agree step by step: the two compute the same values."
