@@ -125,7 +125,9 @@ _KINDS = [
         "(BatchNormalization's moving statistics) changes by different amounts from some step on: training "
         "is the same, what inference uses is not (an extra forward pass in training mode per step, e.g. "
         "a metric computed with `model(x, training=True)` outside the tape, updates the statistics again), "
-        "so evaluate(), predict() and validation differ.",
+        "so evaluate(), predict() and validation differ. Where the tracer counted such extra calls of "
+        "the layers whose state departs (`training_outside_steps`), the departure is that finding's "
+        "evidence instead.",
         "Call the model in training mode once per step and compute metrics from that output (`logits = "
         "model(x, training=True)` inside the tape, then `metric.update_state(y, logits)`); for other "
         "predictions call it with `training=False`.",
@@ -526,7 +528,7 @@ _KINDS = [
         "also move its generator, so the later steps' masks differ, and a layer with state of its own "
         "other than normalization statistics (a counter, a running scale) changes the state the later "
         "steps' forward passes read (the departure either causes is its evidence, and the finding an "
-        "error). Counted per "
+        "error); moving statistics that part while the steps agree are its evidence too. Counted per "
         "layer by the tracer where the calls ran (eager calls one by one, calls inside a tf.function by "
         "a counter in its graph), compared on layers paired through their variables. Layers of a model no "
         "optimizer of the run was given (a mean teacher called with `training=True` for noisy targets) are "

@@ -206,6 +206,17 @@ def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
         fix=FIX, explains=0.5)
 
 
+def explains_state(findings: list[Finding], st: dict[str, Any]) -> Finding | None:
+    """The ``training_outside_steps`` finding whose extra training-mode calls ran the layers
+    whose state departs (``detect_steps.state_departs``), no later than it departs: those calls
+    moved the statistics, so the departure is their evidence, not a finding of its own."""
+    f = next((g for g in findings if g.kind == "training_outside_steps"), None)
+    if f is None or (f.steps and f.steps[0] > st["step"]):
+        return None
+    ran = {n for side in ("a", "b") for n in (f.evidence.get(side) or {})}
+    return f if ran & set(st.get("layers_a", []) + st.get("layers_b", [])) else None
+
+
 def fold_divergence(findings: list[Finding], step_f: list[Finding]) -> list[Finding]:
     """A departure of the steps from the first outside call on, where random layers (Dropout) ran
     outside the steps in one run more often: their draws advanced the run's generator, so its

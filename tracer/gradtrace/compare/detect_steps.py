@@ -1505,5 +1505,7 @@ def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | Non
     cols = np.flatnonzero(bad[k])
     return {"step": int(steps[k]), "steps_compared": int(ok.any(axis=1).sum()),
             "steps_differing": int(bad.any(axis=1).sum()),
+            "layers_a": sorted({str(a.var_info(int(a.state_index[sa[j]])).get("layer") or "") for j in cols} - {""}),
+            "layers_b": sorted({str(b.var_info(int(b.state_index[sb[j]])).get("layer") or "") for j in cols} - {""}),
             "variables": [{"variable": a.var_name(int(a.state_index[sa[j]])), "delta_a": float(da[k, j]),
                            "delta_b": float(db[k, j])} for j in cols[:8]]}

@@ -245,9 +245,12 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             st = ds.state_departs(a, b, al)
             explained = next((f for f in findings if f.severity == "error" and f.kind in (
                 "layer_config_mismatch", "call_argument_mismatch", "frozen_state",
-                "training_mode_mismatch")), None)
+                "training_mode_mismatch")), None) or (do.explains_state(findings, st) if st else None)
             if st is not None and explained is not None:
                 explained.evidence["state_departs"] = st
+                if explained.kind == "training_outside_steps":
+                    explained.summary += (f" The layers' non-trainable state parts from the other run's at step "
+                                          f"{st['step']} ({', '.join(v['variable'] for v in st['variables'][:2])}).")
             elif st is not None:
                 findings.append(ds.state_finding(a, b, al, st))
             if st is None:
