@@ -316,6 +316,56 @@ def test_broadcast_in_hand_written_mse(db, compiled):
         assert len(s["broadcasts"]) == 1
 
 
+class _Linear(tf.Module):
+    """TensorFlow's "basic training loops" model: raw variables, no Keras layer."""
+
+    def __init__(self) -> None:
+        self.w = tf.Variable(np.linspace(-1.0, 1.0, D, dtype="float32")[:, None])
+        self.b = tf.Variable([0.0])
+
+    def __call__(self, x):
+        return x @ self.w + self.b  # (N, 1)
+
+
+def _train_module(db, name, loss_fn, y, compiled, steps=3):
+    x, _ = _data()
+    model, opt = _Linear(), keras.optimizers.SGD(0.01)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+    fn = tf.function(step) if compiled else step
+    with gradtrace.trace(run=name, store=db):
+        for _ in range(steps):
+            fn(x, y)
+    return _run(db, name)[0]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+def test_broadcast_in_a_module_loss(db, compiled):
+    """No Keras model returns under the tape: the ops between the tape's variables and the
+    labels are watched for the same (N,) against (N, 1) broadcast."""
+    _, y = _data()
+    mse = lambda y, pred: tf.reduce_mean(tf.square(y - pred))  # noqa: E731
+    steps = _train_module(db, "module-bc", mse, y, compiled)
+    assert len(steps) == 3
+    for s in steps:
+        assert s["broadcasts"] == [{"op": "Sub", "a_shape": [N], "b_shape": [N, 1], "out_shape": [N, N]}]
+    # the same loss on (N, 1) labels broadcasts nothing
+    assert not any(s["broadcasts"] for s in _train_module(db, "module-ok", mse, y[:, None], compiled))
+
+    def pairwise(y, pred):
+        # a term pairing predictions with predictions (a ranking or contrastive loss) is
+        # computed from the variables on both sides: an outer broadcast on purpose
+        diff = pred - tf.transpose(pred)  # (N, 1) - (1, N) -> (N, N)
+        return tf.reduce_mean(tf.square(pred - y[:, None])) + 1e-3 * tf.reduce_mean(tf.nn.relu(diff))
+
+    assert not any(s["broadcasts"] for s in _train_module(db, "module-pairwise", pairwise, y, compiled))
+
+
 def test_fingerprints_fit_vs_tape_same_batch_and_different_batches(db):
     x, y = _data()
     x2, _ = _data(seed=5)

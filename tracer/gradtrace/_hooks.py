@@ -513,6 +513,10 @@ def _wrap_gradient(original: Any) -> Any:
             if _manual.any_open():
                 guard(run, "hand-written update", lambda: _manual.close(run))
             call = guard(run, "tape.gradient", lambda: _remember_gradient(target, sources, self))
+            if call is not None and call.targets:
+                from gradtrace import _probes
+
+                guard(run, "tape.gradient", lambda: _probes.module_broadcasts(call.targets))
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
             guard(run, "tape.gradient", lambda: _remember_result(call, sources, result))

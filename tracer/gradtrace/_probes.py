@@ -306,6 +306,77 @@ def _outer_broadcast(a: list[int | None], b: list[int | None], out: list[int | N
     return expanded(a) and expanded(b)
 
 
+_WALK_LIMIT = 4096  # ops followed back from a loss (the loss and a small model's forward pass)
+
+
+def loss_graph_broadcasts(targets: list[Any]) -> list[dict[str, Any]]:
+    """Outer broadcasts on the way to the graph tensors ``targets`` (the losses ``tape.gradient``
+    is handed in a ``tf.function``), for a step where no Keras model's return opened a
+    :class:`_Window`: a ``tf.Module`` or raw variables (TensorFlow's "basic training loops").
+
+    Without a model output to start from, an elementwise op counts when exactly one of its two
+    operands is computed from variables (the prediction) and the other from none (the labels):
+    a ``(N,)`` target against a ``(N, 1)`` prediction. Terms pairing two predictions (a contrastive
+    loss's pairwise distances) are computed from variables on both sides and are not flagged.
+    Runs at trace time only; walks at most ``_WALK_LIMIT`` ops back."""
+    ops: list[Any] = []
+    seen: set[int] = set()
+    todo = [t.op for t in targets if getattr(t, "op", None) is not None]
+    while todo and len(ops) < _WALK_LIMIT:
+        op = todo.pop()
+        if id(op) in seen:
+            continue
+        seen.add(id(op))
+        ops.append(op)
+        todo.extend(t.op for t in op.inputs)
+    reads: dict[int, bool] = {}
+
+    def from_variables(op: Any) -> bool:
+        # iteratively: whether any op back from ``op`` reads a variable (a resource input)
+        stack = [op]
+        while stack:
+            cur = stack[-1]
+            if id(cur) in reads:
+                stack.pop()
+                continue
+            if any(t.dtype.name == "resource" for t in cur.inputs):
+                reads[id(cur)] = True
+                stack.pop()
+                continue
+            pending = [t.op for t in cur.inputs if id(t.op) not in reads and id(t.op) in seen]
+            if pending:
+                stack.extend(pending)
+                continue
+            reads[id(cur)] = any(reads.get(id(t.op), False) for t in cur.inputs)
+            stack.pop()
+        return reads[id(op)]
+
+    found: list[dict[str, Any]] = []
+    for op in ops:
+        if op.type not in _ELEMENTWISE or len(op.inputs) != 2 or len(op.outputs) != 1:
+            continue
+        a, b, out = (_shape_of(op.inputs[0]), _shape_of(op.inputs[1]), _shape_of(op.outputs[0]))
+        if a is None or b is None or out is None or not _outer_broadcast(a, b, out):
+            continue
+        if from_variables(op.inputs[0].op) != from_variables(op.inputs[1].op):
+            found.append({"op": op.type, "a_shape": a, "b_shape": b, "out_shape": out})
+            if len(found) >= MAX_BROADCASTS:
+                break
+    return found
+
+
+def module_broadcasts(targets: list[Any]) -> None:
+    """At ``tape.gradient`` inside a ``tf.function``: a step whose loss no Keras model's window
+    watched gets the broadcasts :func:`loss_graph_broadcasts` finds on the way to its targets."""
+    import tensorflow as tf
+
+    if tf.executing_eagerly() or _element_loop():
+        return
+    scope = _scope.current()
+    if K_BROADCASTS not in scope.statics:
+        scope.put_static(K_BROADCASTS, loss_graph_broadcasts(targets))
+
+
 def _describe_fn_object(obj: Any) -> tuple[str, str | None]:
     """Class name of a loss/metric, seeing through function wrappers.
 
@@ -499,12 +570,15 @@ class _Window:
     labels themselves, so both ways of writing a loss fingerprint the same tensor.
     """
 
-    __slots__ = ("graph", "found", "model_id", "derived", "origin", "keep", "batch", "label")
+    __slots__ = ("graph", "found", "model_id", "derived", "origin", "keep", "batch", "label", "module")
 
-    def __init__(self, graph: Any, found: list[dict[str, Any]], model_id: int) -> None:
+    def __init__(self, graph: Any, found: list[dict[str, Any]], model_id: int, module: bool = False) -> None:
         self.graph = graph  # None for an eager window
         self.found = found
         self.model_id = model_id
+        # Opened by a tape, not a model's return (see _Probe.tape_entered): the whole tape is
+        # watched, and only broadcasts of a watched operand with an unwatched one count.
+        self.module = module
         self.derived: set[int] = set()  # ids of tensors computed from the model's output
         self.origin: dict[int, Any] = {}  # id of a tensor computed from the labels -> the labels
         self.keep: list[Any] = []  # tensors whose ids are held above, kept alive with them
@@ -545,6 +619,15 @@ class _Window:
                 for out in outputs:
                     self.origin[id(out)] = root
                 return
+
+
+def _one_watched(inputs: Any) -> bool:
+    """Exactly one of an eager op's two inputs is watched by a recording tape (computed from
+    variables: the prediction; the other from data: the labels)."""
+    from tensorflow.python import pywrap_tfe
+
+    return (bool(pywrap_tfe.TFE_Py_TapeSetShouldRecordBackprop([inputs[0]]))
+            != bool(pywrap_tfe.TFE_Py_TapeSetShouldRecordBackprop([inputs[1]])))
 
 
 def _tensors_of(x: Any) -> list[Any]:
@@ -884,6 +967,26 @@ class _Probe:
         window.follow(outputs)
         self.open_window(window)
         scope.put_static(K_BROADCASTS, found)
+
+    def tape_entered(self) -> None:
+        """An eager ``GradientTape`` was entered: on the run's first one, watch the ops it
+        records for broadcasts (a window of its own, see :class:`_Window`), for a loss that no
+        Keras model's return will open a window on (a ``tf.Module``, raw variables); later
+        tapes reuse what it found. A Keras model called under the tape opens its own window,
+        which replaces this one. In a ``tf.function`` :func:`module_broadcasts` does this."""
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or self.tls.window is not None:
+            return
+        scope = _scope.current()
+        seen = self.eager_probed.get(0)
+        if seen is not None:
+            scope.put_static(K_BROADCASTS, list(seen))
+            return
+        found: list[dict[str, Any]] = []
+        self.eager_probed[0] = found
+        scope.put_static(K_BROADCASTS, found)
+        self.open_window(_Window(None, found, 0, module=True))
 
     def put_reg_loss(self, model: Any, scope: _scope.StepScope) -> None:
         import tensorflow as tf
@@ -1411,7 +1514,8 @@ class _Probe:
             if op_type in _ELEMENTWISE and len(inputs) == 2 and len(outputs) == 1:
                 a, b, out = (_shape_of(inputs[0]), _shape_of(inputs[1]), _shape_of(outputs[0]))
                 if a is not None and b is not None and out is not None:
-                    if _outer_broadcast(a, b, out) and len(w.found) < MAX_BROADCASTS:
+                    if (_outer_broadcast(a, b, out) and len(w.found) < MAX_BROADCASTS
+                            and (not w.module or _one_watched(inputs))):
                         w.found.append(
                             {"op": op_type, "a_shape": a, "b_shape": b, "out_shape": out}
                         )
@@ -1540,6 +1644,23 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
         return __call__
 
     return make
+
+
+def _install_tape(probe: _Probe) -> None:
+    import tensorflow as tf
+
+    # tensorflow/python/eager/backprop.py GradientTape.__enter__ pushes the tape; ops run after
+    # it are recorded, so the window opens once it has.
+    def make_enter(original: Callable[..., Any]) -> Callable[..., Any]:
+        def __enter__(self: Any) -> Any:
+            out = original(self)
+            if probe.here():
+                with probe.guard():
+                    probe.tape_entered()
+            return out
+        return __enter__
+
+    probe.patch(tf.GradientTape, "__enter__", make_enter)
 
 
 def _install_keras3(probe: _Probe) -> None:
@@ -2092,6 +2213,7 @@ def install(run: Any) -> Callable[[], None]:
     """
     probe = _Probe(run)
     probe._publish_call_args({})  # recorded: a layer not listed was called with its defaults
+    _install_tape(probe)
     try:
         _install_keras3(probe)
     except ImportError as exc:
