@@ -724,3 +724,21 @@ def test_loss_sample_weight_flag_is_what_the_loss_call_received(db):
         steps, meta = _run(db, name)
         assert len(steps) == 2 and meta["fit"]["sample_weight"] is True
         assert all(s["loss_info"]["sample_weight"] is received for s in steps), (name, steps[0]["loss_info"])
+
+
+def test_keras3_reduction_none_is_recorded_as_none(db):
+    """Keras 3 spells "no reduction" ``reduction=None``; it is recorded as tf-keras's ``"none"``,
+    so the checks that read per-example losses (a partial batch divided by the full batch's
+    size) see it."""
+    x, y = _data()
+    model = _bn_model()
+    per_example = keras.losses.MeanSquaredError(reduction=None)
+    opt = keras.optimizers.SGD(0.01)
+    with gradtrace.trace(run="red-none", store=db):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(per_example(y[:, None], model(x, training=True))) / 32.0
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    steps, _ = _run(db, "red-none")
+    assert steps[0]["loss_info"]["reduction"] == "none"
+    assert steps[0]["loss_info"]["per_sample_count"] == N

@@ -749,7 +749,8 @@ def loss_info(loss: Any, flavour: Flavour | None = None) -> dict[str, Any] | Non
     if from_logits is None and fn is not None:
         from_logits = _default_kwarg(fn, "from_logits")
     reduction = config.get("reduction", getattr(loss, "reduction", None))
-    reduction = str(getattr(reduction, "value", reduction)) if reduction is not None else None
+    reduction = (str(getattr(reduction, "value", reduction)) if reduction is not None
+                 else "none" if "reduction" in config or hasattr(loss, "reduction") else None)  # Keras 3's None
     out = {
         "class": cls,
         "name": config.get("name", getattr(loss, "name", None)),

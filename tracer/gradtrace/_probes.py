@@ -393,6 +393,15 @@ def _describe_fn_object(obj: Any) -> tuple[str, str | None]:
     return cls, fn_name
 
 
+def _reduction_name(loss: Any) -> str | None:
+    """A loss object's reduction as Keras names it; Keras 3's ``reduction=None`` reduces nothing
+    (keras/src/losses/loss.py ``reduce_values``), which tf-keras spells ``"none"``."""
+    if loss is None or not hasattr(loss, "reduction"):
+        return None
+    r = loss.reduction
+    return "none" if r is None else str(getattr(r, "value", r))
+
+
 def describe_loss(loss: Any) -> dict[str, Any]:
     """``{"class", "name", "reduction", "from_logits"}`` of a Keras loss object."""
     cls, fn_name = _describe_fn_object(loss)
@@ -411,7 +420,7 @@ def describe_loss(loss: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "class": cls,
         "name": getattr(loss, "name", None),
-        "reduction": None if loss is None else str(getattr(loss, "reduction", None)),
+        "reduction": _reduction_name(loss),
         "from_logits": None if from_logits is None else bool(from_logits),
     }
     if fn_name:

@@ -257,6 +257,19 @@ def summarise_vars(
     }
 
 
+
+def loss_details(info: dict[str, Any]) -> dict[str, Any]:
+    """A step's loss details, Keras 3's ``reduction=None`` as ``"none"`` (older records wrote the
+    string ``"None"``)."""
+    calls = info.get("calls")
+    if info.get("reduction") == "None" or any(isinstance(c, dict) and c.get("reduction") == "None"
+                                              for c in calls or []):
+        info = {**info, "reduction": "none" if info.get("reduction") == "None" else info.get("reduction")}
+        if calls:
+            info["calls"] = [{**c, "reduction": "none"} if isinstance(c, dict) and c.get("reduction") == "None"
+                             else c for c in calls]
+    return info
+
 def from_records(run: Any, steps: list[Any]) -> RunData:
     """Build :class:`RunData` from a ``schema.RunInfo`` and its ``schema.StepRecord`` list."""
     info = run.model_dump(mode="python") if hasattr(run, "model_dump") else dict(run)
@@ -350,8 +363,8 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
         y_pred_shapes=distinct([r.get("y_pred_shape") for r in recs], step_nums.tolist()),
         broadcasts=distinct([r.get("broadcasts") or [] for r in recs], step_nums.tolist()),
         frozen=distinct([r.get("frozen") or [] for r in recs], step_nums.tolist()),
-        loss_info={r["step"]: r["loss_info"] for r in recs if r["step"] < HEAD and r.get("loss_info")},
-        loss_info_at={int(r["step"]): r["loss_info"] for r in recs if r.get("loss_info")}.get,
+        loss_info={r["step"]: loss_details(r["loss_info"]) for r in recs if r["step"] < HEAD and r.get("loss_info")},
+        loss_info_at={int(r["step"]): loss_details(r["loss_info"]) for r in recs if r.get("loss_info")}.get,
         stats=recorded,
         loss_known=np.array([r.get("loss") is not None for r in recs], dtype=bool),
         state_delta=sdelta,

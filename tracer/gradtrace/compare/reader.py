@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Connection, Text, and_, case, cast, func, select, text
 
-from gradtrace.compare.data import FP_LEN, HEAD, VSUM_KEYS, RunData
+from gradtrace.compare.data import FP_LEN, HEAD, VSUM_KEYS, RunData, loss_details
 
 if TYPE_CHECKING:
     from gradtrace.store import Store
@@ -245,7 +245,7 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         facts = _distinct_facts(conn, S, key)
         modes, exec_modes = facts["modes"], facts["mode"]
         target_shapes, y_pred_shapes, broadcasts = facts["target_shape"], facts["y_pred_shape"], facts["broadcasts"]
-        loss_info = {int(s): json.loads(t) for s, t in conn.execute(
+        loss_info = {int(s): loss_details(json.loads(t)) for s, t in conn.execute(
             select(S.c.step, cast(S.c.loss_info, Text))
             .where(S.c.run_id == key, S.c.step < HEAD, S.c.loss_info.is_not(None))) if t and t != "null"}
 
@@ -265,7 +265,7 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
     def loss_info_at(step: int) -> dict[str, Any] | None:
         with engine.connect() as c:
             t = c.execute(select(cast(S.c.loss_info, Text)).where(S.c.run_id == key, S.c.step == step)).scalar()
-        return json.loads(t) if t and t != "null" else None
+        return loss_details(json.loads(t)) if t and t != "null" else None
 
     spos = {int(r[0]): j for j, r in enumerate(state)}
     srow = {int(r[0]): i for i, r in enumerate(rows[:HEAD])}
