@@ -175,11 +175,11 @@ def _digits_250(loss_of, batches_of):
     _loop(_digits_mlp_small(), keras.optimizers.SGD(0.1), loss_of, x, y, batches=batches)
 
 
-def _digits_partial_batch_loop(reduce):
+def _digits_partial_batch_loop(reduce, reduction: str | None = "none"):
     """Batches of 32 (a last batch of 26 per epoch, as fit() keeps it), two epochs;
-    ``reduce(per_example_losses)`` -> the step's loss."""
+    ``reduce(per_example_losses)`` -> the step's loss (``reduction=None``: Keras 3's spelling)."""
     keras = _keras()
-    per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
     _digits_250(lambda m, xb, yb: reduce(per_example(yb, m(xb, training=True))),
                 lambda ds: [b for _epoch in range(2) for b in ds.batch(32)])
 

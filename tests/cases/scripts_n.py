@@ -4,7 +4,9 @@ other sets cover little: layer arguments that change nothing at their settings (
 constraint that never binds, an activation given as a layer of its own, L2 penalties added by an
 overridden ``compute_loss`` instead of ``kernel_regularizer``), label smoothing beside a loss class
 that has none, a head fine-tuned by a new optimizer after fit(), and the penalties' gradients taken
-by a gradient call of their own and added to the data loss's.
+by a gradient call of their own and added to the data loss's; and single runs that train nothing or
+less than they seem to (the forward pass before the tape, a learning rate of 0, a schedule that
+reaches 0 early, Keras 3's ``reduction=None`` on a partial batch).
 """
 
 from __future__ import annotations
@@ -397,3 +399,65 @@ def tape_transfer_then_fine_tune():
         step = make_step(keras.optimizers.Adam(lr))
         for xb, yb in data.batches(x, y, BATCH, STEPS):
             step(xb, yb)
+
+
+def tape_forward_before_the_tape():
+    """The model is called before the tape opens: every gradient is None, and the script puts zeros
+    in their place (so Keras raises nothing): nothing trains."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.1)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        logits = model(xb, training=True)
+        with tf.GradientTape() as tape:
+            loss = ce(yb, logits)
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, model.trainable_variables)]
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def _digits_scheduled(schedule) -> None:
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.Adam(schedule)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_learning_rate_zero():
+    """Adam with ``learning_rate=0.0`` (a rate meant to come from a config that was never read)."""
+    _digits_scheduled(0.0)
+
+
+def tape_schedule_decays_to_zero_early():
+    """An exponential decay with ``decay_rate=0.0`` (meant 0.9): the rate is 0 from the second step on."""
+    keras = _keras()
+    _digits_scheduled(keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=1, decay_rate=0.0))
+
+
+def tape_schedule_ends_at_zero():
+    """A polynomial decay to 0 over the run: 0 at its last step only, every step before it trains."""
+    keras = _keras()
+    _digits_scheduled(keras.optimizers.schedules.PolynomialDecay(1e-2, decay_steps=STEPS - 1, end_learning_rate=0.0))
+
+
+def tape_digits_partial_batch_reduction_none():
+    """Keras 3's ``reduction=None`` per-example losses summed and divided by 32 on a partial batch."""
+    from . import scripts_l as l10
+
+    tf = _tf()
+    l10._digits_partial_batch_loop(lambda losses: tf.reduce_sum(losses) / 32.0, reduction=None)

@@ -1088,6 +1088,12 @@ CHECKS = [
     # a loss summed and divided by the full batch's size: the last, partial batch of each epoch weighs less
     ("partial_batch_sum_over_full_batch", l10.tape_digits_partial_batch_fixed_divisor, "diverged", "loss_scale"),
     ("partial_batch_mean", l10.tape_digits_partial_batch_mean, "equivalent", None),
+    ("partial_batch_reduction_none", n12.tape_digits_partial_batch_reduction_none, "diverged", "loss_scale"),
+    # nothing trains: the forward pass before the tape (zeros for None), a learning rate of 0
+    ("forward_pass_before_the_tape", n12.tape_forward_before_the_tape, "diverged", "zero_gradient"),
+    ("learning_rate_zero", n12.tape_learning_rate_zero, "diverged", "zero_learning_rate"),
+    ("schedule_reaches_zero_early", n12.tape_schedule_decays_to_zero_early, "diverged", "zero_learning_rate"),
+    ("schedule_ends_at_zero", n12.tape_schedule_ends_at_zero, "equivalent", None),
     ("second_loss_gradients_dropped", l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
     ("second_loss_gradients_added", l10.tape_two_losses_gradients_added, "equivalent", None),
     ("per_sample_vector", s.tape_per_sample_loss, "diverged", "non_scalar_loss"),
@@ -1202,6 +1208,12 @@ def test_check(traced, case):
         f = report.findings[0]
         assert f.severity == "warning" and f.steps == [7], text
         assert (f.evidence["batch"], f.evidence["divisor"], f.evidence["partial_steps"]) == (26, 32, 2), text
+    if _id == "partial_batch_reduction_none":  # as with reduction="none"
+        assert report.findings[0].evidence["divisor"] == 32 and report.findings[0].steps == [7], text
+    if _id in ("forward_pass_before_the_tape", "learning_rate_zero", "schedule_reaches_zero_early"):
+        assert report.findings[0].severity == "error", text  # nothing (or almost nothing) trains
+    if _id == "schedule_reaches_zero_early":
+        assert report.findings[0].evidence["first_zero_step"] == 1, text
     if _id == "loss_mean_counts_padding":  # the mask's counts, a warning, and the fix
         f = report.findings[0]
         assert (f.severity, f.evidence["valid"], f.evidence["total"]) == ("warning", 167, 240), text

@@ -321,6 +321,7 @@ class TapeCall:
     # var_key -> the gradient it returned (not None). Eagerly they are dropped at the first
     # gradient call after an optimizer step took them (``consumed``): one step's worth at most.
     grads: dict[int, Any] = field(default_factory=dict)
+    answered: bool = False  # ``grads`` holds the call's answer (empty: None for every source)
     consumed: bool = False
     by_hand: bool = False  # consumed by a hand-written update (see _manual)
     seq: int = 0  # order of the calls in the thread (see tape_seq)
@@ -418,9 +419,10 @@ def _remember_result(call: TapeCall, sources: Any, result: Any) -> None:
         if tf.executing_eagerly():
             for older in _tape_calls().get("eager") or ():
                 if older.consumed:
-                    older.grads = {}
+                    older.grads, older.answered = {}, False
         call.grads = {var_key(v): g for v, g in zip(flat_s, flat_g, strict=True)
                       if v is not None and g is not None}
+        call.answered = True
 
 
 def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeCall | None:
@@ -491,8 +493,8 @@ def _with_summands(tape: TapeCall, grads: list[Any], keys: list[int]) -> TapeCal
         for c in (tape, *used):
             c.consumed = True
         return TapeCall([*tape.targets, *(t for c in used for t in c.targets)], tape.shape, tape.sources,
-                        tape.variables, tape.grads, consumed=True, by_hand=tape.by_hand, seq=tape.seq,
-                        tape=tape.tape)
+                        tape.variables, tape.grads, answered=tape.answered, consumed=True, by_hand=tape.by_hand,
+                        seq=tape.seq, tape=tape.tape)
     return tape
 
 
@@ -1331,7 +1333,7 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
                 "update.",
                 stderr=True)
         tape.consumed = True
-        if tape.grads:
+        if tape.answered:  # every source's gradient None: zeros applied in their place are named too
             _check_pairing(run, tape, grads, tvars, keys, mode)
     # The models' other trainable variables: a gradient the tape computed for one of them
     # was left out of this call (recorded, and not applied); otherwise it has none.

@@ -281,10 +281,24 @@ _KINDS = [
         "other: nothing in its loss depends on them (a `tf.stop_gradient` or a numpy round trip above "
         "them) and zeros stand in for the None gradients TensorFlow returned "
         "(`[tf.zeros_like(v) if g is None else g ...]`), so no warning is raised and the optimizer "
-        "leaves them unchanged. `gradtrace check` warns of such variables in one run.",
+        "leaves them unchanged. `gradtrace check` warns of such variables in one run, and makes it an "
+        "error when they are every trainable variable (the forward pass ran before the tape opened: "
+        "nothing trains).",
         "Remove the `tf.stop_gradient` between these variables and the loss (in the model's `call` or "
         "the tape); to freeze them on purpose set `layer.trainable = False` in both runs instead of "
         "feeding zero gradients.",
+        rank=9,
+    ),
+    Kind(
+        "zero_learning_rate", "error", False,
+        "`gradtrace check`: the learning rate the optimizer applied is 0 at every step from some step to "
+        "the run's last while the gradients are not zero, so those steps change no weight: from the first "
+        "step (`learning_rate=0`, a rate read from an unset variable or config) or for half the run or "
+        "more an error, for fewer steps at its end (a schedule that reaches 0 before the training ends) a "
+        "warning. A schedule that reaches 0 only at the last step is not reported.",
+        "Give the optimizer a learning rate above 0; for a schedule, make its decay span the whole training "
+        "(`decay_steps` = the number of optimizer steps, or a floor such as `alpha` / `end_learning_rate` "
+        "above 0).",
         rank=9,
     ),
     Kind(

@@ -965,8 +965,47 @@ def single_run_findings(run: RunData) -> list[Finding]:
     misfit = metric_misfit_finding(run)
     if misfit:
         out.append(misfit)
+    idle = zero_learning_rate(run)
+    if idle:
+        out.append(idle)
     out += lost_records(run)
     return out
+
+
+def zero_learning_rate(run: RunData) -> Finding | None:
+    """``zero_learning_rate``: the recorded learning rate is 0 from some step to the run's last,
+    while gradients are not zero there (a hand-written update records no rate: never reported).
+    From the first step, or for half the run or more, an error; for fewer steps at its end a
+    warning when at least two are left (a schedule that ends at 0 on its last step trains every
+    step before it)."""
+    rows = np.flatnonzero(np.isfinite(run.lr))
+    if not rows.size or run.lr[rows[-1]] != 0:
+        return None
+    nonzero = rows[run.lr[rows] != 0]
+    idle = rows[rows > nonzero[-1]] if nonzero.size else rows
+    g = run.grad_norm[idle]
+    if not (np.isfinite(g) & (g > 0)).any():
+        return None  # nothing to apply either: another finding's matter
+    k, first = int(run.step[idle[0]]), not nonzero.size
+    if not first and idle.size < 2:
+        return None
+    before = float(run.lr[nonzero[-1]]) if nonzero.size else None
+    said = (f"is 0 at every one of the run's {idle.size} steps" if first else
+            f"falls from {before:.3g} (step {int(run.step[nonzero[-1]])}) to 0 at step {k} and stays 0 for the "
+            f"run's last {idle.size} steps")
+    return Finding(
+        "zero_learning_rate", severity="error" if first or 2 * idle.size >= rows.size else "warning",
+        summary=f"the learning rate the optimizer applied {said}, while the gradients are not zero (|g| "
+        f"{float(np.nanmax(g)):.3g} at most): those steps change no weight"
+        + (", so nothing trains." if first else
+           ": a schedule reaches 0 before the training ends (its decay_steps shorter than the run, a decay "
+           "rate of 0)."),
+        steps=[k], evidence={"first_zero_step": k, "zero_steps": int(idle.size), "rate_before": before},
+        explains=1.0,
+        fix=("Give the optimizer a learning rate above 0 (`learning_rate=1e-3`)." if first else
+             f"Let the schedule span the training: decay over the run's {int(run.step[rows[-1]]) + 1} optimizer "
+             "steps (`decay_steps`) with a decay rate above 0, or give it a floor above 0 (`alpha`, "
+             "`end_learning_rate`)."))
 
 
 # Keras losses whose value does not change when y_true and y_pred trade places (squared,

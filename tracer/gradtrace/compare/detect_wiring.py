@@ -175,17 +175,33 @@ def zero_gradient_run(run: RunData) -> Finding | None:
     if not zero:
         return None
     names = [run.var_name(v) for v in sorted(zero)]
+    trainable = {int(v["index"]) for v in run.variables if v.get("trainable") is not False}
+    every = bool(trainable) and trainable <= zero
+    said = f"{', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}"
+    if every:
+        # nothing the step computed under the tape reaches the loss: the forward pass ran before it
+        return Finding(
+            "zero_gradient", severity="error",
+            summary=f"every trainable variable ({len(names)}: {said}) gets a gradient that is exactly zero at every "
+            "recorded step, put in place of the None TensorFlow returned for each: the loss handed to "
+            "tape.gradient does not depend on the weights at all, so nothing trains. Most often the forward pass "
+            "(`model(x)`) ran before the `with tf.GradientTape()` block opened, or outside it; or the loss was "
+            "computed from NumPy values (`.numpy()`) or integer casts.",
+            variables=names, evidence={"zero_gradient": names, "every_trainable_variable": True}, explains=1.0,
+            fix=("Call the model inside the tape and compute the loss from its output there: `with "
+                 "tf.GradientTape() as tape: loss = loss_fn(y, model(x, training=True))`; and do not replace "
+                 "None gradients by zeros, which hides this (Keras warns about None gradients)."))
     return Finding(
         "zero_gradient", severity="warning",
         summary=f"{len(names)} trainable variable(s) get a gradient that is exactly zero at every recorded step "
-        f"({', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}), put in place of the None "
-        "TensorFlow returned for them: nothing in the loss depends on them, and the optimizer leaves them "
-        "unchanged. A `tf.stop_gradient`, or a NumPy round trip (`.numpy()`, `np.` functions) inside the tape, "
-        "cuts them off from the loss.",
+        f"({said}), put in place of the None TensorFlow returned for them: nothing in the loss depends on them, "
+        "and the optimizer leaves them unchanged. A `tf.stop_gradient`, a NumPy round trip (`.numpy()`, `np.` "
+        "functions) or an integer cast (`tf.cast(..., tf.int32)`, `tf.round`, `tf.argmax`) inside the tape, or "
+        "a layer whose output the loss never uses, cuts them off from the loss.",
         variables=names, evidence={"zero_gradient": names}, explains=1.0,
-        fix=("Keep the computation from these variables to the loss in TensorFlow ops inside the tape (no "
-             "`.numpy()` or NumPy functions, no `tf.stop_gradient`); if they are meant to stay fixed, set "
-             "`trainable = False` instead of replacing their gradients by zeros."))
+        fix=("Keep the computation from these variables to the loss in differentiable TensorFlow ops inside the "
+             "tape (no `.numpy()` or NumPy functions, no `tf.stop_gradient`, no integer casts); if they are meant "
+             "to stay fixed, set `trainable = False` instead of replacing their gradients by zeros."))
 
 
 def absorb_zero_gradient(a: RunData, b: RunData, al: Alignment, set_findings: list[Finding]) -> list[Finding]:
