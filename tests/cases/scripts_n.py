@@ -6,7 +6,8 @@ overridden ``compute_loss`` instead of ``kernel_regularizer``), label smoothing 
 that has none, a head fine-tuned by a new optimizer after fit(), and the penalties' gradients taken
 by a gradient call of their own and added to the data loss's; and single runs that train nothing or
 less than they seem to (the forward pass before the tape, a learning rate of 0, a schedule that
-reaches 0 early, Keras 3's ``reduction=None`` on a partial batch).
+reaches 0 early, Keras 3's ``reduction=None`` on a partial batch), and eager loops whose
+cross-entropy reads logits as probabilities or the other way round.
 """
 
 from __future__ import annotations
@@ -461,3 +462,46 @@ def tape_digits_partial_batch_reduction_none():
 
     tf = _tf()
     l10._digits_partial_batch_loop(lambda losses: tf.reduce_sum(losses) / 32.0, reduction=None)
+
+
+def _eager_softmax_loop(squash: bool, from_logits: bool) -> None:
+    """A subclassed digits classifier whose ``call`` ends in ``tf.nn.softmax`` (``squash``) or in
+    the logits, trained eagerly with the sparse cross-entropy at ``from_logits``."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(31)
+
+    class Classifier(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(32, activation="relu")
+            self.out = keras.layers.Dense(10)
+
+        def call(self, x, training=False):
+            logits = self.out(self.hidden(x))
+            return tf.nn.softmax(logits) if squash else logits
+
+    model = Classifier()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    opt = keras.optimizers.SGD(0.1)
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def tape_eager_softmax_twice():
+    """``tf.nn.softmax`` in ``call`` and ``from_logits=True``: eagerly Keras cannot see the softmax."""
+    _eager_softmax_loop(squash=True, from_logits=True)
+
+
+def tape_eager_logits_as_probabilities():
+    """Logits and the default ``from_logits=False``, eagerly."""
+    _eager_softmax_loop(squash=False, from_logits=False)
+
+
+def tape_eager_softmax_probabilities():
+    """``tf.nn.softmax`` in ``call`` and ``from_logits=False``: right."""
+    _eager_softmax_loop(squash=True, from_logits=False)

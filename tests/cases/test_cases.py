@@ -1094,6 +1094,10 @@ CHECKS = [
     ("learning_rate_zero", n12.tape_learning_rate_zero, "diverged", "zero_learning_rate"),
     ("schedule_reaches_zero_early", n12.tape_schedule_decays_to_zero_early, "diverged", "zero_learning_rate"),
     ("schedule_ends_at_zero", n12.tape_schedule_ends_at_zero, "equivalent", None),
+    # eagerly the predictions' values say what they are: probabilities (rows summing to 1) or logits
+    ("eager_softmax_twice", n12.tape_eager_softmax_twice, "diverged", "loss_mismatch"),
+    ("eager_logits_as_probabilities", n12.tape_eager_logits_as_probabilities, "diverged", "loss_mismatch"),
+    ("eager_softmax_probabilities", n12.tape_eager_softmax_probabilities, "equivalent", None),
     ("second_loss_gradients_dropped", l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
     ("second_loss_gradients_added", l10.tape_two_losses_gradients_added, "equivalent", None),
     ("per_sample_vector", s.tape_per_sample_loss, "diverged", "non_scalar_loss"),
@@ -1212,6 +1216,10 @@ def test_check(traced, case):
         assert report.findings[0].evidence["divisor"] == 32 and report.findings[0].steps == [7], text
     if _id in ("forward_pass_before_the_tape", "learning_rate_zero", "schedule_reaches_zero_early"):
         assert report.findings[0].severity == "error", text  # nothing (or almost nothing) trains
+    if _id == "eager_softmax_twice":
+        assert "applies a second softmax" in report.findings[0].summary, text
+    if _id == "eager_logits_as_probabilities":
+        assert "values outside [0, 1]" in report.findings[0].summary, text
     if _id == "schedule_reaches_zero_early":
         assert report.findings[0].evidence["first_zero_step"] == 1, text
     if _id == "loss_mean_counts_padding":  # the mask's counts, a warning, and the fix

@@ -120,6 +120,10 @@ def _first_tensor(x: Any) -> Any:
 # Ops that hand a tensor on unchanged in value, and what the op that computed a loss's y_pred says
 # it is: probabilities from a softmax/sigmoid, or logits from a layer without an activation (its
 # matmul/convolution plus bias).
+# Keras cross-entropies (the class names describe_loss reports), which read y_pred as
+# probabilities unless from_logits=True.
+_CROSS_ENTROPIES = frozenset({"CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
+                              "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy"})
 _SAME_VALUE_OPS = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "ExpandDims", "EnsureShape"})
 _PROB_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid"}
 _LINEAR_OPS = frozenset({"BiasAdd", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "AddV2", "Add", "Einsum",
@@ -678,6 +682,7 @@ class _Probe:
         self.has_losses: dict[int, bool] = {}
         self.eager_probed: dict[int, list[dict[str, Any]]] = {}
         self.loss_wrapped: dict[int, Any] = {}
+        self.probabilities: dict[Any, bool | None] = {}  # loss -> LossCall.pred_probabilities
         self.meta_done: dict[int, tuple[Any, ...]] = {}  # id(model) -> its compile() containers
         self.model_classes: tuple[type, ...] = ()
         self.compile_loss_classes: tuple[type, ...] = ()
@@ -1051,12 +1056,40 @@ class _Probe:
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": sample_weight is not None,
             "pred_activation": pred_activation(y_pred) if y_pred is not None else None,
+            "pred_probabilities": self.pred_probabilities(id(loss), info["class"], info["from_logits"], y_pred),
         }
         self.put_loss_call(scope, call, y_true, y_pred, under_tape)
         self.put_weights(sample_weight, y_pred)
         if id(loss) not in self.loss_wrapped:
             self.loss_wrapped[id(loss)] = loss
             self.wrap_loss_call(loss)
+
+    def pred_probabilities(self, key: Any, cls: str | None, from_logits: bool | None, y_pred: Any) -> bool | None:
+        """Eagerly: whether a cross-entropy's ``y_pred`` holds probabilities (see
+        ``LossCall.pred_probabilities``), measured on the loss's first call and kept for its
+        later ones. Keras reads a Keras activation's own logits (``_keras_logits``, keras/src/
+        backend/tensorflow/nn.py ``_get_logits``) whatever ``from_logits`` says: not measured then."""
+        import tensorflow as tf
+
+        if cls not in _CROSS_ENTROPIES or from_logits is None or y_pred is None or not tf.executing_eagerly():
+            return None
+        if key in self.probabilities:
+            return self.probabilities[key]
+        t = _first_tensor(y_pred)
+        result = None
+        if t is not None and not hasattr(t, "_keras_logits") and t.dtype.is_floating and t.shape.rank:
+            t = tf.cast(t, tf.float32)
+            low, high = float(tf.reduce_min(t)), float(tf.reduce_max(t))
+            if low < 0.0 or high > 1.0:
+                result = False
+            elif "Binary" in cls:
+                # outputs of a sigmoid; logits all inside (0, 1) on a first batch are unlikely
+                result = True if int(tf.size(t)) >= 16 and low > 0.0 and high < 1.0 else None
+            elif t.shape[-1] is not None and t.shape[-1] > 1:
+                result = float(tf.reduce_max(tf.abs(tf.reduce_sum(t, axis=-1) - 1.0))) < 1e-3
+        if len(self.probabilities) < 256:
+            self.probabilities[key] = result
+        return result
 
     def swapped(self, y_true: Any, y_pred: Any) -> bool:
         """The loss got the model's output as ``y_true`` and something else (the labels) as
@@ -1119,8 +1152,9 @@ class _Probe:
         from_logits = params.get("from_logits")
         args = {k: v for k, v in sorted(params.items())[:16]
                 if k not in _NOT_ARGS and (v is None or isinstance(v, (bool, int, float, str)))}
+        cls = _FUNCTION_CLASS.get(name, _snake_to_camel(name))
         call = {
-            "cls": _FUNCTION_CLASS.get(name, _snake_to_camel(name)),
+            "cls": cls,
             "name": name,
             # A loss function returns the per-sample losses, as a loss object with
             # reduction="none" would: the script reduces them itself (mean, sum, ...).
@@ -1131,6 +1165,8 @@ class _Probe:
             "y_pred_shape": _shape_of(_first_tensor(y_pred)) if y_pred is not None else None,
             "sample_weight": False,
             "pred_activation": pred_activation(y_pred) if y_pred is not None else None,
+            "pred_probabilities": self.pred_probabilities(
+                name, cls, from_logits if isinstance(from_logits, bool) else None, y_pred),
             "function": name,
             "out_shape": _shape_of(out),
         }

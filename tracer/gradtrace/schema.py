@@ -425,6 +425,11 @@ class LossCall(_Model):
     # What computed y_pred, read from the graph (None eagerly or when it is something else):
     # "softmax" / "sigmoid" (probabilities) or "linear" (a Dense or convolution's output, logits).
     pred_activation: Literal["softmax", "sigmoid", "linear"] | None = None
+    # Eagerly, for a cross-entropy whose y_pred carries no Keras activation's logits (which Keras
+    # itself would use): whether y_pred's values are probabilities (True: in [0, 1], rows summing
+    # to 1 for a categorical loss), or not (False: values outside [0, 1], logits); None inside a
+    # tf.function (``pred_activation`` says it there) or not measured. Measured on a loss's first call.
+    pred_probabilities: bool | None = None
 
 
 class LossInfo(LossCall):

@@ -770,24 +770,45 @@ _CROSS_ENTROPIES = frozenset({"CategoricalCrossentropy", "SparseCategoricalCross
 
 def logits_as_probabilities(run: RunData) -> Finding | None:
     """A cross-entropy called with ``from_logits=False`` on a layer's output that no softmax or
-    sigmoid follows (``LossCall.pred_activation == "linear"``, read from the step's graph): the
-    loss takes those logits for probabilities (normalises or clips them), so loss and gradients
-    are wrong. Eagerly the producer is not recorded and nothing is said."""
+    sigmoid follows (``LossCall.pred_activation == "linear"``, read from the step's graph) or on
+    values outside [0, 1] (``pred_probabilities`` False, measured eagerly): the loss takes those
+    logits for probabilities (normalises or clips them), so loss and gradients are wrong. Or the
+    other way round, ``from_logits=True`` on probabilities no Keras activation made (a
+    ``tf.nn.softmax`` in an eager ``call``, ``pred_probabilities`` True): the loss applies a second
+    softmax or sigmoid to them."""
     info = first_loss_info(run) or {}
     for call in info.get("calls") or [info]:
-        if (call.get("cls") in _CROSS_ENTROPIES and call.get("from_logits") is False
-                and call.get("pred_activation") == "linear"):
-            cls = call.get("cls")
+        cls = call.get("cls")
+        if cls not in _CROSS_ENTROPIES:
+            continue
+        squash = "sigmoid" if "Binary" in str(cls) else "softmax"
+        if call.get("from_logits") is False and (call.get("pred_activation") == "linear"
+                                                 or call.get("pred_probabilities") is False):
+            seen = ("the output of a layer without an activation (a Dense or convolution's output: logits)"
+                    if call.get("pred_activation") == "linear" else
+                    "predictions with values outside [0, 1] (logits, not probabilities)")
             return Finding(
                 "loss_mismatch", severity="warning",
-                summary=f"{cls} is called with from_logits=False on the output of a layer without an activation "
-                "(a Dense or convolution's output: logits): the loss reads them as probabilities, clipping them "
-                "into (0, 1)" + (" and normalising each row" if "Categorical" in str(cls) else "")
+                summary=f"{cls} is called with from_logits=False on {seen}: the loss reads them as probabilities, "
+                "clipping them into (0, 1)" + (" and normalising each row" if "Categorical" in str(cls) else "")
                 + ", so the loss and its gradients are not the cross-entropy of the model's predictions.",
-                evidence={"loss": cls, "from_logits": False, "pred_activation": "linear",
+                evidence={"loss": cls, "from_logits": False, "pred_activation": call.get("pred_activation"),
+                          "pred_probabilities": call.get("pred_probabilities"),
                           "y_pred_shape": call.get("y_pred_shape")}, explains=0.9,
-                fix=f"Pass `from_logits=True` to {cls}, or end the model in a "
-                    + ("sigmoid" if "Binary" in str(cls) else "softmax") + " activation (not both).")
+                fix=f"Pass `from_logits=True` to {cls}, or end the model in a {squash} activation (not both).")
+        if call.get("from_logits") is True and call.get("pred_probabilities") is True:
+            rows = " whose rows each sum to 1" if squash == "softmax" else " all inside (0, 1)"
+            return Finding(
+                "loss_mismatch", severity="warning",
+                summary=f"{cls} is called with from_logits=True on predictions{rows}: probabilities made by a "
+                f"{squash} that is not a Keras activation (e.g. `tf.nn.{squash}` in the model's `call`), which "
+                f"Keras cannot see through eagerly, so the loss applies a second {squash}: the loss and its "
+                "gradients are squashed, and training is slow or stalls.",
+                evidence={"loss": cls, "from_logits": True, "pred_probabilities": True,
+                          "y_pred_shape": call.get("y_pred_shape")}, explains=0.9,
+                fix=f"Return the logits from the model and keep `from_logits=True` (apply `tf.nn.{squash}` only "
+                    f"for predictions), or end the model in a Keras `{squash}` activation layer and pass "
+                    "`from_logits=False`.")
     return None
 
 
