@@ -1216,6 +1216,8 @@ def test_check(traced, case):
         assert report.findings[0].evidence["divisor"] == 32 and report.findings[0].steps == [7], text
     if _id in ("forward_pass_before_the_tape", "learning_rate_zero", "schedule_reaches_zero_early"):
         assert report.findings[0].severity == "error", text  # nothing (or almost nothing) trains
+    if _id == "nan_after_saturation":  # a log of a saturated probability, not a diverging training
+        assert "`tf.math.xlogy`" in (report.findings[0].fix or ""), text
     if _id == "eager_softmax_twice":
         assert "applies a second softmax" in report.findings[0].summary, text
     if _id == "eager_logits_as_probabilities":

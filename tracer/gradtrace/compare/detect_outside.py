@@ -19,8 +19,10 @@ from gradtrace.compare.findings import Finding
 FIX = ("Call the model in training mode only in the forward pass the gradient is taken of: compute "
        "metrics from that pass's output, and call the model with `training=False` wherever no gradient is "
        "taken (validation, evaluation, prediction), as fit() does; in a functional model do not hard-wire "
-       "`training=True` into a layer's call (tf-keras keeps it in evaluate() and predict()). To recompute "
-       "BatchNormalization statistics on purpose (after weight averaging), do it in both runs.")
+       "`training=True` into a layer's call (tf-keras keeps it in evaluate() and predict()).")
+# what the comparison adds: the same calls made on purpose are one choice, made in both or neither
+PAIR_FIX = FIX + (" To recompute BatchNormalization statistics on purpose (after weight averaging), do it in "
+                  "both runs.")
 
 
 def _rows(run: RunData) -> dict[str, dict[str, Any]]:
@@ -203,7 +205,7 @@ def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:
         steps=sorted(set(steps))[:1], layers=layers,
         evidence={"a": {n: r["calls"] for n, r in ra.items()}, "b": {n: r["calls"] for n, r in rb.items()},
                   "random_layers": random, "state_layers": state},
-        fix=FIX, explains=0.5)
+        fix=PAIR_FIX, explains=0.5)
 
 
 def explains_state(findings: list[Finding], st: dict[str, Any]) -> Finding | None:

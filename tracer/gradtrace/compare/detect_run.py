@@ -757,6 +757,35 @@ def metric_misfit_finding(run: RunData, side: str | None = None) -> Finding | No
         fix=fix, explains=0.3)
 
 
+def _inventory_layer(run: RunData, name: str) -> dict[str, Any] | None:
+    """The inventory's layer for a tracked layer name (``name#k``), else its first namesake."""
+    found = run.layer_tracked_as(name)
+    return found if found is not None else next(
+        (x for x in run.layers if x.get("name") == name.partition("#")[0]), None)
+
+
+def numerics_fix(run: RunData, nf: dict[str, Any]) -> str | None:
+    """The fix of a first NaN/Inf (finite data), by what came before it: none at all on finite
+    weights (the loss or its gradient is undefined where it is computed: ``log(0)``, ``0/0``) or
+    losses that grew a hundredfold on the way (the training diverged); None otherwise (the
+    catalogue's generic advice)."""
+    i = int(np.searchsorted(run.step, nf["step"]))
+    before = run.loss[:i][np.isfinite(run.loss[:i])]
+    grew = before.size >= 2 and float(np.max(np.abs(before[1:]))) > 100 * max(abs(float(before[0])), 1e-12)
+    if grew:
+        return ("The losses grew a hundredfold before it: the training diverged. Lower the learning rate, clip "
+                "the gradients (`clipnorm=1.0` on the optimizer), or normalise the inputs.")
+    where = "The loss itself" if not math.isfinite(nf["loss"]) else "The loss is finite but its gradient"
+    fp = run.x_fp[i] if run.x_fp.ndim == 2 and run.x_fp.shape[0] > i else np.array([])
+    finite = " on finite inputs" if fp.size >= 4 and np.isfinite(fp[:4]).all() else ""
+    return (f"{where} is NaN/Inf {'at the first step' if i == 0 else 'without the losses growing before it'}"
+            f"{finite}: an operation in the loss or the model is undefined where it is evaluated (`log(0)`, "
+            "`0/0` as a mean over an empty or fully masked batch, `sqrt` at 0, `pow` of a negative). Use "
+            "`tf.math.xlogy`, `tf.math.divide_no_nan`, an epsilon (`tf.math.log(p + 1e-7)`, `tf.sqrt(x + 1e-12)`) "
+            "or a Keras loss on logits (`from_logits=True`) in place of a hand-written log of probabilities; "
+            "a lower learning rate does not help here.")
+
+
 def data_fix(data: str) -> str:
     """The fix of a NaN/Inf that the batch's ``data`` ("inputs", "labels") brought in."""
     return (f"Clean the data: the batch's {data} hold NaN/Inf (check `np.isfinite(x).all()` "
@@ -838,7 +867,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
                " (the gradients applied keep the loss scale, see loss_scaling)." if after_kept else "."),
             steps=[nf["step"]], variables=[nf["variable"]] if "variable" in nf else [],
             evidence=nf, explains=0.5 if after_kept else 1.0,
-            fix=data_fix(data) if data else None))
+            fix=data_fix(data) if data else None if after_kept else numerics_fix(run, nf)))
     for shape, first, count in non_scalar_targets(run):
         out.append(Finding(
             "non_scalar_loss",
@@ -902,10 +931,19 @@ def single_run_findings(run: RunData) -> list[Finding]:
             explains=0.0))
     if infer:
         by_fit = fit_without_training(run, set(infer))
+        # BatchNormalization in inference mode normalises every step with its initial moving
+        # statistics (mean 0, variance 1) and never updates them: the model trained is not the
+        # one evaluated. Dropout alone in inference mode only regularises less: a warning.
+        bn = [n for n in infer if str((_inventory_layer(run, n) or {}).get("class_name") or "").endswith(
+            "BatchNormalization")]
         out.append(Finding(
-            "training_mode_mismatch", severity="warning",
+            "training_mode_mismatch", severity="error" if bn else "warning",
             summary=f"{len(infer)} training-dependent layer(s) ran in inference mode during every "
-            f"optimizer step: {', '.join(list(infer)[:6])}." + (f" The run is {by_fit[0]}" if by_fit else ""),
+            f"optimizer step: {', '.join(list(infer)[:6])}."
+            + (f" BatchNormalization ({', '.join(bn[:3])}) then normalises each batch with its moving statistics, "
+               "which it never updates (they stay where they started: mean 0 and variance 1 for a new layer), instead of the "
+               "batch's own." if bn else "")
+            + (f" The run is {by_fit[0]}" if by_fit else ""),
             layers=list(infer), steps=[min(infer.values())],
             evidence={"layers_inference": list(infer), **({"fit_without_training": True} if by_fit else {})},
             fix=by_fit[1] if by_fit else None, explains=0.6))

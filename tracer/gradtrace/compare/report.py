@@ -84,10 +84,10 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
             continue
         lines.append(f"{i}. [{_MARK[f['severity']]}] {f['kind']}")
         lines += textwrap.wrap(f["summary"], 96, initial_indent="   ", subsequent_indent="   ")
-        if f["layers"]:
-            lines.append("   layers: " + ", ".join(f["layers"][:8]))
-        if f["variables"]:
-            lines.append("   variables: " + ", ".join(f["variables"][:8]))
+        for key in ("layers", "variables"):
+            if f[key]:
+                more = len(f[key]) - 8
+                lines.append(f"   {key}: " + ", ".join(f[key][:8]) + (f", ... ({more} more)" if more > 0 else ""))
         shown = 0
         for k, v in f["evidence"].items():
             if k in ("step0_variables", "step_evidence") and not verbose:
