@@ -378,6 +378,16 @@ def fit_transfer_then_fine_tune():
     _fit(model, x, y)
 
 
+def fit_transfer_head_only():
+    """The first phase alone: the base frozen (its BatchNormalization runs in inference mode
+    whatever `training` says), the head trained by fit()."""
+    keras, _base, model = _transfer_model()
+    x, y = _digits_slice()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
 def tape_transfer_then_fine_tune():
     """The same two phases as tape loops: a step function per phase, each with its optimizer."""
     tf = _tf()

@@ -1094,6 +1094,10 @@ CHECKS = [
     ("learning_rate_zero", n12.tape_learning_rate_zero, "diverged", "zero_learning_rate"),
     ("schedule_reaches_zero_early", n12.tape_schedule_decays_to_zero_early, "diverged", "zero_learning_rate"),
     ("schedule_ends_at_zero", n12.tape_schedule_ends_at_zero, "equivalent", None),
+    # keras.io's `base(inputs, training=False)`: Keras 3's fit() passes training=True over it once
+    # the base is unfrozen (its BatchNormalization then updates); while frozen it stays in inference mode
+    ("wired_inference_overridden_by_fit", n12.fit_transfer_then_fine_tune, "diverged", "training_mode_mismatch"),
+    ("wired_inference_while_frozen", n12.fit_transfer_head_only, "equivalent", None),
     # eagerly the predictions' values say what they are: probabilities (rows summing to 1) or logits
     ("eager_softmax_twice", n12.tape_eager_softmax_twice, "diverged", "loss_mismatch"),
     ("eager_logits_as_probabilities", n12.tape_eager_logits_as_probabilities, "diverged", "loss_mismatch"),
@@ -1218,6 +1222,9 @@ def test_check(traced, case):
         assert report.findings[0].severity == "error", text  # nothing (or almost nothing) trains
     if _id == "nan_after_saturation":  # a log of a saturated probability, not a diverging training
         assert "`tf.math.xlogy`" in (report.findings[0].fix or ""), text
+    if _id == "wired_inference_overridden_by_fit":  # from the fine-tuning phase's first step
+        f = report.findings[0]
+        assert f.steps == [s.STEPS] and f.evidence["wired_inference_overridden"] == {"base": ["batch_normalization"]}, text
     if _id == "eager_softmax_twice":
         assert "applies a second softmax" in report.findings[0].summary, text
     if _id == "eager_logits_as_probabilities":

@@ -875,6 +875,36 @@ class _Probe:
                       if id(c) in self.tracked}
             if leaves:
                 self.stand_ins[id(layer)] = leaves
+        self.note_wired_inference(model)
+
+    def note_wired_inference(self, model: Any) -> None:
+        """Layers a Keras 3 functional model calls with ``training=False`` written at the call
+        site (``base(inputs, training=False)``, the transfer-learning guide's way to keep a base's
+        BatchNormalization in inference mode), with the tracked layers under each, in
+        ``RunInfo.extra["wired_inference"]``. Keras 3 passes the outer call's ``training`` to
+        every operation over that argument (keras/src/models/functional.py ``operation_fn``:
+        a value that is not None replaces the node's), so under fit() or ``model(x,
+        training=True)`` they run in training mode anyway; tf-keras keeps the argument."""
+        wired: dict[str, list[str]] = {}
+        for layer in model._flatten_layers(include_self=True, recursive=True):
+            if not type(layer).__module__.startswith("keras.") or not hasattr(layer, "_operations"):
+                continue
+            for op in getattr(layer, "_operations", None) or []:
+                if "training" not in (getattr(op, "_call_context_args", None) or ()):
+                    continue
+                if not any(getattr(getattr(node, "arguments", None), "kwargs", {}).get("training") is False
+                           for node in getattr(op, "_inbound_nodes", None) or []):
+                    continue
+                flat = getattr(op, "_flatten_layers", None)
+                under = [self.tracked[id(c)] for c in (flat(include_self=True, recursive=True) if flat else [op])
+                         if id(c) in self.tracked]
+                if under:
+                    wired[self.tracked.get(id(op)) or str(getattr(op, "name", type(op).__name__))] = under
+        if wired:
+            known = (getattr(getattr(self.run, "info", None), "extra", None) or {}).get("wired_inference") or {}
+            set_extra = getattr(self.run, "set_extra", None)  # optional for a minimal run
+            if set_extra is not None:
+                set_extra(wired_inference={**known, **wired})
 
     def wrap_train_step(self, model: Any) -> None:
         original = getattr(model, "train_step", None)

@@ -78,7 +78,12 @@ _KINDS = [
         "the model's signature; when that fit() ran a custom `train_step` (Keras 3 or tf-keras), it is the "
         "`train_step` that called `self(x)` without `training=True`, and the fix is that call. Layers of a model no optimizer of the runs trains (a mean teacher or a "
         "target network called in the step, `RunInfo.untrained_models`) are named as that model's: its "
-        "mode changes the targets it hands the loss, and the fix is its call's `training` argument.",
+        "mode changes the targets it hands the loss, and the fix is its call's `training` argument. "
+        "`gradtrace check` makes BatchNormalization in inference mode at every step an error (its "
+        "statistics never move), and warns of layers a Keras 3 functional model calls with "
+        "`training=False` written at the call site (`base(inputs, training=False)`, the transfer-learning "
+        "guide's) that ran in training mode while not frozen: Keras 3 passes the outer `training=True` "
+        "over that argument, tf-keras keeps it.",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
         "`training` through to every sub-layer of a subclassed model's `call`.",
         rank=5,

@@ -1027,8 +1027,57 @@ def single_run_findings(run: RunData) -> list[Finding]:
     idle = zero_learning_rate(run)
     if idle:
         out.append(idle)
+    wired = wired_inference_overridden(run)
+    if wired:
+        out.append(wired)
     out += lost_records(run)
     return out
+
+
+def wired_inference_overridden(run: RunData) -> Finding | None:
+    """Layers a Keras 3 functional model calls with ``training=False`` written at the call site
+    (``RunInfo.extra["wired_inference"]``) whose tracked layers ran in training mode at some
+    optimizer step: the outer call's ``training=True`` replaced the argument (see
+    ``_probes.note_wired_inference``), so a base meant to stay in inference mode updated its
+    BatchNormalization statistics and drew its dropout masks."""
+    wired = (run.meta.get("extra") or {}).get("wired_inference") or {}
+    hit: dict[str, list[str]] = {}
+    first: int | None = None
+    for modes, step, count in run.modes:
+        for layer, under in wired.items():
+            for n in under:
+                if (modes or {}).get(n) is not True:
+                    continue
+                # A frozen layer's `training=True` is not acted on (Keras 3 runs a BatchNormalization
+                # with trainable=False in inference mode): the steps it was not frozen at count.
+                bn = str((_inventory_layer(run, n) or {}).get("class_name") or "").endswith("BatchNormalization")
+                frozen = [(f, f + c) for names, f, c in run.frozen if bn and n in (names or [])]
+                k = next((s for s in range(step, step + count) if not any(a <= s < b for a, b in frozen)), None)
+                if k is None:
+                    continue
+                hit.setdefault(layer, [])
+                if n not in hit[layer]:
+                    hit[layer].append(n)
+                first = k if first is None else min(first, k)
+    if not hit:
+        return None
+    said = "; ".join(f"'{layer}' ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+                     for layer, names in hit.items())
+    return Finding(
+        "training_mode_mismatch", severity="warning",
+        summary="the functional model calls these layers with `training=False` written at the call site, yet "
+        f"their training-dependent layers ran in training mode during optimizer steps: {said}. Keras 3 passes "
+        "the outer call's `training=True` (fit(), `model(x, training=True)`) to every layer of a functional "
+        "model in place of the argument written in the graph, so a base meant to stay in inference mode (the "
+        "transfer-learning guide's `base_model(inputs, training=False)`) updates its BatchNormalization "
+        "statistics and applies its dropout; tf-keras keeps the argument.",
+        steps=[first] if first is not None else [], layers=[n for names in hit.values() for n in names][:16],
+        evidence={"wired_inference_overridden": hit}, explains=0.6,
+        fix=("To keep those layers in inference mode in Keras 3, set `trainable = False` on each "
+             "BatchNormalization layer of the base (`for l in base.layers: if isinstance(l, "
+             "keras.layers.BatchNormalization): l.trainable = False`), which Keras 3 runs in inference mode, "
+             "then `compile()` again; or call the base yourself with `training=False` in a custom `train_step` "
+             "or loop."))
 
 
 def zero_learning_rate(run: RunData) -> Finding | None:
