@@ -296,3 +296,39 @@ def test_dropped_gradients_of_an_eager_step_are_not_claimed(db_url):
             step()
     assert run.info.discarded_gradients == []
     assert run.steps_so_far() == 2  # both steps recorded
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+def test_untrainable_variable_asked_for_is_named(tmp_path, function):
+    """A raw variable created with ``trainable=False`` and listed for training: the tape does not
+    watch it, its gradient is None, and the script drops it; the run names it. A model's own
+    non-trainable state handed over with ``model.variables`` (BatchNormalization's statistics) is
+    not named."""
+    from gradtrace.store import open_store
+
+    x, y = data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(1)])
+    scale = tf.Variable(1.0, trainable=False, name="scale")
+    params = [*model.variables, scale]
+    opt = keras.optimizers.SGD(0.05)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(scale * model(x, training=True) - y))
+        grads = tape.gradient(loss, params)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, params, strict=True) if g is not None])
+
+    fn = tf.function(step) if function else step
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    with gradtrace.trace(run="untrainable", store=url):
+        for _ in range(2):
+            fn()
+    store = open_store(url)
+    try:
+        uid = store.runs().items[0].id
+        extra = store.run_detail(uid).meta["extra"]
+    finally:
+        store.close()
+    assert extra.get("untrainable_sources") == ["scale:0"], extra.get("untrainable_sources")

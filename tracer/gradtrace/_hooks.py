@@ -408,7 +408,7 @@ def tape_targets_since(seq: int) -> list[Any]:
     return [t for call in dq or () if call.seq > seq for t in call.targets]
 
 
-def _remember_result(call: TapeCall, sources: Any, result: Any) -> None:
+def _remember_result(call: TapeCall, sources: Any, result: Any, run: Run | None = None) -> None:
     """Which sources the call returned a gradient for: a variable differentiated but left out
     of ``apply_gradients`` is then told apart from one that got no gradient."""
     import tensorflow as tf
@@ -423,6 +423,25 @@ def _remember_result(call: TapeCall, sources: Any, result: Any) -> None:
         call.grads = {var_key(v): g for v, g in zip(flat_s, flat_g, strict=True)
                       if v is not None and g is not None}
         call.answered = True
+        if run is not None and len(call.grads) < len(flat_s):
+            _note_untrainable(run, [v for v, g in zip(flat_s, flat_g, strict=True)
+                                    if g is None and isinstance(v, tf.Variable) and not v.trainable])
+
+
+def _note_untrainable(run: Run, variables: list[Any]) -> None:
+    """Variables created with ``trainable=False`` that ``tape.gradient`` was asked for and returned
+    None for: a tape watches trainable variables only (unless ``tape.watch``-ed), so they never
+    train, and a script that drops None gradients hides it. Kept in ``extra.untrainable_sources``."""
+    # A model's own non-trainable state (moving statistics, counters) handed over with
+    # `model.variables` is not meant to train: only variables no traced model owns count.
+    variables = [v for v in variables if not run.in_inventory(v)]
+    if not variables:
+        return
+    known = list((run.info.extra or {}).get("untrainable_sources") or [])
+    names = [str(getattr(v, "path", None) or v.name) for v in variables]
+    new = [n for n in names if n not in known]
+    if new and len(known) < 64:
+        run.set_extra(untrainable_sources=(known + new)[:64])
 
 
 def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeCall | None:
@@ -521,7 +540,7 @@ def _wrap_gradient(original: Any) -> Any:
                 guard(run, "tape.gradient", lambda: _probes.module_broadcasts(call.targets))
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
-            guard(run, "tape.gradient", lambda: _remember_result(call, sources, result))
+            guard(run, "tape.gradient", lambda: _remember_result(call, sources, result, run))
             if call.variables and _stash_store(run, create=False) is not None:
                 guard(run, "tape.gradient", lambda: _feed_eager_stash(run, call))
             if call.variables:

@@ -551,6 +551,13 @@ class Run:
         self._catch_up()
         return list(self._state)
 
+    def in_inventory(self, v: Any) -> bool:
+        """Whether a variable is already in the run's inventory (a traced model's, or stepped)."""
+        from gradtrace._hooks import tf_variable
+
+        self._catch_up(fingerprint=False)
+        return id(tf_variable(v)) in self._var_index
+
     def var_index(self, v: Any) -> int:
         """The inventory index of a variable (new variables are appended)."""
         from gradtrace._hooks import tf_variable

@@ -179,7 +179,9 @@ _KINDS = [
         "missing_gradient", "error", False,
         "Trainable variables got no gradient (None) in one run (\"Gradients do not exist for "
         "variables\"). The variables of a model no optimizer of the run was given (a mean teacher or a "
-        "target network written by assign) are not counted.",
+        "target network written by assign) are not counted. `gradtrace check` also warns of variables "
+        "created with `trainable=False` that tape.gradient was asked for (a tape does not watch them: "
+        "None, often dropped by the script before apply_gradients).",
         "Differentiate with respect to `model.trainable_variables` and make sure every variable "
         "takes part in the loss (no `tf.stop_gradient`, no numpy round trip inside the tape).",
         rank=10,

@@ -1030,6 +1030,17 @@ def single_run_findings(run: RunData) -> list[Finding]:
     wired = wired_inference_overridden(run)
     if wired:
         out.append(wired)
+    untrainable = (run.meta.get("extra") or {}).get("untrainable_sources") or []
+    if untrainable:
+        out.append(Finding(
+            "missing_gradient", severity="warning",
+            summary=f"tape.gradient was asked for {len(untrainable)} variable(s) created with `trainable=False` "
+            f"({', '.join(untrainable[:6])}{', ...' if len(untrainable) > 6 else ''}) and returned None "
+            "for them: a GradientTape watches trainable variables only, so they never train (a script that drops "
+            "None gradients before apply_gradients hides it).",
+            variables=list(untrainable), evidence={"untrainable_sources": list(untrainable)}, explains=0.8,
+            fix=("Create the variables that should train with `trainable=True` (tf.Variable's default), or leave "
+                 "them out of the list handed to tape.gradient if they are meant to stay fixed.")))
     out += lost_records(run)
     return out
 
