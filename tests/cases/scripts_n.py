@@ -6,8 +6,9 @@ overridden ``compute_loss`` instead of ``kernel_regularizer``), label smoothing 
 that has none, a head fine-tuned by a new optimizer after fit(), and the penalties' gradients taken
 by a gradient call of their own and added to the data loss's; and single runs that train nothing or
 less than they seem to (the forward pass before the tape, a learning rate of 0, a schedule that
-reaches 0 early, Keras 3's ``reduction=None`` on a partial batch), and eager loops whose
-cross-entropy reads logits as probabilities or the other way round.
+reaches 0 early, Keras 3's ``reduction=None`` on a partial batch), eager loops whose
+cross-entropy reads logits as probabilities or the other way round, and keras.io's GAN as fit() with
+a custom train_step and as a loop.
 """
 
 from __future__ import annotations
@@ -515,3 +516,73 @@ def tape_eager_logits_as_probabilities():
 def tape_eager_softmax_probabilities():
     """``tf.nn.softmax`` in ``call`` and ``from_logits=False``: right."""
     _eager_softmax_loop(squash=True, from_logits=False)
+
+
+_LATENT = 4
+
+
+def _gan():
+    """keras.io's GAN at toy size: a generator of 8-feature points, a discriminator on them."""
+    keras = _keras()
+    keras.utils.set_random_seed(0)
+    disc = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.LeakyReLU(0.2),
+                             keras.layers.Dense(1)], name="discriminator")
+    gen = keras.Sequential([keras.Input((_LATENT,)), keras.layers.Dense(16), keras.layers.LeakyReLU(0.2),
+                            keras.layers.Dense(8)], name="generator")
+    import numpy as np
+
+    real = np.random.default_rng(5).normal(size=(256, 8)).astype("float32")
+    return keras, disc, gen, real, keras.losses.BinaryCrossentropy(from_logits=True)
+
+
+def _gan_step(tf, keras, disc, gen, d_opt, g_opt, loss_fn, seed, real):
+    """One step of each: the discriminator on generated and real points concatenated, then the
+    generator through the discriminator."""
+    b = tf.shape(real)[0]
+    fake = gen(keras.random.normal((b, _LATENT), seed=seed))
+    both = tf.concat([fake, real], 0)
+    labels = tf.concat([tf.ones((b, 1)), tf.zeros((b, 1))], 0)
+    with tf.GradientTape() as tape:
+        d_loss = loss_fn(labels, disc(both))
+    d_opt.apply_gradients(zip(tape.gradient(d_loss, disc.trainable_weights), disc.trainable_weights))
+    with tf.GradientTape() as tape:
+        g_loss = loss_fn(tf.zeros((b, 1)), disc(gen(keras.random.normal((b, _LATENT), seed=seed))))
+    g_opt.apply_gradients(zip(tape.gradient(g_loss, gen.trainable_weights), gen.trainable_weights))
+    return d_loss, g_loss
+
+
+def fit_gan_train_step():
+    """The GAN as a keras.Model whose train_step takes both steps, trained by fit()."""
+    tf = _tf()
+    keras, disc, gen, real, loss_fn = _gan()
+
+    class GAN(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.disc, self.gen, self.seed = disc, gen, keras.random.SeedGenerator(1)
+
+        def compile(self, d_opt, g_opt):
+            super().compile()
+            self.d_opt, self.g_opt = d_opt, g_opt
+
+        def train_step(self, batch):
+            d, g = _gan_step(tf, keras, self.disc, self.gen, self.d_opt, self.g_opt, loss_fn, self.seed, batch)
+            return {"d_loss": d, "g_loss": g}
+
+    gan = GAN()
+    gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+    gan.fit(real, batch_size=32, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_gan_loop():
+    """The same two steps in a tf.function loop over the real batches."""
+    tf = _tf()
+    keras, disc, gen, real, loss_fn = _gan()
+    d_opt, g_opt, seed = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3), keras.random.SeedGenerator(1)
+
+    @tf.function
+    def step(batch):
+        _gan_step(tf, keras, disc, gen, d_opt, g_opt, loss_fn, seed, batch)
+
+    for i in range(0, len(real), 32):
+        step(real[i:i + 32])

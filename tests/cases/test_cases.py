@@ -39,6 +39,9 @@ CASES = [
     ("state_advanced_outside_the_steps", n12.fit_warmup_counter, n12.tape_warmup_counter_metric_in_training_mode,
      "diverged", "training_outside_steps"),
     # keras.io's fine-tuning: the base unfrozen for a second phase, by fit() and by a loop's new optimizer
+    # keras.io's GAN: the loop's discriminator steps record the concatenated batch, fit()'s the real one;
+    # its latent draws differ anyway: not comparable step by step, said as such
+    ("gan_fit_against_loop", n12.fit_gan_train_step, n12.tape_gan_loop, "not_comparable", "data_mismatch"),
     ("transfer_then_fine_tune", n12.fit_transfer_then_fine_tune, n12.tape_transfer_then_fine_tune,
      "equivalent", None),
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
@@ -1073,6 +1076,9 @@ def test_case(traced, case):
     if _id == "lambda_other_constant":  # the functions shown as the code they were written as
         d = report.findings[0].evidence["differences"][0]
         assert (d["argument"], d["a"], d["b"]) == ("function", "lambda t: t * 0.5", "lambda h: h * 0.25"), text
+    if _id == "gan_fit_against_loop":  # one optimizer's steps, not micro-batches accumulated by hand
+        summary = report.findings[0].summary
+        assert "Two optimizers take turns" in summary and "micro-batches" not in summary, text
     if _id == "reshuffled_each_epoch":  # the argument that differs, not the seed both share
         f = report.findings[0]
         assert "reshuffle_each_iteration=False in run a, True in run b" in (f.fix or ""), text

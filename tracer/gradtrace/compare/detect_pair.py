@@ -1824,7 +1824,22 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                 fix = "Use the same batch_size in both runs (fit(batch_size=...), the loop's batching)."
                 small = 0 if sizes[0] < sizes[1] else 1
                 factor = max(sizes) // min(sizes)
-                if factor >= 2 and max(sizes) == factor * min(sizes) and a.n_steps == b.n_steps:
+                # Two optimizers taking turns, and only every other step's batch differs: one of
+                # them sees another batch (a GAN's discriminator on real and generated examples
+                # concatenated in a loop, against the real batch fit() hands train_step).
+                turns = 2 in (dr._stepping_groups(a), dr._stepping_groups(b)) and (
+                    bad.size >= 2 and len({int(i) % 2 for i in bad}) == 1 and 2 * bad.size >= al.n_common - 1)
+                if turns:
+                    why += (f" Two optimizers take turns and only every other step differs ({bad.size} of "
+                            f"{al.n_common}): the steps of one of them record another batch in the two runs, e.g. a "
+                            "discriminator's batch of real and generated examples concatenated in a loop against "
+                            "the real batch fit() hands train_step, whose data is what fit() steps record. The "
+                            "other optimizer's steps saw the same batches.")
+                    fix = ("Nothing to fix if both runs feed the same real batches: the recorded batches differ by "
+                           "what each step calls the model on. Random inputs drawn in the step (a GAN's latent "
+                           "vectors) differ between runs anyway, so such runs compare by configuration and by "
+                           "the scale of their losses and gradients, not step by step.")
+                elif factor >= 2 and max(sizes) == factor * min(sizes) and a.n_steps == b.n_steps:
                     # As many steps on batches `factor` times smaller: micro-batches applied once, by hand.
                     why += (f" Run {'ab'[small]} takes as many optimizer steps on batches {factor} times smaller: "
                             f"if it accumulates {factor} micro-batches of {min(sizes)} by hand before each apply, "
