@@ -8,14 +8,14 @@ by a gradient call of their own and added to the data loss's; and single runs th
 less than they seem to (the forward pass before the tape, a learning rate of 0, a schedule that
 reaches 0 early, Keras 3's ``reduction=None`` on a partial batch), eager loops whose
 cross-entropy reads logits as probabilities or the other way round, and keras.io's GAN as fit() with
-a custom train_step and as a loop.
+a custom train_step and as a loop; a constant factor moved between the loss and the learning rate.
 """
 
 from __future__ import annotations
 
 from . import data
 from .scripts import BATCH, STEPS, _digits_slice, _keras
-from .scripts_models import _fit, _tf
+from .scripts_models import _fit, _loop, _tf
 
 L2 = 1e-3
 
@@ -586,3 +586,36 @@ def tape_gan_loop():
 
     for i in range(0, len(real), 32):
         step(real[i:i + 32])
+
+
+def _fit_net_with(opt) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def _loop_net_times(factor: float, opt) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(_net(), opt, lambda m, xb, yb: factor * ce(yb, m(xb, training=True)), x, y)
+
+
+def fit_digits_sgd_005():
+    _fit_net_with(_keras().optimizers.SGD(0.05))
+
+
+def tape_digits_loss_doubled_sgd_0025():
+    """The loss times 2 and SGD's rate halved: the same updates."""
+    _loop_net_times(2.0, _keras().optimizers.SGD(0.025))
+
+
+def fit_digits_adam_005():
+    _fit_net_with(_keras().optimizers.Adam(0.05))
+
+
+def tape_digits_loss_times_005_adam_1():
+    """The learning rate folded into the loss (x0.05) with Adam(1.0): Adam normalises the factor away."""
+    _loop_net_times(0.05, _keras().optimizers.Adam(1.0))

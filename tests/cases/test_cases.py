@@ -42,6 +42,11 @@ CASES = [
     # keras.io's GAN: the loop's discriminator steps record the concatenated batch, fit()'s the real one;
     # its latent draws differ anyway: not comparable step by step, said as such
     ("gan_fit_against_loop", n12.fit_gan_train_step, n12.tape_gan_loop, "not_comparable", "data_mismatch"),
+    # a loss factor moved into the learning rate: the same updates with SGD, not with Adam
+    ("loss_factor_in_learning_rate_sgd", n12.fit_digits_sgd_005, n12.tape_digits_loss_doubled_sgd_0025, "equivalent",
+     None),
+    ("loss_factor_in_learning_rate_adam", n12.fit_digits_adam_005, n12.tape_digits_loss_times_005_adam_1, "diverged",
+     "loss_scale"),
     ("transfer_then_fine_tune", n12.fit_transfer_then_fine_tune, n12.tape_transfer_then_fine_tune,
      "equivalent", None),
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
@@ -1076,6 +1081,10 @@ def test_case(traced, case):
     if _id == "lambda_other_constant":  # the functions shown as the code they were written as
         d = report.findings[0].evidence["differences"][0]
         assert (d["argument"], d["a"], d["b"]) == ("function", "lambda t: t * 0.5", "lambda h: h * 0.25"), text
+    if _id == "loss_factor_in_learning_rate_adam":  # the rates' ratio named, and why it does not carry over
+        f = report.findings[0]
+        assert f.evidence["matches"].startswith("the ratio of the runs' learning rates"), text
+        assert "adaptive optimizer" in (f.fix or ""), text
     if _id == "gan_fit_against_loop":  # one optimizer's steps, not micro-batches accumulated by hand
         summary = report.findings[0].summary
         assert "Two optimizers take turns" in summary and "micro-batches" not in summary, text

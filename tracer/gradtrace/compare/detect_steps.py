@@ -111,6 +111,9 @@ def negligible_grads(na: Any, nb: Any, ga: Any, gb: Any, al: Alignment) -> np.nd
 _LOSS_ONLY_FACTORS = ("the number of outputs", "batch size x outputs", "the number of the model's outputs",
                       "the mask's valid fraction", "batch/sum(sample weights)")
 
+# A factor with this meaning is the runs' learning rates' ratio (a loss factor moved into the rate).
+LR_RATIO = "the ratio of the runs' learning rates ("
+
 # A factor with this meaning is a mixed-precision loss scale left in the gradients.
 NOT_UNSCALED = "a scaled loss whose gradients were not unscaled (the loss scale "
 
@@ -124,6 +127,11 @@ def candidate_factors(a: RunData, b: RunData, steps: tuple[int, int] | None = No
     out: dict[str, float] = {}
     if steps is not None:
         out.update(_denominator_factors(a, b, steps))
+    rates = [run.lr[np.isfinite(run.lr)] for run in (a, b)]
+    if all(r.size and r[0] > 0 for r in rates) and rel(float(rates[0][0]), float(rates[1][0])) > 1e-6:
+        # first: where the rates differ by the loss factor, the factor was moved between them
+        out[f"{LR_RATIO}{float(rates[0][0]):g} vs {float(rates[1][0]):g}): the loss multiplied by a constant "
+            "and the learning rate divided by it in one run"] = float(rates[0][0] / rates[1][0])
     nout = max(_n_outputs(a), _n_outputs(b))
     batch = first_batch(a, b, 0)
     losses = max(_n_output_losses(a), _n_output_losses(b))
@@ -194,8 +202,14 @@ def _divisor_fix(div: dict[str, Any]) -> str:
             f"`tf.reduce_sum(per_example_loss) / {n}`, or leave global_batch_size out to divide by the batch.")
 
 
-def _loss_scale_fix(meaning: str | None) -> str:
-    """The concrete change for a matched loss factor."""
+def _normalising(run: RunData) -> bool:
+    """The run's optimizer divides its updates by a running gradient scale (Adam, RMSprop, ...)."""
+    cls = str((run.meta.get("optimizer") or {}).get("class") or "").lower()
+    return any(k in cls for k in _NORMALISING)
+
+
+def _loss_scale_fix(meaning: str | None, normalising: bool = False) -> str:
+    """The concrete change for a matched loss factor (``normalising``: the optimizer is adaptive)."""
     head = "Reduce the loss the same way in both runs: "
     if meaning is None:
         return head + "divide by the same count."
@@ -211,6 +225,15 @@ def _loss_scale_fix(meaning: str | None) -> str:
         return head + ("divide by the number of valid entries as a Keras loss does with a mask "
                        "(`tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`), or call the same Keras loss "
                        "object on the masked predictions in both.")
+    if meaning.startswith(LR_RATIO) and normalising:
+        return ("Use the same learning rate and the same loss in both runs: an adaptive optimizer (Adam, RMSprop, "
+                "...) divides each update by the gradients' running scale, so a constant factor on the loss "
+                "cancels out and does not stand in for a learning rate; the learning rates differ in effect.")
+    if meaning.startswith(LR_RATIO):
+        return ("Nothing to fix if the factor is meant to be the learning rate's: with SGD the runs train alike and "
+                "only the reported losses differ. Keep the loss as the Keras loss computes it and put the factor "
+                "in the learning rate alone, so the losses compare (and so that an adaptive optimizer, which "
+                "normalises a loss factor away, does not leave the learning rate changed).")
     if meaning.startswith(NOT_UNSCALED):
         return ("Divide the gradients of the scaled loss by the loss scale before they are applied: apply them "
                 "with the LossScaleOptimizer itself (Keras 3 `opt.apply_gradients(zip(grads, vars))` on the "
@@ -320,6 +343,21 @@ def _close(x: float, target: float, tol: float) -> bool:
     return abs(x - target) <= tol * max(abs(target), 1.0)
 
 
+def _uniform_gradient_factor(ev: dict[str, Any], loss_a: float, loss_b: float, ftol: float) -> bool:
+    """Every variable's step-0 gradient is the other run's times the ratio of the losses, in the
+    same direction: the losses differ by a constant factor (``2.0 * mse``, a learning rate folded
+    into the loss), which scales every gradient alike. A penalty added to the loss changes the
+    gradients of the variables it penalises only (a bias keeps its gradient) and turns them."""
+    rows = ev.get("step0_variables") or []
+    if not rows or not (loss_a and loss_b) or not math.isfinite(loss_a / loss_b):
+        return False
+    c = loss_a / loss_b  # grad_norm_ratio is a's over b's
+    tol = max(16 * ftol, 1e-4)
+    return all(isinstance(r.get("grad_norm_ratio"), (int, float)) and math.isfinite(r["grad_norm_ratio"])
+               and float(rel(r["grad_norm_ratio"], c)) <= tol
+               and isinstance(r.get("grad_cosine"), (int, float)) and r["grad_cosine"] >= 1 - tol for r in rows)
+
+
 def _extra_terms(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, Any]) -> Finding | None:
     """The same data loss, a different term added to it: regularization of another size.
 
@@ -339,6 +377,8 @@ def _extra_terms(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, An
     oa, ob = s.loss_a - da, s.loss_b - db
     if abs(oa - ob) <= ftol * scale:
         return None
+    if _uniform_gradient_factor(ev, s.loss_a, s.loss_b, ftol):
+        return None  # the whole loss scaled (a constant factor), not a term added: loss_scale's matter
     regs = {side: float(run.reg_loss[row]) for side, run, row in (("a", a, s.row_a), ("b", b, s.row_b))
             if run.reg_loss.size and math.isfinite(run.reg_loss[row]) and run.reg_loss[row] > 0}
     reg = regs.get("a", regs.get("b"))
@@ -742,7 +782,7 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | Non
                           "first_update_ratio": u, "optimizer": (a.meta.get("optimizer") or {}).get("class"),
                           **({"sum_divided_by": div} if div is not None else {}), **ev},
                 fix=(_divisor_fix(div) if div is not None else
-                     _reduction_fix(a, b) or _loss_scale_fix(m[0] if m else None)),
+                     _reduction_fix(a, b) or _loss_scale_fix(m[0] if m else None, _normalising(run))),
                 explains=1.0))
             return out, s
         scaled = _data_loss_scale(a, b, s, cands, ftol, ev, al.premise)
