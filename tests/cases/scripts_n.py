@@ -8,7 +8,8 @@ by a gradient call of their own and added to the data loss's; and single runs th
 less than they seem to (the forward pass before the tape, a learning rate of 0, a schedule that
 reaches 0 early, Keras 3's ``reduction=None`` on a partial batch), eager loops whose
 cross-entropy reads logits as probabilities or the other way round, and keras.io's GAN as fit() with
-a custom train_step and as a loop; a constant factor moved between the loss and the learning rate.
+a custom train_step and as a loop; a constant factor moved between the loss and the learning rate;
+two equal-shaped hidden layers a subclassed model creates in the other order than it calls them.
 """
 
 from __future__ import annotations
@@ -619,3 +620,53 @@ def fit_digits_adam_005():
 def tape_digits_loss_times_005_adam_1():
     """The learning rate folded into the loss (x0.05) with Adam(1.0): Adam normalises the factor away."""
     _loop_net_times(0.05, _keras().optimizers.Adam(1.0))
+
+
+def _two_hidden_weights():
+    import numpy as np
+
+    rng = np.random.default_rng(66)
+    return [rng.normal(scale=0.2, size=sh).astype("float32")
+            for sh in [(64, 64), (64,), (64, 64), (64,), (64, 10), (10,)]]
+
+
+def _loop_digits(model) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(model, keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y, function=False)
+
+
+def tape_digits_two_hidden_sequential():
+    """64-64-64-10 as a Sequential model, its weights given: the hidden layers' kernels of one shape."""
+    keras = _keras()
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="tanh"),
+                              keras.layers.Dense(64, activation="tanh"), keras.layers.Dense(10)])
+    model.set_weights(_two_hidden_weights())
+    _loop_digits(model)
+
+
+def tape_digits_two_hidden_created_backwards():
+    """The same network subclassed, its layers created head first and the two hidden ones the other way
+    round (h2 before h1) but called h1, h2, head: the same training."""
+    keras = _keras()
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.head = keras.layers.Dense(10)
+            self.h2 = keras.layers.Dense(64, activation="tanh")
+            self.h1 = keras.layers.Dense(64, activation="tanh")
+
+        def call(self, x, training=False):
+            return self.head(self.h2(self.h1(x)))
+
+    import numpy as np
+
+    model = Net()
+    model(np.zeros((1, 64), "float32"))  # builds the layers, in the order they are called
+    w = _two_hidden_weights()
+    model.h1.set_weights(w[0:2])
+    model.h2.set_weights(w[2:4])
+    model.head.set_weights(w[4:6])
+    _loop_digits(model)

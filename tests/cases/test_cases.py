@@ -42,6 +42,9 @@ CASES = [
     # keras.io's GAN: the loop's discriminator steps record the concatenated batch, fit()'s the real one;
     # its latent draws differ anyway: not comparable step by step, said as such
     ("gan_fit_against_loop", n12.fit_gan_train_step, n12.tape_gan_loop, "not_comparable", "data_mismatch"),
+    # equal-shaped layers paired by the order the forward pass calls them, not the order they were created
+    ("equal_layers_created_backwards", n12.tape_digits_two_hidden_sequential,
+     n12.tape_digits_two_hidden_created_backwards, "equivalent", None),
     # a loss factor moved into the learning rate: the same updates with SGD, not with Adam
     ("loss_factor_in_learning_rate_sgd", n12.fit_digits_sgd_005, n12.tape_digits_loss_doubled_sgd_0025, "equivalent",
      None),

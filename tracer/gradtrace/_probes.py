@@ -65,6 +65,7 @@ _ELEMENTWISE = frozenset(
 )  # fmt: skip
 
 MAX_BROADCASTS = 16  # per step; the first ones are the informative ones
+MAX_CALL_ORDER = 4096  # layers kept in extra.layer_call_order
 FP_LEN = 4  # fingerprint: sum, sum of squares, fixed-weight projection, count
 
 # Scope keys (shared only between this module's hooks and decode()).
@@ -683,6 +684,8 @@ class _Probe:
         self.eager_probed: dict[int, list[dict[str, Any]]] = {}
         self.loss_wrapped: dict[int, Any] = {}
         self.probabilities: dict[Any, bool | None] = {}  # loss -> LossCall.pred_probabilities
+        self.call_rank: dict[int, int] = {}  # id(layer) -> its place in call_order
+        self.call_order: list[str] = []  # layer names, in the order of their first call
         self.meta_done: dict[int, tuple[Any, ...]] = {}  # id(model) -> its compile() containers
         self.model_classes: tuple[type, ...] = ()
         self.compile_loss_classes: tuple[type, ...] = ()
@@ -751,10 +754,21 @@ class _Probe:
         return out
 
     def publish_layer_models(self) -> None:
-        """``RunInfo.layer_models``, at the run's end."""
+        """``RunInfo.layer_models`` and ``extra.layer_call_order``, at the run's end."""
         update = getattr(self.run, "update_meta", None)  # optional for a minimal run
         if update is not None:
             update(layer_models=self.layer_models())
+        set_extra = getattr(self.run, "set_extra", None)
+        if set_extra is not None and self.call_order:
+            set_extra(layer_call_order=list(self.call_order))
+
+    def note_first_call(self, layer: Any) -> None:
+        """A layer's first call in the run: its name joins ``extra.layer_call_order``, the order the
+        forward passes first reach the layers, which the comparator pairs equal-shaped layers by
+        (a subclassed model may create its layers in another order than it calls them)."""
+        self.call_rank[id(layer)] = len(self.call_order)
+        if len(self.call_order) < MAX_CALL_ORDER:
+            self.call_order.append(str(getattr(layer, "name", "") or type(layer).__name__))
 
     def _next_step(self) -> int | None:
         steps = getattr(self.run, "steps_so_far", None)  # optional for a minimal run
@@ -1690,6 +1704,8 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
             # tf_keras/src/engine/base_layer.py Layer.__call__) resolves `training` and fills masks.
             caller = st.calling
             probe.see_call(self, caller, args, kwargs)
+            if id(self) not in probe.call_rank:
+                probe.note_first_call(self)
             st.depth = depth + 1
             stand_in = probe.stand_ins.get(id(self))
             seen = {k: st.modes_seen.get(probe.tracked[k], 0) for k in stand_in} if stand_in else None

@@ -310,9 +310,24 @@ def init_by_variable(a: RunData, b: RunData, pairs: list[tuple[int, int]]) -> tu
                          "rng_state_differs": rng_differ[:6]}
 
 
+def _in_call_order(run: RunData, other: RunData) -> list[dict[str, Any]]:
+    """The run's variables in the order the forward passes first called their layers
+    (``extra.layer_call_order``), each layer's own in inventory order; the inventory's order
+    (the model's attributes, depth first) when either run did not record it. A subclassed model
+    creates its layers in any order, and equal-shaped layers created the other way round would
+    pair first with second; the order they are called in is the model's structure."""
+    order = (run.meta.get("extra") or {}).get("layer_call_order") or []
+    if not order or not (other.meta.get("extra") or {}).get("layer_call_order"):
+        return run.variables
+    rank: dict[str, int] = {}
+    for i, name in enumerate(order):
+        rank.setdefault(str(name), i)
+    return sorted(run.variables, key=lambda v: (rank.get(str(v.get("layer") or ""), len(order)), int(v["index"])))
+
+
 def align(a: RunData, b: RunData) -> Alignment:
     """Pair variables, layers and steps of two runs."""
-    var_pairs_d = pair_items(a.variables, b.variables, [_var_group, _var_shape_group])
+    var_pairs_d = pair_items(_in_call_order(a, b), _in_call_order(b, a), [_var_group, _var_shape_group])
     var_pairs = [(int(x["index"]), int(y["index"])) for x, y in var_pairs_d]
     paired_a = {p[0] for p in var_pairs}
     paired_b = {p[1] for p in var_pairs}
