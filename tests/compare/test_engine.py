@@ -935,3 +935,13 @@ def test_a_layer_that_stops_getting_gradients_in_one_run_only_is_a_trainable_mis
     a = make_run("a")
     a.grad[3:, cols] = 0
     assert "trainable_mismatch" not in kinds(compare_runs(a, b))
+
+
+def test_a_run_without_steps_is_not_comparable_whatever_its_configuration_says():
+    """Settings that differ are kept as findings, but a run that recorded no optimizer step trained
+    nothing the comparator saw: no verdict on the training."""
+    opt = {"class": "SGD", "config": {"learning_rate": 0.1}}
+    r = compare_runs(make_run("a", meta={"optimizer": {"class": "Adam", "config": {"learning_rate": 1e-3}}}),
+                     make_run("b", steps=0, meta={"optimizer": opt}))
+    assert r.verdict == "not_comparable", r.to_dict()
+    assert "optimizer_mismatch" in kinds(r), r.to_dict()

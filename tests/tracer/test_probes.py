@@ -742,3 +742,15 @@ def test_keras3_reduction_none_is_recorded_as_none(db):
     steps, _ = _run(db, "red-none")
     assert steps[0]["loss_info"]["reduction"] == "none"
     assert steps[0]["loss_info"]["per_sample_count"] == N
+
+
+def test_loss_details_the_schema_does_not_take_are_dropped_not_the_step():
+    """A detail the schema does not know (a probe newer than the schema it is decoded with) is left
+    out; the rest of the loss details, and the step, are kept."""
+    from gradtrace._trace import _loss_info
+
+    info = _loss_info({"cls": "MeanSquaredError", "reduction": "none", "per_sample_count": 8, "unknown": 1,
+                       "calls": [{"cls": "MeanSquaredError", "also_unknown": True}]})
+    assert info is not None and info.cls == "MeanSquaredError" and info.per_sample_count == 8
+    assert info.calls is not None and info.calls[0].cls == "MeanSquaredError"
+    assert _loss_info({"cls": "MeanSquaredError", "per_sample_count": "many"}) is None  # a value of another type

@@ -1217,7 +1217,8 @@ class Run:
                     fields = full_fields.get(j)
                     if fields is None:
                         continue
-                    fields.update(step=seqs[j], wall_time=now, **probed[j])
+                    fields.update(step=seqs[j], wall_time=now,
+                                  **{k: _as_schema(k, v, shared) for k, v in probed[j].items()})
                     out.append(schema.StepRecord.model_validate(fields))
                 else:
                     loss, lr, it = head[j]
@@ -1449,13 +1450,33 @@ def _by_ring(rows: list[tuple[Any, np.ndarray]]) -> list[tuple[Any, np.ndarray]]
     return [(ring, np.stack(rs)) for ring, rs in groups.values()]
 
 
+def _loss_info(val: dict[str, Any]) -> schema.LossInfo | None:
+    """A step's loss details as the schema holds them. Details the schema does not take (a key
+    it does not know, a value of another type) are dropped, not the step: the step's loss,
+    gradients and updates are recorded without them."""
+    from pydantic import ValidationError
+
+    try:
+        return schema.LossInfo.model_validate(val)
+    except ValidationError as exc:
+        logger.debug("gradtrace: loss details dropped in part: %s", exc)
+    keep = {k: v for k, v in val.items() if k in schema.LossInfo.model_fields}
+    if isinstance(keep.get("calls"), list):
+        keep["calls"] = [{k: v for k, v in c.items() if k in schema.LossCall.model_fields}
+                         for c in keep["calls"] if isinstance(c, dict)]
+    try:
+        return schema.LossInfo.model_validate(keep)
+    except ValidationError:
+        return None
+
+
 def _as_schema(key: str, val: Any, shared: dict[int, Any]) -> Any:
     """A probe field as the schema type StepRecord holds (dicts -> models), each shared
     object converted once."""
     if key == "loss_info":
         got = shared.get(id(val))
         if got is None:
-            got = shared[id(val)] = schema.LossInfo.model_validate(val)
+            got = shared[id(val)] = _loss_info(val)
         return got
     if key == "broadcasts":
         got = shared.get(id(val))

@@ -327,6 +327,10 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     findings = _dedupe(findings)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
+    if not a.n_steps or not b.n_steps:
+        # A run without a recorded step trained nothing the comparator saw: what its configuration
+        # says (findings kept) is no verdict on the training.
+        verdict = "not_comparable"
     if verdict == "equivalent":
         first = None
     return Report(
