@@ -9,7 +9,8 @@ less than they seem to (the forward pass before the tape, a learning rate of 0, 
 reaches 0 early, Keras 3's ``reduction=None`` on a partial batch), eager loops whose
 cross-entropy reads logits as probabilities or the other way round, and keras.io's GAN as fit() with
 a custom train_step and as a loop; a constant factor moved between the loss and the learning rate;
-two equal-shaped hidden layers a subclassed model creates in the other order than it calls them.
+two equal-shaped hidden layers a subclassed model creates in the other order than it calls them;
+labels sliced one row off their inputs.
 """
 
 from __future__ import annotations
@@ -670,3 +671,13 @@ def tape_digits_two_hidden_created_backwards():
     model.h2.set_weights(w[2:4])
     model.head.set_weights(w[4:6])
     _loop_digits(model)
+
+
+def tape_digits_labels_shifted():
+    """Each batch's labels sliced one row further than its inputs (``y[i + 1:j + 1]``)."""
+    keras = _keras()
+    x, y = data.digits()  # one row more than the steps take
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    batches = [(x[i:i + BATCH], y[i + 1:i + 1 + BATCH]) for i in range(0, BATCH * STEPS, BATCH)]
+    _loop(_net(), keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y,
+          batches=batches)

@@ -42,6 +42,8 @@ CASES = [
     # keras.io's GAN: the loop's discriminator steps record the concatenated batch, fit()'s the real one;
     # its latent draws differ anyway: not comparable step by step, said as such
     ("gan_fit_against_loop", n12.fit_gan_train_step, n12.tape_gan_loop, "not_comparable", "data_mismatch"),
+    # the same inputs with labels sliced one row off: named as labels paired with other inputs
+    ("labels_shifted_one_row", n12.fit_digits_plain_net, n12.tape_digits_labels_shifted, "diverged", "data_mismatch"),
     # equal-shaped layers paired by the order the forward pass calls them, not the order they were created
     ("equal_layers_created_backwards", n12.tape_digits_two_hidden_sequential,
      n12.tape_digits_two_hidden_created_backwards, "equivalent", None),
@@ -1088,6 +1090,8 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["matches"].startswith("the ratio of the runs' learning rates"), text
         assert "adaptive optimizer" in (f.fix or ""), text
+    if _id == "labels_shifted_one_row":
+        assert "only the labels differ" in report.findings[0].summary, text
     if _id == "gan_fit_against_loop":  # one optimizer's steps, not micro-batches accumulated by hand
         summary = report.findings[0].summary
         assert "Two optimizers take turns" in summary and "micro-batches" not in summary, text

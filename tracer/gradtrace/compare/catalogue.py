@@ -582,7 +582,9 @@ _KINDS = [
         "the other, over as many examples, batches straight across the epoch boundary "
         "(`ds.repeat(n).batch(B)`): a warning, and the runs diverged. Batches k times smaller in a run "
         "with as many steps are named as a possible hand-written accumulation of k micro-batches per "
-        "apply (a step records its last micro-batch).",
+        "apply (a step records its last micro-batch), unless two optimizers take turns and only one's "
+        "steps differ (a GAN's discriminator batch). The same inputs with other labels at every differing "
+        "step (labels sliced off their inputs, shuffled apart) are named as such, and the runs diverged.",
         "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "
         "to compare them step by step.",
         rank=61,

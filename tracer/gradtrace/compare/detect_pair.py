@@ -1862,8 +1862,7 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                        "(`drop_remainder=True`, and as many examples given to fit()).")
             labels_only = _labels_of_other_losses(a, b, al, bad)
             if labels_only is not None:
-                why = " " + labels_only
-                fix = ("Compute the same losses at every step in both runs; the inputs are already the same.")
+                why, fix = " " + labels_only[0], labels_only[1]
             out.append(Finding(
                 "data_mismatch",
                 (f"the runs saw the same inputs but their losses took other labels from step {k} on "
@@ -1875,8 +1874,10 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                                      "fit_shuffle": shuffled or None, "batch_sizes": sizes,
                                      "dataset_shuffle": {k: v for k, v in pipelines.items() if v} or None,
                                      "same_examples_reordered": reordered,
-                                     **({"batched_across_epochs": across} if across and labels_only is None else {})},
-                fix=fix, severity="info" if labels_only is not None else None,
+                                     **({"batched_across_epochs": across} if across and labels_only is None else {}),
+                                     **({"labels_differ": True} if labels_only is not None and not labels_only[2]
+                                        else {})},
+                fix=fix, severity="info" if labels_only is not None and labels_only[2] else None,
                 explains=0.9 if across and labels_only is None else 0.1))
     return out
 
@@ -1904,11 +1905,13 @@ def _batched_across_epochs(a: RunData, b: RunData, ra: int, rb: int) -> dict[str
     return None
 
 
-def _labels_of_other_losses(a: RunData, b: RunData, al: Alignment, bad: np.ndarray) -> str | None:
-    """Why the label fingerprints differ at steps whose inputs are equal, when the runs made
-    another number of Keras loss calls there: the labels fingerprinted are those the step's
-    losses took, so a loss one run leaves out (an output's loss added every few steps) leaves
-    its labels out. None when the inputs differ too or the calls do not explain it."""
+def _labels_of_other_losses(a: RunData, b: RunData, al: Alignment, bad: np.ndarray
+                            ) -> tuple[str, str, bool] | None:
+    """Why the label fingerprints differ at steps whose inputs are equal, and the fix: the runs
+    made another number of Keras loss calls there (the labels fingerprinted are those the step's
+    losses took, so a loss one run leaves out, an output's loss added every few steps, leaves its
+    labels out: context), or else one run pairs its inputs with other labels. None when the
+    inputs differ too."""
     if not bad.size or not np.isfinite(a.x_fp[al.ia[bad]]).any():
         return None
     from gradtrace.compare.align import fingerprints_equal
@@ -1922,8 +1925,13 @@ def _labels_of_other_losses(a: RunData, b: RunData, al: Alignment, bad: np.ndarr
         if ca is not None and cb is not None and ca != cb:
             return (f"At step {sa} run a computes {ca} Keras loss(es) and run b {cb}: the labels of a loss one run "
                     "leaves out are not part of its step, so the label fingerprints differ while the batches "
-                    "are the same.")
-    return None
+                    "are the same.",
+                    "Compute the same losses at every step in both runs; the inputs are already the same.", True)
+    return (f"The inputs are the same at each of these {bad.size} steps and only the labels differ (by no single "
+            "scale or offset): one run pairs its inputs with other labels, e.g. labels sliced with an offset "
+            "(`y[i + 1:j + 1]` against `x[i:j]`), shuffled apart from the inputs, or another label column.",
+            "Take each batch's labels from the same rows as its inputs: slice x and y with the same indices, and "
+            "shuffle them together (one permutation for both, or a `tf.data.Dataset` of (x, y) pairs).", False)
 
 
 def _dataset_shuffle(run: RunData) -> dict[str, Any] | None:

@@ -914,9 +914,11 @@ def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
     # A structure_mismatch is a cause only as an error: layers of one model only whose aligned
     # steps part; otherwise it says why the runs are not comparable.
     # Other batches are no difference to judge, except batches the runs' own pipelines group
-    # differently over the same examples (one batches across the epoch boundary).
+    # differently over the same examples (one batches across the epoch boundary), and the same
+    # inputs paired with other labels.
     serious = [f for f in findings if f.severity in ("error", "warning")
-               and (f.kind not in ("init_mismatch", "data_mismatch") or "batched_across_epochs" in f.evidence)
+               and (f.kind not in ("init_mismatch", "data_mismatch") or "batched_across_epochs" in f.evidence
+                    or "labels_differ" in f.evidence)
                and not (f.kind == "structure_mismatch" and f.severity != "error")]
     if serious:
         return "diverged"
