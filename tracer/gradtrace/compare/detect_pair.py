@@ -14,6 +14,7 @@ import numpy as np
 from gradtrace.compare import detect_data as dd
 from gradtrace.compare import detect_outside as do
 from gradtrace.compare import detect_run as dr
+from gradtrace.compare import detect_wiring as dw
 from gradtrace.compare import manual
 from gradtrace.compare.align import Alignment
 from gradtrace.compare.data import RunData
@@ -371,6 +372,7 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     sa, sb = dr.var_sets(a), dr.var_sets(b)
     ng_a, ng_b = set(sa.no_grad), set(sb.no_grad)
     # a gradient at some of its optimizer's steps only, by inventory index
+    zero_a, zero_b = dw.zero_and_nonzero(a)[0], dw.zero_and_nonzero(b)[0]  # exactly zero at every step
     part_a = {r["index"]: r for r in dr.part_gradients(a, sa)}
     part_b = {r["index"]: r for r in dr.part_gradients(b, sb)}
     missing: list[dict[str, Any]] = []
@@ -415,6 +417,8 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         na, nb = va in sa.not_applied, vb in sb.not_applied
         if app_a != app_b or na != nb:
             side = "a" if (not app_a or na) else "b"
+            if (va if side == "a" else vb) in (zero_a if side == "a" else zero_b):
+                continue  # an exactly zero gradient moves nothing: another finding's consequence
             run, v = (a, va) if side == "a" else (b, vb)
             notapp.append({"variable": run.var_name(v), "run": side,
                            "updated_in_a": app_a, "updated_in_b": app_b})
@@ -693,6 +697,16 @@ def _schedule_args(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, list[Any
             if k != "name" and not _same_value(ca.get(k), cb.get(k))}
 
 
+def _counter_advance(run: RunData) -> int | None:
+    """How far the optimizer's iteration counter advances per recorded step, when it is one
+    optimizer's and the same at every step (1 normally); None otherwise."""
+    it = run.iterations[np.isfinite(run.iterations)] if run.iterations.size else run.iterations
+    if it.size < 3 or dr._stepping_groups(run) != 1:
+        return None
+    d = np.unique(np.diff(it))
+    return int(d[0]) if d.size == 1 and d[0] >= 1 and float(d[0]).is_integer() else None
+
+
 def optimizer_mismatch(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | None) -> list[Finding]:
     """Optimizer configurations that differ, and counters that start over; ``hand``: the runs'
     hand-written updates (:func:`manual.describe`)."""
@@ -717,9 +731,18 @@ def optimizer_mismatch(a: RunData, b: RunData, al: Alignment, hand: manual.Hand 
         # What makes the rates differ: a schedule in one run only (a callback setting the same
         # rates per epoch would not differ here).
         sched = [_schedule_name(o) for o in (pairs[0] if pairs else ({}, {}))]
+        per_step = [_counter_advance(r) for r in (a, b)]
         constant = all(n.startswith("constant") for n in sched) and all(
             not c or c.startswith("constant") for c, _ in (_lr_course(r) for r in (a, b)))
-        if sched[0] != sched[1] and constant and "learning_rate" in diffs:
+        if per_step[0] != per_step[1] and None not in per_step:
+            diffs["iterations_per_step"] = per_step
+            side = "a" if per_step[0] != 1 else "b"
+            by = per_step[0 if side == "a" else 1]
+            lr_fix = (f"Let only the optimizer's own update advance its step counter: run {side}'s "
+                      f"`optimizer.iterations` advances by {by} per optimizer step (something else increments it: "
+                      "an `optimizer.iterations.assign_add(1)` in the step, or a second `apply_gradients` of the "
+                      f"same optimizer), so its learning-rate schedule runs {by} times as fast.")
+        elif sched[0] != sched[1] and constant and "learning_rate" in diffs:
             # Two constant rates: the learning rate argument differs, nothing is scheduled.
             lr_fix = (f"Give both optimizers the same learning rate (run a {float(lr_a[k]):.6g}, run b "
                       f"{float(lr_b[k]):.6g}, constant over their steps). An optimizer named by a string in "

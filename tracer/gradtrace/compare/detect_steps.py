@@ -870,6 +870,30 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | Non
                 "gradients with different kernels (BatchNormalization: one fused op in tf-keras, composed "
                 "ops in Keras 3)."
                 if fa and fb and fa != fb else "")
+    same = [i for i in range(len(s.names)) if has_g[i] and parallel[i] and s.norm_rel[i] <= tol]
+    if same and not flavours:
+        # Some variables' gradients agree exactly: the loss and the backward pass down to them are
+        # the same, and the difference enters below them (toward the inputs) or at a variable
+        # shared between places (a tied embedding): a cut or rewritten gradient in one run.
+        layer_of = {s.names[i]: str(a.var_info(int(a.var_index[al.ja[i]])).get("layer") or s.names[i])
+                    for i in range(len(s.names))}
+        ok = list(dict.fromkeys(layer_of[s.names[i]] for i in same))
+        off = list(dict.fromkeys(layer_of[n] for n in bad))
+        out.append(Finding(
+            "gradient_mismatch",
+            f"same loss at step 0 (relative difference {s.loss_rel:.2g}), and the gradients of {len(same)} "
+            f"variable(s) agree (layers {', '.join(ok[:4])}{', ...' if len(ok) > 4 else ''}) while {len(bad)} "
+            f"{'differ' if len(bad) > 1 else 'differs'} (layers {', '.join(off[:4])}{', ...' if len(off) > 4 else ''}): the forward passes compute "
+            "the same loss, and the backward passes part between those layers, where one run's gradient is cut "
+            "or rewritten: a `tf.stop_gradient`, a `tf.custom_gradient`, a gradient through a variable used in "
+            "two places (a tied embedding) taken from one of them only, or a layer whose output does not "
+            "depend on its input the same way in both runs.",
+            steps=[s.step], variables=bad, layers=off[:8], evidence={**ev, "layers_agree": ok, "layers_differ": off},
+            fix=(f"Compare the two scripts where the layers {', '.join(off[:3])} are called and what follows "
+                 "them up to the loss: remove the `tf.stop_gradient` (or custom gradient) one run has there, or "
+                 "put it in both."),
+            explains=1.0))
+        return out, s
     out.append(Finding(
         "gradient_mismatch",
         f"same loss at step 0 (relative difference {s.loss_rel:.2g}) but {len(bad)} variable(s)' gradients "

@@ -116,7 +116,7 @@ def loss_not_differentiated(run: RunData, side: str | None = None) -> Finding | 
         explains=1.0)
 
 
-def _zero_and_nonzero(run: RunData) -> tuple[set[int], set[int]]:
+def zero_and_nonzero(run: RunData) -> tuple[set[int], set[int]]:
     """Variables whose recorded gradient norm is exactly 0 at every recorded step (and that
     had one recorded), and variables with a non-zero norm at some recorded step."""
     zero: set[int] = set()
@@ -142,8 +142,8 @@ def zero_gradient(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     ``tf.stop_gradient`` above them).
     The optimizer then leaves them as they are, which the gradient sets alone read as
     "not applied"."""
-    za, nza = _zero_and_nonzero(a)
-    zb, nzb = _zero_and_nonzero(b)
+    za, nza = zero_and_nonzero(a)
+    zb, nzb = zero_and_nonzero(b)
     # Only where the tracer saw the tape return None for them: gradients zeroed by hand
     # (a layer "frozen" by zeroing its gradients) are the script's choice (not_applied says so).
     za &= {int(v) for v in a.meta.get("replaced_none_gradients") or []}
@@ -170,7 +170,7 @@ def zero_gradient_run(run: RunData) -> Finding | None:
     """One run (``gradtrace check``): trainable variables the optimizer got an all-zero gradient for
     at every recorded step, put in place of the ``None`` the tape returned (``replaced_none_gradients``):
     nothing in the loss depends on them. Zeros the script computed itself are not taken for it."""
-    zero, _nonzero = _zero_and_nonzero(run)
+    zero, _nonzero = zero_and_nonzero(run)
     zero &= {int(v) for v in run.meta.get("replaced_none_gradients") or []}
     if not zero:
         return None
