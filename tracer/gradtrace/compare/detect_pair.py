@@ -1867,10 +1867,11 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                     why += (f" Run {'ab'[small]} takes as many optimizer steps on batches {factor} times smaller: "
                             f"if it accumulates {factor} micro-batches of {min(sizes)} by hand before each apply, "
                             "each of its steps records its last micro-batch only, so the batches cannot be matched.")
-                    fix += (f" To accumulate on purpose, sum the {factor} micro-batches' gradients and divide by "
-                            f"{factor} before applying, or let the optimizer do it (`gradient_accumulation_steps="
-                            f"{factor}` on a Keras 3 optimizer), which is compared update by update with the run of "
-                            f"batch {max(sizes)}.")
+                    fix += (f" Accumulating on purpose, the mean of the {factor} micro-batches' gradients (their sum "
+                            f"divided by {factor}) is the same training as a batch of {max(sizes)}, but a step that "
+                            "records only its last micro-batch cannot be matched to it; let the optimizer accumulate "
+                            f"instead (`gradient_accumulation_steps={factor}` on a Keras 3 optimizer, fed the "
+                            f"micro-batches), which is compared update by update with the run of batch {max(sizes)}.")
             across = _batched_across_epochs(a, b, int(al.ia[bad[0]]), int(al.ib[bad[0]]))
             if across is not None:
                 p, o = across["partial_run"], "b" if across["partial_run"] == "a" else "a"
