@@ -6,6 +6,7 @@ Pure functions of two :class:`RunData`; no database, no TensorFlow.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -126,6 +127,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
 
     first: int | None = None
     lone_layers = dm.lone_layers(a, b, al) if structure_ok else None
+    extra_vars = _lone_variables_in_lone_layers(findings, lone_layers, a, b, lone_a, lone_b)
     if lone_layers is not None and (al.aligned_steps == 0 or al.stochastic):
         # Not comparable step by step: said, without deciding whether the layers change anything.
         note = ""
@@ -137,7 +139,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
             note = (f"Building {lone_random[0].split(' (', 1)[0]} draws a seed from the global random state "
                     "(`keras.utils.set_random_seed`), so the layers built after it start from other weights: "
                     "the different start (init_mismatch) can follow from this layer alone.")
-        findings.append(dm.layer_structure_finding(lone_layers, "warning", note))
+        if extra_vars:
+            note = (extra_vars + " " + note).strip()
+        findings.append(dm.layer_structure_finding(lone_layers, "error" if extra_vars else "warning", note))
     if not structure_ok:
         reason = (f"the models differ in structure ({len(trainable_a)} vs {len(trainable_b)} trainable "
                   "variables, or unmatched shapes)")
@@ -908,6 +912,28 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
             seen.add(key)
             out.append(f)
     return out
+
+
+def _lone_variables_in_lone_layers(findings: list[Finding], lone_layers: dict[str, Any] | None, a: RunData,
+                                   b: RunData, lone_a: list[int], lone_b: list[int]) -> str:
+    """Trainable variables of one run without counterpart (a ``missing_gradient`` "never reached the
+    other run's optimizer") that belong to layers only that run's model has (a layer built twice
+    where the other model shares one): the models differ, which the structure finding says; the
+    missing_gradient, whose fix is about the tape, is removed. Returns the sentence to add, or ""."""
+    mg = next((f for f in findings if f.kind == "missing_gradient" and "run_with_them" in f.evidence), None)
+    if mg is None or lone_layers is None:
+        return ""
+    side = mg.evidence["run_with_them"]
+    run, lone = (a, lone_a) if side == "a" else (b, lone_b)
+    only = lone_layers[f"only_in_{side}"] + [r[0 if side == "a" else 1] for r in lone_layers["replaced"]]
+    owners = {str(run.var_info(v).get("layer") or "") for v in lone}
+    if not owners or "" in owners or not all(any(f"'{o}'" in d for d in only) for o in owners):
+        return ""
+    findings.remove(mg)
+    names = mg.evidence["variables"]
+    return (f"Run {side}'s model trains {len(names)} variable(s) the other has no counterpart for "
+            f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): the runs train different parameters "
+            "(a layer built twice where the other model shares one, or a layer of one model only).")
 
 
 def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
