@@ -441,7 +441,7 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         frozen = []
     if frozen:
         sides = sorted({f["frozen_in"] for f in frozen})
-        names = [(a if f["frozen_in"] == "a" else b).name for f in frozen[:1]]
+        names = [", ".join(f"'{(a if side == 'a' else b).name}'" for side in sides)]
         layers = sorted({str(f["layer"]) for f in frozen if f["layer"]})
         later = [f["unfrozen_at"] for f in frozen if f["unfrozen_at"] is not None]
         unfrozen = ""
@@ -454,7 +454,7 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         oside = "b" if sides[0] == "a" else "a"
         out.append(Finding(
             "trainable_mismatch",
-            f"{len(frozen)} variable(s) are frozen (not trainable) in run {'/'.join(sides)} ('{names[0]}') "
+            f"{len(frozen)} variable(s) are frozen (not trainable) in run {'/'.join(sides)} ({names[0]}) "
             f"and trained in the other"
             + (f": layer(s) {', '.join(layers[:6])}." if layers else f": {frozen[0]['variable']}.")
             + unfrozen
@@ -632,7 +632,11 @@ def _config_diffs(oa: dict[str, Any], ob: dict[str, Any]) -> dict[str, Any]:
     fa, fb = _opt_settings(oa), _opt_settings(ob)
     # A key one run did not record is unknown, not different; a recorded None is the
     # setting switched off (`clipnorm: None`), the same as 0 or False.
-    for k in sorted(set(fa) & set(fb)):
+    inert = set()
+    if _off(fa.get("use_ema")) and _off(fb.get("use_ema")):
+        # the weights' moving average is off in both: its momentum and overwrite frequency do nothing
+        inert = {"ema_momentum", "ema_overwrite_frequency"}
+    for k in sorted((set(fa) & set(fb)) - inert):
         x, y = fa[k], fb[k]
         if x is None or y is None:
             if not (_off(x) and _off(y)):
@@ -973,9 +977,11 @@ def loss_mismatch(a: RunData, b: RunData) -> Finding | None:
             evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls"),
                       "label_encodings": encodings},
             fix="Nothing to fix: the loss suits each run's labels.", explains=0.0)
+    head = (f"the runs' steps call {desc(ia)} with their arguments in another order{where}:" if set(diffs) ==
+            {"arguments swapped"} and desc(ia) == desc(ib) else
+            f"the runs' steps compute different losses{where}: run a calls {desc(ia)}, run b {desc(ib)}.")
     return Finding(
-        "loss_mismatch",
-        f"the runs' steps compute different losses{where}: run a calls {desc(ia)}, run b {desc(ib)}.{said}",
+        "loss_mismatch", head + (said[:1] + said[1:2].lower() + said[2:] if head.endswith(":") else said),
         evidence={"differences (a, b)": diffs, "loss_a": ia.get("cls"), "loss_b": ib.get("cls")},
         fix=fix, explains=1.0)
 
