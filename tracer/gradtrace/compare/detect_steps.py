@@ -107,6 +107,9 @@ def negligible_grads(na: Any, nb: Any, ga: Any, gb: Any, al: Alignment) -> np.nd
     return (np.nan_to_num(np.asarray(na), nan=0.0) <= floor) & (np.nan_to_num(np.asarray(nb), nan=0.0) <= floor)
 
 
+# Factors with these meanings follow each batch (its weights or mask), not a constant.
+_PER_BATCH_FACTORS = ("the mask's valid fraction", "batch/sum(sample weights)")
+
 # Factors with these meanings are a difference in how the loss is reduced: they show in the loss.
 _LOSS_ONLY_FACTORS = ("the number of outputs", "batch size x outputs", "the number of the model's outputs",
                       "the mask's valid fraction", "batch/sum(sample weights)")
@@ -259,10 +262,16 @@ def match_factor(c: float, cands: dict[str, float], tol: float) -> tuple[str, fl
     return None if best is None else (best[1], best[2], best[3])
 
 
-def _opt_effect(run: RunData, c: float, u: float) -> str:
+def _opt_effect(run: RunData, c: float, u: float, per_batch: bool = False) -> str:
+    """What the run's optimizer makes of a loss factor ``c`` whose first updates differ ``u``
+    (``per_batch``: the factor follows each batch's weights or mask, not a constant)."""
     cls = str((run.meta.get("optimizer") or {}).get("class") or "The optimizer")
     if not math.isfinite(u):
         return ""
+    if per_batch and abs(math.log(u)) < abs(math.log(c)) / 10:
+        return (f" {cls} normalises a constant factor away (the first updates differ only x{u:.3g}), but this one "
+                "changes from batch to batch with the batch's weights or mask, so the steps are weighted "
+                "against each other differently and training differs.")
     if rel(u, c) < 0.05:
         return f" {cls} passes the factor on: the first updates are x{u:.3g} too (an effective learning rate x{c:.3g})."
     if abs(math.log(u)) < abs(math.log(c)) / 10:
@@ -774,7 +783,8 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | Non
             out.append(Finding(
                 "loss_scale",
                 f"{al.premise} run {big}'s loss is x{cf:.6g} run {small}'s at step "
-                f"{s.step}, and every gradient carries the same factor{what}." + _opt_effect(run, cf, uf),
+                f"{s.step}, and every gradient carries the same factor{what}."
+                + _opt_effect(run, cf, uf, bool(m) and m[0].startswith(_PER_BATCH_FACTORS)),
                 steps=[s.step], variables=[],
                 evidence={"factor": c, "larger_loss": big, "matches": m[0] if m else None,
                           "hints": hints,
