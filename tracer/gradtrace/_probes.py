@@ -1737,6 +1737,12 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
     return make
 
 
+def _eager() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.executing_eagerly())
+
+
 def _install_tape(probe: _Probe) -> None:
     import tensorflow as tf
 
@@ -1746,6 +1752,15 @@ def _install_tape(probe: _Probe) -> None:
         def __enter__(self: Any) -> Any:
             out = original(self)
             if probe.here():
+                seen = probe.eager_probed.get(0)
+                if seen is not None and probe.tls.window is None:
+                    # later eager tapes: what the first one found, no op and no guard needed
+                    try:
+                        if _eager():
+                            _scope.current().put_static(K_BROADCASTS, list(seen))
+                    except Exception as exc:  # noqa: BLE001 - the tracer never breaks training
+                        probe.run.internal_error(exc)
+                    return out
                 with probe.guard():
                     probe.tape_entered()
             return out
