@@ -881,9 +881,10 @@ def test_case(traced, case):
         assert "set_global_policy('mixed_float16')" in (f.fix or ""), text
     if _id == "adam_epsilon_differs":
         assert report.findings[0].evidence["differences (a, b)"] == {"epsilon": [1e-07, 1e-08]}, text
-    if _id == "bn_statistics_moved_by_metric_forward":  # from step 1 (the extra pass follows step 0's apply)
+    if _id == "bn_statistics_moved_by_metric_forward":  # departs at step 1 (the extra pass follows step 0's apply)
         f = report.findings[0]
-        assert f.steps == [1] and f.evidence["larger_changes"] == "b" and report.aligned_steps == 8, text
+        assert f.evidence["state_departs"]["step"] == 1 and report.aligned_steps == 8, text
+        assert f.evidence["b"] and not f.evidence.get("a"), text  # run b's extra calls
     if _id == "gru_tagger_mask_ignored":  # names the mask run a's Keras loss honoured, and how to apply it
         f = report.findings[0]
         assert f.evidence["masked_run"] == "a" and f.evidence["unmasked_mean_over_all_entries"], text
@@ -1246,7 +1247,8 @@ def test_check(traced, case):
         assert "`tf.math.xlogy`" in (report.findings[0].fix or ""), text
     if _id == "wired_inference_overridden_by_fit":  # from the fine-tuning phase's first step
         f = report.findings[0]
-        assert f.steps == [s.STEPS] and f.evidence["wired_inference_overridden"] == {"base": ["batch_normalization"]}, text
+        wired = f.evidence["wired_inference_overridden"]
+        assert f.steps == [s.STEPS] and list(wired) == ["base"] and len(wired["base"]) == 1, text
     if _id == "eager_softmax_twice":
         assert "applies a second softmax" in report.findings[0].summary, text
     if _id == "eager_logits_as_probabilities":

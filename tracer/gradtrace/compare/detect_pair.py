@@ -417,10 +417,9 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         na, nb = va in sa.not_applied, vb in sb.not_applied
         if app_a != app_b or na != nb:
             side = "a" if (not app_a or na) else "b"
-            if (va if side == "a" else vb) in (zero_a if side == "a" else zero_b):
-                continue  # an exactly zero gradient moves nothing: another finding's consequence
             run, v = (a, va) if side == "a" else (b, vb)
             notapp.append({"variable": run.var_name(v), "run": side,
+                           "zero_gradient": v in (zero_a if side == "a" else zero_b),
                            "updated_in_a": app_a, "updated_in_b": app_b})
     if (frozen and len({f["frozen_in"] for f in frozen}) == 1
             and not any(f["updated_in_other"] or f["unfrozen_at"] is not None for f in frozen)):
@@ -534,11 +533,18 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             explains=0.9))
     if notapp:
         sides = sorted({m["run"] for m in notapp})
+        zero = all(m["zero_gradient"] for m in notapp)
         out.append(Finding(
             "not_applied",
-            f"the optimizer updated different sets of variables: {len(notapp)} variable(s) with a gradient "
-            f"were not updated in run {'/'.join(sides)}: {', '.join(m['variable'] for m in notapp[:6])}.",
-            variables=[m["variable"] for m in notapp], evidence={"variables": notapp}, explains=0.9))
+            f"the optimizer updated different sets of variables: {len(notapp)} variable(s) "
+            + ("whose gradient is exactly zero at every recorded step " if zero else "with a gradient ")
+            + f"were not updated in run {'/'.join(sides)}: {', '.join(m['variable'] for m in notapp[:6])}."
+            + (" A zero gradient moves nothing: the gradient is computed as zero (a loss that saturates or clips, "
+               "such as a cross-entropy reading logits as probabilities) or zeroed by the script (a layer "
+               "frozen by zeroing its gradients)." if zero else ""),
+            variables=[m["variable"] for m in notapp], evidence={"variables": notapp}, explains=0.9,
+            fix=("See the other findings for what makes the gradient zero; to freeze the layer on purpose, set "
+                 "its `trainable = False` in both runs instead of zeroing its gradients." if zero else None)))
     return out
 
 
