@@ -434,22 +434,11 @@ def tape_forward_before_the_tape():
 
 
 def _digits_scheduled(schedule) -> None:
-    tf = _tf()
+    """The digits MLP in a tf.function tape loop under Adam at ``schedule``."""
     keras = _keras()
     x, y = _digits_slice()
-    model = _net()
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    opt = keras.optimizers.Adam(schedule)
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = ce(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for xb, yb in data.batches(x, y, BATCH, STEPS):
-        step(xb, yb)
+    _loop(_net(), keras.optimizers.Adam(schedule), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)
 
 
 def tape_learning_rate_zero():

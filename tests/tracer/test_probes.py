@@ -323,24 +323,13 @@ class _Linear(tf.Module):
         self.w = tf.Variable(np.linspace(-1.0, 1.0, D, dtype="float32")[:, None])
         self.b = tf.Variable([0.0])
 
-    def __call__(self, x):
+    def __call__(self, x, training=None):
         return x @ self.w + self.b  # (N, 1)
 
 
-def _train_module(db, name, loss_fn, y, compiled, steps=3):
+def _train_module(db, name, loss_fn, y, compiled):
     x, _ = _data()
-    model, opt = _Linear(), keras.optimizers.SGD(0.01)
-
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-
-    fn = tf.function(step) if compiled else step
-    with gradtrace.trace(run=name, store=db):
-        for _ in range(steps):
-            fn(x, y)
+    _train_hand_written(db, name, _Linear(), loss_fn, x, y, compiled)
     return _run(db, name)[0]
 
 
