@@ -484,14 +484,9 @@ def _eager_softmax_loop(squash: bool, from_logits: bool) -> None:
             logits = self.out(self.hidden(x))
             return tf.nn.softmax(logits) if squash else logits
 
-    model = Classifier()
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    opt = keras.optimizers.SGD(0.1)
-    for xb, yb in data.batches(x, y, BATCH, STEPS):
-        with tf.GradientTape() as tape:
-            loss = ce(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+    _loop(Classifier(), keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y,
+          function=False)
 
 
 def tape_eager_softmax_twice():

@@ -1018,18 +1018,8 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "regularization losses).",
             steps=reg["steps"][:1], evidence=reg,
             fix=regularization_fix(n), explains=0.9))
-    repeated = repeated_step_finding(run)
-    if repeated:
-        out.append(repeated)
-    misfit = metric_misfit_finding(run)
-    if misfit:
-        out.append(misfit)
-    idle = zero_learning_rate(run)
-    if idle:
-        out.append(idle)
-    wired = wired_inference_overridden(run)
-    if wired:
-        out.append(wired)
+    out += [f for f in (repeated_step_finding(run), metric_misfit_finding(run), zero_learning_rate(run),
+                        wired_inference_overridden(run)) if f is not None]
     untrainable = (run.meta.get("extra") or {}).get("untrainable_sources") or []
     if untrainable:
         out.append(Finding(
