@@ -391,6 +391,20 @@ def fit_transfer_head_only():
     _fit(model, x, y)
 
 
+def fit_base_pretrained_then_head_only():
+    """The base trained on its own first (its BatchNormalization in training mode, no functional
+    model around it yet), then frozen under the functional model's `training=False`."""
+    keras, base, model = _transfer_model()
+    x, y = _digits_slice()
+    base.trainable = True
+    base.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    _fit(base, x, base.predict(x, verbose=0) * 0.5)
+    base.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
 def tape_transfer_then_fine_tune():
     """The same two phases as tape loops: a step function per phase, each with its optimizer."""
     tf = _tf()

@@ -1121,6 +1121,7 @@ CHECKS = [
     # the base is unfrozen (its BatchNormalization then updates); while frozen it stays in inference mode
     ("wired_inference_overridden_by_fit", n12.fit_transfer_then_fine_tune, "diverged", "training_mode_mismatch"),
     ("wired_inference_while_frozen", n12.fit_transfer_head_only, "equivalent", None),
+    ("wired_inference_after_pretraining", n12.fit_base_pretrained_then_head_only, "equivalent", None),
     # eagerly the predictions' values say what they are: probabilities (rows summing to 1) or logits
     ("eager_softmax_twice", n12.tape_eager_softmax_twice, "diverged", "loss_mismatch"),
     ("eager_logits_as_probabilities", n12.tape_eager_logits_as_probabilities, "diverged", "loss_mismatch"),

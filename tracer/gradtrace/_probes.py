@@ -894,12 +894,14 @@ class _Probe:
     def note_wired_inference(self, model: Any) -> None:
         """Layers a Keras 3 functional model calls with ``training=False`` written at the call
         site (``base(inputs, training=False)``, the transfer-learning guide's way to keep a base's
-        BatchNormalization in inference mode), with the tracked layers under each, in
-        ``RunInfo.extra["wired_inference"]``. Keras 3 passes the outer call's ``training`` to
+        BatchNormalization in inference mode), with the tracked layers under each and the step the
+        model was first called at, in ``RunInfo.extra["wired_inference"]`` (the base called on its
+        own before, to pretrain it, is no such call). Keras 3 passes the outer call's ``training`` to
         every operation over that argument (keras/src/models/functional.py ``operation_fn``:
         a value that is not None replaces the node's), so under fit() or ``model(x,
         training=True)`` they run in training mode anyway; tf-keras keeps the argument."""
-        wired: dict[str, list[str]] = {}
+        wired: dict[str, dict[str, Any]] = {}
+        step = self._next_step()
         for layer in model._flatten_layers(include_self=True, recursive=True):
             if not type(layer).__module__.startswith("keras.") or not hasattr(layer, "_operations"):
                 continue
@@ -912,10 +914,12 @@ class _Probe:
                 flat = getattr(op, "_flatten_layers", None)
                 under = [self.tracked[id(c)] for c in (flat(include_self=True, recursive=True) if flat else [op])
                          if id(c) in self.tracked]
-                if under:
-                    wired[self.tracked.get(id(op)) or str(getattr(op, "name", type(op).__name__))] = under
+                if under:  # from the next step on: the model's first call is seen here
+                    name = self.tracked.get(id(op)) or str(getattr(op, "name", type(op).__name__))
+                    wired[name] = {"layers": under, "from_step": step}
         if wired:
             known = (getattr(getattr(self.run, "info", None), "extra", None) or {}).get("wired_inference") or {}
+            wired = {k: v for k, v in wired.items() if k not in known}  # the first model call's step stays
             set_extra = getattr(self.run, "set_extra", None)  # optional for a minimal run
             if set_extra is not None:
                 set_extra(wired_inference={**known, **wired})

@@ -1045,15 +1045,18 @@ def wired_inference_overridden(run: RunData) -> Finding | None:
     hit: dict[str, list[str]] = {}
     first: int | None = None
     for modes, step, count in run.modes:
-        for layer, under in wired.items():
+        for layer, site in wired.items():
+            under, since = (site.get("layers") or [], site.get("from_step")) if isinstance(site, dict) else (site, None)
+            since = since if isinstance(since, int) else 0
             for n in under:
-                if (modes or {}).get(n) is not True:
+                if (modes or {}).get(n) is not True or step + count <= since:
                     continue
                 # A frozen layer's `training=True` is not acted on (Keras 3 runs a BatchNormalization
                 # with trainable=False in inference mode): the steps it was not frozen at count.
                 bn = str((_inventory_layer(run, n) or {}).get("class_name") or "").endswith("BatchNormalization")
                 frozen = [(f, f + c) for names, f, c in run.frozen if bn and n in (names or [])]
-                k = next((s for s in range(step, step + count) if not any(a <= s < b for a, b in frozen)), None)
+                k = next((s for s in range(max(step, since), step + count)
+                          if not any(a <= s < b for a, b in frozen)), None)
                 if k is None:
                     continue
                 hit.setdefault(layer, [])
