@@ -906,7 +906,9 @@ class _Probe:
             if not type(layer).__module__.startswith("keras.") or not hasattr(layer, "_operations"):
                 continue
             for op in getattr(layer, "_operations", None) or []:
-                if "training" not in (getattr(op, "_call_context_args", None) or ()):
+                if "training" not in (getattr(op, "_call_context_args", None) or ()) or _training_default(op) is False:
+                    # a layer whose `call` defaults to training=False (Dropout) has that value filled in
+                    # at every node: not told apart from one written at the call site
                     continue
                 if not any(getattr(getattr(node, "arguments", None), "kwargs", {}).get("training") is False
                            for node in getattr(op, "_inbound_nodes", None) or []):
@@ -1739,6 +1741,15 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
         return __call__
 
     return make
+
+
+def _training_default(layer: Any) -> Any:
+    """The default of ``training`` in the layer's ``call`` signature (None when it has none)."""
+    try:
+        param = inspect.signature(type(layer).call).parameters.get("training")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def _eager() -> bool:
