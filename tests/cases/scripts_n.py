@@ -405,6 +405,17 @@ def fit_base_pretrained_then_head_only():
     _fit(model, x, y)
 
 
+def fit_functional_dropout():
+    """A functional model with a Dropout called without `training` (Keras fills in its call's default,
+    False, at the node), trained by fit()."""
+    keras = _keras()
+    keras.utils.set_random_seed(31)
+    inp = keras.Input((64,))
+    h = keras.layers.Dropout(0.3)(keras.layers.Dense(32, activation="relu")(inp))
+    model = keras.Model(inp, keras.layers.Dense(10)(h))
+    _fit_net(model)
+
+
 def tape_transfer_then_fine_tune():
     """The same two phases as tape loops: a step function per phase, each with its optimizer."""
     tf = _tf()

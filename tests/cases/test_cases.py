@@ -1123,7 +1123,7 @@ CHECKS = [
     ("wired_inference_while_frozen", n12.fit_transfer_head_only, "equivalent", None),
     ("wired_inference_after_pretraining", n12.fit_base_pretrained_then_head_only, "equivalent", None),
     # Dropout's call defaults to training=False, which Keras fills into every functional node: no override
-    ("functional_dropout_default_not_wired", s.fit_bn_dropout, "equivalent", None),
+    ("functional_dropout_default_not_wired", n12.fit_functional_dropout, "equivalent", None),
     # eagerly the predictions' values say what they are: probabilities (rows summing to 1) or logits
     ("eager_softmax_twice", n12.tape_eager_softmax_twice, "diverged", "loss_mismatch"),
     ("eager_logits_as_probabilities", n12.tape_eager_logits_as_probabilities, "diverged", "loss_mismatch"),
