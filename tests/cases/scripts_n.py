@@ -418,26 +418,12 @@ def fit_functional_dropout():
 
 def tape_transfer_then_fine_tune():
     """The same two phases as tape loops: a step function per phase, each with its optimizer."""
-    tf = _tf()
     keras, base, model = _transfer_model()
     x, y = _digits_slice()
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def make_step(opt):
-        @tf.function
-        def step(xb, yb):
-            with tf.GradientTape() as tape:
-                loss = ce(yb, model(xb, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
-
-        return step
-
     for lr in (1e-3, 1e-5):
         base.trainable = lr < 1e-3
-        step = make_step(keras.optimizers.Adam(lr))
-        for xb, yb in data.batches(x, y, BATCH, STEPS):
-            step(xb, yb)
+        _loop(model, keras.optimizers.Adam(lr), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y)
 
 
 def tape_forward_before_the_tape():

@@ -123,7 +123,7 @@ def _first_tensor(x: Any) -> Any:
 # matmul/convolution plus bias).
 # Keras cross-entropies (the class names describe_loss reports), which read y_pred as
 # probabilities unless from_logits=True.
-_CROSS_ENTROPIES = frozenset({"CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
+CROSS_ENTROPIES = frozenset({"CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
                               "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy"})
 _SAME_VALUE_OPS = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "ExpandDims", "EnsureShape"})
 _PROB_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid"}
@@ -1121,7 +1121,7 @@ class _Probe:
         backend/tensorflow/nn.py ``_get_logits``) whatever ``from_logits`` says: not measured then."""
         import tensorflow as tf
 
-        if cls not in _CROSS_ENTROPIES or from_logits is None or y_pred is None or not tf.executing_eagerly():
+        if cls not in CROSS_ENTROPIES or from_logits is None or y_pred is None or not tf.executing_eagerly():
             return None
         if key in self.probabilities:
             return self.probabilities[key]

@@ -40,7 +40,7 @@ def _rows(run: RunData) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _layer(run: RunData, layer: str) -> dict[str, Any] | None:
+def inventory_layer(run: RunData, layer: str) -> dict[str, Any] | None:
     """The inventory's layer for a tracked name (``name#k``: see ``RunData.tracked_name``)."""
     found = run.layer_tracked_as(layer)
     if found is None:  # a layer the inventory has fewer of: its first namesake
@@ -50,7 +50,7 @@ def _layer(run: RunData, layer: str) -> dict[str, Any] | None:
 
 def _stateful(run: RunData, layer: str) -> bool:
     """The layer owns non-trainable floating-point state (moving statistics, not an RNG seed)."""
-    info = _layer(run, layer)
+    info = inventory_layer(run, layer)
     return any((v.get("layer_index") == info.get("index") if info is not None and v.get("layer_index") is not None
                 else v.get("layer") == layer) and not v.get("trainable", True)
                and str(v.get("dtype") or "float32").startswith(("float", "bfloat"))
@@ -58,7 +58,7 @@ def _stateful(run: RunData, layer: str) -> bool:
 
 
 def _class(run: RunData, layer: str) -> str:
-    info = _layer(run, layer)
+    info = inventory_layer(run, layer)
     return str(info.get("class_name")) if info is not None and info.get("class_name") else "layer"
 
 

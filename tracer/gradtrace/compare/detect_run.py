@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from gradtrace._probes import CROSS_ENTROPIES
 from gradtrace.compare.data import HEAD, RunData
 from gradtrace.compare.detect_data import repeated_step_finding
 from gradtrace.compare.detect_lost import lost_records
-from gradtrace.compare.detect_outside import untrained_variables
+from gradtrace.compare.detect_outside import inventory_layer, untrained_variables
 from gradtrace.compare.findings import Finding
 
 
@@ -757,11 +758,9 @@ def metric_misfit_finding(run: RunData, side: str | None = None) -> Finding | No
         fix=fix, explains=0.3)
 
 
-def _inventory_layer(run: RunData, name: str) -> dict[str, Any] | None:
-    """The inventory's layer for a tracked layer name (``name#k``), else its first namesake."""
-    found = run.layer_tracked_as(name)
-    return found if found is not None else next(
-        (x for x in run.layers if x.get("name") == name.partition("#")[0]), None)
+def _batch_norm(run: RunData, name: str) -> bool:
+    """The tracked layer ``name`` is a BatchNormalization (of any flavour)."""
+    return str((inventory_layer(run, name) or {}).get("class_name") or "").endswith("BatchNormalization")
 
 
 def numerics_fix(run: RunData, nf: dict[str, Any]) -> str | None:
@@ -792,10 +791,6 @@ def data_fix(data: str) -> str:
             "before training, or filter them out of the dataset).")
 
 
-# Keras losses that take probabilities unless ``from_logits=True``.
-_CROSS_ENTROPIES = frozenset({"CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
-                              "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy"})
-
 
 def logits_as_probabilities(run: RunData) -> Finding | None:
     """A cross-entropy called with ``from_logits=False`` on a layer's output that no softmax or
@@ -808,7 +803,7 @@ def logits_as_probabilities(run: RunData) -> Finding | None:
     info = first_loss_info(run) or {}
     for call in info.get("calls") or [info]:
         cls = call.get("cls")
-        if cls not in _CROSS_ENTROPIES:
+        if cls not in CROSS_ENTROPIES:
             continue
         squash = "sigmoid" if "Binary" in str(cls) else "softmax"
         if call.get("from_logits") is False and (call.get("pred_activation") == "linear"
@@ -934,8 +929,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
         # BatchNormalization in inference mode normalises every step with its initial moving
         # statistics (mean 0, variance 1) and never updates them: the model trained is not the
         # one evaluated. Dropout alone in inference mode only regularises less: a warning.
-        bn = [n for n in infer if str((_inventory_layer(run, n) or {}).get("class_name") or "").endswith(
-            "BatchNormalization")]
+        bn = [n for n in infer if _batch_norm(run, n)]
         out.append(Finding(
             "training_mode_mismatch", severity="error" if bn else "warning",
             summary=f"{len(infer)} training-dependent layer(s) ran in inference mode during every "
@@ -1053,8 +1047,7 @@ def wired_inference_overridden(run: RunData) -> Finding | None:
                     continue
                 # A frozen layer's `training=True` is not acted on (Keras 3 runs a BatchNormalization
                 # with trainable=False in inference mode): the steps it was not frozen at count.
-                bn = str((_inventory_layer(run, n) or {}).get("class_name") or "").endswith("BatchNormalization")
-                frozen = [(f, f + c) for names, f, c in run.frozen if bn and n in (names or [])]
+                frozen = [(f, f + c) for names, f, c in run.frozen if _batch_norm(run, n) and n in (names or [])]
                 k = next((s for s in range(max(step, since), step + count)
                           if not any(a <= s < b for a, b in frozen)), None)
                 if k is None:

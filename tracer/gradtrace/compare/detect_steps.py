@@ -352,19 +352,17 @@ def _close(x: float, target: float, tol: float) -> bool:
     return abs(x - target) <= tol * max(abs(target), 1.0)
 
 
-def _uniform_gradient_factor(ev: dict[str, Any], loss_a: float, loss_b: float, ftol: float) -> bool:
+def _uniform_gradient_factor(s: Step0, ftol: float) -> bool:
     """Every variable's step-0 gradient is the other run's times the ratio of the losses, in the
     same direction: the losses differ by a constant factor (``2.0 * mse``, a learning rate folded
     into the loss), which scales every gradient alike. A penalty added to the loss changes the
     gradients of the variables it penalises only (a bias keeps its gradient) and turns them."""
-    rows = ev.get("step0_variables") or []
-    if not rows or not (loss_a and loss_b) or not math.isfinite(loss_a / loss_b):
+    if s.cos is None or not s.ratios.size or not (s.loss_a and s.loss_b) or not math.isfinite(s.loss_a / s.loss_b):
         return False
-    c = loss_a / loss_b  # grad_norm_ratio is a's over b's
+    c = s.loss_a / s.loss_b  # the ratios are a's over b's
     tol = max(16 * ftol, 1e-4)
-    return all(isinstance(r.get("grad_norm_ratio"), (int, float)) and math.isfinite(r["grad_norm_ratio"])
-               and float(rel(r["grad_norm_ratio"], c)) <= tol
-               and isinstance(r.get("grad_cosine"), (int, float)) and r["grad_cosine"] >= 1 - tol for r in rows)
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.isfinite(s.ratios) & (rel(s.ratios, c) <= tol) & (s.cos >= 1 - tol)))
 
 
 def _extra_terms(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, Any]) -> Finding | None:
@@ -386,7 +384,7 @@ def _extra_terms(a: RunData, b: RunData, s: Step0, ftol: float, ev: dict[str, An
     oa, ob = s.loss_a - da, s.loss_b - db
     if abs(oa - ob) <= ftol * scale:
         return None
-    if _uniform_gradient_factor(ev, s.loss_a, s.loss_b, ftol):
+    if _uniform_gradient_factor(s, ftol):
         return None  # the whole loss scaled (a constant factor), not a term added: loss_scale's matter
     regs = {side: float(run.reg_loss[row]) for side, run, row in (("a", a, s.row_a), ("b", b, s.row_b))
             if run.reg_loss.size and math.isfinite(run.reg_loss[row]) and run.reg_loss[row] > 0}
