@@ -684,7 +684,7 @@ class _Probe:
         self.eager_probed: dict[int, list[dict[str, Any]]] = {}
         self.loss_wrapped: dict[int, Any] = {}
         self.probabilities: dict[Any, bool | None] = {}  # loss -> LossCall.pred_probabilities
-        self.call_rank: dict[int, int] = {}  # id(layer) -> its place in call_order
+        self.called: set[int] = set()  # id(layer) of every layer note_first_call has seen
         self.call_order: list[str] = []  # layer names, in the order of their first call
         self.meta_done: dict[int, tuple[Any, ...]] = {}  # id(model) -> its compile() containers
         self.model_classes: tuple[type, ...] = ()
@@ -766,7 +766,7 @@ class _Probe:
         """A layer's first call in the run: its name joins ``extra.layer_call_order``, the order the
         forward passes first reach the layers, which the comparator pairs equal-shaped layers by
         (a subclassed model may create its layers in another order than it calls them)."""
-        self.call_rank[id(layer)] = len(self.call_order)
+        self.called.add(id(layer))
         if len(self.call_order) < MAX_CALL_ORDER:
             self.call_order.append(str(getattr(layer, "name", "") or type(layer).__name__))
 
@@ -1710,7 +1710,7 @@ def _make_layer_call(probe: _Probe, model_classes: tuple[type, ...]) -> Callable
             # tf_keras/src/engine/base_layer.py Layer.__call__) resolves `training` and fills masks.
             caller = st.calling
             probe.see_call(self, caller, args, kwargs)
-            if id(self) not in probe.call_rank:
+            if id(self) not in probe.called:
                 probe.note_first_call(self)
             st.depth = depth + 1
             stand_in = probe.stand_ins.get(id(self))
