@@ -676,3 +676,30 @@ def tape_digits_labels_shifted():
     batches = [(x[i:i + BATCH], y[i + 1:i + 1 + BATCH]) for i in range(0, BATCH * STEPS, BATCH)]
     _loop(_net(), keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y,
           batches=batches)
+
+
+def tape_digits_gradients_negated():
+    """Each gradient negated between tape.gradient and apply_gradients (``-g``): gradient ascent."""
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(_net(), keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y,
+          then=lambda grads: [-g for g in grads])
+
+
+def tape_digits_loss_negated_eagerly():
+    """``loss = -ce(y, model(x))``, eagerly: the optimizer climbs the cross-entropy."""
+    _loop_net_negated(function=False)
+
+
+def tape_digits_loss_negated():
+    """``loss = -ce(y, model(x))`` in a ``tf.function`` step."""
+    _loop_net_negated(function=True)
+
+
+def _loop_net_negated(function: bool) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(_net(), keras.optimizers.SGD(0.1), lambda m, xb, yb: -ce(yb, m(xb, training=True)), x, y,
+          function=function)

@@ -57,6 +57,9 @@ CASES = [
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),
+    # gradient ascent: the gradients negated before the apply, or the loss negated before the tape
+    ("gradients_negated", n12.fit_digits_plain_net, n12.tape_digits_gradients_negated, "diverged", "gradient_sign"),
+    ("loss_negated", n12.fit_digits_plain_net, n12.tape_digits_loss_negated_eagerly, "diverged", "gradient_sign"),
     # seed 002: Keras mse (mean over 10 outputs) vs reduce_sum(square)/batch
     ("seed002_mse_vs_sum_sgd", s.fit_mse_sgd, s.tape_sum_over_batch_sgd, "diverged", "loss_scale"),
     ("seed002_mse_vs_sum_adam", s.fit_mse_adam, s.tape_sum_over_batch_adam, "diverged", "loss_scale"),
@@ -1104,6 +1107,7 @@ def test_case(traced, case):
 CHECKS = [
     ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
     ("numpy_round_trip_zero_gradients", n12.tape_numpy_round_trip_zeros, "diverged", "zero_gradient"),
+    ("loss_negated", n12.tape_digits_loss_negated, "diverged", "gradient_sign"),
     ("logits_read_as_probabilities", n12.fit_digits_logits_as_probabilities, "diverged", "loss_mismatch"),
     ("train_step_broadcast_unknown_batch", n12.fit_train_step_broadcast_loss, "diverged", "shape_broadcast"),
     ("penalty_gradients_added", n12.tape_penalty_gradients_added, "equivalent", None),

@@ -378,6 +378,21 @@ _KINDS = [
         rank=22,
     ),
     Kind(
+        "gradient_sign", "error", True,
+        "On the same inputs and weights every gradient of one run is the other's negated (sketch cosine "
+        "-1 for every variable, one norm ratio for all): one run climbs the loss the other descends. "
+        "With equal losses the gradients were negated between `tape.gradient` and the apply (`-g`, "
+        "`tf.negative`); with losses of opposite sign the loss handed to `tape.gradient` was negated "
+        "(`loss = -cross_entropy`, a log-likelihood written without its minus). The run named is the one "
+        "whose loss is negative while a cross-entropy or squared error is never negative, or whose loss "
+        "rises over its steps. `gradtrace check` reports a single run whose loss handed to "
+        "`tape.gradient` is the negation of the Keras loss its steps called.",
+        "Minimize the loss itself: optimizers subtract `learning_rate * gradient`, so pass the gradients "
+        "as `tape.gradient` returns them and differentiate the loss, not its negation (to maximize a "
+        "quantity, minimize its negation on purpose in both runs).",
+        rank=23,
+    ),
+    Kind(
         "gradient_scale", "error", True,
         "Gradients are parallel but their norms differ by a constant factor the loss does not "
         "explain (replica count, the mixed-precision loss scale left in unscaled gradients, a learning "

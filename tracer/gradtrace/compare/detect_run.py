@@ -640,6 +640,33 @@ def regularization_count(run: RunData, once_too: bool = False) -> dict[str, Any]
     return {"count": int(n), "steps": steps, "ratios": counts[:8], "reg_loss": float(run.reg_loss[0])}
 
 
+def negated_loss(run: RunData) -> dict[str, Any] | None:
+    """The loss handed to tape.gradient is the negation of the step's Keras data loss (plus
+    ``sum(model.losses)`` where the model has any) at every one of the first steps that recorded
+    one, at least two: the optimizer climbs the loss (gradient ascent). Not for a run of several
+    optimizers: an adversarial game's player may maximize the other's loss on purpose (the minimax
+    GAN generator's ``-bce(fake_labels, D(G(z)))``)."""
+    from gradtrace.compare.noise import MARGIN, measure_noise
+
+    if len([o for o in (run.meta.get("optimizers") or []) if o]) > 1:
+        return None
+    tol = MARGIN * measure_noise(run, run, 1).tol0
+    steps = []
+    for i in range(min(run.n_steps, 16)):
+        step, loss = int(run.step[i]), float(run.loss[i])
+        d = data_loss(run, step)
+        if not (math.isfinite(loss) and math.isfinite(d)) or abs(d) <= tol:
+            continue
+        r = float(run.reg_loss[i]) if run.reg_loss.size else float("nan")
+        whole = d + r if math.isfinite(r) else d
+        if not (abs(loss + d) <= tol * max(abs(loss), 1.0) or abs(loss + whole) <= tol * max(abs(loss), 1.0)):
+            return None
+        steps.append(step)
+    if len(steps) < min(2, run.n_steps):
+        return None
+    return {"steps": steps, "loss": float(run.loss[0]), "data_loss": data_loss(run, int(run.step[0]))}
+
+
 def regularization_said(n: int) -> str:
     """What a loss holding ``n`` x sum(model.losses) does with them."""
     return ("leaves them out" if n == 0 else "includes them once" if n == 1 else "adds them twice" if n == 2
@@ -1012,6 +1039,16 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "regularization losses).",
             steps=reg["steps"][:1], evidence=reg,
             fix=regularization_fix(n), explains=0.9))
+    neg = negated_loss(run)
+    if neg:
+        out.append(Finding(
+            "gradient_sign",
+            summary=f"the loss handed to tape.gradient is the negation of the Keras loss the steps called at each of "
+            f"the {len(neg['steps'])} steps checked (step {neg['steps'][0]}: {neg['loss']:.6g} against the Keras "
+            f"loss's {neg['data_loss']:.6g}): the optimizer subtracts the gradient of the negated loss, so it "
+            "climbs the loss (gradient ascent).",
+            steps=neg["steps"][:1], evidence=neg, explains=1.0,
+            fix="Differentiate the loss itself, not its negation: drop the minus in front of it (`loss = -...`)."))
     out += [f for f in (repeated_step_finding(run), metric_misfit_finding(run), zero_learning_rate(run),
                         wired_inference_overridden(run)) if f is not None]
     untrainable = (run.meta.get("extra") or {}).get("untrainable_sources") or []

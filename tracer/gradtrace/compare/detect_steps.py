@@ -708,6 +708,68 @@ def _ratio_spread(r: np.ndarray, c: float) -> float:
     return float(np.max(rel(r, c))) if r.size else 0.0
 
 
+def _rises(run: RunData) -> bool | None:
+    """Whether the run's loss ends above where it started: the median of its last quarter of
+    finite losses against its first (None with fewer than 8 finite losses)."""
+    lo = run.loss[np.isfinite(run.loss)]
+    if lo.size < 8:
+        return None
+    return bool(np.median(lo[-max(2, lo.size // 4):]) > lo[0])
+
+
+def _gradient_sign(a: RunData, b: RunData, s: Step0, has_g: np.ndarray, al: Alignment, ftol: float,
+                   ev: dict[str, Any]) -> Finding | None:
+    """Every gradient of one run is the other's negated, at one norm ratio for all: one run climbs
+    the loss. Equal losses: the gradients were negated after ``tape.gradient``; losses of opposite
+    sign in the same ratio: the loss itself was negated before it. The run to fix is the one whose
+    loss is negative where the other's is positive (a cross-entropy, a squared error), else the one
+    whose loss rises over its steps."""
+    if s.cos is None or not has_g.any() or not (math.isfinite(s.loss_a) and math.isfinite(s.loss_b)):
+        return None
+    cos = s.cos[has_g]
+    if not np.all(np.isfinite(cos) & (1 + cos <= al.noise.cos_tol)):
+        return None
+    gr = s.ratios[has_g]
+    c = float(np.median(gr))
+    if _ratio_spread(gr, c) > ftol:
+        return None
+    tol = float(al.noise.tol0)
+    if s.loss_rel <= tol:
+        negated = "gradients"
+    elif s.loss_b and s.loss_a / s.loss_b < 0 and float(rel(-s.loss_a / s.loss_b, c)) <= ftol:
+        negated = "loss"
+    else:
+        return None
+    side = None
+    if negated == "loss" and (s.loss_a < 0) != (s.loss_b < 0):
+        side = "a" if s.loss_a < 0 else "b"
+    else:
+        up = {"a": _rises(a), "b": _rises(b)}
+        if up["a"] is not None and up["b"] is not None and up["a"] != up["b"]:
+            side = "a" if up["a"] else "b"
+    who = f"run {side}" if side else "one run"
+    factor = "" if abs(math.log(c)) <= math.log1p(ftol) else f" (times {c:.4g} in norm)"
+    if negated == "gradients":
+        summary = (f"same loss at step {s.step} ({s.loss_a:.6g}), but every gradient of run a is run b's negated"
+                   f"{factor}: sketch cosines from -1 to {float(np.max(cos)):.4f} for all {int(has_g.sum())} variables. "
+                   f"{who[0].upper() + who[1:]} negates its gradients between `tape.gradient` and the apply, so its "
+                   "optimizer climbs the loss the other descends.")
+        fix = (f"Apply the gradients as `tape.gradient` returns them in {who}: optimizers already subtract "
+               "`learning_rate * gradient`, so `-g` (or `tf.negative`) turns descent into ascent.")
+    else:
+        summary = (f"at step {s.step} the losses have opposite signs ({s.loss_a:.6g} vs {s.loss_b:.6g}) and every "
+                   f"gradient of run a is run b's negated{factor}: {who} differentiates the negated loss, so its "
+                   "optimizer climbs the loss the other descends"
+                   + (" (its loss is negative where a cross-entropy or a squared error is not)" if side else "")
+                   + ".")
+        fix = (f"Differentiate the loss itself in {who}, not its negation: drop the leading minus (`loss = "
+               "-...`), or, for a log-likelihood written by hand, put the minus in front of it (`-mean(log p)`).")
+    return Finding("gradient_sign", summary, steps=[s.step], variables=[],
+                   evidence={"negated": negated, "run": side, "grad_norm_ratio": c,
+                             "grad_cosine_max": float(np.max(cos)), **ev},
+                   fix=fix, explains=1.0)
+
+
 def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | None
                   ) -> tuple[list[Finding], Step0 | None]:
     """Findings that step 0 proves, and the numbers behind them; ``hand``: the runs' hand-written
@@ -734,6 +796,9 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | Non
     cands = candidate_factors(a, b, (s.step, int(b.step[s.row_b])))
     loss_equal = s.loss_rel <= tol
     grads_equal = bool(np.all(s.norm_rel[has_g] <= tol)) and bool(parallel[has_g].all())
+    sign = _gradient_sign(a, b, s, has_g, al, ftol, ev)
+    if sign is not None:
+        return [sign], s
 
     if not loss_equal and math.isfinite(s.loss_a) and math.isfinite(s.loss_b):
         gap = abs(s.loss_a - s.loss_b)
