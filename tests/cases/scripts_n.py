@@ -703,3 +703,116 @@ def _loop_net_negated(function: bool) -> None:
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     _loop(_net(), keras.optimizers.SGD(0.1), lambda m, xb, yb: -ce(yb, m(xb, training=True)), x, y,
           function=function)
+
+
+def fit_tf_keras_unfrozen_without_compile():
+    """The base frozen and compiled, trained, then ``base.trainable = True`` for a second fit()
+    with no compile() in between: fit() keeps the train function it built for the head alone."""
+    keras, base, model = _tf_keras_base_and_head()
+    x, y = _digits_slice()
+    base.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+    base.trainable = True
+    _fit(model, x, y)
+
+
+def fit_tf_keras_unfrozen_and_compiled():
+    """The same fine-tuning done right: compile() again after ``base.trainable = True``."""
+    keras, base, model = _tf_keras_base_and_head()
+    x, y = _digits_slice()
+    base.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+    base.trainable = True
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def tape_digits_gradients_clipped_to_zero():
+    """``tf.clip_by_value(g, -c, c)`` with ``c = int(0.5)``: every gradient applied is 0."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    clip = float(int(0.5))
+    _loop(_net(), keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y,
+          then=lambda grads: [tf.clip_by_value(g, -clip, clip) for g in grads])
+
+
+def fit_digits_weights_reset_each_epoch():
+    """A 'best weights' copy taken before training and set back at every epoch's end: each epoch
+    starts again from the initialization."""
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    best = model.get_weights()
+
+    class Restore(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.set_weights(best)
+
+    _fit(model, x, y, epochs=3, callbacks=[Restore()])
+
+
+def fit_digits_best_weights_kept():
+    """The same callback done right: the weights of the epoch with the lowest loss are kept and
+    restored at the end."""
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class Best(keras.callbacks.Callback):
+        low, best = float("inf"), None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs["loss"] < self.low:
+                self.low, self.best = logs["loss"], self.model.get_weights()
+
+        def on_train_end(self, logs=None):
+            self.model.set_weights(self.best)
+
+    _fit(model, x, y, epochs=3, callbacks=[Best()])
+
+
+def _class_weighted_train_step(keep_weights: bool):
+    """fit(class_weight=...) into a custom train_step that passes fit()'s weights on to
+    compute_loss, or drops them (``x, y = data[0], data[1]``)."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    y = (y == 0).astype("float32")
+
+    class Step(keras.Model):
+        def train_step(self, data):
+            xb, yb, sw = keras.utils.unpack_x_y_sample_weight(data)
+            if not keep_weights:
+                sw = None
+            with tf.GradientTape() as tape:
+                pred = self(xb, training=True)
+                loss = self.compute_loss(x=xb, y=yb, y_pred=pred, sample_weight=sw)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    keras.utils.set_random_seed(41)
+    inp = keras.Input((64,))
+    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(16, activation="relu")(inp))
+    model = Step(inp, out)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.BinaryCrossentropy())
+    _fit(model, x, y, class_weight={0: 1.0, 1: 9.0})
+
+
+def fit_train_step_drops_class_weights():
+    _class_weighted_train_step(keep_weights=False)
+
+
+def fit_train_step_keeps_class_weights():
+    _class_weighted_train_step(keep_weights=True)

@@ -1108,6 +1108,16 @@ CHECKS = [
     ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
     ("numpy_round_trip_zero_gradients", n12.tape_numpy_round_trip_zeros, "diverged", "zero_gradient"),
     ("loss_negated", n12.tape_digits_loss_negated, "diverged", "gradient_sign"),
+    # fine-tuning: unfrozen after compile() without compiling again, or with it
+    ("unfrozen_without_compile", n12.fit_tf_keras_unfrozen_without_compile, "diverged", "trainable_mismatch"),
+    ("unfrozen_and_compiled", n12.fit_tf_keras_unfrozen_and_compiled, "equivalent", None),
+    ("gradients_clipped_to_zero", n12.tape_digits_gradients_clipped_to_zero, "diverged", "zero_gradient"),
+    # weights set back to the initialization every epoch, or the best epoch's restored at the end
+    ("weights_reset_each_epoch", n12.fit_digits_weights_reset_each_epoch, "diverged", "weights_replaced"),
+    ("best_weights_restored", n12.fit_digits_best_weights_kept, "equivalent", None),
+    # fit(class_weight=...) into a custom train_step that drops or passes the weights
+    ("train_step_drops_class_weights", n12.fit_train_step_drops_class_weights, "diverged", "sample_weighting"),
+    ("train_step_keeps_class_weights", n12.fit_train_step_keeps_class_weights, "equivalent", None),
     ("logits_read_as_probabilities", n12.fit_digits_logits_as_probabilities, "diverged", "loss_mismatch"),
     ("train_step_broadcast_unknown_batch", n12.fit_train_step_broadcast_loss, "diverged", "shape_broadcast"),
     ("penalty_gradients_added", n12.tape_penalty_gradients_added, "equivalent", None),

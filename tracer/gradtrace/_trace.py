@@ -739,12 +739,33 @@ class Run:
         from gradtrace._hooks import tf_variable
 
         with self._lock:
-            written = sorted({i for v in variables if (i := self._var_index.get(id(tf_variable(v)))) is not None})
+            found = {i: v for v in variables if (i := self._var_index.get(id(tf_variable(v)))) is not None}
+            written = sorted(found)
             if not written or len(self.info.weight_writes) >= MAX_EVENTS:
                 return
-            writes = [*self.info.weight_writes,
-                      {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}]
+            entry: dict[str, Any] = {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}
+            initial = self._back_to_initial(found)
+            if initial:
+                entry["initial"] = initial
+            writes = [*self.info.weight_writes, entry]
         self.update_meta(weight_writes=writes)
+
+    def _back_to_initial(self, found: dict[int, Any]) -> list[int]:
+        """The written variables (inventory index -> variable) of a trainable variable that now hold
+        the values they started the run with (``init_fingerprints``): weights reset to their
+        initialization (a `set_weights` of weights saved before training). Once the run has stepped
+        (a write before the first step sets up the start), trainable variables only; eager values,
+        read once per write (set_weights and load_weights are eager calls)."""
+        import tensorflow as tf
+
+        if not self.steps_so_far():
+            return []
+        fps = self.info.init_fingerprints
+        pick = [i for i in sorted(found) if i < len(fps) and fps[i] and self.info.variables[i].trainable]
+        if not pick or not tf.executing_eagerly():
+            return []
+        now = _meta.variable_fingerprints([found[i] for i in pick])
+        return [i for i, fp in zip(pick, now, strict=True) if fp == fps[i]]
 
     def note_stepped(self, keys: set[int], graph: Any, variables: list[Any], by_hand: bool = False) -> None:
         """Variables an optimizer step was given (``keys``: ``id`` of their tf.Variable; the

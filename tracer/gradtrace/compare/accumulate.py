@@ -25,7 +25,7 @@ import numpy as np
 from gradtrace.compare.data import RunData
 
 _PER_STEP = ("step", "loss", "reg_loss", "lr", "loss_scale", "batch_size", "iterations", "skipped", "x_fp",
-             "y_fp", "grad_norm", "nonfinite_step", "n_applied", "stats")
+             "y_fp", "grad_norm", "nonfinite_step", "n_applied", "n_grad", "stats")
 _PER_ROW = ("grad", "norm", "nonfinite", "applied", "update_norm")
 
 

@@ -196,7 +196,10 @@ _KINDS = [
         "one run unfreezes them at a later fit() call (fine-tuning) and the other does not, or at "
         "another step. A run whose model flags them frozen by its end while its fit() trained them "
         "throughout (`trainable = False` set after compile(), which tf-keras's fit() does not take in) "
-        "is named as the run whose freeze did not take effect.",
+        "is named as the run whose freeze did not take effect. `gradtrace check` makes it an error in "
+        "one run when variables unfrozen before a later fit() call (or a new optimizer's first step) get "
+        "no gradient and no update at any step after it (no more variables get a gradient than before): "
+        "the unfreeze did not take effect.",
         "Freeze the same layers in both runs, and set `layer.trainable` before `compile()` (fit() "
         "reads it when it builds its train function; a tape loop reads `model.trainable_variables` "
         "when it is called); after changing it part way through, call `compile()` again.",
@@ -292,7 +295,9 @@ _KINDS = [
         "(`[tf.zeros_like(v) if g is None else g ...]`), so no warning is raised and the optimizer "
         "leaves them unchanged. `gradtrace check` warns of such variables in one run, and makes it an "
         "error when they are every trainable variable (the forward pass ran before the tape opened: "
-        "nothing trains).",
+        "nothing trains); it is an error too when the gradients the optimizer applied to every trainable "
+        "variable are exactly zero at every recorded step while the loss is not, zeros of the script's own "
+        "making (a clipping bound of 0, such as `int(0.5)`; a factor of 0).",
         "Remove the `tf.stop_gradient` between these variables and the loss (in the model's `call` or "
         "the tape); to freeze them on purpose set `layer.trainable = False` in both runs instead of "
         "feeding zero gradients.",
@@ -352,7 +357,9 @@ _KINDS = [
         "`sample_weight=` to a loss that applies the output's mask anyway) are context. `gradtrace check` warns "
         "of one run whose model output carries a mask (`Embedding(mask_zero=True)`, `Masking`) and whose loss "
         "handed to tape.gradient is the mean of a Keras loss function's per-entry losses over every entry, "
-        "padding included (a loss function applies no mask; a loss object does).",
+        "padding included (a loss function applies no mask; a loss object does); and makes it an error in one "
+        "run whose fit() was given `class_weight=` or `sample_weight=` while the Keras loss its custom "
+        "train_step calls receives no weights at any step.",
         "Apply the same weights in both runs: `fit(class_weight=...)` multiplies each sample's loss; "
         "in a tape loop pass `sample_weight=` to the Keras loss.",
         rank=20,
@@ -548,7 +555,10 @@ _KINDS = [
         "and the other run's were not (or otherwise): EarlyStopping(restore_best_weights=True) setting the "
         "best epoch's weights back at the end of fit(), fit() writing an optimizer's moving average into "
         "the model when it ends (`use_ema=True`), the script's `set_weights`/`load_weights`. Every step can "
-        "agree while the models the runs end with, and their accuracy, differ.",
+        "agree while the models the runs end with, and their accuracy, differ. `gradtrace check` warns of "
+        "one run whose every trainable variable is set back to its initial values after training started "
+        "(the tracer compares each write's values with the initial-weight fingerprints): a 'best' copy "
+        "saved before training and restored every epoch throws away what the steps trained.",
         "Do the same in both runs: restore the best weights in the loop too or drop "
         "`restore_best_weights`; after a loop whose optimizer has `use_ema=True`, call "
         "`optimizer.finalize_variable_values(model.trainable_variables)`.",

@@ -85,6 +85,9 @@ class RunData:
     # (S, Vn): each state variable's change (delta norm) at the first HEAD steps; NaN elsewhere
     # and where not recorded.
     state_delta: np.ndarray | None = None
+    # (S,) variables with a gradient in the step (full steps: counted; light ones: the tracer's
+    # count); NaN where not known.
+    n_grad: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.stats is None:
@@ -344,6 +347,9 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
         grad_norm=gnorm,
         nonfinite_step=np.nansum(nonfinite, axis=1) if V else np.zeros(S),
         n_applied=(applied == 1).sum(axis=1).astype(float) if V else np.zeros(S),
+        n_grad=np.array([float(r["n_grad"]) if r.get("n_grad") is not None
+                         else float((grad[i] == 1).sum()) if V and r.get("vars") else np.nan
+                         for i, r in enumerate(recs)], dtype=np.float64),
         var_index=np.array(vidx, dtype=np.int64),
         var_rows=step_nums.copy(),
         grad=grad,

@@ -1215,6 +1215,27 @@ def _weights_dropped(a: RunData, b: RunData) -> Finding | None:
         explains=0.9)
 
 
+def weights_dropped_run(run: RunData) -> Finding | None:
+    """One run (``gradtrace check``): fit() was given sample or class weights and its custom
+    train_step calls the Keras loss without them (no weight statistics in any loss call)."""
+    calls = run.fit_calls()
+    if not any(c.get("sample_weight") or c.get("class_weight") for c in calls):
+        return None
+    if not any(c.get("custom_train_step") for c in calls) or loss_got_weights(run) is not False:
+        return None
+    how = "class_weight" if any(c.get("class_weight") for c in calls) else "sample_weight"
+    return Finding(
+        "sample_weighting",
+        f"fit() was given `{how}=`, but the Keras loss the custom train_step calls receives no sample weights at "
+        "any step: the train step drops the weights fit() hands it in `data`, so every sample counts equally.",
+        evidence={"fit_weights": how, "loss_weighted": False, "custom_train_step": True},
+        fix=("Pass the weights on in the custom train_step: `x, y, sample_weight = "
+             "keras.utils.unpack_x_y_sample_weight(data)` and `self.compute_loss(x=x, y=y, y_pred=y_pred, "
+             "sample_weight=sample_weight)` (tf-keras: `self.compiled_loss(y, y_pred, "
+             "sample_weight=sample_weight, regularization_losses=self.losses)`)."),
+        explains=0.9)
+
+
 def sample_weighting(a: RunData, b: RunData) -> Finding | None:
     wa, wb = _weighted(a), _weighted(b)
     if wa and wb:

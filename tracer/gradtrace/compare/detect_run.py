@@ -662,9 +662,75 @@ def negated_loss(run: RunData) -> dict[str, Any] | None:
         if not (abs(loss + d) <= tol * max(abs(loss), 1.0) or abs(loss + whole) <= tol * max(abs(loss), 1.0)):
             return None
         steps.append(step)
-    if len(steps) < min(2, run.n_steps):
+    if not steps or len(steps) < min(2, run.n_steps):
         return None
     return {"steps": steps, "loss": float(run.loss[0]), "data_loss": data_loss(run, int(run.step[0]))}
+
+
+def unfreeze_ignored(run: RunData) -> Finding | None:
+    """Variables unfrozen part way (``trainable_changes`` with ``trainable``: ``trainable = True``
+    before a later fit() call or a new optimizer's first step) that get no gradient and no update at
+    any step of the run while steps follow the change: the unfreeze did not take effect (fit()
+    kept the train function it built while they were frozen: no compile() after the change)."""
+    last = int(run.step[-1]) if run.n_steps else -1
+    cols = {int(v): j for j, v in enumerate(run.var_index.tolist())}
+    for change in run.meta.get("trainable_changes") or []:
+        k = change.get("step")
+        if change.get("at") not in ("fit", "step") or not isinstance(k, int) or k > last:
+            continue
+        # A variable with no column was in no step's record (a light step lists only the variables
+        # without a gradient): evidence only when the steps after the change count no more
+        # variables with a gradient than the steps before it.
+        ng = run.n_grad if run.n_grad is not None else np.full(run.n_steps, np.nan)
+        before, after = ng[(run.step < k) & np.isfinite(ng)], ng[(run.step >= k) & np.isfinite(ng)]
+        same = (not change.get("frozen") and before.size > 0 and after.size > 0
+                and float(after.max()) <= float(before.max()))
+        dead = [v for v in change.get("trainable") or []
+                if (v not in cols and same)
+                or (v in cols and run.vsum["n_grad"][cols[v]] == 0 and run.vsum["n_applied"][cols[v]] == 0)]
+        if not dead or len(dead) < len(change.get("trainable") or []):
+            continue
+        names = [run.var_name(v) for v in dead]
+        layers = list(dict.fromkeys(str(run.var_info(v).get("layer") or "") for v in dead if run.var_info(v).get("layer")))
+        at = "a later fit() call" if change.get("at") == "fit" else "a new optimizer's first step"
+        return Finding(
+            "trainable_mismatch",
+            f"{len(dead)} variable(s) were made trainable before step {k} ({at}: "
+            f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''}), yet none of them got a gradient or an "
+            f"update at any of the {last - k + 1} steps after it: the unfreeze did not take effect. fit() trains "
+            "the variables its train function was built with and keeps that function until the next compile(); "
+            "a `trainable = True` set after compile() is not read.",
+            steps=[k], layers=layers[:8], variables=names, evidence={"change": change, "steps_after": last - k + 1},
+            fix="Call `model.compile(...)` again after changing `trainable` (fine-tuning: unfreeze, compile with a "
+                "low learning rate, then fit()).",
+            explains=1.0)
+    return None
+
+
+def weights_reset(run: RunData) -> Finding | None:
+    """Writes outside the optimizer's steps (``weight_writes``) that set every trainable variable
+    back to the values it started the run with (``initial``, see ``Run.note_weights_written``):
+    each such write throws away what the steps before it trained."""
+    trainable = {int(v["index"]) for v in run.variables if v.get("trainable") is not False}
+    resets = [w for w in run.meta.get("weight_writes") or []
+              if trainable and trainable <= set(w.get("initial") or []) and (w.get("step") or 0) > 0]
+    if not resets:
+        return None
+    steps = [int(w["step"]) for w in resets]
+    how = resets[0].get("how") or "a write"
+    said = ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
+    return Finding(
+        "weights_replaced", severity="warning",
+        summary=f"every trainable variable was set back to its initial values ({how}) before step"
+        f"{'s' if len(steps) > 1 else ''} {said}: each write throws away what the steps before it trained, and "
+        f"the run ends with what its last {int(run.step[-1]) - steps[-1] + 1 if run.n_steps else 0} steps "
+        "trained from the initialization (weights saved with `get_weights()` before training and restored, "
+        "as a 'best' copy that was never updated).",
+        steps=steps, variables=[run.var_name(v) for v in sorted(trainable)][:16],
+        evidence={"resets": resets}, explains=1.0,
+        fix="Save the weights you mean to restore after the epochs that produce them (e.g. keep the best "
+            "epoch's `model.get_weights()` when the validation loss improves), not before training; to train "
+            "several models or folds on purpose, trace each one as its own run.")
 
 
 def regularization_said(n: int) -> str:

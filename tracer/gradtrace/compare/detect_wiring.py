@@ -166,11 +166,45 @@ def zero_gradient(a: RunData, b: RunData, al: Alignment) -> Finding | None:
     return None
 
 
+def _all_applied_zero(run: RunData, zero: set[int], nonzero: set[int]) -> Finding | None:
+    """Every trainable variable's gradient is exactly zero at every recorded step (two at least, or
+    the run's only one) while the loss is not: the optimizer applies nothing at any step. Zeros
+    the tape returned for None (``replaced_none_gradients``) are the forward-pass-outside-the-tape
+    finding's; zeros of the script's own making (a clipping bound of 0, a factor of 0) are this."""
+    trainable = {int(v["index"]) for v in run.variables if v.get("trainable") is not False}
+    if nonzero or not zero or not trainable <= zero:
+        return None
+    if set(int(v) for v in run.meta.get("replaced_none_gradients") or []) & zero:
+        return None
+    recorded = int(np.isfinite(run.norm).any(axis=1).sum()) if run.norm.size else 0
+    loss = run.loss[np.isfinite(run.loss)]
+    if recorded < min(2, run.n_steps) or not loss.size or not np.any(loss != 0):
+        return None
+    names = [run.var_name(v) for v in sorted(zero)]
+    said = f"{', '.join(names[:_SHOWN])}{', ...' if len(names) > _SHOWN else ''}"
+    return Finding(
+        "zero_gradient", severity="error",
+        summary=f"the gradient the optimizer applied to every trainable variable ({len(names)}: {said}) is exactly "
+        f"zero at each of the {recorded} recorded steps while the loss is not ({float(loss[0]):.6g} at the "
+        "first): nothing trains. The gradients are zeroed between tape.gradient and the apply (clipped to a "
+        "bound of 0: `tf.clip_by_value(g, -c, c)` or `tf.clip_by_norm(g, c)` with c = 0, an integer cast of "
+        "the bound such as `int(0.5)`; multiplied by a factor of 0), or the loss's own gradient is 0 (every "
+        "ReLU unit dead, a saturated output).",
+        variables=names, evidence={"zero_gradient": names, "every_trainable_variable": True,
+                                   "recorded_steps": recorded}, explains=1.0,
+        fix=("Print the clipping bound or factor applied to the gradients and make it positive (a float: "
+             "`float(args.clip)`); if `tape.gradient` itself returns zeros, check for dead ReLU units and "
+             "saturated activations."))
+
+
 def zero_gradient_run(run: RunData) -> Finding | None:
     """One run (``gradtrace check``): trainable variables the optimizer got an all-zero gradient for
     at every recorded step, put in place of the ``None`` the tape returned (``replaced_none_gradients``):
     nothing in the loss depends on them. Zeros the script computed itself are not taken for it."""
-    zero, _nonzero = zero_and_nonzero(run)
+    zero, nonzero = zero_and_nonzero(run)
+    applied_zero = _all_applied_zero(run, zero, nonzero)
+    if applied_zero is not None:
+        return applied_zero
     zero &= {int(v) for v in run.meta.get("replaced_none_gradients") or []}
     if not zero:
         return None

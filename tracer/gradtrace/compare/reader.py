@@ -286,7 +286,7 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         step=col["step"].astype(np.int64), loss=col["loss"], reg_loss=col["reg_loss"], lr=col["lr"],
         loss_scale=col["loss_scale"], batch_size=col["batch_size"], iterations=col["iterations"],
         skipped=col["skipped"], x_fp=x_fp, y_fp=y_fp, grad_norm=col["grad_norm"],
-        nonfinite_step=col["nonfinite"], n_applied=col["n_applied"],
+        nonfinite_step=col["nonfinite"], n_applied=col["n_applied"], n_grad=num[:, 11].copy(),
         var_index=np.array(var_index, dtype=np.int64), var_rows=head["steps"],
         grad=head["grad"], norm=head["norm"], nonfinite=head["nonfinite"], applied=head["applied"],
         update_norm=head["update_norm"],
