@@ -555,6 +555,28 @@ def tape_dataset_shuffled_once():
             step(xb, yb)
 
 
+def tape_dataset_reshuffled_each_epoch():
+    """The loop over the pipeline with reshuffle_each_iteration=True, as fit() is given it: the first
+    epoch matches fit()'s, later ones take other orders of the same seed stream."""
+    tf = _tf()
+    keras = _keras()
+    ds = _shuffled_ds(True)
+    model = _digits_small()
+    opt = keras.optimizers.SGD(0.2, momentum=0.8)
+    ce = _sparse_ce()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for _epoch in range(3):
+        for xb, yb in ds:
+            step(xb, yb)
+
+
 def fit_dataset_order_materialised():
     """fit() on numpy arrays in the order the fixed shuffle gives (read once from the pipeline)."""
     keras = _keras()

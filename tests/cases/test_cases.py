@@ -529,6 +529,9 @@ CASES += [
     ("eq_fixed_shuffle_vs_materialised_order", h6.tape_dataset_shuffled_once, h6.fit_dataset_order_materialised,
      "equivalent", None),
     # the same seed; one pipeline reshuffles each epoch: its order differs from the first epoch on
+    # the same reshuffling pipeline in fit() and a loop: other iterators, other orders after epoch 1
+    ("reshuffled_alike_fit_vs_loop", h6.fit_dataset_reshuffled_each_epoch, h6.tape_dataset_reshuffled_each_epoch,
+     "equivalent", None),
     ("reshuffled_each_epoch", h6.tape_dataset_shuffled_once, h6.fit_dataset_reshuffled_each_epoch, "not_comparable",
      "data_mismatch"),
     ("eq_gru_huber_fit_vs_eager", h6.fit_gru_huber, h6.tape_gru_huber_eager, "equivalent", None),
@@ -1099,6 +1102,9 @@ def test_case(traced, case):
     if _id == "gan_fit_against_loop":  # one optimizer's steps, not micro-batches accumulated by hand
         summary = report.findings[0].summary
         assert "Two optimizers take turns" in summary and "micro-batches" not in summary, text
+    if _id == "reshuffled_alike_fit_vs_loop":  # both pipelines alike: the iterators, not the arguments
+        said = " ".join(g.summary + " " + (g.fix or "") for g in report.findings if g.kind == "data_mismatch")
+        assert "created a different number of iterators" in said and "reshuffle_each_iteration=False" in said, text
     if _id == "reshuffled_each_epoch":  # the argument that differs, not the seed both share
         f = report.findings[0]
         assert "reshuffle_each_iteration=False in run a, True in run b" in (f.fix or ""), text

@@ -1871,6 +1871,19 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                         fix = ("Build both pipelines' shuffle with the same arguments ("
                                + ", ".join(f"{k}={sa.get(k)!r} in run a, {sb.get(k)!r} in run b" for k in args)
                                + "), to compare them step by step.")
+                    elif sa and sa == sb and sa.get("reshuffle_each_iteration") is True and k > 0:
+                        # Built alike, equal up to step k: the runs drew other orders of the same
+                        # seed stream, one per iterator created over the dataset.
+                        why += (f" The two pipelines are built alike and their first {k} steps match: with "
+                                "reshuffle_each_iteration=True every iterator created over the dataset takes the "
+                                "next order of the seed's stream, so the runs created a different number of "
+                                "iterators before step " + str(k) + " (fit() given a dataset may iterate it once "
+                                "more than its epochs, e.g. to count the steps of a dataset of unknown length; a "
+                                "loop may take a peek with `next(iter(ds))` or run a validation pass over the "
+                                "same dataset object).")
+                        fix = ("Use `reshuffle_each_iteration=False` in both pipelines (one order for every epoch), "
+                               "or shuffle each epoch with a seed of its own in both runs (`ds.shuffle(n, "
+                               "seed=s + epoch)`), to compare them step by step beyond the first epoch.")
             ba, bb = a.batch_at(int(al.ia[bad[0]])), b.batch_at(int(al.ib[bad[0]]))
             sizes = None
             if np.isfinite(ba) and np.isfinite(bb) and ba != bb:
