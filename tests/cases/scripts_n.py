@@ -816,3 +816,37 @@ def fit_train_step_drops_class_weights():
 
 def fit_train_step_keeps_class_weights():
     _class_weighted_train_step(keep_weights=True)
+
+
+def _two_phase_fine_tune(reuse: bool):
+    """A base frozen for one pass over the digits, then unfrozen for another, in an eager loop; the
+    second phase gets a new optimizer, or reuses the first (Keras 3 then raises ``Unknown
+    variable``: it was built for the head's variables only)."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(47)
+    base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu")], name="base")
+    model = keras.Sequential([base, keras.layers.Dense(10)])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def phase(opt):
+        for i in range(0, len(x), BATCH):
+            with tf.GradientTape() as tape:
+                loss = ce(y[i:i + BATCH], model(x[i:i + BATCH], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    base.trainable = False
+    first = keras.optimizers.Adam(3e-3)
+    phase(first)
+    base.trainable = True
+    phase(first if reuse else keras.optimizers.Adam(3e-3))
+
+
+def tape_fine_tune_new_optimizer():
+    _two_phase_fine_tune(reuse=False)
+
+
+def tape_fine_tune_reused_optimizer():
+    _two_phase_fine_tune(reuse=True)

@@ -1286,3 +1286,28 @@ def test_check(traced, case):
         assert not report.findings, text
     else:
         assert report.findings[0].kind == top, text
+
+
+@pytest.mark.slow
+def test_a_run_that_failed_where_the_other_goes_on_is_named_with_its_error(traced):
+    """Fine-tuning whose second phase reuses the first phase's optimizer: Keras 3 raises at the first
+    step after the unfreeze. The finding says run b failed there (its error's first line, not a
+    tensor's repr) and the fix is the optimizer, not a compile()."""
+    import gradtrace
+    from gradtrace.compare import compare, render_text
+
+    good = traced.run(n12.tape_fine_tune_new_optimizer)
+    with pytest.raises(ValueError, match="Unknown variable"):
+        with gradtrace.trace(run="fine_tune_reused_optimizer", project="cases", store=traced.url):
+            n12.tape_fine_tune_reused_optimizer()
+    store = traced.store()
+    try:
+        report = compare(store, good, "fine_tune_reused_optimizer", project="cases")
+    finally:
+        store.close()
+    text = render_text(report, verbose=True)
+    f = report.findings[0]
+    assert f.kind == "trainable_mismatch" and "run b failed after its step 7 (ValueError: Unknown variable" in f.summary, text
+    assert "before a new optimizer's first step" in f.summary and "new optimizer" in (f.fix or ""), text
+    why = " ".join(s["why"] for s in report.skipped)
+    assert "failed after 8 step(s) (ValueError" in why and "\n" not in why and len(why) < 600, text

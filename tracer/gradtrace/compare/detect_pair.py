@@ -341,6 +341,17 @@ def _frozen_part_way(a: RunData, b: RunData, al: Alignment, ng_a: set[int], ng_b
         explains=0.9)
 
 
+def _first_line(error: Any, limit: int = 160) -> str:
+    """An exception's text cut to its first line (a repr of a tensor can run to pages)."""
+    text = str(error or "an error").strip().splitlines()[0] if str(error or "").strip() else "an error"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _var_of(run: RunData, name: str) -> int | None:
+    """The inventory index of the variable shown as ``name`` (None if no such variable)."""
+    return next((int(v["index"]) for v in run.variables if run.var_name(int(v["index"])) == name), None)
+
+
 def _trainable_change(run: RunData, v: int, how: str, at: tuple[str, ...]) -> dict[str, Any] | None:
     """The first of the run's ``trainable_changes`` (see ``Run.note_trainable``) that lists variable
     ``v`` under ``how`` ("trainable": unfrozen, "frozen") and was seen ``at`` one of the given points
@@ -474,16 +485,29 @@ def gradient_sets(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
         later = sorted({int(u["other_step"]) for u in rows if u["other_step"] is not None})
         layers = sorted({str(u["layer"]) for u in rows if u["layer"]})
         said = f"layer(s) {', '.join(layers[:6])}" if layers else ", ".join(u["variable"] for u in rows[:4])
+        orun = b if side == "a" else a
+        ended = int(orun.step[-1]) + 1 if orun.n_steps else 0
+        failed = orun.meta.get("status") == "failed" and ended <= k
         other = (f"while run {oside} trains them only from step {later[0]}" if later
+                 else f"while run {oside} failed after its step {ended - 1} ({_first_line(orun.meta.get('error'))}) "
+                 "and trained no further" if failed
                  else f"while run {oside} keeps them frozen to its end")
+        v0 = next((v for v in (_var_of(run, u["variable"]) for u in rows) if v is not None), None)
+        change = _trainable_change(run, v0, "trainable", ("fit", "step")) if v0 is not None else None
+        how = ("before a new optimizer's first step" if change and change.get("at") == "step"
+               else "before a later fit() call")
         out.append(Finding(
             "trainable_mismatch",
-            f"run {side} ('{run.name}') unfreezes {said} from step {k} (`trainable = True` before a later fit() "
-            f"call): {len(rows)} variable(s) frozen in both runs at first are trained in run {side} from step {k}, "
+            f"run {side} ('{run.name}') unfreezes {said} from step {k} (`trainable = True` {how}): "
+            f"{len(rows)} variable(s) frozen in both runs at first are trained in run {side} from step {k}, "
             f"{other}.",
             steps=[k], layers=layers, variables=[u["variable"] for u in rows],
             evidence={"unfrozen_in": side, "step": k, "variables": rows},
-            fix=("Unfreeze the same layers at the same step in both runs, and call `model.compile(...)` again after "
+            fix=(f"Run {oside} stopped on Keras 3's error for an optimizer handed variables it was not built for: "
+                 "after unfreezing, give the next phase a new optimizer (or call `optimizer.build(...)` with every "
+                 "variable it will update before the first phase)."
+                 if failed and "Unknown variable" in str(orun.meta.get("error") or "") else
+                 "Unfreeze the same layers at the same step in both runs, and call `model.compile(...)` again after "
                  "changing `trainable` (fit() reads it when it builds its train function)."),
             explains=0.9))
     stopped = _frozen_part_way(a, b, al, ng_a, ng_b)

@@ -301,7 +301,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
                     "check": f"steps {int(run.step[-1]) + 1 if run.n_steps else 0} and later of run "
                              f"{'b' if side == 'a' else 'a'}",
                     "why": f"run {side} ('{run.name}') {status} after {run.n_steps} step(s)"
-                           + (f" ({error})" if error else "") + "; the verdict covers the steps both recorded"})
+                           + (f" ({dp._first_line(error)})" if error else "")
+                           + "; the verdict covers the steps both recorded"})
 
     held_out = any(f.kind == "validation_split_mismatch" for f in findings)
     if repeated or skipped_b or held_out:
@@ -640,6 +641,13 @@ def _settings_not_yet_acting(f: Finding, steps: int, a: RunData, b: RunData, al:
                   + (f" ({'; '.join(when)})." if when else ", and may act later (the runs are not the same "
                      "training)."))
     f.evidence["not_acted_yet"] = list(live)
+    hand = {"global_clipnorm": "tf.clip_by_global_norm(grads, c)", "clipnorm": "tf.clip_by_norm(g, c)",
+            "clipvalue": "tf.clip_by_value(g, -c, c)"}
+    if set(names) <= set(hand):
+        said = " or ".join(f"`{hand[n]}`" for n in dict.fromkeys(names))
+        f.fix = ((f.fix or "").rstrip(".") + f". If the run without it clips by hand before the apply ({said} with the "
+                 "same c), the runs are the same training: nothing to change (a clip that has not acted leaves "
+                 "the steps alike, and one that acts is recognised as clipping by hand).")
 
 
 def _no_difference(subject: str, steps: int, tail: str) -> str:
