@@ -850,3 +850,35 @@ def tape_fine_tune_new_optimizer():
 
 def tape_fine_tune_reused_optimizer():
     _two_phase_fine_tune(reuse=True)
+
+
+def _dropout_net():
+    keras = _keras()
+    keras.utils.set_random_seed(53)
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dropout(0.4), keras.layers.Dense(10)])
+
+
+def _loop_dropout(metric_pass: bool) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    acc = keras.metrics.SparseCategoricalAccuracy()
+
+    def loss_of(m, xb, yb):
+        if metric_pass:
+            acc.update_state(yb, m(xb, training=True))  # a second forward pass, drawing its own masks
+        return ce(yb, m(xb, training=True))
+
+    _loop(_dropout_net(), keras.optimizers.Adam(2e-3), loss_of, x, y)
+
+
+def tape_dropout_one_pass():
+    """A Dropout MLP trained in a tf.function tape loop."""
+    _loop_dropout(metric_pass=False)
+
+
+def tape_dropout_metric_pass_first():
+    """The same loop with an accuracy computed from another training-mode call made first: the
+    Dropout masks of the loss's pass are the generator's second draw each step."""
+    _loop_dropout(metric_pass=True)

@@ -57,6 +57,9 @@ CASES = [
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),
+    # a second training-mode forward pass (for a metric) draws the Dropout masks the loss's pass would have
+    ("dropout_metric_pass_first", n12.tape_dropout_one_pass, n12.tape_dropout_metric_pass_first, "diverged",
+     "random_draws"),
     # gradient ascent: the gradients negated before the apply, or the loss negated before the tape
     ("gradients_negated", n12.fit_digits_plain_net, n12.tape_digits_gradients_negated, "diverged", "gradient_sign"),
     ("loss_negated", n12.fit_digits_plain_net, n12.tape_digits_loss_negated_eagerly, "diverged", "gradient_sign"),

@@ -385,6 +385,17 @@ _KINDS = [
         rank=22,
     ),
     Kind(
+        "random_draws", "error", True,
+        "At an aligned step the random generators of the runs' random layers (Keras SeedGenerator state, a "
+        "counter that advances with each draw) moved by other amounts: one run draws more random numbers "
+        "per step (the model or a Dropout/noise/augmentation layer called again in training mode, e.g. a "
+        "second forward pass for a metric), so from that step on its layers apply other masks though both "
+        "started from the same seed; the loss and gradient differences from that step fold into it.",
+        "Call the model once per step in training mode: compute metrics from the forward pass that makes "
+        "the loss, or call the model with `training=False` for them.",
+        rank=12,
+    ),
+    Kind(
         "gradient_sign", "error", True,
         "On the same inputs and weights every gradient of one run is the other's negated (sketch cosine "
         "-1 for every variable, one norm ratio for all): one run climbs the loss the other descends. "

@@ -1646,3 +1646,34 @@ def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | Non
             "layers_b": sorted({str(b.var_info(int(b.state_index[sb[j]])).get("layer") or "") for j in cols} - {""}),
             "variables": [{"variable": a.var_name(int(a.state_index[sa[j]])), "delta_a": float(da[k, j]),
                            "delta_b": float(db[k, j])} for j in cols[:8]]}
+
+
+def rng_draws_differ(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
+    """The first aligned step at which a paired random generator's state (a Keras SeedGenerator:
+    a counter that advances with every draw) moved by another amount in the two runs: one run
+    draws more random numbers per step (the model or a Dropout called again in training mode, an
+    extra random op), so from then on the random layers apply other masks even where both
+    started from the same seed. Compared where both runs recorded the change over the same span.
+    """
+    n = al.aligned_steps
+    if n < 1 or al.stochastic or a.state_delta is None or b.state_delta is None or not al.sa.size:
+        return None
+    keep = a.rng[al.sa] & b.rng[al.sb]
+    sa, sb = al.sa[keep], al.sb[keep]
+    if not sa.size:
+        return None
+    rows_a, rows_b = al.ia[:n], al.ib[:n]
+    da, db = a.state_delta[rows_a][:, sa], b.state_delta[rows_b][:, sb]
+    same_span = _state_spans(a)[rows_a] == _state_spans(b)[rows_b]
+    ok = np.isfinite(da) & np.isfinite(db) & same_span[:, None]
+    bad = ok & (da != db)
+    hit = np.flatnonzero(bad.any(axis=1))
+    if not hit.size:
+        return None
+    k = int(hit[0])
+    cols = np.flatnonzero(bad[k])
+    spans = _state_spans(a)[rows_a]
+    return {"step": int(a.step[rows_a][k]), "span": int(spans[k]),
+            "variables": [{"variable": a.var_name(int(a.state_index[sa[j]])), "layer": a.var_info(
+                int(a.state_index[sa[j]])).get("layer"), "advance_a": float(da[k, j]), "advance_b": float(db[k, j])}
+                for j in cols[:8]]}

@@ -35,7 +35,7 @@ _CAUSES = ("training_mode_mismatch", "layer_config_mismatch", "call_argument_mis
            "missing_gradient", "not_applied", "trainable_mismatch", "frozen_state", "numerics", "optimizer_mismatch",
            "regularization_mismatch", "misapplied_gradient", "repeated_step", "skipped_batches", "model_recreated",
            "loss_not_differentiated", "discarded_gradient", "weights_assigned",
-           "zero_gradient", "structure_mismatch")
+           "zero_gradient", "structure_mismatch", "random_draws")
 _SYMPTOMS = ("gradient_mismatch", "divergence")
 
 
@@ -186,6 +186,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     else:
         step_f, _s0 = ds.analyse_step0(a, b, al, hand)
         dep = ds.first_departure(a, b, al)
+        draws = ds.rng_draws_differ(a, b, al)
+        if draws is not None and (dep is None or draws["step"] <= int(dep["step"])):
+            findings.append(_draws_finding(draws))
         if dep is not None:
             first = int(dep["step"])
         if not step_f and dep is not None:
@@ -648,6 +651,26 @@ def _settings_not_yet_acting(f: Finding, steps: int, a: RunData, b: RunData, al:
         f.fix = ((f.fix or "").rstrip(".") + f". If the run without it clips by hand before the apply ({said} with the "
                  "same c), the runs are the same training: nothing to change (a clip that has not acted leaves "
                  "the steps alike, and one that acts is recognised as clipping by hand).")
+
+
+def _draws_finding(d: dict[str, Any]) -> Finding:
+    """The random generators advanced by other amounts at an aligned step (``ds.rng_draws_differ``)."""
+    v = d["variables"][0]
+    more = "b" if v["advance_b"] > v["advance_a"] else "a"
+    span = "" if d["span"] == 1 else f" (over the {d['span']} steps up to it)"
+    layers = sorted({str(x["layer"]) for x in d["variables"] if x.get("layer")})
+    return Finding(
+        "random_draws",
+        f"at step {d['step']} the random generator{'s' if len(d['variables']) > 1 else ''} of the runs' random "
+        f"layers advanced by other amounts{span}: {v['variable']} by {v['advance_a']:g} in run a, "
+        f"{v['advance_b']:g} in run b. Run {more} draws more random numbers per step: it calls the model (or a "
+        "Dropout, noise or augmentation layer) more often in training mode, e.g. a second forward pass for a "
+        "metric, so from this step on its random layers apply other masks than the other run's, and the losses "
+        "and gradients differ though the code computing them agrees.",
+        steps=[d["step"]], layers=layers[:8], variables=[x["variable"] for x in d["variables"]],
+        evidence={"rng_advance": d["variables"], "step": d["step"], "more_draws_in": more}, explains=1.0,
+        fix=(f"Call the model once per step in training mode in run {more}: compute metrics from the output of "
+             "the forward pass that makes the loss, or call the model with `training=False` for them (no draws)."))
 
 
 def _no_difference(subject: str, steps: int, tail: str) -> str:
