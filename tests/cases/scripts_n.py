@@ -882,3 +882,26 @@ def tape_dropout_metric_pass_first():
     """The same loop with an accuracy computed from another training-mode call made first: the
     Dropout masks of the loss's pass are the generator's second draw each step."""
     _loop_dropout(metric_pass=True)
+
+
+def _fit_regression(labels_f16: bool) -> None:
+    """A small regressor fitted on the diabetes targets shifted to around 100, the labels kept in
+    float32 or round-tripped through float16 (a 'memory-saving' column)."""
+    keras = _keras()
+    x, y = data.regression(STEPS * BATCH)
+    y = (y.reshape(-1, 1) * 30.0 + 100.0).astype("float32")
+    if labels_f16:
+        y = y.astype("float16").astype("float32")
+    keras.utils.set_random_seed(59)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=keras.losses.Huber())
+    _fit(model, x, y)
+
+
+def fit_regression_labels_f32():
+    _fit_regression(labels_f16=False)
+
+
+def fit_regression_labels_f16():
+    _fit_regression(labels_f16=True)

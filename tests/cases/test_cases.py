@@ -57,6 +57,9 @@ CASES = [
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),
+    # the same regression labels, rounded through float16 in one run
+    ("labels_rounded_float16", n12.fit_regression_labels_f32, n12.fit_regression_labels_f16, "diverged",
+     "data_mismatch"),
     # a second training-mode forward pass (for a metric) draws the Dropout masks the loss's pass would have
     ("dropout_metric_pass_first", n12.tape_dropout_one_pass, n12.tape_dropout_metric_pass_first, "diverged",
      "random_draws"),
@@ -1100,6 +1103,9 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["matches"].startswith("the ratio of the runs' learning rates"), text
         assert "adaptive optimizer" in (f.fix or ""), text
+    if _id == "labels_rounded_float16":  # the same rows rounded, not labels of other rows
+        f = report.findings[0]
+        assert "each rounded in one run" in f.summary and "float16" in (f.fix or ""), text
     if _id == "labels_shifted_one_row":
         assert "only the labels differ" in report.findings[0].summary, text
     if _id == "gan_fit_against_loop":  # one optimizer's steps, not micro-batches accumulated by hand

@@ -2021,11 +2021,41 @@ def _labels_of_other_losses(a: RunData, b: RunData, al: Alignment, bad: np.ndarr
                     "leaves out are not part of its step, so the label fingerprints differ while the batches "
                     "are the same.",
                     "Compute the same losses at every step in both runs; the inputs are already the same.", True)
+    rounded = _labels_rounded(a.y_fp[al.ia[bad]], b.y_fp[al.ib[bad]])
+    if rounded is not None:
+        return (f"The inputs are the same at each of these {bad.size} steps and only the labels differ, by about "
+                f"{rounded:.2g} of their spread: the same labels, each rounded in one run (stored at a lower "
+                "precision, such as a float16 column or array converted back to float32, or a coarser unit), not "
+                "other rows.",
+                "Keep the labels at the same precision in both runs (float32 throughout, no float16 round trip).",
+                False)
     return (f"The inputs are the same at each of these {bad.size} steps and only the labels differ (by no single "
             "scale or offset): one run pairs its inputs with other labels, e.g. labels sliced with an offset "
             "(`y[i + 1:j + 1]` against `x[i:j]`), shuffled apart from the inputs, or another label column.",
             "Take each batch's labels from the same rows as its inputs: slice x and y with the same indices, and "
             "shuffle them together (one permutation for both, or a `tf.data.Dataset` of (x, y) pairs).", False)
+
+
+_ROUNDED = 0.02  # label differences below this share of their spread: rounding, not other rows
+
+
+def _labels_rounded(fa: np.ndarray, fb: np.ndarray) -> float | None:
+    """The labels' fingerprints (``[sum, sum of squares, projection, count]`` per step) differ by a
+    small share of the labels' spread: the projection, which other rows or another order change
+    by about a third of ``spread * sqrt(n)``, moved by under ``_ROUNDED`` of it at every step (the
+    median share is returned). None when the counts differ or the labels do not vary."""
+    if fa.shape[-1] < 4 or fb.shape[-1] < 4:
+        return None
+    n = fa[:, 3]
+    if not (np.all(np.isfinite(n)) and np.all(n == fb[:, 3]) and np.all(n > 1)):
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = fa[:, 0] / n
+        spread = np.sqrt(np.maximum(fa[:, 1] / n - mean ** 2, 0.0)) * np.sqrt(n)
+        share = np.abs(fa[:, 2] - fb[:, 2]) / spread
+    if not np.all(np.isfinite(share) & (spread > 0)) or not np.all(share < _ROUNDED):
+        return None
+    return float(np.median(share))
 
 
 def _dataset_shuffle(run: RunData) -> dict[str, Any] | None:
