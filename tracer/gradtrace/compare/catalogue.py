@@ -620,7 +620,8 @@ _KINDS = [
         "with as many steps are named as a possible hand-written accumulation of k micro-batches per "
         "apply (a step records its last micro-batch), unless two optimizers take turns and only one's "
         "steps differ (a GAN's discriminator batch). The same inputs with other labels at every differing "
-        "step (labels sliced off their inputs, shuffled apart) are named as such, and the runs diverged.",
+        "step (labels sliced off their inputs, shuffled apart) are named as such, and the runs diverged; labels "
+        "that differ by under 2 % of their spread are the same labels rounded in one run (a float16 round trip).",
         "Feed both runs the same batches in the same order (no shuffle or the same shuffle seed) "
         "to compare them step by step.",
         rank=61,
