@@ -905,3 +905,37 @@ def fit_regression_labels_f32():
 
 def fit_regression_labels_f16():
     _fit_regression(labels_f16=True)
+
+
+def _loop_hand_l2(inside: bool) -> None:
+    """An L2 penalty on the kernels written by hand and added to the cross-entropy, computed inside
+    the tape, or before it opens (its value in the loss, no gradient)."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _net()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.1)
+
+    def penalty():
+        return 1e-2 * tf.add_n([tf.reduce_sum(tf.square(w)) for w in model.trainable_variables if len(w.shape) == 2])
+
+    @tf.function
+    def step(xb, yb):
+        if not inside:
+            l2 = penalty()
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True)) + (penalty() if inside else l2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_digits_l2_inside_tape():
+    _loop_hand_l2(inside=True)
+
+
+def tape_digits_l2_before_tape():
+    _loop_hand_l2(inside=False)

@@ -952,6 +952,27 @@ def analyse_step0(a: RunData, b: RunData, al: Alignment, hand: manual.Hand | Non
                     for i in range(len(s.names))}
         ok = list(dict.fromkeys(layer_of[s.names[i]] for i in same))
         off = list(dict.fromkeys(layer_of[n] for n in bad))
+        ndim = {s.names[i]: len(a.var_info(int(a.var_index[al.ja[i]])).get("shape") or []) for i in range(len(s.names))}
+        if set(ok) & set(off) and all(ndim[n] >= 2 for n in bad) and all(ndim[s.names[i]] <= 1 for i in same):
+            # Within the same layers the biases agree and the kernels do not: no cut between layers
+            # (that would part a layer's bias too) but a term on the kernels alone, a weight penalty,
+            # whose value both losses hold and whose gradient one run lacks.
+            out.append(Finding(
+                "gradient_mismatch",
+                f"same loss at step 0 (relative difference {s.loss_rel:.2g}), and within the same layers "
+                f"({', '.join(off[:4])}{', ...' if len(off) > 4 else ''}) the biases' gradients agree while the "
+                f"kernels' differ ({len(bad)} variable(s)): a term of the loss that depends on the kernels alone, "
+                "a weight penalty such as L2, is in both runs' loss values but differentiated in one run only. "
+                "Computed before the `tf.GradientTape` opened (or from `.numpy()` values, or under "
+                "`tape.stop_recording()`), it is a constant to the tape: it adds to the loss and nothing to the "
+                "gradients.",
+                steps=[s.step], variables=bad, layers=off[:8],
+                evidence={**ev, "layers_agree": ok, "layers_differ": off, "kernels_only": True},
+                fix=("Compute the penalty inside the `with tf.GradientTape()` block in both runs (or give the layers "
+                     "`kernel_regularizer=` and add `sum(model.losses)` to the loss inside the tape), so its "
+                     "gradient reaches the kernels."),
+                explains=1.0))
+            return out, s
         out.append(Finding(
             "gradient_mismatch",
             f"same loss at step 0 (relative difference {s.loss_rel:.2g}), and the gradients of {len(same)} "
