@@ -939,3 +939,33 @@ def tape_digits_l2_inside_tape():
 
 def tape_digits_l2_before_tape():
     _loop_hand_l2(inside=False)
+
+
+def _loop_bn_over(all_weights: bool) -> None:
+    """The BatchNormalization model trained in a tape loop over ``model.trainable_variables``, or over
+    ``model.weights`` (the moving statistics get None gradients, which Keras 3 skips with a warning)."""
+    keras, _base, model = _bn_base_and_head()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.SGD(0.1)
+    tf = _tf()
+    model(x[:1])
+
+    @tf.function
+    def step(xb, yb):
+        variables = model.weights if all_weights else model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def tape_bn_over_trainable_variables():
+    _loop_bn_over(all_weights=False)
+
+
+def tape_bn_over_all_weights():
+    _loop_bn_over(all_weights=True)

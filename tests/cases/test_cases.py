@@ -57,6 +57,9 @@ CASES = [
     # the penalties' gradients taken by a call of their own and added: the same training as fit()'s
     ("penalty_gradients_added_vs_fit", n12.fit_digits_l2_strong, n12.tape_penalty_gradients_added,
      "equivalent", None),
+    # gradients over model.weights: BatchNormalization's statistics get None and are written by their layer
+    ("bn_gradients_over_all_weights", n12.tape_bn_over_trainable_variables, n12.tape_bn_over_all_weights,
+     "equivalent", None),
     # a hand-written L2 penalty computed before the tape opens: in the loss, not in the gradients
     ("l2_penalty_before_tape", n12.tape_digits_l2_inside_tape, n12.tape_digits_l2_before_tape, "diverged",
      "gradient_mismatch"),
@@ -1106,6 +1109,8 @@ def test_case(traced, case):
         f = report.findings[0]
         assert f.evidence["matches"].startswith("the ratio of the runs' learning rates"), text
         assert "adaptive optimizer" in (f.fix or ""), text
+    if _id == "bn_gradients_over_all_weights":  # the layer's own writes are not the script's
+        assert not any(g.kind == "weights_assigned" for g in report.findings), text
     if _id == "l2_penalty_before_tape":  # kernels against biases of the same layers: a penalty, not a cut
         assert report.findings[0].evidence.get("kernels_only") is True, text
     if _id == "labels_rounded_float16":  # the same rows rounded, not labels of other rows

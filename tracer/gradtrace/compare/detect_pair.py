@@ -1564,8 +1564,14 @@ def _shown(names: list[str]) -> str:
 
 
 def assign_entry(run: RunData) -> dict[str, Any] | None:
-    """The run's ``weight_writes`` entry of the script's own assigns (``how="assign"``), if any."""
-    return next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
+    """The run's ``weight_writes`` entry of the script's own assigns (``how="assign"``), if any, with
+    its trainable variables only: a non-trainable one handed to the optimizer (gradients taken over
+    ``model.weights``: BatchNormalization's moving statistics get None) is written by its layer."""
+    w = next((w for w in run.meta.get("weight_writes") or [] if w.get("how") == "assign"), None)
+    if w is None:
+        return None
+    keep = [i for i in w.get("variables") or [] if run.var_info(int(i)).get("trainable") is not False]
+    return {**w, "variables": keep} if keep else None
 
 
 def weights_assigned(a: RunData, b: RunData, al: Alignment) -> Finding | None:
