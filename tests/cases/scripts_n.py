@@ -969,3 +969,27 @@ def tape_bn_over_trainable_variables():
 
 def tape_bn_over_all_weights():
     _loop_bn_over(all_weights=True)
+
+
+def _fit_sequence_regressor(per_step_output: bool) -> None:
+    """An LSTM regressor of one target per sequence (its sum), fitted with Keras mse; the LSTM left
+    with ``return_sequences=True`` (a prediction per time step, (N, T, 1) against (N, 1) labels)."""
+    import numpy as np
+
+    keras = _keras()
+    rng = np.random.default_rng(61)
+    xs = rng.normal(size=(STEPS * BATCH, 6, 1)).astype("float32")
+    y = (xs[:, :, 0].sum(1, keepdims=True) / np.sqrt(6)).astype("float32")
+    keras.utils.set_random_seed(61)
+    model = keras.Sequential([keras.Input((6, 1)), keras.layers.LSTM(8, return_sequences=per_step_output),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    _fit(model, xs, y)
+
+
+def fit_lstm_one_output_per_sequence():
+    _fit_sequence_regressor(per_step_output=False)
+
+
+def fit_lstm_return_sequences_left_on():
+    _fit_sequence_regressor(per_step_output=True)

@@ -320,7 +320,10 @@ _KINDS = [
         "Labels and predictions of different shapes ((N,) vs (N, 1)) were combined elementwise in "
         "the loss and broadcast to (N, N): the loss differs while the predictions are identical. In a "
         "step traced for any batch size (fit(), a custom train_step: shapes (None, 1) and (None,)) the "
-        "unknown sizes are the step's recorded batch size.",
+        "unknown sizes are the step's recorded batch size. `gradtrace check` also warns of a Keras loss that "
+        "compares entry by entry (mse, mae, Huber, binary cross-entropy, ...) given labels and predictions "
+        "that, as the loss lines them up, still broadcast one over an axis of the other ((N, 1) labels "
+        "against (N, T, 1) predictions: a recurrent layer left with `return_sequences=True`).",
         "Make the shapes agree before the loss: `y = tf.reshape(y, (-1, 1))` or "
         "`tf.squeeze(y_pred, -1)`; Keras losses do this for you.",
         rank=15,

@@ -733,6 +733,55 @@ def weights_reset(run: RunData) -> Finding | None:
             "several models or folds on purpose, trace each one as its own run.")
 
 
+# Keras losses that compare labels and predictions entry by entry (no class axis of their own).
+_ELEMENTWISE_LOSSES = frozenset({
+    "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
+    "Huber", "LogCosh", "BinaryCrossentropy", "BinaryFocalCrossentropy", "Hinge", "SquaredHinge", "Poisson"})
+
+
+def _keras_aligned(t: list[Any], p: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The shapes a Keras loss compares after ``squeeze_or_expand_to_same_rank`` (keras/src/losses/
+    loss.py; tf-keras's ``squeeze_or_expand_dimensions`` does the same): a rank-1 side expanded, or
+    a trailing axis of size 1 squeezed, when the ranks differ by one."""
+    t, p = list(t), list(p)
+    if len(t) == len(p) + 1 and t and t[-1] == 1:
+        if len(p) == 1:
+            p = [*p, 1]
+        else:
+            t = t[:-1]
+    elif len(p) == len(t) + 1 and p and p[-1] == 1:
+        if len(t) == 1:
+            t = [*t, 1]
+        else:
+            p = p[:-1]
+    return t, p
+
+
+def label_broadcast(run: RunData) -> dict[str, Any] | None:
+    """A Keras loss of the entry-by-entry kind whose labels and predictions, as the loss aligns
+    them, still differ in shape so that one side is broadcast over an axis of the other: ``(N, 1)``
+    labels against ``(N, T, 1)`` predictions (a recurrent layer left with ``return_sequences=True``)
+    fit every time step to the sequence's one label. Read from the first step's loss calls."""
+    if not run.loss_info:
+        return None
+    info = run.loss_info[min(run.loss_info)]
+    for call in (info.get("calls") or [info]):
+        cls, t, p = call.get("cls"), call.get("y_true_shape"), call.get("y_pred_shape")
+        if cls not in _ELEMENTWISE_LOSSES or not isinstance(t, list) or not isinstance(p, list) or t == p:
+            continue
+        at, ap = _keras_aligned(t, p)
+        n = max(len(at), len(ap))
+        rt, rp = [1] * (n - len(at)) + at, [1] * (n - len(ap)) + ap
+        over = [(i, side, size) for i, (x, y) in enumerate(zip(rt, rp, strict=True))
+                for side, small, size in (("labels", x, y), ("predictions", y, x))
+                if small == 1 and isinstance(size, int) and size > 1]
+        if over:
+            i, side, size = over[0]
+            return {"loss": cls, "y_true_shape": t, "y_pred_shape": p, "broadcast": side, "axis": i,
+                    "size": size, "step": int(min(run.loss_info))}
+    return None
+
+
 def regularization_said(n: int) -> str:
     """What a loss holding ``n`` x sum(model.losses) does with them."""
     return ("leaves them out" if n == 0 else "includes them once" if n == 1 else "adds them twice" if n == 2
@@ -1105,6 +1154,19 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "regularization losses).",
             steps=reg["steps"][:1], evidence=reg,
             fix=regularization_fix(n), explains=0.9))
+    lb = label_broadcast(run)
+    if lb and not said:
+        other = "predictions" if lb["broadcast"] == "labels" else "labels"
+        out.append(Finding(
+            "shape_broadcast", severity="warning",
+            summary=f"the Keras {lb['loss']} loss gets labels of shape {lb['y_true_shape']} and predictions of shape "
+            f"{lb['y_pred_shape']}: after the loss lines them up, the {lb['broadcast']} are repeated along axis "
+            f"{lb['axis']} (size {lb['size']}) of the {other}, so each of those {lb['size']} entries is fitted to "
+            "the same value. Most often a recurrent layer left with `return_sequences=True` (a prediction per "
+            "time step against one label per sequence), or labels missing an axis the model outputs.",
+            steps=[lb["step"]], evidence=lb, explains=0.9,
+            fix="Make the model's output the labels' shape: `return_sequences=False` on the last recurrent layer "
+                "(or pool/slice the time axis before the head), or give the labels the axis the predictions have."))
     neg = negated_loss(run)
     if neg:
         out.append(Finding(

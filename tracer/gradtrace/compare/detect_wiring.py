@@ -189,12 +189,14 @@ def _all_applied_zero(run: RunData, zero: set[int], nonzero: set[int]) -> Findin
         "first): nothing trains. The gradients are zeroed between tape.gradient and the apply (clipped to a "
         "bound of 0: `tf.clip_by_value(g, -c, c)` or `tf.clip_by_norm(g, c)` with c = 0, an integer cast of "
         "the bound such as `int(0.5)`; multiplied by a factor of 0), or the loss's own gradient is 0 (every "
-        "ReLU unit dead, a saturated output).",
+        "ReLU unit dead; a saturated sigmoid or softmax output, or predictions clipped with "
+        "`tf.clip_by_value(p, eps, 1 - eps)` where they saturate: the clip passes no gradient there).",
         variables=names, evidence={"zero_gradient": names, "every_trainable_variable": True,
                                    "recorded_steps": recorded}, explains=1.0,
         fix=("Print the clipping bound or factor applied to the gradients and make it positive (a float: "
              "`float(args.clip)`); if `tape.gradient` itself returns zeros, check for dead ReLU units and "
-             "saturated activations."))
+             "saturated activations (scale the inputs; compute cross-entropy from logits with "
+             "`from_logits=True` instead of clipping probabilities)."))
 
 
 def zero_gradient_run(run: RunData) -> Finding | None:
