@@ -993,3 +993,24 @@ def fit_lstm_one_output_per_sequence():
 
 def fit_lstm_return_sequences_left_on():
     _fit_sequence_regressor(per_step_output=True)
+
+
+def _fit_binary(coded_12: bool) -> None:
+    """A binary classifier of digit 0 against the rest, fitted with binary cross-entropy on labels
+    coded 0/1, or 1/2 (a class column taken as it came)."""
+    keras = _keras()
+    x, y = _digits_slice()
+    y = (y == 0).astype("float32") + (1.0 if coded_12 else 0.0)
+    keras.utils.set_random_seed(67)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.BinaryCrossentropy())
+    _fit(model, x, y)
+
+
+def fit_binary_labels_01():
+    _fit_binary(coded_12=False)
+
+
+def fit_binary_labels_12():
+    _fit_binary(coded_12=True)

@@ -1133,6 +1133,9 @@ CHECKS = [
     ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
     ("numpy_round_trip_zero_gradients", n12.tape_numpy_round_trip_zeros, "diverged", "zero_gradient"),
     ("loss_negated", n12.tape_digits_loss_negated, "diverged", "gradient_sign"),
+    # binary cross-entropy on labels coded 1/2
+    ("binary_labels_coded_12", n12.fit_binary_labels_12, "diverged", "loss_mismatch"),
+    ("binary_labels_coded_01", n12.fit_binary_labels_01, "equivalent", None),
     # (N, 1) labels against (N, T, 1) predictions in Keras mse: return_sequences=True left on
     ("lstm_return_sequences_left_on", n12.fit_lstm_return_sequences_left_on, "diverged", "shape_broadcast"),
     ("lstm_one_output_per_sequence", n12.fit_lstm_one_output_per_sequence, "equivalent", None),

@@ -111,7 +111,9 @@ _KINDS = [
         "cross-entropy: the targets' entropy): context too. The sparse and the categorical "
         "cross-entropy, each on its own label encoding (integer labels, one-hot rows of the predictions' "
         "shape; no label smoothing, no ignored class), are one loss: context, even where the steps "
-        "cannot be compared.",
+        "cannot be compared. `gradtrace check` makes a binary cross-entropy given labels outside [0, 1] "
+        "(coded 1/2, -1/1, 0/255; read from the label fingerprints: their sum of squares exceeds their sum) "
+        "an error.",
         "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
         "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
         rank=6,

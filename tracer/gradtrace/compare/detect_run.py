@@ -782,6 +782,34 @@ def label_broadcast(run: RunData) -> dict[str, Any] | None:
     return None
 
 
+_BINARY_LOSSES = frozenset({"BinaryCrossentropy", "BinaryFocalCrossentropy"})
+
+
+def binary_labels_out_of_range(run: RunData) -> dict[str, Any] | None:
+    """A binary cross-entropy whose labels are not all in [0, 1], read from the label fingerprints
+    of the first steps (``[sum, sum of squares, projection, count]``): labels in [0, 1] have
+    ``y**2 <= y``, so their sum of squares never exceeds their sum, nor is their sum negative.
+    Every step checked (the first 16 with a single binary loss call and labels recorded) must
+    show it (labels coded 1/2, -1/1 or 0/255)."""
+    steps = []
+    for i in range(min(run.n_steps, 16)):
+        step = int(run.step[i])
+        info = run.loss_info.get(step) or {}
+        if info.get("cls") not in _BINARY_LOSSES or len(info.get("calls") or []) > 1:
+            continue
+        fp = run.y_fp[i]
+        if not np.all(np.isfinite(fp[:4])) or fp[3] < 1:
+            continue
+        total, squares, n = float(fp[0]), float(fp[1]), int(fp[3])
+        tol = 1e-4 * max(1.0, abs(total))
+        if not (total < -tol or squares > total + tol):
+            return None
+        steps.append({"step": step, "mean": total / n, "mean_square": squares / n})
+    if not steps or (run.meta.get("extra") or {}).get("labels_inferred"):
+        return None
+    return {"loss": run.loss_info[steps[0]["step"]].get("cls"), "steps": steps[:8], "checked": len(steps)}
+
+
 def regularization_said(n: int) -> str:
     """What a loss holding ``n`` x sum(model.losses) does with them."""
     return ("leaves them out" if n == 0 else "includes them once" if n == 1 else "adds them twice" if n == 2
@@ -1167,6 +1195,20 @@ def single_run_findings(run: RunData) -> list[Finding]:
             steps=[lb["step"]], evidence=lb, explains=0.9,
             fix="Make the model's output the labels' shape: `return_sequences=False` on the last recurrent layer "
                 "(or pool/slice the time axis before the head), or give the labels the axis the predictions have."))
+    blr = binary_labels_out_of_range(run)
+    if blr:
+        first = blr["steps"][0]
+        out.append(Finding(
+            "loss_mismatch",
+            summary=f"the Keras {blr['loss']} got labels outside [0, 1] at each of the {blr['checked']} steps checked "
+            f"(step {first['step']}: mean {first['mean']:.4g}, mean square {first['mean_square']:.4g}; labels in "
+            "[0, 1] have a mean square no larger than their mean): a binary cross-entropy reads each label as the "
+            "probability of the positive class, so labels coded 1/2, -1/1 or 0/255 make a loss whose minimum "
+            "is not at the right predictions.",
+            steps=[first["step"]], evidence=blr, explains=1.0,
+            fix="Map the labels to 0 and 1 before the loss (`y - 1` for labels coded 1/2, `(y > 0)` for -1/1, "
+                "`y / 255` for 0/255), or use a loss made for their coding (sparse categorical cross-entropy for "
+                "class indices)."))
     neg = negated_loss(run)
     if neg:
         out.append(Finding(
