@@ -1014,3 +1014,36 @@ def fit_binary_labels_01():
 
 def fit_binary_labels_12():
     _fit_binary(coded_12=True)
+
+
+def _autoencoder_loop(decoder_trained: bool) -> None:
+    """A digits autoencoder (encoder and decoder two Sequential models) trained with Keras mse in a
+    tf.function loop over the encoder's and the decoder's variables, or the encoder's only."""
+    tf = _tf()
+    keras = _keras()
+    x, _y = _digits_slice()
+    keras.utils.set_random_seed(71)
+    encoder = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(8)])
+    decoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                keras.layers.Dense(64, activation="sigmoid")])
+    mse = keras.losses.MeanSquaredError()
+    opt = keras.optimizers.Adam(1e-2)
+    variables = encoder.trainable_variables + (decoder.trainable_variables if decoder_trained else [])
+
+    @tf.function
+    def step(xb):
+        with tf.GradientTape() as tape:
+            loss = mse(xb, decoder(encoder(xb, training=True), training=True))
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+
+    for i in range(0, len(x), BATCH):
+        step(x[i:i + BATCH])
+
+
+def tape_autoencoder_both_trained():
+    _autoencoder_loop(decoder_trained=True)
+
+
+def tape_autoencoder_decoder_left_out():
+    _autoencoder_loop(decoder_trained=False)

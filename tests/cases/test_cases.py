@@ -1133,6 +1133,9 @@ CHECKS = [
     ("head_fine_tuned_after_fit", n12.fit_then_head_fine_tuned, "equivalent", None),
     ("numpy_round_trip_zero_gradients", n12.tape_numpy_round_trip_zeros, "diverged", "zero_gradient"),
     ("loss_negated", n12.tape_digits_loss_negated, "diverged", "gradient_sign"),
+    # an autoencoder whose decoder's variables are left out of tape.gradient and apply_gradients
+    ("autoencoder_decoder_left_out", n12.tape_autoencoder_decoder_left_out, "diverged", "missing_gradient"),
+    ("autoencoder_both_trained", n12.tape_autoencoder_both_trained, "equivalent", None),
     # binary cross-entropy on labels coded 1/2
     ("binary_labels_coded_12", n12.fit_binary_labels_12, "diverged", "loss_mismatch"),
     ("binary_labels_coded_01", n12.fit_binary_labels_01, "equivalent", None),

@@ -571,6 +571,7 @@ class _ThreadState(threading.local):
         self.tape_active = False  # a gradient tape recorded when the outermost guard() was entered
         # the latest root model calls' outputs under a tape, newest last (see _Probe.swapped)
         self.outputs: collections.deque[list[Any]] = collections.deque(maxlen=8)
+        self.output_models: collections.deque[str] = collections.deque(maxlen=8)  # their models' names
 
 
 class _Window:
@@ -1014,6 +1015,7 @@ class _Probe:
         eager = tf.executing_eagerly()
         if under_tape:
             self.tls.outputs.append(_tensors_of(outputs))  # held: their ids stay theirs
+            self.tls.output_models.append(str(getattr(model, "name", "") or type(model).__name__))
         if eager:
             if not under_tape:
                 return  # not under a tape: inference, not an optimizer step
@@ -1141,6 +1143,17 @@ class _Probe:
             self.probabilities[key] = result
         return result
 
+    def pred_model(self, y_pred: Any) -> str | None:
+        """The name of the root model (called under the tape, among the latest) whose output is
+        ``y_pred`` itself, or None (a tensor computed from it, or no model's output)."""
+        p = _first_tensor(y_pred)
+        if p is None:
+            return None
+        for outs, name in zip(reversed(self.tls.outputs), reversed(self.tls.output_models), strict=False):
+            if any(id(o) == id(p) for o in outs):
+                return name
+        return None
+
     def swapped(self, y_true: Any, y_pred: Any) -> bool:
         """The loss got the model's output as ``y_true`` and something else (the labels) as
         ``y_pred``: ``loss(pred, y)``, PyTorch's ``loss(input, target)`` order. Read from the
@@ -1165,10 +1178,13 @@ class _Probe:
                       under_tape: bool) -> None:
         """One Keras loss call of the step: into loss_info (and its labels' fingerprint: the
         labels wherever they were passed, see :meth:`swapped`)."""
-        labels = y_true
+        labels, pred = y_true, y_pred
         if self.swapped(y_true, y_pred):
             call["swapped"] = True
-            labels = y_pred
+            labels, pred = y_pred, y_true
+        maker = self.pred_model(pred)
+        if maker is not None:
+            call["pred_model"] = maker
         # Every Keras loss the step calls under its tape (a multi-output model calls one per
         # output), in order; the record's own fields describe the last. A call outside any
         # tape (validation, a loss printed before the step) is replaced by the step's own.

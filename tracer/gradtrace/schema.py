@@ -430,6 +430,9 @@ class LossCall(_Model):
     # to 1 for a categorical loss), or not (False: values outside [0, 1], logits); None inside a
     # tf.function (``pred_activation`` says it there) or not measured. Measured on a loss's first call.
     pred_probabilities: bool | None = None
+    # The root model whose output the loss took as its predictions (its name), when y_pred is that
+    # output itself.
+    pred_model: Annotated[str, Field(max_length=1000)] | None = None
 
 
 class LossInfo(LossCall):

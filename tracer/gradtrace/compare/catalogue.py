@@ -183,7 +183,7 @@ _KINDS = [
         "variables\"). The variables of a model no optimizer of the run was given (a mean teacher or a "
         "target network written by assign) are not counted. `gradtrace check` also warns of variables "
         "created with `trainable=False` that tape.gradient was asked for (a tape does not watch them: "
-        "None, often dropped by the script before apply_gradients).",
+        "None, often dropped by the script before apply_gradients). It also warns of a model whose output the Keras loss takes as its predictions while none of its trainable variables is given to an optimizer or written by the script (a decoder left out of the variables handed to tape.gradient).",
         "Differentiate with respect to `model.trainable_variables` and make sure every variable "
         "takes part in the loss (no `tf.stop_gradient`, no numpy round trip inside the tape).",
         rank=10,

@@ -111,6 +111,38 @@ def untrained_variables(run: RunData) -> set[int]:
             for v in m.get("variables") or []}
 
 
+def untrained_predictor(run: RunData) -> Finding | None:
+    """``gradtrace check``: a model no optimizer of the run updates (``untrained_models``) whose
+    output the step's Keras loss takes as its predictions (``pred_model`` of the first step's loss
+    calls) and that holds trainable variables no script writes (a target network or a teacher feeds
+    the labels' side, or is written by assign). The loss's gradient flows through it to the trained
+    model, but its own weights never move: a decoder left out of ``tape.gradient``'s list."""
+    models = [m for m in run.meta.get("untrained_models") or [] if isinstance(m, dict) and m.get("variables")]
+    if not models or not run.loss_info:
+        return None
+    info = run.loss_info[min(run.loss_info)]
+    makers = {c.get("pred_model") for c in (info.get("calls") or [info]) if isinstance(c, dict)}
+    written = {int(i) for w in run.meta.get("weight_writes") or [] for i in w.get("variables") or []}
+    for m in models:
+        trainable = [int(v) for v in m["variables"] if run.var_info(int(v)).get("trainable") is not False]
+        if m.get("name") not in makers or not trainable or set(trainable) & written:
+            continue
+        names = [run.var_name(v) for v in trainable]
+        return Finding(
+            "missing_gradient", severity="warning",
+            summary=f"the loss takes the output of model '{m['name']}' as its predictions, yet none of its "
+            f"{len(trainable)} trainable variable(s) ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}) "
+            "is given to an optimizer or written by the script: the gradient passes through it to the model "
+            "that trains, and its own weights stay as initialized (a decoder or head left out of the variables "
+            "handed to tape.gradient and apply_gradients).",
+            steps=[int(min(run.loss_info))], variables=names[:16],
+            evidence={"model": m.get("name"), "variables": names}, explains=0.9,
+            fix=(f"Differentiate and apply the variables of '{m['name']}' too (e.g. `encoder.trainable_variables + "
+                 "decoder.trainable_variables`, or the outer model's `trainable_variables`); if it is fixed on "
+                 f"purpose (a pretrained loss network), set `{m['name']}.trainable = False`."))
+    return None
+
+
 def outside_steps_run(run: RunData) -> Finding | None:
     """``gradtrace check``: layers of one run that ran in training mode outside its steps.
 

@@ -357,8 +357,8 @@ def check_run(run: RunData) -> Report:
     outside = do.outside_steps_run(run)
     if outside:
         findings.append(outside)
-    findings += [f for f in (dp.weights_dropped_run(run), dr.unfreeze_ignored(run), dr.weights_reset(run))
-                 if f is not None]
+    findings += [f for f in (dp.weights_dropped_run(run), dr.unfreeze_ignored(run), dr.weights_reset(run),
+                             do.untrained_predictor(run)) if f is not None]
     findings.sort(key=lambda f: f.sort_key())
     bad = any(f.severity in ("error", "warning") for f in findings)
     steps = [s for f in findings if f.severity != "info" for s in f.steps]
