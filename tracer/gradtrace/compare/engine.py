@@ -187,7 +187,12 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         step_f, _s0 = ds.analyse_step0(a, b, al, hand)
         dep = ds.first_departure(a, b, al)
         draws = ds.rng_draws_differ(a, b, al)
-        if draws is not None and (dep is None or draws["step"] <= int(dep["step"])):
+        # Random layers called in training mode outside the steps, or in another mode, or with
+        # other arguments, already say why the generators advance differently.
+        named = any(f.severity in ("error", "warning") and f.kind in (
+            "training_outside_steps", "training_mode_mismatch", "layer_config_mismatch", "call_argument_mismatch",
+            "structure_mismatch") for f in findings)
+        if draws is not None and not named and (dep is None or draws["step"] <= int(dep["step"])):
             findings.append(_draws_finding(draws))
         if dep is not None:
             first = int(dep["step"])
