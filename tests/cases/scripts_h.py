@@ -534,11 +534,11 @@ def _digits_small(seed: int = 641):
     return keras.Sequential([keras.Input((64,)), keras.layers.Dense(20, activation="relu"), keras.layers.Dense(10)])
 
 
-def tape_dataset_shuffled_once():
-    """One fixed shuffled order (reshuffle_each_iteration=False) for the three epochs."""
+def _loop_dataset(reshuffle: bool):
+    """Three epochs of a tf.function tape loop over the shuffled pipeline."""
     tf = _tf()
     keras = _keras()
-    ds = _shuffled_ds(False)
+    ds = _shuffled_ds(reshuffle)
     model = _digits_small()
     opt = keras.optimizers.SGD(0.2, momentum=0.8)
     ce = _sparse_ce()
@@ -553,28 +553,17 @@ def tape_dataset_shuffled_once():
     for _epoch in range(3):
         for xb, yb in ds:
             step(xb, yb)
+
+
+def tape_dataset_shuffled_once():
+    """One fixed shuffled order (reshuffle_each_iteration=False) for the three epochs."""
+    _loop_dataset(reshuffle=False)
 
 
 def tape_dataset_reshuffled_each_epoch():
     """The loop over the pipeline with reshuffle_each_iteration=True, as fit() is given it: the first
     epoch matches fit()'s, later ones take other orders of the same seed stream."""
-    tf = _tf()
-    keras = _keras()
-    ds = _shuffled_ds(True)
-    model = _digits_small()
-    opt = keras.optimizers.SGD(0.2, momentum=0.8)
-    ce = _sparse_ce()
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = ce(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for _epoch in range(3):
-        for xb, yb in ds:
-            step(xb, yb)
+    _loop_dataset(reshuffle=True)
 
 
 def fit_dataset_order_materialised():

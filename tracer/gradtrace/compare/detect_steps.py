@@ -1629,6 +1629,24 @@ def _state_spans(run: RunData) -> np.ndarray:
     return spans
 
 
+def _paired_state_deltas(a: RunData, b: RunData, al: Alignment, rng: bool) -> tuple[Any, ...] | None:
+    """The paired state variables' recorded changes at the aligned steps, random generators only
+    (``rng``) or none of them: ``(sa, sb, rows_a, delta_a, delta_b, comparable)``, or None. A
+    recorded change spans the steps since that run's previous recorded one (state is read on full
+    steps only, and each run chooses its own cadence): comparable where both spans agree."""
+    n = al.aligned_steps
+    if n < 1 or al.stochastic or a.state_delta is None or b.state_delta is None or not al.sa.size:
+        return None
+    keep = (a.rng[al.sa] & b.rng[al.sb]) if rng else ~(a.rng[al.sa] | b.rng[al.sb])
+    sa, sb = al.sa[keep], al.sb[keep]
+    if not sa.size:
+        return None
+    rows_a, rows_b = al.ia[:n], al.ib[:n]
+    da, db = a.state_delta[rows_a][:, sa], b.state_delta[rows_b][:, sb]
+    same_span = _state_spans(a)[rows_a] == _state_spans(b)[rows_b]
+    return sa, sb, rows_a, da, db, np.isfinite(da) & np.isfinite(db) & same_span[:, None]
+
+
 def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
     """The first aligned step at which paired non-trainable state (BatchNormalization's moving
     statistics; random generators excluded) changed by different amounts in the two runs.
@@ -1637,19 +1655,10 @@ def state_departs(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | Non
     span of steps (the first ``HEAD``), with a tolerance of ``max(16 x the measured float noise, STATE_REL)``.
     Returns ``{"step", "steps_compared", "variables": [{"variable", "delta_a", "delta_b"}]}``.
     """
-    n = al.aligned_steps
-    if n < 1 or al.stochastic or a.state_delta is None or b.state_delta is None or not al.sa.size:
+    got = _paired_state_deltas(a, b, al, rng=False)
+    if got is None:
         return None
-    keep = ~(a.rng[al.sa] | b.rng[al.sb])
-    sa, sb = al.sa[keep], al.sb[keep]
-    if not sa.size:
-        return None
-    rows_a, rows_b = al.ia[:n], al.ib[:n]
-    da, db = a.state_delta[rows_a][:, sa], b.state_delta[rows_b][:, sb]
-    # A recorded change spans the steps since that run's previous recorded one (state is read
-    # on full steps only, and each run chooses its own cadence): compared where both spans agree.
-    same_span = _state_spans(a)[rows_a] == _state_spans(b)[rows_b]
-    ok = np.isfinite(da) & np.isfinite(db) & same_span[:, None]
+    sa, sb, rows_a, da, db, ok = got
     if not ok.any():
         return None
     steps = a.step[rows_a]
@@ -1676,17 +1685,10 @@ def rng_draws_differ(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | 
     extra random op), so from then on the random layers apply other masks even where both
     started from the same seed. Compared where both runs recorded the change over the same span.
     """
-    n = al.aligned_steps
-    if n < 1 or al.stochastic or a.state_delta is None or b.state_delta is None or not al.sa.size:
+    got = _paired_state_deltas(a, b, al, rng=True)
+    if got is None:
         return None
-    keep = a.rng[al.sa] & b.rng[al.sb]
-    sa, sb = al.sa[keep], al.sb[keep]
-    if not sa.size:
-        return None
-    rows_a, rows_b = al.ia[:n], al.ib[:n]
-    da, db = a.state_delta[rows_a][:, sa], b.state_delta[rows_b][:, sb]
-    same_span = _state_spans(a)[rows_a] == _state_spans(b)[rows_b]
-    ok = np.isfinite(da) & np.isfinite(db) & same_span[:, None]
+    sa, _sb, rows_a, da, db, ok = got
     bad = ok & (da != db)
     hit = np.flatnonzero(bad.any(axis=1))
     if not hit.size:
