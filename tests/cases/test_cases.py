@@ -1124,6 +1124,7 @@ def test_case(traced, case):
     if _id == "reshuffled_alike_fit_vs_loop":  # both pipelines alike: the iterators, not the arguments
         said = " ".join(g.summary + " " + (g.fix or "") for g in report.findings if g.kind == "data_mismatch")
         assert "created a different number of iterators" in said and "reshuffle_each_iteration=False" in said, text
+        assert "verdict: EQUIVALENT up to step " in text, text  # how far the verdict reaches, where it is read
     if _id == "reshuffled_each_epoch":  # the argument that differs, not the seed both share
         f = report.findings[0]
         assert "reshuffle_each_iteration=False in run a, True in run b" in (f.fix or ""), text

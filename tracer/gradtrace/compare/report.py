@@ -35,6 +35,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _as_far_as(d: dict[str, Any]) -> str:
+    """An equivalent verdict that rests on the steps before the runs' batches part: say how far."""
+    if d["verdict"] != "equivalent":
+        return ""
+    dm = next((f for f in d["findings"] if f["kind"] == "data_mismatch"), None)
+    first = (dm or {}).get("evidence", {}).get("first_step")
+    if not isinstance(first, int) or first <= 0:
+        return ""
+    return f" up to step {first - 1} (the runs saw other batches from step {first} on: see data_mismatch)"
+
+
 def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> str:
     """The human summary: verdict, first divergent step, ranked findings with evidence and fix.
 
@@ -54,7 +65,7 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
         lines.append(f"check  {a['name']} ({a['id']}, {a['steps']} steps{state(a)})")
     lines.append("")
     if b:
-        lines.append(f"verdict: {d['verdict'].upper()}")
+        lines.append(f"verdict: {d['verdict'].upper()}" + _as_far_as(d))
     else:
         result = {"equivalent": "OK (no single-run findings)",
                   "not_comparable": "NOTHING TO CHECK: no optimizer step recorded (exit code 1)"}
