@@ -1047,3 +1047,27 @@ def tape_autoencoder_both_trained():
 
 def tape_autoencoder_decoder_left_out():
     _autoencoder_loop(decoder_trained=False)
+
+
+def fit_digits_adam_global_clipnorm_unreached():
+    """Adam with ``global_clipnorm=100.0``, a bound the digits' gradients never reach."""
+    _fit_net_with(_keras().optimizers.Adam(0.01, global_clipnorm=100.0))
+
+
+def _loop_clip_by_hand(function: bool) -> None:
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(_net(), keras.optimizers.Adam(0.01), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y,
+          then=lambda grads: tf.clip_by_global_norm(grads, 100.0)[0], function=function)
+
+
+def tape_digits_clip_by_global_norm_unreached():
+    """The same bound applied by hand with ``tf.clip_by_global_norm`` in a tf.function step."""
+    _loop_clip_by_hand(function=True)
+
+
+def tape_digits_clip_by_global_norm_unreached_eagerly():
+    """The same, eagerly."""
+    _loop_clip_by_hand(function=False)

@@ -63,6 +63,11 @@ CASES = [
     # a hand-written L2 penalty computed before the tape opens: in the loss, not in the gradients
     ("l2_penalty_before_tape", n12.tape_digits_l2_inside_tape, n12.tape_digits_l2_before_tape, "diverged",
      "gradient_mismatch"),
+    # global_clipnorm in fit() against tf.clip_by_global_norm by hand, a bound neither reaches
+    ("clip_unreached_by_hand", n12.fit_digits_adam_global_clipnorm_unreached,
+     n12.tape_digits_clip_by_global_norm_unreached, "equivalent", None),
+    ("clip_unreached_by_hand_eagerly", n12.fit_digits_adam_global_clipnorm_unreached,
+     n12.tape_digits_clip_by_global_norm_unreached_eagerly, "equivalent", None),
     # the same regression labels, rounded through float16 in one run
     ("labels_rounded_float16", n12.fit_regression_labels_f32, n12.fit_regression_labels_f16, "diverged",
      "data_mismatch"),
@@ -1113,6 +1118,9 @@ def test_case(traced, case):
         assert not any(g.kind == "weights_assigned" for g in report.findings), text
     if _id == "l2_penalty_before_tape":  # kernels against biases of the same layers: a penalty, not a cut
         assert report.findings[0].evidence.get("kernels_only") is True, text
+    if _id in ("clip_unreached_by_hand", "clip_unreached_by_hand_eagerly"):  # the hand clip recorded, not guessed
+        f = next(g for g in report.findings if g.kind == "optimizer_mismatch")
+        assert "clipped_by_hand" in f.evidence and f.severity == "info", text
     if _id == "labels_rounded_float16":  # the same rows rounded, not labels of other rows
         f = report.findings[0]
         assert "each rounded in one run" in f.summary and "float16" in (f.fix or ""), text

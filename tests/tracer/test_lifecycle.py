@@ -122,6 +122,9 @@ def _patched_attributes():
         "lso.apply": LossScaleOptimizer.__dict__["apply"],
         "adam.apply": keras.optimizers.Adam.__dict__.get("apply", "missing"),
         "make_train_function": TensorFlowTrainer.__dict__["make_train_function"],
+        "tape.__enter__": tf.GradientTape.__dict__["__enter__"],
+        "clip_by_global_norm": vars(tf)["clip_by_global_norm"],
+        "clip_by_norm": vars(tf)["clip_by_norm"],
     }
 
 
@@ -133,6 +136,7 @@ def test_nested_scopes_and_exact_restoration(db_url, read_run):
         tape_train(model, opt, x, y, 2)
         inside = _patched_attributes()
         assert inside["gradient"] is not before["gradient"]
+        assert inside["clip_by_global_norm"] is not before["clip_by_global_norm"]
         with gradtrace.trace(run="inner", store=db_url) as inner:
             tape_train(model, opt, x, y, 3)
         assert _patched_attributes() == inside  # the inner exit did not unpatch the outer

@@ -743,3 +743,30 @@ def test_loss_details_the_schema_does_not_take_are_dropped_not_the_step():
     assert info is not None and info.cls == "MeanSquaredError" and info.per_sample_count == 8
     assert info.calls is not None and info.calls[0].cls == "MeanSquaredError"
     assert _loss_info({"cls": "MeanSquaredError", "per_sample_count": "many"}) is None  # a value of another type
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_gradients_clipped_by_hand_are_recorded(db, compiled):
+    """``tf.clip_by_global_norm`` called on the gradients (eagerly: the patched function; inside a
+    tf.function also read from the name scopes between the tape and the apply, which catches
+    ``tf.clip_by_value`` too)."""
+    x, y = _data()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(1)])
+    opt = keras.optimizers.SGD(0.01)
+
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(xb, training=True)[:, 0] - yb))
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads, _ = tf.clip_by_global_norm(grads, 10.0)
+        grads = [tf.clip_by_value(g, -5.0, 5.0) for g in grads]
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+    run = tf.function(step) if compiled else step
+    with gradtrace.trace(run="clip", store=db):
+        for _ in range(2):
+            run(x, y)
+    _steps, meta = _run(db, "clip")
+    want = ["clip_by_global_norm", "clip_by_value"] if compiled else ["clip_by_global_norm"]
+    assert meta["extra"].get("hand_clipping") == want, meta["extra"]

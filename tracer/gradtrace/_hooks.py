@@ -1340,6 +1340,8 @@ def _before(run: Run, opt: Any, grads: list[Any], tvars: list[Any], flavour: str
         others += [v for v in tape.variables if var_key(v) not in known and bool(getattr(v, "trainable", True))]
     all_vars = list(tvars) + others
     mode = execution_mode()
+    if mode != "eager" and flavour != "manual":
+        guard(run, "hand clipping", lambda: _note_hand_clipping(run, list(grads)))
     if tape is not None:
         if tape.by_hand and flavour != "manual":
             run.warn_once(
@@ -1433,6 +1435,31 @@ def _record_replaced(run: Run, variables: list[Any]) -> None:
     new = [i for i in (run.var_index(v) for v in variables) if i not in known]
     if new:
         run.update_meta(replaced_none_gradients=sorted(known | set(new)))
+
+
+# TensorFlow's clipping functions and the name scopes their ops carry (tensorflow/python/ops/
+# clip_ops.py clip_by_global_norm, clip_by_norm, clip_by_value each open ops.name_scope(name or ...)).
+_HAND_CLIPS = ("clip_by_global_norm", "clip_by_norm", "clip_by_value")
+
+
+def _note_hand_clipping(run: Run, grads: list[Any]) -> None:
+    """Inside a graph, once per trace: which of TensorFlow's clipping functions the gradients
+    handed to the optimizer came out of (``RunInfo.extra["hand_clipping"]``), read from the name
+    scopes of the ops that only rescale, clip, cast or copy them (:data:`_PASS_OPS`) back from
+    the applied tensor. A clip that never acts leaves the steps unchanged; this says it is there."""
+    found: set[str] = set()
+    for g in grads:
+        t = g.values if hasattr(g, "indices") and hasattr(g, "values") else g
+        for _ in range(_PASS_DEPTH):
+            op = getattr(t, "op", None)
+            if op is None:
+                break
+            found.update(k for k in _HAND_CLIPS if k in str(getattr(op, "name", "")))
+            if getattr(op, "type", None) not in _PASS_OPS or not op.inputs:
+                break
+            t = max(op.inputs, key=lambda x: x.shape.num_elements() if x.shape.is_fully_defined() else -1)
+    if found:
+        run.note_hand_clipping(found)
 
 
 def _derived_source(g: Any, own: dict[int, Any], by_id: dict[int, list[int]]) -> list[int] | None:

@@ -686,6 +686,7 @@ class _Probe:
         self.loss_wrapped: dict[int, Any] = {}
         self.probabilities: dict[Any, bool | None] = {}  # loss -> LossCall.pred_probabilities
         self.called: set[int] = set()  # id(layer) of every layer note_first_call has seen
+        self.hand_clips: set[str] = set()  # TensorFlow clipping functions the script called (_install_clips)
         self.call_order: list[str] = []  # layer names, in the order of their first call
         self.meta_done: dict[int, tuple[Any, ...]] = {}  # id(model) -> its compile() containers
         self.model_classes: tuple[type, ...] = ()
@@ -1800,6 +1801,32 @@ def _install_tape(probe: _Probe) -> None:
     probe.patch(tf.GradientTape, "__enter__", make_enter)
 
 
+def _install_clips(probe: _Probe) -> None:
+    """``tf.clip_by_global_norm`` and ``tf.clip_by_norm`` (tensorflow/python/ops/clip_ops.py), called
+    by the script: gradients clipped by hand, eagerly or while a function is traced, recorded in
+    ``RunInfo.extra["hand_clipping"]`` (inside a graph the apply hook also reads the clips' name
+    scopes, ``tf.clip_by_value`` included, see ``_hooks._note_hand_clipping``). A clip that never
+    acts leaves the steps as they are; this says it is there. One set lookup per call."""
+    import tensorflow as tf
+
+    def make(kind: str) -> Callable[[Any], Callable[..., Any]]:
+        def make_clip(original: Callable[..., Any]) -> Callable[..., Any]:
+            def clip(*args: Any, **kwargs: Any) -> Any:
+                if kind not in probe.hand_clips and probe.here():
+                    with probe.guard():
+                        probe.hand_clips.add(kind)
+                        note = getattr(probe.run, "note_hand_clipping", None)  # optional for a minimal run
+                        if note is not None:
+                            note({kind})
+                return original(*args, **kwargs)
+            return clip
+        return make_clip
+
+    for kind in ("clip_by_global_norm", "clip_by_norm"):
+        if callable(getattr(tf, kind, None)):
+            probe.patch(tf, kind, make(kind))
+
+
 def _install_keras3(probe: _Probe) -> None:
     from keras.src.layers import layer as k_layer
     from keras.src.losses import loss as k_loss
@@ -2351,6 +2378,7 @@ def install(run: Any) -> Callable[[], None]:
     probe = _Probe(run)
     probe._publish_call_args({})  # recorded: a layer not listed was called with its defaults
     _install_tape(probe)
+    _install_clips(probe)
     try:
         _install_keras3(probe)
     except ImportError as exc:

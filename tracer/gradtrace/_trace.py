@@ -278,6 +278,15 @@ class Run:
         with self._lock:
             self.info.extra.update(plain)
 
+    def note_hand_clipping(self, kinds: set[str]) -> None:
+        """TensorFlow clipping functions the script applied to its gradients by hand, merged into
+        ``RunInfo.extra["hand_clipping"]``."""
+        with self._lock:
+            known = set(self.info.extra.get("hand_clipping") or [])
+            if kinds <= known:
+                return
+            self.info.extra["hand_clipping"] = sorted(known | kinds)
+
     def register_model(self, model: Any) -> None:
         """A root model this run trains: its variables join the inventory (and state tracking)."""
         with self._lock:

@@ -634,6 +634,14 @@ def _settings_not_yet_acting(f: Finding, steps: int, a: RunData, b: RunData, al:
         if any(k.startswith("hand_written") for k in f.evidence):
             f.fix = "Nothing to change: the hand-written update made the other optimizer's updates at every aligned step."
         return
+    by_hand = _clipped_by_hand(live, a, b)
+    if by_hand:
+        _as_context(f, f"{by_hand} Neither clip acted on these steps: the losses, gradients and updates agree at "
+                    f"every one of the {steps} aligned steps.")
+        f.evidence["clipped_by_hand"] = by_hand
+        f.fix = ("Nothing to change if both bounds are the same (the hand-written bound is not recorded); otherwise "
+                 "clip at the same value in both runs.")
+        return
     f.severity = "warning"
     f.explains = 0.6
     names = [k.rsplit(": ", 1)[-1] for k in live]
@@ -676,6 +684,28 @@ def _draws_finding(d: dict[str, Any]) -> Finding:
         evidence={"rng_advance": d["variables"], "step": d["step"], "more_draws_in": more}, explains=1.0,
         fix=(f"Call the model once per step in training mode in run {more}: compute metrics from the output of "
              "the forward pass that makes the loss, or call the model with `training=False` for them (no draws)."))
+
+
+_CLIP_BY_HAND = {"global_clipnorm": "clip_by_global_norm", "clipnorm": "clip_by_norm", "clipvalue": "clip_by_value"}
+
+
+def _clipped_by_hand(live: dict[str, Any], a: RunData, b: RunData) -> str | None:
+    """Optimizer clip settings set in one run only where the other run's step graph clips its
+    gradients by hand with TensorFlow's matching function (``RunInfo.extra["hand_clipping"]``):
+    the sentence that says so, or None."""
+    said = []
+    for k, (va, vb) in live.items():
+        name = k.rsplit(": ", 1)[-1]
+        fn = _CLIP_BY_HAND.get(name)
+        off = [side for side, v in (("a", va), ("b", vb)) if v is None or v is False or v == 0]
+        if fn is None or len(off) != 1:
+            return None
+        run = a if off[0] == "a" else b
+        if fn not in ((run.meta.get("extra") or {}).get("hand_clipping") or []):
+            return None
+        said.append(f"run {off[0]} clips its gradients by hand (`tf.{fn}` before the apply) where the other run's "
+                    f"optimizer has {name}={vb if off[0] == 'a' else va}")
+    return ("; ".join(said) + ".") if said else None
 
 
 def _no_difference(subject: str, steps: int, tail: str) -> str:
