@@ -571,7 +571,7 @@ class _ThreadState(threading.local):
         self.tape_active = False  # a gradient tape recorded when the outermost guard() was entered
         # the latest root model calls' outputs under a tape, newest last (see _Probe.swapped)
         self.outputs: collections.deque[list[Any]] = collections.deque(maxlen=8)
-        self.output_models: collections.deque[str] = collections.deque(maxlen=8)  # their models' names
+        self.output_models: collections.deque[Any] = collections.deque(maxlen=8)  # the models that made them
 
 
 class _Window:
@@ -1016,7 +1016,7 @@ class _Probe:
         eager = tf.executing_eagerly()
         if under_tape:
             self.tls.outputs.append(_tensors_of(outputs))  # held: their ids stay theirs
-            self.tls.output_models.append(str(getattr(model, "name", "") or type(model).__name__))
+            self.tls.output_models.append(model)
         if eager:
             if not under_tape:
                 return  # not under a tape: inference, not an optimizer step
@@ -1144,15 +1144,15 @@ class _Probe:
             self.probabilities[key] = result
         return result
 
-    def pred_model(self, y_pred: Any) -> str | None:
-        """The name of the root model (called under the tape, among the latest) whose output is
-        ``y_pred`` itself, or None (a tensor computed from it, or no model's output)."""
-        p = _first_tensor(y_pred)
+    def output_of(self, x: Any) -> Any:
+        """The root model (called under the tape, among the latest) whose output ``x`` is itself,
+        or None (a tensor computed from it, or no model's output)."""
+        p = _first_tensor(x) if x is not None else None
         if p is None:
             return None
-        for outs, name in zip(reversed(self.tls.outputs), reversed(self.tls.output_models), strict=False):
+        for outs, model in zip(reversed(self.tls.outputs), reversed(self.tls.output_models), strict=False):
             if any(id(o) == id(p) for o in outs):
-                return name
+                return model
         return None
 
     def swapped(self, y_true: Any, y_pred: Any) -> bool:
@@ -1183,9 +1183,12 @@ class _Probe:
         if self.swapped(y_true, y_pred):
             call["swapped"] = True
             labels, pred = y_pred, y_true
-        maker = self.pred_model(pred)
-        if maker is not None:
-            call["pred_model"] = maker
+        maker = self.output_of(pred)
+        if maker is not None and self.output_of(labels) is None:
+            where = getattr(self.run, "model_position", None)  # optional for a minimal run
+            pos = where(maker) if where is not None else None
+            if pos is not None:
+                call["pred_model"] = pos
         # Every Keras loss the step calls under its tape (a multi-output model calls one per
         # output), in order; the record's own fields describe the last. A call outside any
         # tape (validation, a loss printed before the step) is replaced by the step's own.

@@ -321,6 +321,12 @@ class Run:
         if trained:  # else the optimizer's variables were matched to no model: say nothing
             self.info.untrained_models = out
 
+    def model_position(self, model: Any) -> int | None:
+        """The registration position of root model ``model`` itself (as ``RunInfo.untrained_models``
+        numbers them), or None."""
+        with self._lock:
+            return next((i for i, m in enumerate(self._models) if m is model), None)
+
     def model_of(self, layer: Any) -> int | None:
         """The registration position of the first root model that holds ``layer`` (as
         ``RunInfo.untrained_models`` numbers them), or None."""

@@ -430,9 +430,10 @@ class LossCall(_Model):
     # to 1 for a categorical loss), or not (False: values outside [0, 1], logits); None inside a
     # tf.function (``pred_activation`` says it there) or not measured. Measured on a loss's first call.
     pred_probabilities: bool | None = None
-    # The root model whose output the loss took as its predictions (its name), when y_pred is that
-    # output itself.
-    pred_model: Annotated[str, Field(max_length=1000)] | None = None
+    # The root model whose output the loss took as its predictions (its registration position, as
+    # ``RunInfo.untrained_models`` numbers them), when y_pred is that output itself and y_true is no
+    # model's output (a loss between two models' outputs has no such side).
+    pred_model: int | None = Field(default=None, ge=0)
 
 
 class LossInfo(LossCall):

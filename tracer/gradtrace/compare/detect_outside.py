@@ -125,7 +125,7 @@ def untrained_predictor(run: RunData) -> Finding | None:
     written = {int(i) for w in run.meta.get("weight_writes") or [] for i in w.get("variables") or []}
     for m in models:
         trainable = [int(v) for v in m["variables"] if run.var_info(int(v)).get("trainable") is not False]
-        if m.get("name") not in makers or not trainable or set(trainable) & written:
+        if m.get("model") not in makers or not trainable or set(trainable) & written:
             continue
         names = [run.var_name(v) for v in trainable]
         return Finding(
