@@ -770,3 +770,21 @@ def test_gradients_clipped_by_hand_are_recorded(db, compiled):
     _steps, meta = _run(db, "clip")
     want = ["clip_by_global_norm", "clip_by_value"] if compiled else ["clip_by_global_norm"]
     assert meta["extra"].get("hand_clipping") == want, meta["extra"]
+
+
+@pytest.mark.parametrize("setting", ["global_clipnorm", "clipnorm"])
+def test_an_optimizers_own_clipping_is_not_clipping_by_hand(db, setting):
+    """A Keras optimizer clipping with ``global_clipnorm``/``clipnorm`` may call TensorFlow's clipping
+    functions itself (keras/src/backend/tensorflow/optimizer.py): not the script's hand."""
+    x, y = _data()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(1)])
+    opt = keras.optimizers.SGD(0.01, **{setting: 1.0})
+    with gradtrace.trace(run="own-clip", store=db):
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x, training=True)[:, 0] - y))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    _steps, meta = _run(db, "own-clip")
+    assert "hand_clipping" not in meta["extra"], meta["extra"]

@@ -1815,7 +1815,10 @@ def _install_clips(probe: _Probe) -> None:
     def make(kind: str) -> Callable[[Any], Callable[..., Any]]:
         def make_clip(original: Callable[..., Any]) -> Callable[..., Any]:
             def clip(*args: Any, **kwargs: Any) -> Any:
-                if kind not in probe.hand_clips and probe.here():
+                # tf-keras's optimizers clip with these very functions (tf_keras/src/optimizers/
+                # optimizer.py _clip_gradients): a caller inside Keras is no script's hand.
+                if (kind not in probe.hand_clips and probe.here()
+                        and not str(sys._getframe(1).f_globals.get("__name__", "")).startswith(("tf_keras", "keras"))):
                     with probe.guard():
                         probe.hand_clips.add(kind)
                         note = getattr(probe.run, "note_hand_clipping", None)  # optional for a minimal run
