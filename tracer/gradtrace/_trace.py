@@ -758,8 +758,9 @@ class Run:
             written = sorted(found)
             if not written or len(self.info.weight_writes) >= MAX_EVENTS:
                 return
-            entry: dict[str, Any] = {"how": how, "step": self.steps_so_far(), "by": by, "variables": written}
-            initial = self._back_to_initial(found)
+            step = self.steps_so_far()
+            entry: dict[str, Any] = {"how": how, "step": step, "by": by, "variables": written}
+            initial = self._back_to_initial(found) if step else []
             if initial:
                 entry["initial"] = initial
             writes = [*self.info.weight_writes, entry]
@@ -768,13 +769,11 @@ class Run:
     def _back_to_initial(self, found: dict[int, Any]) -> list[int]:
         """The written variables (inventory index -> variable) of a trainable variable that now hold
         the values they started the run with (``init_fingerprints``): weights reset to their
-        initialization (a `set_weights` of weights saved before training). Once the run has stepped
-        (a write before the first step sets up the start), trainable variables only; eager values,
+        initialization (a `set_weights` of weights saved before training). Asked once the run has
+        stepped (a write before the first step sets up the start); trainable variables only; eager values,
         read once per write (set_weights and load_weights are eager calls)."""
         import tensorflow as tf
 
-        if not self.steps_so_far():
-            return []
         fps = self.info.init_fingerprints
         pick = [i for i in sorted(found) if i < len(fps) and fps[i] and self.info.variables[i].trainable]
         if not pick or not tf.executing_eagerly():

@@ -1217,6 +1217,13 @@ def loss_got_weights(run: RunData) -> bool | None:
     return any(c.get("weight_count") is not None or c.get("weight_sum") is not None for c in infos)
 
 
+# The fix for a custom train_step that calls the Keras loss without the weights fit() hands it.
+_WEIGHTS_DROPPED_FIX = ("Pass the weights on in the custom train_step: `x, y, sample_weight = "
+                        "keras.utils.unpack_x_y_sample_weight(data)` and `self.compute_loss(x=x, y=y, y_pred=y_pred, "
+                        "sample_weight=sample_weight)` (tf-keras: `self.compiled_loss(y, y_pred, "
+                        "sample_weight=sample_weight, regularization_losses=self.losses)`).")
+
+
 def _weights_dropped(a: RunData, b: RunData) -> Finding | None:
     """Both runs give fit() sample or class weights; one run's steps call the loss without them."""
     given = [any(c.get("sample_weight") or c.get("class_weight") for c in r.fit_calls()) for r in (a, b)]
@@ -1232,10 +1239,7 @@ def _weights_dropped(a: RunData, b: RunData) -> Finding | None:
         "drops the weights fit() hands it, so its samples count equally.",
         evidence={"a": {"fit_weights": given[0], "loss_weighted": got[0]},
                   "b": {"fit_weights": given[1], "loss_weighted": got[1]}, "dropped_in": side},
-        fix=("Pass the weights on in the custom train_step: `x, y, sample_weight = "
-             "keras.utils.unpack_x_y_sample_weight(data)` and `self.compute_loss(x=x, y=y, y_pred=y_pred, "
-             "sample_weight=sample_weight)` (tf-keras: `self.compiled_loss(y, y_pred, "
-             "sample_weight=sample_weight, regularization_losses=self.losses)`)."),
+        fix=_WEIGHTS_DROPPED_FIX,
         explains=0.9)
 
 
@@ -1253,10 +1257,7 @@ def weights_dropped_run(run: RunData) -> Finding | None:
         f"fit() was given `{how}=`, but the Keras loss the custom train_step calls receives no sample weights at "
         "any step: the train step drops the weights fit() hands it in `data`, so every sample counts equally.",
         evidence={"fit_weights": how, "loss_weighted": False, "custom_train_step": True},
-        fix=("Pass the weights on in the custom train_step: `x, y, sample_weight = "
-             "keras.utils.unpack_x_y_sample_weight(data)` and `self.compute_loss(x=x, y=y, y_pred=y_pred, "
-             "sample_weight=sample_weight)` (tf-keras: `self.compiled_loss(y, y_pred, "
-             "sample_weight=sample_weight, regularization_losses=self.losses)`)."),
+        fix=_WEIGHTS_DROPPED_FIX,
         explains=0.9)
 
 
