@@ -17,9 +17,24 @@ from . import scripts_m as m11
 from . import scripts_models as m
 from . import scripts_more as x
 from . import scripts_n as n12
+from . import scripts_o as o13
 
 # (id, run a, run b, verdict, top finding kind or None)
 CASES = [
+    # the same seed, another initializer: the start differs, and the initializers are named
+    ("initializers_differ", o13.fit_hidden_glorot_uniform, o13.fit_hidden_he_normal, "not_comparable",
+     "init_mismatch"),
+    # fit() masks the padding; a hand-written tf.nn loss averages over every entry: the mask is named
+    ("hand_written_loss_counts_padding", i7.fit_masked_gru_tagger, o13.tape_masked_gru_tagger_tf_nn_loss,
+     "diverged", "gradient_mismatch"),
+    # accumulators never zeroed: the same loss at step 1 with other gradients, ranked before the NaN it leads to
+    ("accumulator_never_reset", o13.tape_accumulated_and_reset, o13.tape_accumulated_never_reset, "diverged",
+     "divergence"),
+    # Keras' CosineSimilarity (negative by definition) against a hand-written cosine minimised: run b climbs
+    ("cosine_minimised_by_hand", o13.fit_cosine_similarity_onto_one_hot, o13.tape_cosine_minimised, "diverged", "gradient_sign"),
+    # logits with from_logits=True against a sigmoid's output with from_logits=False: both right
+    ("eq_logits_against_sigmoid_probabilities", o13.fit_binary_logits_from_logits,
+     o13.fit_binary_sigmoid_probabilities, "equivalent", "loss_mismatch"),
     # layer arguments that change nothing at their settings: context, measured on the steps
     ("relu_as_activation_layer", n12.fit_digits_plain_net, n12.fit_digits_relu_as_layer, "equivalent", None),
     ("max_norm_never_binds", n12.fit_digits_plain_net, n12.fit_digits_max_norm_never_binds, "equivalent", None),
@@ -548,7 +563,7 @@ CASES += [
     # the same seed; one pipeline reshuffles each epoch: its order differs from the first epoch on
     # the same reshuffling pipeline in fit() and a loop: other iterators, other orders after epoch 1
     ("reshuffled_alike_fit_vs_loop", h6.fit_dataset_reshuffled_each_epoch, h6.tape_dataset_reshuffled_each_epoch,
-     "equivalent", None),
+     "not_comparable", "data_mismatch"),
     ("reshuffled_each_epoch", h6.tape_dataset_shuffled_once, h6.fit_dataset_reshuffled_each_epoch, "not_comparable",
      "data_mismatch"),
     ("eq_gru_huber_fit_vs_eager", h6.fit_gru_huber, h6.tape_gru_huber_eager, "equivalent", None),
@@ -689,6 +704,9 @@ CASES += [
     # last micro-batch, so the batches cannot be matched; the finding says how such a loop looks
     ("micro_batches_by_hand", s.fit_digits_sgd_sparse, l10.tape_digits_two_micro_batches_summed,
      "not_comparable", "data_mismatch"),
+    # the same micro-batches averaged: every update agrees with fit()'s, the same training
+    ("micro_batches_averaged_by_hand", s.fit_digits_sgd_sparse, o13.tape_digits_two_micro_batches_averaged,
+     "equivalent", "data_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -898,6 +916,9 @@ def test_case(traced, case):
         assert f.evidence["batch_sizes"] == [32, 16], text
         assert "accumulates 2 micro-batches of 16 by hand" in f.summary, text
         assert "gradient_accumulation_steps=2" in (f.fix or ""), text
+    if _id == "micro_batches_averaged_by_hand":  # the updates decide, and say so
+        f = report.findings[0]
+        assert f.evidence["same_updates"]["steps_compared"] >= 4 and "applies the mean of its 2" in f.summary, text
     if _id == "mixed_precision_policy_one_run":  # the policy, not an unscaled float16 gradient
         f = report.findings[0]
         assert "mixed_float16" in f.summary and "underflow" not in f.summary, text
@@ -981,6 +1002,26 @@ def test_case(traced, case):
     if _id == "loss_function_summed":  # the script reduces a loss function's output: no reduction= to change
         fix = report.findings[0].fix or ""
         assert "reduce the per-sample losses to their mean" in fix and "reduction=" not in fix, text
+    if _id == "accumulator_never_reset":  # the step where the applied gradient is not the loss's
+        f = report.findings[0]
+        assert f.steps == [1] and f.evidence.get("same_loss_other_gradient"), text
+        assert "accumulator not reset" in f.summary and "acc.assign(tf.zeros_like(acc))" in (f.fix or ""), text
+    if _id == "hand_written_loss_counts_padding":
+        f = report.findings[0]
+        assert f.evidence["keras_loss_mask"]["valid"] < f.evidence["keras_loss_mask"]["total"], text
+        assert "tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)" in (f.fix or ""), text
+    if _id == "initializers_differ":
+        f = report.findings[0]
+        diff = f.evidence["initializers_differ"]
+        assert len(diff) == 1 and diff[0]["a"].startswith("GlorotUniform") and diff[0]["b"].startswith("HeNormal"), text
+        assert "same initializers" in (f.fix or ""), text
+    if _id == "cosine_minimised_by_hand":  # the run without a Keras loss is the one to fix
+        f = report.findings[0]
+        assert f.evidence["run"] == "b" and "Keras CosineSimilarity" in (f.fix or ""), text
+    if _id == "eq_logits_against_sigmoid_probabilities":  # no run to change
+        f = report.findings[0]
+        assert f.evidence["logits_against_probabilities"] == "a" and "Both are right" in f.summary, text
+        assert "from_logits_on_activation" not in f.evidence and "Nothing to fix" in (f.fix or ""), text
     if _id.startswith("eq_") and _id.endswith("_from_logits_true"):  # the run to change, and why it agrees
         f = report.findings[0]
         assert f.evidence["from_logits_on_activation"] == "b" and "from_logits=False` in run b" in (f.fix or ""), text
@@ -1132,7 +1173,7 @@ def test_case(traced, case):
     if _id == "reshuffled_alike_fit_vs_loop":  # both pipelines alike: the iterators, not the arguments
         said = " ".join(g.summary + " " + (g.fix or "") for g in report.findings if g.kind == "data_mismatch")
         assert "created a different number of iterators" in said and "reshuffle_each_iteration=False" in said, text
-        assert "verdict: EQUIVALENT up to step " in text, text  # how far the verdict reaches, where it is read
+        assert "verdict: NOT_COMPARABLE after step 3 (steps 0 to 3 are equivalent" in text, text  # how far they agree
     if _id == "reshuffled_each_epoch":  # the argument that differs, not the seed both share
         f = report.findings[0]
         assert "reshuffle_each_iteration=False in run a, True in run b" in (f.fix or ""), text
@@ -1177,7 +1218,9 @@ CHECKS = [
     # keras.io's `base(inputs, training=False)`: Keras 3's fit() passes training=True over it once
     # the base is unfrozen (its BatchNormalization then updates); while frozen it stays in inference mode
     ("wired_inference_overridden_by_fit", n12.fit_transfer_then_fine_tune, "diverged", "training_mode_mismatch"),
-    ("wired_inference_while_frozen", n12.fit_transfer_head_only, "equivalent", None),
+    # frozen from the start, the base never trained: no override, but its BatchNormalization (as created,
+    # statistics 0 and 1) normalizes nothing; pretrained first, nothing to say
+    ("wired_inference_while_frozen", n12.fit_transfer_head_only, "diverged", "training_mode_mismatch"),
     ("wired_inference_after_pretraining", n12.fit_base_pretrained_then_head_only, "equivalent", None),
     # Dropout's call defaults to training=False, which Keras fills into every functional node: no override
     ("functional_dropout_default_not_wired", n12.fit_functional_dropout, "equivalent", None),
@@ -1259,6 +1302,23 @@ CHECKS = [
      "training_outside_steps"),
     ("mean_teacher_student_validated_in_training_mode", l10.tape_mean_teacher_student_validated_in_training_mode,
      "diverged", "training_outside_steps"),
+    # scripts_o.py
+    ("binary_on_class_indices", o13.fit_binary_on_class_indices, "diverged", "loss_mismatch"),
+    ("hinge_on_plus_minus_one", o13.fit_hinge_on_plus_minus_one, "equivalent", None),
+    # a head the steps never call, its None gradients dropped by the script: a warning, not an error
+    ("auxiliary_head_unused", o13.tape_auxiliary_head_unused, "diverged", "missing_gradient"),
+    ("bn_frozen_from_scratch", o13.fit_bn_frozen_from_scratch, "diverged", "training_mode_mismatch"),
+    ("bn_trained_from_scratch", o13.fit_bn_trained_from_scratch, "equivalent", None),
+    ("mixed_loss_never_scaled", o13.tape_mixed_loss_never_scaled, "diverged", "loss_scaling"),
+    ("mixed_loss_scaled", o13.tape_mixed_loss_scaled, "equivalent", None),
+    ("gradients_clipped_to_0_1", o13.tape_gradients_clipped_to_0_1, "diverged", "gradient_sign"),
+    ("gradients_clipped_symmetrically", o13.tape_gradients_clipped_symmetrically, "equivalent", None),
+    ("sigmoid_under_categorical_ce", o13.fit_sigmoid_under_categorical_ce, "diverged", "loss_mismatch"),
+    ("softmax_under_categorical_ce", o13.fit_softmax_under_categorical_ce, "equivalent", None),
+    # context only: Dropout alone sampled after the last step; heads trained at alternate steps
+    ("monte_carlo_dropout_after_fit", o13.fit_then_monte_carlo_dropout, "equivalent", "training_outside_steps"),
+    ("two_heads_alternate", o13.tape_two_heads_alternate, "equivalent", "missing_gradient"),
+    ("head_after_pretraining_fit", o13.tape_head_after_pretraining_fit, "equivalent", None),
 ]
 
 
@@ -1292,9 +1352,9 @@ def test_check(traced, case):
         assert [f.severity for f in report.findings] == ["info"], text
         assert "layers of a model the optimizer does not train ('sequential" in report.findings[0].summary, text
         assert "a mean teacher's targets" in (report.findings[0].fix or ""), text  # its own fix, not the catalogue's
-    if _id == "logits_read_as_probabilities":  # a warning naming the setting to change
+    if _id == "logits_read_as_probabilities":  # an error naming the setting to change
         f = report.findings[0]
-        assert f.severity == "warning" and "from_logits=True" in (f.fix or ""), text
+        assert f.severity == "error" and "from_logits=True" in (f.fix or ""), text
     if _id == "partial_batch_sum_over_full_batch":  # the divisor, the partial batch, both epochs' steps
         f = report.findings[0]
         assert f.severity == "warning" and f.steps == [7], text
@@ -1319,6 +1379,20 @@ def test_check(traced, case):
         f = report.findings[0]
         assert (f.severity, f.evidence["valid"], f.evidence["total"]) == ("warning", 167, 240), text
         assert "tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)" in (f.fix or ""), text
+    if _id == "wired_inference_while_frozen":  # the untrained frozen layer, not the wired override
+        assert len(report.findings) == 1 and "wired_inference_overridden" not in report.findings[0].evidence, text
+        assert "never learned any" in report.findings[0].summary and report.findings[0].severity == "warning", text
+    if _id == "auxiliary_head_unused":  # never read under the tape: named as such, a warning
+        f = report.findings[0]
+        assert f.severity == "warning" and f.evidence.get("unwatched") and len(f.variables) == 2, text
+    if _id in ("bn_frozen_from_scratch", "sigmoid_under_categorical_ce"):
+        assert report.findings[0].severity == "warning", text
+    if _id in ("mixed_loss_never_scaled", "gradients_clipped_to_0_1", "binary_on_class_indices"):
+        assert report.findings[0].severity == "error", text
+    if _id == "binary_on_class_indices":  # the partial batch of 0s and 1s is no counter-example
+        assert report.findings[0].evidence["checked"] == s.STEPS + 1, text
+    if _id in ("monte_carlo_dropout_after_fit", "two_heads_alternate"):
+        assert [f.severity for f in report.findings] == ["info"], text
     if top is None:
         assert not report.findings, text
     else:

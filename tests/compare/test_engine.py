@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradtrace.compare import check_run, compare_runs
+from gradtrace.compare import check_run, compare_runs, render_text
 from gradtrace.compare.catalogue import CATALOGUE
 
 from .synth import make_run
@@ -275,7 +275,9 @@ def test_data_mismatch_after_some_steps():
     b = make_run("b")
     b.x_fp[3:] += 1.0
     r = compare_runs(a, b)
-    assert r.aligned_steps == 3 and r.verdict == "equivalent"
+    # steps 0-2 agree; trained on other batches from step 3 on, the models differ
+    assert r.aligned_steps == 3 and r.verdict == "not_comparable"
+    assert "NOT_COMPARABLE after step 2 (steps 0 to 2 are equivalent" in render_text(r)
 
 
 def test_labels_inferred_from_a_hand_written_loss():

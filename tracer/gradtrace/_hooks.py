@@ -408,9 +408,10 @@ def tape_targets_since(seq: int) -> list[Any]:
     return [t for call in dq or () if call.seq > seq for t in call.targets]
 
 
-def _remember_result(call: TapeCall, sources: Any, result: Any, run: Run | None = None) -> None:
+def _remember_result(call: TapeCall, sources: Any, result: Any, run: Run | None = None, tape: Any = None) -> None:
     """Which sources the call returned a gradient for: a variable differentiated but left out
-    of ``apply_gradients`` is then told apart from one that got no gradient."""
+    of ``apply_gradients`` is then told apart from one that got no gradient. Of those with
+    None, the ones ``tape`` never saw read are noted (:meth:`Run.note_unwatched`)."""
     import tensorflow as tf
 
     flat_s = tf.nest.flatten(sources)
@@ -424,8 +425,12 @@ def _remember_result(call: TapeCall, sources: Any, result: Any, run: Run | None 
                       if v is not None and g is not None}
         call.answered = True
         if run is not None and len(call.grads) < len(flat_s):
-            _note_untrainable(run, [v for v, g in zip(flat_s, flat_g, strict=True)
-                                    if g is None and isinstance(v, tf.Variable) and not v.trainable])
+            none = [v for v, g in zip(flat_s, flat_g, strict=True) if g is None]
+            _note_untrainable(run, [v for v in none if isinstance(v, tf.Variable) and not v.trainable])
+            trainable = [v for v in none if hasattr(v, "assign") and getattr(v, "trainable", False)]
+            watched = getattr(tape, "watched_variables", None)  # tensorflow/python/eager/backprop.py
+            if watched is not None and trainable:  # GradientTape.watched_variables
+                run.note_unwatched(trainable, watched)
 
 
 def _note_untrainable(run: Run, variables: list[Any]) -> None:
@@ -540,7 +545,7 @@ def _wrap_gradient(original: Any) -> Any:
                 guard(run, "tape.gradient", lambda: _probes.module_broadcasts(call.targets))
         result = original(self, target, sources, *args, **kwargs)
         if call is not None:
-            guard(run, "tape.gradient", lambda: _remember_result(call, sources, result, run))
+            guard(run, "tape.gradient", lambda: _remember_result(call, sources, result, run, self))
             if call.variables and _stash_store(run, create=False) is not None:
                 guard(run, "tape.gradient", lambda: _feed_eager_stash(run, call))
             if call.variables:

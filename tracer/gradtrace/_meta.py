@@ -421,6 +421,15 @@ def _function_source(fn: Any, limit: int = 160) -> str | None:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _initializer_name(spec: Any) -> str:
+    """A serialised initializer as ``Class(arg=value, ...)`` without its seed (``"zeros"`` as is)."""
+    if isinstance(spec, dict) and spec.get("class_name"):
+        args = {k: v for k, v in (spec.get("config") or {}).items() if k != "seed"}
+        inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        return f"{spec['class_name']}({inner})" if inner else str(spec["class_name"])
+    return str(spec)
+
+
 def layer_config(layer: Any, subs: list[Any] | None = None) -> dict[str, Any] | None:
     """What a layer was built with (``get_config()`` without names, dtypes, initializers
     and seeds), or None for an unreadable or oversized config.
@@ -436,6 +445,7 @@ def layer_config(layer: Any, subs: list[Any] | None = None) -> dict[str, Any] | 
     if config is None:
         return None
     out = {k: v for k, v in config.items() if k not in _CONFIG_SKIP and not k.endswith("_initializer")}
+    inits = {k: _initializer_name(v) for k, v in config.items() if k.endswith("_initializer") and v is not None}
     for k in list(out):
         # a function serialised as its code (a lambda, a script's own function), not by a name
         described = None if isinstance(out[k], str) else _function_config(getattr(layer, k, None))
@@ -447,6 +457,8 @@ def layer_config(layer: Any, subs: list[Any] | None = None) -> dict[str, Any] | 
                if not _is_layer_spec(v) and not any(k in c and _equal(c[k], v) for c in inner)}
         if not out:
             return None
+    if inits:  # which initializer made the weights: named when two runs start apart (init_mismatch)
+        out["_initializers"] = inits
     out = _jsonable(out)
     try:
         if len(json.dumps(out, allow_nan=False)) > MAX_LAYER_CONFIG:
@@ -840,11 +852,20 @@ def variable_fingerprints(variables: Iterable[Any], values: Mapping[int, Any] | 
     for v in variables:
         kept = next((values[i] for i in _inner_ids(v) if i in values), None) if values else None
         arr = _array(v) if kept is None else np.ascontiguousarray(np.asarray(kept))
-        h = hashlib.blake2b(digest_size=8)
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-        out.append(h.hexdigest())
+        out.append(array_fingerprint(arr))
     return out
+
+
+def array_fingerprint(arr: Any) -> str:
+    """The 16-hex fingerprint :func:`variable_fingerprints` gives a variable holding ``arr``
+    (the comparator checks a recorded fingerprint against a constant with it)."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def weights_fingerprint(variables: Iterable[Any]) -> str:

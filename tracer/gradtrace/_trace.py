@@ -165,6 +165,7 @@ class Run:
         self._lost: Counter[str] = Counter()
         self._models: list[Any] = []
         self._var_index: dict[int, int] = {}
+        self._none_checked: set[int] = set()  # variables note_unwatched classified
         self._var_refs: list[Any] = []  # keeps indexed variables alive: ids stay unique
         self._trainable: list[Any] = []
         self._trainable_keys: set[int] = set()
@@ -286,6 +287,25 @@ class Run:
             if kinds <= known:
                 return
             self.info.extra["hand_clipping"] = sorted(known | kinds)
+
+    def note_unwatched(self, variables: list[Any], watched: Callable[[], Any]) -> None:
+        """Trainable variables ``tape.gradient`` returned None for that the tape never saw read
+        while it recorded (``watched()``: the tape's ``watched_variables``): their layers were not
+        called in the forward pass the loss came from, or before the tape opened. Merged into
+        ``RunInfo.extra["unwatched_sources"]`` (inventory indices). Each variable is classified
+        once, at its first None gradient, so a loop pays one set lookup per None gradient after."""
+        from gradtrace._hooks import tf_variable
+
+        new = [(i, v) for i, v in ((self.var_index(v), v) for v in variables) if i not in self._none_checked]
+        if not new:
+            return
+        seen = {id(tf_variable(w)) for w in watched()}
+        with self._lock:
+            self._none_checked.update(i for i, _ in new)
+            unseen = {i for i, v in new if id(tf_variable(v)) not in seen}
+            if unseen:
+                known = set(self.info.extra.get("unwatched_sources") or [])
+                self.info.extra["unwatched_sources"] = sorted(known | unseen)[:256]
 
     def register_model(self, model: Any) -> None:
         """A root model this run trains: its variables join the inventory (and state tracking)."""

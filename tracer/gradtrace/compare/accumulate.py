@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from gradtrace.compare.data import RunData
+from gradtrace.compare.data import VAR_ROW_COLS, RunData
 
 _PER_STEP = ("step", "loss", "reg_loss", "lr", "loss_scale", "batch_size", "iterations", "skipped", "x_fp",
              "y_fp", "grad_norm", "nonfinite_step", "n_applied", "n_grad", "stats")
-_PER_ROW = ("grad", "norm", "nonfinite", "applied", "update_norm")
+_PER_ROW = VAR_ROW_COLS
 
 
 def accumulation_steps(run: RunData) -> int | None:

@@ -83,7 +83,10 @@ _KINDS = [
         "statistics never move), and warns of layers a Keras 3 functional model calls with "
         "`training=False` written at the call site (`base(inputs, training=False)`, the transfer-learning "
         "guide's) that ran in training mode while not frozen: Keras 3 passes the outer `training=True` "
-        "over that argument, tf-keras keeps it.",
+        "over that argument, tf-keras keeps it. It also warns of a frozen layer (`trainable=False`, so in "
+        "inference mode) that ran in every step exactly as a new layer is made (each variable all zeros or all "
+        "ones by the initial fingerprints, never changed, never written): a BatchNormalization frozen before "
+        "it learned any statistics normalizes nothing.",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
         "`training` through to every sub-layer of a subclassed model's `call`.",
         rank=5,
@@ -96,24 +99,28 @@ _KINDS = [
         "loss object counts as much as compile()'s; a multi-output step's losses are compared "
         "output by output), or one run calls it with its arguments swapped (`loss(y_pred, y_true)`, "
         "PyTorch's order: the model's output reached it as `y_true`; `gradtrace check` reports that of a "
-        "single run, for losses not symmetric in their arguments); `gradtrace check` also warns of a "
-        "cross-entropy called with `from_logits=False` on logits (inside `tf.function` and fit() the "
+        "single run, for losses not symmetric in their arguments); `gradtrace check` also makes it an error "
+        "when a cross-entropy is called with `from_logits=False` on logits (inside `tf.function` and fit() the "
         "output of a layer without an activation, read from the step's graph; eagerly values outside "
-        "[0, 1]), and of `from_logits=True` on probabilities no Keras activation made (eagerly: rows "
-        "summing to 1 from a `tf.nn.softmax` in `call`, which the loss squashes again); or the first steps "
+        "[0, 1]), or with `from_logits=True` on probabilities no Keras activation made (eagerly: rows "
+        "summing to 1 from a `tf.nn.softmax` in `call`, which the loss squashes again), and warns of a "
+        "categorical cross-entropy on the output of a sigmoid (it normalizes each row into one distribution); "
+        "or the first steps "
         "call the same "
         "loss and later steps another one, named with the step it starts at (a later fit() call "
         "compiled with another loss, read from the run's fit() calls; a loop that switches its loss "
         "object, read from its last step's loss details). Losses that agree step by step "
         "make it context: `from_logits=True` on a softmax/sigmoid output in Keras 3, which reads the logits under the activation anyway, is "
-        "named with the run to change. Losses whose values differ while every gradient and update "
+        "named with the run to change; logits with `from_logits=True` against a sigmoid's or softmax's output "
+        "with `from_logits=False` are both right, and said so. Losses whose values differ while every gradient and update "
         "agrees at every compared step differ by a term the weights do not change (KL divergence against "
         "cross-entropy: the targets' entropy): context too. The sparse and the categorical "
         "cross-entropy, each on its own label encoding (integer labels, one-hot rows of the predictions' "
         "shape; no label smoothing, no ignored class), are one loss: context, even where the steps "
         "cannot be compared. `gradtrace check` makes a binary cross-entropy given labels outside [0, 1] "
-        "(coded 1/2, -1/1, 0/255; read from the label fingerprints: their sum of squares exceeds their sum) "
-        "an error.",
+        "(coded 1/2, -1/1, 0/255, class indices 0/1/2; read from the label fingerprints: their sum of squares "
+        "exceeds their sum; at two of the first 64 steps at least, a batch that happens to hold only 0s and "
+        "1s being no counter-example) an error, and a hinge loss's labels outside [-1, 1].",
         "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
         "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
         rank=6,
@@ -183,7 +190,12 @@ _KINDS = [
         "variables\"). The variables of a model no optimizer of the run was given (a mean teacher or a "
         "target network written by assign) are not counted. `gradtrace check` also warns of variables "
         "created with `trainable=False` that tape.gradient was asked for (a tape does not watch them: "
-        "None, often dropped by the script before apply_gradients). It also warns of a model whose output the Keras loss takes as its predictions while none of its trainable variables is given to an optimizer or written by the script (a decoder left out of the variables handed to tape.gradient).",
+        "None, often dropped by the script before apply_gradients). It tells variables the tape never saw read "
+        "(their layers not called in the step's forward pass: an auxiliary head, a branch not taken; recorded "
+        "from the tape's watched variables), a warning, from variables read but disconnected from the loss "
+        "(`tf.stop_gradient`, a NumPy round trip), an error; and variables whose gradient is None at some "
+        "steps only are context when they fall in groups that take turns (heads trained at alternate steps). "
+        "It also warns of a model whose output the Keras loss takes as its predictions while none of its trainable variables is given to an optimizer or written by the script (a decoder left out of the variables handed to tape.gradient).",
         "Differentiate with respect to `model.trainable_variables` and make sure every variable "
         "takes part in the loss (no `tf.stop_gradient`, no numpy round trip inside the tape).",
         rank=10,
@@ -340,7 +352,7 @@ _KINDS = [
         "differs on the same weights, and a hand-written penalty on a model without regularizers (the "
         "gradients of every unregularized variable agree) as the loss gap's remainder of the other run's "
         "`sum(model.losses)`. Regularizers of another class on paired layers (L1 against L2) are a "
-        "layer_config_mismatch with this gap as evidence. `check` warns when a single run's loss holds "
+        "layer_config_mismatch with this gap as evidence. `check` makes it an error when a single run's loss holds "
         "`sum(model.losses)` twice or not at all next to its Keras loss's data loss; `compare` reports "
         "those per-run counts where they differ and no step could be compared (another training mode, "
         "other batches). Added terms whose ratio swings over the first steps are no penalty of another "
@@ -408,8 +420,12 @@ _KINDS = [
         "`tf.negative`); with losses of opposite sign the loss handed to `tape.gradient` was negated "
         "(`loss = -cross_entropy`, a log-likelihood written without its minus). The run named is the one "
         "whose loss is negative while a cross-entropy or squared error is never negative, or whose loss "
-        "rises over its steps. `gradtrace check` reports a single run whose loss handed to "
-        "`tape.gradient` is the negation of the Keras loss its steps called.",
+        "rises over its steps; where one run differentiates its Keras loss as it is (CosineSimilarity is "
+        "negative by definition), the other run is the one named. `gradtrace check` reports a single run whose "
+        "loss handed to `tape.gradient` is the negation of the Keras loss its steps called, and one whose "
+        "applied gradients are of one sign in every entry of every variable at every recorded step (four at "
+        "least): something between the tape and the apply cut the other sign off (`tf.clip_by_value(g, 0, c)` "
+        "meant as -c..c: an error when the run clips by hand with `tf.clip_by_value`, else a warning).",
         "Minimize the loss itself: optimizers subtract `learning_rate * gradient`, so pass the gradients "
         "as `tape.gradient` returns them and differentiate the loss, not its negation (to maximize a "
         "quantity, minimize its negation on purpose in both runs).",
@@ -453,7 +469,9 @@ _KINDS = [
         "in the tape, the gradients applied by `inner_optimizer`) keeps the scale in its gradients: named "
         "with the wrapper's apply as the fix; `gradtrace check` names the same in one run from the loss "
         "handed to tape.gradient being its Keras loss times the loss scale `scale_loss` used, with gradients "
-        "that keep the scale, applied by no LossScaleOptimizer. A mixed "
+        "that keep the scale, applied by no LossScaleOptimizer; and, as an error, a run whose Keras 3 "
+        "LossScaleOptimizer applied gradients while no step called `scale_loss` (gradients the loss scale "
+        "times too small: their norm over the loss below one over the scale's square root). A mixed "
         "precision dtype policy in one run only (the other computing in float32) is named as such.",
         "Wrap the optimizer in `LossScaleOptimizer` and scale/unscale the loss in both runs "
         "(fit() does it under a mixed_float16 policy).",
@@ -536,7 +554,9 @@ _KINDS = [
         "The runs did not start from the same weights: decided variable by variable on the weights and "
         "state paired by structure, each by its initial-value fingerprint, and the differing ones named. "
         "State that no step changes in either model (a Normalization layer's adapt() statistics) is named, "
-        "since models from the same seed differ when it was computed from other data. Equal weights whose "
+        "since models from the same seed differ when it was computed from other data, and paired layers "
+        "built with other initializers (`kernel_initializer`, read from the layers' configs) are named. "
+        "Equal weights whose "
         "random layers start from another seed state (`set_weights` copies weights, not a Dropout's seed) "
         "are info: the random draws differ, so steps are not compared one by one.",
         "Build both models from the same seed (`keras.utils.set_random_seed`) or copy the weights "
@@ -598,7 +618,9 @@ _KINDS = [
         "layer by the tracer where the calls ran (eager calls one by one, calls inside a tf.function by "
         "a counter in its graph), compared on layers paired through their variables. Layers of a model no "
         "optimizer of the run was given (a mean teacher called with `training=True` for noisy targets) are "
-        "context for `check`: the trained model is not affected.",
+        "context for `check`: the trained model is not affected. So are layers without state (Dropout, "
+        "noise) sampled only after the last step (Monte Carlo dropout): no state moved; between steps they "
+        "are a warning that metrics computed from those calls are noisy.",
         "Call the model in training mode only in the forward pass the gradient is taken of: compute "
         "metrics from its output and call the model with `training=False` for validation, evaluation "
         "and prediction; do not hard-wire `training=True` into a layer's call in a functional model; "
@@ -620,12 +642,16 @@ _KINDS = [
         "The runs did not see the same batch at some step. When the totals of the inputs and labels over "
         "the common steps agree, the runs went through the same examples batched in another order (one "
         "run shuffles), and it says so; two tf.data shuffles that differ in an argument (the seed, the "
-        "buffer, `reshuffle_each_iteration`) are named by it. Other batches are context for the verdict "
-        "(the steps up to them are compared), except one run ending each epoch with a partial batch where "
+        "buffer, `reshuffle_each_iteration`) are named by it. The steps up to the first other batch are "
+        "compared; with nothing else found the verdict is not_comparable, and the report says how far the "
+        "steps agree (`NOT_COMPARABLE after step k`): trained on other batches, the models differ. The "
+        "exception is one run ending each epoch with a partial batch where "
         "the other, over as many examples, batches straight across the epoch boundary "
         "(`ds.repeat(n).batch(B)`): a warning, and the runs diverged. Batches k times smaller in a run "
         "with as many steps are named as a possible hand-written accumulation of k micro-batches per "
-        "apply (a step records its last micro-batch), unless two optimizers take turns and only one's "
+        "apply (a step records its last micro-batch); from the same start, every update norm agreeing at "
+        "every step both recorded (four at least) makes it context and the runs equivalent (the mean of the "
+        "micro-batches' gradients applied: the same training). Not so when two optimizers take turns and only one's "
         "steps differ (a GAN's discriminator batch). The same inputs with other labels at every differing "
         "step (labels sliced off their inputs, shuffled apart) are named as such, and the runs diverged; labels "
         "that differ by under 2 % of their spread are the same labels rounded in one run (a float16 round trip).",

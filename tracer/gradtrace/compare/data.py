@@ -28,6 +28,10 @@ VSUM_KEYS = ("n_rows", "n_grad", "n_nograd", "first_nograd", "n_applied", "first
              "first_notapplied_nonzero",
              "first_nonfinite")
 FP_LEN = 16
+# The (R, V) per-variable matrices of RunData, one row per step read (``var_rows``):
+# gradient present (1/0/NaN), its norm, non-finite entries, applied, the update's norm, and the
+# gradient's smallest and largest entry (recorded on full steps).
+VAR_ROW_COLS = ("grad", "norm", "nonfinite", "applied", "update_norm", "gmin", "gmax")
 
 
 @dataclass
@@ -88,8 +92,14 @@ class RunData:
     # (S,) variables with a gradient in the step (full steps: counted; light ones: the tracer's
     # count); NaN where not known.
     n_grad: np.ndarray | None = None
+    # (R, V) the gradient's smallest and largest entry (full steps; NaN elsewhere)
+    gmin: np.ndarray | None = None
+    gmax: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        for k in ("gmin", "gmax"):
+            if getattr(self, k) is None:
+                setattr(self, k, np.full(np.shape(self.grad), np.nan))
         if self.stats is None:
             self.stats = ~np.isnan(self.grad_norm) | (np.nan_to_num(self.n_applied, nan=0.0) > 0)
 
@@ -104,7 +114,7 @@ class RunData:
         steps = steps[order]
         keep = np.concatenate([[True], np.diff(steps) != 0])
         self.var_rows = steps[keep]
-        for k in ("grad", "norm", "nonfinite", "applied", "update_norm"):
+        for k in VAR_ROW_COLS:
             mat = np.concatenate([getattr(self, k), got[k]])[order][keep]
             setattr(self, k, mat)
 
@@ -291,7 +301,7 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
     def mat(n: int) -> np.ndarray:
         return np.full((S, n), np.nan)
 
-    grad, norm, nonfinite, applied, upd = (mat(V) for _ in range(5))
+    grad, norm, nonfinite, applied, upd, gmin, gmax = (mat(V) for _ in range(7))
     changed = np.zeros(Vn)
     rng = np.zeros(Vn, dtype=bool)
     sdelta = np.full((S, Vn), np.nan)
@@ -306,6 +316,7 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
             nonfinite[i, j] = _f(v.get("nonfinite"))
             applied[i, j] = _f(v.get("applied"))
             upd[i, j] = _f(v.get("update_norm"))
+            gmin[i, j], gmax[i, j] = _f(v.get("min")), _f(v.get("max"))
             sk = v.get("sketch")
             if sk and r["step"] < HEAD and dim:
                 sketch[i, j, : len(sk)] = [_f(x) for x in sk]
@@ -357,6 +368,8 @@ def from_records(run: Any, steps: list[Any]) -> RunData:
         nonfinite=nonfinite,
         applied=applied,
         update_norm=upd,
+        gmin=gmin,
+        gmax=gmax,
         sketch_steps=step_nums[: len(head)].copy(),
         sketch=sketch,
         vsum=summarise_vars(step_nums, grad, applied, nonfinite, skipped, norm),

@@ -178,14 +178,31 @@ def outside_steps_run(run: RunData) -> Finding | None:
     more = f"; and {len(order) - 4} more layer(s)" if len(order) > 4 else ""
     besides = (f" (and {len(theirs)} layer(s) of a model the optimizer does not train, "
                f"{', '.join(sorted({repr(others[r['model']]) for r in theirs.values()}))}: context)" if theirs else "")
+    evidence = {"layers": {n: {k: rows[n][k] for k in ("calls", "first_step")} for n in order}}
+    if not any(_stateful(run, n) for n in order):
+        # Dropout or noise only: no state moved, the model is the one the steps trained; only
+        # what those calls computed was randomized. After the last step that is Monte Carlo
+        # dropout or noisy predictions; between steps, validation metrics with the noise on.
+        after = all(isinstance(rows[n]["first_step"], int) and rows[n]["first_step"] >= run.n_steps > 0
+                    for n in order)
+        return Finding(
+            "training_outside_steps", severity="info" if after else "warning",
+            summary="layers without state ran in training mode outside the forward passes the optimizer steps "
+            "differentiate (no gradient tape recorded): " + "; ".join(parts) + more + ". No state changed: the "
+            "model is the one the steps trained, but those calls' outputs were randomized"
+            + (" (Monte Carlo dropout does this on purpose)" if after else
+               ": metrics computed from them (a validation pass) are noisier than fit()'s and than the model's")
+            + f"{besides}.",
+            steps=_first(rows), layers=order, evidence={**evidence, "stateless": True},
+            fix=("Nothing to fix if the sampling is meant (Monte Carlo dropout); otherwise call the model with "
+                 "`training=False` for predictions." if after else FIX),
+            explains=0.0 if after else 0.3)
     return Finding(
         "training_outside_steps",
         "layers ran in training mode outside the forward passes the optimizer steps differentiate (no "
         "gradient tape recorded): " + "; ".join(parts) + more
         + f". The model the run evaluates is not the one its steps trained{besides}.",
-        steps=_first(rows), layers=order,
-        evidence={"layers": {n: {k: rows[n][k] for k in ("calls", "first_step")} for n in order}},
-        fix=FIX, explains=0.5)
+        steps=_first(rows), layers=order, evidence=evidence, fix=FIX, explains=0.5)
 
 
 def outside_steps_pair(a: RunData, b: RunData, al: Alignment) -> Finding | None:

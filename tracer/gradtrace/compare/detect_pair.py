@@ -590,7 +590,8 @@ def _opt_settings(o: dict[str, Any]) -> dict[str, Any]:
 # Names, and recurrent layers' choice of how to run the same computation (unrolled or in a
 # loop; tf-keras's implementation 1 or 2), which changes no argument of the math.
 _LAYER_IGNORED = frozenset({"module", "registered_name", "name", "unroll", "implementation",
-                            "python_source"})  # a function's text: its digest is compared
+                            "python_source",  # a function's text: its digest is compared
+                            "_initializers"})  # the start: init_mismatch names them
 
 
 def _flat(d: Any, prefix: str = "", ignored: Any = None) -> dict[str, Any]:
@@ -1728,6 +1729,19 @@ def _state_set_before_training(a: RunData, b: RunData, al: Alignment) -> list[st
     return out
 
 
+def _initializers_differ(a: RunData, b: RunData, al: Alignment) -> list[dict[str, Any]]:
+    """Paired layers whose recorded initializers (``layer_configs[i]["_initializers"]``) differ."""
+    ca, cb = a.meta.get("layer_configs") or {}, b.meta.get("layer_configs") or {}
+    out = []
+    for la, lb in al.layer_pairs:
+        xa = (ca.get(str(la.get("index"))) or {}).get("_initializers") or {}
+        xb = (cb.get(str(lb.get("index"))) or {}).get("_initializers") or {}
+        for k in sorted(set(xa) & set(xb)):
+            if xa[k] != xb[k]:
+                out.append({"layer": _lname(la), "argument": k, "a": xa[k], "b": xb[k]})
+    return out
+
+
 def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
     out: list[Finding] = []
     still = ("training modes, frozen state, gradient/applied sets, optimizer/loss/metric "
@@ -1758,10 +1772,17 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
             fix = ("Build both models from the same seed (`keras.utils.set_random_seed`) and compute the state set "
                    "before training the same way (adapt() on the same data in both runs), or copy the weights "
                    "and state (`model_b.set_weights(model_a.get_weights())`).")
+        inits = _initializers_differ(a, b, al) if d and d["weights_differ"] else []
+        if inits:
+            said = "; ".join(f"{x['layer']}: {x['argument']} {x['a']} in run a, {x['b']} in run b" for x in inits[:3])
+            summary += f" The layers were built with other initializers ({said})."
+            fix = ("Build the layers with the same initializers in both runs (the arguments named), from the same "
+                   "seed (`keras.utils.set_random_seed`), or copy the weights (`model_b.set_weights(model_a.get_weights())`).")
         out.append(Finding(
             "init_mismatch", summary,
             evidence={"init_a": a.meta.get("init_fingerprint"), "init_b": b.meta.get("init_fingerprint"),
                       **({"state_set_before_training": fixed} if fixed else {}),
+                      **({"initializers_differ": inits} if inits else {}),
                       **({"variables_compared": d["weights_compared"], "variables_differ": d["weights_differ"],
                           "first_differing": d["weights_differ_first"], "state_differs": d["state_differs"]}
                          if d else {})},
@@ -1917,6 +1938,7 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                                "seed=s + epoch)`), to compare them step by step beyond the first epoch.")
             ba, bb = a.batch_at(int(al.ia[bad[0]])), b.batch_at(int(al.ib[bad[0]]))
             sizes = None
+            micro = None
             if np.isfinite(ba) and np.isfinite(bb) and ba != bb:
                 sizes = [int(ba), int(bb)]
                 why = (f" The batch sizes differ: {sizes[0]} in run a, {sizes[1]} in run b "
@@ -1944,6 +1966,7 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                     why += (f" Run {'ab'[small]} takes as many optimizer steps on batches {factor} times smaller: "
                             f"if it accumulates {factor} micro-batches of {min(sizes)} by hand before each apply, "
                             "each of its steps records its last micro-batch only, so the batches cannot be matched.")
+                    micro = {"factor": factor, "run": "ab"[small]}
                     fix += (f" Accumulating on purpose, the mean of the {factor} micro-batches' gradients (their sum "
                             f"divided by {factor}) is the same training as a batch of {max(sizes)}, but a step that "
                             "records only its last micro-batch cannot be matched to it; let the optimizer accumulate "
@@ -1976,6 +1999,7 @@ def init_data(a: RunData, b: RunData, al: Alignment) -> list[Finding]:
                                      "dataset_shuffle": {k: v for k, v in pipelines.items() if v} or None,
                                      "same_examples_reordered": reordered,
                                      **({"batched_across_epochs": across} if across and labels_only is None else {}),
+                                     **({"micro_batches": micro} if micro and labels_only is None else {}),
                                      **({"labels_differ": True} if labels_only is not None and not labels_only[2]
                                         else {})},
                 fix=fix, severity="info" if labels_only is not None and labels_only[2] else None,

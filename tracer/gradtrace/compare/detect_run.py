@@ -262,7 +262,7 @@ def part_gradients(run: RunData, sets: VarSets) -> list[dict[str, Any]]:
     # there a variable not listed had one.
     pos = np.clip(np.searchsorted(run.step, run.var_rows), 0, max(run.n_steps - 1, 0))
     full = np.asarray(run.stats, dtype=bool)[pos] if run.n_steps else np.zeros(len(run.var_rows), bool)
-    have = (run.grad == 1) | (np.isnan(run.grad) & ~full[:, None])
+    have = _had_gradient(run, pos, full)
     rows: list[dict[str, Any]] = []
     for v in sets.some_no_grad:
         mates = set().union(*[g for g in groups if v in g]) - {v} or set(col) - {v}
@@ -285,11 +285,50 @@ def part_gradients(run: RunData, sets: VarSets) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["first_step"], r["variable"]))
 
 
+def _had_gradient(run: RunData, pos: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """(R, V) bool: the variable had a gradient at the row's step. A full step says it of each
+    variable; a light one lists only the variables without one, so there the variables with one
+    are read from the nearest full step with the same list and the same count of variables with a
+    gradient (``n_grad``: the same step function's graph), else every variable not listed (which
+    counts variables the step did not take part in)."""
+    have = (run.grad == 1) | (np.isnan(run.grad) & ~full[:, None])
+    full_rows = np.flatnonzero(full)
+    if not full_rows.size or full.all():
+        return have
+    zero = run.grad == 0
+    n_grad = run.n_grad[pos] if run.n_grad is not None and len(run.n_grad) == run.n_steps else None
+    by_key: dict[tuple[bytes, float], list[int]] = {}
+    for f in full_rows.tolist():
+        by_key.setdefault((zero[f].tobytes(), float(n_grad[f]) if n_grad is not None else -1.0), []).append(f)
+    for r in np.flatnonzero(~full).tolist():
+        same = by_key.get((zero[r].tobytes(), float(n_grad[r]) if n_grad is not None else -1.0))
+        if same:
+            have[r] = run.grad[min(same, key=lambda f: abs(f - r))] == 1
+    return have
+
+
 def steps_said(r: dict[str, Any]) -> str:
     """``"none at 6 of 9 steps, first at step 1"`` for a :func:`part_gradients` row."""
     of = (f"{r['steps']} steps" if r["steps"] >= r["steps_in_run"]
           else f"the {r['steps']} steps read (of {r['steps_in_run']})")
     return f"none at {r['steps_without']} of {of}, first at step {r['first_step']}"
+
+
+def taking_turns(run: RunData, rows: list[dict[str, Any]]) -> list[list[str]] | None:
+    """The :func:`part_gradients` variables in groups by the steps they had no gradient at, when
+    there are at least two groups and no step left two of them without one (two heads or tasks
+    trained at alternate steps); None otherwise."""
+    col = {int(v): j for j, v in enumerate(run.var_index.tolist())}
+    patterns: dict[bytes, list[str]] = {}
+    masks: dict[bytes, np.ndarray] = {}
+    for r in rows:
+        z = run.grad[:, col[int(r["index"])]] == 0
+        patterns.setdefault(z.tobytes(), []).append(str(r["variable"]))
+        masks[z.tobytes()] = z
+    if len(patterns) < 2:
+        return None
+    count = np.sum([m.astype(int) for m in masks.values()], axis=0)
+    return list(patterns.values()) if int(count.max()) <= 1 else None
 
 
 def part_gradient_finding(run: RunData, sets: VarSets) -> Finding | None:
@@ -301,6 +340,18 @@ def part_gradient_finding(run: RunData, sets: VarSets) -> Finding | None:
         return None
     r0 = rows[0]
     more = f", and {len(rows) - 1} more" if len(rows) > 1 else ""
+    turns = taking_turns(run, rows)
+    if turns:
+        groups = "; ".join(", ".join(g[:3]) + (", ..." if len(g) > 3 else "") for g in turns)
+        return Finding(
+            "missing_gradient", severity="info",
+            summary=f"{len(rows)} trainable variable(s) got a gradient at some steps and none at others, in "
+            f"{len(turns)} groups that take turns: at no step do two groups both go without one ({groups}). "
+            "Steps that train one task or head at a time (alternating losses) do this by design.",
+            steps=[r0["first_step"]], variables=[r["variable"] for r in rows],
+            evidence={"variables": rows, "groups": turns}, explains=0.0,
+            fix="Nothing to fix if the schedule alternates on purpose; to train every head at every step, compute "
+                "every output's loss at each step.")
     return Finding(
         "missing_gradient", severity="warning",
         summary=f"{len(rows)} trainable variable(s) got a gradient at some steps and none (None) at others while "
@@ -521,6 +572,35 @@ def loss_scale_kept(run: RunData) -> dict[str, Any] | None:
         return None
     return {"step": rows[0][0], "loss_scale": rows[0][1], "loss_factor": rows[0][2], "steps_measured": len(rows),
             "optimizer": opts[0].get("class")}
+
+
+def loss_scale_missing(run: RunData) -> dict[str, Any] | None:
+    """Keras 3's LossScaleOptimizer applying gradients of a loss that was never scaled.
+
+    Its ``apply`` divides the gradients by the loss scale (keras/src/optimizers/
+    loss_scale_optimizer.py ``_stateful_handle_finite_grads``) on the understanding that the
+    loss handed to tape.gradient was ``scale_loss(loss)``. No step of the run called
+    ``scale_loss`` (the tracer records the scale there), and the gradients applied are about
+    the loss scale smaller than gradients are (their norm over the loss times the square root of
+    the scale stays below 1: a loss multiplied by the scale by hand passes); the updates are
+    the scale (32768 at the start) times too small."""
+    opts = [o for o in (run.meta.get("optimizers") or [run.meta.get("optimizer")]) if o]
+    lso = [o for o in opts if "inner" in o and o.get("flavour") == "keras3"]
+    if not lso or len(opts) != len(lso) or not run.n_steps or np.isfinite(run.loss_scale).any():
+        return None
+    scale = ((lso[0].get("loss_scale") or {}).get("initial_scale"))
+    if not isinstance(scale, (int, float)) or scale <= 1:
+        return None
+    n = min(run.n_steps, 8)
+    loss, g = np.abs(run.loss[:n]), run.grad_norm[:n]
+    ok = np.isfinite(loss) & np.isfinite(g) & (loss > 0)
+    if not ok.any():
+        return None
+    ratio = float(np.median(g[ok] / loss[ok]))
+    if ratio * math.sqrt(scale) >= 1.0:
+        return None
+    return {"optimizer": lso[0].get("class"), "inner": (lso[0].get("inner") or {}).get("class"),
+            "initial_scale": float(scale), "gradient_norm_over_loss": ratio, "steps_measured": int(ok.sum())}
 
 
 def padding_counted(run: RunData) -> dict[str, Any] | None:
@@ -789,10 +869,12 @@ def binary_labels_out_of_range(run: RunData) -> dict[str, Any] | None:
     """A binary cross-entropy whose labels are not all in [0, 1], read from the label fingerprints
     of the first steps (``[sum, sum of squares, projection, count]``): labels in [0, 1] have
     ``y**2 <= y``, so their sum of squares never exceeds their sum, nor is their sum negative.
-    Every step checked (the first 16 with a single binary loss call and labels recorded) must
-    show it (labels coded 1/2, -1/1 or 0/255)."""
-    steps = []
-    for i in range(min(run.n_steps, 16)):
+    A hinge loss takes -1/1 as well as 0/1 (Keras maps 0/1 to -1/1): its labels are out of range
+    only beyond [-1, 1] (``y**2 <= 1``). Of the first 64 steps with a single such loss call and
+    labels recorded, at least two (or the only one) must show it: a batch whose labels happen to
+    be 0 and 1 only (labels 0/1/2, the last partial batch) shows nothing, and is not a counter-example."""
+    steps, checked = [], 0
+    for i in range(min(run.n_steps, 64)):
         step = int(run.step[i])
         info = run.loss_info.get(step) or {}
         if info.get("cls") not in _BINARY_LOSSES or len(info.get("calls") or []) > 1:
@@ -801,13 +883,17 @@ def binary_labels_out_of_range(run: RunData) -> dict[str, Any] | None:
         if not np.all(np.isfinite(fp[:4])) or fp[3] < 1:
             continue
         total, squares, n = float(fp[0]), float(fp[1]), int(fp[3])
-        tol = 1e-4 * max(1.0, abs(total))
-        if not (total < -tol or squares > total + tol):
-            return None
-        steps.append({"step": step, "mean": total / n, "mean_square": squares / n})
-    if not steps or (run.meta.get("extra") or {}).get("labels_inferred"):
+        checked += 1
+        hinge = "Hinge" in str(info.get("cls"))
+        tol = 1e-4 * max(1.0, abs(total), squares)
+        out = squares > n + tol if hinge else (total < -tol or squares > total + tol)
+        if out:
+            steps.append({"step": step, "mean": total / n, "mean_square": squares / n})
+    if not steps or (len(steps) < 2 and checked > 1) or (run.meta.get("extra") or {}).get("labels_inferred"):
         return None
-    return {"loss": run.loss_info[steps[0]["step"]].get("cls"), "steps": steps[:8], "checked": len(steps)}
+    return {"loss": run.loss_info[steps[0]["step"]].get("cls"), "steps": steps[:8], "checked": checked,
+            "out_of_range": len(steps), "range": "[-1, 1]" if "Hinge" in str(
+                run.loss_info[steps[0]["step"]].get("cls")) else "[0, 1]"}
 
 
 def regularization_said(n: int) -> str:
@@ -928,6 +1014,51 @@ def metric_misfit_finding(run: RunData, side: str | None = None) -> Finding | No
         fix=fix, explains=0.3)
 
 
+def frozen_as_created(run: RunData) -> list[dict[str, Any]]:
+    """Layers that ran frozen (``trainable=False``, so inference mode) in the steps with state of
+    their own and every variable exactly as a new layer holds it (each all zeros or all ones by
+    the initial fingerprints: BatchNormalization's gamma 1, beta 0, moving mean 0, moving
+    variance 1), none changed at any step and none written by the script: freezing keeps
+    statistics a pretrained layer learned, and this layer never learned any."""
+    # frozen at every step (a layer unfrozen later trains its statistics then, which the
+    # statistics cadence may not record)
+    counts: dict[str, int] = {}
+    for names, _first, count in run.frozen:
+        for n in names or []:
+            counts[n] = counts.get(n, 0) + int(count)
+    frozen = {n for n, c in counts.items() if c >= run.n_steps > 0}
+    fps = run.meta.get("init_fingerprints") or []
+    if not frozen or not fps:
+        return []
+    from gradtrace._meta import array_fingerprint
+
+    written = {int(i) for w in run.meta.get("weight_writes") or [] for i in w.get("variables") or []}
+    changed = dict(zip(run.state_index.tolist(), run.state_changed.tolist(), strict=False))
+    out = []
+    for name in sorted(frozen):
+        info = inventory_layer(run, name)
+        if info is None or info.get("index") is None:
+            continue
+        own = [v for v in run.variables if v.get("layer_index") == info.get("index")]
+        if not any(not v.get("trainable", True) and str(v.get("dtype") or "").startswith(("float", "bfloat"))
+                   for v in own):
+            continue
+        ok = True
+        for v in own:
+            i, shape, dtype = int(v["index"]), v.get("shape"), str(v.get("dtype") or "")
+            if (i >= len(fps) or not fps[i] or i in written or changed.get(i, 0) or shape is None
+                    or None in shape or not dtype.startswith("float")):
+                ok = False
+                break
+            consts = {array_fingerprint(np.full(shape, c, dtype=dtype)) for c in (0.0, 1.0)}
+            if fps[i] not in consts:
+                ok = False
+                break
+        if ok:
+            out.append({"layer": name, "class": info.get("class_name"), "variables": [v.get("name") for v in own]})
+    return out
+
+
 def _batch_norm(run: RunData, name: str) -> bool:
     """The tracked layer ``name`` is a BatchNormalization (of any flavour)."""
     return str((inventory_layer(run, name) or {}).get("class_name") or "").endswith("BatchNormalization")
@@ -982,7 +1113,7 @@ def logits_as_probabilities(run: RunData) -> Finding | None:
                     if call.get("pred_activation") == "linear" else
                     "predictions with values outside [0, 1] (logits, not probabilities)")
             return Finding(
-                "loss_mismatch", severity="warning",
+                "loss_mismatch", severity="error",
                 summary=f"{cls} is called with from_logits=False on {seen}: the loss reads them as probabilities, "
                 "clipping them into (0, 1)" + (" and normalising each row" if "Categorical" in str(cls) else "")
                 + ", so the loss and its gradients are not the cross-entropy of the model's predictions.",
@@ -990,10 +1121,23 @@ def logits_as_probabilities(run: RunData) -> Finding | None:
                           "pred_probabilities": call.get("pred_probabilities"),
                           "y_pred_shape": call.get("y_pred_shape")}, explains=0.9,
                 fix=f"Pass `from_logits=True` to {cls}, or end the model in a {squash} activation (not both).")
+        width = (call.get("y_pred_shape") or [None])[-1]
+        if (call.get("from_logits") is False and call.get("pred_activation") == "sigmoid" and squash == "softmax"
+                and isinstance(width, int) and width > 1):
+            return Finding(
+                "loss_mismatch", severity="warning",
+                summary=f"{cls} is called on the output of a sigmoid ({width} outputs, each in (0, 1) on its own): a "
+                "categorical cross-entropy takes each row for one distribution over exclusive classes and "
+                "normalises it to sum to 1, so the loss and its gradients are not those of the sigmoid outputs the "
+                "model predicts (the classes compete only through that normalisation).",
+                evidence={"loss": cls, "from_logits": False, "pred_activation": "sigmoid",
+                          "y_pred_shape": call.get("y_pred_shape")}, explains=0.8,
+                fix="For one class per example end the model in `softmax` (or output logits with "
+                    "`from_logits=True`); for several labels per example use `BinaryCrossentropy` on the sigmoid.")
         if call.get("from_logits") is True and call.get("pred_probabilities") is True:
             rows = " whose rows each sum to 1" if squash == "softmax" else " all inside (0, 1)"
             return Finding(
-                "loss_mismatch", severity="warning",
+                "loss_mismatch", severity="error",
                 summary=f"{cls} is called with from_logits=True on predictions{rows}: probabilities made by a "
                 f"{squash} that is not a Keras activation (e.g. `tf.nn.{squash}` in the model's `call`), which "
                 f"Keras cannot see through eagerly, so the loss applies a second {squash}: the loss and its "
@@ -1033,13 +1177,20 @@ def single_run_findings(run: RunData) -> list[Finding]:
             steps=[nf["step"]], variables=[nf["variable"]] if "variable" in nf else [],
             evidence=nf, explains=0.5 if after_kept else 1.0,
             fix=data_fix(data) if data else None if after_kept else numerics_fix(run, nf)))
-    for shape, first, count in non_scalar_targets(run):
+    targets = non_scalar_targets(run)
+    if targets:  # one finding: the last, smaller batch has a shape of its own
+        shape, first, count = targets[0]
+        also = [t[0] for t in targets[1:]]
         out.append(Finding(
             "non_scalar_loss",
             f"tape.gradient was asked for the gradient of a tensor of shape {shape} "
-            f"({count} steps from step {first}); TensorFlow sums it, so the gradient is the sum over "
-            "the batch, not the mean.",
-            steps=[first], evidence={"target_shape": shape, "steps": count}, explains=0.8))
+            f"({count} steps from step {first}"
+            + (f"; also of shape {', '.join(str(a) for a in also[:3])} at {sum(t[2] for t in targets[1:])} step(s)"
+               if also else "")
+            + "); TensorFlow sums it, so the gradient is the sum over the batch, not the mean.",
+            steps=[min(t[1] for t in targets)], evidence={"target_shape": shape, "steps": sum(t[2] for t in targets),
+                                                         **({"other_shapes": also} if also else {})},
+            explains=0.8))
     swapped = swapped_loss_finding(run)
     if swapped:
         out.append(swapped)
@@ -1060,6 +1211,27 @@ def single_run_findings(run: RunData) -> list[Finding]:
     # written by assign) are not the trained model's: no gradient is their recipe.
     untrained = untrained_variables(run)
     no_grad = [v for v in sets.no_grad if v not in untrained]
+    # Never read while the tape recorded (their layers not called in the step's forward pass),
+    # while other variables got gradients: an auxiliary head used elsewhere, or a layer left out
+    # of the forward pass. Variables read but disconnected (tf.stop_gradient, a numpy round trip)
+    # are the error below.
+    unwatched = set((run.meta.get("extra") or {}).get("unwatched_sources") or [])
+    unused = [v for v in no_grad if v in unwatched] if len(no_grad) < len(
+        [v for v in run.var_index.tolist() if run.var_info(v).get("trainable") is not False]) else []
+    no_grad = [v for v in no_grad if v not in unused]
+    if unused:
+        names = [run.var_name(v) for v in unused]
+        out.append(Finding(
+            "missing_gradient", severity="warning",
+            summary=f"{len(names)} trainable variable(s) never got a gradient: {', '.join(names[:6])}"
+            f"{', ...' if len(names) > 6 else ''}. tape.gradient was asked for them, but the tape never saw them "
+            "read while it recorded: their layers were not called in the forward pass the loss was computed "
+            "from (an auxiliary head used elsewhere, a branch the step does not take), or were called before "
+            "the tape opened. The other variables trained.",
+            variables=names, evidence={"variables": names, "unwatched": True}, explains=0.6,
+            fix="If they are unused on purpose, leave them out of the variables handed to tape.gradient and the "
+                "optimizer; otherwise call their layers inside the `with tf.GradientTape()` block, in the forward "
+                "pass the loss is computed from."))
     if no_grad:
         names = [run.var_name(v) for v in no_grad]
         out.append(Finding(
@@ -1111,6 +1283,21 @@ def single_run_findings(run: RunData) -> list[Finding]:
             layers=list(infer), steps=[min(infer.values())],
             evidence={"layers_inference": list(infer), **({"fit_without_training": True} if by_fit else {})},
             fix=by_fit[1] if by_fit else None, explains=0.6))
+    fresh = frozen_as_created(run)
+    if fresh:
+        names = [f["layer"] for f in fresh]
+        bn = [f["layer"] for f in fresh if str(f.get("class") or "").endswith("BatchNormalization")]
+        out.append(Finding(
+            "training_mode_mismatch", severity="warning",
+            summary=f"{len(names)} frozen layer(s) ran in inference mode in every step with the state a new layer "
+            f"starts with, which never changed: {', '.join(names[:6])}"
+            + (f". BatchNormalization ({', '.join(bn[:3])}) frozen (`trainable=False`) normalizes with its moving "
+               "statistics, here still mean 0 and variance 1, so it normalizes nothing: freezing keeps statistics "
+               "a pretrained layer learned, and this one never learned any." if bn else
+               ": freezing keeps state a trained layer learned, and this one never learned any."),
+            layers=names, evidence={"layers": fresh}, explains=0.6,
+            fix="Leave the layer trainable while the model trains from scratch (freeze it after its statistics are "
+                "learned, or load pretrained weights before freezing)."))
     resets = iteration_resets(run, sets.update_steps)
     if resets:
         out.append(Finding(
@@ -1119,6 +1306,19 @@ def single_run_findings(run: RunData) -> list[Finding]:
             f"(first at step {resets[0]}): the optimizer is re-created during training, losing its state.",
             steps=resets[:10], evidence={"reset_steps": len(resets), "iterations_head": run.iterations[:8]},
             explains=0.7))
+    unscaled = loss_scale_missing(run)
+    if unscaled:
+        out.append(Finding(
+            "loss_scaling",
+            f"the optimizer is a {unscaled['optimizer']} (over {unscaled['inner']}), which divides the gradients it "
+            f"applies by the loss scale ({unscaled['initial_scale']:g} at the start), but no step called "
+            "`optimizer.scale_loss(loss)`: the loss handed to tape.gradient was not scaled, so every update is that "
+            f"many times too small (gradient norm {unscaled['gradient_norm_over_loss']:.3g} x the loss, median of the "
+            f"first {unscaled['steps_measured']} steps).",
+            steps=[int(run.step[0])], evidence=unscaled, explains=1.0,
+            fix="Differentiate the scaled loss: `scaled = optimizer.scale_loss(loss)` inside the tape, then "
+                "`tape.gradient(scaled, vars)` and `optimizer.apply(grads, vars)` (it unscales them); fit() does "
+                "this itself."))
     sk = np.nan_to_num(run.skipped, nan=0.0) > 0
     if sk.any() and np.isfinite(run.loss_scale).any():
         steps = run.step[sk].tolist()
@@ -1175,7 +1375,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
         n = reg["count"]
         said = regularization_said(n)
         out.append(Finding(
-            "regularization_mismatch", severity="warning",
+            "regularization_mismatch", severity="error",
             summary=f"the model has regularization losses (sum(model.losses) = {reg['reg_loss']:.6g}) and the "
             f"loss handed to tape.gradient {said}: it equals the Keras loss's data loss plus {n} x "
             f"sum(model.losses) at each of the {len(reg['steps'])} steps checked (the first ones with "
@@ -1200,11 +1400,16 @@ def single_run_findings(run: RunData) -> list[Finding]:
         first = blr["steps"][0]
         out.append(Finding(
             "loss_mismatch",
-            summary=f"the Keras {blr['loss']} got labels outside [0, 1] at each of the {blr['checked']} steps checked "
-            f"(step {first['step']}: mean {first['mean']:.4g}, mean square {first['mean_square']:.4g}; labels in "
-            "[0, 1] have a mean square no larger than their mean): a binary cross-entropy reads each label as the "
-            "probability of the positive class, so labels coded 1/2, -1/1 or 0/255 make a loss whose minimum "
-            "is not at the right predictions.",
+            summary=(f"the Keras {blr['loss']} got labels outside [0, 1] at {blr['out_of_range']} of the "
+                     f"{blr['checked']} steps checked (step {first['step']}: mean {first['mean']:.4g}, mean square "
+                     f"{first['mean_square']:.4g}; labels in [0, 1] have a mean square no larger than their mean): "
+                     "a binary cross-entropy reads each label as the probability of the positive class, so labels "
+                     "coded 1/2, -1/1, 0/255 or class indices 0/1/2 make a loss whose minimum is not at the right "
+                     "predictions." if blr["range"] == "[0, 1]" else
+                     f"the Keras {blr['loss']} got labels outside [-1, 1] at {blr['out_of_range']} of the "
+                     f"{blr['checked']} steps checked (step {first['step']}: mean square {first['mean_square']:.4g}, "
+                     "above 1): a hinge loss reads each label as -1 or 1 (0/1 mapped to them), so labels coded "
+                     "1/2, 0/255 or class indices make a loss whose minimum is not at the right predictions."),
             steps=[first["step"]], evidence=blr, explains=1.0,
             fix="Map the labels to 0 and 1 before the loss (`y - 1` for labels coded 1/2, `(y > 0)` for -1/1, "
                 "`y / 255` for 0/255), or use a loss made for their coding (sparse categorical cross-entropy for "

@@ -717,6 +717,20 @@ def _rises(run: RunData) -> bool | None:
     return bool(np.median(lo[-max(2, lo.size // 4):]) > lo[0])
 
 
+def _keras_loss_as_is(run: RunData) -> bool | None:
+    """Whether the loss the run handed to tape.gradient at its first step is its Keras loss's data
+    loss as computed (plus the regularization losses); None when no Keras loss says."""
+    if not run.n_steps:
+        return None
+    d = dr.data_loss(run, int(run.step[0]))
+    loss, reg = float(run.loss[0]), float(run.reg_loss[0]) if run.reg_loss.size else float("nan")
+    if not (math.isfinite(d) and math.isfinite(loss)):
+        return None
+    if math.isfinite(reg):
+        loss -= reg
+    return abs(loss - d) <= 1e-5 * max(1.0, abs(d))
+
+
 def _gradient_sign(a: RunData, b: RunData, s: Step0, has_g: np.ndarray, al: Alignment, ftol: float,
                    ev: dict[str, Any]) -> Finding | None:
     """Every gradient of one run is the other's negated, at one norm ratio for all: one run climbs
@@ -741,7 +755,13 @@ def _gradient_sign(a: RunData, b: RunData, s: Step0, has_g: np.ndarray, al: Alig
     else:
         return None
     side = None
-    if negated == "loss" and (s.loss_a < 0) != (s.loss_b < 0):
+    as_is = {"a": _keras_loss_as_is(a), "b": _keras_loss_as_is(b)}
+    keras_side = None
+    if as_is["a"] != as_is["b"] and True in as_is.values():
+        # one run differentiates its Keras loss as it is (a Keras loss has the sign it should have,
+        # CosineSimilarity's negative values included): the other run negated its own
+        side = keras_side = "b" if as_is["a"] else "a"
+    elif negated == "loss" and (s.loss_a < 0) != (s.loss_b < 0):
         side = "a" if s.loss_a < 0 else "b"
     else:
         up = {"a": _rises(a), "b": _rises(b)}
@@ -760,10 +780,18 @@ def _gradient_sign(a: RunData, b: RunData, s: Step0, has_g: np.ndarray, al: Alig
         summary = (f"at step {s.step} the losses have opposite signs ({s.loss_a:.6g} vs {s.loss_b:.6g}) and every "
                    f"gradient of run a is run b's negated{factor}: {who} differentiates the negated loss, so its "
                    "optimizer climbs the loss the other descends"
-                   + (" (its loss is negative where a cross-entropy or a squared error is not)" if side else "")
+                   + (f" (run {'a' if side == 'b' else 'b'} differentiates its Keras loss as it is)" if keras_side
+                      else " (its loss is negative where a cross-entropy or a squared error is not)" if side else "")
                    + ".")
         fix = (f"Differentiate the loss itself in {who}, not its negation: drop the leading minus (`loss = "
                "-...`), or, for a log-likelihood written by hand, put the minus in front of it (`-mean(log p)`).")
+        if keras_side:
+            other, run_o = ("a", a) if side == "b" else ("b", b)
+            cls = (dr.first_loss_info(run_o) or {}).get("cls") or "loss"
+            fix = (f"Give run {side}'s loss the sign of run {other}'s Keras {cls} ({s.loss_a if other == 'a' else s.loss_b:.6g} "
+                   f"at step {s.step}, run {side}'s {s.loss_b if other == 'a' else s.loss_a:.6g}): drop a leading minus, "
+                   "or put one in front where the Keras loss has it by definition (CosineSimilarity is -cos, a "
+                   "log-likelihood loss is -mean(log p)).")
     return Finding("gradient_sign", summary, steps=[s.step], variables=[],
                    evidence={"negated": negated, "run": side, "grad_norm_ratio": c,
                              "grad_cosine_max": float(np.max(cos)), **ev},

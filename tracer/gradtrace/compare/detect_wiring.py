@@ -199,6 +199,51 @@ def _all_applied_zero(run: RunData, zero: set[int], nonzero: set[int]) -> Findin
              "`from_logits=True` instead of clipping probabilities)."))
 
 
+def one_signed_run(run: RunData) -> Finding | None:
+    """One run (``gradtrace check``): every gradient the optimizer applied is of one sign. At each
+    recorded full step, every trainable variable with more than one entry and a non-zero gradient
+    has its smallest entry >= 0 (or its largest <= 0), at every such step from the first to the
+    last read (four at least, two variables at least). A network's gradients have both signs; one
+    sign everywhere is what ``tf.clip_by_value(g, 0.0, c)`` (a lower bound of 0 meant as -c),
+    ``tf.maximum(g, 0)`` or ``tf.abs(g)`` leave: the weights can move in one direction only."""
+    if not run.gmin.size or run.gmin.shape != run.grad.shape:
+        return None
+    size = {int(v["index"]): int(np.prod(v.get("shape") or [1])) for v in run.variables
+            if v.get("trainable") is not False and all(isinstance(d, int) for d in v.get("shape") or [])}
+    cols = [j for j, v in enumerate(run.var_index.tolist()) if size.get(int(v), 0) > 1]
+    if len(cols) < 2:
+        return None
+    lo, hi = run.gmin[:, cols], run.gmax[:, cols]
+    has = (run.grad[:, cols] == 1) & np.isfinite(lo) & np.isfinite(hi) & ((lo != 0) | (hi != 0))
+    rows = has.any(axis=1)
+    if int(rows.sum()) < 4 or int(has.any(axis=0).sum()) < 2:
+        return None
+    sign = None
+    for want, ok in (("non-negative", lo >= 0), ("non-positive", hi <= 0)):
+        if bool(np.all(ok | ~has)):
+            sign = want
+    if sign is None:
+        return None
+    clipped = "clip_by_value" in ((run.meta.get("extra") or {}).get("hand_clipping") or [])
+    steps = run.var_rows[rows]
+    names = [run.var_name(int(run.var_index[j])) for j in cols]
+    return Finding(
+        "gradient_sign", severity="error" if clipped else "warning",
+        summary=f"every gradient the optimizer applied is {sign} in every entry of each of the {len(names)} "
+        f"trainable variables at each of the {int(rows.sum())} recorded steps (steps {int(steps[0])} to "
+        f"{int(steps[-1])}): a network's gradients have both signs, so something between tape.gradient and the "
+        "apply cut one sign off"
+        + (" (the script clips its gradients with `tf.clip_by_value`: a lower bound of 0, as in "
+           "`tf.clip_by_value(g, 0.0, 1.0)` meant as -1..1, zeroes every negative entry)" if clipped else
+           " (`tf.clip_by_value(g, 0.0, c)` meant as -c..c, `tf.maximum(g, 0)`, `tf.abs(g)`)")
+        + ". The weights can only move one way.",
+        steps=[int(steps[0])], variables=names[:16],
+        evidence={"sign": sign, "recorded_steps": int(rows.sum()), "variables": names,
+                  "hand_clipping": clipped}, explains=1.0,
+        fix="Clip symmetrically: `tf.clip_by_value(g, -c, c)`, or clip the norm (`tf.clip_by_global_norm(grads, c)`, "
+            "or the optimizer's `clipnorm`/`global_clipnorm`).")
+
+
 def zero_gradient_run(run: RunData) -> Finding | None:
     """One run (``gradtrace check``): trainable variables the optimizer got an all-zero gradient for
     at every recorded step, put in place of the ``None`` the tape returned (``replaced_none_gradients``):

@@ -24,6 +24,7 @@ from gradtrace.compare.align import Alignment, _random_layer_classes, align
 from gradtrace.compare.catalogue import CATALOGUE
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding, Report
+from gradtrace.compare.noise import rel
 from gradtrace.schema import NO_STEPS_WARNING
 
 logger = logging.getLogger("gradtrace.compare")
@@ -338,6 +339,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     findings = _loss_left_unscaled(findings, a, b)
     findings = _scaled_gradients_applied(findings)
     findings = _dedupe(findings)
+    _numerics_after_departure(findings)
+    _micro_batches_same_updates(findings, a, b, al)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
     if not a.n_steps or not b.n_steps:
@@ -363,7 +366,7 @@ def check_run(run: RunData) -> Report:
     if outside:
         findings.append(outside)
     findings += [f for f in (dp.weights_dropped_run(run), dr.unfreeze_ignored(run), dr.weights_reset(run),
-                             do.untrained_predictor(run)) if f is not None]
+                             do.untrained_predictor(run), None if zero else dw.one_signed_run(run)) if f is not None]
     findings.sort(key=lambda f: f.sort_key())
     bad = any(f.severity in ("error", "warning") for f in findings)
     steps = [s for f in findings if f.severity != "info" for s in f.steps]
@@ -466,6 +469,22 @@ def _divergence(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding:
     rng = _random_stream_departs(a, b, dep, al)
     if rng is not None:
         return rng
+    if (dep["step"] > int(a.step[al.ia[0]]) and dep.get("what") in ("gradient", "gradient_norm")
+            and dep.get("loss_rel_diff", 1.0) <= dep["tolerance"]):
+        # Every earlier update agreed: the same weights and batch give the same loss, so the same
+        # loss's gradient differs only if one run applies something else than that gradient.
+        return Finding(
+            "divergence",
+            f"the runs agree up to step {dep['step'] - 1}; at step {dep['step']} they compute the same loss "
+            f"({dep.get('loss_a', float('nan')):.6g}) on the same batch from the same weights, yet the gradients "
+            f"applied differ{where.replace(', first in', ' (first in') + ')' if var else ''}: one run applies something "
+            "other than the gradient of that step's loss (a gradient accumulator not reset after an apply, "
+            "the gradients of an earlier step, a clip or a factor between tape.gradient and the apply).",
+            steps=[dep["step"]], variables=[var] if var else [], evidence={**dep, "same_loss_other_gradient": True},
+            explains=0.95,
+            fix="Apply the gradients of the step's own loss: reset accumulators after each apply "
+                "(`acc.assign(tf.zeros_like(acc))`), and compare what each run does to the gradients between "
+                "tape.gradient and apply_gradients.")
     return Finding(
         "divergence",
         f"the runs {agree}depart at step {dep['step']}{where}: "
@@ -578,6 +597,18 @@ def _logits_read_by_keras(f: Finding, a: RunData, b: RunData) -> str:
     if not fl or True not in fl:
         return ""
     side, run = ("a", a) if fl[0] is True else ("b", b)
+    other = "b" if side == "a" else "a"
+    info = dr.first_loss_info(run) or {}
+    call = next((c for c in info.get("calls") or [info] if isinstance(c, dict)), {})
+    if call.get("pred_activation") == "linear" or call.get("pred_probabilities") is False:
+        # run `side` hands its loss logits: both forms are right (logits with from_logits=True
+        # against the activation's output with from_logits=False)
+        f.evidence["logits_against_probabilities"] = side
+        f.fix = ("Nothing to fix: either form is right. Keep the logits form (`from_logits=True` on a last layer "
+                 "without activation) for numerical stability, and apply the activation only for predictions.")
+        return (f" Both are right: run {side}'s model outputs logits (its last layer has no activation) and its "
+                f"loss applies the activation; run {other}'s model applies it and its loss takes the probabilities, "
+                "from under which Keras takes the logits back.")
     if run.meta.get("keras_flavour") != "keras3":
         return ""
     f.evidence["from_logits_on_activation"] = side
@@ -1004,6 +1035,55 @@ def _lone_variables_in_lone_layers(findings: list[Finding], lone_layers: dict[st
             "(a layer built twice where the other model shares one, or a layer of one model only).")
 
 
+def _micro_batches_same_updates(findings: list[Finding], a: RunData, b: RunData, al: Alignment) -> None:
+    """One run steps on batches k times smaller as often as the other (micro-batches accumulated by
+    hand: each step records its last micro-batch, so no batch matches), from the same start: when
+    every aligned variable's update norm agrees at every step both recorded (four at least, within
+    the float noise of sums over k micro-batches), the run applies the mean of its micro-batches'
+    gradients, the same training as the other's batches. The data finding becomes context and
+    the verdict rests on the updates (see _verdict)."""
+    f = next((f for f in findings if f.kind == "data_mismatch" and f.evidence.get("micro_batches")), None)
+    if f is None or al.init_same is False or al.stochastic or not al.ja.size:
+        return
+    n = min(a.n_steps, b.n_steps)
+    steps = a.step[:n]
+    ra, rb = a.rows(steps), b.rows(b.step[:n])
+    ok = (ra >= 0) & (rb >= 0) & np.asarray(a.stats[:n], dtype=bool) & np.asarray(b.stats[:n], dtype=bool)
+    if int(ok.sum()) < 4:
+        return
+    t = 16 * al.noise.tol(steps[ok] - steps[0])[:, None]
+    ua, ub = a.update_norm[ra[ok]][:, al.ja], b.update_norm[rb[ok]][:, al.jb]
+    both = np.isfinite(ua) & np.isfinite(ub)
+    if not both.any() or not np.all(np.isfinite(ua) == np.isfinite(ub)):
+        return
+    du = np.where(both, rel(ua, ub), 0.0)
+    if not np.all(du <= t):
+        return
+    k, side = f.evidence["micro_batches"]["factor"], f.evidence["micro_batches"]["run"]
+    f.severity = "info"
+    f.evidence["same_updates"] = {"steps_compared": int(ok.sum()), "max_update_rel_diff": float(np.max(du))}
+    f.summary += (f" Yet every update agrees at each of the {int(ok.sum())} steps both recorded (largest relative "
+                  f"difference {float(np.max(du)):.2g}): run {side} applies the mean of its {k} micro-batches' "
+                  "gradients, the same training as the other run's batches.")
+    f.fix = ("Nothing to fix: the runs train alike. To compare them step by step, let the optimizer accumulate "
+             f"(`gradient_accumulation_steps={k}` on a Keras 3 optimizer, fed the micro-batches).")
+
+
+def _numerics_after_departure(findings: list[Finding]) -> None:
+    """NaN/Inf in one run first seen after the runs already departed (a divergence or gradient
+    finding at an earlier step) is where that departure led, not its cause: ranked after it."""
+    dep = [s for f in findings if f.kind in _SYMPTOMS and f.severity == "error" for s in f.steps]
+    if not dep:
+        return
+    k = min(dep)
+    for f in findings:
+        one = [x for x in (f.evidence.get("a"), f.evidence.get("b")) if isinstance(x, dict)]
+        if (f.kind == "numerics" and f.steps and min(f.steps) > k and len(one) == 1
+                and not one[0].get("in_data")):  # NaN already in the data is a cause of its own
+            f.explains = min(f.explains, 0.3)
+            f.summary += f" The runs had departed before, at step {k}: this is where that led."
+
+
 def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
     # A structure_mismatch is a cause only as an error: layers of one model only whose aligned
     # steps part; otherwise it says why the runs are not comparable.
@@ -1016,13 +1096,15 @@ def _verdict(findings: list[Finding], structure_ok: bool, al: Alignment) -> str:
                and not (f.kind == "structure_mismatch" and f.severity != "error")]
     if serious:
         return "diverged"
+    if any(f.kind == "data_mismatch" and f.evidence.get("same_updates") for f in findings) and structure_ok:
+        return "equivalent"  # micro-batches accumulated by hand: the updates agree at every step
     if not structure_ok or al.aligned_steps == 0:
         return "not_comparable"
-    if any(f.kind == "data_mismatch" for f in findings):
-        # Equal as far as the same batches go; the rest cannot be judged step by step.
-        for f in findings:
-            if f.kind == "data_mismatch":
-                f.severity = "info"
+    if any(f.kind == "data_mismatch" and f.severity != "info" for f in findings):
+        # Equal as far as the same batches go; the rest cannot be judged step by step, and the
+        # runs train on other batches from there: their models differ (the report says how far
+        # the steps agree, see report._as_far_as).
+        return "not_comparable"
     return "equivalent"
 
 
@@ -1203,6 +1285,13 @@ def _hand_written_loss(findings: list[Finding], a: RunData, b: RunData) -> None:
     args = info.get("args") or {}
     effects = [_LOSS_EFFECTS[k](float(v), cls) for k, v in args.items()
                if k in _LOSS_EFFECTS and isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0]
+    valid, total = info.get("mask_valid"), info.get("mask_count")
+    if isinstance(valid, (int, float)) and isinstance(total, (int, float)) and 0 < valid < total:
+        # the model's output carries a mask (Embedding(mask_zero=True), Masking) the Keras loss applies
+        f.evidence["keras_loss_mask"] = {"valid": int(valid), "total": int(total)}
+        effects.insert(0, f"it averages over the {int(valid)} valid entries of {int(total)} at its first step "
+                          "only, the mask the model's output carries leaving the padding out (weight the per-entry losses by the mask and "
+                          "divide by its sum: `tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)`)")
     said = ", ".join([f"from_logits={info.get('from_logits')}"] + [f"{k}={v!r}" for k, v in args.items()
                                                                   if v is not None])
     f.evidence["keras_loss"] = {"run": side, "class": cls, "from_logits": info.get("from_logits"), "args": args}

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Connection, Text, and_, case, cast, func, select, text
 
-from gradtrace.compare.data import FP_LEN, HEAD, VSUM_KEYS, RunData, loss_details
+from gradtrace.compare.data import FP_LEN, HEAD, VAR_ROW_COLS, VSUM_KEYS, RunData, loss_details
 
 if TYPE_CHECKING:
     from gradtrace.store import Store
 
 logger = logging.getLogger("gradtrace.compare.reader")
 _NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-_VAR_COLS = ("grad", "norm", "nonfinite", "applied", "update_norm")
+_VAR_COLS = VAR_ROW_COLS  # RunData's names; the table's columns: _COLUMN
+_COLUMN = {"gmin": "min", "gmax": "max"}
 
 
 def _tables() -> tuple[Any, Any, Any, Any]:
@@ -182,7 +183,7 @@ def _reindex(got: dict[str, np.ndarray], var_index: list[int]) -> dict[str, np.n
 
 def _var_rows(conn: Connection, V: Any, key: int, var_index: list[int] | None, lo: int, hi: int) -> dict[str, np.ndarray]:
     rows = conn.execute(
-        select(V.c.step, V.c.v, *[V.c[c] for c in _VAR_COLS])
+        select(V.c.step, V.c.v, *[V.c[_COLUMN.get(c, c)] for c in _VAR_COLS])
         .where(V.c.run_id == key, V.c.step >= lo, V.c.step < hi).order_by(V.c.step, V.c.v)
     ).all()
     if var_index is None:
@@ -289,7 +290,7 @@ def read_run(store: Store, ref: str, project: str | None = None) -> RunData:
         nonfinite_step=col["nonfinite"], n_applied=col["n_applied"], n_grad=num[:, 11].copy(),
         var_index=np.array(var_index, dtype=np.int64), var_rows=head["steps"],
         grad=head["grad"], norm=head["norm"], nonfinite=head["nonfinite"], applied=head["applied"],
-        update_norm=head["update_norm"],
+        update_norm=head["update_norm"], gmin=head["gmin"], gmax=head["gmax"],
         sketch_steps=np.array([first_step] if sk_rows else [], dtype=np.int64), sketch=sketch, vsum=vsum,
         state_index=np.array([int(r[0]) for r in state], dtype=np.int64),
         state_changed=np.array([float(r[1] or 0) for r in state]),

@@ -36,14 +36,15 @@ def _fmt(v: Any) -> str:
 
 
 def _as_far_as(d: dict[str, Any]) -> str:
-    """An equivalent verdict that rests on the steps before the runs' batches part: say how far."""
-    if d["verdict"] != "equivalent":
+    """Runs whose steps agree until their batches part: say how far they agree."""
+    if d["verdict"] != "not_comparable":
         return ""
     dm = next((f for f in d["findings"] if f["kind"] == "data_mismatch"), None)
     first = (dm or {}).get("evidence", {}).get("first_step")
-    if not isinstance(first, int) or first <= 0:
+    if not isinstance(first, int) or first <= 0 or not d.get("aligned_steps"):
         return ""
-    return f" up to step {first - 1} (the runs saw other batches from step {first} on: see data_mismatch)"
+    return (f" after step {first - 1} (steps 0 to {first - 1} are equivalent; the runs saw other batches from step "
+            f"{first} on, so their models differ: see data_mismatch)")
 
 
 def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> str:

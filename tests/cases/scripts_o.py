@@ -1,0 +1,387 @@
+# ruff: noqa: B905  (zip(grads, variables) exactly as users write it)
+"""An eleventh set (see scripts.py for the conventions): single runs for ``gradtrace check`` whose
+bug leaves no trace a pair would need, and the correct designs beside them that a checker must
+not flag: class indices 0/1/2 under a binary cross-entropy in fit() (with a last batch of 0s and
+1s only), a hinge loss on -1/1 labels, a head used only outside the steps with its None
+gradients filtered, a BatchNormalization frozen before it learned any statistics, Keras 3's
+LossScaleOptimizer handed the gradients of a loss never scaled, gradients clipped to [0, 1],
+a sigmoid under a categorical cross-entropy, Monte Carlo dropout after fit(), two heads trained
+at alternate steps, and a head trained by a second optimizer after a pretraining fit().
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import data
+from .scripts import BATCH, STEPS, _digits_slice, _keras
+from .scripts_models import _fit, _loop, _tf
+
+
+def _mlp(outputs: int, activation: str | None = None, seed: int = 71, inputs: int = 64):
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(24, activation="relu"),
+                             keras.layers.Dense(outputs, activation=activation)])
+
+
+def fit_binary_on_class_indices():
+    """``binary_crossentropy`` on the digits' labels modulo 3 (0, 1, 2), with a last partial batch
+    whose labels are 0 and 1 only: a batch in range is no counter-example."""
+    keras = _keras()
+    x, y = data.digits()
+    y = (y % 3).astype("float32")
+    n = STEPS * BATCH
+    tail = np.flatnonzero(y[n:] < 2)[:6] + n
+    x, y = np.concatenate([x[:n], x[tail]]), np.concatenate([y[:n], y[tail]])
+    model = _mlp(1, "sigmoid")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_hinge_on_plus_minus_one():
+    """A hinge loss on labels coded -1/1, as Keras documents them."""
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(1, "tanh")
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.Hinge())
+    _fit(model, x, np.where(y == 0, 1.0, -1.0).astype("float32"))
+
+
+def tape_auxiliary_head_unused():
+    """A subclassed model whose auxiliary head only a method outside the steps calls; the step
+    asks for every trainable variable and drops the None gradients before apply_gradients."""
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(72)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(24, activation="relu")
+            self.out = keras.layers.Dense(10)
+            self.aux = keras.layers.Dense(1)
+
+        def call(self, x, training=False):
+            return self.out(self.hidden(x))
+
+        def score(self, x):
+            return self.aux(self.hidden(x))
+
+    x, y = _digits_slice()
+    model = Net()
+    model(x[:1])
+    model.score(x[:1])
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def _bn_first(frozen: bool):
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(73)
+    bn = keras.layers.BatchNormalization()
+    model = keras.Sequential([keras.Input((64,)), bn, keras.layers.Dense(24, activation="relu"),
+                              keras.layers.Dense(10)])
+    if frozen:
+        bn.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x * 16.0, y)
+
+
+def fit_bn_frozen_from_scratch():
+    """``bn.trainable = False`` on a new BatchNormalization: inference mode, statistics 0 and 1."""
+    _bn_first(frozen=True)
+
+
+def fit_bn_trained_from_scratch():
+    _bn_first(frozen=False)
+
+
+def _mixed_loop(scaled: bool) -> None:
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(74)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(24, activation="relu"),
+                                  keras.layers.Dense(10, dtype="float32")])
+        opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = ce(yb, model(xb, training=True))
+                target = opt.scale_loss(loss) if scaled else loss
+            grads = tape.gradient(target, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+        for xb, yb in data.batches(x, y, BATCH, STEPS):
+            step(xb, yb)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def tape_mixed_loss_never_scaled():
+    """Keras 3's LossScaleOptimizer applies the gradients of the unscaled loss: it divides them by
+    the loss scale all the same."""
+    _mixed_loop(scaled=False)
+
+
+def tape_mixed_loss_scaled():
+    _mixed_loop(scaled=True)
+
+
+def _clipped_loop(low: float) -> None:
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _loop(_mlp(10), keras.optimizers.SGD(0.1), lambda m, xb, yb: ce(yb, m(xb, training=True)), x, y,
+          then=lambda grads: [tf.clip_by_value(g, low, 1.0) for g in grads])
+
+
+def tape_gradients_clipped_to_0_1():
+    """``tf.clip_by_value(g, 0.0, 1.0)`` meant as -1..1: every negative entry zeroed."""
+    _clipped_loop(0.0)
+
+
+def tape_gradients_clipped_symmetrically():
+    _clipped_loop(-1.0)
+
+
+def _fit_squashed(activation: str) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(10, activation)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    _fit(model, x, keras.utils.to_categorical(y, 10))
+
+
+def fit_sigmoid_under_categorical_ce():
+    _fit_squashed("sigmoid")
+
+
+def fit_softmax_under_categorical_ce():
+    _fit_squashed("softmax")
+
+
+def fit_then_monte_carlo_dropout():
+    """Dropout (no BatchNormalization) trained with fit(), then ten predictions in training mode."""
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(75)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(24, activation="relu"),
+                              keras.layers.Dropout(0.3), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+    np.mean([model(x[:64], training=True).numpy() for _ in range(10)], axis=0)
+
+
+def tape_two_heads_alternate():
+    """A trunk with a classification and a regression head: even steps train the first head's
+    loss, odd steps the second's (one optimizer, None gradients filtered)."""
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(76)
+    x, y = _digits_slice()
+    inp = keras.Input((64,))
+    h = keras.layers.Dense(24, activation="relu")(inp)
+    model = keras.Model(inp, [keras.layers.Dense(10, name="cls")(h), keras.layers.Dense(1, name="reg")(h)])
+    opt = keras.optimizers.Adam(1e-2)
+    opt.build(model.trainable_variables)  # Keras 3: every variable it will see, before the first subset
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    mse = keras.losses.MeanSquaredError()
+
+    def step(xb, yb, which):
+        with tf.GradientTape() as tape:
+            cls, reg = model(xb, training=True)
+            loss = ce(yb, cls) if which == 0 else mse(tf.cast(yb, tf.float32)[:, None] / 9.0, reg)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+
+    @tf.function
+    def classify(xb, yb):
+        step(xb, yb, 0)
+
+    @tf.function
+    def regress(xb, yb):
+        step(xb, yb, 1)
+
+    for i, (xb, yb) in enumerate(data.batches(x, y, BATCH, STEPS * 2)):
+        (classify if i % 2 == 0 else regress)(xb, yb)
+
+
+def tape_head_after_pretraining_fit():
+    """A base pretrained with a throwaway head in fit(), frozen, then a new head trained by a second
+    optimizer in a tf.function loop long enough for the tracer's light steps."""
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(77)
+    x, y = data.digits()
+    base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(24, activation="relu")], name="base")
+    pre = keras.Sequential([base, keras.layers.Dense(10)])
+    pre.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pre.fit(x[:256], y[:256], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    base.trainable = False
+    head = keras.layers.Dense(10)
+    opt = keras.optimizers.Adam(1e-2)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, head(base(xb, training=False)))
+        grads = tape.gradient(loss, head.trainable_variables)
+        opt.apply_gradients(zip(grads, head.trainable_variables))
+
+    for xb, yb in data.batches(x, y, BATCH, 40):
+        step(xb, yb)
+
+
+def _fit_binary_head(logits: bool) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(1, None if logits else "sigmoid", seed=78)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.BinaryCrossentropy(from_logits=logits))
+    _fit(model, x, (y == 0).astype("float32"))
+
+
+def fit_binary_logits_from_logits():
+    """A last layer without activation and ``BinaryCrossentropy(from_logits=True)``."""
+    _fit_binary_head(logits=True)
+
+
+def fit_binary_sigmoid_probabilities():
+    """The same model ending in a sigmoid, and ``from_logits=False``: the same loss."""
+    _fit_binary_head(logits=False)
+
+
+def fit_cosine_similarity_onto_one_hot():
+    """Keras' CosineSimilarity loss (minus the cosine, by definition) onto one-hot directions."""
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(10, seed=79)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.CosineSimilarity())
+    _fit(model, x, keras.utils.to_categorical(y, 10).astype("float32"))
+
+
+def tape_cosine_minimised():
+    """The cosine written by hand without the minus: the loop minimises the similarity."""
+    tf = _tf()
+    keras = _keras()
+    x, y = _digits_slice()
+
+    def loss_of(m, xb, yb):
+        p = m(xb, training=True)
+        return tf.reduce_mean(tf.reduce_sum(tf.math.l2_normalize(yb, -1) * tf.math.l2_normalize(p, -1), -1))
+
+    _loop(_mlp(10, seed=79), keras.optimizers.SGD(0.5), loss_of, x, keras.utils.to_categorical(y, 10).astype("float32"))
+
+
+def _accumulated(reset: bool) -> None:
+    """Gradients of 4 micro-batches of 8 accumulated in variables by one tf.function and applied by
+    another; the accumulators zeroed after each apply, or never."""
+    tf = _tf()
+    keras = _keras()
+    x, y = data.regression(STEPS * BATCH)
+    y = y[:, None]
+    keras.utils.set_random_seed(80)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    opt = keras.optimizers.SGD(0.02, momentum=0.9)
+    mse = keras.losses.MeanSquaredError()
+    acc = [tf.Variable(tf.zeros_like(v), trainable=False) for v in model.trainable_variables]
+
+    @tf.function
+    def accumulate(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = mse(yb, model(xb, training=True))
+        for a, g in zip(acc, tape.gradient(loss, model.trainable_variables)):
+            a.assign_add(g / 4.0)
+
+    @tf.function
+    def apply():
+        opt.apply_gradients(zip([a.read_value() for a in acc], model.trainable_variables))
+        if reset:
+            for a in acc:
+                a.assign(tf.zeros_like(a))
+
+    for i in range(0, len(x), BATCH):
+        for j in range(i, i + BATCH, 8):
+            accumulate(x[j:j + 8], y[j:j + 8])
+        apply()
+
+
+def tape_accumulated_and_reset():
+    _accumulated(reset=True)
+
+
+def tape_accumulated_never_reset():
+    _accumulated(reset=False)
+
+
+def tape_masked_gru_tagger_tf_nn_loss():
+    """The tagger's loss written with ``tf.nn.sparse_softmax_cross_entropy_with_logits`` and a mean
+    over every entry: no Keras loss records the mask it leaves out."""
+    from .scripts_i import _tagger_loop
+
+    tf = _tf()
+    _tagger_loop(lambda xb, yb, out: tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(yb, tf.int32), logits=out)))
+
+
+def _fit_initialized(init: str) -> None:
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(81)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(24, activation="relu", kernel_initializer=init),
+                              keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def fit_hidden_glorot_uniform():
+    _fit_initialized("glorot_uniform")
+
+
+def fit_hidden_he_normal():
+    """The same seed; the hidden layer's kernel drawn by another initializer."""
+    _fit_initialized("he_normal")
+
+
+def tape_digits_two_micro_batches_averaged():
+    """Each batch of 32 as two micro-batches of 16 whose gradients are averaged and applied once:
+    the same training as fit()'s batches of 32 (scripts.fit_digits_sgd_sparse), though each step
+    records its last micro-batch."""
+    tf = _tf()
+    keras = _keras()
+    from .scripts import _mlp as _digits_mlp
+
+    x, y = _digits_slice()
+    model = _digits_mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    half = BATCH // 2
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        total = None
+        for lo in (0, half):
+            with tf.GradientTape() as tape:
+                loss = ce(yb[lo:lo + half], model(xb[lo:lo + half], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            total = grads if total is None else [t + g for t, g in zip(total, grads)]
+        opt.apply_gradients(zip([t / 2.0 for t in total], model.trainable_variables))
