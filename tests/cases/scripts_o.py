@@ -385,3 +385,26 @@ def tape_digits_two_micro_batches_averaged():
             grads = tape.gradient(loss, model.trainable_variables)
             total = grads if total is None else [t + g for t, g in zip(total, grads)]
         opt.apply_gradients(zip([t / 2.0 for t in total], model.trainable_variables))
+
+
+def _fit_regression_weights(dataset: bool) -> None:
+    tf = _tf()
+    keras = _keras()
+    x, y = data.regression(STEPS * BATCH)
+    w = np.where(y > 0, 2.0, 1.0).astype("float32")
+    keras.utils.set_random_seed(82)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    if dataset:
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH), epochs=1, verbose=0)
+    else:
+        model.fit(x, y, sample_weight=w, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_regression_sample_weighted():
+    _fit_regression_weights(dataset=False)
+
+
+def fit_regression_dataset_weights_lost():
+    """The same fit() moved to a tf.data pipeline of (x, y): the sample weights are gone."""
+    _fit_regression_weights(dataset=True)

@@ -21,6 +21,9 @@ from . import scripts_o as o13
 
 # (id, run a, run b, verdict, top finding kind or None)
 CASES = [
+    # fit(sample_weight=...) against fit() over a tf.data pipeline of (x, y): the weights go in the dataset
+    ("weights_lost_moving_to_a_dataset", o13.fit_regression_sample_weighted, o13.fit_regression_dataset_weights_lost,
+     "diverged", "sample_weighting"),
     # the same seed, another initializer: the start differs, and the initializers are named
     ("initializers_differ", o13.fit_hidden_glorot_uniform, o13.fit_hidden_he_normal, "not_comparable",
      "init_mismatch"),
@@ -1015,6 +1018,8 @@ def test_case(traced, case):
         diff = f.evidence["initializers_differ"]
         assert len(diff) == 1 and diff[0]["a"].startswith("GlorotUniform") and diff[0]["b"].startswith("HeNormal"), text
         assert "same initializers" in (f.fix or ""), text
+    if _id == "weights_lost_moving_to_a_dataset":
+        assert "from_tensor_slices((x, y, w))" in (report.findings[0].fix or ""), text
     if _id == "cosine_minimised_by_hand":  # the run without a Keras loss is the one to fix
         f = report.findings[0]
         assert f.evidence["run"] == "b" and "Keras CosineSimilarity" in (f.fix or ""), text
@@ -1218,9 +1223,9 @@ CHECKS = [
     # keras.io's `base(inputs, training=False)`: Keras 3's fit() passes training=True over it once
     # the base is unfrozen (its BatchNormalization then updates); while frozen it stays in inference mode
     ("wired_inference_overridden_by_fit", n12.fit_transfer_then_fine_tune, "diverged", "training_mode_mismatch"),
-    # frozen from the start, the base never trained: no override, but its BatchNormalization (as created,
-    # statistics 0 and 1) normalizes nothing; pretrained first, nothing to say
-    ("wired_inference_while_frozen", n12.fit_transfer_head_only, "diverged", "training_mode_mismatch"),
+    # frozen from the start, the base never trained: no override; its BatchNormalization (as created,
+    # statistics 0 and 1) in a frozen block is context; pretrained first, nothing to say
+    ("wired_inference_while_frozen", n12.fit_transfer_head_only, "equivalent", "training_mode_mismatch"),
     ("wired_inference_after_pretraining", n12.fit_base_pretrained_then_head_only, "equivalent", None),
     # Dropout's call defaults to training=False, which Keras fills into every functional node: no override
     ("functional_dropout_default_not_wired", n12.fit_functional_dropout, "equivalent", None),
@@ -1381,7 +1386,8 @@ def test_check(traced, case):
         assert "tf.reduce_sum(loss * mask) / tf.reduce_sum(mask)" in (f.fix or ""), text
     if _id == "wired_inference_while_frozen":  # the untrained frozen layer, not the wired override
         assert len(report.findings) == 1 and "wired_inference_overridden" not in report.findings[0].evidence, text
-        assert "never learned any" in report.findings[0].summary and report.findings[0].severity == "warning", text
+        f = report.findings[0]
+        assert "never learned any" in f.summary and f.severity == "info" and f.evidence.get("frozen_block"), text
     if _id == "auxiliary_head_unused":  # never read under the tape: named as such, a warning
         f = report.findings[0]
         assert f.severity == "warning" and f.evidence.get("unwatched") and len(f.variables) == 2, text

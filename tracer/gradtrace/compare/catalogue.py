@@ -86,7 +86,8 @@ _KINDS = [
         "over that argument, tf-keras keeps it. It also warns of a frozen layer (`trainable=False`, so in "
         "inference mode) that ran in every step exactly as a new layer is made (each variable all zeros or all "
         "ones by the initial fingerprints, never changed, never written): a BatchNormalization frozen before "
-        "it learned any statistics normalizes nothing.",
+        "it learned any statistics normalizes nothing (context when other layers' weights are frozen beside it: "
+        "a base or teacher as built, never trained or loaded in the run).",
         "Call the model with `training=True` inside the tape (`model(x, training=True)`) and pass "
         "`training` through to every sub-layer of a subclassed model's `call`.",
         rank=5,

@@ -1294,6 +1294,13 @@ def _weighting_fix(run: RunData, how: dict[str, Any], other: RunData) -> str:
                        "came from its data (fit() takes the third element of (x, y, w) batches as per-sample "
                        "weights) or its train_step; in the other run unpack them (`for x, y, w in ds`) and "
                        f"{to_loss}.")
+    ofit = other.meta.get("fit")
+    if ofit is not None and "shuffle" in ofit and ofit["shuffle"] is None:
+        # the unweighted run is fit() over a dataset or generator (its `shuffle` recorded as None:
+        # _probes._fit_shuffle): the data carries its own weights
+        return head + ("`fit(sample_weight=...)` multiplies each sample's loss; the other run's fit() reads a "
+                       "tf.data dataset, which takes no `sample_weight=`: put the weights in the dataset as the "
+                       "third element of each batch (`tf.data.Dataset.from_tensor_slices((x, y, w))`).")
     return head + f"`fit(sample_weight=...)` multiplies each sample's loss; in a tape loop {to_loss}."
 
 

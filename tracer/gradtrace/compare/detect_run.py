@@ -1287,16 +1287,29 @@ def single_run_findings(run: RunData) -> list[Finding]:
     if fresh:
         names = [f["layer"] for f in fresh]
         bn = [f["layer"] for f in fresh if str(f.get("class") or "").endswith("BatchNormalization")]
+        # Frozen weights of other layers beside it: a whole frozen block (a base or a teacher) that was
+        # never trained or loaded here: context (a script's scaffolding, or weights loaded elsewhere
+        # belong in both); frozen alone inside a model that trains, it is the slip.
+        named = {n for f in fresh for n in f["variables"]}
+        block = [str(v.get("name")) for v in run.variables if v.get("trainable") is False
+                 and str(v.get("dtype") or "").startswith("float") and v.get("name") not in named
+                 and not str(v.get("layer_class") or "").endswith("Normalization")]
         out.append(Finding(
-            "training_mode_mismatch", severity="warning",
+            "training_mode_mismatch", severity="info" if block else "warning",
             summary=f"{len(names)} frozen layer(s) ran in inference mode in every step with the state a new layer "
             f"starts with, which never changed: {', '.join(names[:6])}"
             + (f". BatchNormalization ({', '.join(bn[:3])}) frozen (`trainable=False`) normalizes with its moving "
                "statistics, here still mean 0 and variance 1, so it normalizes nothing: freezing keeps statistics "
                "a pretrained layer learned, and this one never learned any." if bn else
-               ": freezing keeps state a trained layer learned, and this one never learned any."),
-            layers=names, evidence={"layers": fresh}, explains=0.6,
-            fix="Leave the layer trainable while the model trains from scratch (freeze it after its statistics are "
+               ": freezing keeps state a trained layer learned, and this one never learned any.")
+            + (f" It sits in a frozen block whose other weights are frozen too ({', '.join(block[:3])}"
+               f"{', ...' if len(block) > 3 else ''}): a base or teacher as built, never trained or loaded in "
+               "this run." if block else ""),
+            layers=names, evidence={"layers": fresh, **({"frozen_block": block[:16]} if block else {})},
+            explains=0.0 if block else 0.6,
+            fix="Load the pretrained weights before freezing (or train the block first); leave a layer trainable "
+                "while the model trains from scratch." if block else
+                "Leave the layer trainable while the model trains from scratch (freeze it after its statistics are "
                 "learned, or load pretrained weights before freezing)."))
     resets = iteration_resets(run, sets.update_steps)
     if resets:
