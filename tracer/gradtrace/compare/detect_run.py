@@ -720,6 +720,27 @@ def regularization_count(run: RunData, once_too: bool = False) -> dict[str, Any]
     return {"count": int(n), "steps": steps, "ratios": counts[:8], "reg_loss": float(run.reg_loss[0])}
 
 
+def loss_sign(run: RunData, i: int, tol: float) -> int | None:
+    """How the loss handed to tape.gradient at the run's ``i``-th step relates to the step's Keras
+    data loss, alone or plus ``sum(model.losses)`` where the model has any: 1 when it is that loss,
+    -1 when it is its negation, 0 when it is neither (a loss of the script's own), None when the step
+    recorded no finite pair or the data loss is too near 0 to tell a sign (``tol`` relative to
+    ``max(|loss|, 1)``)."""
+    loss, d = float(run.loss[i]), data_loss(run, int(run.step[i]))
+    if not (math.isfinite(loss) and math.isfinite(d)):
+        return None
+    scale = tol * max(abs(loss), 1.0)
+    if abs(d) <= scale:
+        return None
+    r = float(run.reg_loss[i]) if run.reg_loss.size else float("nan")
+    wholes = (d, d + r) if math.isfinite(r) else (d,)
+    if any(abs(loss - w) <= scale for w in wholes):
+        return 1
+    if any(abs(loss + w) <= scale for w in wholes):
+        return -1
+    return 0
+
+
 def negated_loss(run: RunData) -> dict[str, Any] | None:
     """The loss handed to tape.gradient is the negation of the step's Keras data loss (plus
     ``sum(model.losses)`` where the model has any) at every one of the first steps that recorded
@@ -733,15 +754,12 @@ def negated_loss(run: RunData) -> dict[str, Any] | None:
     tol = MARGIN * measure_noise(run, run, 1).tol0
     steps = []
     for i in range(min(run.n_steps, 16)):
-        step, loss = int(run.step[i]), float(run.loss[i])
-        d = data_loss(run, step)
-        if not (math.isfinite(loss) and math.isfinite(d)) or abs(d) <= tol:
+        sign = loss_sign(run, i, tol)
+        if sign is None:
             continue
-        r = float(run.reg_loss[i]) if run.reg_loss.size else float("nan")
-        whole = d + r if math.isfinite(r) else d
-        if not (abs(loss + d) <= tol * max(abs(loss), 1.0) or abs(loss + whole) <= tol * max(abs(loss), 1.0)):
+        if sign != -1:
             return None
-        steps.append(step)
+        steps.append(int(run.step[i]))
     if not steps or len(steps) < min(2, run.n_steps):
         return None
     return {"steps": steps, "loss": float(run.loss[0]), "data_loss": data_loss(run, int(run.step[0]))}
@@ -862,7 +880,10 @@ def label_broadcast(run: RunData) -> dict[str, Any] | None:
     return None
 
 
-_BINARY_LOSSES = frozenset({"BinaryCrossentropy", "BinaryFocalCrossentropy"})
+# Losses whose labels are independent yes/no answers per output (multi-label when wider than 1);
+# a hinge loss takes -1/1 labels as well as 0/1.
+_BINARY_LOSSES = ("BinaryCrossentropy", "BinaryFocalCrossentropy", "Hinge", "SquaredHinge")
+_HINGE_LOSSES = ("Hinge", "SquaredHinge")
 
 
 def binary_labels_out_of_range(run: RunData) -> dict[str, Any] | None:
@@ -873,27 +894,26 @@ def binary_labels_out_of_range(run: RunData) -> dict[str, Any] | None:
     only beyond [-1, 1] (``y**2 <= 1``). Of the first 64 steps with a single such loss call and
     labels recorded, at least two (or the only one) must show it: a batch whose labels happen to
     be 0 and 1 only (labels 0/1/2, the last partial batch) shows nothing, and is not a counter-example."""
-    steps, checked = [], 0
+    steps, checked, loss = [], 0, None
     for i in range(min(run.n_steps, 64)):
         step = int(run.step[i])
         info = run.loss_info.get(step) or {}
-        if info.get("cls") not in _BINARY_LOSSES or len(info.get("calls") or []) > 1:
+        cls = info.get("cls")
+        if cls not in _BINARY_LOSSES or len(info.get("calls") or []) > 1:
             continue
         fp = run.y_fp[i]
         if not np.all(np.isfinite(fp[:4])) or fp[3] < 1:
             continue
         total, squares, n = float(fp[0]), float(fp[1]), int(fp[3])
         checked += 1
-        hinge = "Hinge" in str(info.get("cls"))
         tol = 1e-4 * max(1.0, abs(total), squares)
-        out = squares > n + tol if hinge else (total < -tol or squares > total + tol)
-        if out:
+        if squares > n + tol if cls in _HINGE_LOSSES else (total < -tol or squares > total + tol):
             steps.append({"step": step, "mean": total / n, "mean_square": squares / n})
+            loss = loss or cls
     if not steps or (len(steps) < 2 and checked > 1) or (run.meta.get("extra") or {}).get("labels_inferred"):
         return None
-    return {"loss": run.loss_info[steps[0]["step"]].get("cls"), "steps": steps[:8], "checked": checked,
-            "out_of_range": len(steps), "range": "[-1, 1]" if "Hinge" in str(
-                run.loss_info[steps[0]["step"]].get("cls")) else "[0, 1]"}
+    return {"loss": loss, "steps": steps[:8], "checked": checked, "out_of_range": len(steps),
+            "range": "[-1, 1]" if loss in _HINGE_LOSSES else "[0, 1]"}
 
 
 def regularization_said(n: int) -> str:
@@ -914,10 +934,6 @@ def regularization_fix(n: int) -> str:
 def first_loss_info(run: RunData) -> dict[str, Any] | None:
     """The loss details of the run's first step that recorded them."""
     return run.loss_info[min(run.loss_info)] if run.loss_info else None
-
-
-# Losses whose labels are independent yes/no answers per output (multi-label when wider than 1).
-_BINARY_LOSSES = ("BinaryCrossentropy", "BinaryFocalCrossentropy", "Hinge", "SquaredHinge")
 
 
 def label_encoding(run: RunData) -> str | None:
@@ -1150,6 +1166,40 @@ def logits_as_probabilities(run: RunData) -> Finding | None:
     return None
 
 
+def frozen_as_created_finding(run: RunData) -> Finding | None:
+    """Layers frozen at every step with the state a new layer starts with (``frozen_as_created``): a
+    warning for a layer frozen alone inside a model that trains, context inside a whole frozen block."""
+    fresh = frozen_as_created(run)
+    if not fresh:
+        return None
+    names = [f["layer"] for f in fresh]
+    bn = [f["layer"] for f in fresh if str(f.get("class") or "").endswith("BatchNormalization")]
+    # Frozen weights of other layers beside it: a whole frozen block (a base or a teacher) that was
+    # never trained or loaded here: context (a script's scaffolding, or weights loaded elsewhere
+    # belong in both); frozen alone inside a model that trains, it is the slip.
+    named = {n for f in fresh for n in f["variables"]}
+    block = [str(v.get("name")) for v in run.variables if v.get("trainable") is False
+             and str(v.get("dtype") or "").startswith("float") and v.get("name") not in named
+             and not str(v.get("layer_class") or "").endswith("Normalization")]
+    return Finding(
+        "training_mode_mismatch", severity="info" if block else "warning",
+        summary=f"{len(names)} frozen layer(s) ran in inference mode in every step with the state a new layer "
+        f"starts with, which never changed: {', '.join(names[:6])}"
+        + (f". BatchNormalization ({', '.join(bn[:3])}) frozen (`trainable=False`) normalizes with its moving "
+           "statistics, here still mean 0 and variance 1, so it normalizes nothing: freezing keeps statistics "
+           "a pretrained layer learned, and this one never learned any." if bn else
+           ": freezing keeps state a trained layer learned, and this one never learned any.")
+        + (f" It sits in a frozen block whose other weights are frozen too ({', '.join(block[:3])}"
+           f"{', ...' if len(block) > 3 else ''}): a base or teacher as built, never trained or loaded in "
+           "this run." if block else ""),
+        layers=names, evidence={"layers": fresh, **({"frozen_block": block[:16]} if block else {})},
+        explains=0.0 if block else 0.6,
+        fix="Load the pretrained weights before freezing (or train the block first); leave a layer trainable "
+            "while the model trains from scratch." if block else
+            "Leave the layer trainable while the model trains from scratch (freeze it after its statistics are "
+            "learned, or load pretrained weights before freezing).")
+
+
 def single_run_findings(run: RunData) -> list[Finding]:
     """Findings about one run alone (``gradtrace check``)."""
     out: list[Finding] = []
@@ -1283,34 +1333,9 @@ def single_run_findings(run: RunData) -> list[Finding]:
             layers=list(infer), steps=[min(infer.values())],
             evidence={"layers_inference": list(infer), **({"fit_without_training": True} if by_fit else {})},
             fix=by_fit[1] if by_fit else None, explains=0.6))
-    fresh = frozen_as_created(run)
+    fresh = frozen_as_created_finding(run)
     if fresh:
-        names = [f["layer"] for f in fresh]
-        bn = [f["layer"] for f in fresh if str(f.get("class") or "").endswith("BatchNormalization")]
-        # Frozen weights of other layers beside it: a whole frozen block (a base or a teacher) that was
-        # never trained or loaded here: context (a script's scaffolding, or weights loaded elsewhere
-        # belong in both); frozen alone inside a model that trains, it is the slip.
-        named = {n for f in fresh for n in f["variables"]}
-        block = [str(v.get("name")) for v in run.variables if v.get("trainable") is False
-                 and str(v.get("dtype") or "").startswith("float") and v.get("name") not in named
-                 and not str(v.get("layer_class") or "").endswith("Normalization")]
-        out.append(Finding(
-            "training_mode_mismatch", severity="info" if block else "warning",
-            summary=f"{len(names)} frozen layer(s) ran in inference mode in every step with the state a new layer "
-            f"starts with, which never changed: {', '.join(names[:6])}"
-            + (f". BatchNormalization ({', '.join(bn[:3])}) frozen (`trainable=False`) normalizes with its moving "
-               "statistics, here still mean 0 and variance 1, so it normalizes nothing: freezing keeps statistics "
-               "a pretrained layer learned, and this one never learned any." if bn else
-               ": freezing keeps state a trained layer learned, and this one never learned any.")
-            + (f" It sits in a frozen block whose other weights are frozen too ({', '.join(block[:3])}"
-               f"{', ...' if len(block) > 3 else ''}): a base or teacher as built, never trained or loaded in "
-               "this run." if block else ""),
-            layers=names, evidence={"layers": fresh, **({"frozen_block": block[:16]} if block else {})},
-            explains=0.0 if block else 0.6,
-            fix="Load the pretrained weights before freezing (or train the block first); leave a layer trainable "
-                "while the model trains from scratch." if block else
-                "Leave the layer trainable while the model trains from scratch (freeze it after its statistics are "
-                "learned, or load pretrained weights before freezing)."))
+        out.append(fresh)
     resets = iteration_resets(run, sets.update_steps)
     if resets:
         out.append(Finding(

@@ -720,15 +720,8 @@ def _rises(run: RunData) -> bool | None:
 def _keras_loss_as_is(run: RunData) -> bool | None:
     """Whether the loss the run handed to tape.gradient at its first step is its Keras loss's data
     loss as computed (plus the regularization losses); None when no Keras loss says."""
-    if not run.n_steps:
-        return None
-    d = dr.data_loss(run, int(run.step[0]))
-    loss, reg = float(run.loss[0]), float(run.reg_loss[0]) if run.reg_loss.size else float("nan")
-    if not (math.isfinite(d) and math.isfinite(loss)):
-        return None
-    if math.isfinite(reg):
-        loss -= reg
-    return abs(loss - d) <= 1e-5 * max(1.0, abs(d))
+    sign = dr.loss_sign(run, 0, 1e-5) if run.n_steps else None
+    return None if sign is None else sign == 1
 
 
 def _gradient_sign(a: RunData, b: RunData, s: Step0, has_g: np.ndarray, al: Alignment, ftol: float,
@@ -1369,6 +1362,12 @@ def _worst(s: Step0, parallel: np.ndarray, tol: float) -> list[str]:
     return [n for _, n in sorted(bad, reverse=True)]
 
 
+def update_diffs(a: RunData, b: RunData, ra: np.ndarray, rb: np.ndarray, al: Alignment) -> np.ndarray:
+    """Relative differences of the aligned variables' update norms, run a's rows ``ra`` against run
+    b's rows ``rb`` (steps by variables): 0 where neither run recorded one, inf where one only did."""
+    return rel(a.update_norm[ra][:, al.ja], b.update_norm[rb][:, al.jb])
+
+
 def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None:
     """The runs train identically although their recorded gradients differ.
 
@@ -1404,10 +1403,8 @@ def same_updates(a: RunData, b: RunData, al: Alignment) -> dict[str, Any] | None
     if not losses_follow and not ok[:parts].all():
         return None
     ra, rb, t = ra[ok], rb[ok], tol[ok][:, None]
-    ua, ub = a.update_norm[ra][:, al.ja], b.update_norm[rb][:, al.jb]
-    ga, gb = a.norm[ra][:, al.ja], b.norm[rb][:, al.jb]
-    du = np.where(np.isnan(ua) & np.isnan(ub), 0.0, rel(ua, ub))
-    dg = np.where(np.isnan(ga) & np.isnan(gb), 0.0, rel(ga, gb))
+    du = update_diffs(a, b, ra, rb, al)
+    dg = rel(a.norm[ra][:, al.ja], b.norm[rb][:, al.jb])
     if not np.all(du <= t):
         return None
     out = {"steps_compared": int(ok.sum()), "max_update_rel_diff": float(np.max(du)),

@@ -24,7 +24,6 @@ from gradtrace.compare.align import Alignment, _random_layer_classes, align
 from gradtrace.compare.catalogue import CATALOGUE
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding, Report
-from gradtrace.compare.noise import rel
 from gradtrace.schema import NO_STEPS_WARNING
 
 logger = logging.getLogger("gradtrace.compare")
@@ -1052,12 +1051,8 @@ def _micro_batches_same_updates(findings: list[Finding], a: RunData, b: RunData,
     if int(ok.sum()) < 4:
         return
     t = 16 * al.noise.tol(steps[ok] - steps[0])[:, None]
-    ua, ub = a.update_norm[ra[ok]][:, al.ja], b.update_norm[rb[ok]][:, al.jb]
-    both = np.isfinite(ua) & np.isfinite(ub)
-    if not both.any() or not np.all(np.isfinite(ua) == np.isfinite(ub)):
-        return
-    du = np.where(both, rel(ua, ub), 0.0)
-    if not np.all(du <= t):
+    du = ds.update_diffs(a, b, ra[ok], rb[ok], al)
+    if not np.isfinite(a.update_norm[ra[ok]][:, al.ja]).any() or not np.all(du <= t):
         return
     k, side = f.evidence["micro_batches"]["factor"], f.evidence["micro_batches"]["run"]
     f.severity = "info"
