@@ -408,3 +408,41 @@ def fit_regression_sample_weighted():
 def fit_regression_dataset_weights_lost():
     """The same fit() moved to a tf.data pipeline of (x, y): the sample weights are gone."""
     _fit_regression_weights(dataset=True)
+
+
+def _digits_pipeline_loop(batches_of) -> None:
+    """The digits MLP of scripts.fit_digits_sgd_sparse in a tape loop fed by ``batches_of(ds)``,
+    ``ds`` the digits as a tf.data pipeline of STEPS batches of BATCH."""
+    tf = _tf()
+    keras = _keras()
+    from .scripts import _mlp as _digits_mlp
+
+    x, y = _digits_slice()
+    model = _digits_mlp(64, 10)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    _loop(model, keras.optimizers.SGD(0.1), lambda m, xb, yb: keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True)(yb, m(xb, training=True)), x, y, batches=batches_of(ds, tf, x, y))
+
+
+def tape_digits_next_iter_every_step():
+    """``xb, yb = next(iter(ds))`` at every step: the pipeline starts over and yields its first
+    batch each time."""
+    _digits_pipeline_loop(lambda ds, tf, x, y: (next(iter(ds)) for _ in range(STEPS)))
+
+
+def tape_digits_whole_pipeline_as_one_batch():
+    """Full-batch training: a pipeline of one element (the whole slice) iterated at every step."""
+    def full(ds, tf, x, y):
+        whole = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))
+        for _ in range(STEPS):
+            yield from whole
+    _digits_pipeline_loop(full)
+
+
+def tape_digits_pipeline_iterator_kept():
+    """``it = iter(ds)`` once, ``next(it)`` at every step: the batches fit() sees, in order."""
+    def kept(ds, tf, x, y):
+        it = iter(ds)
+        for _ in range(STEPS):
+            yield next(it)
+    _digits_pipeline_loop(kept)

@@ -708,6 +708,9 @@ CASES += [
     ("micro_batches_by_hand", s.fit_digits_sgd_sparse, l10.tape_digits_two_micro_batches_summed,
      "not_comparable", "data_mismatch"),
     # the same micro-batches averaged: every update agrees with fit()'s, the same training
+    ("next_iter_every_step", s.fit_digits_sgd_sparse, o13.tape_digits_next_iter_every_step, "diverged",
+     "repeated_step"),
+    ("eq_pipeline_iterator_kept", s.fit_digits_sgd_sparse, o13.tape_digits_pipeline_iterator_kept, "equivalent", None),
     ("micro_batches_averaged_by_hand", s.fit_digits_sgd_sparse, o13.tape_digits_two_micro_batches_averaged,
      "equivalent", "data_mismatch"),
 ]
@@ -1324,6 +1327,9 @@ CHECKS = [
     ("monte_carlo_dropout_after_fit", o13.fit_then_monte_carlo_dropout, "equivalent", "training_outside_steps"),
     ("two_heads_alternate", o13.tape_two_heads_alternate, "equivalent", "missing_gradient"),
     ("head_after_pretraining_fit", o13.tape_head_after_pretraining_fit, "equivalent", None),
+    # next(iter(ds)) at every step: the first batch each time; a one-element pipeline is full-batch training
+    ("next_iter_every_step", o13.tape_digits_next_iter_every_step, "diverged", "repeated_step"),
+    ("whole_pipeline_as_one_batch", o13.tape_digits_whole_pipeline_as_one_batch, "equivalent", None),
 ]
 
 

@@ -663,15 +663,36 @@ def _describe_dataset(ds: Any) -> dict[str, Any]:
     return out
 
 
+def _batches(ds: Any) -> int | None:
+    """A pipeline's number of elements: -1 when it repeats forever, None when TensorFlow cannot
+    tell (a generator, a filter) or in a graph (tensorflow/python/data/ops/dataset_ops.py
+    ``DatasetV2.cardinality``)."""
+    import tensorflow as tf
+
+    n = tf.get_static_value(ds.cardinality())
+    return None if n is None or int(n) == -2 else int(n)  # -2: tf.data.UNKNOWN_CARDINALITY
+
+
 def _note_dataset(run: Run, ds: Any) -> None:
+    """Describe each pipeline once (``extra.datasets``), and count the iterators opened over each:
+    ``extra.dataset_iterators`` holds the pipeline opened most often, ``opened`` times, and its
+    number of elements (``batches``: -1 when it repeats forever, None when TensorFlow cannot tell).
+    A loop that calls ``next(iter(dataset))`` at every step opens one per step, and reads the
+    first batch each time."""
     seen = run.__dict__.setdefault(_DATASET_ATTR, {})
-    if id(ds) in seen or len(seen) > 4 * _DATASETS_KEPT:
-        return
-    seen[id(ds)] = ds  # kept alive: its id stays its own for the run
-    desc = _describe_dataset(ds)
-    described = list(run.info.extra.get("datasets") or [])
-    if desc not in described and len(described) < _DATASETS_KEPT:
-        run.set_extra(datasets=[*described, desc])
+    entry = seen.get(id(ds))
+    if entry is None:
+        if len(seen) > 4 * _DATASETS_KEPT:
+            return
+        entry = seen[id(ds)] = [ds, 0, _batches(ds)]  # ds kept alive: its id stays its own for the run
+        desc = _describe_dataset(ds)
+        described = list(run.info.extra.get("datasets") or [])
+        if desc not in described and len(described) < _DATASETS_KEPT:
+            run.set_extra(datasets=[*described, desc])
+    entry[1] += 1
+    most = run.info.extra.get("dataset_iterators") or {}
+    if entry[1] > int(most.get("opened") or 0):
+        run.set_extra(dataset_iterators={"opened": entry[1], "batches": entry[2]})
 
 
 def _wrap_dataset_iter(original: Any) -> Any:

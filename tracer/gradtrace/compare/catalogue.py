@@ -157,9 +157,14 @@ _KINDS = [
         "the same input and label fingerprints (a train step called again, e.g. to log its loss), or a "
         "step without a batch of its own carrying the previous step's loss (`apply_gradients` called "
         "twice on the same gradients). In a comparison, one run steps k times per batch and the other "
-        "once; `check` warns about it in a single run. Full-batch training (one batch) is not a repeat.",
+        "once; `check` warns about it in a single run. Full-batch training (one batch) is not a repeat. "
+        "Also: every step trained on one batch (equal input and label fingerprints at every step, eight at "
+        "least) while the script opened a new iterator over a tf.data pipeline of more than one element "
+        "once per step or more (`next(iter(dataset))` inside the loop reads the first batch each time; "
+        "the tracer counts the iterators opened): an error in `check` and for that run in a comparison.",
         "Call the train step and `apply_gradients` once per batch; keep the loss the step returns "
-        "instead of calling it again.",
+        "instead of calling it again. Open a dataset's iterator once, before the loop (`it = iter(ds)`, "
+        "then `next(it)`), or loop `for x, y in ds:`.",
         rank=9,
     ),
     Kind(

@@ -339,6 +339,60 @@ def repeated_steps_pair(a: RunData, b: RunData) -> Finding | None:
         explains=1.0)
 
 
+def one_batch_every_step(run: RunData) -> dict[str, Any] | None:
+    """Every step trained on one batch while the script opened a new iterator over a tf.data
+    pipeline of more than one element (known to TensorFlow) at least once per step, the same
+    pipeline object each time (``extra.dataset_iterators``):
+    ``next(iter(dataset))``, or a ``for`` loop left after its first batch, inside the training
+    loop starts the pipeline over and reads its first batch each time. Needs the inputs (and the
+    labels, where recorded) equal at every one of eight steps at least. Full-batch training on a
+    pipeline of one element, or on arrays, is not this."""
+    from gradtrace.compare.align import fingerprints_equal
+
+    S = run.n_steps
+    its = (run.meta.get("extra") or {}).get("dataset_iterators") or {}
+    most = its.get("batches")
+    if S < 8 or int(its.get("opened") or 0) < S or most is None or most in (0, 1):
+        return None  # a pipeline of one element, or of a number TensorFlow cannot tell: maybe full-batch
+    fp = run.x_fp
+    has = _recorded(fp)
+    if int(has.sum()) < 8 or int(has.sum()) < S // 2:
+        return None
+    for f in (fp, run.y_fp):
+        rec = _recorded(f)
+        if rec.sum() > 1 and not fingerprints_equal(f[rec][1:], np.repeat(f[rec][:1], int(rec.sum()) - 1, axis=0)).all():
+            return None
+    return {"steps": S, "iterators_opened": int(its["opened"]),
+            "pipeline_elements": "infinite" if most == -1 else int(most)}
+
+
+def one_batch_finding(run: RunData, side: str | None = None) -> Finding | None:
+    """``check`` (``side`` None) or one side of ``compare``: :func:`one_batch_every_step`."""
+    one = one_batch_every_step(run)
+    if one is None:
+        return None
+    n = one["pipeline_elements"]
+    elements = f"a pipeline of {n} elements" if isinstance(n, int) else "a pipeline that repeats forever"
+    who = f"run {side} ('{run.name}')" if side else "the run"
+    return Finding(
+        "repeated_step", severity="error",
+        summary=f"{who} trained on one batch at every one of its {one['steps']} steps (the same inputs and "
+        f"labels each time), while the script opened {one['iterators_opened']} iterators over {elements}: "
+        "`next(iter(dataset))` (or a `for` loop over the dataset left after its first batch) inside the "
+        "training loop starts the pipeline over at every step and reads its first batch each time"
+        + (", so it never sees the rest of the data the other run trains on." if side else "."),
+        steps=[int(run.step[1 if side else 0])], evidence={"one_batch": True, **({"run": side} if side else {}), **one},
+        fix="Open the iterator once, before the loop (`it = iter(dataset)`, then `x, y = next(it)` at each step), "
+            "or loop over the dataset itself (`for x, y in dataset:`) once per epoch.",
+        explains=1.0)
+
+
+def one_batch_pair(a: RunData, b: RunData) -> Finding | None:
+    """Compare: one run trained on one batch at every step, the other did not."""
+    fa, fb = one_batch_finding(a, "a"), one_batch_finding(b, "b")
+    return fa if fb is None else fb if fa is None else None
+
+
 def batch_stride(a: RunData, b: RunData) -> dict[str, Any] | None:
     """One run steps on every ``s``-th batch of the other (``s >= 2``).
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from gradtrace._probes import CROSS_ENTROPIES
 from gradtrace.compare.data import HEAD, RunData
-from gradtrace.compare.detect_data import repeated_step_finding
+from gradtrace.compare.detect_data import one_batch_finding, repeated_step_finding
 from gradtrace.compare.detect_lost import lost_records
 from gradtrace.compare.detect_outside import inventory_layer, untrained_variables
 from gradtrace.compare.findings import Finding
@@ -1462,7 +1462,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
             "climbs the loss (gradient ascent).",
             steps=neg["steps"][:1], evidence=neg, explains=1.0,
             fix="Differentiate the loss itself, not its negation: drop the minus in front of it (`loss = -...`)."))
-    out += [f for f in (repeated_step_finding(run), metric_misfit_finding(run), zero_learning_rate(run),
+    out += [f for f in (repeated_step_finding(run) or one_batch_finding(run), metric_misfit_finding(run), zero_learning_rate(run),
                         wired_inference_overridden(run)) if f is not None]
     untrainable = (run.meta.get("extra") or {}).get("untrainable_sources") or []
     if untrainable:

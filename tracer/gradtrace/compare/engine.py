@@ -114,7 +114,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         if weights:
             findings.append(weights)
     findings += dp.shape_facts(a, b)
-    repeated = dd.repeated_steps_pair(a, b)
+    repeated = dd.repeated_steps_pair(a, b) or dd.one_batch_pair(a, b)
     if repeated:
         findings.append(repeated)
     skipped_b = (None if repeated or accumulated or any(f.kind == "validation_split_mismatch" for f in findings)
