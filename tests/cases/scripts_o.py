@@ -446,3 +446,140 @@ def tape_digits_pipeline_iterator_kept():
         for _ in range(STEPS):
             yield next(it)
     _digits_pipeline_loop(kept)
+
+
+def tape_encoder_cut_by_stop_gradient():
+    """A separate encoder model under ``tf.stop_gradient`` (meant for a target branch) before a
+    head; the step asks tape.gradient for both models' variables and drops the None gradients,
+    so no optimizer ever gets the encoder's."""
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(91)
+    x, y = data.regression(STEPS * BATCH)
+    encoder = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu")], name="enc")
+    head = keras.Sequential([keras.Input((16,)), keras.layers.Dense(1)], name="head")
+    opt = keras.optimizers.Adam(1e-3)
+    params = encoder.trainable_variables + head.trainable_variables
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            z = tf.stop_gradient(encoder(xb, training=True))
+            loss = tf.reduce_mean(tf.square(tf.reshape(yb, (-1, 1)) - head(z)))
+        grads = tape.gradient(loss, params)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, params) if g is not None])
+
+    for xb, yb in data.batches(x, y, BATCH, STEPS):
+        step(xb, yb)
+
+
+def _feat_aux_model():
+    """Two named Inputs ("feat", then "aux") and two heads ("cls", "reg")."""
+    keras = _keras()
+    keras.utils.set_random_seed(93)
+    feat, aux = keras.Input((10,), name="feat"), keras.Input((4,), name="aux")
+    h = keras.layers.Concatenate()([keras.layers.Dense(16, activation="relu")(feat), aux])
+    return keras.Model([feat, aux], [keras.layers.Dense(3, name="cls")(h), keras.layers.Dense(1, name="reg")(h)])
+
+
+def _feat_aux_data():
+    x, y = data.classification(classes=3)
+    n = STEPS * BATCH
+    x = x[:n, :10].astype("float32")
+    return x, np.tanh(x[:, :4]).astype("float32"), y[:n], (x[:, :1] * 2 + x[:, 1:2]).astype("float32")
+
+
+def fit_feat_aux_dicts():
+    """fit() on dicts of inputs and labels keyed by name (flattened by key: "aux" before "feat")."""
+    keras = _keras()
+    feat, aux, yc, yr = _feat_aux_data()
+    model = _feat_aux_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss={"cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "reg": "mse"},
+                  loss_weights={"cls": 1.0, "reg": 0.2})
+    model.fit({"feat": feat, "aux": aux}, {"cls": yc, "reg": yr}, batch_size=BATCH, epochs=1, shuffle=False,
+              verbose=0)
+
+
+def tape_feat_aux_lists():
+    """The same training in a loop that passes the inputs as a list in the model's order and adds
+    the two heads' losses, the weighted one last."""
+    tf = _tf()
+    keras = _keras()
+    feat, aux, yc, yr = _feat_aux_data()
+    model = _feat_aux_model()
+    opt = keras.optimizers.SGD(0.05)
+    ce, mse = keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.losses.MeanSquaredError()
+
+    @tf.function
+    def step(f, a, c, r):
+        with tf.GradientTape() as tape:
+            pc, pr = model([f, a], training=True)
+            loss = ce(c, pc) + 0.2 * mse(r, pr)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for i in range(STEPS):
+        lo = i * BATCH
+        step(feat[lo:lo + BATCH], aux[lo:lo + BATCH], yc[lo:lo + BATCH], yr[lo:lo + BATCH])
+
+
+def fit_pretrained_on_regression_then_class_head():
+    """A base fit() first on 8 regression targets (mse), then frozen under a new head compiled with
+    a sparse cross-entropy and metrics=["accuracy"] on class indices: the metric belongs to the
+    second compile's labels."""
+    keras = _keras()
+    x, y = _digits_slice()
+    keras.utils.set_random_seed(94)
+    base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu")], name="base")
+    pre = keras.Sequential([base, keras.layers.Dense(8)])
+    pre.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    pre.fit(x, x[:, :8], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    base.trainable = False
+    clf = keras.Sequential([base, keras.layers.Dense(10)])
+    clf.compile(optimizer=keras.optimizers.SGD(0.1), metrics=["accuracy"],
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clf.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_multi_label_binary_accuracy_under_categorical_ce():
+    """Four independent 0/1 labels per example (several 1s a row) under sigmoid outputs, a
+    categorical cross-entropy (the slip) and BinaryAccuracy (the right metric for such labels)."""
+    keras = _keras()
+    x, y = _digits_slice()
+    labels = np.stack([y % 2, (y > 4), (y % 3 == 0), (y < 2)], axis=1).astype("float32")
+    model = _mlp(4, "sigmoid", seed=95)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy",
+                  metrics=[keras.metrics.BinaryAccuracy()])
+    model.fit(x, labels, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_model_rebuilt_each_epoch():
+    """build + compile + fit(epochs=1) inside an epoch loop, four times, 12 steps each: every
+    epoch starts from fresh weights (copies beyond the first eight steps show only in the steps
+    that list the old copy's variables without a gradient)."""
+    keras = _keras()
+    x, y = data.digits(12 * BATCH)
+    for epoch in range(4):
+        model = _mlp(10, seed=96 + epoch)
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def tape_gaussian_log_likelihood_minimised():
+    """A Gaussian log-likelihood of the targets minimised as it is (the minus of the negative
+    log-likelihood forgotten): the optimizer pushes the predicted mean away from the targets and
+    the loss falls without a floor until it overflows."""
+    tf = _tf()
+    keras = _keras()
+    x, y = data.regression(STEPS * BATCH)
+    model = _mlp(2, seed=97, inputs=10)
+    opt = keras.optimizers.SGD(0.5)
+
+    def loss_of(m, xb, yb):
+        out = m(xb, training=True)
+        mu, log_var = out[:, 0], out[:, 1]
+        return tf.reduce_mean(-0.5 * (log_var + tf.square(yb - mu) / tf.exp(log_var)))
+
+    _loop(model, opt, loss_of, x, y)

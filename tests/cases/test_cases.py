@@ -708,6 +708,8 @@ CASES += [
     ("micro_batches_by_hand", s.fit_digits_sgd_sparse, l10.tape_digits_two_micro_batches_summed,
      "not_comparable", "data_mismatch"),
     # the same micro-batches averaged: every update agrees with fit()'s, the same training
+    # fit() on dicts keyed by name, a loop on a list in the model's order and one loss per head
+    ("eq_dict_inputs_against_list", o13.fit_feat_aux_dicts, o13.tape_feat_aux_lists, "equivalent", None),
     ("next_iter_every_step", s.fit_digits_sgd_sparse, o13.tape_digits_next_iter_every_step, "diverged",
      "repeated_step"),
     ("eq_pipeline_iterator_kept", s.fit_digits_sgd_sparse, o13.tape_digits_pipeline_iterator_kept, "equivalent", None),
@@ -1330,6 +1332,14 @@ CHECKS = [
     # next(iter(ds)) at every step: the first batch each time; a one-element pipeline is full-batch training
     ("next_iter_every_step", o13.tape_digits_next_iter_every_step, "diverged", "repeated_step"),
     ("whole_pipeline_as_one_batch", o13.tape_digits_whole_pipeline_as_one_batch, "equivalent", None),
+    # a separate encoder cut off by tf.stop_gradient, its None gradients dropped: not a teacher
+    ("encoder_cut_by_stop_gradient", o13.tape_encoder_cut_by_stop_gradient, "diverged", "missing_gradient"),
+    # the metric judged against the latest compile's labels; multi-hot labels are yes/no answers
+    ("metric_of_second_compile", o13.fit_pretrained_on_regression_then_class_head, "equivalent", None),
+    ("multi_label_under_categorical_ce", o13.fit_multi_label_binary_accuracy_under_categorical_ce, "diverged",
+     "loss_mismatch"),
+    ("model_rebuilt_each_epoch", o13.fit_model_rebuilt_each_epoch, "diverged", "model_recreated"),
+    ("gaussian_log_likelihood_minimised", o13.tape_gaussian_log_likelihood_minimised, "diverged", "numerics"),
 ]
 
 
@@ -1350,6 +1360,12 @@ def test_check(traced, case):
     assert report.verdict == verdict, text
     if _id == "metric_accuracy_resolved_for_multilabel":  # the fix names the class, not 'accuracy' again
         assert "BinaryAccuracy()" in report.findings[0].fix and "metrics=['accuracy']" not in report.findings[0].fix
+    if _id == "gaussian_log_likelihood_minimised":  # the sign named, not a learning rate to lower
+        assert "without its minus" in (report.findings[0].fix or ""), text
+    if _id == "model_rebuilt_each_epoch":  # three more copies, the first from the second epoch
+        assert report.findings[0].evidence["copies"] == 3 and report.findings[0].steps == [12], text
+    if _id == "multi_label_under_categorical_ce":  # BinaryAccuracy fits multi-hot labels: no metric finding
+        assert [f.kind for f in report.findings] == ["loss_mismatch"], text
     if _id in ("reg_losses_added_twice", "reg_losses_left_out"):  # how many times the loss holds them
         assert report.findings[0].evidence["count"] == (2 if _id == "reg_losses_added_twice" else 0), text
     if _id == "gru_without_dropout_in_inference_mode":

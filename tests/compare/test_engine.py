@@ -661,6 +661,15 @@ def test_check_of_a_run_without_steps_is_not_a_clean_bill():
     assert "NOTHING TO CHECK" in render_text(r)
 
 
+def test_check_of_a_failed_run_without_findings_is_not_a_clean_bill():
+    """Steps that look fine before an exception do not make the run OK: the result says it failed."""
+    ok = check_run(make_run("fine", steps=6))
+    assert ok.verdict == "equivalent", ok.to_dict()
+    r = check_run(make_run("crashed", steps=6, meta={"status": "failed", "error": "ValueError: Unknown variable"}))
+    assert r.verdict == "not_comparable" and "failed after 6 step(s) (ValueError" in r.skipped[0]["why"]
+    assert "INCOMPLETE: the run failed" in render_text(r)
+
+
 def test_a_run_without_steps_is_explained_in_the_tracers_words():
     """The tracer's exit warning names what it does not see (an optimizer of another kind, an
     update through raw ops): compare and check repeat it instead of pointing elsewhere."""

@@ -433,6 +433,9 @@ def _remember_result(call: TapeCall, sources: Any, result: Any, run: Run | None 
                 run.note_unwatched(trainable, watched)
 
 
+UNTRAINABLE_ATTR = "_gradtrace_untrainable_refs"
+
+
 def _note_untrainable(run: Run, variables: list[Any]) -> None:
     """Variables created with ``trainable=False`` that ``tape.gradient`` was asked for and returned
     None for: a tape watches trainable variables only (unless ``tape.watch``-ed), so they never
@@ -442,11 +445,13 @@ def _note_untrainable(run: Run, variables: list[Any]) -> None:
     variables = [v for v in variables if not run.in_inventory(v)]
     if not variables:
         return
-    known = list((run.info.extra or {}).get("untrainable_sources") or [])
-    names = [str(getattr(v, "path", None) or v.name) for v in variables]
-    new = [n for n in names if n not in known]
-    if new and len(known) < 64:
-        run.set_extra(untrainable_sources=(known + new)[:64])
+    # kept for the run's end, which names them by their attribute path in their tf.Module
+    # (``Run._name_loose_variables``): two modules' ``b`` both read "b:0"
+    refs = run.__dict__.setdefault(UNTRAINABLE_ATTR, [])
+    new = [v for v in variables if not any(v is r for r in refs)]
+    if new and len(refs) < 64:
+        refs.extend(new[:64 - len(refs)])
+        run.set_extra(untrainable_sources=[str(getattr(v, "path", None) or v.name) for v in refs])
 
 
 def _find_tape_call(var_keys: set[int], grads: list[Any] | None = None) -> TapeCall | None:

@@ -242,11 +242,13 @@ def _fp_weights(n: int) -> Any:
         return t
 
 
-def fingerprint(x: Any) -> Any:
+def fingerprint(x: Any, leafwise: bool = False) -> Any:
     """A float32 vector of :data:`FP_LEN` numbers describing a batch, as graph ops.
 
     ``[sum, sum of squares, sum(w * x), count]`` over every numeric leaf of ``x``
-    cast to float32 and flattened, with data-independent weights
+    cast to float32 and flattened (``leafwise``: of each leaf, summed over the leaves, so
+    the order of the leaves does not matter: labels of several outputs, which a loop hands
+    to its losses in any order), with data-independent weights
     ``w_i = ((7919 i + 13) mod 10007) / 10007 - 0.5`` for the first
     :data:`FP_POSITIONS` positions (the same on every device and under XLA). Equal
     batches give equal fingerprints up to summation order; a different batch changes
@@ -259,7 +261,15 @@ def fingerprint(x: Any) -> Any:
     flat = _numeric_flat(x)
     if not flat:
         return None
-    v = flat[0] if len(flat) == 1 else tf.concat(flat, axis=0)
+    if leafwise and len(flat) > 1:
+        return tf.add_n([_leaf_fingerprint(v) for v in flat])
+    return _leaf_fingerprint(flat[0] if len(flat) == 1 else tf.concat(flat, axis=0))
+
+
+def _leaf_fingerprint(v: Any) -> Any:
+    """:func:`fingerprint` of one flat float32 tensor."""
+    import tensorflow as tf
+
     n_static = v.shape[0]
     if n_static is not None:
         m = min(int(n_static), FP_POSITIONS)
@@ -272,6 +282,30 @@ def fingerprint(x: Any) -> Any:
         proj = tf.reduce_sum(v[:m_t] * _fp_weights(FP_POSITIONS)[:m_t])
         count = tf.cast(n, tf.float32)
     return tf.stack([tf.reduce_sum(v), tf.reduce_sum(v * v), proj, count])
+
+
+def _by_input_name(model: Any, x: Any) -> Any:
+    """A list or tuple of a functional model's inputs as a dict keyed by the model's input
+    names (Keras matches a dict's keys to the Inputs' names and a list by position): fit() on a
+    dict and a loop passing a list in the model's order then fingerprint alike, while inputs
+    swapped between two Inputs still differ. Anything else as it is."""
+    if model is None or not isinstance(x, (list, tuple)) or len(x) < 2:
+        return x
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # a subclassed model: no Inputs
+        return x
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != len(x):
+        return x
+    # keras/src/models/functional.py Functional._inputs_struct (tf-keras: Functional._nested_inputs):
+    # a model built on a dict of Inputs takes its list positionally in another order
+    for attr in ("_inputs_struct", "_nested_inputs"):
+        if isinstance(getattr(model, attr, None), dict):
+            return x
+    names = [getattr(t, "name", None) for t in inputs]
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        return x
+    return dict(zip(names, x, strict=True))
 
 
 def _leading_dim(x: Any) -> tuple[int | None, Any]:
@@ -693,6 +727,7 @@ class _Probe:
         self.compile_loss_classes: tuple[type, ...] = ()
         # id(scope) -> what the step's Keras loss calls returned, in call order (graphs only)
         self.loss_outs: dict[int, list[Any]] = {}
+        self.loss_labels: dict[int, list[Any]] = {}  # id(scope) -> the labels of the step's loss calls
         self.call_args = _callargs.Recorder(self._publish_call_args)
         self.outside = _outside.OutsideCalls(self._publish_outside, self._next_step)
         self.active = True
@@ -938,7 +973,7 @@ class _Probe:
             if not probe.here():
                 return original(data, *args, **kwargs)
             with probe.guard():
-                probe.on_train_step(data)
+                probe.on_train_step(data, model)
             probe.tls.in_train_step += 1
             try:
                 out = original(data, *args, **kwargs)
@@ -970,11 +1005,11 @@ class _Probe:
             return
         if under_tape:
             scope.marks.add(K_X_FP)
-        self.put_batch(x, K_X_FP)
+        self.put_batch(x, K_X_FP, model)
 
-    def put_batch(self, x: Any, key: str) -> None:
+    def put_batch(self, x: Any, key: str, model: Any = None) -> None:
         scope = _scope.current()
-        fp = fingerprint(x)
+        fp = fingerprint(x, leafwise=True) if key == K_Y_FP else fingerprint(_by_input_name(model, x))
         if fp is not None:
             scope.put(key, fp)
         if key == K_X_FP:
@@ -1193,7 +1228,8 @@ class _Probe:
         # output), in order; the record's own fields describe the last. A call outside any
         # tape (validation, a loss printed before the step) is replaced by the step's own.
         prev = scope.statics.get(K_LOSS_INFO)
-        if under_tape and K_LOSS_INFO in scope.marks and prev is not None:
+        more = under_tape and K_LOSS_INFO in scope.marks and prev is not None
+        if more:
             calls = [*(prev.get("calls") or [{k: v for k, v in prev.items() if k != "calls"}]), call]
             call = {**call, "calls": calls[-MAX_LOSS_CALLS:]}
         else:
@@ -1202,10 +1238,26 @@ class _Probe:
             self.loss_outs.pop(id(scope), None)
         scope.put_static(K_LOSS_INFO, call)
         scope.values.pop(K_LOSS_PS, None)
-        if not self.tls.in_train_step and labels is not None:
-            fp = fingerprint(labels)
-            if fp is not None:
-                scope.put(K_Y_FP, fp)
+        if self.tls.in_train_step or labels is None:
+            return
+        # One loss per output of a multi-output model: the step's labels are every call's labels,
+        # their fingerprints summed (as fit() fingerprints its structure of labels, leaf by leaf);
+        # labels already counted (two losses on one output) or another model's output (a
+        # distillation target) add nothing.
+        # The labels objects themselves are kept until the step's next first loss call: an id alone
+        # could be a freed array's (``y[sl]`` then ``y2[sl]`` eagerly).
+        counted = self.loss_labels.setdefault(id(scope), [])
+        if not more:
+            counted.clear()
+        elif K_Y_FP in scope.values and (any(c is labels for c in counted) or self.output_of(labels) is not None):
+            return
+        fp = fingerprint(labels, leafwise=True)
+        if fp is None:
+            return
+        if more and K_Y_FP in scope.values:
+            fp = scope.values[K_Y_FP] + fp
+        counted.append(labels)
+        scope.put(K_Y_FP, fp)
 
     def on_loss_function(self, fn: Any, bound: inspect.BoundArguments, out: Any) -> None:
         """A Keras loss function called under a tape (``keras.losses.mse(y, p)``): described
@@ -1377,13 +1429,13 @@ class _Probe:
         if mask is not None:
             scope.put(K_LOSS_OUT_MASK, tf.stack(mask))
 
-    def on_train_step(self, data: Any) -> None:
+    def on_train_step(self, data: Any, model: Any = None) -> None:
         x, y, sw = data, None, None
         if isinstance(data, (tuple, list)) and 1 <= len(data) <= 3:
             x = data[0]
             y = data[1] if len(data) > 1 else None
             sw = data[2] if len(data) > 2 else None
-        self.put_batch(x, K_X_FP)
+        self.put_batch(x, K_X_FP, model)
         if y is not None:
             self.put_batch(y, K_Y_FP)
         if sw is not None:

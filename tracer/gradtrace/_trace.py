@@ -289,11 +289,14 @@ class Run:
             self.info.extra["hand_clipping"] = sorted(known | kinds)
 
     def note_unwatched(self, variables: list[Any], watched: Callable[[], Any]) -> None:
-        """Trainable variables ``tape.gradient`` returned None for that the tape never saw read
-        while it recorded (``watched()``: the tape's ``watched_variables``): their layers were not
-        called in the forward pass the loss came from, or before the tape opened. Merged into
-        ``RunInfo.extra["unwatched_sources"]`` (inventory indices). Each variable is classified
-        once, at its first None gradient, so a loop pays one set lookup per None gradient after."""
+        """Trainable variables ``tape.gradient`` was asked for and returned None for, by whether
+        the tape saw them read while it recorded (``watched()``: the tape's ``watched_variables``).
+        Never read (``RunInfo.extra["unwatched_sources"]``, inventory indices): their layers were
+        not called in the forward pass the loss came from, or before the tape opened. Read
+        (``extra["disconnected_sources"]``): the loss does not depend on what they computed (a
+        ``tf.stop_gradient``, a ``.numpy()`` round trip, an integer cast on the way). Each
+        variable is classified once, at its first None gradient, so a loop pays one set lookup per
+        None gradient after."""
         from gradtrace._hooks import tf_variable
 
         new = [(i, v) for i, v in ((self.var_index(v), v) for v in variables) if i not in self._none_checked]
@@ -302,10 +305,11 @@ class Run:
         seen = {id(tf_variable(w)) for w in watched()}
         with self._lock:
             self._none_checked.update(i for i, _ in new)
-            unseen = {i for i, v in new if id(tf_variable(v)) not in seen}
-            if unseen:
-                known = set(self.info.extra.get("unwatched_sources") or [])
-                self.info.extra["unwatched_sources"] = sorted(known | unseen)[:256]
+            for key, part in (("unwatched_sources", {i for i, v in new if id(tf_variable(v)) not in seen}),
+                              ("disconnected_sources", {i for i, v in new if id(tf_variable(v)) in seen})):
+                if part:
+                    known = set(self.info.extra.get(key) or [])
+                    self.info.extra[key] = sorted(known | part)[:256]
 
     def register_model(self, model: Any) -> None:
         """A root model this run trains: its variables join the inventory (and state tracking)."""
@@ -717,16 +721,22 @@ class Run:
         ``tf.Variable`` created without a name ``Variable:0``, so a module's variables would all
         read alike in the comparator's findings. Run once at the run's end, and only when there
         are such variables: finding the modules walks the interpreter's objects (``gc``)."""
+        from gradtrace._hooks import UNTRAINABLE_ATTR
+
         with self._lock:
             loose = {i: self._var_refs[i] for i, info in enumerate(self.info.variables)
                      if info.layer is None and (info.struct_key or "").startswith("?") and i < len(self._var_refs)}
-        if loose:
-            names = _module_paths(list(loose.values()))
+        untrainable = list(self.__dict__.get(UNTRAINABLE_ATTR) or [])  # extra.untrainable_sources
+        if loose or untrainable:
+            names = _module_paths(list(loose.values()) + untrainable)
             with self._lock:
                 for i, v in loose.items():
                     name = names.get(id(v))
                     if name:
                         self.info.variables[i] = self.info.variables[i].model_copy(update={"name": name})
+                if untrainable:
+                    self.info.extra["untrainable_sources"] = [
+                        names.get(id(v)) or str(getattr(v, "path", None) or v.name) for v in untrainable]
 
     def note_trainable(self, at: str) -> None:
         """Record the registered models' variables whose trainability changed since the

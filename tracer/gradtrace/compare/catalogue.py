@@ -186,7 +186,10 @@ _KINDS = [
         "model_recreated", "error", False,
         "One run trains a new copy of its model part way: variables of the same shapes as its first "
         "model's appear and take the gradients from step k on while the first model's get none (a model, "
-        "often with its optimizer, built inside the epoch loop), so training restarts from fresh weights.",
+        "often with its optimizer, built inside the epoch loop), so training restarts from fresh weights. "
+        "`gradtrace check` warns of it in a single run, also when a copy is built at every epoch (the new "
+        "variables are several copies of the first model's; the steps that list the first model's "
+        "variables without a gradient show where it stopped training).",
         "Build the model and the optimizer once, before the training loop; keep training that one model.",
         rank=9,
     ),
@@ -194,7 +197,9 @@ _KINDS = [
         "missing_gradient", "error", False,
         "Trainable variables got no gradient (None) in one run (\"Gradients do not exist for "
         "variables\"). The variables of a model no optimizer of the run was given (a mean teacher or a "
-        "target network written by assign) are not counted. `gradtrace check` also warns of variables "
+        "target network written by assign) are not counted, unless tape.gradient was asked for them and "
+        "returned None while the forward pass read them (a separate encoder cut off by `tf.stop_gradient` "
+        "or a NumPy round trip, its None gradients dropped before apply_gradients). `gradtrace check` also warns of variables "
         "created with `trainable=False` that tape.gradient was asked for (a tape does not watch them: "
         "None, often dropped by the script before apply_gradients). It tells variables the tape never saw read "
         "(their layers not called in the step's forward pass: an auxiliary head, a branch not taken; recorded "
@@ -516,14 +521,20 @@ _KINDS = [
         "CategoricalAccuracy vs SparseCategoricalAccuracy); or a compiled accuracy metric cannot fit the "
         "run's label encoding (read from the loss's label and output shapes) and silently reports "
         "nonsense: plain `Accuracy` on probabilities, `CategoricalAccuracy` on integer labels, "
-        "`BinaryAccuracy` on one-hot multi-class labels (`check` names it in a single run).",
+        "`BinaryAccuracy` on one-hot multi-class labels (`check` names it in a single run, judged against the "
+        "labels of the latest compile()'s loss; labels of 0s and 1s with some row not holding exactly one 1, "
+        "by the label fingerprint, are multi-label yes/no answers, which BinaryAccuracy fits).",
         "Name the metric class explicitly (`keras.metrics.SparseCategoricalAccuracy()`) in both runs; "
         "use the accuracy of the labels' encoding (or `metrics=['accuracy']`, which Keras resolves).",
         rank=40,
     ),
     Kind(
         "numerics", "error", False,
-        "NaN/Inf appears in the loss or a gradient of one run.",
+        "NaN/Inf appears in the loss or a gradient of one run. The fix depends on what came before it: "
+        "finite losses that fell below zero without a floor (to -inf, or a hundredfold) mean a quantity "
+        "minimised that can fall forever (a log-likelihood minimised without its minus); losses that grew "
+        "a hundredfold, a diverging training; neither, an operation undefined where it is evaluated "
+        "(`log(0)`, `0/0`); NaN/Inf in the batch itself, the data.",
         "Look at the first step and variable named; lower the learning rate, clip gradients, or use "
         "`from_logits=True` instead of log of a softmax.",
         rank=3,

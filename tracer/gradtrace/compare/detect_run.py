@@ -133,32 +133,38 @@ def mode_free_layers(run: RunData) -> set[str]:
 
 
 def recreated_at(run: RunData, lone: list[int], paired: list[int]) -> int | None:
-    """The step at which a run trains a new copy of its model: its variables without a
-    counterpart (``lone``) first exist and get gradients at step k, when every ``paired``
-    variable, differentiated until step k - 1, stops getting any, and the new variables have
-    the old ones' shapes (a model built again inside the training loop). Read from the
-    per-variable rows of the first steps; None otherwise."""
+    """The step at which a run trains a new copy of its model: the ``paired`` variables,
+    differentiated until step k - 1, get no gradient at any step from k on (the steps that list
+    them say so), and the variables without a counterpart (``lone``), absent at the first step,
+    are one or more copies of them by shape (a model built again inside the training loop, once
+    or at every epoch). Read from the per-variable rows the run has read; None otherwise."""
     if not lone or not paired or run.grad.size == 0:
         return None
     col = {int(v): j for j, v in enumerate(run.var_index)}
-    if any(v not in col for v in lone + paired):
+    if any(v not in col for v in paired):
         return None
-    shapes = sorted(str(run.var_info(v).get("shape")) for v in lone)
-    if shapes != sorted(str(run.var_info(v).get("shape")) for v in paired):
+    old = sorted(str(run.var_info(v).get("shape")) for v in paired)
+    copies, rest = divmod(len(lone), len(paired))
+    if rest or not copies or sorted(str(run.var_info(v).get("shape")) for v in lone) != sorted(old * copies):
         return None
-    g_new = run.grad[:, [col[v] for v in lone]]
     g_old = run.grad[:, [col[v] for v in paired]]
-    rows = np.flatnonzero((g_new == 1).any(axis=1))
-    if not rows.size or rows[0] == 0:
+    had = np.flatnonzero((g_old == 1).any(axis=1))
+    if not had.size:
         return None
-    k = int(rows[0])
-    if not (np.isnan(g_new[:k]).all() and (g_new[k] == 1).all() and (g_old[k - 1] == 1).all()
-            and not (g_old[k:] == 1).any()):
+    k = int(had[-1]) + 1  # the first row after the old copy's last gradient
+    after = g_old[k:]
+    # from k on the old copy is listed without a gradient at some step (and never with one)
+    if not after.size or not (after == 0).all(axis=1).any():
+        return None
+    # the new copies exist by then: some lone variable is listed at or after row k, none before
+    g_new = run.grad[:, [col[v] for v in lone if v in col]]
+    if not g_new.size or not np.isnan(g_new[:k]).all() or np.isnan(g_new[k:]).all():
         return None
     return int(run.var_rows[k])
 
 
-def model_recreated_finding(run: RunData, k: int, names: list[str], side: str | None = None) -> Finding:
+def model_recreated_finding(run: RunData, k: int, names: list[str], side: str | None = None,
+                            copies: int = 1) -> Finding:
     """The ``model_recreated`` finding of a run that trains a new copy of its model from step
     ``k`` (found by :func:`recreated_at`); ``names`` are the new copy's variables. ``side``
     ("a"/"b") words it for a comparison (an error, the other run keeping one model); without
@@ -167,9 +173,11 @@ def model_recreated_finding(run: RunData, k: int, names: list[str], side: str | 
         return Finding(
             "model_recreated", severity="warning",
             summary=f"a new copy of the model is trained from step {k}: {len(names)} variable(s) of the first "
-            f"model's shapes appear and take the gradients, the first model's get none after step {k - 1} (a "
-            "model built inside the training loop): training restarts from fresh weights.",
-            steps=[k], variables=names, evidence={"step": k}, explains=0.9)
+            f"model's shapes appear{f' ({copies} copies of it, one after another)' if copies > 1 else ''} and "
+            f"take the gradients, the first model's get none after step {k - 1} (a model built inside the training "
+            "loop): training restarts from fresh weights"
+            + (" each time a copy is built." if copies > 1 else "."),
+            steps=[k], variables=names, evidence={"step": k, "copies": copies}, explains=0.9)
     other = "b" if side == "a" else "a"
     rows = np.flatnonzero(run.step == k)
     reset = bool(rows.size and rows[0] > 0 and np.isfinite(run.iterations[rows[0]])
@@ -262,7 +270,9 @@ def part_gradients(run: RunData, sets: VarSets) -> list[dict[str, Any]]:
     # there a variable not listed had one.
     pos = np.clip(np.searchsorted(run.step, run.var_rows), 0, max(run.n_steps - 1, 0))
     full = np.asarray(run.stats, dtype=bool)[pos] if run.n_steps else np.zeros(len(run.var_rows), bool)
-    have = _had_gradient(run, pos, full)
+    # A light step does not list a variable frozen by then (no gradient is asked for it): not one
+    # that had a gradient there.
+    have = _had_gradient(run, pos, full) & ~_frozen_at(run, run.var_rows, col)
     rows: list[dict[str, Any]] = []
     for v in sets.some_no_grad:
         mates = set().union(*[g for g in groups if v in g]) - {v} or set(col) - {v}
@@ -283,6 +293,21 @@ def part_gradients(run: RunData, sets: VarSets) -> list[dict[str, Any]]:
         rows.append({"variable": run.var_name(v), "index": int(v), "first_step": first, "steps_without": int(hit.sum()),
                      "steps": int(seen.sum()), "steps_in_run": int(run.vsum["n_rows"][col[v]])})
     return sorted(rows, key=lambda r: (r["first_step"], r["variable"]))
+
+
+def _frozen_at(run: RunData, steps: np.ndarray, col: dict[int, int]) -> np.ndarray:
+    """(R, V) bool: the variable (column ``col[index]``) was frozen at the row's step by a
+    ``trainable_changes`` entry (``trainable = False`` before a later fit() call or a new
+    optimizer's first step), and not made trainable again since."""
+    out = np.zeros((len(steps), len(col)), dtype=bool)
+    changes = [c for c in run.meta.get("trainable_changes") or [] if isinstance(c.get("step"), int)]
+    for change in sorted(changes, key=lambda c: int(c["step"])):
+        later = steps >= int(change["step"])
+        for key, value in (("frozen", True), ("trainable", False)):
+            for v in change.get(key) or []:
+                if int(v) in col:
+                    out[later, col[int(v)]] = value
+    return out
 
 
 def _had_gradient(run: RunData, pos: np.ndarray, full: np.ndarray) -> np.ndarray:
@@ -938,8 +963,14 @@ def first_loss_info(run: RunData) -> dict[str, Any] | None:
 
 def label_encoding(run: RunData) -> str | None:
     """'sparse' (class indices), 'one-hot', 'binary' (one yes/no answer per output) or None,
-    from the shapes the run's (single) Keras loss saw and its class."""
-    info = first_loss_info(run) or {}
+    from the shapes the run's (single) Keras loss saw at its last step that recorded one (the
+    latest compile(), whose metrics ``meta["metrics"]`` holds) and its class. Labels as wide as
+    the output whose entries are all 0 or 1 but whose rows do not each hold one 1 (by the step's
+    label fingerprint) are multi-label yes/no answers, 'binary', whatever the loss."""
+    if not run.loss_info:
+        return None
+    step = max(run.loss_info)
+    info = run.loss_info[step]
     if len(info.get("calls") or []) > 1:
         return None  # several outputs: which labels a metric sees is not recorded
     yt, yp = info.get("y_true_shape"), info.get("y_pred_shape")
@@ -949,7 +980,16 @@ def label_encoding(run: RunData) -> str | None:
         return "binary"
     if len(yt) < len(yp) or yt[-1] == 1:
         return "sparse"
-    return "one-hot" if yt[-1] == yp[-1] else None
+    if yt[-1] != yp[-1]:
+        return None
+    rows = int(np.prod(yt[:-1])) if len(yt) > 1 else 1
+    i = np.flatnonzero(run.step == step)
+    fp = run.y_fp[int(i[0])] if i.size and run.y_fp.ndim == 2 else np.array([])
+    if fp.size >= 4 and np.all(np.isfinite(fp[:4])) and int(fp[3]) == rows * int(yt[-1]):
+        total, squares = float(fp[0]), float(fp[1])
+        if abs(squares - total) <= 1e-4 * max(1.0, total) and abs(total - rows) > 0.5:
+            return "binary"  # 0/1 entries, some rows with several 1s (or none): multi-hot
+    return "one-hot"
 
 
 # The label encoding each accuracy metric computes its score for ("equal": the label itself,
@@ -1086,8 +1126,18 @@ def numerics_fix(run: RunData, nf: dict[str, Any]) -> str | None:
     losses that grew a hundredfold on the way (the training diverged); None otherwise (the
     catalogue's generic advice)."""
     i = int(np.searchsorted(run.step, nf["step"]))
-    before = run.loss[:i][np.isfinite(run.loss[:i])]
+    # the losses up to it, its own included when finite (a loss of -5e28 whose gradient overflows)
+    before = run.loss[:i + 1][np.isfinite(run.loss[:i + 1])]
     grew = before.size >= 2 and float(np.max(np.abs(before[1:]))) > 100 * max(abs(float(before[0])), 1e-12)
+    # Falling below zero on the way to -inf: the loss has no floor, and minimising it runs forever.
+    sank = before.size >= 2 and float(before[-1]) < min(0.0, float(before[0])) and (
+        nf["loss"] == -math.inf or (grew and float(before[-1]) < -100 * max(abs(float(before[0])), 1e-12)))
+    if sank:
+        return (f"The loss fell without a floor before it (from {float(before[0]):.4g} to {float(before[-1]):.4g}"
+                + (", then -inf" if nf["loss"] == -math.inf else "") + "): the optimizer minimises a quantity that "
+                "can fall forever, usually a log-likelihood minimised without its minus. Minimise the negative "
+                "log-likelihood (`loss = -tf.reduce_mean(log_prob)`), or check the sign of each term of the loss; a "
+                "lower learning rate only delays the NaN.")
     if grew:
         return ("The losses grew a hundredfold before it: the training diverged. Lower the learning rate, clip "
                 "the gradients (`clipnorm=1.0` on the optimizer), or normalise the inputs.")
@@ -1200,6 +1250,13 @@ def frozen_as_created_finding(run: RunData) -> Finding | None:
             "learned, or load pretrained weights before freezing).")
 
 
+def _first_copy_names(run: RunData) -> list[str]:
+    """The names of the variables with a gradient at the run's first step (a model's first copy)."""
+    if not run.grad.size:
+        return []
+    return [run.var_name(int(v)) for j, v in enumerate(run.var_index.tolist()) if run.grad[0, j] == 1]
+
+
 def single_run_findings(run: RunData) -> list[Finding]:
     """Findings about one run alone (``gradtrace check``)."""
     out: list[Finding] = []
@@ -1211,7 +1268,8 @@ def single_run_findings(run: RunData) -> list[Finding]:
                  and run.var_info(int(cols[j])).get("trainable", True)]
         k = recreated_at(run, later, first)
         if k is not None:
-            out.append(model_recreated_finding(run, k, [run.var_name(v) for v in later]))
+            out.append(model_recreated_finding(run, k, [run.var_name(v) for v in later],
+                                               copies=len(later) // max(len(first), 1)))
     nf = first_nonfinite(run)
     kept = loss_scale_kept(run)
     if nf:
@@ -1259,13 +1317,18 @@ def single_run_findings(run: RunData) -> list[Finding]:
     sets = var_sets(run)
     # The variables of a model no optimizer of the run was given (a teacher, a target network
     # written by assign) are not the trained model's: no gradient is their recipe.
-    untrained = untrained_variables(run)
+    # A model's variables tape.gradient was asked for and returned None for while the forward pass
+    # read them (``disconnected_sources``) are meant to train, whatever the optimizer got: the script
+    # dropped their None gradients.
+    extra = run.meta.get("extra") or {}
+    disconnected = set(extra.get("disconnected_sources") or [])
+    untrained = untrained_variables(run) - disconnected
     no_grad = [v for v in sets.no_grad if v not in untrained]
     # Never read while the tape recorded (their layers not called in the step's forward pass),
     # while other variables got gradients: an auxiliary head used elsewhere, or a layer left out
     # of the forward pass. Variables read but disconnected (tf.stop_gradient, a numpy round trip)
     # are the error below.
-    unwatched = set((run.meta.get("extra") or {}).get("unwatched_sources") or [])
+    unwatched = set(extra.get("unwatched_sources") or [])
     unused = [v for v in no_grad if v in unwatched] if len(no_grad) < len(
         [v for v in run.var_index.tolist() if run.var_info(v).get("trainable") is not False]) else []
     no_grad = [v for v in no_grad if v not in unused]
@@ -1284,12 +1347,27 @@ def single_run_findings(run: RunData) -> list[Finding]:
                 "pass the loss is computed from."))
     if no_grad:
         names = [run.var_name(v) for v in no_grad]
+        cut = all(v in disconnected for v in no_grad)
         out.append(Finding(
             "missing_gradient",
-            f"{len(names)} trainable variable(s) never got a gradient: {', '.join(names[:6])}.",
-            variables=names, evidence={"variables": names}, explains=0.9))
+            f"{len(names)} trainable variable(s) never got a gradient: {', '.join(names[:6])}"
+            f"{', ...' if len(names) > 6 else ''}"
+            + (". tape.gradient was asked for them and returned None although the forward pass read them "
+               "while the tape recorded: the loss does not depend on what they compute. Something between "
+               "them and the loss cuts the gradient: a `tf.stop_gradient`, a `.numpy()` (or NumPy) round "
+               "trip, an integer cast or `argmax`, or a value taken from a variable by `assign`."
+               + (" The script then left their None gradients out of apply_gradients, so no optimizer ever "
+                  "got them." if any(v in untrained_variables(run) for v in no_grad) else "")
+               if cut else "."),
+            variables=names, evidence={"variables": names, **({"disconnected": True} if cut else {})},
+            fix="Keep the computation from these variables to the loss in TensorFlow ops on the tape: remove the "
+                "`tf.stop_gradient` (or move it to the branch meant to be fixed, such as a target), avoid "
+                "`.numpy()` and integer casts inside the tape." if cut else None,
+            explains=0.9))
     part = part_gradient_finding(run, sets)
-    if part:
+    # the copies of a model built again take turns by construction: the model_recreated finding says it
+    copied = {n for f in out if f.kind == "model_recreated" for n in f.variables}
+    if part and not (copied and set(part.variables) <= copied | set(_first_copy_names(run))):
         out.append(part)
     pending = {v: s for v, s in sets.not_applied_nonzero.items() if v not in sets.no_grad}
     if pending:

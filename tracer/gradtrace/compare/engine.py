@@ -376,6 +376,12 @@ def check_run(run: RunData) -> Report:
         verdict = "not_comparable"
         skipped.insert(0, {"check": "every single-run check",
                            "why": f"the run recorded no optimizer step ({_no_steps_why(run)})"})
+    elif run.meta.get("status") == "failed" and not bad:  # clean as far as it went, which is not the end
+        verdict = "not_comparable"
+        error = str(run.meta.get("error") or "an exception").splitlines()[0][:200]
+        skipped.insert(0, {"check": "the steps after the failure",
+                           "why": f"the run failed after {run.n_steps} step(s) ({error}): the checks saw only "
+                                  "the steps before it. Fix the error and trace the run again."})
     return Report(
         verdict=verdict, a=run.describe(), b=None,
         first_divergent_step=min(steps) if steps else None, aligned_steps=0, findings=findings,

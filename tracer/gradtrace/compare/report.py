@@ -69,7 +69,8 @@ def render_text(report: Report | dict[str, Any], *, verbose: bool = False) -> st
         lines.append(f"verdict: {d['verdict'].upper()}" + _as_far_as(d))
     else:
         result = {"equivalent": "OK (no single-run findings)",
-                  "not_comparable": "NOTHING TO CHECK: no optimizer step recorded (exit code 1)"}
+                  "not_comparable": "NOTHING TO CHECK: no optimizer step recorded (exit code 1)" if not a["steps"]
+                  else "INCOMPLETE: the run failed; no findings in the steps it recorded (exit code 1)"}
         lines.append("result: " + result.get(d["verdict"], "FINDINGS (exit code 1)"))
         if d["verdict"] == "not_comparable" and d["skipped"]:
             lines += textwrap.wrap("why: " + d["skipped"][0]["why"], 96, subsequent_indent="     ")
