@@ -583,3 +583,25 @@ def tape_gaussian_log_likelihood_minimised():
         return tf.reduce_mean(-0.5 * (log_var + tf.square(yb - mu) / tf.exp(log_var)))
 
     _loop(model, opt, loss_of, x, y)
+
+
+def _fit_regression_loss(loss) -> None:
+    keras = _keras()
+    x, y = data.regression(STEPS * BATCH)
+    model = _mlp(1, seed=98, inputs=10)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss)
+    model.fit(x, y[:, None], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_regression_mse_string():
+    _fit_regression_loss("mse")
+
+
+def fit_regression_own_summed_squares():
+    """compile(loss=my_mse), a function of the script's own that sums the squares over the batch."""
+    tf = _tf()
+
+    def my_mse(y_true, y_pred):
+        return tf.reduce_sum(tf.square(y_true - y_pred))
+
+    _fit_regression_loss(my_mse)

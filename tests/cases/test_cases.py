@@ -704,17 +704,21 @@ CASES += [
     ("second_loss_gradients_dropped", l10.fit_digits_ce_plus_output_penalty,
      l10.tape_second_loss_gradients_dropped, "diverged", "discarded_gradient"),
     # two micro-batches of 16 per apply by hand against fit()'s batches of 32: each step records its
-    # last micro-batch, so the batches cannot be matched; the finding says how such a loop looks
+    # last micro-batch, so the batches cannot be matched; the finding says how such a loop looks, and
+    # the first update (same weights, same examples) is twice fit()'s: the gradients summed, not averaged
     ("micro_batches_by_hand", s.fit_digits_sgd_sparse, l10.tape_digits_two_micro_batches_summed,
-     "not_comparable", "data_mismatch"),
+     "diverged", "gradient_scale"),
     # the same micro-batches averaged: every update agrees with fit()'s, the same training
+    ("micro_batches_averaged_by_hand", s.fit_digits_sgd_sparse, o13.tape_digits_two_micro_batches_averaged,
+     "equivalent", "data_mismatch"),
+    # a loss function of the script's own that sums: the measured factor first, the class names after it
+    ("own_loss_function_sums", o13.fit_regression_mse_string, o13.fit_regression_own_summed_squares, "diverged",
+     "loss_scale"),
     # fit() on dicts keyed by name, a loop on a list in the model's order and one loss per head
     ("eq_dict_inputs_against_list", o13.fit_feat_aux_dicts, o13.tape_feat_aux_lists, "equivalent", None),
     ("next_iter_every_step", s.fit_digits_sgd_sparse, o13.tape_digits_next_iter_every_step, "diverged",
      "repeated_step"),
     ("eq_pipeline_iterator_kept", s.fit_digits_sgd_sparse, o13.tape_digits_pipeline_iterator_kept, "equivalent", None),
-    ("micro_batches_averaged_by_hand", s.fit_digits_sgd_sparse, o13.tape_digits_two_micro_batches_averaged,
-     "equivalent", "data_mismatch"),
 ]
 
 STEPS_ACCUMULATED = s.STEPS  # updates of the accumulating run: 2 x STEPS micro-batch steps
@@ -920,7 +924,8 @@ def test_case(traced, case):
         assert report.findings[0].evidence["batch_sizes"] == [32, 64], text
         assert "micro-batches" not in report.findings[0].summary, text
     if _id == "micro_batches_by_hand":
-        f = report.findings[0]
+        assert report.findings[0].evidence["update_ratio"] == pytest.approx(2.0, rel=1e-4), text
+        (f,) = [f for f in report.findings if f.kind == "data_mismatch"]
         assert f.evidence["batch_sizes"] == [32, 16], text
         assert "accumulates 2 micro-batches of 16 by hand" in f.summary, text
         assert "gradient_accumulation_steps=2" in (f.fix or ""), text

@@ -458,6 +458,12 @@ def test_a_run_that_failed_before_its_first_step_is_named_with_its_error():
     why = {s["why"] for s in r.skipped}
     assert any("run b ('b') recorded no optimizer step: it failed before its first step (ValueError" in w
                for w in why), why
+    assert "verdict: NOT_COMPARABLE: run b ('b') recorded no optimizer step" in render_text(r)
+    # a crash before the model was built leaves no variable to pair: not a gradient run a "missed"
+    bare = make_run("b", steps=0, meta={"status": "failed", "error": "SyntaxError: '(' was never closed"})
+    bare.variables = []
+    r = compare_runs(make_run("a"), bare)
+    assert r.verdict == "not_comparable" and "missing_gradient" not in kinds(r), r.to_dict()
 
 
 def test_statistics_cadence_steps_are_not_recorded_not_differences():
@@ -956,3 +962,15 @@ def test_a_run_without_steps_is_not_comparable_whatever_its_configuration_says()
                      make_run("b", steps=0, meta={"optimizer": opt}))
     assert r.verdict == "not_comparable", r.to_dict()
     assert "optimizer_mismatch" in kinds(r), r.to_dict()
+
+
+def test_batches_fingerprinted_by_another_tracer_version_are_said_so():
+    """A run recorded before the fingerprint layout changed (no ``fingerprint_version``) against one
+    after: the data finding says which run to record again."""
+    new = {"extra": {"fingerprint_version": 2}}
+    r = compare_runs(make_run("a"), make_run("b", data_seed=2, meta=new))
+    (f,) = [f for f in r.findings if f.kind == "data_mismatch"]
+    assert f.evidence["fingerprint_versions"] == [1, 2] and "Record run a again" in f.summary, f.summary
+    same = compare_runs(make_run("a", meta=new), make_run("b", data_seed=2, meta=new))
+    (f,) = [f for f in same.findings if f.kind == "data_mismatch"]
+    assert "fingerprint_versions" not in f.evidence, f.evidence

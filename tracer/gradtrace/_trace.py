@@ -159,6 +159,9 @@ class Run:
             name=name,
             project=project or getattr(config, "project", "default") or "default",
             host=socket.gethostname(),
+            # how batches are fingerprinted: runs fingerprinted otherwise cannot match their
+            # multi-input or multi-output batches
+            extra={"fingerprint_version": schema.FINGERPRINT_VERSION},
         )
         self._lock = threading.RLock()
         self._warned: set[str] = set()

@@ -62,6 +62,12 @@ MAX_SKETCH = 256
 MAX_STEP = 2**31 - 1  # the stores' INTEGER step column
 MAX_COUNT = 2**63 - 1  # the stores' BIGINT count columns
 
+#: The layout of the batch fingerprints ``x_fp``/``y_fp`` (``gradtrace._probes.fingerprint``),
+#: recorded in ``RunInfo.extra["fingerprint_version"]``. 2: a functional model's list of inputs is
+#: taken by its Inputs' names, the labels of several outputs are fingerprinted leaf by leaf and
+#: summed. 1 (runs without the key): structures concatenated in the order given.
+FINGERPRINT_VERSION = 2
+
 #: How the tracer's warning (in ``RunInfo.warnings``) for a run without any optimizer step
 #: begins; the rest names what it does not see. The comparator quotes it as the reason.
 NO_STEPS_WARNING = "no optimizer step was recorded. "

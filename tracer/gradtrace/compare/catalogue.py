@@ -446,7 +446,9 @@ _KINDS = [
         "gradient_scale", "error", True,
         "Gradients are parallel but their norms differ by a constant factor the loss does not "
         "explain (replica count, the mixed-precision loss scale left in unscaled gradients, a learning "
-        "rate folded into the loss, micro-batch gradients summed in one run and averaged in the other); "
+        "rate folded into the loss, micro-batch gradients summed in one run and averaged in the other; "
+        "against a run on batches k times larger, whose batches cannot be matched, the micro-batch run's "
+        "first update, from the same weights, k times the other's for every variable); "
         "a factor only a loss reduction gives (a mean over outputs, a mask's count) is not matched, "
         "the losses being equal; per-variable ratios that differ point at per-variable vs global "
         "clipping, and a run whose optimizer clips nothing but whose gradients are capped (each cut one at "

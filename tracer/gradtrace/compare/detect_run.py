@@ -842,13 +842,15 @@ def weights_reset(run: RunData) -> Finding | None:
     steps = [int(w["step"]) for w in resets]
     how = resets[0].get("how") or "a write"
     said = ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
+    tail = int(run.step[-1]) - steps[-1] + 1 if run.n_steps else 0
+    ends = (f"the run ends with what its last {tail} step{'s' if tail > 1 else ''} trained from the initialization"
+            if tail > 0 else "the run ends with its initial weights, the last write coming after its last step")
     return Finding(
         "weights_replaced", severity="warning",
         summary=f"every trainable variable was set back to its initial values ({how}) before step"
         f"{'s' if len(steps) > 1 else ''} {said}: each write throws away what the steps before it trained, and "
-        f"the run ends with what its last {int(run.step[-1]) - steps[-1] + 1 if run.n_steps else 0} steps "
-        "trained from the initialization (weights saved with `get_weights()` before training and restored, "
-        "as a 'best' copy that was never updated).",
+        f"{ends} (weights saved with `get_weights()` before training and restored, as a 'best' copy that was never "
+        "updated).",
         steps=steps, variables=[run.var_name(v) for v in sorted(trainable)][:16],
         evidence={"resets": resets}, explains=1.0,
         fix="Save the weights you mean to restore after the epochs that produce them (e.g. keep the best "

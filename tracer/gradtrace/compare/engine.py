@@ -24,6 +24,7 @@ from gradtrace.compare.align import Alignment, _random_layer_classes, align
 from gradtrace.compare.catalogue import CATALOGUE
 from gradtrace.compare.data import RunData
 from gradtrace.compare.findings import Finding, Report
+from gradtrace.compare.noise import rel
 from gradtrace.schema import NO_STEPS_WARNING
 
 logger = logging.getLogger("gradtrace.compare")
@@ -73,7 +74,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         k = None
     if k is not None:
         findings.append(dr.model_recreated_finding(run, k, names, side=side))
-    elif structure_ok and (lone_a or lone_b):
+    elif structure_ok and (lone_a or lone_b) and a.n_steps and b.n_steps:
+        # (a run without steps handed nothing to its optimizer: its emptiness is the story, said
+        # where the checks are skipped, not a gradient it missed)
         findings.append(Finding(
             "missing_gradient",
             f"{len(names)} trainable variable(s) of run {side} never reached run {other}'s optimizer "
@@ -335,6 +338,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     _decay_instead_of_penalty(findings, a, b, al)
     findings = _regularizer_kinds_differ(findings)
     _hand_written_loss(findings, a, b)
+    _loss_class_measured(findings)
+    _fingerprint_versions(findings, a, b)
     findings = _loss_left_unscaled(findings, a, b)
     findings = _scaled_gradients_applied(findings)
     findings = _dedupe(findings)
@@ -348,6 +353,8 @@ def compare_runs(a: RunData, b: RunData) -> Report:
         verdict = "not_comparable"
     if verdict == "equivalent":
         first = None
+    found = {f.kind for f in findings}  # a check that found something after all is not skipped
+    skipped = [s for s in skipped if s["check"] not in found]
     return Report(
         verdict=verdict, a=a.describe(), b=b.describe(), first_divergent_step=first,
         aligned_steps=al.aligned_steps if structure_ok else 0, findings=findings, skipped=skipped,
@@ -1058,9 +1065,16 @@ def _micro_batches_same_updates(findings: list[Finding], a: RunData, b: RunData,
         return
     t = 16 * al.noise.tol(steps[ok] - steps[0])[:, None]
     du = ds.update_diffs(a, b, ra[ok], rb[ok], al)
-    if not np.isfinite(a.update_norm[ra[ok]][:, al.ja]).any() or not np.all(du <= t):
+    if not np.isfinite(a.update_norm[ra[ok]][:, al.ja]).any():
         return
     k, side = f.evidence["micro_batches"]["factor"], f.evidence["micro_batches"]["run"]
+    if not np.all(du <= t):
+        summed = _micro_batches_summed(a, b, ra[ok], rb[ok], al, t, int(k), str(side))
+        if summed is not None:
+            f.severity = "info"
+            f.summary += " The updates explain it: see gradient_scale."
+            findings.append(summed)
+        return
     f.severity = "info"
     f.evidence["same_updates"] = {"steps_compared": int(ok.sum()), "max_update_rel_diff": float(np.max(du))}
     f.summary += (f" Yet every update agrees at each of the {int(ok.sum())} steps both recorded (largest relative "
@@ -1068,6 +1082,34 @@ def _micro_batches_same_updates(findings: list[Finding], a: RunData, b: RunData,
                   "gradients, the same training as the other run's batches.")
     f.fix = ("Nothing to fix: the runs train alike. To compare them step by step, let the optimizer accumulate "
              f"(`gradient_accumulation_steps={k}` on a Keras 3 optimizer, fed the micro-batches).")
+
+
+def _micro_batches_summed(a: RunData, b: RunData, ra: np.ndarray, rb: np.ndarray, al: Alignment, t: np.ndarray,
+                          k: int, side: str) -> Finding | None:
+    """The micro-batch run's first update is k times the other's for every aligned variable (within
+    the float noise of sums over k micro-batches; from the same start and the same examples, the one
+    step whose weights are still the same): it applies the sum of its k micro-batches' gradients,
+    not their mean (an optimizer whose update follows the gradient's scale, such as SGD, passes the
+    factor on; later steps start from weights that already differ)."""
+    ua, ub = a.update_norm[ra[:1]][:, al.ja], b.update_norm[rb[:1]][:, al.jb]
+    mine, other = (ua, ub) if side == "a" else (ub, ua)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = mine / other
+    fin = np.isfinite(ratio) & (other > 0)
+    if int(fin.sum()) < 2 or not np.all(np.where(fin, rel(ratio, float(k)), 0.0) <= t[:1]):
+        return None
+    return Finding(
+        "gradient_scale",
+        f"run {side} steps on micro-batches {k} times smaller and applies their gradients together: every update "
+        f"of run {side} at step {int(a.step[0])}, from the same weights, is {k} x the other run's (median ratio "
+        f"{float(np.median(ratio[fin])):.4g}, for all {int(fin.sum())} variables). It applies the sum of its {k} "
+        "micro-batches' gradients, not their mean, so its optimizer takes steps as large as a learning rate "
+        f"{k} x higher would.",
+        steps=[int(a.step[0])], evidence={"run": side, "micro_batches": k, "update_ratio": float(np.median(ratio[fin]))},
+        fix=f"Divide the accumulated gradients by the number of micro-batches in run {side} (`[g / {k} for g in "
+            f"accumulated]`) before apply_gradients, or let a Keras 3 optimizer accumulate "
+            f"(`gradient_accumulation_steps={k}`), which averages them.",
+        explains=1.0)
 
 
 def _numerics_after_departure(findings: list[Finding]) -> None:
@@ -1266,6 +1308,37 @@ _LOSS_EFFECTS = {
     "alpha": lambda v, cls: f"alpha={v:g} weights the positive class",
     "gamma": lambda v, cls: f"gamma={v:g} down-weights easy examples",
 }
+
+
+def _fingerprint_versions(findings: list[Finding], a: RunData, b: RunData) -> None:
+    """Batches that differ between runs whose tracers fingerprinted them differently
+    (``extra.fingerprint_version``, 1 when absent): a model with several inputs or outputs may have
+    seen the same data. Said in the data finding, with what to do."""
+    va, vb = ((r.meta.get("extra") or {}).get("fingerprint_version") or 1 for r in (a, b))
+    f = next((f for f in findings if f.kind == "data_mismatch"), None)
+    if f is None or va == vb:
+        return
+    old = "a" if va < vb else "b"
+    f.evidence["fingerprint_versions"] = [va, vb]
+    f.summary += (f" Run {old} was recorded by an older tracer that fingerprints the batches of a model with several "
+                  f"inputs or outputs differently (fingerprint version {min(va, vb)} against {max(va, vb)}): for such "
+                  f"a model the same data can read as different. Record run {old} again to compare its batches.")
+
+
+def _loss_class_measured(findings: list[Finding]) -> None:
+    """Loss classes that differ in name only (a loss function of the script's own against a Keras
+    loss: no argument differs) while a finding measures what the two compute differently (a
+    constant factor, the regularization terms): that finding is the cause, the class names its
+    context, ranked after it."""
+    lm = next((f for f in findings if f.kind == "loss_mismatch" and f.severity == "error"
+               and set((f.evidence.get("differences (a, b)") or {})) == {"class"}), None)
+    measured = next((f for f in findings if f.kind in ("loss_scale", "regularization_mismatch")
+                     and f.severity == "error"), None)
+    if lm is None or measured is None:
+        return
+    lm.severity = "warning"
+    lm.summary += f" What they compute differently is measured: see {measured.kind}."
+    lm.fix = None
 
 
 def _hand_written_loss(findings: list[Finding], a: RunData, b: RunData) -> None:

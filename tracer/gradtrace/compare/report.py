@@ -37,8 +37,14 @@ def _fmt(v: Any) -> str:
 
 def _as_far_as(d: dict[str, Any]) -> str:
     """Runs whose steps agree until their batches part: say how far they agree."""
+    if d["verdict"] == "diverged" and d["first_divergent_step"] is None and d.get("aligned_steps"):
+        # a setting that changes what the runs report (a metric's class), not how they train
+        return (f" (the training agrees at every one of the {d['aligned_steps']} aligned steps: the findings below "
+                "differ in what the runs report or how they are set up)")
     if d["verdict"] != "not_comparable":
         return ""
+    if not (d["a"].get("steps") and (d["b"] or {}).get("steps")) and d.get("skipped"):
+        return ": " + str(d["skipped"][0]["why"])  # a run without steps: why, where it is read first
     dm = next((f for f in d["findings"] if f["kind"] == "data_mismatch"), None)
     first = (dm or {}).get("evidence", {}).get("first_step")
     if not isinstance(first, int) or first <= 0 or not d.get("aligned_steps"):
