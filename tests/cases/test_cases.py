@@ -1369,6 +1369,7 @@ def test_check(traced, case):
         assert "without its minus" in (report.findings[0].fix or ""), text
     if _id == "model_rebuilt_each_epoch":  # three more copies, the first from the second epoch
         assert report.findings[0].evidence["copies"] == 3 and report.findings[0].steps == [12], text
+        assert [f.kind for f in report.findings if f.severity != "info"] == ["model_recreated"], text
     if _id == "multi_label_under_categorical_ce":  # BinaryAccuracy fits multi-hot labels: no metric finding
         assert [f.kind for f in report.findings] == ["loss_mismatch"], text
     if _id in ("reg_losses_added_twice", "reg_losses_left_out"):  # how many times the loss holds them

@@ -1325,7 +1325,10 @@ def single_run_findings(run: RunData) -> list[Finding]:
     extra = run.meta.get("extra") or {}
     disconnected = set(extra.get("disconnected_sources") or [])
     untrained = untrained_variables(run) - disconnected
-    no_grad = [v for v in sets.no_grad if v not in untrained]
+    # The copies of a model built again (model_recreated) may train between two steps that record
+    # every variable: none of their steps shows their gradients, which is no missing one.
+    copies = {n for f in out if f.kind == "model_recreated" for n in f.variables}
+    no_grad = [v for v in sets.no_grad if v not in untrained and run.var_name(v) not in copies]
     # Never read while the tape recorded (their layers not called in the step's forward pass),
     # while other variables got gradients: an auxiliary head used elsewhere, or a layer left out
     # of the forward pass. Variables read but disconnected (tf.stop_gradient, a numpy round trip)
@@ -1368,8 +1371,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
             explains=0.9))
     part = part_gradient_finding(run, sets)
     # the copies of a model built again take turns by construction: the model_recreated finding says it
-    copied = {n for f in out if f.kind == "model_recreated" for n in f.variables}
-    if part and not (copied and set(part.variables) <= copied | set(_first_copy_names(run))):
+    if part and not (copies and set(part.variables) <= copies | set(_first_copy_names(run))):
         out.append(part)
     pending = {v: s for v, s in sets.not_applied_nonzero.items() if v not in sets.no_grad}
     if pending:
