@@ -984,11 +984,13 @@ def label_encoding(run: RunData) -> str | None:
         return "sparse"
     if yt[-1] != yp[-1]:
         return None
-    rows = int(np.prod(yt[:-1])) if len(yt) > 1 else 1
     i = np.flatnonzero(run.step == step)
     fp = run.y_fp[int(i[0])] if i.size and run.y_fp.ndim == 2 else np.array([])
-    if fp.size >= 4 and np.all(np.isfinite(fp[:4])) and int(fp[3]) == rows * int(yt[-1]):
-        total, squares = float(fp[0]), float(fp[1])
+    width = yt[-1]
+    if isinstance(width, int) and width > 0 and fp.size >= 4 and np.all(np.isfinite(fp[:4])) \
+            and int(fp[3]) % width == 0:
+        # rows from the count of label entries: the shapes of a step traced for any batch size hold None
+        rows, total, squares = int(fp[3]) // width, float(fp[0]), float(fp[1])
         if abs(squares - total) <= 1e-4 * max(1.0, total) and abs(total - rows) > 0.5:
             return "binary"  # 0/1 entries, some rows with several 1s (or none): multi-hot
     return "one-hot"
