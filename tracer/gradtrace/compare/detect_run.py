@@ -1254,16 +1254,10 @@ def frozen_as_created_finding(run: RunData) -> Finding | None:
             "learned, or load pretrained weights before freezing).")
 
 
-def _first_copy_names(run: RunData) -> list[str]:
-    """The names of the variables with a gradient at the run's first step (a model's first copy)."""
-    if not run.grad.size:
-        return []
-    return [run.var_name(int(v)) for j, v in enumerate(run.var_index.tolist()) if run.grad[0, j] == 1]
-
-
 def single_run_findings(run: RunData) -> list[Finding]:
     """Findings about one run alone (``gradtrace check``)."""
     out: list[Finding] = []
+    recreated: set[int] = set()  # a model built again: the first copy's variables and the later copies'
     if run.grad.size and run.grad.shape[0] > 1:
         # a second model trained from some step on: variables absent at the first step
         cols = list(run.var_index)
@@ -1272,6 +1266,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
                  and run.var_info(int(cols[j])).get("trainable", True)]
         k = recreated_at(run, later, first)
         if k is not None:
+            recreated = set(first) | set(later)
             out.append(model_recreated_finding(run, k, [run.var_name(v) for v in later],
                                                copies=len(later) // max(len(first), 1)))
     nf = first_nonfinite(run)
@@ -1326,11 +1321,11 @@ def single_run_findings(run: RunData) -> list[Finding]:
     # dropped their None gradients.
     extra = run.meta.get("extra") or {}
     disconnected = set(extra.get("disconnected_sources") or [])
-    untrained = untrained_variables(run) - disconnected
+    of_untrained = untrained_variables(run)
+    untrained = of_untrained - disconnected
     # The copies of a model built again (model_recreated) may train between two steps that record
     # every variable: none of their steps shows their gradients, which is no missing one.
-    copies = {n for f in out if f.kind == "model_recreated" for n in f.variables}
-    no_grad = [v for v in sets.no_grad if v not in untrained and run.var_name(v) not in copies]
+    no_grad = [v for v in sets.no_grad if v not in untrained and v not in recreated]
     # Never read while the tape recorded (their layers not called in the step's forward pass),
     # while other variables got gradients: an auxiliary head used elsewhere, or a layer left out
     # of the forward pass. Variables read but disconnected (tf.stop_gradient, a numpy round trip)
@@ -1364,7 +1359,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
                "them and the loss cuts the gradient: a `tf.stop_gradient`, a `.numpy()` (or NumPy) round "
                "trip, an integer cast or `argmax`, or a value taken from a variable by `assign`."
                + (" The script then left their None gradients out of apply_gradients, so no optimizer ever "
-                  "got them." if any(v in untrained_variables(run) for v in no_grad) else "")
+                  "got them." if any(v in of_untrained for v in no_grad) else "")
                if cut else "."),
             variables=names, evidence={"variables": names, **({"disconnected": True} if cut else {})},
             fix="Keep the computation from these variables to the loss in TensorFlow ops on the tape: remove the "
@@ -1373,7 +1368,7 @@ def single_run_findings(run: RunData) -> list[Finding]:
             explains=0.9))
     part = part_gradient_finding(run, sets)
     # the copies of a model built again take turns by construction: the model_recreated finding says it
-    if part and not (copies and set(part.variables) <= copies | set(_first_copy_names(run))):
+    if part and not (recreated and {int(r["index"]) for r in part.evidence["variables"]} <= recreated):
         out.append(part)
     pending = {v: s for v, s in sets.not_applied_nonzero.items() if v not in sets.no_grad}
     if pending:
