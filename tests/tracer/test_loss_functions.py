@@ -364,3 +364,33 @@ def test_the_mask_of_the_output_a_function_gets_is_recorded(tmp_path, compiled):
     assert (info["output_mask_valid"], info["output_mask_count"], info["mask_valid"]) == (12, 32, None)
     info = _steps(db, "object")[0]["loss_info"]
     assert (info["mask_valid"], info["mask_count"], info["output_mask_valid"]) == (12, 32, None)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "softplus", "sigmoid", None])
+def test_the_output_activation_of_a_regression_step_is_recorded(tmp_path, activation):
+    """Inside tf.function the activation that computed y_pred is read from the graph, bounded ones
+    included (a relu or tanh output under an mse): the loss details are kept, not dropped."""
+    db = f"sqlite:///{tmp_path / 'act.db'}"
+    x, _, y1 = _data()
+    model = _model(activation=activation)
+    with gradtrace.trace(run="act", store=db):
+        _train(model, keras.losses.MeanSquaredError(), x, y1, keras.optimizers.SGD(0.05), True)
+    steps = _steps(db, "act")
+    assert len(steps) == 2
+    for st in steps:
+        assert st["loss_info"] is not None and st["loss_info"]["cls"] == "MeanSquaredError", st
+        assert st["loss_info"]["pred_activation"] == (activation or "linear"), st
+
+
+def test_a_loss_detail_the_schema_does_not_take_is_left_out_alone():
+    """A value of a type the schema does not take drops that field only: the rest of the step's loss
+    details stay (the field of one call of several, likewise)."""
+    from gradtrace._trace import _loss_info
+
+    call = {"cls": "MeanSquaredError", "reduction": "sum_over_batch_size", "pred_activation": "gelu",
+            "y_true_shape": [4, 1]}
+    got = _loss_info({**call, "calls": [dict(call), {**call, "pred_activation": "sigmoid"}]})
+    assert got is not None and got.cls == "MeanSquaredError" and got.y_true_shape == [4, 1]
+    assert got.pred_activation is None and got.reduction == "sum_over_batch_size"
+    assert [c.pred_activation for c in got.calls] == [None, "sigmoid"]
+    assert [c.cls for c in got.calls] == ["MeanSquaredError", "MeanSquaredError"]

@@ -127,14 +127,17 @@ CROSS_ENTROPIES = frozenset({"CategoricalCrossentropy", "SparseCategoricalCrosse
                               "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy"})
 _SAME_VALUE_OPS = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "ExpandDims", "EnsureShape"})
 _PROB_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid"}
+# Activations whose outputs are bounded on one side or both (a regression loss's targets outside
+# that range cannot be reached): tf.nn.relu, relu6, softplus, exp, tanh as the graph names them.
+_BOUNDED_OPS = {"Relu": "relu", "Relu6": "relu6", "Softplus": "softplus", "Exp": "exponential", "Tanh": "tanh"}
 _LINEAR_OPS = frozenset({"BiasAdd", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "AddV2", "Add", "Einsum",
                          "Conv2D", "Conv3D", "DepthwiseConv2dNative"})
 
 
 def pred_activation(y_pred: Any) -> str | None:
-    """"softmax", "sigmoid" or "linear" for a graph tensor ``y_pred`` computed by that kind of op
-    (through ops that only cast or reshape it); None eagerly (a value has no producer) or when
-    another op computed it."""
+    """"softmax", "sigmoid", "linear", or a bounded activation of :data:`_BOUNDED_OPS` ("relu",
+    "tanh", ...) for a graph tensor ``y_pred`` computed by that kind of op (through ops that only
+    cast or reshape it); None eagerly (a value has no producer) or when another op computed it."""
     import tensorflow as tf
 
     if tf.executing_eagerly():
@@ -149,6 +152,8 @@ def pred_activation(y_pred: Any) -> str | None:
                 return None
             if op.type in _PROB_OPS:
                 return _PROB_OPS[op.type]
+            if op.type in _BOUNDED_OPS:
+                return _BOUNDED_OPS[op.type]
             if op.type in _LINEAR_OPS:
                 return "linear"
             if op.type not in _SAME_VALUE_OPS or not op.inputs:
@@ -551,14 +556,31 @@ def _compiled_metrics(model: Any) -> list[dict[str, Any]]:
             getattr(cm, "_weighted_metrics", None) or []
         ):
             found.extend(m for m in tf.nest.flatten(group) if m is not None)
+    # What compile() was given (keras/src/trainers/compile_utils.py CompileMetrics.__init__ and
+    # tf_keras/src/engine/compile_utils.py MetricsContainer.__init__ keep it as `_user_metrics`):
+    # a metric named by a string ("accuracy") is one Keras resolved to a class itself.
+    strings = {s for c in (getattr(model, "_compile_metrics", None), getattr(model, "compiled_metrics", None))
+               if c is not None for s in _strings(getattr(c, "_user_metrics", None))}
     out = []
     for m in found:
         cls, fn_name = _describe_fn_object(m)
-        d: dict[str, Any] = {"name": getattr(m, "name", None), "class": cls}
+        d: dict[str, Any] = {"name": getattr(m, "name", None), "class": cls,
+                             "given": "string" if getattr(m, "name", None) in strings else "object"}
         if fn_name:
             d["fn"] = fn_name
         out.append(d)
     return out
+
+
+def _strings(spec: Any) -> list[str]:
+    """The strings in a compile() metrics argument (a list, a dict per output, nested)."""
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, dict):
+        spec = list(spec.values())
+    if isinstance(spec, list | tuple):
+        return [s for item in spec for s in _strings(item)]
+    return []
 
 
 def _strategy_meta(model: Any = None) -> dict[str, Any]:

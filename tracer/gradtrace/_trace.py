@@ -1528,10 +1528,16 @@ def _loss_info(val: dict[str, Any]) -> schema.LossInfo | None:
         return schema.LossInfo.model_validate(val)
     except ValidationError as exc:
         logger.debug("gradtrace: loss details dropped in part: %s", exc)
+        bad = [e["loc"] for e in exc.errors()]
     keep = {k: v for k, v in val.items() if k in schema.LossInfo.model_fields}
     if isinstance(keep.get("calls"), list):
         keep["calls"] = [{k: v for k, v in c.items() if k in schema.LossCall.model_fields}
                          for c in keep["calls"] if isinstance(c, dict)]
+    for loc in bad:  # a value the schema does not take: that field alone is left out
+        if len(loc) == 1:
+            keep.pop(str(loc[0]), None)
+        elif len(loc) >= 3 and loc[0] == "calls" and isinstance(loc[1], int) and loc[1] < len(keep.get("calls") or []):
+            keep["calls"][loc[1]].pop(str(loc[2]), None)
     try:
         return schema.LossInfo.model_validate(keep)
     except ValidationError:

@@ -429,8 +429,10 @@ class LossCall(_Model):
     # ``loss(pred, y)``, PyTorch's ``loss(input, target)`` order (True only; None otherwise).
     swapped: bool | None = None
     # What computed y_pred, read from the graph (None eagerly or when it is something else):
-    # "softmax" / "sigmoid" (probabilities) or "linear" (a Dense or convolution's output, logits).
-    pred_activation: Literal["softmax", "sigmoid", "linear"] | None = None
+    # "softmax" / "sigmoid" (probabilities), "linear" (a Dense or convolution's output, logits), or
+    # another activation bounded on one side or both ("relu", "relu6", "softplus", "exponential", "tanh").
+    pred_activation: Literal["softmax", "sigmoid", "linear", "relu", "relu6", "softplus", "exponential",
+                             "tanh"] | None = None
     # Eagerly, for a cross-entropy whose y_pred carries no Keras activation's logits (which Keras
     # itself would use): whether y_pred's values are probabilities (True: in [0, 1], rows summing
     # to 1 for a categorical loss), or not (False: values outside [0, 1], logits); None inside a
