@@ -194,7 +194,7 @@ def tape_mirrored_strategy_run():
 # --- a GAN: two models, two optimizers, two tapes in a tf.function against one persistent tape eagerly ---
 
 
-def _gan(persistent: bool):
+def _gan(persistent: bool, generator_moves_discriminator: bool = False):
     import numpy as np
 
     tf = _tf()
@@ -219,7 +219,8 @@ def _gan(persistent: bool):
         with tf.GradientTape() as gt, tf.GradientTape() as dt:
             d_loss, g_loss = losses(xr, z)
         d_opt.apply_gradients(zip(dt.gradient(d_loss, disc.trainable_variables), disc.trainable_variables))
-        g_opt.apply_gradients(zip(gt.gradient(g_loss, gen.trainable_variables), gen.trainable_variables))
+        g_vars = gen.trainable_variables + (disc.trainable_variables if generator_moves_discriminator else [])
+        g_opt.apply_gradients(zip(gt.gradient(g_loss, g_vars), g_vars))
 
     def one_tape(xr, z):
         with tf.GradientTape(persistent=True) as tape:

@@ -109,7 +109,7 @@ def fit_bn_trained_from_scratch():
     _bn_first(frozen=False)
 
 
-def _mixed_loop(scaled: bool) -> None:
+def _mixed_loop(scaled: bool, called: bool = False) -> None:
     tf = _tf()
     keras = _keras()
     x, y = _digits_slice()
@@ -126,6 +126,8 @@ def _mixed_loop(scaled: bool) -> None:
             with tf.GradientTape() as tape:
                 loss = ce(yb, model(xb, training=True))
                 target = opt.scale_loss(loss) if scaled else loss
+                if called:
+                    opt.scale_loss(loss)  # called, its result never differentiated
             grads = tape.gradient(target, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
 
@@ -143,6 +145,12 @@ def tape_mixed_loss_never_scaled():
 
 def tape_mixed_loss_scaled():
     _mixed_loop(scaled=True)
+
+
+def tape_mixed_scale_loss_called_unused():
+    """``opt.scale_loss(loss)`` is called inside the tape, but ``tape.gradient`` gets ``loss``: the
+    LossScaleOptimizer divides gradients of the unscaled loss by the loss scale all the same."""
+    _mixed_loop(scaled=False, called=True)
 
 
 def _clipped_loop(low: float) -> None:
@@ -605,3 +613,222 @@ def fit_regression_own_summed_squares():
         return tf.reduce_sum(tf.square(y_true - y_pred))
 
     _fit_regression_loss(my_mse)
+
+
+def _four_classes(order: str):
+    """The digits of classes 0-3 (the first 512 digits: 204 examples) in the given order: 'sorted'
+    by label (as data built by concatenating one array per class comes), or 'shuffled' once."""
+    x, y = data.digits()
+    keep = y < 4
+    x, y = x[keep], y[keep]
+    idx = np.argsort(y, kind="stable") if order == "sorted" else np.random.default_rng(5).permutation(len(y))
+    return x[idx], y[idx]
+
+
+def _four_classes_loop(x, y, shuffle: bool) -> None:
+    """A tape loop over a tf.data pipeline of ``(x, y)`` in batches of 8, one epoch."""
+    tf = _tf()
+    keras = _keras()
+    model = _mlp(4, seed=93)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=3)
+    _loop(model, keras.optimizers.Adam(1e-3), lambda m, xb, yb: keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True)(yb, m(xb, training=True)), x, y, batches=ds.batch(8))
+
+
+def tape_four_classes_sorted():
+    """Data sorted by label, batched without a shuffle: each batch holds one class, class after class."""
+    _four_classes_loop(*_four_classes("sorted"), shuffle=False)
+
+
+def tape_four_classes_shuffled_by_pipeline():
+    """The same sorted data, shuffled by the pipeline with a buffer as large as the data."""
+    _four_classes_loop(*_four_classes("sorted"), shuffle=True)
+
+
+def fit_four_classes_one_hot_sorted():
+    """fit() on one-hot labels sorted by class, with shuffle=False."""
+    keras = _keras()
+    x, y = _four_classes("sorted")
+    model = _mlp(4, seed=93)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.eye(4, dtype="float32")[y], batch_size=8, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_four_classes_one_hot_shuffled():
+    """The same sorted one-hot data under fit()'s default shuffle=True."""
+    keras = _keras()
+    x, y = _four_classes("sorted")
+    model = _mlp(4, seed=93)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.eye(4, dtype="float32")[y], batch_size=8, epochs=1, verbose=0)
+
+
+def tape_rare_class_shuffled_small_batches():
+    """A rare positive class (every other digit 0, about 5 %) shuffled, in batches of 4: four
+    fifths of the batches hold negatives only, in long runs, none of them a sign of sorted data."""
+    tf = _tf()
+    keras = _keras()
+    x, y = data.digits()
+    y = ((y == 0) & (np.arange(len(y)) % 2 == 0)).astype("float32")[:, None]
+    model = _mlp(1, seed=94)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=4).batch(4)
+    _loop(model, keras.optimizers.Adam(1e-3), lambda m, xb, yb: keras.losses.BinaryCrossentropy(
+        from_logits=True)(yb, m(xb, training=True)), x, y, batches=ds)
+
+
+def _regression_head(activation: str, targets: str) -> None:
+    """The diabetes regression (standardized targets, or rescaled into [-1, 1] or [0, 1]) under
+    fit() with an mse, the output layer given ``activation``."""
+    keras = _keras()
+    x, y = data.regression(STEPS * BATCH)
+    if targets != "standardized":
+        y = (y - y.min()) / (y.max() - y.min())
+        y = 2 * y - 1 if targets == "[-1, 1]" else y
+    model = _mlp(1, activation, seed=99, inputs=10)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    model.fit(x, y[:, None], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def fit_relu_head_on_standardized_targets():
+    """A relu on the regression output while the targets are standardized (half of them negative)."""
+    _regression_head("relu", "standardized")
+
+
+def fit_tanh_head_on_standardized_targets():
+    """A tanh on the output, targets standardized: some beyond [-1, 1]."""
+    _regression_head("tanh", "standardized")
+
+
+def fit_tanh_head_on_targets_in_range():
+    """A tanh on the output, the targets rescaled into [-1, 1]: every target reachable."""
+    _regression_head("tanh", "[-1, 1]")
+
+
+def fit_relu_head_on_nonnegative_targets():
+    """A relu on the output, the targets rescaled into [0, 1]: nonnegative, every target reachable."""
+    _regression_head("relu", "[0, 1]")
+
+
+def tape_feature_model_called_before_tape():
+    """Two models, a feature extractor and a classifier; the eager step calls the extractor before
+    the tape opens, asks tape.gradient for both models' variables and drops the None gradients:
+    no optimizer ever gets the extractor's."""
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(95)
+    x, y = _digits_slice()
+    feat = keras.Sequential([keras.Input((64,)), keras.layers.Dense(24, activation="relu")])
+    clf = keras.Sequential([keras.Input((24,)), keras.layers.Dense(10)])
+    variables = feat.trainable_variables + clf.trainable_variables
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for i in range(STEPS):
+        xb, yb = x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
+        f = feat(xb, training=True)
+        with tf.GradientTape() as tape:
+            loss = ce(yb, clf(f, training=True))
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+
+def fit_digits_adam_learning_rate_half():
+    """``Adam(0.5)`` where ``Adam(5e-4)`` was meant: the first updates throw the loss far above where it started."""
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(10, seed=96)
+    model.compile(optimizer=keras.optimizers.Adam(0.5),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, x, y)
+
+
+def gan_generator_step_moves_discriminator():
+    """The two-tape GAN of scripts_j whose generator step differentiates and applies its loss with
+    respect to the discriminator's variables too: the generator's optimizer pushes the
+    discriminator towards calling the fakes real."""
+    from .scripts_j import _gan
+
+    _gan(False, generator_moves_discriminator=True)
+
+
+def _digits_loop_logging(every: int | None) -> None:
+    """The digits MLP in a ``tf.function`` tape loop over fit(shuffle=False)'s batches; every
+    ``every``-th batch the step is called a second time to log its loss (None: never)."""
+    tf = _tf()
+    keras = _keras()
+    from .scripts import _mlp as _digits_mlp
+
+    x, y = _digits_slice()
+    model = _digits_mlp(64, 10)
+    opt = keras.optimizers.SGD(0.1)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    for i, (xb, yb) in enumerate(data.batches(x, y, BATCH, STEPS)):
+        step(xb, yb)
+        if every and i % every == 0:
+            float(step(xb, yb))  # "log the loss": a second optimizer step on the batch
+
+
+def tape_digits_step_called_again_to_log():
+    """Every third batch the train step is called again to print the loss: three batches trained twice."""
+    _digits_loop_logging(3)
+
+
+def tape_digits_step_once_per_batch():
+    _digits_loop_logging(None)
+
+
+def _tf_keras_dropout_model():
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(97)
+    return tf_keras, tf_keras.Sequential([tf_keras.layers.Dense(32, input_shape=(64,)), tf_keras.layers.ReLU(),
+                                          tf_keras.layers.Dropout(0.2), tf_keras.layers.Dense(10)])
+
+
+def fit_tf_keras_dropout_partial_batch():
+    """tf-keras fit() over 261 digits in batches of 32, the last one of 5, two epochs."""
+    tf_keras, model = _tf_keras_dropout_model()
+    x, y = data.digits(BATCH * STEPS + 5)
+    model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+
+
+def tape_tf_keras_dropout_partial_batch():
+    """The same in a tf-keras ``tf.function`` tape loop: the partial batch traces the step again, and
+    the new graph's Dropout draws other masks."""
+    tf = _tf()
+    tf_keras, model = _tf_keras_dropout_model()
+    x, y = data.digits(BATCH * STEPS + 5)
+    opt = tf_keras.optimizers.Adam(1e-3)
+    ce = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = ce(yb, model(xb, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    for _ in range(2):
+        for xb, yb in ds:
+            step(xb, yb)
+
+
+def fit_binary_accuracy_named_accuracy_on_one_hot():
+    """``metrics=[BinaryAccuracy(name="accuracy")]`` on one-hot labels: the class is the script's own
+    choice under the name Keras gives its resolved 'accuracy'."""
+    keras = _keras()
+    x, y = _digits_slice()
+    model = _mlp(10, seed=98)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    _fit(model, x, np.eye(10, dtype="float32")[y])

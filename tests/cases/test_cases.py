@@ -30,6 +30,22 @@ CASES = [
     # fit() masks the padding; a hand-written tf.nn loss averages over every entry: the mask is named
     ("hand_written_loss_counts_padding", i7.fit_masked_gru_tagger, o13.tape_masked_gru_tagger_tf_nn_loss,
      "diverged", "gradient_mismatch"),
+    # the generator's optimizer also steps the discriminator: the extra variables at the generator's steps,
+    # not an optimizer re-created (the two optimizers' variable sets overlap)
+    ("gan_generator_step_moves_discriminator", j8.gan_two_tapes_function, o13.gan_generator_step_moves_discriminator,
+     "diverged", "divergence"),
+    # the loop calls scale_loss and differentiates the loss it scaled: its updates the loss scale times too small
+    ("scale_loss_called_result_unused", o13.tape_mixed_loss_scaled, o13.tape_mixed_scale_loss_called_unused,
+     "diverged", "loss_scaling"),
+    # the step called again on every third batch to log the loss: the repeated batches named
+    ("step_called_again_on_some_batches", o13.tape_digits_step_once_per_batch, o13.tape_digits_step_called_again_to_log,
+     "diverged", "repeated_step"),
+    # tf-keras: the loop's tf.function traced again for the partial batch draws other Dropout masks
+    ("tf_keras_dropout_retraced_for_partial_batch", o13.fit_tf_keras_dropout_partial_batch,
+     o13.tape_tf_keras_dropout_partial_batch, "diverged", "divergence"),
+    # fit() shuffles the sorted data; the loop batches it class by class: named for the loop's run
+    ("sorted_by_class_against_fit", o13.fit_four_classes_one_hot_shuffled, o13.tape_four_classes_sorted, "diverged",
+     "unshuffled_data"),
     # accumulators never zeroed: the same loss at step 1 with other gradients, ranked before the NaN it leads to
     ("accumulator_never_reset", o13.tape_accumulated_and_reset, o13.tape_accumulated_never_reset, "diverged",
      "divergence"),
@@ -772,6 +788,21 @@ def test_case(traced, case):
         said = (("learning_rate=0.05", "assign_sub(0.1 * g)") if _id == "hand_written_other_rate" else
                 ("assign_sub(0.1 * g)", "assign_sub(0.02 * g)"))
         assert all(x in (report.findings[0].fix or "") for x in said), text
+    if _id == "scale_loss_called_result_unused":  # the loop's run named, as calling scale_loss to no effect
+        f = report.findings[0]
+        assert f.evidence["run"] == "b" and f.evidence["called_unused"] and f.severity == "error", text
+        assert all(g.severity == "info" for g in report.findings if g.kind == "gradient_scale"), text
+    if _id == "tf_keras_dropout_retraced_for_partial_batch":  # random draws, at the first partial batch: a warning
+        f = report.findings[0]
+        assert f.severity == "warning" and f.steps == [s.STEPS], text
+        assert f.evidence["batch_size_changes"] == {"from": s.BATCH, "to": 5} and "traced again" in f.summary, text
+    if _id == "step_called_again_on_some_batches":  # the three repeated batches, in run b's steps
+        ev = report.findings[0].evidence
+        assert ev["run"] == "b" and ev["occasional"] and ev["steps"] == [1, 5, 9], text
+    if _id == "gan_generator_step_moves_discriminator":  # the discriminator's variables, at the generator's step
+        ev = report.findings[0].evidence
+        assert ev["run"] == "b" and ev["step"] == 1 and (ev["updated"], ev["updated_other"]) == (8, 4), text
+        assert all(f.kind != "optimizer_mismatch" for f in report.findings), text
     if _id == "label_smoothing_beside_sparse":  # the argument, not only the class
         f = report.findings[0]
         assert f.evidence["differences (a, b)"]["label_smoothing"] == (0.1, None), text
@@ -1345,6 +1376,26 @@ CHECKS = [
      "loss_mismatch"),
     ("model_rebuilt_each_epoch", o13.fit_model_rebuilt_each_epoch, "diverged", "model_recreated"),
     ("gaussian_log_likelihood_minimised", o13.tape_gaussian_log_likelihood_minimised, "diverged", "numerics"),
+    # data sorted by label and never shuffled: one class per batch, class after class; a rare class shuffled is not it
+    ("sorted_by_class_tape", o13.tape_four_classes_sorted, "diverged", "unshuffled_data"),
+    ("sorted_by_class_fit_one_hot", o13.fit_four_classes_one_hot_sorted, "diverged", "unshuffled_data"),
+    ("sorted_data_shuffled_by_pipeline", o13.tape_four_classes_shuffled_by_pipeline, "equivalent", None),
+    ("sorted_data_shuffled_by_fit", o13.fit_four_classes_one_hot_shuffled, "equivalent", None),
+    ("rare_class_shuffled_small_batches", o13.tape_rare_class_shuffled_small_batches, "equivalent", None),
+    # a regression output squashed by a bounded activation: targets it can never reach, or all in range
+    ("relu_head_on_standardized_targets", o13.fit_relu_head_on_standardized_targets, "diverged", "loss_mismatch"),
+    ("tanh_head_on_standardized_targets", o13.fit_tanh_head_on_standardized_targets, "diverged", "loss_mismatch"),
+    ("tanh_head_on_targets_in_range", o13.fit_tanh_head_on_targets_in_range, "equivalent", None),
+    ("relu_head_on_nonnegative_targets", o13.fit_relu_head_on_nonnegative_targets, "equivalent", None),
+    # a separate feature model called before the tape, its None gradients dropped: it never trains
+    ("feature_model_called_before_tape", o13.tape_feature_model_called_before_tape, "diverged", "missing_gradient"),
+    ("mixed_scale_loss_called_unused", o13.tape_mixed_scale_loss_called_unused, "diverged", "loss_scaling"),
+    ("step_called_again_to_log", o13.tape_digits_step_called_again_to_log, "diverged", "repeated_step"),
+    ("step_once_per_batch", o13.tape_digits_step_once_per_batch, "equivalent", None),
+    ("binary_accuracy_named_accuracy", o13.fit_binary_accuracy_named_accuracy_on_one_hot, "diverged",
+     "metric_mismatch"),
+    # a learning rate a thousand times too large: the loss jumps at the first updates
+    ("adam_learning_rate_half", o13.fit_digits_adam_learning_rate_half, "diverged", "exploding_loss"),
 ]
 
 
@@ -1416,6 +1467,20 @@ def test_check(traced, case):
         assert len(report.findings) == 1 and "wired_inference_overridden" not in report.findings[0].evidence, text
         f = report.findings[0]
         assert "never learned any" in f.summary and f.severity == "info" and f.evidence.get("frozen_block"), text
+    if _id == "adam_learning_rate_half":  # the loss and the gradient norm both several times their first
+        ev = report.findings[0].evidence
+        assert ev["loss_factor"] >= 4 and ev["grad_norm_factor"] >= 4 and ev["learning_rate"] == 0.5, text
+    if _id == "binary_accuracy_named_accuracy":  # the script chose the class: not said to be Keras's doing
+        fix = report.findings[0].fix or ""
+        assert "CategoricalAccuracy()" in fix and "Keras resolved" not in fix, text
+    if _id == "step_called_again_to_log":
+        f = report.findings[0]
+        assert f.severity == "warning" and f.evidence["steps"] == [1, 5, 9], text
+    if _id == "mixed_scale_loss_called_unused":  # said as called, its result not differentiated
+        assert "then differentiate `loss`" in report.findings[0].summary, text
+    if _id == "feature_model_called_before_tape":  # asked for, never watched, never updated
+        f = report.findings[0]
+        assert f.evidence.get("unwatched") and len(f.variables) == 2 and "keep their initial values" in f.summary, text
     if _id == "auxiliary_head_unused":  # never read under the tape: named as such, a warning
         f = report.findings[0]
         assert f.severity == "warning" and f.evidence.get("unwatched") and len(f.variables) == 2, text
@@ -1425,6 +1490,16 @@ def test_check(traced, case):
         assert report.findings[0].severity == "error", text
     if _id == "binary_on_class_indices":  # the partial batch of 0s and 1s is no counter-example
         assert report.findings[0].evidence["checked"] == s.STEPS + 1, text
+    if _id.startswith("sorted_by_class"):  # the classes in the order the batches held them
+        f = report.findings[0]
+        assert f.severity == "warning" and f.evidence["class_order"] == [0, 1, 2, 3], text
+        assert f.evidence["single_class_batches"] >= 0.8 * f.evidence["batches"], text
+    if _id.endswith("_head_on_standardized_targets"):  # the activation and its range named
+        f = report.findings[0]
+        relu = _id.startswith("relu")
+        assert f.evidence["activation"] == ("relu" if relu else "tanh"), text
+        assert f.evidence["range"] == ([0.0, None] if relu else [-1.0, 1.0]), text
+        assert f.severity == ("error" if relu else "warning") and "activation=None" in (f.fix or ""), text
     if _id in ("monte_carlo_dropout_after_fit", "two_heads_alternate"):
         assert [f.severity for f in report.findings] == ["info"], text
     if top is None:

@@ -525,10 +525,23 @@ def test_recompiled_with_another_optimizer_is_not_a_reset():
     run = phases(same)
     assert iteration_resets(run, update_steps(run)) == [3]
     assert "optimizer_mismatch" in kinds(check_run(run))
-    # three optimizers described, one reset: the counts do not pair up
-    run = phases(lower)
-    run.meta["optimizers"].append(dict(lower, variables=[0, 2]))
+    # three optimizers described over one set of variables, one reset: the counts do not pair up
+    run = phases(dict(lower, variables=[2, 3]))
+    run.meta["optimizers"].append(dict(lower, variables=[2, 3]))
     assert iteration_resets(run, update_steps(run)) == [3]
+
+
+def test_optimizers_over_overlapping_variables_take_turns():
+    """A GAN whose generator's optimizer is handed the discriminator's variables too: the two
+    optimizers' sets overlap, their counters interleave (1, 1, 2, 2, ...), and neither is re-created."""
+    from gradtrace.compare.detect_run import iteration_resets, update_steps
+
+    run = make_run("gan", steps=6)
+    run.iterations = np.array([1, 1, 2, 2, 3, 3], dtype=float)
+    run.meta["optimizers"] = [{"class": "Adam", "config": {"name": "d"}, "variables": [2, 3]},
+                              {"class": "Adam", "config": {"name": "g"}, "variables": [0, 1, 2, 3]}]
+    assert iteration_resets(run, update_steps(run)) == []
+    assert "optimizer_mismatch" not in kinds(check_run(run))
 
 
 def test_zero_gradient_left_unchanged_is_not_not_applied():
@@ -974,3 +987,16 @@ def test_batches_fingerprinted_by_another_tracer_version_are_said_so():
     same = compare_runs(make_run("a", meta=new), make_run("b", data_seed=2, meta=new))
     (f,) = [f for f in same.findings if f.kind == "data_mismatch"]
     assert "fingerprint_versions" not in f.evidence, f.evidence
+
+
+def test_a_fit_over_a_model_with_nothing_trainable_says_so():
+    """fit() over a model frozen whole (``model.trainable = False`` before compile()) steps nothing:
+    the run's empty record is explained by its frozen variables, not by what the tracer does not see."""
+    empty = make_run("frozen", steps=0, meta={"status": "finished", "fit_calls": [{"epochs": 3}],
+                                              "warnings": ["no optimizer step was recorded. ..."]})
+    for v in empty.variables:
+        v["trainable"] = False
+    why = check_run(empty).skipped[0]["why"]
+    assert "called fit() 1 time(s), but none of the model's" in why and "model.trainable = False" in why, why
+    empty.variables[0]["trainable"] = True  # one trainable variable: the tracer's own words again
+    assert "none of the model's" not in check_run(empty).skipped[0]["why"]

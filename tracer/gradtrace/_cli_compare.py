@@ -35,15 +35,20 @@ Single-run findings of the same engine, what one run shows by itself:
     broadcast to (N, N), arguments swapped (loss(pred, y)), a cross-entropy reading
     logits as probabilities (from_logits=False on a layer without activation,
     seen inside tf.function and fit()), regularization losses left out or added
-    twice, a partial batch divided by the full batch's size;
+    twice, a partial batch divided by the full batch's size, a regression output
+    behind a relu/sigmoid/tanh that cannot reach its targets, a loss that the
+    first updates make several times larger (a learning rate far too large);
   - the gradients: variables that never get one or only at some steps, zeros put
     in place of None, gradients paired with the wrong variables, computed and
     never used, NaN/Inf;
   - the steps: training-dependent layers in inference mode, layers run in training
     mode outside the steps, an optimizer or model re-created in the loop, a step
-    applied twice per batch, a metric that does not fit the labels.
-What needs a second run to tell (another optimizer setting, learning rate, data
-order, initial weights, a different loss class) is `gradtrace compare A B`'s.
+    applied twice per batch, a metric that does not fit the labels;
+  - the data: the same batch at every step (next(iter(ds)) in the loop), batches
+    of one class each (data sorted by label, never shuffled).
+What needs a second run to tell (another optimizer setting, a learning rate
+that trains but differs, initial weights, a different loss class) is
+`gradtrace compare A B`'s.
 
 Records are read as for compare: --db URL, --server URL, else $GRADTRACE_URL
 (http(s):// reads through that server), else ./gradtrace.db.

@@ -121,9 +121,14 @@ _KINDS = [
         "cannot be compared. `gradtrace check` makes a binary cross-entropy given labels outside [0, 1] "
         "(coded 1/2, -1/1, 0/255, class indices 0/1/2; read from the label fingerprints: their sum of squares "
         "exceeds their sum; at two of the first 64 steps at least, a batch that happens to hold only 0s and "
-        "1s being no counter-example) an error, and a hinge loss's labels outside [-1, 1].",
+        "1s being no counter-example) an error, and a hinge loss's labels outside [-1, 1]; and reports a "
+        "regression loss (MSE, MAE, Huber, log-cosh) fitting the output of a bounded activation (a relu, "
+        "softplus, exponential, sigmoid, softmax or tanh, read from the step's graph) to targets outside its "
+        "range (targets in [lo, hi] have sum(y^2) <= (lo + hi) sum(y) - lo hi n, and sum(y) >= lo n): an "
+        "error when a batch's mean target is itself out of range, else a warning.",
         "Use the same loss in both runs; `from_logits=True` when the model outputs logits (no "
-        "softmax/sigmoid on its last layer), `False` when it outputs probabilities.",
+        "softmax/sigmoid on its last layer), `False` when it outputs probabilities. A regression output "
+        "that must reach negative or unbounded targets takes no activation.",
         rank=6,
     ),
     Kind(
@@ -161,11 +166,39 @@ _KINDS = [
         "Also: every step trained on one batch (equal input and label fingerprints at every step, eight at "
         "least) while the script opened a new iterator over a tf.data pipeline of more than one element "
         "once per step or more (`next(iter(dataset))` inside the loop reads the first batch each time; "
-        "the tracer counts the iterators opened): an error in `check` and for that run in a comparison.",
+        "the tracer counts the iterators opened): an error in `check` and for that run in a comparison. "
+        "Also, some steps but not all (two at least, at most half of them) repeating the batch of the step "
+        "before, with the same optimizer's next iteration: a train step called again on some batches to log "
+        "the loss; `check` warns, a comparison names the run that does it.",
         "Call the train step and `apply_gradients` once per batch; keep the loss the step returns "
         "instead of calling it again. Open a dataset's iterator once, before the loop (`it = iter(ds)`, "
         "then `next(it)`), or loop `for x, y in ds:`.",
         rank=9,
+    ),
+    Kind(
+        "unshuffled_data", "error", False,
+        "A run's batches each hold a single class, the classes in long runs of consecutive batches: the "
+        "data is sorted (or grouped) by label and never shuffled, so the model fits one class for many steps, "
+        "then the next. Read from the label fingerprints of a classification loss with one class per example "
+        "(integer or one-hot labels): at least 8 batches of 4 rows or more, 60 % of them single-class, and two "
+        "classes or more each filling 3 consecutive batches or more (shuffled data with a rare class gives "
+        "single-class batches of the common class only). In a comparison an error for the one run that does "
+        "it; `check` warns about it in a single run.",
+        "Shuffle the examples before batching: `dataset.shuffle(buffer_size=len(x))` before `.batch()` (a "
+        "buffer much smaller than the data still yields one class at a time), a permutation of the arrays "
+        "each epoch, or `fit(shuffle=True)`.",
+        rank=9,
+    ),
+    Kind(
+        "exploding_loss", "warning", False,
+        "`gradtrace check`: the first updates made the loss several times larger. The median loss of "
+        "the 10 steps after step 0 is 4 times step 0's or more, and so is the median global gradient "
+        "norm where the steps recorded it (10 times, for the loss alone, where none did). Read from runs "
+        "of one optimizer whose losses are finite and nonnegative at every step (NaN/Inf is `numerics`), "
+        "not scaled for mixed precision: the steps overshoot.",
+        "Lower the learning rate (by 10x at a time), or warm it up; clip the gradients "
+        "(`clipnorm=1.0`); normalise the inputs.",
+        rank=30,
     ),
     Kind(
         "skipped_batches", "error", False,
@@ -199,7 +232,8 @@ _KINDS = [
         "variables\"). The variables of a model no optimizer of the run was given (a mean teacher or a "
         "target network written by assign) are not counted, unless tape.gradient was asked for them and "
         "returned None while the forward pass read them (a separate encoder cut off by `tf.stop_gradient` "
-        "or a NumPy round trip, its None gradients dropped before apply_gradients). `gradtrace check` also warns of variables "
+        "or a NumPy round trip, its None gradients dropped before apply_gradients), or without ever reading them "
+        "under the tape (a separate feature model called before the tape opened). `gradtrace check` also warns of variables "
         "created with `trainable=False` that tape.gradient was asked for (a tape does not watch them: "
         "None, often dropped by the script before apply_gradients). It tells variables the tape never saw read "
         "(their layers not called in the step's forward pass: an auxiliary head, a branch not taken; recorded "
@@ -483,8 +517,10 @@ _KINDS = [
         "with the wrapper's apply as the fix; `gradtrace check` names the same in one run from the loss "
         "handed to tape.gradient being its Keras loss times the loss scale `scale_loss` used, with gradients "
         "that keep the scale, applied by no LossScaleOptimizer; and, as an error, a run whose Keras 3 "
-        "LossScaleOptimizer applied gradients while no step called `scale_loss` (gradients the loss scale "
-        "times too small: their norm over the loss below one over the scale's square root). A mixed "
+        "LossScaleOptimizer applied gradients while no step called `scale_loss`, or the steps called it and "
+        "differentiated the loss they scaled instead of its result (gradients the loss scale "
+        "times too small: their norm over the loss below one over the scale's square root); in a comparison "
+        "that run is named, and a `gradient_scale` by the loss scale becomes context. A mixed "
         "precision dtype policy in one run only (the other computing in float32) is named as such.",
         "Wrap the optimizer in `LossScaleOptimizer` and scale/unscale the loss in both runs "
         "(fit() does it under a mixed_float16 policy).",
@@ -552,7 +588,11 @@ _KINDS = [
         "Aligned runs depart beyond the measured float noise at a step and no other finding "
         "explains it. A loss that parts at a later step on the same weights and batch, in models with "
         "random layers, is a warning: one run draws its random numbers differently (an extra forward "
-        "pass in training mode per step), the same training statistically.",
+        "pass in training mode per step; at the first batch of another size, a `tf.function` traced again "
+        "whose new random ops draw other numbers, as tf-keras's do), the same training statistically. "
+        "At the same loss, batch and weights, one run's step that updates every variable the other's does "
+        "and more (a generator's step also applying its gradients to the discriminator) is named with "
+        "those variables.",
         "Inspect the first step and variable named; compare what differs in the code at that step.",
         rank=45,
     ),

@@ -305,11 +305,27 @@ def _repeat_words(rep: dict[str, Any]) -> tuple[str, str]:
     return how, fix
 
 
+def _occasional_words(occ: dict[str, Any]) -> str:
+    shown = ", ".join(str(s) for s in occ["steps"]) + (", ..." if occ["repeats"] > len(occ["steps"]) else "")
+    return (f"{occ['repeats']} of its {occ['steps_total']} optimizer steps trained again on the batch of the step "
+            f"before (consecutive steps with the same inputs and labels, at steps {shown}): a train step called a "
+            "second time on some batches, e.g. to log the loss every few batches, which trains on them again")
+
+
+_OCCASIONAL_FIX = ("Call the train step once per batch and keep the loss it returns for logging; calling it again "
+                   "to read the loss trains on that batch a second time.")
+
+
 def repeated_step_finding(run: RunData) -> Finding | None:
-    """``gradtrace check``: a run whose optimizer steps more than once on every batch."""
+    """``gradtrace check``: a run whose optimizer steps more than once on every batch, or on some."""
     rep = repeated_steps(run)
     if rep is None:
-        return None
+        occ = occasional_repeats(run)
+        if occ is None:
+            return None
+        return Finding(
+            "repeated_step", severity="warning", summary=f"{_occasional_words(occ)}.",
+            steps=[occ["first_step"]], evidence={"occasional": True, **occ}, fix=_OCCASIONAL_FIX, explains=0.8)
     how, fix = _repeat_words(rep)
     return Finding(
         "repeated_step", severity="warning",
@@ -323,7 +339,19 @@ def repeated_steps_pair(a: RunData, b: RunData) -> Finding | None:
     ra, rb = repeated_steps(a), repeated_steps(b)
     ka, kb = (r["per_batch"] if r else 1 for r in (ra, rb))
     if ka == kb:
-        return None
+        if ra or rb:
+            return None
+        oa, ob = occasional_repeats(a), occasional_repeats(b)
+        if (oa is None) == (ob is None):
+            return None
+        side, run, occ = ("a", a, oa) if oa else ("b", b, ob)
+        other = "b" if side == "a" else "a"
+        return Finding(
+            "repeated_step",
+            f"in run {side} ('{run.name}') {_occasional_words(occ)}; run {other} steps once per batch. From step "
+            f"{occ['first_step']} on run {side}'s steps are not run {other}'s ({a.n_steps} vs {b.n_steps} steps).",
+            steps=[occ["first_step"]], evidence={"run": side, "occasional": True, **occ}, fix=_OCCASIONAL_FIX,
+            explains=1.0)
     side, run, rep, other_k = ("a", a, ra, kb) if ka > kb else ("b", b, rb, ka)
     if rep is None:
         return None
@@ -337,6 +365,37 @@ def repeated_steps_pair(a: RunData, b: RunData) -> Finding | None:
         f"{rep['first_step']} on its steps are not the other run's.",
         steps=[rep["first_step"]], evidence={"run": side, **rep, "per_batch_other": other_k}, fix=fix,
         explains=1.0)
+
+
+def occasional_repeats(run: RunData) -> dict[str, Any] | None:
+    """Some steps, not all, train again on the batch of the step before: the same optimizer's next
+    step (its iteration counter one further) on equal input and label fingerprints. Two such
+    repeats at least, in a run where most steps have a batch of their own (a train step called a
+    second time on some batches, to log its loss every N batches). The regular pattern (every
+    batch stepped k times) is :func:`repeated_steps`'; one batch at every step is full-batch
+    training."""
+    from gradtrace.compare.align import fingerprints_equal
+
+    S = run.n_steps
+    if S < 4:
+        return None
+    fp = run.x_fp if _recorded(run.x_fp).any() else run.y_fp
+    has = _recorded(fp)
+    if int(has.sum()) < 4:
+        return None
+    eq = np.zeros(S, dtype=bool)
+    eq[1:] = fingerprints_equal(fp[1:], fp[:-1]) & has[1:] & has[:-1]
+    yhas = _recorded(run.y_fp)
+    if fp is run.x_fp and yhas.any():
+        eq[1:] &= fingerprints_equal(run.y_fp[1:], run.y_fp[:-1]) | ~(yhas[1:] & yhas[:-1])
+    it = run.iterations
+    nxt = np.ones(S, dtype=bool)
+    nxt[1:] = ~(np.isfinite(it[1:]) & np.isfinite(it[:-1])) | (it[1:] == it[:-1] + 1)
+    reps = np.flatnonzero(eq & nxt)
+    if reps.size < 2 or reps.size > (S - 1) // 2:
+        return None
+    steps = [int(run.step[i]) for i in reps]
+    return {"repeats": int(reps.size), "steps": steps[:12], "first_step": steps[0], "steps_total": S}
 
 
 def one_batch_every_step(run: RunData) -> dict[str, Any] | None:
@@ -391,6 +450,128 @@ def one_batch_pair(a: RunData, b: RunData) -> Finding | None:
     """Compare: one run trained on one batch at every step, the other did not."""
     fa, fb = one_batch_finding(a, "a"), one_batch_finding(b, "b")
     return fa if fb is None else fb if fa is None else None
+
+
+# Keras classification losses, by class and by function name: their labels are classes.
+CLASS_LOSSES = frozenset({"SparseCategoricalCrossentropy", "CategoricalCrossentropy", "BinaryCrossentropy",
+                           "BinaryFocalCrossentropy", "CategoricalFocalCrossentropy", "CategoricalHinge",
+                           "Hinge", "SquaredHinge", "sparse_categorical_crossentropy", "categorical_crossentropy",
+                           "binary_crossentropy", "binary_focal_crossentropy", "categorical_focal_crossentropy",
+                           "categorical_hinge", "hinge", "squared_hinge"})
+_MIN_ROWS = 4  # a batch of fewer rows holds one class too often by chance
+
+
+@lru_cache(maxsize=64)
+def _one_hot_projections(rows: int, width: int) -> np.ndarray:
+    """The projection of a one-hot batch of ``rows`` rows that all hold class ``c``, for each ``c``:
+    the weights' sum over the flat positions ``i * width + c``."""
+    idx = np.arange(rows, dtype=np.int64)[:, None] * width + np.arange(width, dtype=np.int64)[None, :]
+    w = ((idx * 7919 + 13) % 10007).astype(np.float32) / np.float32(10007.0) - np.float32(0.5)
+    w = np.where(idx < FP_POSITIONS, w.astype(np.float64), 0.0)
+    return w.sum(axis=0)
+
+
+def _batch_class(fp: np.ndarray, encoding: str, width: int) -> int | None:
+    """The one class every row of a batch holds, from its label fingerprint, or None (several
+    classes, fewer than :data:`_MIN_ROWS` rows, or labels that are not classes). Integer labels
+    (one per row): their variance is zero and the projection is the class times the weights'
+    sum. One-hot rows: each sums to one and the projection is the class's column of weights."""
+    total, squares, proj, count = (float(v) for v in fp[:4])
+    if encoding == "one-hot":
+        if width < 2 or count % width:
+            return None
+        n = int(count) // width
+        if n < _MIN_ROWS or abs(total - n) > 1e-3 or abs(squares - n) > 1e-3:
+            return None
+        cand = _one_hot_projections(n, width)
+        c = int(np.argmin(np.abs(cand - proj)))
+        tol = _MARGIN * _EPS * max(1.0, math.sqrt(n) * 0.3)
+        return c if abs(cand[c] - proj) <= tol else None
+    n = int(count)
+    if n < _MIN_ROWS:
+        return None
+    mean = total / n
+    c = round(mean)
+    tol = _MARGIN * _EPS * max(1.0, abs(total))
+    if abs(mean - c) > 1e-4 or abs(squares - c * c * n) > tol * max(1.0, abs(c)):
+        return None
+    return c if abs(proj - c * _weight_sum(n)) <= tol * max(1.0, math.sqrt(n)) else None
+
+
+def sorted_by_class(run: RunData, encoding: str | None, label_shape: list[Any] | None) -> dict[str, Any] | None:
+    """The run's batches each hold one class, the classes in long runs of consecutive batches:
+    the data is sorted (or grouped) by label and never shuffled, so the model sees one class for
+    many steps, then the next (it learns the last class it saw and forgets the others).
+
+    Read from the label fingerprints of a classification loss with one label (or one-hot row) per
+    example: at least 8 batches of :data:`_MIN_ROWS` rows or more, of which 60 % or more hold a
+    single class, and at least two classes each fill 3 or more consecutive batches, which
+    together hold 80 % of those single-class batches. Shuffled data with a rare class gives single-class
+    batches of the common class only (one class), and the rare class's come alone; a batch of one
+    or two rows is one class by chance and does not count."""
+    if encoding not in ("sparse", "one-hot", "binary") or not label_shape:
+        return None
+    if encoding == "one-hot":
+        width = label_shape[-1] if len(label_shape) == 2 else None
+        if not isinstance(width, int):
+            return None
+    elif len(label_shape) > 2 or (len(label_shape) == 2 and label_shape[-1] != 1):
+        return None  # a label per position (sequences) or several yes/no answers per example
+    else:
+        width = 1
+    rec = _recorded(run.y_fp)
+    if int(rec.sum()) < 8:
+        return None
+    classes = [_batch_class(run.y_fp[i], encoding, width) for i in np.flatnonzero(rec)]
+    known = [c for c in classes if c is not None]
+    counted = sum(1 for i in np.flatnonzero(rec) if _rows(run.y_fp[i], encoding, width) >= _MIN_ROWS)
+    if counted < 8 or len(known) < 0.6 * counted:
+        return None
+    blocks: list[list[int]] = []  # [class, consecutive batches]
+    for c in classes:
+        if c is not None and blocks and blocks[-1][0] == c:
+            blocks[-1][1] += 1
+        else:
+            blocks.append([-1 if c is None else c, 1])
+    long_ = [(c, k) for c, k in blocks if c != -1 and k >= 3]
+    long_classes = sorted({c for c, _ in long_})
+    in_long = sum(k for _, k in long_)
+    if len(long_classes) < 2 or in_long < 0.8 * len(known):
+        return None
+    order = []
+    for c, _ in long_:
+        if not order or order[-1] != c:
+            order.append(c)
+    return {"batches": counted, "single_class_batches": len(known), "classes": long_classes,
+            "class_order": order[:12], "longest_run": max(k for _, k in long_),
+            "mean_run": round(in_long / len(long_), 1), "labels": encoding}
+
+
+def _rows(fp: np.ndarray, encoding: str, width: int) -> int:
+    count = float(fp[3])
+    return int(count) // width if encoding == "one-hot" and width else int(count)
+
+
+def sorted_data_finding(run: RunData, encoding: str | None, label_shape: list[Any] | None,
+                        side: str | None = None) -> Finding | None:
+    """``check`` (``side`` None) or one side of ``compare``: :func:`sorted_by_class`."""
+    got = sorted_by_class(run, encoding, label_shape)
+    if got is None:
+        return None
+    who = f"run {side} ('{run.name}')" if side else "the run"
+    shown = ", ".join(str(c) for c in got["class_order"]) + (", ..." if len(got["class_order"]) >= 12 else "")
+    summary = (f"{who} trained on batches that each hold one class: {got['single_class_batches']} of its "
+               f"{got['batches']} batches, in runs of up to {got['longest_run']} consecutive batches of the same "
+               f"class (classes in the order {shown}). The data is sorted by label and not shuffled, so the model "
+               "fits one class for many steps, then the next, and ends biased towards the last classes it saw.")
+    return Finding(
+        "unshuffled_data", severity="error" if side else "warning", summary=summary,
+        steps=[int(run.step[0])], evidence={**got, **({"run": side} if side else {})},
+        fix="Shuffle the examples before batching: `dataset.shuffle(buffer_size=len(x)).batch(...)` with a buffer "
+            "as large as the data (a small buffer over sorted data still yields one class at a time), "
+            "`np.random.permutation` of the arrays each epoch, or `model.fit(..., shuffle=True)` (its default for "
+            "arrays).",
+        explains=1.0 if side else 0.8)
 
 
 def batch_stride(a: RunData, b: RunData) -> dict[str, Any] | None:

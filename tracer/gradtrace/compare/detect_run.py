@@ -16,7 +16,12 @@ import numpy as np
 
 from gradtrace._probes import CROSS_ENTROPIES
 from gradtrace.compare.data import HEAD, RunData
-from gradtrace.compare.detect_data import one_batch_finding, repeated_step_finding
+from gradtrace.compare.detect_data import (
+    CLASS_LOSSES,
+    one_batch_finding,
+    repeated_step_finding,
+    sorted_data_finding,
+)
 from gradtrace.compare.detect_lost import lost_records
 from gradtrace.compare.detect_outside import inventory_layer, untrained_variables
 from gradtrace.compare.findings import Finding
@@ -474,18 +479,23 @@ def _stepping_groups(run: RunData) -> int:
     """How many optimizers take turns in the run, as the first steps show it.
 
     Optimizers that take turns (a GAN's generator and discriminator, a body and a
-    head with their own learning rates) step disjoint sets of variables, each with
-    its own iteration counter; an optimizer re-created every step steps the same set
-    again. Returns the size of the largest family of pairwise disjoint variable sets
-    of the run's optimizers (``optimizers[].variables``), or, for a run recorded
-    without them, of the gradient sets of the loaded steps (1 when nothing says otherwise).
+    head with their own learning rates) step other sets of variables, each with its
+    own iteration counter; an optimizer re-created every step steps the same set
+    again. Returns the number of distinct variable sets of the run's optimizers
+    (``optimizers[].variables``; sets may overlap: a generator's optimizer handed the
+    discriminator's variables too), or, for a run recorded without them, the size of
+    the largest family of pairwise disjoint gradient sets of the loaded steps (a step
+    whose gradients are None for some variables is no other optimizer; 1 when nothing
+    says otherwise).
     """
     sets: list[frozenset[int]] = []
     for opt in run.meta.get("optimizers") or []:
         vs = frozenset(int(v) for v in opt.get("variables") or [] if v is not None and int(v) >= 0)
         if vs and vs not in sets:
             sets.append(vs)
-    if not sets and run.grad.size:
+    if sets:
+        return len(sets)
+    if run.grad.size:
         for row in run.grad == 1:
             cols = frozenset(np.flatnonzero(row).tolist())
             if cols and cols not in sets:
@@ -605,13 +615,15 @@ def loss_scale_missing(run: RunData) -> dict[str, Any] | None:
     Its ``apply`` divides the gradients by the loss scale (keras/src/optimizers/
     loss_scale_optimizer.py ``_stateful_handle_finite_grads``) on the understanding that the
     loss handed to tape.gradient was ``scale_loss(loss)``. No step of the run called
-    ``scale_loss`` (the tracer records the scale there), and the gradients applied are about
-    the loss scale smaller than gradients are (their norm over the loss times the square root of
-    the scale stays below 1: a loss multiplied by the scale by hand passes); the updates are
-    the scale (32768 at the start) times too small."""
+    ``scale_loss`` (the tracer records the scale there), or the steps called it and
+    differentiated the loss they had scaled instead of its result (``called_unused``), and the
+    gradients applied are about the loss scale smaller than gradients are (their norm over the
+    loss handed to tape.gradient times the square root of the scale stays below 1: a loss
+    multiplied by the scale by hand passes, and so does ``scale_loss``'s result differentiated);
+    the updates are the scale (32768 at the start) times too small."""
     opts = [o for o in (run.meta.get("optimizers") or [run.meta.get("optimizer")]) if o]
     lso = [o for o in opts if "inner" in o and o.get("flavour") == "keras3"]
-    if not lso or len(opts) != len(lso) or not run.n_steps or np.isfinite(run.loss_scale).any():
+    if not lso or len(opts) != len(lso) or not run.n_steps:
         return None
     scale = ((lso[0].get("loss_scale") or {}).get("initial_scale"))
     if not isinstance(scale, (int, float)) or scale <= 1:
@@ -625,7 +637,8 @@ def loss_scale_missing(run: RunData) -> dict[str, Any] | None:
     if ratio * math.sqrt(scale) >= 1.0:
         return None
     return {"optimizer": lso[0].get("class"), "inner": (lso[0].get("inner") or {}).get("class"),
-            "initial_scale": float(scale), "gradient_norm_over_loss": ratio, "steps_measured": int(ok.sum())}
+            "initial_scale": float(scale), "gradient_norm_over_loss": ratio, "steps_measured": int(ok.sum()),
+            "called_unused": bool(np.isfinite(run.loss_scale).any())}
 
 
 def padding_counted(run: RunData) -> dict[str, Any] | None:
@@ -943,6 +956,49 @@ def binary_labels_out_of_range(run: RunData) -> dict[str, Any] | None:
             "range": "[-1, 1]" if loss in _HINGE_LOSSES else "[0, 1]"}
 
 
+# Regression losses (by class and function name), whose targets the output must be able to reach,
+# and the range of each bounded output activation (``LossCall.pred_activation``).
+_REGRESSION_LOSSES = frozenset({"MeanSquaredError", "MeanAbsoluteError", "Huber", "LogCosh", "mean_squared_error",
+                                "mean_absolute_error", "huber", "log_cosh", "mse", "mae"})
+_OUTPUT_RANGE = {"relu": (0.0, math.inf), "softplus": (0.0, math.inf), "exponential": (0.0, math.inf),
+                 "relu6": (0.0, 6.0), "sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+def unreachable_targets(run: RunData) -> dict[str, Any] | None:
+    """A regression loss on the output of a bounded activation (a relu, sigmoid, tanh, ... read from
+    the step's graph) whose targets leave that activation's range, read from the label
+    fingerprints of the first 64 steps with one such loss call. Targets all in ``[lo, hi]`` satisfy
+    ``(y - lo)(hi - y) >= 0``, so their sums obey ``sum(y^2) <= (lo + hi) sum(y) - lo hi n`` (and
+    ``sum(y) >= lo n`` when ``hi`` is infinite): a batch that breaks it holds a target no prediction
+    can equal, whatever the weights. ``mean_outside``: a batch's mean target itself out of range."""
+    steps, checked, act, loss = [], 0, None, None
+    for i in range(min(run.n_steps, 64)):
+        step = int(run.step[i])
+        info = run.loss_info.get(step) or {}
+        if len(info.get("calls") or []) > 1 or not {str(info.get(k)) for k in ("cls", "name", "function")} \
+                & _REGRESSION_LOSSES or info.get("pred_activation") not in _OUTPUT_RANGE:
+            continue
+        fp = run.y_fp[i]
+        if not np.all(np.isfinite(fp[:4])) or fp[3] < 1:
+            continue
+        lo, hi = _OUTPUT_RANGE[str(info["pred_activation"])]
+        total, squares, n = float(fp[0]), float(fp[1]), float(fp[3])
+        checked += 1
+        tol = 1e-4 * max(1.0, abs(total), squares, n)
+        out = total < lo * n - tol if math.isinf(hi) else squares > (lo + hi) * total - lo * hi * n + tol
+        if out:
+            steps.append({"step": step, "mean": total / n, "mean_square": squares / n,
+                          "mean_outside": not lo <= total / n <= hi})
+            act = act or str(info["pred_activation"])
+            loss = loss or info.get("cls") or info.get("name")
+    if not steps or (len(steps) < 2 and checked > 1):
+        return None
+    lo, hi = _OUTPUT_RANGE[str(act)]
+    return {"activation": act, "loss": loss, "range": [lo, hi if math.isfinite(hi) else None], "steps": steps[:8],
+            "checked": checked,
+            "out_of_range": len(steps), "mean_outside": sum(1 for s in steps if s["mean_outside"])}
+
+
 def regularization_said(n: int) -> str:
     """What a loss holding ``n`` x sum(model.losses) does with them."""
     return ("leaves them out" if n == 0 else "includes them once" if n == 1 else "adds them twice" if n == 2
@@ -996,6 +1052,18 @@ def label_encoding(run: RunData) -> str | None:
     return "one-hot"
 
 
+def sorted_data(run: RunData, side: str | None = None) -> Finding | None:
+    """The run's batches each hold one class, in long runs (data sorted by label, never shuffled):
+    read for a run whose (single) Keras loss is a classification loss (see
+    :func:`gradtrace.compare.detect_data.sorted_by_class`)."""
+    info = run.loss_info[max(run.loss_info)] if run.loss_info else None
+    if not info or len(info.get("calls") or []) > 1:
+        return None
+    if not {str(info.get(k)) for k in ("cls", "name", "function")} & CLASS_LOSSES:
+        return None
+    return sorted_data_finding(run, label_encoding(run), info.get("y_true_shape"), side)
+
+
 # The label encoding each accuracy metric computes its score for ("equal": the label itself,
 # compared with the output for exact equality), by class and by function name.
 _ACCURACY_FOR = {"SparseCategoricalAccuracy": "sparse", "CategoricalAccuracy": "one-hot",
@@ -1034,7 +1102,8 @@ def metric_misfits(run: RunData) -> list[dict[str, Any]]:
     for m in run.meta.get("metrics") or []:
         if accuracy_fits(m.get("class"), enc, m.get("fn")) is False:
             out.append({"name": m.get("name"), "class": m.get("class"), "labels": enc,
-                        "wants": metric_wants(m.get("class"), m.get("fn"))})
+                        "wants": metric_wants(m.get("class"), m.get("fn")),
+                        **({"given": m["given"]} if m.get("given") else {})})
     return out
 
 
@@ -1056,7 +1125,9 @@ def metric_misfit_finding(run: RunData, side: str | None = None) -> Finding | No
         what = (f"is the accuracy for {_ENCODING_WORDS[str(m['wants'])]}; on {_ENCODING_WORDS.get(enc, enc)} "
                 "it compares the wrong things and reports a number unrelated to the model's accuracy")
     whose = f"run {side}'s ('{run.name}') " if side else ""
-    resolved = m["name"] in ("accuracy", "acc") and m["class"] != "Accuracy"  # Keras chose the class
+    # Keras chose the class: the metric was given as a string (recorded since ``given``; earlier
+    # records only by its name)
+    resolved = m["name"] in ("accuracy", "acc") and m["class"] != "Accuracy" and m.get("given", "string") == "string"
     if enc not in _METRIC_FOR:
         fix = None
     elif resolved:
@@ -1154,6 +1225,63 @@ def numerics_fix(run: RunData, nf: dict[str, Any]) -> str | None:
             "`tf.math.xlogy`, `tf.math.divide_no_nan`, an epsilon (`tf.math.log(p + 1e-7)`, `tf.sqrt(x + 1e-12)`) "
             "or a Keras loss on logits (`from_logits=True`) in place of a hand-written log of probabilities; "
             "a lower learning rate does not help here.")
+
+
+_BLOWUP_STEPS = 10  # the steps after the first whose losses are weighed
+_BLOWUP_FACTOR = 4.0  # how many times the first loss their median must reach (the gradient norm's too)
+
+
+def loss_blowup(run: RunData) -> dict[str, Any] | None:
+    """The first updates made the loss several times larger: the median loss of the
+    :data:`_BLOWUP_STEPS` steps after step 0 is :data:`_BLOWUP_FACTOR` times step 0's or more,
+    and so is the median global gradient norm where the steps recorded it (ten times the loss
+    where none did). Read from runs of one optimizer whose losses are finite and nonnegative at
+    every step (NaN/Inf is the numerics finding's; a loss that can go negative has no scale to
+    grow against) and not scaled for mixed precision. Batches differ from step to step, but a
+    median over ten of them several times the first loss is no batch's noise: the steps
+    overshoot (a learning rate far too large, unnormalised inputs)."""
+    n = min(run.n_steps, _BLOWUP_STEPS + 1)
+    if n < 6 or len(run.meta.get("optimizers") or []) > 1:
+        return None
+    if not np.isfinite(run.loss).all() or float(np.min(run.loss)) < 0 or np.nansum(run.nonfinite_step) > 0:
+        return None
+    if np.isfinite(run.loss_scale[:n]).any() and np.any(run.loss_scale[:n][np.isfinite(run.loss_scale[:n])] != 1):
+        return None
+    l0, later = float(run.loss[0]), run.loss[1:n]
+    if l0 <= 0:
+        return None
+    factor = float(np.median(later)) / l0
+    g0, g = float(run.grad_norm[0]), run.grad_norm[1:n]
+    g = g[np.isfinite(g)]
+    gfactor = float(np.median(g)) / g0 if g.size >= 3 and math.isfinite(g0) and g0 > 0 else None
+    if factor < (_BLOWUP_FACTOR if gfactor is not None else 10.0):
+        return None
+    if gfactor is not None and gfactor < _BLOWUP_FACTOR:
+        return None
+    lr = float(run.lr[0]) if run.lr.size and math.isfinite(run.lr[0]) else None
+    return {"loss_first": l0, "loss_median_after": float(np.median(later)), "loss_factor": factor,
+            "grad_norm_first": g0 if gfactor is not None else None,
+            "grad_norm_median_after": float(np.median(g)) if gfactor is not None else None,
+            "grad_norm_factor": gfactor, "steps": int(n), "learning_rate": lr}
+
+
+def loss_blowup_finding(run: RunData) -> Finding | None:
+    """``check``: :func:`loss_blowup`."""
+    b = loss_blowup(run)
+    if b is None:
+        return None
+    grads = (f", and the gradient norm from {b['grad_norm_first']:.4g} to a median {b['grad_norm_median_after']:.4g} "
+             f"(x{b['grad_norm_factor']:.3g})" if b["grad_norm_factor"] is not None else "")
+    lr = f" (learning rate {b['learning_rate']:.4g})" if b["learning_rate"] is not None else ""
+    return Finding(
+        "exploding_loss", severity="warning",
+        summary=f"the first updates made the loss {b['loss_factor']:.3g} times larger: from {b['loss_first']:.4g} at "
+        f"step 0 to a median {b['loss_median_after']:.4g} over steps 1-{b['steps'] - 1}{grads}. The optimizer's steps "
+        f"overshoot{lr}: each update lands the weights where the loss is higher than where it started.",
+        steps=[1], evidence=b, explains=0.8,
+        fix="Lower the learning rate (by 10x at a time; Adam's usual is 1e-3), or warm it up from a small value; "
+            "clip the gradients (`clipnorm=1.0` on the optimizer); and normalise the inputs (features of very "
+            "different scales make the largest stable learning rate tiny).")
 
 
 def data_fix(data: str) -> str:
@@ -1316,13 +1444,14 @@ def single_run_findings(run: RunData) -> list[Finding]:
     sets = var_sets(run)
     # The variables of a model no optimizer of the run was given (a teacher, a target network
     # written by assign) are not the trained model's: no gradient is their recipe.
-    # A model's variables tape.gradient was asked for and returned None for while the forward pass
-    # read them (``disconnected_sources``) are meant to train, whatever the optimizer got: the script
-    # dropped their None gradients.
+    # A model's variables tape.gradient was asked for and returned None for, whether the forward pass
+    # read them (``disconnected_sources``) or not (``unwatched_sources``: called before the tape
+    # opened), are meant to train, whatever the optimizer got: the script dropped their None gradients.
     extra = run.meta.get("extra") or {}
     disconnected = set(extra.get("disconnected_sources") or [])
+    unwatched = set(extra.get("unwatched_sources") or [])
     of_untrained = untrained_variables(run)
-    untrained = of_untrained - disconnected
+    untrained = of_untrained - disconnected - unwatched
     # The copies of a model built again (model_recreated) may train between two steps that record
     # every variable: none of their steps shows their gradients, which is no missing one.
     no_grad = [v for v in sets.no_grad if v not in untrained and v not in recreated]
@@ -1330,7 +1459,6 @@ def single_run_findings(run: RunData) -> list[Finding]:
     # while other variables got gradients: an auxiliary head used elsewhere, or a layer left out
     # of the forward pass. Variables read but disconnected (tf.stop_gradient, a numpy round trip)
     # are the error below.
-    unwatched = set(extra.get("unwatched_sources") or [])
     unused = [v for v in no_grad if v in unwatched] if len(no_grad) < len(
         [v for v in run.var_index.tolist() if run.var_info(v).get("trainable") is not False]) else []
     no_grad = [v for v in no_grad if v not in unused]
@@ -1342,7 +1470,9 @@ def single_run_findings(run: RunData) -> list[Finding]:
             f"{', ...' if len(names) > 6 else ''}. tape.gradient was asked for them, but the tape never saw them "
             "read while it recorded: their layers were not called in the forward pass the loss was computed "
             "from (an auxiliary head used elsewhere, a branch the step does not take), or were called before "
-            "the tape opened. The other variables trained.",
+            "the tape opened. The other variables trained."
+            + (" No optimizer ever updated them: the script left their None gradients out of apply_gradients, "
+               "so they keep their initial values." if any(v in of_untrained for v in unused) else ""),
             variables=names, evidence={"variables": names, "unwatched": True}, explains=0.6,
             fix="If they are unused on purpose, leave them out of the variables handed to tape.gradient and the "
                 "optimizer; otherwise call their layers inside the `with tf.GradientTape()` block, in the forward "
@@ -1428,8 +1558,10 @@ def single_run_findings(run: RunData) -> list[Finding]:
         out.append(Finding(
             "loss_scaling",
             f"the optimizer is a {unscaled['optimizer']} (over {unscaled['inner']}), which divides the gradients it "
-            f"applies by the loss scale ({unscaled['initial_scale']:g} at the start), but no step called "
-            "`optimizer.scale_loss(loss)`: the loss handed to tape.gradient was not scaled, so every update is that "
+            f"applies by the loss scale ({unscaled['initial_scale']:g} at the start), but "
+            + ("the steps call `optimizer.scale_loss(loss)` and then differentiate `loss`, not the scaled loss it "
+               "returns" if unscaled["called_unused"] else "no step called `optimizer.scale_loss(loss)`")
+            + ": the loss handed to tape.gradient was not scaled, so every update is that "
             f"many times too small (gradient norm {unscaled['gradient_norm_over_loss']:.3g} x the loss, median of the "
             f"first {unscaled['steps_measured']} steps).",
             steps=[int(run.step[0])], evidence=unscaled, explains=1.0,
@@ -1512,6 +1644,24 @@ def single_run_findings(run: RunData) -> list[Finding]:
             steps=[lb["step"]], evidence=lb, explains=0.9,
             fix="Make the model's output the labels' shape: `return_sequences=False` on the last recurrent layer "
                 "(or pool/slice the time axis before the head), or give the labels the axis the predictions have."))
+    unreachable = unreachable_targets(run)
+    if unreachable:
+        u, first = unreachable, unreachable["steps"][0]
+        lo, hi = u["range"]
+        span = f"[{lo:g}, {hi:g}]" if hi is not None else f"[{lo:g}, inf)"
+        shown = (f"mean {first['mean']:.4g}" if first["mean_outside"] or hi is None else
+                 f"mean {first['mean']:.4g}, mean square {first['mean_square']:.4g}")
+        out.append(Finding(
+            "loss_mismatch", severity="error" if u["mean_outside"] else "warning",
+            summary=f"the model's output comes out of a {u['activation']}, whose values lie in {span}, and the "
+            f"{u['loss']} loss fits it to targets outside that range at {u['out_of_range']} of the {u['checked']} "
+            f"steps checked (step {first['step']}: {shown}, which targets in {span} cannot give): those targets "
+            "can never be reached, so the loss keeps a floor and the gradient pushes the output against the "
+            f"activation's bound" + (" (a relu there stops passing any gradient)." if u["activation"] == "relu"
+                                     else "."),
+            steps=[first["step"]], evidence=u, explains=0.9,
+            fix=f"Give the output layer no activation (`activation=None`, linear) for targets that can be "
+                f"negative or unbounded, or scale the targets into {span} (and back at prediction time)."))
     blr = binary_labels_out_of_range(run)
     if blr:
         first = blr["steps"][0]
@@ -1542,7 +1692,8 @@ def single_run_findings(run: RunData) -> list[Finding]:
             steps=neg["steps"][:1], evidence=neg, explains=1.0,
             fix="Differentiate the loss itself, not its negation: drop the minus in front of it (`loss = -...`)."))
     out += [f for f in (repeated_step_finding(run) or one_batch_finding(run), metric_misfit_finding(run), zero_learning_rate(run),
-                        wired_inference_overridden(run)) if f is not None]
+                        wired_inference_overridden(run), sorted_data(run), loss_blowup_finding(run))
+            if f is not None]
     untrainable = (run.meta.get("extra") or {}).get("untrainable_sources") or []
     if untrainable:
         out.append(Finding(

@@ -6,6 +6,7 @@ Pure functions of two :class:`RunData`; no database, no TensorFlow.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,9 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     repeated = dd.repeated_steps_pair(a, b) or dd.one_batch_pair(a, b)
     if repeated:
         findings.append(repeated)
+    unshuffled = _sorted_data_pair(a, b)
+    if unshuffled:
+        findings.append(unshuffled)
     skipped_b = (None if repeated or accumulated or any(f.kind == "validation_split_mismatch" for f in findings)
                  else dd.skipped_batches_finding(a, b))
     if skipped_b:
@@ -345,6 +349,7 @@ def compare_runs(a: RunData, b: RunData) -> Report:
     findings = _dedupe(findings)
     _numerics_after_departure(findings)
     _micro_batches_same_updates(findings, a, b, al)
+    _loss_never_scaled(findings, a, b)
     findings.sort(key=lambda f: f.sort_key())
     verdict = _verdict(findings, structure_ok, al)
     if not a.n_steps or not b.n_steps:
@@ -420,7 +425,14 @@ def _needs_alignment() -> list[str]:
 def _no_steps_why(r: RunData) -> str:
     """Why a run that ended normally has no step: the tracer's own warning where it gave one
     (it names what it does not see: another kind of optimizer, a hand-written update, a
-    function traced before ``trace``), else a pointer to the run's warnings."""
+    function traced before ``trace``), else a pointer to the run's warnings. A fit() call over a
+    model none of whose variables is trainable (``model.trainable = False`` before compile(),
+    meant for a base) steps nothing: said first."""
+    frozen = bool(r.variables) and all(v.get("trainable") is False for v in r.variables)
+    if r.fit_calls() and frozen:
+        return (f"the run called fit() {len(r.fit_calls())} time(s), but none of the model's {len(r.variables)} "
+                "variables is trainable, so there was nothing to step: `model.trainable = False` (or every layer "
+                "frozen) before compile(). Set `trainable = False` on the base only, then compile() again")
     for w in r.meta.get("warnings") or []:
         if isinstance(w, str) and w.startswith(NO_STEPS_WARNING):
             return "the tracer said: " + w.removeprefix(NO_STEPS_WARNING)
@@ -483,6 +495,9 @@ def _divergence(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding:
         return rng
     if (dep["step"] > int(a.step[al.ia[0]]) and dep.get("what") in ("gradient", "gradient_norm")
             and dep.get("loss_rel_diff", 1.0) <= dep["tolerance"]):
+        more = _step_updates_more(a, b, int(dep["step"]), al)
+        if more is not None:
+            return more
         # Every earlier update agreed: the same weights and batch give the same loss, so the same
         # loss's gradient differs only if one run applies something else than that gradient.
         return Finding(
@@ -504,10 +519,36 @@ def _divergence(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding:
         steps=[dep["step"]], variables=[var] if var else [], evidence=dep, explains=0.5)
 
 
-def _random_layers(run: RunData) -> list[str]:
-    """Classes of the layers whose state includes a random generator that advanced."""
-    idx = set(run.state_index[run.rng].tolist()) if run.rng.size else set()
-    return sorted({str(v.get("layer_class") or "?") for v in run.variables if int(v["index"]) in idx})
+def _step_updates_more(a: RunData, b: RunData, step: int, al: Alignment) -> Finding | None:
+    """At ``step`` (the same loss, batch and weights in both runs) one run's optimizer updates
+    paired variables the other run's step leaves alone, and updates every variable the other's
+    does: that step hands its optimizer more variables (a GAN's generator step differentiating and
+    applying the discriminator's variables too, which the discriminator's own steps then also move)."""
+    ra, rb = a.rows(np.array([step])), b.rows(np.array([step]))
+    if ra[0] < 0 or rb[0] < 0:
+        return None
+    ua, ub = a.applied[ra[0], al.ja] == 1, b.applied[rb[0], al.jb] == 1
+    if bool((ua == ub).all()) or not (ua.any() and ub.any()):
+        return None
+    if bool((ua & ~ub).any()) and bool((ub & ~ua).any()):
+        return None  # each updates some the other does not: not one run's step taking more
+    side, big, run, jx = ("a", ua, a, al.ja) if bool((ua & ~ub).any()) else ("b", ub, b, al.jb)
+    small = ub if side == "a" else ua
+    names = [run.var_name(int(jx[j])) for j in np.flatnonzero(big & ~small)]
+    other = "b" if side == "a" else "a"
+    return Finding(
+        "divergence",
+        f"the runs agree up to step {step - 1}; at step {step} they compute the same loss on the same batch from "
+        f"the same weights, yet run {side}'s step updates {int(big.sum())} variables where run {other}'s updates "
+        f"{int(small.sum())}: it also moves {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}, which run "
+        f"{other}'s step leaves alone (an optimizer handed another model's variables too, such as a generator's "
+        "step that also applies its loss's gradients to the discriminator).",
+        steps=[step], variables=names[:16],
+        evidence={"step": step, "run": side, "updated": int(big.sum()), "updated_other": int(small.sum()),
+                  "extra_variables": names},
+        fix=f"In run {side}, differentiate and apply that step's loss with respect to the variables it should train "
+            "only (a generator step: `generator.trainable_variables`), as run " + other + " does.",
+        explains=0.95)
 
 
 def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> Finding | None:
@@ -523,11 +564,15 @@ def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> 
     first = int(a.step[al.ia[0]])
     if dep["step"] <= first or dep.get("loss_rel_diff", 0.0) <= dep.get("tolerance", 0.0):
         return None
-    ra, rb = _random_layers(a), _random_layers(b)
+    # layers whose generator state advanced (Keras 3), or of a dropout/noise class (tf-keras keeps none)
+    ra, rb = _random_layer_classes(a), _random_layer_classes(b)
     if not ra or not rb or al.stochastic:
         return None
     layers = ", ".join(sorted(set(ra) | set(rb)))
     evidence = {**dep, "random_layers": {"a": ra, "b": rb}}
+    retrace = _new_batch_size_at(a, b, int(dep["step"]))
+    if retrace is not None:
+        evidence["batch_size_changes"] = retrace
     state = ""
     st = ds.state_departs(a, b, al)
     if st is not None and st["step"] <= dep["step"]:
@@ -547,12 +592,31 @@ def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> 
                  "differently, most often an extra forward pass in training mode per step (`model(x, "
                  "training=True)` called again to compute a metric) or another random op on the same generator. "
                  "From then on the masks differ: statistically the same training, not comparable step by step."
+                 + (f" It is the first step with a batch of {retrace['to']} examples after batches of {retrace['from']}: a "
+                    "`tf.function` is traced again for the new shape, and the new graph's random ops draw other numbers "
+                    "(tf-keras seeds them per graph), while a step traced once for any batch size (fit()'s) keeps "
+                    "drawing from the same ones." if retrace is not None else "")
                  + state),
         steps=[dep["step"]], variables=[dep["variable"]] if dep.get("variable") else [],
         evidence=evidence,
         fix=("Call the model once per step in training mode and compute metrics from that output (or call it "
              "with `training=False` for metrics); fit() draws each random layer's numbers once per step."),
         explains=0.6)
+
+
+def _new_batch_size_at(a: RunData, b: RunData, step: int) -> dict[str, int] | None:
+    """``{"from": n, "to": m}`` when ``step`` is the first step of both runs with a batch of another
+    size than the step before (the last, partial batch of an epoch), else None."""
+    got = set()
+    for run in (a, b):
+        i = int(np.searchsorted(run.step, step))
+        if i <= 0 or i >= run.n_steps or int(run.step[i]) != step:
+            return None
+        prev, now = run.batch_size[i - 1], run.batch_size[i]
+        if not (np.isfinite(prev) and np.isfinite(now)) or prev == now or np.any(run.batch_size[:i] == now):
+            return None
+        got.add((int(prev), int(now)))
+    return {"from": got.pop()[0], "to": int(b.batch_size[int(np.searchsorted(b.step, step))])} if len(got) == 1 else None
 
 
 def _fold_frozen_layer(a: RunData, b: RunData, al: Alignment, fz: Finding,
@@ -1047,6 +1111,13 @@ def _lone_variables_in_lone_layers(findings: list[Finding], lone_layers: dict[st
             "(a layer built twice where the other model shares one, or a layer of one model only).")
 
 
+def _sorted_data_pair(a: RunData, b: RunData) -> Finding | None:
+    """One run trained on batches of one class each, in long runs (data sorted by label, never
+    shuffled), the other did not (see ``detect_run.sorted_data``)."""
+    fa, fb = dr.sorted_data(a, "a"), dr.sorted_data(b, "b")
+    return fa if fb is None else fb if fa is None else None
+
+
 def _micro_batches_same_updates(findings: list[Finding], a: RunData, b: RunData, al: Alignment) -> None:
     """One run steps on batches k times smaller as often as the other (micro-batches accumulated by
     hand: each step records its last micro-batch, so no batch matches), from the same start: when
@@ -1069,7 +1140,7 @@ def _micro_batches_same_updates(findings: list[Finding], a: RunData, b: RunData,
         return
     k, side = f.evidence["micro_batches"]["factor"], f.evidence["micro_batches"]["run"]
     if not np.all(du <= t):
-        summed = _micro_batches_summed(a, b, ra[ok], rb[ok], al, t, int(k), str(side))
+        summed = _micro_batches_summed(a, b, int(ra[ok][0]), int(rb[ok][0]), al, float(t[0, 0]), int(k), str(side))
         if summed is not None:
             f.severity = "info"
             f.summary += " The updates explain it: see gradient_scale."
@@ -1084,32 +1155,62 @@ def _micro_batches_same_updates(findings: list[Finding], a: RunData, b: RunData,
              f"(`gradient_accumulation_steps={k}` on a Keras 3 optimizer, fed the micro-batches).")
 
 
-def _micro_batches_summed(a: RunData, b: RunData, ra: np.ndarray, rb: np.ndarray, al: Alignment, t: np.ndarray,
+def _micro_batches_summed(a: RunData, b: RunData, ra: int, rb: int, al: Alignment, t: float,
                           k: int, side: str) -> Finding | None:
     """The micro-batch run's first update is k times the other's for every aligned variable (within
     the float noise of sums over k micro-batches; from the same start and the same examples, the one
     step whose weights are still the same): it applies the sum of its k micro-batches' gradients,
     not their mean (an optimizer whose update follows the gradient's scale, such as SGD, passes the
     factor on; later steps start from weights that already differ)."""
-    ua, ub = a.update_norm[ra[:1]][:, al.ja], b.update_norm[rb[:1]][:, al.jb]
+    ua, ub = a.update_norm[ra, al.ja], b.update_norm[rb, al.jb]  # the first aligned step's rows
     mine, other = (ua, ub) if side == "a" else (ub, ua)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = mine / other
     fin = np.isfinite(ratio) & (other > 0)
-    if int(fin.sum()) < 2 or not np.all(np.where(fin, rel(ratio, float(k)), 0.0) <= t[:1]):
+    if int(fin.sum()) < 2 or not np.all(np.where(fin, rel(ratio, float(k)), 0.0) <= t):
         return None
     return Finding(
         "gradient_scale",
         f"run {side} steps on micro-batches {k} times smaller and applies their gradients together: every update "
-        f"of run {side} at step {int(a.step[0])}, from the same weights, is {k} x the other run's (median ratio "
+        f"of run {side} at step {int(a.step[ra])}, from the same weights, is {k} x the other run's (median ratio "
         f"{float(np.median(ratio[fin])):.4g}, for all {int(fin.sum())} variables). It applies the sum of its {k} "
         "micro-batches' gradients, not their mean, so its optimizer takes steps as large as a learning rate "
         f"{k} x higher would.",
-        steps=[int(a.step[0])], evidence={"run": side, "micro_batches": k, "update_ratio": float(np.median(ratio[fin]))},
+        steps=[int(a.step[ra])], evidence={"run": side, "micro_batches": k, "update_ratio": float(np.median(ratio[fin]))},
         fix=f"Divide the accumulated gradients by the number of micro-batches in run {side} (`[g / {k} for g in "
             f"accumulated]`) before apply_gradients, or let a Keras 3 optimizer accumulate "
             f"(`gradient_accumulation_steps={k}`), which averages them.",
         explains=1.0)
+
+
+def _loss_never_scaled(findings: list[Finding], a: RunData, b: RunData) -> None:
+    """One run's Keras 3 LossScaleOptimizer divides gradients of a loss that was never scaled
+    (``detect_run.loss_scale_missing``; the other run's is not): that run's updates are the loss
+    scale times too small. Named as that run's error; a ``gradient_scale`` by the same factor is
+    what it causes, and becomes context."""
+    got = [(side, m) for side, run in (("a", a), ("b", b)) if (m := dr.loss_scale_missing(run)) is not None]
+    if len(got) != 1 or any(f.kind == "loss_scaling" and f.severity == "error" for f in findings):
+        return
+    side, m = got[0]
+    scale = m["initial_scale"]
+    how = ("calls `optimizer.scale_loss(loss)` and then differentiates `loss`, not the scaled loss it returns"
+           if m["called_unused"] else "never calls `optimizer.scale_loss(loss)`")
+    for f in findings:
+        factor = f.evidence.get("factor")
+        if f.kind == "gradient_scale" and isinstance(factor, (int, float)) and factor > 0 and \
+                abs(math.log(max(factor, 1 / factor) / scale)) < 0.05:
+            f.severity = "info"
+            f.explains = min(f.explains, 0.3)
+            f.summary += " The loss_scaling finding explains it."
+    findings.insert(0, Finding(
+        "loss_scaling",
+        f"run {side}'s optimizer is a {m['optimizer']} (over {m['inner']}), which divides the gradients it applies by "
+        f"the loss scale ({scale:g} at the start), but run {side}'s step {how}: the loss handed to tape.gradient was "
+        f"not scaled, so every update of run {side} is that many times too small (its gradient norm is "
+        f"{m['gradient_norm_over_loss']:.3g} x its loss, median of the first {m['steps_measured']} steps).",
+        steps=[0], evidence={"run": side, **m}, explains=1.0,
+        fix=f"In run {side}, differentiate the scaled loss: `scaled = optimizer.scale_loss(loss)` inside the tape, then "
+            "`tape.gradient(scaled, vars)` and `optimizer.apply(grads, vars)` (it unscales them); fit() does this itself."))
 
 
 def _numerics_after_departure(findings: list[Finding]) -> None:
