@@ -1228,7 +1228,7 @@ def text_vectorization_normalization_fit():
     return Out(_weights(model), _iters(model.optimizer),
                {"losses": cb.losses, "loss_rtol": 1e-4, "state": {_vname(v): False for v in norm.non_trainable_variables},
                 "y_fp": [_fp(y[i:i + B]) for i in range(0, 96, B)],
-                "meta": {"metrics": [{"name": "auc", "class": "AUC"}]}})
+                "meta": {"metrics": [{"name": "auc", "class": "AUC", "given": "object"}]}})
 
 
 # --- 35. an XLA-compiled tape step with reduce_retracing over batches of three sizes ----------

@@ -632,9 +632,9 @@ def test_tf_keras_modes_and_loss(db):
     assert steps[0]["loss_info"]["y_true_shape"] == [N]
     assert steps[0]["loss_info"]["reduction"] == "auto"
     assert steps[1]["loss_info"]["cls"] == "MeanSquaredError"
-    # A (N, 1) output: tf-keras resolves "accuracy" to binary accuracy.
+    # A (N, 1) output: tf-keras resolves "accuracy" to binary accuracy (compile() got the string).
     assert meta["metrics"] == [
-        {"name": "accuracy", "class": "BinaryAccuracy", "fn": "binary_accuracy"}
+        {"name": "accuracy", "class": "BinaryAccuracy", "fn": "binary_accuracy", "given": "string"}
     ]
 
 
@@ -734,15 +734,16 @@ def test_keras3_reduction_none_is_recorded_as_none(db):
 
 
 def test_loss_details_the_schema_does_not_take_are_dropped_not_the_step():
-    """A detail the schema does not know (a probe newer than the schema it is decoded with) is left
-    out; the rest of the loss details, and the step, are kept."""
+    """A detail the schema does not know (a probe newer than the schema it is decoded with), or a
+    value of a type it does not take, is left out; the rest of the loss details, and the step, are kept."""
     from gradtrace._trace import _loss_info
 
     info = _loss_info({"cls": "MeanSquaredError", "reduction": "none", "per_sample_count": 8, "unknown": 1,
                        "calls": [{"cls": "MeanSquaredError", "also_unknown": True}]})
     assert info is not None and info.cls == "MeanSquaredError" and info.per_sample_count == 8
     assert info.calls is not None and info.calls[0].cls == "MeanSquaredError"
-    assert _loss_info({"cls": "MeanSquaredError", "per_sample_count": "many"}) is None  # a value of another type
+    other = _loss_info({"cls": "MeanSquaredError", "per_sample_count": "many"})  # a value of another type
+    assert other is not None and other.cls == "MeanSquaredError" and other.per_sample_count is None
 
 
 @pytest.mark.parametrize("compiled", [False, True])
