@@ -216,15 +216,17 @@ def _rng_layers(run: RunData) -> bool:
     return bool(run.rng.size and run.rng.any())
 
 
-def _random_layer_classes(run: RunData) -> list[str]:
+def _random_layer_classes(run: RunData, drew: bool = False) -> list[str]:
     """Layers that draw random numbers in training mode: a generator state that advances (Keras 3),
     or a training-dependent layer of a dropout/noise/random-augmentation class (tf-keras keeps
-    no generator variable)."""
+    no generator variable); ``drew``: only such a layer that ran in training mode at some step."""
     idx = set(run.state_index[run.rng].tolist()) if run.rng.size else set()
     found = {str(v.get("layer_class") or "") for v in run.variables if int(v["index"]) in idx}
+    trained = {name for m, _, _ in run.modes if isinstance(m, dict) for name, on in m.items() if on} if drew else None
     for layer in run.layers:
         cls = str(layer.get("class_name") or "")
-        if layer.get("training_dependent") and ("Dropout" in cls or "Noise" in cls or cls.startswith("Random")):
+        if (layer.get("training_dependent") and ("Dropout" in cls or "Noise" in cls or cls.startswith("Random"))
+                and (trained is None or run.tracked_name(layer) in trained)):
             found.add(cls)
     return sorted(c for c in found if c)
 

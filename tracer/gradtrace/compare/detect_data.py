@@ -34,13 +34,16 @@ _MARGIN = 64.0
 _EPS = float(np.finfo(np.float32).eps)
 
 
+def _fp_weights(idx: np.ndarray) -> np.ndarray:
+    """The tracer's projection weights at flat positions ``idx`` (0 from FP_POSITIONS on), as float64."""
+    w = ((idx * 7919 + 13) % 10007).astype(np.float32) / np.float32(10007.0) - np.float32(0.5)
+    return np.where(idx < FP_POSITIONS, w.astype(np.float64), 0.0)
+
+
 @lru_cache(maxsize=64)
 def _weight_sum(n: int) -> float:
     """The sum of the tracer's projection weights over the first ``n`` positions."""
-    m = min(int(n), FP_POSITIONS)
-    idx = np.arange(m, dtype=np.int64)
-    w = ((idx * 7919 + 13) % 10007).astype(np.float32) / np.float32(10007.0) - np.float32(0.5)
-    return float(w.astype(np.float64).sum())
+    return float(_fp_weights(np.arange(min(int(n), FP_POSITIONS), dtype=np.int64)).sum())
 
 
 def _recorded(fp: np.ndarray) -> np.ndarray:
@@ -231,6 +234,21 @@ def describe_map(m: dict[str, Any]) -> dict[str, str]:
     return {"relation": rel, "what": what, "fix": fix}
 
 
+def _batch_as_before(run: RunData) -> tuple[np.ndarray, np.ndarray]:
+    """``(has, eq)``: the steps that recorded a batch (its input fingerprint, else its labels'),
+    and those whose batch equals the step before's (inputs and, where both recorded, labels)."""
+    from gradtrace.compare.align import fingerprints_equal
+
+    fp = run.x_fp if _recorded(run.x_fp).any() else run.y_fp
+    has = _recorded(fp)
+    eq = np.zeros(run.n_steps, dtype=bool)
+    eq[1:] = fingerprints_equal(fp[1:], fp[:-1]) & has[1:] & has[:-1]
+    yhas = _recorded(run.y_fp)
+    if fp is run.x_fp and yhas.any():
+        eq[1:] &= fingerprints_equal(run.y_fp[1:], run.y_fp[:-1]) | ~(yhas[1:] & yhas[:-1])
+    return has, eq
+
+
 def repeated_steps(run: RunData) -> dict[str, Any] | None:
     """The optimizer steps ``k > 1`` times on every batch (from some batch on).
 
@@ -244,23 +262,16 @@ def repeated_steps(run: RunData) -> dict[str, Any] | None:
     stepped once (batches before it may have been: the repeats start part way), else
     None: full-batch training (one batch, every step) is not a repetition.
     """
-    from gradtrace.compare.align import fingerprints_equal
 
     S = run.n_steps
     if S < 4:
         return None
-    fp = run.x_fp if _recorded(run.x_fp).any() else run.y_fp
-    has = _recorded(fp)
+    has, eq = _batch_as_before(run)
     if not has.any():
         return None
     it = run.iterations
     same = np.zeros(S, dtype=bool)  # step i belongs to step i-1's batch
     reused = np.zeros(S, dtype=bool)  # ... without a batch of its own, with its loss
-    eq = np.zeros(S, dtype=bool)
-    eq[1:] = fingerprints_equal(fp[1:], fp[:-1]) & has[1:] & has[:-1]
-    yhas = _recorded(run.y_fp)
-    if fp is run.x_fp and yhas.any():
-        eq[1:] &= fingerprints_equal(run.y_fp[1:], run.y_fp[:-1]) | ~(yhas[1:] & yhas[:-1])
     for i in range(1, S):
         if np.isfinite(it[i]) and np.isfinite(it[i - 1]) and it[i] != it[i - 1] + 1:
             continue  # not the same optimizer's next step
@@ -374,20 +385,13 @@ def occasional_repeats(run: RunData) -> dict[str, Any] | None:
     second time on some batches, to log its loss every N batches). The regular pattern (every
     batch stepped k times) is :func:`repeated_steps`'; one batch at every step is full-batch
     training."""
-    from gradtrace.compare.align import fingerprints_equal
 
     S = run.n_steps
     if S < 4:
         return None
-    fp = run.x_fp if _recorded(run.x_fp).any() else run.y_fp
-    has = _recorded(fp)
+    has, eq = _batch_as_before(run)
     if int(has.sum()) < 4:
         return None
-    eq = np.zeros(S, dtype=bool)
-    eq[1:] = fingerprints_equal(fp[1:], fp[:-1]) & has[1:] & has[:-1]
-    yhas = _recorded(run.y_fp)
-    if fp is run.x_fp and yhas.any():
-        eq[1:] &= fingerprints_equal(run.y_fp[1:], run.y_fp[:-1]) | ~(yhas[1:] & yhas[:-1])
     it = run.iterations
     nxt = np.ones(S, dtype=bool)
     nxt[1:] = ~(np.isfinite(it[1:]) & np.isfinite(it[:-1])) | (it[1:] == it[:-1] + 1)
@@ -466,9 +470,7 @@ def _one_hot_projections(rows: int, width: int) -> np.ndarray:
     """The projection of a one-hot batch of ``rows`` rows that all hold class ``c``, for each ``c``:
     the weights' sum over the flat positions ``i * width + c``."""
     idx = np.arange(rows, dtype=np.int64)[:, None] * width + np.arange(width, dtype=np.int64)[None, :]
-    w = ((idx * 7919 + 13) % 10007).astype(np.float32) / np.float32(10007.0) - np.float32(0.5)
-    w = np.where(idx < FP_POSITIONS, w.astype(np.float64), 0.0)
-    return w.sum(axis=0)
+    return _fp_weights(idx).sum(axis=0)
 
 
 def _batch_class(fp: np.ndarray, encoding: str, width: int) -> int | None:

@@ -564,7 +564,8 @@ def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> 
     first = int(a.step[al.ia[0]])
     if dep["step"] <= first or dep.get("loss_rel_diff", 0.0) <= dep.get("tolerance", 0.0):
         return None
-    ra, rb = _drawing_layer_classes(a), _drawing_layer_classes(b)
+    # layers that drew random numbers during the steps (Keras 3's generators, tf-keras's by class)
+    ra, rb = _random_layer_classes(a, drew=True), _random_layer_classes(b, drew=True)
     if not ra or not rb or al.stochastic:
         return None
     layers = ", ".join(sorted(set(ra) | set(rb)))
@@ -601,21 +602,6 @@ def _random_stream_departs(a: RunData, b: RunData, dep: dict, al: Alignment) -> 
         fix=("Call the model once per step in training mode and compute metrics from that output (or call it "
              "with `training=False` for metrics); fit() draws each random layer's numbers once per step."),
         explains=0.6)
-
-
-def _drawing_layer_classes(run: RunData) -> list[str]:
-    """Classes of the layers that drew random numbers during the steps: a generator state that
-    advanced (Keras 3), or a dropout/noise/random-augmentation layer that ran in training mode at
-    some step (tf-keras keeps no generator variable; see ``align._random_layer_classes``)."""
-    idx = set(run.state_index[run.rng].tolist()) if run.rng.size else set()
-    found = {str(v.get("layer_class") or "") for v in run.variables if int(v["index"]) in idx}
-    trained = {name for m, _, _ in run.modes if isinstance(m, dict) for name, on in m.items() if on}
-    for layer in run.layers:
-        cls = str(layer.get("class_name") or "")
-        if (layer.get("training_dependent") and ("Dropout" in cls or "Noise" in cls or cls.startswith("Random"))
-                and run.tracked_name(layer) in trained):
-            found.add(cls)
-    return sorted(c for c in found if c)
 
 
 def _new_batch_size_at(a: RunData, b: RunData, step: int) -> dict[str, int] | None:
